@@ -1,0 +1,62 @@
+# bge-reranker-v2-m3 on Triton. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON_BIN ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+MODEL ?= BAAI/bge-reranker-v2-m3
+REPO ?= runs/model_repository
+BACKEND ?= onnxruntime
+PRECISION ?= fp16
+MAX_LENGTH ?= 512
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+TEST_MODEL := runs/test-model
+
+.PHONY: help setup test test-slow export serve demo demo-offline configs perf bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): requirements/dev.txt client/pyproject.toml
+	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
+	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==24.3.1
+	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -e ./client
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with every pinned dependency (idempotent)
+
+test: setup ## the offline test suite, against a real local tritonserver
+	$(PY) -m pytest -q tests
+
+test-slow: setup ## real-shape export (24 x 1024, 250k vocab), soak and overload runs
+	$(PY) -m pytest -q -m slow tests --run-slow
+
+export: setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32 MAX_LENGTH=512
+	$(PY) -m export --model "$(MODEL)" --repo "$(REPO)" --backend $(BACKEND) \
+	  --precision $(PRECISION) --max-length $(MAX_LENGTH)
+
+serve: setup ## REPO=<dir>: the real tritonserver (CPU) on HTTP_PORT/GRPC_PORT/METRICS_PORT
+	$(PY) -m local_triton.server "$(REPO)" --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
+	  --metrics-port $(METRICS_PORT)
+
+$(TEST_MODEL)/model.safetensors: | setup
+	$(PY) -m tests.model_factory $(TEST_MODEL)
+
+demo: setup ## export MODEL (python backend, fp32) -> serve -> rerank a multilingual sample
+	$(PY) -m local_triton.demo --model "$(MODEL)" --repo runs/demo_repository \
+	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+demo-offline: $(TEST_MODEL)/model.safetensors ## the demo on a random-weight stand-in (no Hub needed)
+	$(MAKE) demo MODEL=$(TEST_MODEL)
+
+configs: setup ## regenerate the committed model_repository/ configs from export/triton_config.py
+	$(PY) -m export.triton_config model_repository
+
+clean:
+	rm -rf runs .cache

@@ -1,0 +1,53 @@
+"""rerank-client: rerank the documents on stdin (one per line) against --query."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from .errors import RerankError
+from .sync_client import RerankClient
+from .transport import TLSOptions
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="rerank-client", description=__doc__)
+    parser.add_argument("--url", action="append", help="host:port; repeat for several endpoints "
+                        "(default localhost:8001 for grpc, localhost:8000 for http)")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument("--model", default="rerank")
+    parser.add_argument("--query", required=True)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--ca-cert", help="PEM root certificate: connect with TLS")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    documents = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    urls = args.url or ["localhost:8001" if args.protocol == "grpc" else "localhost:8000"]
+    headers = dict(h.split("=", 1) for h in args.header)
+    tls = TLSOptions(root_certificates=args.ca_cert) if args.ca_cert else None
+    try:
+        with RerankClient(urls, protocol=args.protocol, model=args.model, timeout=args.timeout,
+                          tls=tls, headers=headers) as client:
+            results = client.rerank(args.query, documents, top_k=args.top_k)
+    except RerankError as err:
+        print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
+        return 0
+    print(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  document")
+    for rank, r in enumerate(results, 1):
+        text = documents[r.index]
+        text = text if len(text) <= 70 else text[:67] + "..."
+        print(f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} {text}")
+    if any(r.truncated for r in results):
+        print("* truncated to the server's max_length")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

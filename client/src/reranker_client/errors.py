@@ -1,0 +1,25 @@
+"""Typed errors: callers branch on the class, never on message text."""
+
+
+class RerankError(Exception):
+    """Base class for every error this client raises."""
+
+
+class InvalidInputError(RerankError, ValueError):
+    """The request is malformed; the message names the field and the limit. Never retried."""
+
+
+class ServerUnavailableError(RerankError):
+    """No endpoint answered (connection refused/reset, UNAVAILABLE). Retried within the deadline."""
+
+
+class OverloadedError(ServerUnavailableError):
+    """The server's queue is full or its queue timeout expired: load was shed. Retried."""
+
+
+class ModelNotReadyError(RerankError):
+    """The server is up but the model is missing or not ready."""
+
+
+class DeadlineExceededError(RerankError):
+    """The overall deadline passed before every chunk was answered."""

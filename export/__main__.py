@@ -1,0 +1,57 @@
+"""python -m export: bge-reranker-v2-m3 -> parity-checked ONNX/TensorRT -> Triton repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from export.model_loading import HubUnreachable, ModelRejected
+from export.pipeline import ExportArgs, ParityFailed, run_export
+from export.settings import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, MAX_SUPPORTED_LENGTH
+from export.triton_config import BACKENDS
+
+
+def parse_args(argv: list[str] | None) -> ExportArgs:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Hub id or local folder (default: %(default)s)")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    parser.add_argument("--repo", type=Path, default=Path("runs/model_repository"),
+                        help="Triton model repository to write (default: %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                        help="onnxruntime (GPU, TensorRT accelerator), tensorrt (plan), "
+                             "python (CPU: ONNX Runtime in a Python-backend model)")
+    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                        help=f"tokens per query+passage pair, 16..{MAX_SUPPORTED_LENGTH} (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help="pairs per request and per batch (default: %(default)s)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep intermediate ONNX files here")
+    parser.add_argument("--tokenizer-instances", type=int, default=2)
+    parser.add_argument("--cpu-threads", type=int, default=0,
+                        help="python backend: ONNX Runtime intra-op threads (0: automatic)")
+    ns = parser.parse_args(argv)
+    if not 16 <= ns.max_length <= MAX_SUPPORTED_LENGTH:
+        parser.error(f"--max-length must be in [16, {MAX_SUPPORTED_LENGTH}], got {ns.max_length}")
+    return ExportArgs(**{k: v for k, v in vars(ns).items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parse_args(argv)
+    try:
+        summary = run_export(args)
+    except HubUnreachable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ModelRejected, ParityFailed, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

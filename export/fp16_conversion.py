@@ -1,0 +1,76 @@
+"""fp32 ONNX -> fused fp16 ONNX with ONNX Runtime's transformer optimizer.
+
+Fusions (Attention, SkipLayerNormalization, BiasGelu) come from onnxruntime.transformers;
+then weights and activations go to fp16 with fp32 graph inputs/outputs. What must stay fp32:
+the normalisations (their variance overflows fp16 in RoBERTa-family models) and every node
+whose values leave the fp16 range on the calibration texts, which we measure, not guess.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnx_export import save_onnx
+
+FP16_MAX = 65504.0
+# Keep a margin: calibration texts are not every text; a node within 2x of the limit stays fp32.
+RANGE_SAFETY = 0.5
+ALWAYS_FP32_OPS = ["LayerNormalization", "SkipLayerNormalization", "Softmax"]
+
+
+@dataclass
+class Fp16Report:
+    fused_operators: dict[str, int]
+    kept_fp32_ops: list[str]
+    kept_fp32_nodes: list[str]  # out-of-range nodes found on calibration data
+    largest_activation: float
+
+
+def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]
+                            ) -> tuple[list[str], float]:
+    """Run the fp32 graph exposing every float node output; name nodes beyond the fp16 range."""
+    import onnxruntime as ort
+
+    probe = copy.deepcopy(model)
+    existing = {o.name for o in probe.graph.output}
+    producer: dict[str, str] = {}
+    for node in probe.graph.node:
+        if node.op_type in ("Shape", "Constant", "ConstantOfShape", "Gather", "Equal", "Not",
+                            "CumSum", "Cast", "Unsqueeze", "Slice", "Expand", "ReduceSum"):
+            continue  # index and mask plumbing, not activations
+        for name in node.output:
+            if name and name not in existing:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                producer[name] = node.name
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    peak: dict[str, float] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed)):
+            if name in producer and np.issubdtype(value.dtype, np.floating) and value.size:
+                peak[name] = max(peak.get(name, 0.0), float(np.nanmax(np.abs(value))))
+    limit = FP16_MAX * RANGE_SAFETY
+    hot = sorted({producer[name] for name, v in peak.items() if v > limit or not np.isfinite(v)})
+    return hot, max(peak.values(), default=0.0)
+
+
+def convert_to_fp16(fp32_path: Path, out_path: Path, num_heads: int, hidden_size: int,
+                    calibration_feeds: list[dict[str, np.ndarray]]) -> Fp16Report:
+    from onnxruntime.transformers import optimizer
+
+    # opt_level=0: only the Python fusions, so the graph stays portable across providers.
+    optimized = optimizer.optimize_model(str(fp32_path), model_type="bert", num_heads=num_heads,
+                                         hidden_size=hidden_size, opt_level=0)
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    hot_nodes, largest = nodes_out_of_fp16_range(optimized.model, calibration_feeds)
+    optimized.convert_float_to_float16(keep_io_types=True, op_block_list=ALWAYS_FP32_OPS,
+                                       node_block_list=hot_nodes)
+    save_onnx(optimized.model, out_path)
+    return Fp16Report(fused, ALWAYS_FP32_OPS, hot_nodes, largest)

@@ -1,0 +1,80 @@
+"""PyTorch -> ONNX (opset 17, dynamic batch and sequence, outputs `logit` and `score`)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+
+OPSET = 17  # one LayerNormalization op instead of Pow/ReduceMean, which overflow in fp16
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("logit", "score")
+PROTOBUF_LIMIT = 2 * 1024**3  # a single .onnx protobuf cannot exceed 2 GB
+
+
+class CrossEncoderGraph:
+    """Wraps the HF classifier so the graph returns the raw logit and sigmoid(logit), fp32."""
+
+    def __new__(cls, model):
+        import torch
+
+        class _Graph(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                logit = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+                return logit, torch.sigmoid(logit)
+
+        # eval(): the exporter restores the wrapper's mode afterwards, recursively; a wrapper left
+        # in training mode would switch dropout on in the caller's model.
+        return _Graph().eval()
+
+
+def export_onnx(model, out_path: Path, graph_module=None) -> Path:
+    """Export fp32; the weights go to `<name>.data` beside the graph when over 2 GB."""
+    import torch
+
+    graph = graph_module if graph_module is not None else CrossEncoderGraph(model)
+    dummy = (torch.ones(2, 16, dtype=torch.int64), torch.ones(2, 16, dtype=torch.int64))
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes.update({name: {0: "batch"} for name in OUTPUT_NAMES})
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_path.parent / "torch_export"
+    tmp_dir.mkdir(exist_ok=True)
+    tmp_path = tmp_dir / out_path.name
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: ONNX Runtime's transformer optimizer recognises its patterns.
+        torch.onnx.export(graph, dummy, str(tmp_path), dynamo=False, opset_version=OPSET,
+                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    save_onnx(onnx.load(str(tmp_path)), out_path)
+    for leftover in tmp_dir.iterdir():
+        leftover.unlink()
+    tmp_dir.rmdir()
+    return out_path
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    import numpy as np
+
+    total = 0
+    for tensor in model.graph.initializer:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+        total += int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    return total
+
+
+def save_onnx(model: onnx.ModelProto, out_path: Path) -> Path:
+    """Save in one file, or with all weights in one external `<name>.data` file if too big."""
+    external = initializer_bytes(model) > PROTOBUF_LIMIT - 64 * 1024**2
+    if external:
+        onnx.save_model(model, str(out_path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=out_path.name + ".data",
+                        size_threshold=1024)
+    else:
+        onnx.save_model(model, str(out_path))
+    return out_path

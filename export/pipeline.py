@@ -1,0 +1,190 @@
+"""The export as a list of named stages, each timed and reported:
+
+    resolve -> load -> onnx_fp32 -> parity_fp32 -> [fp16 -> parity_fp16] -> [tensorrt] -> repository
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from export import model_loading, parity
+from export.fp16_conversion import convert_to_fp16
+from export.onnx_export import export_onnx
+from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
+from export.settings import DEFAULT_MODEL_ID, ServingLimits
+from export.tensorrt_build import build_plan, tensorrt_available, write_build_script
+from export.tensorrt_profiles import check_consistency, profiles_for
+from export.triton_config import RepositorySpec
+
+
+class ParityFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class ExportArgs:
+    model: str = DEFAULT_MODEL_ID
+    repo: Path = Path("runs/model_repository")
+    backend: str = "onnxruntime"
+    precision: str = "fp16"
+    max_length: int = 512
+    max_batch_size: int = 64
+    revision: str | None = None
+    work_dir: Path | None = None  # keep intermediate ONNX files here
+    tokenizer_instances: int = 2
+    cpu_threads: int = 0
+
+
+@dataclass
+class StageLog:
+    stages: list[dict] = field(default_factory=list)
+
+    def run(self, name: str, func, *args, **kwargs):
+        print(f"[export] {name} ...", flush=True)
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        self.stages.append({"stage": name, "seconds": round(seconds, 2), "peak_rss_mib": peak_rss_mib()})
+        print(f"[export] {name} done in {seconds:.1f}s (peak memory {peak_rss_mib():.0f} MiB)", flush=True)
+        return result
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
+    """The serving tokenizer code itself (model_repository/tokenizer/1/pair_tokenization.py)."""
+    path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
+    spec = importlib.util.spec_from_file_location("pair_tokenization", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("pair_tokenization", module)
+    spec.loader.exec_module(module)
+    return module.PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
+                                limits.buckets, limits.max_text_bytes)
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def file_mib(path: Path) -> float:
+    size = path.stat().st_size
+    data = path.with_name(path.name + ".data")
+    return (size + (data.stat().st_size if data.exists() else 0)) / 2**20
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
+
+
+def run_export(args: ExportArgs) -> dict:
+    limits = ServingLimits(max_length=args.max_length, max_batch_size=args.max_batch_size)
+    spec = RepositorySpec(backend=args.backend, precision=args.precision, limits=limits,
+                          tokenizer_instances=args.tokenizer_instances, cpu_threads=args.cpu_threads)
+    problems = check_consistency(limits, profiles_for(limits))
+    if problems:
+        raise ValueError("inconsistent limits: " + "; ".join(problems))
+    log = StageLog()
+    owned_work = args.work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="export-")) if owned_work else Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, spec, log, work)
+    finally:
+        if owned_work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> dict:
+    limits = spec.limits
+    source = log.run("resolve", model_loading.resolve, args.model, args.revision)
+    model = log.run("load", model_loading.load_torch_model, source)
+    tokenizer_dir = work / "tokenizer"
+    model_loading.load_tokenizer(source).save_pretrained(tokenizer_dir)
+    pair_tokenizer = load_pair_tokenizer(tokenizer_dir, limits)
+    reference = parity.torch_runner(model)
+
+    fp32_path = log.run("onnx_fp32", export_onnx, model, work / "fp32" / "model.onnx")
+    reports = {"fp32": log.run("parity_fp32", parity.run_gate, "fp32", reference,
+                               parity.onnx_runner(ort_session(fp32_path)), pair_tokenizer)}
+    _require(reports["fp32"])
+    served_onnx = fp32_path
+    fp16_report = None
+    if args.precision == "fp16":
+        feeds = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for _, b in
+                 parity.batches_by_length(pair_tokenizer, parity.calibration_pairs(pair_tokenizer), 8)]
+        fp16_path = work / "fp16" / "model.onnx"
+        fp16_path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = model.config
+        fp16_report = log.run("fp16", convert_to_fp16, fp32_path, fp16_path,
+                              cfg.num_attention_heads, cfg.hidden_size, feeds)
+        reports["fp16"] = log.run("parity_fp16", parity.run_gate, "fp16", reference,
+                                  parity.onnx_runner(ort_session(fp16_path)), pair_tokenizer)
+        _require(reports["fp16"])
+        if args.backend == "python":
+            served_onnx = fp16_path  # ONNX Runtime runs the fused fp16 graph itself
+    # onnxruntime (TensorRT accelerator) and tensorrt take the plain fp32 graph: TensorRT parses
+    # standard ONNX ops, not ONNX Runtime's fused ones, and lowers to fp16 itself.
+
+    def place_model(cross_encoder_dir: Path) -> None:
+        if args.backend in ("onnxruntime", "python"):
+            copy_onnx(served_onnx, cross_encoder_dir / "1" / "model.onnx")
+            return
+        copy_onnx(fp32_path, cross_encoder_dir / "tensorrt" / "model.onnx")
+        write_build_script(cross_encoder_dir / "tensorrt", limits)
+        if tensorrt_available():
+            log.run("tensorrt", build_plan, fp32_path, cross_encoder_dir / "1" / "model.plan", limits,
+                    spec.workspace_bytes, cross_encoder_dir / "tensorrt" / "timing.cache")
+        else:
+            print("[export] tensorrt: the `tensorrt` package is not importable here; build the plan on "
+                  "the GPU host with cross_encoder/tensorrt/build_plan.sh", flush=True)
+
+    manifest = {
+        "model": {"id": source.model_id, "revision": source.revision, "files_sha256": source.file_sha256,
+                  "parameters": sum(p.numel() for p in model.parameters()),
+                  "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size},
+        "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
+        "limits": asdict(limits), "served_graph": served_onnx.parent.name,
+        "versions": versions(), "stages": log.stages,
+        "fp16": asdict(fp16_report) if fp16_report else None,
+    }
+    parity_doc = {"source": manifest["model"], "export_args": manifest["export_args"],
+                  "versions": manifest["versions"],
+                  "gates": {k: v.to_dict() for k, v in reports.items()}}
+    repo = log.run("repository", write_repository, args.repo, spec, tokenizer_dir, place_model,
+                   manifest, parity_doc)
+    summary = {"repository": str(repo), "stages": log.stages,
+               "files_mib": {p.name: round(file_mib(p), 1) for p in (fp32_path, served_onnx)},
+               "peak_rss_mib": round(peak_rss_mib(), 0),
+               "parity": {k: {"max_abs_logit": v.max_abs_logit, "max_abs_score": v.max_abs_score,
+                              "passed": v.passed} for k, v in reports.items()}}
+    return summary
+
+
+def _require(result: parity.ParityResult) -> None:
+    status = "PASS" if result.passed else "FAIL"
+    print(f"[export] parity {result.precision}: {status} max|d logit|={result.max_abs_logit:.2e} "
+          f"max|d score|={result.max_abs_score:.2e} padding={result.padding_max_abs_logit:.2e} "
+          f"top10 set={result.top10_same_set} ({result.pairs} pairs, {result.truncated_pairs} truncated)",
+          flush=True)
+    if not result.passed:
+        raise ParityFailed(f"parity gate ({result.precision}) failed: " + "; ".join(result.failures))

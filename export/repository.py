@@ -1,0 +1,77 @@
+"""Writes a Triton model repository atomically: built in a temporary sibling folder, then
+moved into place, so a failed export never leaves a half-written repository behind.
+
+Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
+    rerank/config.pbtxt, rerank/1/                      ensemble: tokenizer -> cross_encoder
+    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, tokenizer.json}
+    cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
+    cross_encoder/parity.json                           the parity gate's numbers
+    manifest.json                                       what was exported, from what, how
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from export.triton_config import CROSS_ENCODER, ENSEMBLE, TOKENIZER, RepositorySpec, all_configs, to_pbtxt
+
+SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_onnx(src: Path, dest: Path) -> None:
+    """Copy a graph and its external data file, if any, keeping the data file's name."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
+    data = src.with_name(src.name + ".data")
+    if data.exists():
+        if dest.name != src.name:
+            raise ValueError("external data is referenced by file name; keep the graph's name")
+        shutil.copy2(data, dest.with_name(data.name))
+
+
+def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
+                     place_model, manifest: dict, parity: dict) -> Path:
+    """`place_model(cross_encoder_dir)` puts the model files; everything else is written here."""
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        configs = all_configs(spec)
+        for name, config in configs.items():
+            (staging / name / "1").mkdir(parents=True)
+            (staging / name / "config.pbtxt").write_text(to_pbtxt(config))
+        for filename in TOKENIZER_CODE:
+            shutil.copy2(SOURCE_REPOSITORY / TOKENIZER / "1" / filename, staging / TOKENIZER / "1" / filename)
+        for filename in TOKENIZER_FILES:
+            if (tokenizer_dir / filename).exists():
+                shutil.copy2(tokenizer_dir / filename, staging / TOKENIZER / "1" / filename)
+        if spec.backend == "python":
+            shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / "model.py",
+                         staging / CROSS_ENCODER / "1" / "model.py")
+        place_model(staging / CROSS_ENCODER)
+        (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    previous = None
+    if out_dir.exists():
+        previous = out_dir.with_name(f".{out_dir.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        out_dir.rename(previous)
+    staging.rename(out_dir)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+__all__ = ["write_repository", "copy_onnx", "ENSEMBLE"]

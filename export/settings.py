@@ -1,0 +1,81 @@
+"""The one place where every serving limit is defined; everything else derives from here.
+
+Configs (tokenizer parameters, batch sizes, TensorRT profiles, warm-up shapes), the
+client's chunking, the docs and the tests all read these values, so a limit changes in
+exactly one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_MODEL_ID = "BAAI/bge-reranker-v2-m3"
+
+# Tokens per query+passage pair, special tokens included. bge-reranker-v2-m3 is trained
+# for 8192 positions; FlagReranker's default is 512.
+DEFAULT_MAX_LENGTH = 512
+MAX_SUPPORTED_LENGTH = 8192
+SMALLEST_BUCKET = 16
+
+# Pairs per request and per batch the cross-encoder runs. A 100-passage rerank is two requests
+# from the client; 64 x 512 tokens is ~21 TFLOP, a few tens of ms on an H100.
+DEFAULT_MAX_BATCH_SIZE = 64
+
+# Pairs longer than this many tokens run in TensorRT's "long" profile, which holds at most
+# LONG_PROFILE_MAX_BATCH pairs (activation memory grows with length squared).
+SHORT_PROFILE_MAX_LENGTH = 1024
+LONG_PROFILE_MAX_BATCH = 4
+
+# Raw text is rejected above this many UTF-8 bytes, before tokenization, so that one huge
+# document cannot stall the tokenizer for everyone (TEI and others do the same).
+MAX_TEXT_BYTES = 256 * 1024
+
+# Dynamic batching: how long a request may wait for partners, and how much queue we accept
+# before shedding load (a reranker behind search must fail fast, not queue for seconds).
+MAX_QUEUE_DELAY_US = 2_000
+MAX_QUEUE_SIZE = 256
+QUEUE_TIMEOUT_US = 5_000_000
+
+
+def length_buckets(max_length: int, smallest: int = SMALLEST_BUCKET) -> list[int]:
+    """Padded lengths the tokenizer may emit: fine steps, so padding stays small.
+
+    Triton's dynamic batcher merges only requests of identical shape, so every request is
+    padded to one of these lengths. The step is 1/8 of the power of two below (at least 16):
+    16, 32, 48, ..., 256, 288, 320, ..., 512, 576, ... - at most ~12% padding on a request's
+    longest pair, while the number of distinct shapes (and TensorRT tactics) stays small.
+    """
+    if not smallest <= max_length <= MAX_SUPPORTED_LENGTH:
+        raise ValueError(f"max_length must be in [{smallest}, {MAX_SUPPORTED_LENGTH}], got {max_length}")
+    buckets: list[int] = []
+    length = smallest
+    while length < max_length:
+        buckets.append(length)
+        power = 1 << (length.bit_length() - 1)  # largest power of two <= length
+        step = max(smallest, power // 8)
+        length += step
+    buckets.append(max_length)
+    return buckets
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """Limits for one exported repository, carried into every generated config."""
+
+    max_length: int = DEFAULT_MAX_LENGTH
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_text_bytes: int = MAX_TEXT_BYTES
+    buckets: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.buckets:
+            object.__setattr__(self, "buckets", length_buckets(self.max_length))
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.buckets[-1] != self.max_length or sorted(set(self.buckets)) != self.buckets:
+            raise ValueError("buckets must be strictly increasing and end at max_length")
+
+    @property
+    def query_max_length(self) -> int:
+        """FlagReranker's rule: the query keeps at most 3/4 of the pair's tokens."""
+        return self.max_length * 3 // 4

@@ -1,0 +1,223 @@
+"""Triton model configs, built as typed `model_config_pb2.ModelConfig` protos.
+
+A misspelt field fails here, at generation time, not when Triton loads the repository.
+Every number comes from `ServingLimits`; `tests/test_triton_config.py` compares what this
+module generates with the configs committed under `model_repository/` (golden files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.onnx_export import INPUT_NAMES
+from export.settings import (
+    LONG_PROFILE_MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, QUEUE_TIMEOUT_US,
+    SHORT_PROFILE_MAX_LENGTH, ServingLimits,
+)
+from export.tensorrt_profiles import profiles_for
+
+BACKENDS = ("onnxruntime", "tensorrt", "python")
+TOKENIZER, CROSS_ENCODER, ENSEMBLE = "tokenizer", "cross_encoder", "rerank"
+DEFAULT_ENGINE_CACHE = "/trt-cache"  # a persistent volume in the Helm chart and compose file
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    backend: str = "onnxruntime"
+    precision: str = "fp16"
+    limits: ServingLimits = ServingLimits()
+    tokenizer_instances: int = 2  # Python stubs are processes: two keep tokenizing while one waits
+    cross_encoder_instances: int = 1
+    cpu_threads: int = 0  # Python/ORT backend: intra-op threads (0 = ONNX Runtime decides)
+    engine_cache_path: str = DEFAULT_ENGINE_CACHE
+    workspace_bytes: int = 8 << 30
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision not in ("fp16", "fp32"):
+            raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
+
+
+def _tensor(cls, name: str, dtype: int, dims: list[int]):
+    return cls(name=name, data_type=dtype, dims=dims)
+
+
+def _dynamic_batching(delay_us: int) -> mc.ModelDynamicBatching:
+    return mc.ModelDynamicBatching(
+        max_queue_delay_microseconds=delay_us,
+        default_queue_policy=mc.ModelQueuePolicy(
+            timeout_action=mc.ModelQueuePolicy.REJECT,
+            default_timeout_microseconds=QUEUE_TIMEOUT_US,
+            allow_timeout_override=True,  # clients may ask for a shorter deadline
+            max_queue_size=MAX_QUEUE_SIZE,
+        ),
+    )
+
+
+def _set_params(config: mc.ModelConfig, **values) -> None:
+    for key, value in values.items():
+        config.parameters[key].string_value = str(value)
+
+
+def long_request_limits(limits: ServingLimits) -> tuple[int, int]:
+    """(length above which a request is 'long', pairs allowed in such a request)."""
+    if limits.max_length <= SHORT_PROFILE_MAX_LENGTH:
+        return limits.max_length, limits.max_batch_size
+    return SHORT_PROFILE_MAX_LENGTH, min(LONG_PROFILE_MAX_BATCH, limits.max_batch_size)
+
+
+def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
+    limits = spec.limits
+    long_length, long_pairs = long_request_limits(limits)
+    config = mc.ModelConfig(
+        name=TOKENIZER, backend="python", max_batch_size=limits.max_batch_size,
+        input=[_tensor(mc.ModelInput, "query", mc.TYPE_STRING, [1]),
+               _tensor(mc.ModelInput, "passage", mc.TYPE_STRING, [1])],
+        output=[_tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
+                _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
+                _tensor(mc.ModelOutput, "tokens", mc.TYPE_INT32, [1]),
+                _tensor(mc.ModelOutput, "truncated", mc.TYPE_BOOL, [1])],
+        # Gather concurrent requests so one execute() tokenizes them in one batch call.
+        dynamic_batching=_dynamic_batching(delay_us=200),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU,
+                                              count=spec.tokenizer_instances)],
+    )
+    _set_params(
+        config,
+        max_length=limits.max_length,
+        length_buckets=",".join(map(str, limits.buckets)),
+        max_text_bytes=limits.max_text_bytes,
+        long_request_length=long_length,
+        long_request_max_pairs=long_pairs,
+    )
+    return config
+
+
+def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
+    """Warm the smallest and the largest short shape, so the first real request is not slow."""
+    limits = spec.limits
+    shapes = [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, 256))]
+    warmups = []
+    for batch, length in shapes:
+        inputs = {name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True)
+                  for name in INPUT_NAMES}
+        warmups.append(mc.ModelWarmup(name=f"batch{batch}_len{length}", batch_size=batch, inputs=inputs))
+    return warmups
+
+
+def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
+    profiles = profiles_for(spec.limits)
+    params = {
+        "precision_mode": "FP16" if spec.precision == "fp16" else "FP32",
+        "max_workspace_size_bytes": str(spec.workspace_bytes),
+        # Engines take minutes to build: cache them on a volume that outlives the pod.
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": spec.engine_cache_path,
+        "trt_timing_cache_enable": "true",
+        "trt_timing_cache_path": spec.engine_cache_path,
+        "trt_profile_min_shapes": ",".join(p.shapes("min") for p in profiles),
+        "trt_profile_opt_shapes": ",".join(p.shapes("opt") for p in profiles),
+        "trt_profile_max_shapes": ",".join(p.shapes("max") for p in profiles),
+    }
+    accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt", parameters=params)
+    policy = mc.ModelOptimizationPolicy()
+    policy.execution_accelerators.gpu_execution_accelerator.append(accelerator)
+    return policy
+
+
+def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
+    limits = spec.limits
+    config = mc.ModelConfig(
+        name=CROSS_ENCODER, max_batch_size=limits.max_batch_size,
+        input=[_tensor(mc.ModelInput, name, mc.TYPE_INT64, [-1]) for name in INPUT_NAMES],
+        output=[_tensor(mc.ModelOutput, "logit", mc.TYPE_FP32, [1]),
+                _tensor(mc.ModelOutput, "score", mc.TYPE_FP32, [1])],
+        dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
+        model_warmup=_warmup(spec),
+    )
+    gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
+    if spec.backend == "onnxruntime":
+        config.backend = "onnxruntime"
+        config.default_model_filename = "model.onnx"
+        config.instance_group.append(gpu)
+        config.optimization.CopyFrom(_tensorrt_accelerator(spec))
+    elif spec.backend == "tensorrt":
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = "model.plan"
+        config.instance_group.append(gpu)
+    else:
+        config.backend = "python"
+        config.instance_group.append(mc.ModelInstanceGroup(
+            kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances))
+        _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads)
+    return config
+
+
+def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    step = mc.ModelEnsembling.Step
+    config = mc.ModelConfig(
+        name=ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
+        input=[_tensor(mc.ModelInput, "query", mc.TYPE_STRING, [1]),
+               _tensor(mc.ModelInput, "passage", mc.TYPE_STRING, [1])],
+        output=[_tensor(mc.ModelOutput, "logit", mc.TYPE_FP32, [1]),
+                _tensor(mc.ModelOutput, "score", mc.TYPE_FP32, [1]),
+                _tensor(mc.ModelOutput, "tokens", mc.TYPE_INT32, [1]),
+                _tensor(mc.ModelOutput, "truncated", mc.TYPE_BOOL, [1])],
+        ensemble_scheduling=mc.ModelEnsembling(step=[
+            step(model_name=TOKENIZER, model_version=-1,
+                 input_map={"query": "query", "passage": "passage"},
+                 output_map={"input_ids": "input_ids", "attention_mask": "attention_mask",
+                             "tokens": "tokens", "truncated": "truncated"}),
+            step(model_name=CROSS_ENCODER, model_version=-1,
+                 input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                 output_map={"logit": "logit", "score": "score"}),
+        ]),
+    )
+    return config
+
+
+def all_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
+    return {TOKENIZER: tokenizer_config(spec), CROSS_ENCODER: cross_encoder_config(spec),
+            ENSEMBLE: ensemble_config(spec)}
+
+
+HEADER = "# Generated by `python -m export` from export/triton_config.py - edit that, not this.\n"
+
+
+def to_pbtxt(config: mc.ModelConfig) -> str:
+    return HEADER + text_format.MessageToString(config)
+
+
+def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec()) -> list:
+    """The committed model_repository/: default (onnxruntime) configs plus the other backends'
+    cross-encoder configs under `cross_encoder/configs/<backend>.pbtxt`, which Triton can pick
+    with `--model-config-name=<backend>`."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    repository = Path(repository)
+    written = []
+    for name, config in all_configs(spec).items():
+        path = repository / name / "config.pbtxt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_pbtxt(config))
+        written.append(path)
+    for backend in BACKENDS:
+        if backend == spec.backend:
+            continue
+        path = repository / CROSS_ENCODER / "configs" / f"{backend}.pbtxt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_pbtxt(cross_encoder_config(replace(spec, backend=backend))))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written_path in write_reference_configs(sys.argv[1] if len(sys.argv) > 1 else "model_repository"):
+        print(f"wrote {written_path}")

@@ -1,0 +1,164 @@
+"""Start, wait for and stop the tritonserver binary that ships in `nvidia-pytriton==0.7.0`.
+
+That wheel carries Triton 2.51.0 with the Python backend (no onnxruntime/TensorRT backends):
+the binary needs the wheel's bundled libraries on LD_LIBRARY_PATH, the Python-backend stub
+for our Python version next to libtriton_python.so, and our venv's site-packages on
+PYTHONPATH so the models can import tokenizers and onnxruntime.
+
+    python -m local_triton.server REPO [--http-port 8000 --grpc-port 8001 --metrics-port 8002]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "triton"
+
+
+def pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent
+
+
+def backend_directory() -> Path:
+    """A backends/ folder whose python/ holds the backend library and our Python's stub."""
+    source = pytriton_root() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    target = STATE_DIR / f"backends-py{version}"
+    python_dir = target / "python"
+    if not (python_dir / "triton_python_backend_stub").exists():
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for item in (source / "backends" / "python").iterdir():
+            if item.is_file():
+                shutil.copy2(item, python_dir / item.name)
+        shutil.copy2(source / "python_backend_stubs" / version / "triton_python_backend_stub",
+                     python_dir / "triton_python_backend_stub")
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = pytriton_root().parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH", "")]))
+    site = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH", "")]))
+    # The embedded interpreter of the stub finds its prefix through `python3` on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    return env
+
+
+@dataclass
+class TritonServer:
+    repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    extra_args: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://localhost:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+        return [str(binary), f"--model-repository={Path(self.repository).resolve()}",
+                f"--backend-directory={backend_directory()}",
+                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+                "--strict-readiness=true", "--exit-on-error=true", "--log-verbose=0",
+                *self.extra_args]
+
+    def start(self, timeout: float = 180.0) -> "TritonServer":
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout)
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://localhost:{self.http_port}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}"
+                                   + (f"; see {self.log_path}" if self.log_path else ""))
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f}s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)  # Triton drains in-flight requests on SIGINT
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a model repository on the local tritonserver.")
+    parser.add_argument("repository", type=Path)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
+    args = parser.parse_args(argv)
+    if not (args.repository / "rerank" / "config.pbtxt").exists():
+        parser.error(f"{args.repository} is not an exported repository (run `make export` first)")
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.extra)
+    print(f"starting tritonserver on http :{args.http_port}, grpc :{args.grpc_port}, "
+          f"metrics :{args.metrics_port} ...", flush=True)
+    server.log_path = None
+    server.process = subprocess.Popen(server.command(), env=server_environment(), start_new_session=True)
+    try:
+        server.wait_ready(600)
+        print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
+        server.process.wait()
+    except KeyboardInterrupt:
+        print("\nstopping tritonserver ...", flush=True)
+    finally:
+        server.stop()
+    return server.process.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
