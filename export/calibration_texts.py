@@ -113,7 +113,7 @@ def long_passage(paragraphs: int, offset: int = 0) -> str:
 
 def pairs() -> list[tuple[str, str]]:
     """Query/passage pairs of mixed length: short, medium, long and over-long."""
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = [("2+2?", "4"), ("猫", "猫は動物"), ("Москва?", "Да."), ("hi", "👋")]
     for i, (_, query, passages) in enumerate(TOPICS):
         out.extend((query, p) for p in passages)
         out.append((query, long_passage(2 + i % 4, offset=i)))  # medium

@@ -90,7 +90,7 @@ def load_torch_model(source: ModelSource):
     from transformers import XLMRobertaForSequenceClassification
 
     model = XLMRobertaForSequenceClassification.from_pretrained(
-        source.local_dir, use_safetensors=True, trust_remote_code=False, torch_dtype="float32")
+        source.local_dir, use_safetensors=True, trust_remote_code=False, dtype="float32")
     return model.eval()
 
 

@@ -61,14 +61,20 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def pair_tokenization_module():
+    """The serving tokenizer code itself (model_repository/tokenizer/1/pair_tokenization.py),
+    imported once under the name the server uses."""
+    if "pair_tokenization" not in sys.modules:
+        path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
+        spec = importlib.util.spec_from_file_location("pair_tokenization", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pair_tokenization"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["pair_tokenization"]
+
+
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
-    """The serving tokenizer code itself (model_repository/tokenizer/1/pair_tokenization.py)."""
-    path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
-    spec = importlib.util.spec_from_file_location("pair_tokenization", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("pair_tokenization", module)
-    spec.loader.exec_module(module)
-    return module.PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
+    return pair_tokenization_module().PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
                                 limits.buckets, limits.max_text_bytes)
 
 

@@ -1,0 +1,176 @@
+"""`python -m export` end to end on a stand-in model: gates, repository layout, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from export import parity
+from export.__main__ import main as export_main
+from export.model_loading import load_torch_model, resolve
+from export.onnx_export import INPUT_NAMES, export_onnx
+from export.pipeline import load_pair_tokenizer, ort_session
+from export.settings import ServingLimits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gate(repo: Path) -> dict:
+    return json.loads((repo / "cross_encoder" / "parity.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fp16_repo(tiny_model, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("fp16") / "repo"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
+                        "--precision", "fp16"]) == 0
+    return repo
+
+
+def test_fp32_export_passes_gate_and_documents_it(python_repo):
+    doc = _gate(python_repo)
+    gate = doc["gates"]["fp32"]
+    assert gate["passed"] and gate["max_abs_logit"] <= 1e-4 == gate["thresholds"]["max_abs_logit"]
+    assert gate["truncated_pairs"] >= 3 and gate["token_lengths"]["max"] == 512
+    assert gate["token_lengths"]["min"] <= 32 and gate["top10_same_set"] and gate["non_finite"] == 0
+    assert set(doc["versions"]) >= {"torch", "onnxruntime", "transformers"}
+    assert len(doc["source"]["files_sha256"]["model.safetensors"]) == 64
+    assert doc["export_args"]["backend"] == "python"
+    manifest = json.loads((python_repo / "manifest.json").read_text())
+    assert [s["stage"] for s in manifest["stages"]][:4] == ["resolve", "load", "onnx_fp32", "parity_fp32"]
+    for path in ("tokenizer/1/tokenizer.json", "tokenizer/1/model.py", "tokenizer/1/pair_tokenization.py",
+                 "cross_encoder/1/model.onnx", "cross_encoder/1/model.py", "rerank/config.pbtxt"):
+        assert (python_repo / path).exists(), path
+
+
+def test_fp16_export_passes_gate_with_fused_fp16_graph(fp16_repo):
+    gate = _gate(fp16_repo)["gates"]
+    assert gate["fp32"]["passed"] and gate["fp16"]["passed"]
+    assert 0 < gate["fp16"]["max_abs_logit"] <= 0.1 and gate["fp16"]["max_abs_score"] <= 1e-2
+    graph = onnx.load(str(fp16_repo / "cross_encoder" / "1" / "model.onnx"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops
+    weights = {t.data_type for t in graph.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in weights
+    io_types = {v.type.tensor_type.elem_type for v in list(graph.graph.input) + list(graph.graph.output)}
+    assert io_types == {onnx.TensorProto.INT64, onnx.TensorProto.FLOAT}
+    manifest = json.loads((fp16_repo / "manifest.json").read_text())
+    assert "SkipLayerNormalization" in manifest["fp16"]["kept_fp32_ops"]
+
+
+def test_gate_catches_an_export_that_ignores_the_attention_mask(tiny_model, tmp_path):
+    """Negative control: the gate must fail a subtly broken graph."""
+    import torch
+
+    source = resolve(str(tiny_model))
+    model = load_torch_model(source)
+
+    class IgnoresMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            logit = self.model(input_ids=input_ids, attention_mask=torch.ones_like(attention_mask)).logits
+            return logit, torch.sigmoid(logit)
+
+    path = export_onnx(model, tmp_path / "broken.onnx", graph_module=IgnoresMask().eval())
+    tokenizer = load_pair_tokenizer(tiny_model, ServingLimits())
+    result = parity.run_gate("fp32", parity.torch_runner(model), parity.onnx_runner(ort_session(path)), tokenizer)
+    assert not result.passed
+    assert any("max |d logit|" in f for f in result.failures)
+
+
+def test_failed_gate_leaves_existing_repository_untouched(tiny_model, python_repo, tmp_path, monkeypatch):
+    import torch
+
+    from export import pipeline
+
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+
+    def broken_export(model, out_path, graph_module=None):
+        class Halved(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                logit = self.model(input_ids=input_ids, attention_mask=attention_mask).logits * 0.5
+                return logit, torch.sigmoid(logit)
+        return export_onnx(model, out_path, graph_module=Halved().eval())
+
+    monkeypatch.setattr(pipeline, "export_onnx", broken_export)
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
+                        "--precision", "fp32"]) == 1
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
+
+
+def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
+    repo = tmp_path / "trt"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "tensorrt",
+                        "--precision", "fp16", "--max-length", "2048"]) == 0
+    script = (repo / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
+    assert "trtexec" in script and "--fp16" in script and "4x2048" in script and "64x1024" in script
+    assert (repo / "cross_encoder" / "tensorrt" / "model.onnx").exists()
+    assert 'platform: "tensorrt_plan"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
+    assert subprocess.run(["bash", "-n", str(repo / "cross_encoder" / "tensorrt" / "build_plan.sh")]).returncode == 0
+
+
+def test_onnxruntime_backend_serves_plain_graph_tensorrt_can_parse(tiny_model, tmp_path):
+    repo = tmp_path / "ort"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo)]) == 0
+    graph = onnx.load(str(repo / "cross_encoder" / "1" / "model.onnx"))
+    assert all(n.domain in ("", "ai.onnx") for n in graph.graph.node)  # no com.microsoft ops
+    assert graph.opset_import[0].version >= 17
+    assert [i.name for i in graph.graph.input] == list(INPUT_NAMES)
+    assert [o.name for o in graph.graph.output] == ["logit", "score"]
+    assert 'name: "tensorrt"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
+
+
+def _write_config(folder: Path, **overrides) -> Path:
+    folder.mkdir(parents=True)
+    config = {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"],
+              "id2label": {"0": "LABEL_0"}}
+    config.update(overrides)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]}, "expected an XLMRobertaForSequenceClassification"),
+    ({"id2label": {"0": "a", "1": "b"}}, "one output label, found 2"),
+    ({}, "no \\*.safetensors weights \\(found pickle files \\['pytorch_model.bin'\\]"),
+])
+def test_refuses_what_it_cannot_serve(tmp_path, capsys, overrides, message):
+    folder = _write_config(tmp_path / "m", **overrides)
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    assert export_main(["--model", str(folder), "--repo", str(tmp_path / "repo")]) == 1
+    import re
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_hub_unreachable_says_how_to_go_offline(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-m", "export", "--repo", str(tmp_path / "r")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "BAAI/bge-reranker-v2-m3" in errors[0] and "MODEL=/path/to/local/dir" in errors[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_lists_every_option():
+    proc = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
+    for flag in ("--model", "--repo", "--backend", "--precision", "--max-length"):
+        assert flag in proc.stdout

@@ -1,0 +1,78 @@
+"""The serving tokenizer reproduces FlagReranker's pair tokenization exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export import calibration_texts
+from export.pipeline import load_pair_tokenizer
+from export.settings import ServingLimits
+from tests.references import flag_token_ids
+
+
+@pytest.fixture(scope="module", params=[64, 512])
+def setup(request, tiny_model):
+    limits = ServingLimits(max_length=request.param)
+    return limits, load_pair_tokenizer(tiny_model, limits), tiny_model
+
+
+def test_token_ids_equal_flagreranker(setup):
+    limits, tokenizer, model_dir = setup
+    pairs = calibration_texts.pairs()
+    batch = tokenizer.tokenize_request([q for q, _ in pairs], [p for _, p in pairs])
+    expected = flag_token_ids(model_dir, pairs, limits.max_length)
+    assert batch.tokens.ravel().tolist() == [len(ids) for ids in expected]
+    for row, ids in enumerate(expected):
+        assert batch.input_ids[row, : len(ids)].tolist() == ids
+        assert (batch.input_ids[row, len(ids):] == tokenizer.pad_id).all()
+        assert batch.attention_mask[row].sum() == len(ids)
+    assert batch.input_ids.shape[1] in limits.buckets
+    assert batch.truncated.any() and not batch.truncated.all()
+
+
+def test_long_query_cut_to_three_quarters(setup):
+    limits, tokenizer, _ = setup
+    query = calibration_texts.long_passage(30)
+    [(ids, truncated)] = [tokenizer.join(0, *[e.ids for e in tokenizer.tokenizer.encode_batch(
+        [query, "short passage"], add_special_tokens=False)])]
+    first_sep = ids.index(tokenizer.sep_id)
+    assert first_sep - 1 == limits.query_max_length  # <s> + query tokens
+    assert truncated and len(ids) <= limits.max_length
+
+
+def test_truncated_flag_only_when_cut(setup):
+    _, tokenizer, _ = setup
+    batch = tokenizer.tokenize_request(["short query"], ["short passage"])
+    assert not batch.truncated.any()
+    assert batch.input_ids.shape == (1, tokenizer.bucket_for(int(batch.tokens[0, 0])))
+
+
+@pytest.mark.parametrize("query, passage, message", [
+    ("", "p", "query[0]: is empty"),
+    ("   \n", "p", "query[0]: is empty"),
+    ("q", " ", "passage[0]: is empty"),
+    (b"\xff\xfe", "p", "query[0]: not valid UTF-8"),
+    ("q", "a\x00b", "passage[0]: contains a NUL"),
+    ("q", "x" * 300_000, "passage[0]: 300000 bytes exceeds the limit of 262144"),
+])
+def test_bad_items_name_field_and_limit(setup, query, passage, message):
+    _, tokenizer, _ = setup
+    from pair_tokenization import InvalidInput
+
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        tokenizer.tokenize_request([query], [passage])
+
+
+def test_one_bad_request_does_not_spoil_the_batch(setup):
+    _, tokenizer, _ = setup
+    from pair_tokenization import InvalidInput
+
+    results = tokenizer.tokenize_requests([
+        (["good query"], ["good passage"]), ([""], ["passage"]), (["q1", "q2"], ["p1"]),
+        (["another"], ["fine text"])])
+    assert not isinstance(results[0], InvalidInput) and not isinstance(results[3], InvalidInput)
+    assert isinstance(results[1], InvalidInput) and "query[0]" in str(results[1])
+    assert isinstance(results[2], InvalidInput) and "must match" in str(results[2])
+    alone = tokenizer.tokenize_request(["good query"], ["good passage"])
+    np.testing.assert_array_equal(results[0].input_ids, alone.input_ids)

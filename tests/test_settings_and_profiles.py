@@ -1,0 +1,62 @@
+"""The single source of limits, and the TensorRT profile/config consistency rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from export.settings import MAX_SUPPORTED_LENGTH, ServingLimits, length_buckets
+from export.tensorrt_build import trtexec_command
+from export.tensorrt_profiles import Profile, check_consistency, max_batch_for_length, profiles_for
+
+
+@pytest.mark.parametrize("max_length", [16, 100, 512, 1024, 4096, 8192])
+def test_buckets_cover_every_length_with_bounded_padding(max_length):
+    buckets = length_buckets(max_length)
+    assert buckets[0] == 16 and buckets[-1] == max_length
+    assert buckets == sorted(set(buckets))
+    for length in range(17, max_length + 1):
+        bucket = next(b for b in buckets if b >= length)
+        assert (bucket - length) / bucket <= 0.125 or bucket - length < 16
+
+
+@pytest.mark.parametrize("bad", [8, MAX_SUPPORTED_LENGTH + 1])
+def test_out_of_range_max_length_rejected(bad):
+    with pytest.raises(ValueError, match="max_length"):
+        length_buckets(bad)
+
+
+def test_query_max_length_is_three_quarters():
+    assert ServingLimits(max_length=512).query_max_length == 384
+    assert ServingLimits(max_length=8192).query_max_length == 6144
+
+
+@pytest.mark.parametrize("max_length", [64, 512, 1024, 2048, 8192])
+def test_profiles_consistent_with_limits(max_length):
+    limits = ServingLimits(max_length=max_length)
+    profiles = profiles_for(limits)
+    assert check_consistency(limits, profiles) == []
+    assert len(profiles) == (1 if max_length <= 1024 else 2)
+    assert profiles[0].max_shape[0] == limits.max_batch_size
+    assert max_batch_for_length(limits, profiles, 16) == limits.max_batch_size
+    if max_length > 1024:
+        assert max_batch_for_length(limits, profiles, max_length) == 4
+
+
+def test_inconsistent_profiles_are_reported():
+    limits = ServingLimits(max_length=2048, max_batch_size=64)
+    too_small = [Profile("short", (1, 16), (8, 256), (8, 1024))]
+    problems = check_consistency(limits, too_small)
+    assert any("max_batch_size 64 exceeds" in p for p in problems)
+    assert any("cover 1024 tokens but max_length is 2048" in p for p in problems)
+    assert any("fall in no profile" in p for p in problems)
+    inverted = [Profile("short", (1, 16), (64, 4096), (64, 2048))]
+    assert any("min <= opt <= max" in p for p in check_consistency(limits, inverted))
+
+
+def test_trtexec_command_carries_both_profiles():
+    cmd = trtexec_command("m.onnx", "m.plan", ServingLimits(max_length=4096), 8192, "t.cache")
+    assert "--fp16" in cmd and "--memPoolSize=workspace:8192M" in cmd
+    assert "--timingCacheFile=t.cache" in cmd
+    assert cmd.count("--minShapes=input_ids:1x16,attention_mask:1x16") == 1
+    assert "--maxShapes=input_ids:4x4096,attention_mask:4x4096" in cmd
+    assert "--maxShapes=input_ids:64x1024,attention_mask:64x1024" in cmd
