@@ -1,0 +1,1 @@
+"""Adapters for RAG frameworks; each imports its framework only when used."""
