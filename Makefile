@@ -15,7 +15,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 TEST_MODEL := runs/test-model
 
-.PHONY: help setup test test-slow export serve demo demo-offline configs perf bench clean
+.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs perf bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -29,7 +29,16 @@ $(STAMP): requirements/dev.txt client/pyproject.toml
 	$(PY) -m pip install -q --no-deps -e ./client
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv with every pinned dependency (idempotent)
+DEPLOY_STAMP := .venv-deploy/.installed
+$(DEPLOY_STAMP): requirements/deploy.txt
+	test -x .venv-deploy/bin/python || $(PYTHON_BIN) -m venv .venv-deploy
+	.venv-deploy/bin/python -m pip install -q -r requirements/deploy.txt
+	touch $(DEPLOY_STAMP)
+
+setup: $(STAMP) $(DEPLOY_STAMP) ## create .venv (+ .venv-deploy for the offline validators), all pinned; idempotent
+
+validate-deploy: setup ## hadolint, compose-spec, helm render+lint, kubernetes-validate, checkov, yamllint
+	.venv-deploy/bin/python deploy/validate.py runs/rendered
 
 test: setup ## the offline test suite, against a real local tritonserver
 	$(PY) -m pytest -q tests

@@ -13,13 +13,16 @@ from pathlib import Path
 from export.settings import ServingLimits
 from export.tensorrt_profiles import check_consistency, profiles_for
 
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51.0, TensorRT 10.5, ORT 1.19
+# The serving image is nvcr.io/nvidia/tritonserver:24.10-py3 (Triton 2.51.0, TensorRT 10.5.0);
+# the TensorRT image of the same release carries trtexec and the same TensorRT.
+TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:24.10-py3"
+TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 
 
 def trtexec_command(onnx_path: str, plan_path: str, limits: ServingLimits, workspace_mib: int,
                     timing_cache: str) -> list[str]:
     profiles = profiles_for(limits)
-    cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}", "--fp16",
+    cmd = [TRTEXEC, f"--onnx={onnx_path}", f"--saveEngine={plan_path}", "--fp16",
            f"--memPoolSize=workspace:{workspace_mib}M", f"--timingCacheFile={timing_cache}",
            # LayerNorm/softmax accumulate in fp32 in TensorRT 10's normalisation kernels;
            # keeping the graph IO fp32 matches the ONNX contract.
@@ -39,12 +42,13 @@ def write_build_script(folder: Path, limits: ServingLimits, workspace_mib: int =
                             "/work/tensorrt/timing.cache")
     script = folder / "build_plan.sh"
     script.write_text(f"""#!/usr/bin/env bash
-# Builds cross_encoder/1/model.plan from tensorrt/model.onnx with the TensorRT of the serving
-# image, on this machine's GPU. Run from anywhere: bash {script.name}
+# Builds cross_encoder/1/model.plan from tensorrt/model.onnx with the TensorRT release of the
+# serving image (Triton 24.10 = TensorRT 10.5.0), on this machine's GPU: a plan only runs on
+# the TensorRT version and GPU model it was built with. Run from anywhere: bash {script.name}
 set -euo pipefail
 here="$(cd "$(dirname "${{BASH_SOURCE[0]}}")/.." && pwd)"
 mkdir -p "$here/1"
-image="${{TRITON_IMAGE:-{TRITON_IMAGE}}}"
+image="${{TENSORRT_IMAGE:-{TENSORRT_IMAGE}}}"
 docker run --rm --gpus "${{GPU:-device=0}}" -v "$here:/work" "$image" \\
   {' '.join(shlex.quote(a) for a in inner)}
 echo "plan written to $here/1/model.plan"

@@ -1,0 +1,43 @@
+{{- define "bge-reranker.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "bge-reranker.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "bge-reranker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bge-reranker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "bge-reranker.labels" -}}
+{{ include "bge-reranker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "bge-reranker.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{- define "bge-reranker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ default (include "bge-reranker.fullname" .) .Values.serviceAccount.name }}
+{{- else -}}
+{{ default "default" .Values.serviceAccount.name }}
+{{- end -}}
+{{- end -}}
+
+{{- define "bge-reranker.modelRepositoryPath" -}}
+{{- if eq .Values.modelRepository.source "uri" -}}
+{{ required "modelRepository.uri is required when source=uri" .Values.modelRepository.uri }}
+{{- else -}}
+/models
+{{- end -}}
+{{- end -}}
