@@ -2,12 +2,12 @@
 
 from .async_client import AsyncRerankClient
 from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                     RerankError, ServerUnavailableError)
+                     PermissionDeniedError, RerankError, ServerUnavailableError)
 from .results import RerankResult
 from .sync_client import RerankClient
 from .transport import TLSOptions
 
 __version__ = "0.1.0"
 __all__ = ["RerankClient", "AsyncRerankClient", "RerankResult", "TLSOptions", "RerankError",
-           "InvalidInputError", "ServerUnavailableError", "OverloadedError", "ModelNotReadyError",
+           "InvalidInputError", "ServerUnavailableError", "OverloadedError", "ModelNotReadyError", "PermissionDeniedError",
            "DeadlineExceededError"]

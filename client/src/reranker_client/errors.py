@@ -21,5 +21,9 @@ class ModelNotReadyError(RerankError):
     """The server is up but the model is missing or not ready."""
 
 
+class PermissionDeniedError(RerankError):
+    """The server or a gateway refused the credentials (headers, TLS). Never retried."""
+
+
 class DeadlineExceededError(RerankError):
     """The overall deadline passed before every chunk was answered."""

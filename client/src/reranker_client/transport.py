@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                     RerankError, ServerUnavailableError)
+                     PermissionDeniedError, RerankError, ServerUnavailableError)
 
 OUTPUTS = ("score", "logit", "tokens", "truncated")
 
@@ -108,8 +108,14 @@ def translate(err: BaseException) -> RerankError:
         except Exception:  # noqa: BLE001
             status = ""
     lowered = message.lower()
+    if "protocol is restricted" in lowered or "api is restricted" in lowered or "PERMISSION_DENIED" in status \
+            or "UNAUTHENTICATED" in status or status in ("401", "403"):
+        return PermissionDeniedError(message)
     if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:
         return OverloadedError(message)
+    if "has no available versions" in lowered or "stub process" in lowered or "not healthy" in lowered \
+            or "server is shutting down" in lowered or "CANCELLED" in status:
+        return ServerUnavailableError(message)  # a model (re)loading or a server restarting: transient
     if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
         return ModelNotReadyError(message)
     if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
@@ -120,8 +126,6 @@ def translate(err: BaseException) -> RerankError:
     if "UNAVAILABLE" in status or status in ("502", "503", "504") or isinstance(err, (OSError, ConnectionError)) \
             or "connect" in lowered or "socket" in lowered or "broken pipe" in lowered:
         return ServerUnavailableError(message or type(err).__name__)
-    if "INTERNAL" in status and ("bytes exceeds" in lowered or "empty" in lowered or "utf-8" in lowered):
-        return InvalidInputError(message)
     return RerankError(message or type(err).__name__)
 
 

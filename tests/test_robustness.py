@@ -1,0 +1,305 @@
+"""Bad input, overload, faults and TLS against the real tritonserver: every request is
+answered right or with a clear error, and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import InferenceServerException
+
+from export.triton_config import to_pbtxt
+from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
+                             PermissionDeniedError, RerankClient, RerankError, ServerUnavailableError, TLSOptions)
+from tests.conftest import free_port, start_server
+from tests.server_helpers import raw_rerank, rerank_inputs
+
+GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
+GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]
+
+
+@pytest.fixture(scope="module")
+def good_scores(server):
+    return raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"]
+
+
+def _inputs(module, spec):
+    inputs = []
+    for name, dtype, array in spec:
+        tensor = module.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def _bytes(*rows):
+    return np.array([[r] for r in rows], dtype=np.object_)
+
+
+BAD_REQUESTS = {
+    # name: (model, input spec, words the error must contain)
+    "empty query": ("rerank", [("query", "BYTES", _bytes(b"")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "empty"]),
+    "empty passage": ("rerank", [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b""))], ["passage[1]", "empty"]),
+    "whitespace only": ("rerank", [("query", "BYTES", _bytes(b" \t\n")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "whitespace"]),
+    "invalid utf-8": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"ok \xc3\x28"))], ["passage[0]", "UTF-8"]),
+    "NUL byte": ("rerank", [("query", "BYTES", _bytes(b"q\x00q")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "NUL"]),
+    "10 MB passage": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"x" * 10_000_000))],
+                      ["passage[0]", "10000000 bytes", "262144"]),
+    "batch sizes differ": ("rerank", [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b"p", b"p"))],
+                           ["batch size", "query"]),
+    "batch above max_batch_size": ("rerank", [("query", "BYTES", _bytes(*[b"q"] * 65)), ("passage", "BYTES", _bytes(*[b"p"] * 65))],
+                                   ["batch-size", "<= 64"]),
+    "wrong dtype": ("rerank", [("query", "INT32", np.array([[1]], dtype=np.int32)), ("passage", "BYTES", _bytes(b"p"))],
+                    ["query", "INT32", "BYTES"]),
+    "wrong shape": ("rerank", [("query", "BYTES", np.array([[b"q", b"q"]], dtype=np.object_)),
+                               ("passage", "BYTES", np.array([[b"p", b"p"]], dtype=np.object_))], ["shape", "[-1,1]"]),
+    "missing input": ("rerank", [("query", "BYTES", _bytes(b"q"))], ["missing", "passage"]),
+    "unknown model": ("no_such_model", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"p"))], ["unknown model", "no_such_model"]),
+}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_clear_error_while_valid_request_succeeds(server, good_scores, case, protocol):
+    model, spec, words = BAD_REQUESTS[case]
+    module = grpcclient if protocol == "grpc" else httpclient
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    barrier = threading.Barrier(2)
+
+    def bad():
+        client = module.InferenceServerClient(url)
+        barrier.wait()
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(model, _inputs(module, spec))
+        return str(info.value)
+
+    def good():
+        barrier.wait()
+        return raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"]
+
+    with ThreadPoolExecutor(2) as pool:
+        bad_f, good_f = pool.submit(bad), pool.submit(good)
+        message, scores = bad_f.result(timeout=60), good_f.result(timeout=60)
+    for word in words:
+        assert word in message, (word, message)
+    np.testing.assert_allclose(scores, good_scores, atol=1e-6)
+    assert server.is_ready()
+
+
+def test_text_over_8192_tokens_is_truncated_and_flagged(server):
+    huge = " ".join(["Der Mount Everest ist der höchste Berg der Erde."] * 2000)  # ~100 KB, >8192 tokens
+    out = raw_rerank(server.grpc_url, ["Everest?", huge], [huge, "short passage"])
+    assert out["truncated"].tolist() == [True, True]
+    assert out["tokens"][0] == 512  # passage cut to fill max_length
+    assert out["tokens"][1] < 512 and np.isfinite(out["score"]).all()
+
+
+def test_bad_input_through_the_client(server, good_scores):
+    with RerankClient(server.grpc_url, retries=0) as client:
+        for query, docs, field in [("", ["d"], "query"), ("q", [""], "documents[0]"), ("q", [" \n"], "documents[0]"),
+                                   ("q", [b"\xff"], "documents[0]"), ("q", ["ok", None], "documents[1]")]:
+            with pytest.raises(InvalidInputError, match=field.replace("[", r"\[").replace("]", r"\]")):
+                client.rerank(query, docs)
+        with pytest.raises(InvalidInputError, match=r"passage\[0\]: contains a NUL"):
+            client.rerank("q", ["a\x00b"])
+        with pytest.raises(InvalidInputError, match="10000000 bytes exceeds the limit of 262144"):
+            client.rerank("q", ["x" * 10_000_000])
+        np.testing.assert_allclose(client.score(list(zip(GOOD_Q, GOOD_P))), good_scores, atol=1e-6)
+    with RerankClient(server.grpc_url, model="no_such_model", retries=0) as client:
+        with pytest.raises(ModelNotReadyError):
+            client.rerank("q", ["d"])
+    assert server.is_ready()
+
+
+def _repository_with_small_queue(source: Path, target: Path, queue: int) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    path = target / "cross_encoder" / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), mc.ModelConfig())
+    config.dynamic_batching.default_queue_policy.max_queue_size = queue
+    config.dynamic_batching.max_queue_delay_microseconds = 20_000  # hold requests: a slow model
+    path.write_text(to_pbtxt(config))
+    return target
+
+
+def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp_path, good_scores):
+    repo = _repository_with_small_queue(python_repo, tmp_path / "repo", queue=2)
+    srv = start_server(repo, tmp_path)
+    try:
+        # Raw: 24 requests at once into a queue of 2 -> some are rejected, quickly.
+        def raw_call(_):
+            client = grpcclient.InferenceServerClient(srv.grpc_url)
+            start = time.perf_counter()
+            try:
+                scores = client.infer("rerank", rerank_inputs(GOOD_Q, GOOD_P)).as_numpy("score").reshape(-1)
+                return "ok", time.perf_counter() - start, scores
+            except InferenceServerException as err:
+                return str(err), time.perf_counter() - start, None
+        with ThreadPoolExecutor(24) as pool:
+            raw = list(pool.map(raw_call, range(24 * 8)))
+        rejected = [r for r in raw if r[0] != "ok"]
+        assert rejected and all("queue" in r[0].lower() for r in rejected), rejected[:2]
+        assert all(np.allclose(r[2], good_scores, atol=1e-6) for r in raw if r[0] == "ok")
+        print(f"\nraw: {len(raw) - len(rejected)} answered, {len(rejected)} rejected; "
+              f"median rejection time {np.median([r[1] for r in rejected]) * 1e3:.1f} ms")
+
+        # Through the client: typed error + retries with backoff, never past the deadline.
+        deadline_s = 3.0
+        outcomes, late = {"correct": 0, "overloaded/deadline": 0, "wrong": 0, "other": 0}, []
+        lock = threading.Lock()
+
+        def client_call(_):
+            with RerankClient(srv.grpc_url, timeout=deadline_s, retries=8) as client:
+                start = time.monotonic()
+                try:
+                    scores = client.score(list(zip(GOOD_Q, GOOD_P)))
+                    kind = "correct" if np.allclose(scores, good_scores, atol=1e-6) else "wrong"
+                except (OverloadedError, DeadlineExceededError):
+                    kind = "overloaded/deadline"
+                except RerankError:
+                    kind = "other"
+                elapsed = time.monotonic() - start
+            with lock:
+                outcomes[kind] += 1
+                if elapsed > deadline_s + 0.5:
+                    late.append(elapsed)
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(client_call, range(24 * 6)))
+        print(f"client: {outcomes}")
+        assert outcomes["wrong"] == 0 and outcomes["other"] == 0 and not late
+        assert outcomes["correct"] > 0
+        assert srv.is_ready()
+    finally:
+        srv.stop()
+
+
+def _stub_pids(model: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0].endswith(b"triton_python_backend_stub") and any(
+                    f"/{model}/".encode() in part or part.endswith(f"/{model}/1/model.py".encode()) for part in cmdline):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_faults_under_traffic_lose_nothing(python_repo, tmp_path, good_scores):
+    ports = (free_port(), free_port(), free_port())
+    from local_triton.server import TritonServer
+
+    def fresh():
+        return TritonServer(python_repo, *ports, log_path=tmp_path / "triton.log").start(240)
+
+    srv = fresh()
+    counts = {"sent": 0, "correct": 0, "clear_error": 0, "wrong": 0, "lost": 0}
+    errors: dict[str, int] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def traffic():
+        with RerankClient(srv.grpc_url, timeout=45, retries=40) as client:
+            while not stop.is_set():
+                with lock:
+                    counts["sent"] += 1
+                try:
+                    scores = client.score(list(zip(GOOD_Q, GOOD_P)))
+                    kind = "correct" if np.allclose(scores, good_scores, atol=1e-6) else "wrong"
+                except RerankError as err:
+                    kind = "clear_error"
+                    with lock:
+                        errors[type(err).__name__ + ": " + str(err)[:120]] = errors.get(type(err).__name__ + ": " + str(err)[:120], 0) + 1
+                except Exception:  # noqa: BLE001 - anything untyped counts as lost
+                    kind = "lost"
+                with lock:
+                    counts[kind] += 1
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        stubs = _stub_pids("tokenizer")
+        assert stubs, "no tokenizer stub process found"
+        for pid in stubs:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(4)
+        srv.stop()  # whole-server restart under traffic
+        time.sleep(1)
+        srv = fresh()
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        srv.stop()
+    print(f"\nfaults: {counts}\nerrors: {errors}")
+    answered = counts["correct"] + counts["clear_error"] + counts["wrong"] + counts["lost"]
+    assert answered == counts["sent"] and counts["lost"] == 0 and counts["wrong"] == 0
+    assert counts["correct"] > 20
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_grpc_tls_and_auth_header(python_repo, tmp_path, good_scores):
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+             "-subj", "/CN=test-ca", cwd=tmp_path)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=localhost", cwd=tmp_path)
+    (tmp_path / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=tmp_path)
+    srv = start_server(python_repo, tmp_path, "--grpc-use-ssl=true", f"--grpc-server-cert={tmp_path / 'server.crt'}",
+                       f"--grpc-server-key={tmp_path / 'server.key'}", f"--grpc-root-cert={tmp_path / 'ca.crt'}",
+                       "--grpc-restricted-protocol=inference:x-api-key=s3cret",
+                       "--http-restricted-api=inference:x-api-key=s3cret")
+    try:
+        tls = TLSOptions(root_certificates=str(tmp_path / "ca.crt"))
+        # Triton's gRPC restriction reads the header `triton-grpc-protocol-<key>`.
+        grpc_key = {"triton-grpc-protocol-x-api-key": "s3cret"}
+        with RerankClient(srv.grpc_url, tls=tls, headers=grpc_key, retries=0) as client:
+            np.testing.assert_allclose(client.score(list(zip(GOOD_Q, GOOD_P))), good_scores, atol=1e-6)
+        with RerankClient(srv.grpc_url, tls=tls, retries=0) as client:  # no key: refused
+            with pytest.raises(PermissionDeniedError, match="restricted"):
+                client.score(list(zip(GOOD_Q, GOOD_P)))
+        with RerankClient(srv.grpc_url, headers=grpc_key, retries=0, timeout=5) as client:  # plaintext
+            with pytest.raises((ServerUnavailableError, DeadlineExceededError, RerankError)):
+                client.score(list(zip(GOOD_Q, GOOD_P)))
+        with RerankClient(srv.http_url, protocol="http", retries=0) as client:  # HTTP needs the key too
+            with pytest.raises(PermissionDeniedError):
+                client.score(list(zip(GOOD_Q, GOOD_P)))
+        with RerankClient(srv.http_url, protocol="http", headers={"x-api-key": "s3cret"}, retries=0) as client:
+            np.testing.assert_allclose(client.score(list(zip(GOOD_Q, GOOD_P))), good_scores, atol=1e-6)
+    finally:
+        srv.stop()
+
+
+def test_no_remote_code_and_no_pickle_loading_anywhere():
+    root = Path(__file__).resolve().parent.parent
+    sources = [p for d in ("export", "model_repository", "client", "local_triton", "loadtest", "benchmarks")
+               for p in (root / d).rglob("*.py")]
+    offenders = []
+    for path in sources:
+        text = path.read_text()
+        for needle in ("trust_remote_code=True", "import pickle", "torch.load(", "pickle.load", "allow_pickle=True"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(root)}: {needle}")
+    assert not offenders
+    assert "trust_remote_code=False" in (root / "export" / "model_loading.py").read_text()
