@@ -155,29 +155,50 @@ def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp
         print(f"\nraw: {len(raw) - len(rejected)} answered, {len(rejected)} rejected; "
               f"median rejection time {np.median([r[1] for r in rejected]) * 1e3:.1f} ms")
 
-        # Through the client: typed error + retries with backoff, never past the deadline.
-        deadline_s = 3.0
-        outcomes, late = {"correct": 0, "overloaded/deadline": 0, "wrong": 0, "other": 0}, []
-        lock = threading.Lock()
+        # Capacity: what the server answers per second under a closed loop of 4 callers.
+        with RerankClient(srv.grpc_url, timeout=10, retries=8, max_concurrency=64) as client:
+            def closed_loop(_):
+                done, until = 0, time.monotonic() + 2.0
+                while time.monotonic() < until:
+                    try:
+                        client.score(list(zip(GOOD_Q, GOOD_P)))
+                        done += 1
+                    except RerankError:
+                        pass
+                return done
+            with ThreadPoolExecutor(4) as pool:
+                capacity = sum(pool.map(closed_loop, range(4))) / 2.0
 
-        def client_call(_):
-            with RerankClient(srv.grpc_url, timeout=deadline_s, retries=8) as client:
+            # Open loop at 4x capacity for 4 s; every caller has a 3 s deadline and retries
+            # with backoff on the typed overload error.
+            deadline_s, rate = 3.0, 4 * capacity
+            outcomes, late, slowest = {"correct": 0, "overloaded/deadline": 0, "wrong": 0, "other": 0}, [], [0.0]
+            lock = threading.Lock()
+
+            def call(_):
                 start = time.monotonic()
                 try:
-                    scores = client.score(list(zip(GOOD_Q, GOOD_P)))
+                    scores = client.score(list(zip(GOOD_Q, GOOD_P)), timeout=deadline_s)
                     kind = "correct" if np.allclose(scores, good_scores, atol=1e-6) else "wrong"
                 except (OverloadedError, DeadlineExceededError):
                     kind = "overloaded/deadline"
                 except RerankError:
                     kind = "other"
                 elapsed = time.monotonic() - start
-            with lock:
-                outcomes[kind] += 1
-                if elapsed > deadline_s + 0.5:
-                    late.append(elapsed)
-        with ThreadPoolExecutor(24) as pool:
-            list(pool.map(client_call, range(24 * 6)))
-        print(f"client: {outcomes}")
+                with lock:
+                    outcomes[kind] += 1
+                    slowest[0] = max(slowest[0], elapsed)
+                    if elapsed > deadline_s + 0.5:
+                        late.append(elapsed)
+            total = int(rate * 4.0)
+            with ThreadPoolExecutor(96) as pool:
+                t0 = time.monotonic()
+                for i in range(total):
+                    time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+                    pool.submit(call, i)
+        print(f"client at 4x capacity ({capacity:.0f} -> {rate:.0f} requests/s): {outcomes}; "
+              f"slowest call {slowest[0]:.2f}s (deadline {deadline_s}s)")
+        assert sum(outcomes.values()) == total
         assert outcomes["wrong"] == 0 and outcomes["other"] == 0 and not late
         assert outcomes["correct"] > 0
         assert srv.is_ready()

@@ -29,18 +29,18 @@ class AsyncRerankClient:
         self._max_batch_size: Optional[int] = None
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-                     return_documents: bool = False) -> List[RerankResult]:
+                     return_documents: bool = False, timeout: Optional[float] = None) -> List[RerankResult]:
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)
         if not pairs:
             return []
-        results = await self._score_pairs(pairs, list(documents) if return_documents else None)
+        results = await self._score_pairs(pairs, list(documents) if return_documents else None, timeout)
         return planning.top(results, top_k)
 
-    async def score(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:
+    async def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
         checked = planning.validate_pairs(pairs)
-        return [r.score for r in await self._score_pairs(checked, None)] if checked else []
+        return [r.score for r in await self._score_pairs(checked, None, timeout)] if checked else []
 
     async def ready(self) -> bool:
         for url in self.pool.urls:
@@ -110,8 +110,8 @@ class AsyncRerankClient:
         async with limiter:
             return await self._call(call, deadline)
 
-    async def _score_pairs(self, pairs, documents) -> List[RerankResult]:
-        deadline = time.monotonic() + self.timeout
+    async def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         chunks = planning.plan_chunks(pairs, await self.max_batch_size())
         limiter = asyncio.Semaphore(self.max_concurrency)
         try:

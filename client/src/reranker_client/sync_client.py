@@ -33,20 +33,20 @@ class RerankClient:
 
     # -- public API ---------------------------------------------------------------------------
     def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-               return_documents: bool = False) -> List[RerankResult]:
+               return_documents: bool = False, timeout: Optional[float] = None) -> List[RerankResult]:
         """Results sorted by score (best first); `index` is the document's input position."""
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)  # validates top_k before any I/O
         if not pairs:
             return []
-        results = self._score_pairs(pairs, list(documents) if return_documents else None)
+        results = self._score_pairs(pairs, list(documents) if return_documents else None, timeout)
         return planning.top(results, top_k)
 
-    def score(self, pairs: Sequence[Tuple[str, str]]) -> List[float]:
+    def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
         """sigmoid scores in input order."""
         checked = planning.validate_pairs(pairs)
-        return [r.score for r in self._score_pairs(checked, None)] if checked else []
+        return [r.score for r in self._score_pairs(checked, None, timeout)] if checked else []
 
     def score_details(self, pairs: Sequence[Tuple[str, str]]) -> List[RerankResult]:
         checked = planning.validate_pairs(pairs)
@@ -95,7 +95,7 @@ class RerankClient:
                 self._clients.append(clients[url])
         return clients[url]
 
-    def _call(self, fn, deadline: float):
+    def _call(self, fn, deadline: float, budget: Optional[float] = None):
         """Run fn(client) on an endpoint; retry retryable failures on the next endpoint with
         backoff until `retries` or the deadline runs out."""
         attempt, avoid = 0, None
@@ -115,26 +115,27 @@ class RerankClient:
             avoid = url
             pause = backoff_seconds(attempt)
             if time.monotonic() + pause >= deadline:
-                raise DeadlineExceededError(f"deadline of {self.timeout}s passed after {attempt + 1} tries: {err}")
+                raise DeadlineExceededError(f"deadline of {budget or self.timeout}s passed after {attempt + 1} tries: {err}")
             time.sleep(pause)
             attempt += 1
 
-    def _infer(self, chunk: planning.Chunk, deadline: float) -> Dict:
+    def _infer(self, chunk: planning.Chunk, deadline: float, budget: float) -> Dict:
         def call(client):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeadlineExceededError(f"deadline of {self.timeout}s passed")
+                raise DeadlineExceededError(f"deadline of {budget}s passed")
             inputs = transport.make_inputs(self.protocol, False, chunk.queries, chunk.passages)
             outputs = transport.make_outputs(self.protocol, False)
             kwargs = {"client_timeout": remaining} if self.protocol == "grpc" else {}
             return transport.read_outputs(client.infer(self.model, inputs, outputs=outputs,
                                                        headers=self.headers, **kwargs))
-        return self._call(call, deadline)
+        return self._call(call, deadline, budget)
 
-    def _score_pairs(self, pairs, documents) -> List[RerankResult]:
-        deadline = time.monotonic() + self.timeout
+    def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+        budget = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
         chunks = planning.plan_chunks(pairs, self.max_batch_size())
-        futures = [(chunk, self._executor.submit(self._infer, chunk, deadline)) for chunk in chunks]
+        futures = [(chunk, self._executor.submit(self._infer, chunk, deadline, budget)) for chunk in chunks]
         answered, first_error = [], None
         for chunk, future in futures:
             try:
