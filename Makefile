@@ -64,6 +64,21 @@ demo: setup ## export MODEL (python backend, fp32) -> serve -> rerank a multilin
 demo-offline: $(TEST_MODEL)/model.safetensors ## the demo on a random-weight stand-in (no Hub needed)
 	$(MAKE) demo MODEL=$(TEST_MODEL)
 
+URL ?=
+perf: setup ## REPO=<dir> (served locally) or URL=<host:port>: perf_analyzer sweep -> CSV, markdown, PNG
+	$(PY) -m loadtest.perf_analyzer $(if $(URL),--url $(URL) --tokenizer "$(REPO)/tokenizer/1/tokenizer.json",--repo "$(REPO)") \
+	  --out runs/perf
+
+INFINITY_VENV := runs/venv-infinity
+$(INFINITY_VENV)/.installed: requirements/infinity.txt
+	@# Infinity pins clash with ours: its own venv; a failure is reported by the benchmark, not fatal.
+	test -x $(INFINITY_VENV)/bin/python || $(PYTHON_BIN) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q -r requirements/infinity.txt && touch $@ || true
+
+bench: setup $(INFINITY_VENV)/.installed ## side-by-side benchmark (ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity)
+	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
+	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results
+
 configs: setup ## regenerate the committed model_repository/ configs from export/triton_config.py
 	$(PY) -m export.triton_config model_repository
 

@@ -177,6 +177,11 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
                  output_map={"logit": "logit", "score": "score"}),
         ]),
     )
+    # The client reads these with the config it fetches anyway: it packs requests by bucket
+    # and rejects over-long texts before sending them.
+    _set_params(config, max_length=spec.limits.max_length,
+                length_buckets=",".join(map(str, spec.limits.buckets)),
+                max_text_bytes=spec.limits.max_text_bytes)
     return config
 
 

@@ -25,6 +25,15 @@ from pathlib import Path
 STATE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "triton"
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for servers that need not be on the default ports."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def pytriton_root() -> Path:
     import pytriton
 

@@ -4,7 +4,6 @@ tritonserver serving it for the whole session."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from export.__main__ import main as export_main  # noqa: E402
-from local_triton.server import TritonServer  # noqa: E402
+from local_triton.server import TritonServer, free_port  # noqa: E402,F401 - free_port: shared with tests
 from tests import model_factory  # noqa: E402
 
 
@@ -32,12 +31,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

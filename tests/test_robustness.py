@@ -206,17 +206,20 @@ def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp
         srv.stop()
 
 
-def _stub_pids(model: str) -> list[int]:
+def _stub_pids(server_pid: int, model: str) -> list[int]:
+    """Python-backend stub processes of `model` started by this server (not by other servers)."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmdline and cmdline[0].endswith(b"triton_python_backend_stub") and any(
-                    f"/{model}/".encode() in part or part.endswith(f"/{model}/1/model.py".encode()) for part in cmdline):
-                pids.append(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server_pid and cmdline and cmdline[0].endswith(b"triton_python_backend_stub") \
+                and any(f"/{model}/".encode() in part for part in cmdline):
+            pids.append(int(entry.name))
     return pids
 
 
@@ -255,7 +258,7 @@ def test_faults_under_traffic_lose_nothing(python_repo, tmp_path, good_scores):
         for t in threads:
             t.start()
         time.sleep(1.5)
-        stubs = _stub_pids("tokenizer")
+        stubs = _stub_pids(srv.process.pid, "tokenizer")
         assert stubs, "no tokenizer stub process found"
         for pid in stubs:
             os.kill(pid, signal.SIGKILL)

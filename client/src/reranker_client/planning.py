@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,13 +43,64 @@ def validate_query_documents(query: object, documents: Sequence[object]) -> List
     return [(q, _check_text(f"documents[{i}]", d)) for i, d in enumerate(documents)]
 
 
-def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int) -> List[Chunk]:
+# What one more request costs, as a number of average-length pairs computed for nothing:
+# the per-request work (scheduling, a tokenizer call, kernel launches) that makes many tiny
+# requests slower than a little padding.
+REQUEST_COST_PAIRS = 1.0
+
+
+def utf8_length(query: bytes, passage: bytes) -> int:
+    """Default length estimate without a tokenizer: UTF-8 bytes track token counts across
+    scripts better than characters (CJK characters are 3 bytes and ~1 token each)."""
+    return len(query) + len(passage)
+
+
+def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None
+                 ) -> List[Tuple[int, int]]:
+    """Cut ascending `lengths` into runs of at most max_batch_size that minimise padded size
+    (each run is padded to its longest item) plus a fixed cost per run. Dynamic programming,
+    O(n * max_batch_size)."""
+    n = len(lengths)
+    if request_cost is None:
+        request_cost = REQUEST_COST_PAIRS * (sum(lengths) / n if n else 0.0)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - max_batch_size), end):
+            cost = best[start] + (end - start) * lengths[end - 1] + request_cost
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds, end = [], n
+    while end > 0:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    return bounds[::-1]
+
+
+def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int]) -> None:
+    """The server's per-text limit, enforced before anything is sent."""
+    for i, (query, document) in enumerate(pairs):
+        for name, text in (("query", query), ("documents", document)):
+            if max_text_bytes and len(text) > max_text_bytes:
+                raise InvalidInputError(f"{name}[{i}]: {len(text)} bytes exceeds the limit of "
+                                        f"{max_text_bytes} bytes per text")
+
+
+def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
+                length: Optional[Callable[[bytes, bytes], int]] = None,
+                buckets: Optional[Sequence[int]] = None) -> List[Chunk]:
     """Sort by length so each chunk holds similar lengths (the server pads a request to its
-    longest pair), then cut into chunks of at most max_batch_size pairs."""
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    longest pair), then cut where padding would cost more than another request. `length`
+    gives a pair's tokens (a real tokenizer packs tightest; UTF-8 bytes are the fallback);
+    with token lengths, the server's `buckets` say what each chunk really costs."""
+    estimates = [(length or utf8_length)(q, p) for q, p in pairs]
+    if length is not None and buckets:
+        estimates = [buckets[min(bisect.bisect_left(buckets, e), len(buckets) - 1)] for e in estimates]
+    order = sorted(range(len(pairs)), key=lambda i: estimates[i])
+    lengths = [estimates[i] for i in order]
     chunks = []
-    for start in range(0, len(order), max_batch_size):
-        rows = order[start:start + max_batch_size]
+    for start, end in chunk_bounds(lengths, max_batch_size):
+        rows = order[start:end]
         queries = np.array([[pairs[i][0]] for i in rows], dtype=np.object_)
         passages = np.array([[pairs[i][1]] for i in rows], dtype=np.object_)
         chunks.append(Chunk(rows, queries, passages))

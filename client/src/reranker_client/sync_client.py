@@ -1,43 +1,36 @@
-"""RerankClient: blocking API; chunks run concurrently on a small thread pool."""
+"""RerankClient: blocking API; the requests of one call run concurrently on a small thread pool."""
 
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import planning, transport
-from .errors import DeadlineExceededError, ModelNotReadyError, RerankError
+from .base import ClientBase
+from .errors import RerankError
 from .results import RerankResult
-from .transport import RETRYABLE, EndpointPool, TLSOptions, backoff_seconds
+from .transport import TLSOptions
 
 
-class RerankClient:
+class RerankClient(ClientBase):
     def __init__(self, url: Union[str, Sequence[str]] = "localhost:8001", protocol: str = "grpc",
                  model: str = "rerank", timeout: float = 30.0, retries: int = 3,
                  max_concurrency: int = 4, tls: Optional[TLSOptions] = None,
-                 headers: Optional[Dict[str, str]] = None) -> None:
-        urls = [url] if isinstance(url, str) else list(url)
-        if not urls:
-            raise ValueError("url: at least one endpoint is required")
-        transport.module_for(protocol, asyncio=False)  # validates the protocol early
-        self.protocol, self.model, self.timeout, self.retries = protocol, model, timeout, retries
-        self.tls, self.headers = tls, dict(headers or {})
-        self.pool = EndpointPool(urls)
+                 headers: Optional[Dict[str, str]] = None,
+                 length_function: Optional[Callable[[str, str], int]] = None) -> None:
+        super().__init__(url, protocol, model, timeout, retries, max_concurrency, tls, headers,
+                         length_function, asyncio=False)
         self._local = threading.local()  # tritonclient's HTTP client is not thread-safe
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="rerank")
-        self._max_batch_size: Optional[int] = None
         self._clients: List = []
         self._clients_lock = threading.Lock()
 
-    # -- public API ---------------------------------------------------------------------------
     def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
                return_documents: bool = False, timeout: Optional[float] = None) -> List[RerankResult]:
         """Results sorted by score (best first); `index` is the document's input position."""
-        pairs = planning.validate_query_documents(query, documents)
-        if top_k is not None:
-            planning.top([], top_k)  # validates top_k before any I/O
+        pairs = self._rerank_pairs(query, documents, top_k)
         if not pairs:
             return []
         results = self._score_pairs(pairs, list(documents) if return_documents else None, timeout)
@@ -48,9 +41,10 @@ class RerankClient:
         checked = planning.validate_pairs(pairs)
         return [r.score for r in self._score_pairs(checked, None, timeout)] if checked else []
 
-    def score_details(self, pairs: Sequence[Tuple[str, str]]) -> List[RerankResult]:
+    def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[RerankResult]:
+        """Full results (score, logit, tokens, truncated) in input order."""
         checked = planning.validate_pairs(pairs)
-        return self._score_pairs(checked, None) if checked else []
+        return self._score_pairs(checked, None, timeout) if checked else []
 
     def ready(self) -> bool:
         for url in self.pool.urls:
@@ -62,11 +56,15 @@ class RerankClient:
         return False
 
     def max_batch_size(self) -> int:
-        if self._max_batch_size is None:
+        return (self.server_limits()).max_batch_size
+
+    def server_limits(self) -> transport.ServerLimits:
+        """max_batch_size, max_length, length buckets and the per-text byte limit, read once."""
+        if self._limits is None:
             config = self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
-                                time.monotonic() + self.timeout)
-            self._max_batch_size = transport.max_batch_size_from(config)
-        return self._max_batch_size
+                                time.monotonic() + self.timeout, self.timeout)
+            self._limits = transport.server_limits_from(config)
+        return self._limits
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -84,7 +82,6 @@ class RerankClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- internals ----------------------------------------------------------------------------
     def _client(self, url: str):
         clients = getattr(self._local, "clients", None)
         if clients is None:
@@ -95,37 +92,24 @@ class RerankClient:
                 self._clients.append(clients[url])
         return clients[url]
 
-    def _call(self, fn, deadline: float, budget: Optional[float] = None):
-        """Run fn(client) on an endpoint; retry retryable failures on the next endpoint with
-        backoff until `retries` or the deadline runs out."""
+    def _call(self, fn, deadline: float, budget: float):
+        """fn(client) on an endpoint; retryable failures go to the next endpoint after a backoff,
+        within `retries` and the deadline."""
         attempt, avoid = 0, None
         while True:
             url = self.pool.pick(avoid)
             try:
                 return fn(self._client(url))
-            except Exception as exc:  # noqa: BLE001 - translated below
-                err = transport.translate(exc)
-            if isinstance(err, ModelNotReadyError) and len(self.pool.urls) > 1:
-                err_retryable = True
-            else:
-                err_retryable = isinstance(err, RETRYABLE)
-            if not err_retryable or attempt >= self.retries:
-                raise err
-            self.pool.mark_down(url)
+            except Exception as exc:  # noqa: BLE001 - typed by _retry_pause
+                pause = self._retry_pause(exc, url, attempt, deadline, budget)
             avoid = url
-            pause = backoff_seconds(attempt)
-            if time.monotonic() + pause >= deadline:
-                raise DeadlineExceededError(f"deadline of {budget or self.timeout}s passed after {attempt + 1} tries: {err}")
             time.sleep(pause)
             attempt += 1
 
     def _infer(self, chunk: planning.Chunk, deadline: float, budget: float) -> Dict:
         def call(client):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceededError(f"deadline of {budget}s passed")
-            inputs = transport.make_inputs(self.protocol, False, chunk.queries, chunk.passages)
-            outputs = transport.make_outputs(self.protocol, False)
+            remaining = self._remaining(deadline, budget)
+            inputs, outputs = self._request(chunk)
             kwargs = {"client_timeout": remaining} if self.protocol == "grpc" else {}
             return transport.read_outputs(client.infer(self.model, inputs, outputs=outputs,
                                                        headers=self.headers, **kwargs))
@@ -134,7 +118,7 @@ class RerankClient:
     def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        chunks = planning.plan_chunks(pairs, self.max_batch_size())
+        chunks = self._chunks(pairs, self.server_limits())
         futures = [(chunk, self._executor.submit(self._infer, chunk, deadline, budget)) for chunk in chunks]
         answered, first_error = [], None
         for chunk, future in futures:

@@ -85,15 +85,30 @@ def read_outputs(result) -> Dict[str, np.ndarray]:
     return {name: result.as_numpy(name) for name in OUTPUTS}
 
 
-def max_batch_size_from(response) -> int:
+@dataclass(frozen=True)
+class ServerLimits:
+    max_batch_size: int
+    max_length: Optional[int] = None
+    buckets: Optional[List[int]] = None  # padded lengths the server uses
+    max_text_bytes: Optional[int] = None
+
+
+def server_limits_from(response) -> ServerLimits:
     """From get_model_config's answer: a dict (HTTP) or a ModelConfigResponse proto (gRPC)."""
     if isinstance(response, dict):
-        value = int(response.get("config", response).get("max_batch_size", 0))
+        config = response.get("config", response)
+        batch = int(config.get("max_batch_size", 0))
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
     else:
-        value = int(response.config.max_batch_size)
-    if value < 1:
+        batch = int(response.config.max_batch_size)
+        params = {k: v.string_value for k, v in response.config.parameters.items()}
+    if batch < 1:
         raise ModelNotReadyError("the model does not batch (max_batch_size 0): not the rerank ensemble")
-    return value
+
+    def number(key):
+        return int(params[key]) if params.get(key, "").isdigit() else None
+    buckets = [int(b) for b in params["length_buckets"].split(",")] if params.get("length_buckets") else None
+    return ServerLimits(batch, number("max_length"), buckets, number("max_text_bytes"))
 
 
 def translate(err: BaseException) -> RerankError:

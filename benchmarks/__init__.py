@@ -1,0 +1,1 @@
+"""Side-by-side benchmark: our Triton path vs in-process ONNX Runtime and the peers."""

@@ -1,0 +1,46 @@
+"""perf_analyzer input data whose pairs all have (about) N tokens, for length sweeps.
+
+    python -m loadtest.fixed_length --tokenizer REPO/tokenizer/1/tokenizer.json --tokens 512 --out in_512.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tokenizers import Tokenizer
+
+from export import calibration_texts
+
+
+def pairs_of_length(tokenizer_json: str, tokens: int, count: int = 64) -> list[tuple[str, str]]:
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    tokenizer.no_truncation()
+    source = calibration_texts.long_passage(400)
+    encoding = tokenizer.encode(source, add_special_tokens=False)
+    queries = [q for _, q, _ in calibration_texts.TOPICS]
+    out = []
+    for i in range(count):
+        query = queries[i % len(queries)]
+        budget = max(1, tokens - len(tokenizer.encode(query, add_special_tokens=False).ids) - 4)
+        start = (i * 997) % max(1, len(encoding.ids) - budget - 1)
+        out.append((query, source[encoding.offsets[start][0]:encoding.offsets[start + budget - 1][1]]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--tokens", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    data = [{"query": {"content": [q], "shape": [1]}, "passage": {"content": [p], "shape": [1]}}
+            for q, p in pairs_of_length(args.tokenizer, args.tokens)]
+    with open(args.out, "w") as handle:
+        json.dump({"data": data}, handle, ensure_ascii=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
