@@ -128,15 +128,17 @@ def test_failover_when_one_endpoint_stops(python_repo, server, raw_scores, tmp_p
                 second.stop()
                 stopped.set()
             threading.Thread(target=stop_soon).start()
-            answered = 0
-            deadline = time.monotonic() + 20
-            while not stopped.is_set() or answered < 20:
+            answered, after_stop = 0, 0
+            deadline = time.monotonic() + 180  # a guard against hanging, not a timing assertion
+            while after_stop < 5:
+                was_stopped = stopped.is_set()
                 _check(client.rerank(QUERY, DOCS, top_k=10), raw_scores, top_k=10)
                 answered += 1
+                after_stop += was_stopped
                 assert time.monotonic() < deadline
     finally:
         second.stop()
-    assert answered >= 20
+    assert answered >= 5 and after_stop == 5
 
 
 def test_cli_table_and_json(server):
