@@ -77,7 +77,7 @@ $(INFINITY_VENV)/.installed: requirements/infinity.txt
 
 bench: setup $(INFINITY_VENV)/.installed ## side-by-side benchmark (ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity)
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
-	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results
+	$(PY) -m benchmarks.bench --shape bench --requests 2 --concurrency 1,2 --out benchmarks/results
 
 configs: setup ## regenerate the committed model_repository/ configs from export/triton_config.py
 	$(PY) -m export.triton_config model_repository

@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         del system
 
     verdict = targets(rows)
+    if args.shape == "tiny":
+        verdict = ["(overhead-only model: per-request costs dominate; the targets apply to the headline "
+                   "`bench` run)"] + verdict
     write(args.out, args.shape, facts, rows, verdict, skipped, per_request)
     return 0
 

@@ -111,9 +111,9 @@ class InfinitySystem:
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
         self.process = subprocess.Popen(
-            [str(python), "-m", "infinity_emb.infinity_server", "v2", "--model-id", str(model_dir),
-             "--port", str(port), "--engine", "torch", "--device", "cpu", "--batch-size", str(batch),
-             "--no-bettertransformer"],
+            [str(python.parent / "infinity_emb"), "v2", "--model-id", str(model_dir), "--port", str(port),
+             "--engine", "torch", "--device", "cpu", "--dtype", "float32", "--batch-size", str(batch),
+             "--no-bettertransformer", "--no-model-warmup"],
             stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._wait()
 
