@@ -23,7 +23,7 @@ from export.triton_config import to_pbtxt
 from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
                              PermissionDeniedError, RerankClient, RerankError, ServerUnavailableError, TLSOptions)
 from tests.conftest import free_port, start_server
-from tests.server_helpers import raw_rerank, rerank_inputs
+from tests.server_helpers import bad_and_good_together, raw_rerank, rerank_inputs
 
 GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
 GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]
@@ -75,22 +75,9 @@ def test_bad_request_gets_clear_error_while_valid_request_succeeds(server, good_
     model, spec, words = BAD_REQUESTS[case]
     module = grpcclient if protocol == "grpc" else httpclient
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    barrier = threading.Barrier(2)
-
-    def bad():
-        client = module.InferenceServerClient(url)
-        barrier.wait()
-        with pytest.raises(InferenceServerException) as info:
-            client.infer(model, _inputs(module, spec))
-        return str(info.value)
-
-    def good():
-        barrier.wait()
-        return raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"]
-
-    with ThreadPoolExecutor(2) as pool:
-        bad_f, good_f = pool.submit(bad), pool.submit(good)
-        message, scores = bad_f.result(timeout=60), good_f.result(timeout=60)
+    client = module.InferenceServerClient(url)
+    message, scores = bad_and_good_together(lambda: client.infer(model, _inputs(module, spec)),
+                                            lambda: raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"])
     for word in words:
         assert word in message, (word, message)
     np.testing.assert_allclose(scores, good_scores, atol=1e-6)

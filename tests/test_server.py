@@ -7,13 +7,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from export import calibration_texts
 from tests.references import flag_scores, flag_token_ids, torch_logits
-from tests.server_helpers import metric, raw_rerank, rerank_inputs
+from tests.server_helpers import bad_and_good_together, metric, raw_rerank, rerank_inputs
 
 
 def _pairs():
@@ -87,22 +85,10 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
 def test_bad_item_fails_alone_while_good_request_succeeds(server, tiny_model):
     good_q, good_p = ["Wie hoch ist der Everest?"] * 2, ["Der Everest ist 8849 m hoch.", "Paris ist schön."]
     expected = flag_scores(tiny_model, list(zip(good_q, good_p)))
-    barrier = threading.Barrier(2)
-
-    def bad():
-        barrier.wait()
-        with pytest.raises(InferenceServerException) as info:
-            grpcclient.InferenceServerClient(server.grpc_url).infer(
-                "rerank", rerank_inputs(["query", "query"], ["fine passage", "   "]))
-        return str(info.value)
-
-    def good():
-        barrier.wait()
-        return raw_rerank(server.grpc_url, good_q, good_p)["score"]
-
-    with ThreadPoolExecutor(2) as pool:
-        bad_future, good_future = pool.submit(bad), pool.submit(good)
-        message, scores = bad_future.result(), good_future.result()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    message, scores = bad_and_good_together(
+        lambda: client.infer("rerank", rerank_inputs(["query", "query"], ["fine passage", "   "])),
+        lambda: raw_rerank(server.grpc_url, good_q, good_p)["score"])
     assert "passage[1]" in message and "empty" in message
     np.testing.assert_allclose(scores, expected, atol=1e-4)
     assert server.is_ready()
