@@ -6,7 +6,6 @@ from __future__ import annotations
 import bisect
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -159,5 +158,3 @@ def infinity_python(venv: Path) -> Path | None:
     return None
 
 
-__all__ = ["padded_tokens", "TritonClientSystem", "OnnxRuntimeSystem", "CrossEncoderSystem",
-           "FlagRerankerSystem", "InfinitySystem", "infinity_python", "sys"]
