@@ -10,6 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from export import calibration_texts
+from export.settings import ServingLimits
 from tests.references import flag_scores, flag_token_ids, torch_logits
 from tests.server_helpers import bad_and_good_together, metric, raw_rerank, rerank_inputs
 
@@ -76,8 +77,7 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
     assert inferences / executions > 1 + 1e-9
     # Report padding efficiency of this workload (useful tokens / computed tokens).
     lengths = np.array([len(i) for i in flag_token_ids(tiny_model, pairs)])
-    buckets = [16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256, 288, 320,
-               352, 384, 416, 448, 480, 512]
+    buckets = ServingLimits().buckets
     computed = sum(len(rows) * next(b for b in buckets if b >= lengths[rows].max()) for rows in requests)
     print(f"padding efficiency (useful/computed tokens): {lengths.sum() / computed:.3f}")
 
