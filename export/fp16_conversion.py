@@ -8,7 +8,6 @@ whose values leave the fp16 range on the calibration texts, which we measure, no
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,31 +30,45 @@ class Fp16Report:
     largest_activation: float
 
 
-def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]
-                            ) -> tuple[list[str], float]:
-    """Run the fp32 graph exposing every float node output; name nodes beyond the fp16 range."""
+def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], work_dir: Path,
+                            rows_per_run: int = 2) -> tuple[list[str], float]:
+    """Run the fp32 graph exposing every float node output; name nodes beyond the fp16 range.
+
+    Memory stays bounded for the real 24 x 1024 model: the probe graph goes to disk (external
+    data, no 2 GB protobuf limit) instead of being copied in memory, and each run takes only
+    `rows_per_run` pairs, because every intermediate tensor of a run is returned at once."""
     import onnxruntime as ort
 
-    probe = copy.deepcopy(model)
-    existing = {o.name for o in probe.graph.output}
+    existing = {o.name for o in model.graph.output}
+    kept_outputs = len(model.graph.output)
     producer: dict[str, str] = {}
-    for node in probe.graph.node:
+    for node in model.graph.node:
         if node.op_type in ("Shape", "Constant", "ConstantOfShape", "Gather", "Equal", "Not",
                             "CumSum", "Cast", "Unsqueeze", "Slice", "Expand", "ReduceSum"):
             continue  # index and mask plumbing, not activations
         for name in node.output:
             if name and name not in existing:
-                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
                 producer[name] = node.name
+    probe_path = work_dir / "fp16_range_probe.onnx"
+    try:
+        save_onnx(model, probe_path)
+    finally:
+        del model.graph.output[kept_outputs:]  # the caller's graph is left as it was
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(probe_path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     peak: dict[str, float] = {}
     for feed in feeds:
-        for name, value in zip(names, session.run(names, feed)):
-            if name in producer and np.issubdtype(value.dtype, np.floating) and value.size:
-                peak[name] = max(peak.get(name, 0.0), float(np.nanmax(np.abs(value))))
+        for start in range(0, len(next(iter(feed.values()))), rows_per_run):
+            part = {k: v[start:start + rows_per_run] for k, v in feed.items()}
+            for name, value in zip(names, session.run(names, part)):
+                if name in producer and np.issubdtype(value.dtype, np.floating) and value.size:
+                    peak[name] = max(peak.get(name, 0.0), float(np.nanmax(np.abs(value))))
+    del session
+    for leftover in (probe_path, probe_path.with_name(probe_path.name + ".data")):
+        leftover.unlink(missing_ok=True)
     limit = FP16_MAX * RANGE_SAFETY
     hot = sorted({producer[name] for name, v in peak.items() if v > limit or not np.isfinite(v)})
     return hot, max(peak.values(), default=0.0)
@@ -69,7 +82,7 @@ def convert_to_fp16(fp32_path: Path, out_path: Path, num_heads: int, hidden_size
     optimized = optimizer.optimize_model(str(fp32_path), model_type="bert", num_heads=num_heads,
                                          hidden_size=hidden_size, opt_level=0)
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
-    hot_nodes, largest = nodes_out_of_fp16_range(optimized.model, calibration_feeds)
+    hot_nodes, largest = nodes_out_of_fp16_range(optimized.model, calibration_feeds, out_path.parent)
     optimized.convert_float_to_float16(keep_io_types=True, op_block_list=ALWAYS_FP32_OPS,
                                        node_block_list=hot_nodes)
     save_onnx(optimized.model, out_path)

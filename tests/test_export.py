@@ -174,3 +174,23 @@ def test_help_lists_every_option():
     proc = subprocess.run([sys.executable, "-m", "export", "--help"], cwd=ROOT, capture_output=True, text=True)
     for flag in ("--model", "--repo", "--backend", "--precision", "--max-length"):
         assert flag in proc.stdout
+
+
+def test_fp16_range_check_names_nodes_that_overflow(tmp_path):
+    from onnx import TensorProto, helper
+
+    from export.fp16_conversion import nodes_out_of_fp16_range
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "big"], ["h"], name="blow_up"),
+         helper.make_node("Mul", ["h", "small"], ["y"], name="scale_back")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor("big", TensorProto.FLOAT, [], [1e5]), helper.make_tensor("small", TensorProto.FLOAT, [], [1e-5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    import numpy as np
+
+    hot, largest = nodes_out_of_fp16_range(model, [{"x": np.ones((3, 4), dtype=np.float32)}], tmp_path)
+    assert hot == ["blow_up"] and largest >= 1e5
+    assert [o.name for o in model.graph.output] == ["y"]  # the caller's graph is unchanged
+    assert not list(tmp_path.iterdir())
