@@ -75,6 +75,11 @@ def save_onnx(model: onnx.ModelProto, out_path: Path) -> Path:
         onnx.save_model(model, str(out_path), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=out_path.name + ".data",
                         size_threshold=1024)
+        # save_model moved the weights out of the in-memory proto; put them back so the
+        # caller's model stays usable after the files are gone.
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(out_path.parent))
     else:
         onnx.save_model(model, str(out_path))
     return out_path

@@ -194,3 +194,24 @@ def test_fp16_range_check_names_nodes_that_overflow(tmp_path):
     assert hot == ["blow_up"] and largest >= 1e5
     assert [o.name for o in model.graph.output] == ["y"]  # the caller's graph is unchanged
     assert not list(tmp_path.iterdir())
+
+
+def test_external_data_save_leaves_the_model_usable(tmp_path, monkeypatch):
+    """Graphs over 2 GB go to `<name>.data`; the in-memory proto must keep its weights."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    import export.onnx_export as onnx_export
+
+    weight = numpy_helper.from_array(np.ones((300, 300), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 64 * 1024**2 + 1000)  # force the external path
+    onnx_export.save_onnx(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx.data").stat().st_size == 300 * 300 * 4
+    assert onnx.load(str(tmp_path / "m.onnx")).graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
+    for path in tmp_path.iterdir():
+        path.unlink()
+    assert numpy_helper.to_array(model.graph.initializer[0]).sum() == 90000
