@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from export import calibration_texts
+from export.settings import MAX_TEXT_BYTES
 from reranker_client import (AsyncRerankClient, InvalidInputError, ModelNotReadyError, RerankClient,
                              ServerUnavailableError)
 from tests.conftest import free_port, start_server
@@ -113,8 +114,8 @@ def test_server_side_errors_are_typed(server):
         with pytest.raises(ModelNotReadyError):
             client.rerank("q", ["d"])
     with RerankClient(server.grpc_url, retries=0) as client:
-        with pytest.raises(InvalidInputError, match="exceeds the limit of 262144"):
-            client.rerank("q", ["x" * 300_000])
+        with pytest.raises(InvalidInputError, match=f"exceeds the limit of {MAX_TEXT_BYTES}"):
+            client.rerank("q", ["x" * (MAX_TEXT_BYTES + 1)])
         assert client.rerank("q", ["fine"])[0].index == 0  # the server is still fine
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from export import calibration_texts
 from export.pipeline import load_pair_tokenizer
-from export.settings import ServingLimits
+from export.settings import MAX_TEXT_BYTES, ServingLimits
 from tests.references import flag_token_ids
 
 
@@ -54,7 +54,7 @@ def test_truncated_flag_only_when_cut(setup):
     ("q", " ", "passage[0]: is empty"),
     (b"\xff\xfe", "p", "query[0]: not valid UTF-8"),
     ("q", "a\x00b", "passage[0]: contains a NUL"),
-    ("q", "x" * 300_000, "passage[0]: 300000 bytes exceeds the limit of 262144"),
+    ("q", "x" * (MAX_TEXT_BYTES + 1), f"passage[0]: {MAX_TEXT_BYTES + 1} bytes exceeds the limit of {MAX_TEXT_BYTES}"),
 ])
 def test_bad_items_name_field_and_limit(setup, query, passage, message):
     _, tokenizer, _ = setup

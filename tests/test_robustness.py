@@ -19,6 +19,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from export.settings import DEFAULT_MAX_BATCH_SIZE as MAX_BATCH
+from export.settings import MAX_TEXT_BYTES
 from export.triton_config import to_pbtxt
 from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
                              PermissionDeniedError, RerankClient, RerankError, ServerUnavailableError, TLSOptions)
@@ -55,11 +57,11 @@ BAD_REQUESTS = {
     "invalid utf-8": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"ok \xc3\x28"))], ["passage[0]", "UTF-8"]),
     "NUL byte": ("rerank", [("query", "BYTES", _bytes(b"q\x00q")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "NUL"]),
     "10 MB passage": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"x" * 10_000_000))],
-                      ["passage[0]", "10000000 bytes", "262144"]),
+                      ["passage[0]", "10000000 bytes", str(MAX_TEXT_BYTES)]),
     "batch sizes differ": ("rerank", [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b"p", b"p"))],
                            ["batch size", "query"]),
-    "batch above max_batch_size": ("rerank", [("query", "BYTES", _bytes(*[b"q"] * 65)), ("passage", "BYTES", _bytes(*[b"p"] * 65))],
-                                   ["batch-size", "<= 64"]),
+    "batch above max_batch_size": ("rerank", [("query", "BYTES", _bytes(*[b"q"] * (MAX_BATCH + 1))), ("passage", "BYTES", _bytes(*[b"p"] * (MAX_BATCH + 1)))],
+                                   ["batch-size", f"<= {MAX_BATCH}"]),
     "wrong dtype": ("rerank", [("query", "INT32", np.array([[1]], dtype=np.int32)), ("passage", "BYTES", _bytes(b"p"))],
                     ["query", "INT32", "BYTES"]),
     "wrong shape": ("rerank", [("query", "BYTES", np.array([[b"q", b"q"]], dtype=np.object_)),
@@ -100,7 +102,7 @@ def test_bad_input_through_the_client(server, good_scores):
                 client.rerank(query, docs)
         with pytest.raises(InvalidInputError, match=r"passage\[0\]: contains a NUL"):
             client.rerank("q", ["a\x00b"])
-        with pytest.raises(InvalidInputError, match="10000000 bytes exceeds the limit of 262144"):
+        with pytest.raises(InvalidInputError, match=f"10000000 bytes exceeds the limit of {MAX_TEXT_BYTES}"):
             client.rerank("q", ["x" * 10_000_000])
         np.testing.assert_allclose(client.score(list(zip(GOOD_Q, GOOD_P))), good_scores, atol=1e-6)
     with RerankClient(server.grpc_url, model="no_such_model", retries=0) as client:
