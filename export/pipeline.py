@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import platform
 import resource
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from export import model_loading, parity
-from export.fp16_conversion import convert_to_fp16
+from export.fp16_conversion import FP32_ESCALATION, convert_to_fp16_in_subprocess
 from export.onnx_export import export_onnx
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
 from export.settings import DEFAULT_MODEL_ID, ServingLimits
@@ -58,7 +60,19 @@ class StageLog:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak resident memory of the largest process so far: the exporter or a finished fp16
+    conversion child (Linux reports KiB)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+
+
+def release_memory() -> None:
+    """Collect, then hand glibc's free heap back to the OS: without malloc_trim a process that once
+    held the 2.27 GB graph keeps that memory resident for the rest of the export."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def pair_tokenization_module():
@@ -127,25 +141,43 @@ def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> d
     tokenizer_dir = work / "tokenizer"
     model_loading.load_tokenizer(source).save_pretrained(tokenizer_dir)
     pair_tokenizer = load_pair_tokenizer(tokenizer_dir, limits)
-    reference = parity.torch_runner(model)
+    reference = parity.CachedRunner(parity.torch_runner(model))
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
 
     fp32_path = log.run("onnx_fp32", export_onnx, model, work / "fp32" / "model.onnx")
     reports = {"fp32": log.run("parity_fp32", parity.run_gate, "fp32", reference,
                                parity.onnx_runner(ort_session(fp32_path)), pair_tokenizer)}
+    _print_gate(reports["fp32"])
     _require(reports["fp32"])
+    # Every later gate reads PyTorch's logits from the cache: free the model for the fp16 work.
+    reference.release()
+    del model
+    release_memory()
     served_onnx = fp32_path
-    fp16_report = None
+    fp16_report, fp16_attempts = None, []
     if args.precision == "fp16":
         feeds = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for _, b in
                  parity.batches_by_length(pair_tokenizer, parity.calibration_pairs(pair_tokenizer), 8)]
         fp16_path = work / "fp16" / "model.onnx"
         fp16_path.parent.mkdir(parents=True, exist_ok=True)
-        cfg = model.config
-        fp16_report = log.run("fp16", convert_to_fp16, fp32_path, fp16_path,
-                              cfg.num_attention_heads, cfg.hidden_size, feeds)
-        reports["fp16"] = log.run("parity_fp16", parity.run_gate, "fp16", reference,
-                                  parity.onnx_runner(ort_session(fp16_path)), pair_tokenizer)
-        _require(reports["fp16"])
+        for level, extra_ops in enumerate(FP32_ESCALATION):
+            suffix = f"_level{level}" if level else ""
+            fp16_report = log.run("fp16" + suffix, convert_to_fp16_in_subprocess, fp32_path, fp16_path,
+                                  config.num_attention_heads, config.hidden_size, feeds, extra_ops)
+            reports["fp16"] = log.run("parity_fp16" + suffix, parity.run_gate, "fp16", reference,
+                                      parity.onnx_runner(ort_session(fp16_path)), pair_tokenizer)
+            release_memory()
+            fp16_attempts.append({"kept_fp32_ops": fp16_report.kept_fp32_ops,
+                                  "max_abs_logit": reports["fp16"].max_abs_logit,
+                                  "max_abs_score": reports["fp16"].max_abs_score,
+                                  "passed": reports["fp16"].passed})
+            _print_gate(reports["fp16"])
+            if reports["fp16"].passed or level + 1 == len(FP32_ESCALATION):
+                break
+            print(f"[export] fp16 gate failed; converting again with "
+                  f"{', '.join(FP32_ESCALATION[level + 1])} kept in fp32", flush=True)
+        _require(reports["fp16"], fp16_attempts)
         if args.backend == "python":
             served_onnx = fp16_path  # ONNX Runtime runs the fused fp16 graph itself
     # onnxruntime (TensorRT accelerator) and tensorrt take the plain fp32 graph: TensorRT parses
@@ -166,16 +198,17 @@ def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> d
 
     manifest = {
         "model": {"id": source.model_id, "revision": source.revision, "files_sha256": source.file_sha256,
-                  "parameters": sum(p.numel() for p in model.parameters()),
-                  "layers": model.config.num_hidden_layers, "hidden_size": model.config.hidden_size},
+                  "parameters": parameters,
+                  "layers": config.num_hidden_layers, "hidden_size": config.hidden_size},
         "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
         "limits": asdict(limits), "served_graph": served_onnx.parent.name,
         "versions": versions(), "stages": log.stages,
-        "fp16": asdict(fp16_report) if fp16_report else None,
+        "fp16": {**asdict(fp16_report), "attempts": fp16_attempts} if fp16_report else None,
     }
     parity_doc = {"source": manifest["model"], "export_args": manifest["export_args"],
                   "versions": manifest["versions"],
-                  "gates": {k: v.to_dict() for k, v in reports.items()}}
+                  "gates": {k: v.to_dict() for k, v in reports.items()},
+                  "fp16_attempts": fp16_attempts}
     repo = log.run("repository", write_repository, args.repo, spec, tokenizer_dir, place_model,
                    manifest, parity_doc)
     summary = {"repository": str(repo), "stages": log.stages,
@@ -186,11 +219,20 @@ def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> d
     return summary
 
 
-def _require(result: parity.ParityResult) -> None:
+def _print_gate(result: parity.ParityResult) -> None:
     status = "PASS" if result.passed else "FAIL"
     print(f"[export] parity {result.precision}: {status} max|d logit|={result.max_abs_logit:.2e} "
           f"max|d score|={result.max_abs_score:.2e} padding={result.padding_max_abs_logit:.2e} "
           f"top10 set={result.top10_same_set} ({result.pairs} pairs, {result.truncated_pairs} truncated)",
           flush=True)
-    if not result.passed:
-        raise ParityFailed(f"parity gate ({result.precision}) failed: " + "; ".join(result.failures))
+
+
+def _require(result: parity.ParityResult, attempts: list[dict] | None = None) -> None:
+    if result.passed:
+        return
+    message = f"parity gate ({result.precision}) failed: " + "; ".join(result.failures)
+    if attempts:
+        message += "; tried " + "; ".join(
+            f"[{', '.join(a['kept_fp32_ops'])}] in fp32: max|d logit| {a['max_abs_logit']:.3g}, "
+            f"max|d score| {a['max_abs_score']:.3g}" for a in attempts) + ". --precision fp32 exports without fp16"
+    raise ParityFailed(message)

@@ -63,6 +63,25 @@ def test_fp16_export_passes_gate_with_fused_fp16_graph(fp16_repo):
     assert io_types == {onnx.TensorProto.INT64, onnx.TensorProto.FLOAT}
     manifest = json.loads((fp16_repo / "manifest.json").read_text())
     assert "SkipLayerNormalization" in manifest["fp16"]["kept_fp32_ops"]
+    # The first level passed, so Attention stayed fp16 and there was one try.
+    assert [a["passed"] for a in manifest["fp16"]["attempts"]] == [True]
+    assert "Attention" not in manifest["fp16"]["kept_fp32_ops"]
+
+
+def test_fp16_gate_failure_escalates_then_fails_naming_every_try(tiny_model, tmp_path, monkeypatch, capsys):
+    """A gate no fp16 graph can pass: the export converts again with Attention in fp32, gates
+    that too, then fails with both tries in the message and writes no repository."""
+    from export.fp16_conversion import FP32_ESCALATION
+
+    monkeypatch.setitem(parity.THRESHOLDS, "fp16", parity.Thresholds(max_abs_logit=1e-9, max_abs_score=1e-9))
+    repo = tmp_path / "repo"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
+                        "--precision", "fp16"]) == 1
+    out, err = capsys.readouterr()
+    assert "converting again with Attention kept in fp32" in out
+    assert out.count("parity fp16: FAIL") == len(FP32_ESCALATION) == 2
+    assert "[LayerNormalization, SkipLayerNormalization, Softmax, Attention] in fp32" in err
+    assert "--precision fp32" in err and not repo.exists()
 
 
 def test_gate_catches_an_export_that_ignores_the_attention_mask(tiny_model, tmp_path):

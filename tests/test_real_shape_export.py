@@ -32,5 +32,9 @@ def test_real_shape_export(tmp_path_factory, precision):
         assert served.stat().st_size < 50e6
     else:
         assert served.stat().st_size < 1.3e9 and not served.with_name("model.onnx.data").exists()
-    print(f"\nreal shape {precision}: peak RSS {peak:.0f} MiB; stages "
+    print(f"\nreal shape {precision}: peak RSS {peak:.0f} MiB (largest process); stages "
           + ", ".join(f"{s['stage']} {s['seconds']}s" for s in manifest["stages"]))
+    for name, gate in gates.items():
+        print(f"gate {name}: max|d logit| {gate['max_abs_logit']:.3g}, max|d score| {gate['max_abs_score']:.3g}")
+    if manifest["fp16"]:
+        print("fp16 tries:", json.dumps(manifest["fp16"]["attempts"]))
