@@ -24,8 +24,9 @@ RANGE_SAFETY = 0.5
 ALWAYS_FP32_OPS = ["LayerNormalization", "SkipLayerNormalization", "Softmax"]
 # What the export keeps in fp32 on top of ALWAYS_FP32_OPS, one level per try: when the fp16 gate
 # fails, the next level is converted and gated. Level 1 keeps the fused Attention (QKV projection,
-# scores, softmax) in fp32: on the real-shape stand-in it cut max |d score| from 1.1e-2 to 7e-3
-# for 300 MB more weights; the FFN, two thirds of the FLOPs, stays fp16.
+# scores, softmax) in fp32 for 300 MB more weights; the FFN, two thirds of the FLOPs, stays fp16.
+# On the real-shape random-weight stand-in (make test-slow) the full gate measured max |d score|
+# 1.09e-2 at level 0 (fails the 1e-2 bound) and 9.9e-3 at level 1 (passes, narrowly).
 FP32_ESCALATION: tuple[tuple[str, ...], ...] = ((), ("Attention",))
 
 
