@@ -17,7 +17,7 @@ import pytest
 
 from export import calibration_texts
 from export.settings import MAX_TEXT_BYTES
-from reranker_client import (AsyncRerankClient, InvalidInputError, ModelNotReadyError, RerankClient,
+from reranker_client import (AsyncRerankClient, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankClient,
                              ServerUnavailableError)
 from tests.conftest import free_port, start_server
 from tests.server_helpers import raw_rerank
@@ -213,3 +213,28 @@ def test_client_installs_alone_without_torch(server, tmp_path):
     run = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr[-2000:]
     assert (venv / "bin" / "rerank-client").exists()
+
+
+def test_deadline_holds_when_the_client_pool_is_busy(server):
+    """A call queued behind another caller's work (all max_concurrency workers busy) gives up at
+    its own deadline instead of waiting for the other caller to finish."""
+    with RerankClient(server.grpc_url, max_concurrency=1, timeout=60) as client:
+        started = threading.Event()
+
+        def big_caller():
+            started.set()
+            return client.score([(QUERY, d) for d in DOCS * 20])  # many chunks on the one worker
+
+        with ThreadPoolExecutor(1) as pool:
+            big = pool.submit(big_caller)
+            started.wait()
+            time.sleep(0.2)  # let the big call queue its chunks first
+            begin = time.monotonic()
+            with pytest.raises(DeadlineExceededError, match="still queued"):
+                client.score([(QUERY, DOCS[0])], timeout=0.5)
+            waited = time.monotonic() - begin
+            assert len(big.result()) == 2000  # the other caller still gets its whole answer
+            big_after = time.monotonic() - begin
+        print(f"\nqueued call gave up after {waited:.2f}s (deadline 0.5s); the big call ended "
+              f"{big_after:.1f}s after it began")
+        assert waited < 0.5 + 0.4 < big_after

@@ -5,13 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import planning, transport
 from .base import ClientBase
-from .errors import RerankError
+from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
 from .transport import TLSOptions
+
+
+DEADLINE_GRACE_S = 0.1
 
 
 class RerankClient(ClientBase):
@@ -123,7 +127,16 @@ class RerankClient(ClientBase):
         answered, first_error = [], None
         for chunk, future in futures:
             try:
-                answered.append((chunk, future.result()))
+                # Bounded wait: a chunk still queued behind this client's other calls (every
+                # max_concurrency worker busy) must not hold the caller past its deadline. The
+                # grace lets an in-flight call's own gRPC deadline error arrive typed.
+                wait = max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE_S
+                answered.append((chunk, future.result(timeout=wait)))
+            except FutureTimeout:
+                for _, pending in futures:
+                    pending.cancel()  # queued chunks never start; running ones end at the deadline
+                raise DeadlineExceededError(f"deadline of {budget}s passed with chunks still queued "
+                                            f"behind {self.max_concurrency} busy workers") from None
             except RerankError as err:
                 first_error = first_error or err
         if first_error is not None:
