@@ -60,7 +60,7 @@ class RerankClient(ClientBase):
         return False
 
     def max_batch_size(self) -> int:
-        return (self.server_limits()).max_batch_size
+        return self.server_limits().max_batch_size
 
     def server_limits(self) -> transport.ServerLimits:
         """max_batch_size, max_length, length buckets and the per-text byte limit, read once."""
