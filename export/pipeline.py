@@ -21,7 +21,7 @@ from export import model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, convert_to_fp16_in_subprocess
 from export.onnx_export import export_onnx
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
-from export.settings import DEFAULT_MODEL_ID, ServingLimits
+from export.settings import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, ServingLimits
 from export.tensorrt_build import build_plan, tensorrt_available, write_build_script
 from export.tensorrt_profiles import check_consistency, profiles_for
 from export.triton_config import RepositorySpec
@@ -37,8 +37,8 @@ class ExportArgs:
     repo: Path = Path("runs/model_repository")
     backend: str = "onnxruntime"
     precision: str = "fp16"
-    max_length: int = 512
-    max_batch_size: int = 64
+    max_length: int = DEFAULT_MAX_LENGTH
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     revision: str | None = None
     work_dir: Path | None = None  # keep intermediate ONNX files here
     tokenizer_instances: int = 2
@@ -89,7 +89,8 @@ def pair_tokenization_module():
 
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
     return pair_tokenization_module().PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
-                                limits.buckets, limits.max_text_bytes)
+                                                    limits.query_max_length, limits.buckets,
+                                                    limits.max_text_bytes)
 
 
 def ort_session(path: Path):

@@ -89,6 +89,7 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     _set_params(
         config,
         max_length=limits.max_length,
+        query_max_length=limits.query_max_length,
         length_buckets=",".join(map(str, limits.buckets)),
         max_text_bytes=limits.max_text_bytes,
         long_request_length=long_length,

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from export.settings import DEFAULT_MAX_LENGTH
 from loadtest.workload import LENGTH_MIX, make_pairs
 
 
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--repo", type=Path, help="exported repository: serve it locally for the run")
     target.add_argument("--url", help="gRPC host:port of a running server")
     parser.add_argument("--tokenizer", help="tokenizer.json (default: REPO/tokenizer/1/tokenizer.json)")
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
+                        help="the served max_length: sets which passages the workload makes over-long")
     parser.add_argument("--batch", type=int, default=16, help="pairs per request")
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--window-requests", type=int, default=64, help="requests per measurement window")

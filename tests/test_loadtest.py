@@ -12,6 +12,7 @@ import numpy as np
 
 from benchmarks.machine import flops_per_pair
 from benchmarks.systems import padded_tokens
+from export.settings import ServingLimits
 from loadtest.fixed_length import pairs_of_length
 from loadtest.perf_analyzer import main as perf_main
 from loadtest.workload import make_pairs
@@ -21,11 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_workload_follows_the_documented_length_mix(python_repo):
     tokenizer = str(python_repo / "tokenizer" / "1" / "tokenizer.json")
-    pairs = make_pairs(tokenizer, 600, max_length=512, seed=1)
+    max_length = ServingLimits().max_length
+    pairs = make_pairs(tokenizer, 600, max_length=max_length, seed=1)
     tokens = np.array([p.passage_tokens for p in pairs])
     assert 0.5 < np.mean((tokens >= 35) & (tokens <= 155)) < 0.7
     assert 0.2 < np.mean((tokens > 155) & (tokens <= 305)) < 0.4
-    assert 0.01 < np.mean(tokens > 512) < 0.07
+    assert 0.01 < np.mean(tokens > max_length) < 0.07
     assert len({p.query for p in pairs}) >= 10
 
 

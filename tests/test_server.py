@@ -34,15 +34,17 @@ def test_scores_equal_flagreranker_and_pytorch(server, tiny_model):
     np.testing.assert_allclose(out["logit"], torch_logits(tiny_model, ids), atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["logit"], flag_scores(tiny_model, pairs, normalize=False), atol=1e-4, rtol=0)
     assert out["tokens"] == [len(i) for i in ids]
-    # truncated <=> the query lost tokens to the 3/4 rule or the pair did not fit in 512.
+    # truncated <=> the query lost tokens to the 3/4 rule or the pair did not fit in max_length.
     from tests.references import flag_reranker
     tokenizer = flag_reranker(str(tiny_model)).tokenizer
+    limits = ServingLimits()
     for row, (q, p) in enumerate(pairs):
         q_len = len(tokenizer(q, add_special_tokens=False)["input_ids"])
         p_len = len(tokenizer(p, add_special_tokens=False)["input_ids"])
-        assert out["truncated"][row] == (q_len > 384 or q_len + p_len + 4 > 512), row
+        assert out["truncated"][row] == (q_len > limits.query_max_length
+                                         or q_len + p_len + 4 > limits.max_length), row
     long_query_row = len(pairs) - 1  # calibration_texts puts the over-long query last
-    assert out["truncated"][long_query_row] and out["tokens"][long_query_row] < 512
+    assert out["truncated"][long_query_row] and out["tokens"][long_query_row] < limits.max_length
 
 
 def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):

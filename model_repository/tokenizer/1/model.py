@@ -30,6 +30,7 @@ class TritonPythonModel:
         self.tokenizer = PairTokenizer(
             os.path.join(version_dir, "tokenizer.json"),
             max_length=int(params["max_length"]),
+            query_max_length=int(params["query_max_length"]),
             buckets=[int(b) for b in params["length_buckets"].split(",")],
             max_text_bytes=int(params["max_text_bytes"]),
         )

@@ -5,7 +5,8 @@ benchmarks run exactly the code the server runs.
 
 Semantics (FlagEmbedding's FlagReranker, bge-reranker-v2-m3's reference implementation):
 query and passage are tokenized separately without special tokens; the query is cut to
-`max_length * 3 // 4` tokens, the passage to `max_length`; the pair is joined as
+`query_max_length` tokens (3/4 of max_length: export/settings.py ServingLimits decides it and
+the config carries it), the passage to `max_length`; the pair is joined as
 `<s> q </s></s> p </s>` and the passage is cut ('only_second') so the pair fits max_length.
 """
 
@@ -33,15 +34,15 @@ class PairBatch:
 
 
 class PairTokenizer:
-    def __init__(self, tokenizer_json: str, max_length: int, buckets: list[int],
-                 max_text_bytes: int) -> None:
+    def __init__(self, tokenizer_json: str, max_length: int, query_max_length: int,
+                 buckets: list[int], max_text_bytes: int) -> None:
         if not buckets or buckets[-1] != max_length:
             raise ValueError(f"the largest bucket must equal max_length={max_length}: {buckets}")
         self.tokenizer = Tokenizer.from_file(tokenizer_json)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.max_length = max_length
-        self.query_max_length = max_length * 3 // 4
+        self.query_max_length = query_max_length
         self.buckets = list(buckets)
         self.max_text_bytes = max_text_bytes
         self.cls_id = self._token_id("<s>")
