@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.settings import DEFAULT_MAX_LENGTH
+
 
 @lru_cache(maxsize=4)
 def flag_reranker(model_dir: str):
@@ -15,13 +17,13 @@ def flag_reranker(model_dir: str):
     return FlagReranker(model_dir, use_fp16=False, devices="cpu")
 
 
-def flag_scores(model_dir: Path, pairs, max_length: int = 512, normalize: bool = True) -> np.ndarray:
+def flag_scores(model_dir: Path, pairs, max_length: int = DEFAULT_MAX_LENGTH, normalize: bool = True) -> np.ndarray:
     scores = flag_reranker(str(model_dir)).compute_score(
         [list(p) for p in pairs], max_length=max_length, normalize=normalize, batch_size=32)
     return np.asarray(scores if isinstance(scores, list) else [scores], dtype=np.float64)
 
 
-def flag_token_ids(model_dir: Path, pairs, max_length: int = 512) -> list[list[int]]:
+def flag_token_ids(model_dir: Path, pairs, max_length: int = DEFAULT_MAX_LENGTH) -> list[list[int]]:
     """FlagReranker's own tokenization of each pair (its compute_score code path)."""
     from FlagEmbedding.utils.tokenizer_compat import prepare_for_model_compat
 

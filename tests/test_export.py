@@ -38,7 +38,7 @@ def test_fp32_export_passes_gate_and_documents_it(python_repo):
     doc = _gate(python_repo)
     gate = doc["gates"]["fp32"]
     assert gate["passed"] and gate["max_abs_logit"] <= 1e-4 == gate["thresholds"]["max_abs_logit"]
-    assert gate["truncated_pairs"] >= 3 and gate["token_lengths"]["max"] == 512
+    assert gate["truncated_pairs"] >= 3 and gate["token_lengths"]["max"] == ServingLimits().max_length
     assert gate["token_lengths"]["min"] <= 32 and gate["top10_same_set"] and gate["non_finite"] == 0
     assert set(doc["versions"]) >= {"torch", "onnxruntime", "transformers"}
     assert len(doc["source"]["files_sha256"]["model.safetensors"]) == 64

@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from export.settings import DEFAULT_MAX_BATCH_SIZE as MAX_BATCH
-from export.settings import MAX_TEXT_BYTES
+from export.settings import MAX_TEXT_BYTES, ServingLimits
 from export.triton_config import to_pbtxt
 from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
                              PermissionDeniedError, RerankClient, RerankError, ServerUnavailableError, TLSOptions)
@@ -90,8 +90,9 @@ def test_text_over_8192_tokens_is_truncated_and_flagged(server):
     huge = " ".join(["Der Mount Everest ist der höchste Berg der Erde."] * 2000)  # ~100 KB, >8192 tokens
     out = raw_rerank(server.grpc_url, ["Everest?", huge], [huge, "short passage"])
     assert out["truncated"].tolist() == [True, True]
-    assert out["tokens"][0] == 512  # passage cut to fill max_length
-    assert out["tokens"][1] < 512 and np.isfinite(out["score"]).all()
+    max_length = ServingLimits().max_length  # what the session's repository was exported with
+    assert out["tokens"][0] == max_length  # passage cut to fill max_length
+    assert out["tokens"][1] < max_length and np.isfinite(out["score"]).all()
 
 
 def test_bad_input_through_the_client(server, good_scores):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from export.settings import DEFAULT_MAX_LENGTH
 from loadtest.perf_analyzer import run, write_input_data
 from tests.conftest import start_server
 from tests.server_helpers import metric
@@ -36,7 +37,8 @@ def test_soak_20k_requests_no_errors_bounded_memory(python_repo, tmp_path):
     srv = start_server(python_repo, tmp_path)
     try:
         data = tmp_path / "input.json"
-        write_input_data(data, str(python_repo / "tokenizer" / "1" / "tokenizer.json"), 512, entries=256)
+        write_input_data(data, str(python_repo / "tokenizer" / "1" / "tokenizer.json"), DEFAULT_MAX_LENGTH,
+                         entries=256)
         warm = run(srv.grpc_url, data, tmp_path / "warm.csv", batch=1, concurrency=[4],
                    extra=["--request-count", "3000"])
         assert warm.returncode == 0, warm.stdout[-2000:]
