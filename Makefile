@@ -15,7 +15,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 TEST_MODEL := runs/test-model
 
-.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs perf bench clean
+.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -65,6 +65,11 @@ demo-offline: $(TEST_MODEL)/model.safetensors ## the demo on a random-weight sta
 	$(MAKE) demo MODEL=$(TEST_MODEL)
 
 URL ?=
+REPORT ?= runs/verify/report.json
+verify: setup ## URL=<host:grpc_port> REPO=<exported repository>: certify the live server against REPO/certificate.json
+	@test -n "$(URL)" || { echo "usage: make verify URL=<host:grpc_port> REPO=<repository dir>"; exit 2; }
+	$(PY) -m reranker_client.verify --url "$(URL)" --repo "$(REPO)" --report "$(REPORT)" $(VERIFY_ARGS)
+
 perf: setup ## REPO=<dir> (served locally) or URL=<host:port>: perf_analyzer sweep -> CSV, markdown, PNG
 	$(PY) -m loadtest.perf_analyzer $(if $(URL),--url $(URL) --tokenizer "$(REPO)/tokenizer/1/tokenizer.json",--repo "$(REPO)") \
 	  --out runs/perf

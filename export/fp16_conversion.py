@@ -107,3 +107,23 @@ def convert_to_fp16_in_subprocess(*args, **kwargs) -> Fp16Report:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(convert_to_fp16, *args, **kwargs).result()
+
+
+# TensorRT: op types of the plain (unfused) graph that stay fp32 in an fp16 plan. TensorRT 10.5
+# warns that LayerNormalization after self-attention overflows in fp16; Softmax and the final
+# Sigmoid are cheap and decide the score's last digits.
+TENSORRT_FP32_OPS = ("LayerNormalization", "Softmax", "Sigmoid")
+
+
+def tensorrt_fp32_layers(fp32_path: Path, calibration_feeds: list[dict[str, np.ndarray]],
+                         work_dir: Path) -> list[str]:
+    """ONNX node names of the plain fp32 graph that the TensorRT builders pin to fp32: every node
+    of TENSORRT_FP32_OPS plus every node whose values leave the fp16 range on the calibration texts
+    (measured on this graph, as for ONNX Runtime's fp16 conversion). TensorRT's ONNX parser names
+    layers after their ONNX nodes, so the names travel to trtexec and the Python builder as layer
+    precision constraints."""
+    model = onnx.load(str(fp32_path))
+    by_type = [node.name for node in model.graph.node if node.op_type in TENSORRT_FP32_OPS]
+    hot, _ = nodes_out_of_fp16_range(model, calibration_feeds, work_dir)
+    del model
+    return sorted(set(by_type) | set(hot))

@@ -13,11 +13,35 @@ OUTPUT_NAMES = ("logit", "score")
 PROTOBUF_LIMIT = 2 * 1024**3  # a single .onnx protobuf cannot exceed 2 GB
 
 
+# Additive attention mask for padded keys. Finite in fp16 (HF's float32-min becomes -inf there, and
+# a row with no real token then turns into NaN), and exp(-1e4) is exactly 0 in fp32 too, so scores
+# are unchanged (the fp32 gate checks it).
+MASK_VALUE = -10000.0
+
+
+def position_ids(input_ids, padding_idx: int):
+    """HF's RoBERTa position ids (padding_idx + 1 + index for tokens, padding_idx for pads) without
+    CumSum: TensorRT 10.5 has no cumulative layer and turns CumSum into a sequential loop over the
+    sequence. Identical to HF's cumsum for right-padded input whose text holds no literal pad token
+    (the tokenizer model pads on the right; a literal `<pad>` inside a text is the one difference)."""
+    import torch
+
+    steps = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) + (padding_idx + 1)
+    return torch.where(input_ids.ne(padding_idx), steps, torch.full_like(steps, padding_idx))
+
+
 class CrossEncoderGraph:
-    """Wraps the HF classifier so the graph returns the raw logit and sigmoid(logit), fp32."""
+    """The HF classifier as an export graph: returns the raw logit and sigmoid(logit), fp32.
+
+    It calls the model's own embeddings, encoder and head, but builds the two inputs HF would build
+    in ways TensorRT runs well: explicit position ids (no CumSum) and a compact [B, 1, 1, S]
+    additive mask broadcast over heads and query rows (HF's SDPA path expands it to [B, 1, S, S]:
+    3 GiB of fp32 at 4 x 8,192 tokens)."""
 
     def __new__(cls, model):
         import torch
+
+        padding_idx = model.config.pad_token_id
 
         class _Graph(torch.nn.Module):
             def __init__(self) -> None:
@@ -25,7 +49,11 @@ class CrossEncoderGraph:
                 self.model = model
 
             def forward(self, input_ids, attention_mask):
-                logit = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+                roberta = self.model.roberta
+                hidden = roberta.embeddings(input_ids=input_ids, position_ids=position_ids(input_ids, padding_idx))
+                additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * MASK_VALUE
+                hidden = roberta.encoder(hidden, attention_mask=additive)[0]
+                logit = self.model.classifier(hidden).float()
                 return logit, torch.sigmoid(logit)
 
         # eval(): the exporter restores the wrapper's mode afterwards, recursively; a wrapper left

@@ -1,10 +1,11 @@
-"""The parity gate: ONNX Runtime vs PyTorch fp32 on the same tokens. An export that fails it
-does not produce a repository.
+"""The export's parity gates: each graph the export produces is scored on the held-out
+certificate (export/certificate.py) and compared with fp32 PyTorch by the same rules the live
+verifier uses (reranker_client.certificate.compare). An export whose gate fails writes no
+repository.
 
-Checks (thresholds per precision below): max |d logit| and |d score| over multilingual pairs
-of mixed length (some truncated) batched together; no NaN/Inf; the same top-10 on a
-100-passage list (swaps allowed only between near-ties); padding invariance (a pair scored
-alone vs padded inside a longer batch).
+On top of the certificate's checks (max |d logit| and |d score|, NaN/Inf, top-10 set and order
+and Kendall tau on a 100-passage list, per-language worst case) the gate checks padding
+invariance: a few short pairs scored alone vs inside the padded batches.
 """
 
 from __future__ import annotations
@@ -13,26 +14,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from export import calibration_texts
+from reranker_client.certificate import compare, fixture_rows, score_rows
 
+from export import calibration_texts, certificate
 
-@dataclass(frozen=True)
-class Thresholds:
-    max_abs_logit: float
-    max_abs_score: float
-
-
-THRESHOLDS = {
-    "fp32": Thresholds(max_abs_logit=1e-4, max_abs_score=1e-4),
-    "fp16": Thresholds(max_abs_logit=0.1, max_abs_score=1e-2),
-}
-TOP_K = 10
-BATCH = 16
+PADDING_PAIRS = 6
 
 
 @dataclass
 class ParityResult:
     precision: str
+    artifact: str  # what was run: which graph, on which runtime
+    served: str  # how this artifact relates to what Triton serves (see pipeline.served_artifacts)
     thresholds: dict
     pairs: int
     truncated_pairs: int
@@ -42,7 +35,10 @@ class ParityResult:
     padding_max_abs_logit: float
     top10_same_set: bool
     top10_order_ok: bool
+    kendall_tau: float
     non_finite: int
+    worst_pairs: list
+    per_language: dict
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -51,26 +47,6 @@ class ParityResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def batches_by_length(pair_tokenizer, pairs: list[tuple[list[int], bool]], size: int):
-    """Sort by length and pad each chunk to its bucket, as the server does; yields (rows, batch)."""
-    order = np.argsort([-len(ids) for ids, _ in pairs], kind="stable")
-    for start in range(0, len(order), size):
-        rows = order[start:start + size]
-        yield rows, pair_tokenizer.pad([pairs[i] for i in rows])
-
-
-def score_all(run, pair_tokenizer, pairs, size: int = BATCH) -> np.ndarray:
-    """Logits of all pairs in input order, batched by length."""
-    out = np.empty(len(pairs), dtype=np.float64)
-    for rows, batch in batches_by_length(pair_tokenizer, pairs, size):
-        out[rows] = run(batch.input_ids, batch.attention_mask)
-    return out
 
 
 def torch_runner(model):
@@ -87,27 +63,6 @@ def torch_runner(model):
     return run
 
 
-class CachedRunner:
-    """Memoises a runner by its exact inputs. Every gate feeds the reference the same batches, so
-    PyTorch runs once per export; after `release()` the model can be freed (2.3 GB for the real
-    model) and later gates read the cache."""
-
-    def __init__(self, run) -> None:
-        self._run = run
-        self._cache: dict[tuple, np.ndarray] = {}
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        key = (input_ids.shape, input_ids.tobytes(), attention_mask.tobytes())
-        if key not in self._cache:
-            if self._run is None:
-                raise RuntimeError("reference released: this batch was never scored before")
-            self._cache[key] = self._run(input_ids, attention_mask)
-        return self._cache[key]
-
-    def release(self) -> None:
-        self._run = None
-
-
 def onnx_runner(session):
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         logit, _ = session.run(["logit", "score"],
@@ -117,76 +72,45 @@ def onnx_runner(session):
     return run
 
 
-def calibration_pairs(pair_tokenizer) -> list[tuple[list[int], bool]]:
+def calibration_feeds(pair_tokenizer, size: int = 8) -> list[dict[str, np.ndarray]]:
+    """Padded batches of the calibration texts (never the certificate's): they choose what the
+    fp16 conversion and the TensorRT build keep in fp32."""
     texts = calibration_texts.pairs()
-    return [pair_tokenizer.join(i, *_ids(pair_tokenizer, q, p)) for i, (q, p) in enumerate(texts)]
+    pairs = []
+    for i, (query, passage) in enumerate(texts):
+        q, p = pair_tokenizer.tokenizer.encode_batch([query, passage], add_special_tokens=False)
+        pairs.append(pair_tokenizer.join(i, q.ids, p.ids))
+    order = np.argsort([-len(ids) for ids, _ in pairs], kind="stable")
+    feeds = []
+    for start in range(0, len(order), size):
+        batch = pair_tokenizer.pad([pairs[i] for i in order[start:start + size]])
+        feeds.append({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+    return feeds
 
 
-def _ids(pair_tokenizer, query: str, passage: str) -> tuple[list[int], list[int]]:
-    q, p = pair_tokenizer.tokenizer.encode_batch([query, passage], add_special_tokens=False)
-    return q.ids, p.ids
+def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "",
+             served: str = "") -> ParityResult:
+    rows = fixture_rows(fixture)
+    scored = score_rows(candidate_run, rows, fixture["buckets"], fixture["pad_id"])
+    n = len(fixture["pairs"])
+    report = compare(fixture, scored[:n], scored[n:], precision)
 
+    # Padding invariance: the shortest pairs alone (no padding) vs inside the padded batches.
+    shortest = np.argsort([len(ids) for ids in rows], kind="stable")[:PADDING_PAIRS]
+    alone = np.array([certificate.score_alone(candidate_run, rows[i]) for i in shortest])
+    d_padding = float(np.max(np.abs(alone - scored[shortest])))
 
-def run_gate(precision: str, reference_run, candidate_run, pair_tokenizer) -> ParityResult:
-    limits = THRESHOLDS[precision]
-    pairs = calibration_pairs(pair_tokenizer)
-    reference = score_all(reference_run, pair_tokenizer, pairs)
-    candidate = score_all(candidate_run, pair_tokenizer, pairs)
-    non_finite = int((~np.isfinite(candidate)).sum())
-    d_logit = float(np.max(np.abs(candidate - reference)))
-    d_score = float(np.max(np.abs(sigmoid(candidate) - sigmoid(reference))))
-
-    # Padding invariance: each of a few short pairs alone (no padding) vs inside the padded
-    # mixed-length batches above.
-    shortest = np.argsort([len(ids) for ids, _ in pairs])[:6]
-    alone = np.array([candidate_run(*_single(pair_tokenizer, pairs[i]))[0] for i in shortest])
-    d_padding = float(np.max(np.abs(alone - candidate[shortest])))
-
-    # Top-10 of one query over 100 passages.
-    query, passages = calibration_texts.hundred_passages()
-    hundred = [pair_tokenizer.join(i, *_ids(pair_tokenizer, query, p)) for i, p in enumerate(passages)]
-    ref100 = score_all(reference_run, pair_tokenizer, hundred)
-    cand100 = score_all(candidate_run, pair_tokenizer, hundred)
-    error100 = float(np.max(np.abs(cand100 - ref100)))
-    d_logit = max(d_logit, error100)
-    same_set, order_ok = _top_k_agreement(ref100, cand100, TOP_K, tie=2 * error100)
-
-    lengths = [len(ids) for ids, _ in pairs]
+    lengths = [p["tokens"] for p in fixture["pairs"]]
     result = ParityResult(
-        precision=precision, thresholds=asdict(limits), pairs=len(pairs) + len(hundred),
-        truncated_pairs=sum(t for _, t in pairs), non_finite=non_finite,
+        precision=precision, artifact=artifact, served=served, thresholds=report.thresholds,
+        pairs=report.pairs, truncated_pairs=sum(p["truncated"] for p in fixture["pairs"]),
         token_lengths={"min": min(lengths), "max": max(lengths), "mean": float(np.mean(lengths))},
-        max_abs_logit=d_logit, max_abs_score=d_score, padding_max_abs_logit=d_padding,
-        top10_same_set=same_set, top10_order_ok=order_ok,
-    )
-    if non_finite:
-        result.failures.append(f"{non_finite} NaN/Inf outputs")
-    if not d_logit <= limits.max_abs_logit:
-        result.failures.append(f"max |d logit| {d_logit:.3g} > {limits.max_abs_logit}")
-    if not d_score <= limits.max_abs_score:
-        result.failures.append(f"max |d score| {d_score:.3g} > {limits.max_abs_score}")
-    if not d_padding <= limits.max_abs_logit:
-        result.failures.append(f"padding changes logits by {d_padding:.3g} > {limits.max_abs_logit}")
-    if not same_set:
-        result.failures.append("top-10 set differs from PyTorch on the 100-passage list")
-    elif not order_ok:
-        result.failures.append("top-10 order differs beyond near-ties")
+        max_abs_logit=report.max_abs_logit, max_abs_score=report.max_abs_score,
+        padding_max_abs_logit=d_padding, top10_same_set=report.top10_same_set,
+        top10_order_ok=report.top10_order_ok, kendall_tau=report.kendall_tau,
+        non_finite=report.non_finite, worst_pairs=report.worst_pairs, per_language=report.per_language,
+        failures=list(report.failures))
+    bound = report.thresholds["max_abs_logit"]
+    if not report.non_finite and not d_padding <= bound:
+        result.failures.append(f"padding changes logits by {d_padding:.3g} > {bound:.3g}")
     return result
-
-
-def _single(pair_tokenizer, pair) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.asarray([pair[0]], dtype=np.int64)
-    return ids, np.ones_like(ids)
-
-
-def _top_k_agreement(reference: np.ndarray, candidate: np.ndarray, k: int, tie: float
-                     ) -> tuple[bool, bool]:
-    """Same top-k set; order may differ only where reference scores are within `tie`."""
-    ref_top = list(np.argsort(-reference, kind="stable")[:k])
-    cand_top = list(np.argsort(-candidate, kind="stable")[:k])
-    kth = reference[ref_top[-1]]
-    # A set difference is acceptable only if the swapped-in passage ties with the k-th.
-    extra = set(cand_top) - set(ref_top)
-    same_set = all(abs(reference[i] - kth) <= tie for i in extra)
-    order_ok = all(reference[a] >= reference[b] - tie for a, b in zip(cand_top, cand_top[1:]))
-    return same_set, order_ok

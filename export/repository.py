@@ -5,8 +5,9 @@ Layout (the committed model_repository/ is the same, minus weights and tokenizer
     rerank/config.pbtxt, rerank/1/                      ensemble: tokenizer -> cross_encoder
     tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, tokenizer.json}
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
-    cross_encoder/parity.json                           the parity gate's numbers
-    manifest.json                                       what was exported, from what, how
+    cross_encoder/parity.json                           the export gates' numbers, per artifact
+    certificate.json                                    held-out pairs + fp32 PyTorch logits: `make verify`
+    manifest.json                                       what was exported, from what, how, what is served
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from export.triton_config import CROSS_ENCODER, ENSEMBLE, TOKENIZER, RepositorySpec, all_configs, to_pbtxt
+from reranker_client.certificate import FILENAME
+
+from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOLDER, RepositorySpec, all_configs,
+                                  to_pbtxt, warmup_files)
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
@@ -35,7 +39,7 @@ def copy_onnx(src: Path, dest: Path) -> None:
 
 
 def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
-                     place_model, manifest: dict, parity: dict) -> Path:
+                     place_model, manifest: dict, parity: dict, fixture: dict) -> Path:
     """`place_model(cross_encoder_dir)` puts the model files; everything else is written here."""
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +57,16 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         if spec.backend == "python":
             shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / "model.py",
                          staging / CROSS_ENCODER / "1" / "model.py")
+        warmup = staging / CROSS_ENCODER / WARMUP_FOLDER
+        warmup.mkdir()
+        for filename, content in warmup_files(spec.limits).items():
+            (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
         (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        # Compact: the certificate carries token ids and must stay small (well under 1 MB).
+        (staging / FILENAME).write_text(json.dumps(fixture, ensure_ascii=False, separators=(",", ":")) + "\n",
+                                        encoding="utf-8")
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

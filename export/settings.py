@@ -26,6 +26,10 @@ DEFAULT_MAX_BATCH_SIZE = 64
 SHORT_PROFILE_MAX_LENGTH = 1024
 LONG_PROFILE_MAX_BATCH = 4
 
+# TensorRT builder workspace (both builders and the ONNX Runtime TensorRT accelerator): room for
+# the fastest attention tactics at the largest profile shape.
+TENSORRT_WORKSPACE_BYTES = 8 << 30
+
 # Raw text is rejected above this many UTF-8 bytes, before tokenization, so that one huge
 # document cannot stall the tokenizer for everyone (TEI and others do the same).
 MAX_TEXT_BYTES = 256 * 1024

@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from export.onnx_export import INPUT_NAMES
 from export.settings import (
     LONG_PROFILE_MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, QUEUE_TIMEOUT_US,
-    SHORT_PROFILE_MAX_LENGTH, ServingLimits,
+    SHORT_PROFILE_MAX_LENGTH, TENSORRT_WORKSPACE_BYTES, ServingLimits,
 )
 from export.tensorrt_profiles import profiles_for
 
@@ -33,7 +33,7 @@ class RepositorySpec:
     cross_encoder_instances: int = 1
     cpu_threads: int = 0  # Python/ORT backend: intra-op threads (0 = ONNX Runtime decides)
     engine_cache_path: str = DEFAULT_ENGINE_CACHE
-    workspace_bytes: int = 8 << 30
+    workspace_bytes: int = TENSORRT_WORKSPACE_BYTES
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -98,14 +98,37 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+WARMUP_FOLDER = "warmup"  # Triton reads warm-up data files from <model>/warmup/
+
+
+def warmup_mask_file(length: int) -> str:
+    return f"attention_mask_ones_{length}"
+
+
+def warmup_shapes(limits: ServingLimits) -> list[tuple[int, int]]:
+    """(batch, length): the smallest and the largest short shape, so the first real request is not slow."""
+    return [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, 256))]
+
+
+def warmup_files(limits: ServingLimits) -> dict[str, bytes]:
+    """File name -> content for <model>/warmup/: an all-ones attention mask per warm-up length (one
+    row; Triton repeats it batch_size times). A zero mask would be a row with no real token, which
+    no request sends, and which HF's float32-min mask turns into NaN under fp16."""
+    import numpy as np
+
+    return {warmup_mask_file(length): np.ones(length, dtype=np.int64).tobytes()
+            for _, length in warmup_shapes(limits)}
+
+
 def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
-    """Warm the smallest and the largest short shape, so the first real request is not slow."""
-    limits = spec.limits
-    shapes = [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, 256))]
     warmups = []
-    for batch, length in shapes:
-        inputs = {name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True)
-                  for name in INPUT_NAMES}
+    for batch, length in warmup_shapes(spec.limits):
+        inputs = {
+            # Token id 0 is <s>: a valid id; the mask says every position is a real token.
+            INPUT_NAMES[0]: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True),
+            INPUT_NAMES[1]: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length],
+                                                 input_data_file=warmup_mask_file(length)),
+        }
         warmups.append(mc.ModelWarmup(name=f"batch{batch}_len{length}", batch_size=batch, inputs=inputs))
     return warmups
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from export.settings import MAX_SUPPORTED_LENGTH, ServingLimits, length_buckets
-from export.tensorrt_build import trtexec_command
 from export.tensorrt_profiles import Profile, check_consistency, max_batch_for_length, profiles_for
 
 
@@ -51,12 +50,3 @@ def test_inconsistent_profiles_are_reported():
     assert any("fall in no profile" in p for p in problems)
     inverted = [Profile("short", (1, 16), (64, 4096), (64, 2048))]
     assert any("min <= opt <= max" in p for p in check_consistency(limits, inverted))
-
-
-def test_trtexec_command_carries_both_profiles():
-    cmd = trtexec_command("m.onnx", "m.plan", ServingLimits(max_length=4096), 8192, "t.cache")
-    assert "--fp16" in cmd and "--memPoolSize=workspace:8192M" in cmd
-    assert "--timingCacheFile=t.cache" in cmd
-    assert cmd.count("--minShapes=input_ids:1x16,attention_mask:1x16") == 1
-    assert "--maxShapes=input_ids:4x4096,attention_mask:4x4096" in cmd
-    assert "--maxShapes=input_ids:64x1024,attention_mask:64x1024" in cmd
