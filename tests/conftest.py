@@ -46,6 +46,14 @@ def python_repo(tiny_model, tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.fixture(scope="session")
+def fp16_repo(tiny_model, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("fp16") / "repo"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
+                        "--precision", "fp16"]) == 0
+    return repo
+
+
 def start_server(repo: Path, log_dir: Path, *extra: str) -> TritonServer:
     server = TritonServer(repo, free_port(), free_port(), free_port(), list(extra),
                           log_path=log_dir / f"tritonserver-{os.getpid()}-{free_port()}.log")
