@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from export.model_loading import HubUnreachable, ModelRejected
@@ -38,9 +39,29 @@ def parse_args(argv: list[str] | None) -> ExportArgs:
     return ExportArgs(**{k: v for k, v in vars(ns).items()})
 
 
+def unwritable_output(repo: Path) -> str | None:
+    """Why the repository cannot be written, checked before minutes of export: the exporter
+    image runs as uid 1000, and a host folder mounted at /out is often root's."""
+    parent = repo.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-check-"):
+            return None
+    except OSError as err:
+        owner = parent.stat().st_uid
+        return (f"cannot write the repository under {parent} ({err.strerror}; the folder belongs to uid {owner}, "
+                f"this process runs as uid {os.getuid()}). Run the exporter with your uid, e.g. "
+                f"`docker run --user $(id -u):$(id -g) ...`, or make the folder writable for uid {os.getuid()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
+    problem = unwritable_output(args.repo)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = run_export(args)
     except HubUnreachable as err:

@@ -235,6 +235,11 @@ def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(to_pbtxt(config))
         written.append(path)
+    warmup = repository / CROSS_ENCODER / WARMUP_FOLDER
+    warmup.mkdir(parents=True, exist_ok=True)
+    for filename, content in warmup_files(spec.limits).items():
+        (warmup / filename).write_bytes(content)
+        written.append(warmup / filename)
     for backend in BACKENDS:
         if backend == spec.backend:
             continue

@@ -1,42 +1,97 @@
 #!/usr/bin/env bash
-# On a host with an NVIDIA GPU, Docker and the NVIDIA container toolkit:
-#   1. export + build the TensorRT plan inside the pinned TensorRT 24.10 image (exporter target),
-#   2. serve it with the pinned Triton 24.10 image,
-#   3. sweep perf_analyzer (Triton SDK image) at 128/256/512/1024 tokens per pair,
-#   4. report pairs/s against the fp16 FLOP ceiling (PEAK_TFLOPS, H100 SXM dense: 989).
-# Needs `make setup` on the host (to write the input data) and MODEL (Hub id or local folder).
+# On a host with an NVIDIA GPU, Docker and the NVIDIA container toolkit, for each backend in
+# BACKENDS (default: "tensorrt onnxruntime"):
+#   1. export in the pinned exporter image (tensorrt: the plan is built and certified there),
+#   2. serve the repository with the pinned Triton 24.10 image (waits at most READY_TIMEOUT s,
+#      stops at once if the container dies, and keeps its log),
+#   3. certify the live server (make verify: held-out pairs vs fp32 PyTorch),
+#   4. sweep perf_analyzer at 128/256/512/1024 tokens per pair, on the `rerank` ensemble (what a
+#      caller sees, Python tokenizer included) and on `cross_encoder` alone (the engine's own rate),
+#   5. report pairs/s against the fp16 FLOP ceiling (PEAK_TFLOPS, H100 SXM dense: 989).
+# The onnxruntime run also answers whether the 2.27 GB external-data graph loads in the ONNX
+# Runtime TensorRT EP of Triton 24.10: the server log is kept and its TensorRT lines counted.
+# Needs `make setup` on the host and MODEL (Hub id or local folder). DRY_RUN=1 prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL="${MODEL:-BAAI/bge-reranker-v2-m3}"
 OUT="${OUT:-runs/gpu}"
 PEAK_TFLOPS="${PEAK_TFLOPS:-989}"
 BATCH="${BATCH:-32}"
+BACKENDS="${BACKENDS:-tensorrt onnxruntime}"
+READY_TIMEOUT="${READY_TIMEOUT:-1200}"   # a first TensorRT EP build on a small GPU takes minutes
+PERF_TIMEOUT="${PERF_TIMEOUT:-600}"
+DOCKER="${DOCKER:-docker}"
+PY="${PY:-.venv/bin/python}"
+READY_URL="${READY_URL:-http://localhost:8000/v2/health/ready}"
+run() { if [ -n "${DRY_RUN:-}" ]; then echo "+ $*"; else "$@"; fi; }
+
+wait_ready() {  # container, deadline in seconds: fail fast when the container is gone
+  local container="$1" deadline=$((SECONDS + $2))
+  until curl -fs "$READY_URL" >/dev/null 2>&1; do
+    if [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != "true" ]; then
+      echo "error: the Triton container exited before it was ready; its log:" >&2
+      "$DOCKER" logs "$container" 2>&1 | tail -50 >&2 || true
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "error: Triton not ready after $2 s" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
+
 mkdir -p "$OUT"
-docker build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
-docker build -f docker/Dockerfile --target server -t bge-reranker-triton:0.1.0 .
+run "$DOCKER" build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
+run "$DOCKER" build -f docker/Dockerfile --target server -t bge-reranker-triton:0.1.0 .
 model_mount=()
 if [ -d "$MODEL" ]; then model_mount=(-v "$(realpath "$MODEL"):/model:ro"); MODEL=/model; fi
-docker run --rm --gpus device=0 "${model_mount[@]}" -v "$(realpath "$OUT"):/out" bge-reranker-exporter:0.1.0 \
-  --model "$MODEL" --backend tensorrt --precision fp16 --max-length 1024 --repo /out/model_repository
-server=$(docker run -d --rm --gpus device=0 --shm-size 2g -p 8000:8000 -p 8001:8001 -p 8002:8002 \
-  -v "$(realpath "$OUT")/model_repository:/models:ro" bge-reranker-triton:0.1.0)
-trap 'docker stop "$server" >/dev/null' EXIT
-until curl -fs localhost:8000/v2/health/ready >/dev/null; do sleep 2; done
-for tokens in 128 256 512 1024; do
-  .venv/bin/python -m loadtest.fixed_length --tokenizer "$OUT/model_repository/tokenizer/1/tokenizer.json" \
-    --tokens "$tokens" --out "$OUT/input_$tokens.json"
-  docker run --rm --network host -v "$(realpath "$OUT"):/out" nvcr.io/nvidia/tritonserver:24.10-py3-sdk \
-    perf_analyzer -m rerank -u localhost:8001 -i grpc -b "$BATCH" --input-data "/out/input_$tokens.json" \
-    --concurrency-range 1:8:1 -f "/out/perf_$tokens.csv"
+for backend in $BACKENDS; do
+  repo="$OUT/$backend/model_repository"
+  mkdir -p "$OUT/$backend"
+  run "$DOCKER" run --rm --gpus device=0 --user "$(id -u):$(id -g)" "${model_mount[@]}" \
+    -v "$(realpath "$OUT/$backend"):/out" bge-reranker-exporter:0.1.0 \
+    --model "$MODEL" --backend "$backend" --precision fp16 --max-length 1024 --repo /out/model_repository
+  if [ -n "${DRY_RUN:-}" ]; then server=dry-run; else
+    server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 8000:8000 -p 8001:8001 -p 8002:8002 \
+      -v "$(realpath "$repo"):/models:ro" bge-reranker-triton:0.1.0 \
+      tritonserver --model-repository=/models --log-verbose=1)
+  fi
+  trap '"$DOCKER" rm -f "$server" >/dev/null 2>&1 || true' EXIT
+  if [ -z "${DRY_RUN:-}" ]; then
+    wait_ready "$server" "$READY_TIMEOUT"
+  fi
+  run make verify URL=localhost:8001 REPO="$repo" REPORT="$OUT/$backend/verify.json"
+  for tokens in 128 256 512 1024; do
+    run "$PY" -m loadtest.fixed_length --tokenizer "$repo/tokenizer/1/tokenizer.json" \
+      --tokens "$tokens" --out "$OUT/$backend/input_$tokens.json"
+    run "$PY" -m loadtest.fixed_length --tokenizer "$repo/tokenizer/1/tokenizer.json" \
+      --tokens "$tokens" --cross-encoder --out "$OUT/$backend/ids_$tokens.json"
+    for model in rerank cross_encoder; do
+      data=$([ "$model" = rerank ] && echo input || echo ids)
+      run timeout "$PERF_TIMEOUT" "$DOCKER" run --rm --network host -v "$(realpath "$OUT/$backend"):/out" \
+        nvcr.io/nvidia/tritonserver:24.10-py3-sdk \
+        perf_analyzer -m "$model" -u localhost:8001 -i grpc -b "$BATCH" --input-data "/out/${data}_$tokens.json" \
+        --concurrency-range 1:8:1 -f "/out/perf_${model}_$tokens.csv"
+    done
+  done
+  if [ -z "${DRY_RUN:-}" ]; then
+    "$DOCKER" logs "$server" > "$OUT/$backend/triton.log" 2>&1 || true
+    echo "$backend: $(grep -ci tensorrt "$OUT/$backend/triton.log" || true) log lines mention TensorRT"
+  fi
+  run "$DOCKER" rm -f "$server" >/dev/null
 done
-.venv/bin/python - "$OUT" "$PEAK_TFLOPS" "$BATCH" <<'PY'
+[ -n "${DRY_RUN:-}" ] && exit 0
+"$PY" - "$OUT" "$PEAK_TFLOPS" "$BATCH" "$BACKENDS" <<'PY'
 import csv, sys
 from pathlib import Path
-out, peak, batch = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-print(f"| tokens | best pairs/s | TFLOP/s | of fp16 peak ({peak:g}) |\n|---|---|---|---|")
-for tokens in (128, 256, 512, 1024):
-    rows = list(csv.DictReader(open(out / f"perf_{tokens}.csv")))
-    best = max(float(r["Inferences/Second"]) for r in rows)
-    tflops = best * 24 * (24 * 1024**2 * tokens + 4 * 1024 * tokens**2) / 1e12
-    print(f"| {tokens} | {best:.0f} | {tflops:.0f} | {tflops / peak:.0%} |")
+out, peak, batch, backends = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+print(f"| backend | model | tokens | best pairs/s | TFLOP/s | of fp16 peak ({peak:g}) |\n|---|---|---|---|---|---|")
+for backend in backends:
+    for model in ("rerank", "cross_encoder"):
+        for tokens in (128, 256, 512, 1024):
+            rows = list(csv.DictReader(open(out / backend / f"perf_{model}_{tokens}.csv")))
+            best = max(float(r["Inferences/Second"]) for r in rows)
+            tflops = best * 24 * (24 * 1024**2 * tokens + 4 * 1024 * tokens**2) / 1e12
+            print(f"| {backend} | {model} | {tokens} | {best:.0f} | {tflops:.0f} | {tflops / peak:.0%} |")
 PY

@@ -18,10 +18,11 @@ COMMITTED = Path(__file__).resolve().parent.parent / "model_repository"
 
 def test_committed_repository_matches_generator(tmp_path):
     written = write_reference_configs(tmp_path)
-    assert len(written) == 5
+    assert len([p for p in written if p.suffix == ".pbtxt"]) == 5
+    assert len([p for p in written if p.parent.name == "warmup"]) == 2  # one all-ones mask per warm-up length
     for path in written:
         committed = COMMITTED / path.relative_to(tmp_path)
-        assert committed.read_text() == path.read_text(), f"{committed} is stale: run `make configs`"
+        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run `make configs`"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
