@@ -102,7 +102,7 @@ PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
 GPU_MODEL_INTRA_OP_THREADS = 2
 
 # Graceful shutdown. preStop sleeps first, so endpoint removal reaches kube-proxy and clients
-# re-resolving DNS (client default below) before Triton stops accepting; then Triton drains
+# re-resolving DNS (see below) before Triton stops accepting; then Triton drains
 # in-flight requests for up to EXIT_TIMEOUT_S (a request may queue QUEUE_TIMEOUT_US and then
 # run). The pod's terminationGracePeriodSeconds must cover both plus a margin.
 PRESTOP_SLEEP_S = 10
@@ -110,10 +110,8 @@ EXIT_TIMEOUT_S = 30
 SHUTDOWN_MARGIN_S = 10
 TERMINATION_GRACE_S = PRESTOP_SLEEP_S + EXIT_TIMEOUT_S + SHUTDOWN_MARGIN_S
 
-# Client-side discovery through the headless Service: how often the client re-resolves a
-# hostname into pod addresses, so pods the HPA adds get traffic and removed ones stop
-# getting it. Shorter than PRESTOP_SLEEP_S, so a terminating pod is dropped before it stops.
-DNS_REFRESH_S = 5.0
+# Clients balance gRPC over the headless Service by re-resolving it every DNS_REFRESH_S
+# (client/src/reranker_client/transport.py); keep that shorter than PRESTOP_SLEEP_S.
 
 # The health probe (docker/probe.py): one pair through the `rerank` ensemble. Its HTTP
 # timeout is below the kubelet's timeoutSeconds so the probe reports why it failed.
