@@ -2,7 +2,7 @@
 moved into place, so a failed export never leaves a half-written repository behind.
 
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
-    rerank/config.pbtxt, rerank/1/                      ensemble: tokenizer -> cross_encoder
+    rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> cross_encoder
     tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, tokenizer.json}
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
     cross_encoder/parity.json                           the export gates' numbers, per artifact
@@ -17,14 +17,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
+<<<<<<< HEAD
 from reranker_client.certificate import FILENAME
 
 from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOLDER, RepositorySpec, all_configs,
                                   to_pbtxt, warmup_files)
+=======
+from dataclasses import replace
+
+from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, RepositorySpec, all_configs,
+                                  engine_cache_prefix_for, to_pbtxt)
+>>>>>>> issue17
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# The ensemble's version folder holds no file, and `aws s3 sync`, `gsutil rsync` and most
+# object stores drop empty folders: without rerank/1/ Triton refuses to load the ensemble.
+# Triton ignores a plain file there (checked on 2.51: tests serve exported repositories).
+ENSEMBLE_PLACEHOLDER = "placeholder.txt"
+PLACEHOLDER_TEXT = ("Keeps this version folder in object storage (empty folders are dropped by "
+                    "`aws s3 sync` / `gsutil rsync`); Triton ignores it.\n")
 
 
 def copy_onnx(src: Path, dest: Path) -> None:
@@ -45,10 +58,9 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        configs = all_configs(spec)
-        for name, config in configs.items():
+        for name in (TOKENIZER, CROSS_ENCODER, ENSEMBLE):
             (staging / name / "1").mkdir(parents=True)
-            (staging / name / "config.pbtxt").write_text(to_pbtxt(config))
+        (staging / ENSEMBLE / "1" / ENSEMBLE_PLACEHOLDER).write_text(PLACEHOLDER_TEXT)
         for filename in TOKENIZER_CODE:
             shutil.copy2(SOURCE_REPOSITORY / TOKENIZER / "1" / filename, staging / TOKENIZER / "1" / filename)
         for filename in TOKENIZER_FILES:
@@ -62,6 +74,13 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         for filename, content in warmup_files(spec.limits).items():
             (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
+        # Configs last: the engine cache key is a hash of the graph just placed.
+        graph = staging / CROSS_ENCODER / "1" / "model.onnx"
+        if spec.backend == "onnxruntime" and graph.exists():
+            spec = replace(spec, engine_cache_prefix=engine_cache_prefix_for(graph))
+            manifest = {**manifest, "engine_cache_prefix": spec.engine_cache_prefix}
+        for name, config in all_configs(spec).items():
+            (staging / name / "config.pbtxt").write_text(to_pbtxt(config))
         (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Compact: the certificate carries token ids and must stay small (well under 1 MB).
@@ -85,4 +104,4 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-__all__ = ["write_repository", "copy_onnx", "ENSEMBLE"]
+__all__ = ["write_repository", "copy_onnx", "ENSEMBLE", "ENSEMBLE_PLACEHOLDER"]

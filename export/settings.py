@@ -83,3 +83,51 @@ class ServingLimits:
     def query_max_length(self) -> int:
         """FlagReranker's rule: the query keeps at most 3/4 of the pair's tokens."""
         return self.max_length * 3 // 4
+
+
+# --- The serving process and its pod. The chart's values, compose, the KServe manifest and the
+# local launcher carry these numbers; tests/test_deploy.py fails when one of them drifts. ---
+
+# The Python backend moves every tensor of a tokenizer execute through a shared-memory region
+# per stub process in /dev/shm. Worst execute: a full batch of pairs at the byte limit on
+# both texts (64 x 2 x 256 KiB = 32 MiB in) plus its token ids out (2 x int64 x 64 x 8192 =
+# 8 MiB at the longest max_length). Triton's 1 MiB default region would grow in 1 MiB steps
+# (dozens of remaps on the hot path); one region holds a worst execute with room for a second
+# in flight, and growth comes in worst-execute steps.
+PYTHON_SHM_WORST_EXECUTE_BYTES = 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES + 2 * 8 * DEFAULT_MAX_BATCH_SIZE * MAX_SUPPORTED_LENGTH
+PYTHON_SHM_DEFAULT_BYTES = 2 * PYTHON_SHM_WORST_EXECUTE_BYTES
+PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
+
+# The GPU model's ONNX Runtime CPU thread pool (onnxruntime backend parameter
+# `intra_op_thread_count`). TensorRT runs the graph on the GPU; the CPU pool only copies
+# inputs and runs any node TensorRT rejects. Left at 0, ORT starts one spinning thread per
+# core of the *node* (it does not read the cgroup limit), which on a 64-core GPU node fights
+# the tokenizer stubs for the pod's few CPUs and gets the container throttled.
+GPU_MODEL_INTRA_OP_THREADS = 2
+
+# Graceful shutdown. preStop sleeps first, so endpoint removal reaches kube-proxy and clients
+# re-resolving DNS (see below) before Triton stops accepting; then Triton drains
+# in-flight requests for up to EXIT_TIMEOUT_S (a request may queue QUEUE_TIMEOUT_US and then
+# run). The pod's terminationGracePeriodSeconds must cover both plus a margin.
+PRESTOP_SLEEP_S = 10
+EXIT_TIMEOUT_S = 30
+SHUTDOWN_MARGIN_S = 10
+TERMINATION_GRACE_S = PRESTOP_SLEEP_S + EXIT_TIMEOUT_S + SHUTDOWN_MARGIN_S
+
+# Clients balance gRPC over the headless Service by re-resolving it every DNS_REFRESH_S
+# (client/src/reranker_client/transport.py); keep that shorter than PRESTOP_SLEEP_S.
+
+# The health probe (docker/probe.py): one pair through the `rerank` ensemble. Its HTTP
+# timeout is below the kubelet's timeoutSeconds so the probe reports why it failed.
+PROBE_TIMEOUT_S = 3
+PROBE_KUBELET_TIMEOUT_S = PROBE_TIMEOUT_S + 2
+
+
+def python_backend_flags() -> list[str]:
+    return [f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}"]
+
+
+def server_flags() -> list[str]:
+    """tritonserver flags every deployment passes (chart, compose, KServe, local launcher)."""
+    return [f"--exit-timeout-secs={EXIT_TIMEOUT_S}", *python_backend_flags()]

@@ -7,15 +7,18 @@ module generates with the configs committed under `model_repository/` (golden fi
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.onnx_export import INPUT_NAMES
 from export.settings import (
-    LONG_PROFILE_MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, QUEUE_TIMEOUT_US,
-    SHORT_PROFILE_MAX_LENGTH, TENSORRT_WORKSPACE_BYTES, ServingLimits,
+    GPU_MODEL_INTRA_OP_THREADS, LONG_PROFILE_MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE,
+    QUEUE_TIMEOUT_US, SHORT_PROFILE_MAX_LENGTH, TENSORRT_WORKSPACE_BYTES, ServingLimits,
 )
 from export.tensorrt_profiles import profiles_for
 
@@ -33,6 +36,11 @@ class RepositorySpec:
     cross_encoder_instances: int = 1
     cpu_threads: int = 0  # Python/ORT backend: intra-op threads (0 = ONNX Runtime decides)
     engine_cache_path: str = DEFAULT_ENGINE_CACHE
+    # ONNX Runtime's TensorRT EP names cached engines by graph structure, not by weights: a
+    # fine-tuned or re-exported model with the same graph would load the old engine. The export
+    # sets this to a hash of the served graph and weights (`engine_cache_prefix_for`); empty in
+    # the committed reference configs, which hold no model.
+    engine_cache_prefix: str = ""
     workspace_bytes: int = TENSORRT_WORKSPACE_BYTES
 
     def __post_init__(self) -> None:
@@ -40,6 +48,25 @@ class RepositorySpec:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
+        if self.engine_cache_prefix and not ENGINE_CACHE_PREFIX.fullmatch(self.engine_cache_prefix):
+            raise ValueError(f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, "
+                             f"got {self.engine_cache_prefix!r}")
+
+
+# It becomes part of a file name on the cache volume: letters, digits and underscores only.
+ENGINE_CACHE_PREFIX = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def engine_cache_prefix_for(graph: Path) -> str:
+    """`bge_<16 hex>`: sha256 over the served ONNX graph and its external data file, in
+    1 MiB reads (the fp32 weights are 2.27 GB). Same bytes, same prefix: deterministic."""
+    digest = hashlib.sha256()
+    for path in (graph, graph.with_name(graph.name + ".data")):
+        if path.exists():
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return "bge_" + digest.hexdigest()[:16]
 
 
 def _tensor(cls, name: str, dtype: int, dims: list[int]):
@@ -143,6 +170,7 @@ def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
         "trt_engine_cache_path": spec.engine_cache_path,
         "trt_timing_cache_enable": "true",
         "trt_timing_cache_path": spec.engine_cache_path,
+        **({"trt_engine_cache_prefix": spec.engine_cache_prefix} if spec.engine_cache_prefix else {}),
         "trt_profile_min_shapes": ",".join(p.shapes("min") for p in profiles),
         "trt_profile_opt_shapes": ",".join(p.shapes("opt") for p in profiles),
         "trt_profile_max_shapes": ",".join(p.shapes("max") for p in profiles),
@@ -169,6 +197,7 @@ def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.default_model_filename = "model.onnx"
         config.instance_group.append(gpu)
         config.optimization.CopyFrom(_tensorrt_accelerator(spec))
+        _set_params(config, intra_op_thread_count=GPU_MODEL_INTRA_OP_THREADS)
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
@@ -226,7 +255,6 @@ def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec())
     cross-encoder configs under `cross_encoder/configs/<backend>.pbtxt`, which Triton can pick
     with `--model-config-name=<backend>`."""
     from dataclasses import replace
-    from pathlib import Path
 
     repository = Path(repository)
     written = []

@@ -6,11 +6,19 @@ for our Python version next to libtriton_python.so, and our venv's site-packages
 PYTHONPATH so the models can import tokenizers and onnxruntime.
 
     python -m local_triton.server REPO [--http-port 8000 --grpc-port 8001 --metrics-port 8002]
+
+The launcher stops its server on Ctrl-C, SIGTERM and SIGHUP alike (the server runs in its own
+session, so a signal to the launcher alone would otherwise leave it running and holding the
+ports), and the server gets SIGTERM from the kernel if the launcher dies without cleaning up.
+While serving, it runs the deployment's health probe (docker/probe.py: one pair through the
+ensemble) every few seconds and says when the answer changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,7 +30,32 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "triton"
+from export.settings import PROBE_TIMEOUT_S, python_backend_flags
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".cache" / "triton"
+PROBE_SCRIPT = ROOT / "docker" / "probe.py"
+PROBE_PERIOD_S = 10.0  # the chart's liveness period
+
+
+def probe_module():
+    """docker/probe.py, the exec probe shipped in the image, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("reranker_probe", PROBE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Stop(Exception):
+    """SIGTERM/SIGHUP to the launcher: stop the server as Ctrl-C does."""
 
 
 def free_port() -> int:
@@ -100,6 +133,9 @@ class TritonServer:
                 "--strict-readiness=true", "--exit-on-error=true", "--log-verbose=0",
                 # Drain in-flight requests for up to 10 s on SIGINT (production keeps 30).
                 "--exit-timeout-secs=10",
+                # The deployment's Python backend shm sizing (export/settings.py), so the
+                # flags the chart passes are exercised by every local run.
+                *python_backend_flags(),
                 *self.extra_args]
 
     def start(self, timeout: float = 180.0) -> "TritonServer":
@@ -151,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--probe-period", type=float, default=PROBE_PERIOD_S,
+                        help="seconds between health probes (one pair through the ensemble)")
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
     args = parser.parse_args(argv)
     if not (args.repository / "rerank" / "config.pbtxt").exists():
@@ -159,16 +197,44 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting tritonserver on http :{args.http_port}, grpc :{args.grpc_port}, "
           f"metrics :{args.metrics_port} ...", flush=True)
     server.log_path = None
-    server.process = subprocess.Popen(server.command(), env=server_environment(), start_new_session=True)
+
+    def on_signal(signum, _frame):
+        raise Stop(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    probe = probe_module()
     try:
+        server.process = subprocess.Popen(server.command(), env=server_environment(), start_new_session=True,
+                                          preexec_fn=_die_with_parent)
         server.wait_ready(600)
         print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
-        server.process.wait()
-    except KeyboardInterrupt:
-        print("\nstopping tritonserver ...", flush=True)
+        watch_health(server, probe, args.probe_period)
+    except (KeyboardInterrupt, Stop) as reason:
+        print(f"\nstopping tritonserver ({reason or 'Ctrl-C'}) ...", flush=True)
     finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the drain short
         server.stop()
+    if server.process is None:
+        return 1
     return server.process.returncode or 0
+
+
+def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) -> None:
+    """Until the server exits: the health probe every `period` s; report each change."""
+    url = f"http://127.0.0.1:{server.http_port}"
+    was_healthy = True
+    while True:
+        try:
+            server.process.wait(period)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
+        if healthy != was_healthy:
+            print(f"health probe: {'healthy again' if healthy else 'UNHEALTHY'}: {reason}", flush=True)
+            was_healthy = healthy
 
 
 if __name__ == "__main__":

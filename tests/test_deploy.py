@@ -6,8 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import re
+
 import pytest
 import yaml
+
+from export import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_PYTHON = ROOT / ".venv-deploy" / "bin" / "python"
@@ -29,39 +33,170 @@ def _one(objects, kind):
 
 
 def test_every_variant_rendered(rendered):
-    assert set(rendered) >= {"default", "pvc", "object-storage", "init-container", "monitoring", "fixed-replicas"}
+    assert set(rendered) >= set(VARIANTS)
 
 
-@pytest.mark.parametrize("variant", ["default", "pvc", "object-storage", "init-container", "monitoring", "fixed-replicas"])
+VARIANTS = ["default", "pvc", "object-storage", "init-container", "monitoring", "fixed-replicas",
+            "shared-cache", "tensorrt-plan"]
+
+
+def _seconds(probe: dict) -> int:
+    return probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_pod_spec(rendered, variant):
     deployment = _one(rendered[variant], "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     [triton] = pod["containers"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
-    assert pod["nodeSelector"]
+    # The GPU request schedules the pod; a GFD-only label would leave it Pending without GFD.
+    assert "nvidia.com/gpu.present" not in pod.get("nodeSelector", {})
     ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
-    assert triton["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert triton["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
-    startup = triton["startupProbe"]
-    assert startup["httpGet"]["path"] == "/v2/health/ready"
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # engine build + warm-up
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["mountPath"]: m["name"] for m in triton["volumeMounts"]}
     assert mounts["/dev/shm"] == "dshm" and mounts["/trt-cache"] == "trt-cache"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert triton["securityContext"]["allowPrivilegeEscalation"] is False
+    # args, not command: the NGC entrypoint (CUDA forward compatibility) stays in front.
+    assert "command" not in triton
     args = triton["args"]
-    assert "--strict-readiness=true" in args
-    if variant == "object-storage":
-        assert "--model-repository=s3://my-bucket/bge-reranker/model_repository" in args
+    assert args[:2] == ["python3", "/opt/reranker/serve.py"]
+    served = args[args.index("--") + 1:]
+    assert served[0] == "tritonserver" and "--strict-readiness=true" in served and "--exit-on-error=true" in served
+    assert [a for a in served if a.startswith(("--exit-timeout-secs", "--backend-config"))] == settings.server_flags()
+    if variant in ("object-storage", "shared-cache"):
+        assert any(a.startswith("--model-repository=s3://") or a.startswith("--model-repository=gs://") for a in served)
         assert "/models" not in mounts
+        # Triton copies a remote repository into /tmp first: room for the 2.27 GB fp32 graph.
+        assert _bytes(volumes["tmp"]["emptyDir"]["sizeLimit"]) >= 4 * 2**30
     else:
-        assert "--model-repository=/models" in args and mounts["/models"] == "model-repository"
+        assert "--model-repository=/models" in served and mounts["/models"] == "model-repository"
     if variant == "init-container":
         assert pod["initContainers"][0]["volumeMounts"][0]["name"] == "model-repository"
+    requests, limits = triton["resources"]["requests"], triton["resources"]["limits"]
+    assert _bytes(requests["ephemeral-storage"]) >= (_bytes(volumes["tmp"]["emptyDir"]["sizeLimit"])
+                                                    + _bytes(volumes["trt-cache"]["emptyDir"]["sizeLimit"]))
+    on_disk = [v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v and not v["emptyDir"].get("medium")]
+    assert _bytes(limits["ephemeral-storage"]) >= sum(map(_bytes, on_disk))  # never evicted for filling its own volumes
+    # Python backend regions: every tokenizer stub's default region fits /dev/shm twice over.
+    assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * 2 * settings.PYTHON_SHM_DEFAULT_BYTES
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_probes_and_timing(rendered, variant):
+    deployment = _one(rendered[variant], "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [triton] = pod["containers"]
+    startup = triton["startupProbe"]
+    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    assert _seconds(startup) >= 1800  # first TensorRT build on a T4/L4/A10 + warm-up
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = triton[name]
+        # One pair through the ensemble: Triton's health endpoints stay 200 with a dead stub.
+        assert probe["exec"]["command"][:2] == ["python3", "/opt/reranker/probe.py"]
+        assert "httpGet" not in probe
+        assert settings.PROBE_TIMEOUT_S < probe["timeoutSeconds"] <= 10
+    assert startup["timeoutSeconds"] <= 10
+    # A first build is not a failed rollout; a rollout never needs a spare GPU by default.
+    assert deployment["spec"]["progressDeadlineSeconds"] > _seconds(startup)
+    rolling = deployment["spec"]["strategy"]["rollingUpdate"]
+    if variant != "tensorrt-plan":
+        assert rolling == {"maxSurge": 0, "maxUnavailable": 1}
+    # Graceful shutdown: preStop pause, then Triton's drain, both inside the grace period.
+    assert triton["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(settings.PRESTOP_SLEEP_S)]
+    assert pod["terminationGracePeriodSeconds"] == settings.TERMINATION_GRACE_S
+    assert f"--exit-timeout-secs={settings.EXIT_TIMEOUT_S}" in triton["args"]
+    # Spread across nodes and zones.
+    keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert all(c["labelSelector"]["matchLabels"].items() <= labels.items() for c in pod["topologySpreadConstraints"])
+    hpa = [o for o in rendered[variant] if o["kind"] == "HorizontalPodAutoscaler"]
+    if hpa:
+        assert hpa[0]["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= _seconds(startup)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_engine_cache_cannot_pend_or_be_shared_unsafely(rendered, variant):
+    objects = rendered[variant]
+    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # Triton writes engines only to a per-pod emptyDir.
+    assert "emptyDir" in volumes["trt-cache"]
+    for claim in (o for o in objects if o["kind"] == "PersistentVolumeClaim"):
+        if "ReadWriteMany" in claim["spec"]["accessModes"]:
+            assert claim["spec"].get("storageClassName"), f"{variant}: RWX claim without a storage class"
+    args = pod["containers"][0]["args"]
+    if variant in ("shared-cache", "object-storage"):
+        assert "--shared=/trt-cache-shared" in args
+        assert "persistentVolumeClaim" in volumes["trt-cache-shared"]
+    else:
+        assert "trt-cache-shared" not in volumes and not any(a.startswith("--shared") for a in args)
+    if variant == "default":
+        assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+
+
+def test_shared_cache_without_class_or_claim_does_not_render(tmp_path):
+    script = ("import sys; sys.path.insert(0, 'deploy'); import validate\n"
+              "validate.render({'trtCache': {'type': 'shared'}})")
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "storageClassName" in proc.stderr
+
+
+def test_scheduling_for_a_prebuilt_plan(rendered):
+    pod = _one(rendered["tensorrt-plan"], "Deployment")["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    [term] = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]}]
+    default = _one(rendered["default"], "Deployment")["spec"]["template"]["spec"]
+    assert "runtimeClassName" not in default and "affinity" not in default
+
+
+def test_network_policy_namespaces_are_values(rendered):
+    for variant, prometheus in (("default", "monitoring"), ("shared-cache", "gmp-system")):
+        policy = _one(rendered[variant], "NetworkPolicy")
+        inference, metrics = policy["spec"]["ingress"]
+        assert {p["port"] for p in metrics["ports"]} == {8002}
+        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}} in metrics["from"]
+        assert {"podSelector": {}} in inference["from"]
+    inference = _one(rendered["shared-cache"], "NetworkPolicy")["spec"]["ingress"][0]
+    [selector] = [p["namespaceSelector"] for p in inference["from"] if "namespaceSelector" in p]
+    assert selector["matchExpressions"][0]["values"] == ["search-api", "rag"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_helm_test_pod_runs_the_verifier(rendered, variant):
+    [pod] = [o for o in rendered[variant] if o["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    [container] = pod["spec"]["containers"]
+    deployment = _one(rendered[variant], "Deployment")
+    assert container["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    if variant == "shared-cache":  # uri source, no certificate ConfigMap: a clear skip
+        assert "SKIPPED" in " ".join(container["command"])
+        return
+    assert container["command"] == ["python3", "-m", "reranker_client.verify", "--url=rr-bge-reranker:8001",
+                                    "--fixture=/models/certificate.json", "--report=/tmp/verify.json"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/models"]
+    assert mount["readOnly"] is True
+    volume = {v["name"]: v for v in pod["spec"]["volumes"]}[mount["name"]]
+    expected = {"object-storage": "configMap", "init-container": "emptyDir"}.get(variant, "persistentVolumeClaim")
+    assert expected in volume
+
+
+def test_model_repository_placeholder():
+    # Object-store syncs drop empty folders; the ensemble's version folder must hold a file.
+    from export.repository import ENSEMBLE_PLACEHOLDER
+    assert (ROOT / "model_repository" / "rerank" / "1" / ENSEMBLE_PLACEHOLDER).is_file()
 
 
 def test_hpa_scales_on_queue_time(rendered):
@@ -74,6 +209,9 @@ def test_hpa_scales_on_queue_time(rendered):
     rule = rules["rules"]["custom"][0]
     assert rule["name"]["as"] == "triton_queue_time_per_request_us"
     assert "nv_inference_queue_duration_us" in rule["metricsQuery"] and "nv_inference_request_success" in rule["metricsQuery"]
+    # rate() needs two samples per window: with 30 s scrapes the window must be >= 4 scrapes.
+    windows = re.findall(r"\[(\d+)([sm])\]", rule["metricsQuery"])
+    assert windows and all(int(n) * (60 if unit == "m" else 1) >= 4 * 30 for n, unit in windows)
     assert "replicas" not in _one(rendered["default"], "Deployment")["spec"]  # the HPA owns it
     assert _one(rendered["fixed-replicas"], "Deployment")["spec"]["replicas"] == 1
 
@@ -101,12 +239,73 @@ def test_service_monitor_behind_flag(rendered):
     assert "@sha256:" in image
 
 
+VERIFY = ["python3", "-m", "reranker_client.verify", "--url", "triton:8001", "--fixture", "/models/certificate.json",
+          "--report", "/tmp/verify.json"]
+
+
 def test_compose_and_dockerfile_facts():
     compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
     triton = compose["services"]["triton"]
     assert triton["shm_size"] in ("1gb", "2gb") and triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert {"8000:8000", "8001:8001", "8002:8002"} <= set(triton["ports"])
     assert any("/trt-cache" in v for v in triton["volumes"])
+    assert "entrypoint" not in triton  # the NGC entrypoint stays
+    command = triton["command"]
+    assert command[:2] == ["python3", "/opt/reranker/serve.py"]
+    assert [a for a in command if a.startswith(("--exit-timeout-secs", "--backend-config"))] == settings.server_flags()
+    assert "probe.py" in " ".join(triton["healthcheck"]["test"])
+    assert int(triton["stop_grace_period"].rstrip("s")) > settings.EXIT_TIMEOUT_S
+    verify = compose["services"]["verify"]
+    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert verify["command"] == VERIFY and verify["restart"] == "no"
+    assert "../runs/model_repository:/models:ro" in verify["volumes"]
     dockerfile = (ROOT / "docker/Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS server" in dockerfile
-    assert "USER 1000:1000" in dockerfile and "HEALTHCHECK" in dockerfile and "/v2/health/ready" in dockerfile
+    assert "USER 1000:1000" in dockerfile and "HEALTHCHECK" in dockerfile and "/opt/reranker/probe.py" in dockerfile
+    assert 'ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"]' in dockerfile
+    assert "driver >= 560" in dockerfile and "535.86" in dockerfile  # the pinned image's driver requirement
+    server_target = dockerfile.split("AS server-baked")[0]
+    assert 'tritonclient[grpc]==2.51.0' in server_target and "--no-deps /opt/reranker/client" in server_target
+    assert "COPY docker/serve.py docker/probe.py /opt/reranker/" in server_target
+    flags = re.findall(r'"(--(?:exit-timeout-secs|backend-config)=[^"]+)"', server_target)
+    assert flags == settings.server_flags()
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!docker/serve.py", "!docker/probe.py", "!client/"} <= set(ignored)
+
+
+def test_kserve_manifest():
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/kserve/inferenceservice.yaml").read_text()) if d]
+    [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
+    [hpa] = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    predictor = isvc["spec"]["predictor"]
+    [container] = predictor["containers"]
+    assert "command" not in container
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http1": 8080, "h2c": 9000}
+    served = container["args"][container["args"].index("--") + 1:]
+    assert "--http-port=8080" in served and "--grpc-port=9000" in served and "--exit-on-error=true" in served
+    assert [a for a in served if a.startswith(("--exit-timeout-secs", "--backend-config"))] == settings.server_flags()
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and "emptyDir" in volumes["trt-cache"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/dev/shm", "/trt-cache"} <= mounts
+    assert container["livenessProbe"]["exec"]["command"][1] == "/opt/reranker/probe.py"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(settings.PRESTOP_SLEEP_S)]
+    assert predictor["terminationGracePeriodSeconds"] == settings.TERMINATION_GRACE_S
+    assert "nodeSelector" not in predictor
+    # The autoscaler scales on queue time, not CPU.
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "external"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{isvc['metadata']['name']}-predictor"
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "triton_queue_time_per_request_us"
+
+
+def test_chart_values_match_settings():
+    values = yaml.safe_load((ROOT / "deploy/helm/bge-reranker/values.yaml").read_text())
+    assert [f"--backend-config={v}" for v in values["triton"]["backendConfig"]] == settings.python_backend_flags()
+    shutdown = values["shutdown"]
+    assert (shutdown["preStopSleepSeconds"], shutdown["exitTimeoutSeconds"], shutdown["marginSeconds"]) == (
+        settings.PRESTOP_SLEEP_S, settings.EXIT_TIMEOUT_S, settings.SHUTDOWN_MARGIN_S)
+    for probe in ("readiness", "liveness"):
+        assert values["probes"][probe]["timeoutSeconds"] == settings.PROBE_KUBELET_TIMEOUT_S
+    assert values["trtCache"]["type"] == "emptyDir"  # binds on every cluster

@@ -18,9 +18,12 @@ class AsyncRerankClient(ClientBase):
                  model: str = "rerank", timeout: float = 30.0, retries: int = 3,
                  max_concurrency: int = 4, tls: Optional[TLSOptions] = None,
                  headers: Optional[Dict[str, str]] = None,
-                 length_function: Optional[Callable[[str, str], int]] = None) -> None:
+                 length_function: Optional[Callable[[str, str], int]] = None,
+                 resolver: transport.Resolver = transport.resolve_addresses) -> None:
+        """url: "host:port", a list of them, or "dns:///host:port" for every address of host,
+        re-resolved every transport.DNS_REFRESH_S (the chart's headless Service)."""
         super().__init__(url, protocol, model, timeout, retries, max_concurrency, tls, headers,
-                         length_function, asyncio=True)
+                         length_function, resolver=resolver, asyncio=True)
         self._clients: Dict[str, object] = {}
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,

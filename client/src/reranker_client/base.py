@@ -14,7 +14,7 @@ class ClientBase:
     def __init__(self, url: Union[str, Sequence[str]], protocol: str, model: str, timeout: float,
                  retries: int, max_concurrency: int, tls: Optional[TLSOptions],
                  headers: Optional[Dict[str, str]], length_function: Optional[Callable[[str, str], int]],
-                 asyncio: bool) -> None:
+                 asyncio: bool, resolver: transport.Resolver = transport.resolve_addresses) -> None:
         """length_function(query, document) -> tokens, e.g. `lengths.token_length_function`,
         packs requests by real token counts (less padding); without it, UTF-8 byte length is
         the estimate."""
@@ -22,10 +22,12 @@ class ClientBase:
         if not urls:
             raise ValueError("url: at least one endpoint is required")
         transport.module_for(protocol, asyncio=asyncio)  # validates the protocol early
+        discover = transport.split_dns_url(urls[0]) if len(urls) == 1 else None
         self.protocol, self.model, self.timeout, self.retries = protocol, model, timeout, retries
         self.max_concurrency = max_concurrency
         self.tls, self.headers = tls, dict(headers or {})
-        self.pool = EndpointPool(urls)
+        # `dns:///host:port` (e.g. the chart's headless Service): every pod, re-resolved.
+        self.pool = EndpointPool([] if discover else urls, discover=discover, resolver=resolver)
         self._asyncio = asyncio
         self._length = None
         if length_function is not None:

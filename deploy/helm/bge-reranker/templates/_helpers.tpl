@@ -41,3 +41,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 /models
 {{- end -}}
 {{- end -}}
+
+{{- define "bge-reranker.trtCacheClaim" -}}
+{{ default (printf "%s-trt-cache" (include "bge-reranker.fullname" .)) .Values.trtCache.existingClaim }}
+{{- end -}}
+
+{{- define "bge-reranker.terminationGracePeriodSeconds" -}}
+{{ add .Values.shutdown.preStopSleepSeconds .Values.shutdown.exitTimeoutSeconds .Values.shutdown.marginSeconds }}
+{{- end -}}

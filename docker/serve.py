@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Runs tritonserver with an engine cache that cannot corrupt itself; the image's command.
+
+    python3 serve.py [--local /trt-cache] [--shared /trt-cache-shared] -- tritonserver ARGS...
+
+ONNX Runtime's TensorRT EP writes engine files in place and does not rebuild a corrupt one:
+a server killed mid-build (OOM, a failed startup probe) would leave a file that crash-loops
+every later start that reads it. So:
+
+- Triton writes only to `--local`, a per-pod volume (emptyDir). A `.complete` marker is written
+  there once the server is ready (every engine built, warm-up passed); at start, a local cache
+  without the marker is a killed build and is emptied first.
+- `--shared` (optional, a ReadWriteMany volume shared by pods) holds published engines under
+  `<GPU name>-trt<TensorRT version>/`: a pod starts by copying them into its local cache, and
+  publishes what it built after it is ready, each file copied under a temporary name and then
+  renamed into place (rename is atomic on one filesystem, NFS included), never overwriting a
+  published file. Pods that build at the same time each build locally; whichever renames first
+  wins, and a reader never sees half a file. Engine names carry the model's hash
+  (`trt_engine_cache_prefix`), so models do not collide.
+
+Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
+and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
+`args`, not `command`). Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+MARKER = ".complete"
+
+
+def gpu_key() -> str:
+    """Engines run only on the GPU model and TensorRT release they were built with."""
+    try:
+        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        name = "unknown-gpu"
+    trt = os.environ.get("TRT_VERSION", "unknown")
+    return re.sub(r"[^A-Za-z0-9.]+", "-", f"{name}-trt{trt}").strip("-")
+
+
+def prepare_local(local: Path, shared_dir: Path | None) -> list[str]:
+    """Empty a local cache left by a killed build; seed it from the shared one. Returns the seeded names."""
+    local.mkdir(parents=True, exist_ok=True)
+    if not (local / MARKER).exists():
+        for entry in local.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    seeded = []
+    if shared_dir is not None and shared_dir.is_dir():
+        for item in sorted(shared_dir.iterdir()):
+            if item.is_file() and not item.name.startswith(".") and not (local / item.name).exists():
+                atomic_copy(item, local / item.name)
+                seeded.append(item.name)
+    return seeded
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """dest appears whole or not at all."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish(local: Path, shared_dir: Path) -> list[str]:
+    """Copy each complete local file the shared cache lacks, by temporary name + rename."""
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    published = []
+    for item in sorted(local.iterdir()):
+        if item.is_file() and not item.name.startswith(".") and not (shared_dir / item.name).exists():
+            atomic_copy(item, shared_dir / item.name)
+            published.append(item.name)
+    return published
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        print("usage: serve.py [options] -- tritonserver ARGS...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
+    parser.add_argument("--shared", type=Path, default=None)
+    parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1:]
+    shared_dir = args.shared / gpu_key() if args.shared else None
+    seeded = prepare_local(args.local, shared_dir)
+    print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)
+
+    server = subprocess.Popen(command)
+
+    def forward(signum, _frame):
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT if signum == signal.SIGHUP else signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    while server.poll() is None and not ready(args.ready_url):
+        time.sleep(1)
+    if server.poll() is None:
+        (args.local / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        if shared_dir is not None:
+            try:
+                names = publish(args.local, shared_dir)
+                print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
+            except OSError as err:  # read-only or full shared volume: serving goes on
+                print(f"[serve] not published to {shared_dir}: {err}", flush=True)
+    while True:
+        try:
+            return server.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+            continue
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""docker/serve.py, the image's command (issue 17): a per-pod engine cache that a killed build
+cannot poison, seeded from and published to a shared cache by atomic renames. Real files, and
+once around the real local tritonserver (SIGTERM passed through)."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local_triton.server import TritonServer, free_port, server_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("serve_wrapper", ROOT / "docker" / "serve.py")
+serve = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(serve)
+
+
+def test_killed_build_is_discarded_and_a_finished_one_kept(tmp_path):
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "bge_1_sm86.engine").write_bytes(b"half an eng")  # writer killed: no marker
+    serve.prepare_local(local, None)
+    assert list(local.iterdir()) == []
+    (local / "bge_1_sm86.engine").write_bytes(b"whole engine")
+    (local / serve.MARKER).write_text("done")  # server reached ready after writing it
+    serve.prepare_local(local, None)
+    assert (local / "bge_1_sm86.engine").read_bytes() == b"whole engine"
+
+
+def test_publish_never_overwrites_and_leaves_no_partial_file(tmp_path):
+    local, shared = tmp_path / "local", tmp_path / "shared" / "NVIDIA-L4-trt10.5"
+    local.mkdir()
+    (local / "bge_a.engine").write_bytes(b"A" * 4096)
+    (local / "bge_a.profile").write_bytes(b"P")
+    (local / serve.MARKER).write_text("done")
+    shared.mkdir(parents=True)
+    (shared / "bge_a.profile").write_bytes(b"published by another pod")
+    assert serve.publish(local, shared) == ["bge_a.engine"]
+    assert (shared / "bge_a.profile").read_bytes() == b"published by another pod"
+    assert sorted(p.name for p in shared.iterdir()) == ["bge_a.engine", "bge_a.profile"]  # no temp, no marker
+    fresh = tmp_path / "fresh"
+    assert serve.prepare_local(fresh, shared) == ["bge_a.engine", "bge_a.profile"]
+    assert (fresh / "bge_a.engine").read_bytes() == b"A" * 4096
+
+
+def test_gpu_key_is_a_safe_folder_name():
+    key = serve.gpu_key()
+    assert key and "/" not in key and " " not in key and "-trt" in key
+
+
+def test_wrapper_around_the_real_server(python_repo, tmp_path):
+    local, shared = tmp_path / "trt-cache", tmp_path / "shared"
+    local.mkdir()
+    (local / "killed.engine").write_bytes(b"partial")
+    key_dir = shared / serve.gpu_key()
+    key_dir.mkdir(parents=True)
+    (key_dir / "bge_prebuilt.engine").write_bytes(b"engine from an earlier pod")
+    server = TritonServer(python_repo, free_port(), free_port(), free_port())
+    proc = subprocess.Popen([sys.executable, str(ROOT / "docker" / "serve.py"), "--local", str(local),
+                             "--shared", str(shared), "--ready-url",
+                             f"http://127.0.0.1:{server.http_port}/v2/health/ready", "--", *server.command()],
+                            env=server_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (local / serve.MARKER).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.25)
+        assert not (local / "killed.engine").exists()
+        assert (local / "bge_prebuilt.engine").read_bytes() == b"engine from an earlier pod"
+        assert server.is_ready()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # Triton drained and exited cleanly; its code is ours
+        assert not server.is_ready()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,176 @@
+"""The local launcher and the deployment's health probe against a real tritonserver (issue 17):
+
+- docker/probe.py (the exec probe shipped in the image) passes on a healthy server, fails within
+  its period once a Python backend stub is killed (Triton's own health endpoints keep saying
+  200), and its cost is measured;
+- `python -m local_triton.server` reports the failed probe, and stops its tritonserver on SIGTERM
+  and SIGHUP as on Ctrl-C: no orphan left in its own session, ports free.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from export.settings import PROBE_TIMEOUT_S
+from local_triton.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = ROOT / "docker" / "probe.py"
+PROBE_PERIOD_S = 2.0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                out.append(int(entry.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = [l for l in (Path("/proc") / str(pid) / "status").read_text().splitlines() if l.startswith("State:")]
+    except OSError:
+        return False
+    return bool(state) and "Z" not in state[0].split()[1]
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens: a new server could bind it (SO_REUSEADDR, as Triton's servers set it, so
+    TIME_WAIT entries left by the probe's closed connections do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _run_probe(http_port: int) -> tuple[int, str, float]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(PROBE), "--url", f"http://127.0.0.1:{http_port}",
+                           "--timeout", str(PROBE_TIMEOUT_S)], capture_output=True, text=True,
+                          timeout=PROBE_TIMEOUT_S + 10)
+    return proc.returncode, proc.stdout.strip(), time.perf_counter() - start
+
+
+class Launcher:
+    """`python -m local_triton.server` as a user starts it; its output collected by a thread."""
+
+    def __init__(self, repo: Path):
+        self.ports = [free_port(), free_port(), free_port()]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "local_triton.server", str(repo), "--http-port", str(self.ports[0]),
+             "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
+             "--probe-period", str(PROBE_PERIOD_S)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if any(text in line for line in self.lines):
+                return time.monotonic() - start
+            assert self.proc.poll() is None, "".join(self.lines)[-3000:]
+            time.sleep(0.1)
+        raise AssertionError(f"no {text!r} after {timeout}s:\n" + "".join(self.lines)[-3000:])
+
+    def server_pid(self) -> int:
+        [pid] = [p for p in _children(self.proc.pid) if "tritonserver" in _cmdline(p)]
+        return pid
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def launcher(python_repo):
+    started = Launcher(python_repo)
+    yield started
+    started.kill()
+
+
+def _stop_and_check(launcher: Launcher, signum: int, exit_code: int = 0) -> None:
+    server = launcher.server_pid()
+    assert _alive(server) and not any(_port_free(p) for p in launcher.ports)
+    launcher.proc.send_signal(signum)
+    assert launcher.proc.wait(timeout=60) == exit_code, "".join(launcher.lines)[-3000:]
+    deadline = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(server), f"tritonserver {server} left running after {signal.Signals(signum).name}"
+    assert all(_port_free(p) for p in launcher.ports), subprocess.run(["ss", "-tanp"], capture_output=True,
+                                                                       text=True).stdout[-3000:]
+    assert any("stopping tritonserver" in line for line in launcher.lines)
+
+
+def test_probe_sees_a_dead_stub_and_launcher_stops_on_sigterm(launcher, python_repo):
+    # The export's placeholder in the ensemble's version folder: Triton ignores it (it serves).
+    assert (python_repo / "rerank" / "1" / "placeholder.txt").is_file()
+    launcher.wait_for("ready: model `rerank` is serving", 300)
+    http = launcher.ports[0]
+    # Healthy: the probe passes; its cost, as the kubelet pays it (a python3 process per run).
+    runs = [_run_probe(http) for _ in range(5)]
+    assert all(code == 0 for code, _, _ in runs), runs
+    exec_ms = sorted(seconds for _, _, seconds in runs)[2] * 1000
+    sys.path.insert(0, str(PROBE.parent))
+    import probe as probe_module  # noqa: E402 - the same file, in process: the request alone
+    start = time.perf_counter()
+    for _ in range(20):
+        assert probe_module.probe(f"http://127.0.0.1:{http}", timeout_s=PROBE_TIMEOUT_S)[0]
+    request_ms = (time.perf_counter() - start) / 20 * 1000
+    print(f"\nprobe cost: {exec_ms:.0f} ms per exec (median of 5, python3 start included), "
+          f"{request_ms:.1f} ms per request (mean of 20, tiny stand-in model on CPU)")
+
+    # Kill the cross-encoder's Python stub, as the OOM killer did once.
+    stubs = [p for p in _children(launcher.server_pid()) if "triton_python_backend_stub" in _cmdline(p)]
+    [cross_encoder] = [p for p in stubs if "cross_encoder" in _cmdline(p)]
+    os.kill(cross_encoder, signal.SIGKILL)
+    killed_at = time.monotonic()
+    # Triton's own health endpoint still says ready: the reason the probe exists.
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5) as response:
+        ready_status = response.status
+    code, reason, seconds = _run_probe(http)
+    assert code == 1, reason
+    assert seconds < PROBE_TIMEOUT_S + 2 and time.monotonic() - killed_at < PROBE_PERIOD_S + PROBE_TIMEOUT_S + 2
+    print(f"after the stub kill: /v2/health/ready {ready_status}; probe exit {code} in {seconds:.2f}s: {reason}")
+    # The launcher reports it within a probe period.
+    launcher.wait_for("health probe: UNHEALTHY", PROBE_PERIOD_S + PROBE_TIMEOUT_S + 5)
+    # Triton cannot unload the model whose stub is gone: it drains for --exit-timeout-secs, then
+    # exits 1 ("Exit timeout expired"), and the launcher passes that code on.
+    _stop_and_check(launcher, signal.SIGTERM, exit_code=1)
+
+
+def test_launcher_stops_server_on_sighup(launcher):
+    launcher.wait_for("ready: model `rerank` is serving", 300)
+    _stop_and_check(launcher, signal.SIGHUP)
