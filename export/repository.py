@@ -17,17 +17,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-<<<<<<< HEAD
+from dataclasses import replace
+
 from reranker_client.certificate import FILENAME
 
 from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOLDER, RepositorySpec, all_configs,
-                                  to_pbtxt, warmup_files)
-=======
-from dataclasses import replace
-
-from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, RepositorySpec, all_configs,
-                                  engine_cache_prefix_for, to_pbtxt)
->>>>>>> issue17
+                                  engine_cache_prefix_for, to_pbtxt, warmup_files)
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
