@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 from reranker_client.certificate import FILENAME
 
