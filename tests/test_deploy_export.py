@@ -42,7 +42,7 @@ def _export(tmp_path: Path, backend: str, weights: bytes) -> Path:
         if backend == "onnxruntime":
             _fake_graph(cross_encoder_dir / "1", weights)
     return write_repository(tmp_path / f"repo-{backend}", RepositorySpec(backend=backend), tmp_path,
-                            place, {"model": {}}, {})
+                            place, {"model": {}}, {}, {"format": "test"})
 
 
 def test_export_keys_the_engine_cache_by_the_served_graph(tmp_path):

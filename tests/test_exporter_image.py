@@ -34,7 +34,7 @@ def test_every_exporter_package_is_pinned_by_the_test_environment():
     assert {n for n, v in exporter.items() if v} == {"tensorrt-cu12"}
     # ...and the tests really ran those versions.
     for name in unpinned:
-        assert metadata.version(name) == tested[name], name
+        assert metadata.version(name).split("+")[0] == tested[name], name  # 2.13.0+cpu is torch 2.13.0
 
 
 def test_exporter_stage_installs_with_the_test_pins_on_the_test_python():
