@@ -86,9 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     limits = ServingLimits()
     pair_tokenizer = load_pair_tokenizer(repo / "tokenizer" / "1", limits)
     requests = hundred_passage_requests(str(repo / "tokenizer" / "1" / "tokenizer.json"), args.requests, limits.max_length)
-    from reranker_client.lengths import token_length_function
+    from reranker_client.lengths import token_counter
+    from reranker_client.server_limits import ServerLimits
 
-    token_length = token_length_function(str(repo / "tokenizer" / "1" / "tokenizer.json"), limits.max_length)
+    from export.settings import SPECIAL_TOKENS_PER_PAIR
+
+    count = token_counter(str(repo / "tokenizer" / "1" / "tokenizer.json"))
+    published = ServerLimits(limits.max_batch_size, limits.max_length, limits.buckets, limits.max_text_bytes,
+                             limits.query_max_length, SPECIAL_TOKENS_PER_PAIR)
+
+    def token_length(query: str, passage: str) -> int:
+        return published.pair_tokens(count(query), count(passage))
     lengths, padded_tokens_aware, padded_bytes = [], 0, 0
     for query, passages in requests:
         enc = pair_tokenizer.tokenizer.encode_batch([query] + passages, add_special_tokens=False)
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows[-1]["max_abs_logit_vs_ort"] = 0.0
     with TritonServer(repo, free_port(), free_port(), free_port(), log_path=args.work / "bench_tritonserver.log") as server:
-        triton = systems.TritonClientSystem(server.grpc_url, token_length)
+        triton = systems.TritonClientSystem(server.grpc_url, count)
         for c in [int(c) for c in args.concurrency.split(",")]:
             print(f"[bench] Triton via client (token-length packing), concurrency {c} ...", flush=True)
             result = measure(triton, requests, c)

@@ -49,10 +49,10 @@ def padded_tokens(lengths: list[int], batch: int, buckets: list[int] | None = No
 class TritonClientSystem:
     """Our path: client -> tritonserver -> tokenizer + cross_encoder (Python backend, ORT CPU)."""
 
-    def __init__(self, url: str, length_function=None):
+    def __init__(self, url: str, token_counter=None):
         from reranker_client import RerankClient
 
-        self.client = RerankClient(url, timeout=600, max_concurrency=2, length_function=length_function)
+        self.client = RerankClient(url, timeout=600, max_concurrency=2, token_counter=token_counter)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         return [r.logit for r in sorted(self.client.rerank(query, passages), key=lambda r: r.index)]

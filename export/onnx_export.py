@@ -6,10 +6,11 @@ import warnings
 from pathlib import Path
 
 import onnx
+from reranker_client import contract
 
 OPSET = 17  # one LayerNormalization op instead of Pow/ReduceMean, which overflow in fp16
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAMES = ("logit", "score")
+INPUT_NAMES = tuple(t.name for t in contract.CROSS_ENCODER_INPUTS)
+OUTPUT_NAMES = tuple(t.name for t in contract.CROSS_ENCODER_OUTPUTS)
 PROTOBUF_LIMIT = 2 * 1024**3  # a single .onnx protobuf cannot exceed 2 GB
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from reranker_client.certificate import compare, fixture_rows, score_rows
 
 from export import calibration_texts, certificate
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
 
 PADDING_PAIRS = 6
 
@@ -65,8 +66,7 @@ def torch_runner(model):
 
 def onnx_runner(session):
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        logit, _ = session.run(["logit", "score"],
-                               {"input_ids": input_ids, "attention_mask": attention_mask})
+        logit, _ = session.run(list(OUTPUT_NAMES), dict(zip(INPUT_NAMES, (input_ids, attention_mask))))
         return logit.reshape(-1)
 
     return run
@@ -84,7 +84,7 @@ def calibration_feeds(pair_tokenizer, size: int = 8) -> list[dict[str, np.ndarra
     feeds = []
     for start in range(0, len(order), size):
         batch = pair_tokenizer.pad([pairs[i] for i in order[start:start + size]])
-        feeds.append({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        feeds.append(dict(zip(INPUT_NAMES, (batch.input_ids, batch.attention_mask))))
     return feeds
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 try:
     from reranker_client.certificate import FixtureError, certify, load_fixture
-except ImportError:  # inside the TensorRT container: the copy shipped beside this script
+    from reranker_client.contract import ATTENTION_MASK, INPUT_IDS, LOGIT
+except ImportError:  # inside the TensorRT container: the copies shipped beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from certificate_compare import FixtureError, certify, load_fixture  # type: ignore[no-redef]
+    from contract import ATTENTION_MASK, INPUT_IDS, LOGIT  # type: ignore[no-redef]
 
 
 class PlanRejected(RuntimeError):
@@ -35,7 +37,9 @@ def shipped_files() -> list[tuple[Path, str]]:
     import importlib
 
     compare_module = importlib.import_module("reranker_client.certificate")
-    return [(Path(__file__).resolve(), "certify_plan.py"), (Path(compare_module.__file__), "certificate_compare.py")]
+    contract_module = importlib.import_module("reranker_client.contract")
+    return [(Path(__file__).resolve(), "certify_plan.py"), (Path(compare_module.__file__), "certificate_compare.py"),
+            (Path(contract_module.__file__), "contract.py")]
 
 
 def certify_plan(fixture: dict, run, precision: str, max_batch):
@@ -50,8 +54,7 @@ def polygraphy_runner(serialized: bytes):
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     engine = EngineFromBytes(serialized)()
-    name = "input_ids"
-    ranges = [engine.get_tensor_profile_shape(name, index) for index in range(engine.num_optimization_profiles)]
+    ranges = [engine.get_tensor_profile_shape(INPUT_IDS.name, index) for index in range(engine.num_optimization_profiles)]
     with TrtRunner(engine) as runner:
         def run(input_ids, attention_mask):
             batch, length = input_ids.shape
@@ -60,8 +63,8 @@ def polygraphy_runner(serialized: bytes):
             if index is None:
                 raise PlanRejected(f"no optimisation profile holds a [{batch}, {length}] batch: {ranges}")
             runner.set_profile(index)
-            outputs = runner.infer({"input_ids": input_ids, "attention_mask": attention_mask})
-            return np.asarray(outputs["logit"], dtype=np.float64).reshape(-1)
+            outputs = runner.infer({INPUT_IDS.name: input_ids, ATTENTION_MASK.name: attention_mask})
+            return np.asarray(outputs[LOGIT.name], dtype=np.float64).reshape(-1)
 
         yield run
 

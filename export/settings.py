@@ -17,6 +17,14 @@ DEFAULT_MAX_LENGTH = 512
 MAX_SUPPORTED_LENGTH = 8192
 SMALLEST_BUCKET = 16
 
+# A typical RAG pair (query + passage): the TensorRT profiles are tuned for it and the
+# cross-encoder warms up on it.
+TYPICAL_PAIR_TOKENS = 256
+
+# `<s> q </s></s> p </s>`: the special tokens FlagReranker's pair format adds (the tokenizer
+# model's join must agree; tests/test_pair_tokenization.py checks it does).
+SPECIAL_TOKENS_PER_PAIR = 4
+
 # Pairs per request and per batch the cross-encoder runs. A 100-passage rerank is two requests
 # from the client; 64 x 512 tokens is ~21 TFLOP, a few tens of ms on an H100.
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -37,6 +45,11 @@ MAX_TEXT_BYTES = 256 * 1024
 # Dynamic batching: how long a request may wait for partners, and how much queue we accept
 # before shedding load (a reranker behind search must fail fast, not queue for seconds).
 MAX_QUEUE_DELAY_US = 2_000
+# The tokenizer waits much less: it only gathers requests that arrive together, so one
+# execute() tokenizes them in one batch call.
+TOKENIZER_QUEUE_DELAY_US = 200
+# Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
+TOKENIZER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
 QUEUE_TIMEOUT_US = 5_000_000
 
@@ -115,7 +128,7 @@ SHUTDOWN_MARGIN_S = 10
 TERMINATION_GRACE_S = PRESTOP_SLEEP_S + EXIT_TIMEOUT_S + SHUTDOWN_MARGIN_S
 
 # Clients balance gRPC over the headless Service by re-resolving it every DNS_REFRESH_S
-# (client/src/reranker_client/transport.py); keep that shorter than PRESTOP_SLEEP_S.
+# (client/src/reranker_client/endpoints.py); keep that shorter than PRESTOP_SLEEP_S.
 
 # The health probe (docker/probe.py): one pair through the `rerank` ensemble. Its HTTP
 # timeout is below the kubelet's timeoutSeconds so the probe reports why it failed.

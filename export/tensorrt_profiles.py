@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from export.onnx_export import INPUT_NAMES
-from export.settings import LONG_PROFILE_MAX_BATCH, SHORT_PROFILE_MAX_LENGTH, SMALLEST_BUCKET, ServingLimits
+from reranker_client.contract import CROSS_ENCODER_INPUTS
+
+from export.settings import (LONG_PROFILE_MAX_BATCH, SHORT_PROFILE_MAX_LENGTH, SMALLEST_BUCKET, TYPICAL_PAIR_TOKENS,
+                             ServingLimits)
 
 
 @dataclass(frozen=True)
@@ -23,14 +25,14 @@ class Profile:
     def shapes(self, which: str) -> str:
         """trtexec / ONNX Runtime syntax: 'input_ids:1x16,attention_mask:1x16'."""
         batch, seq = getattr(self, f"{which}_shape")
-        return ",".join(f"{name}:{batch}x{seq}" for name in INPUT_NAMES)
+        return ",".join(f"{t.name}:{batch}x{seq}" for t in CROSS_ENCODER_INPUTS)
 
 
 def profiles_for(limits: ServingLimits) -> list[Profile]:
     short_max = min(SHORT_PROFILE_MAX_LENGTH, limits.max_length)
     profiles = [Profile(
         "short", (1, SMALLEST_BUCKET),
-        (limits.max_batch_size, min(256, short_max)),  # typical RAG passages
+        (limits.max_batch_size, min(TYPICAL_PAIR_TOKENS, short_max)),
         (limits.max_batch_size, short_max))]
     if limits.max_length > short_max:
         long_batch = min(LONG_PROFILE_MAX_BATCH, limits.max_batch_size)

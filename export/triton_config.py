@@ -15,15 +15,16 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.onnx_export import INPUT_NAMES
+from reranker_client import contract
+from reranker_client.contract import CROSS_ENCODER, ENSEMBLE, TOKENIZER, Param
+
 from export.settings import (
-    GPU_MODEL_INTRA_OP_THREADS, LONG_PROFILE_MAX_BATCH, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE,
-    QUEUE_TIMEOUT_US, SHORT_PROFILE_MAX_LENGTH, TENSORRT_WORKSPACE_BYTES, ServingLimits,
+    GPU_MODEL_INTRA_OP_THREADS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, QUEUE_TIMEOUT_US, SPECIAL_TOKENS_PER_PAIR,
+    TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES, TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
 )
 from export.tensorrt_profiles import profiles_for
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
-TOKENIZER, CROSS_ENCODER, ENSEMBLE = "tokenizer", "cross_encoder", "rerank"
 DEFAULT_ENGINE_CACHE = "/trt-cache"  # a persistent volume in the Helm chart and compose file
 
 
@@ -32,7 +33,7 @@ class RepositorySpec:
     backend: str = "onnxruntime"
     precision: str = "fp16"
     limits: ServingLimits = ServingLimits()
-    tokenizer_instances: int = 2  # Python stubs are processes: two keep tokenizing while one waits
+    tokenizer_instances: int = TOKENIZER_INSTANCES
     cross_encoder_instances: int = 1
     cpu_threads: int = 0  # Python/ORT backend: intra-op threads (0 = ONNX Runtime decides)
     engine_cache_path: str = DEFAULT_ENGINE_CACHE
@@ -69,8 +70,17 @@ def engine_cache_prefix_for(graph: Path) -> str:
     return "bge_" + digest.hexdigest()[:16]
 
 
-def _tensor(cls, name: str, dtype: int, dims: list[int]):
-    return cls(name=name, data_type=dtype, dims=dims)
+# KServe v2 wire datatype -> config data type (BYTES travels as TYPE_STRING in a config).
+CONFIG_TYPES = {"BYTES": mc.TYPE_STRING, "INT64": mc.TYPE_INT64, "INT32": mc.TYPE_INT32,
+                "FP32": mc.TYPE_FP32, "BOOL": mc.TYPE_BOOL}
+
+
+def _inputs(tensors) -> list[mc.ModelInput]:
+    return [mc.ModelInput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims)) for t in tensors]
+
+
+def _outputs(tensors) -> list[mc.ModelOutput]:
+    return [mc.ModelOutput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims)) for t in tensors]
 
 
 def _dynamic_batching(delay_us: int) -> mc.ModelDynamicBatching:
@@ -91,37 +101,35 @@ def _set_params(config: mc.ModelConfig, **values) -> None:
 
 
 def long_request_limits(limits: ServingLimits) -> tuple[int, int]:
-    """(length above which a request is 'long', pairs allowed in such a request)."""
-    if limits.max_length <= SHORT_PROFILE_MAX_LENGTH:
+    """(length above which a request is 'long', pairs allowed in such a request): the first
+    TensorRT profile's reach, and the batch of the profile beyond it."""
+    profiles = profiles_for(limits)
+    if len(profiles) == 1:
         return limits.max_length, limits.max_batch_size
-    return SHORT_PROFILE_MAX_LENGTH, min(LONG_PROFILE_MAX_BATCH, limits.max_batch_size)
+    return profiles[0].max_shape[1], profiles[-1].max_shape[0]
+
+
+def published_limits(spec: RepositorySpec) -> dict[str, object]:
+    """What the tokenizer applies and the ensemble publishes for the client (contract.Param keys)."""
+    limits = spec.limits
+    long_length, long_pairs = long_request_limits(limits)
+    return {Param.MAX_LENGTH: limits.max_length, Param.QUERY_MAX_LENGTH: limits.query_max_length,
+            Param.SPECIAL_TOKENS_PER_PAIR: SPECIAL_TOKENS_PER_PAIR,
+            Param.LENGTH_BUCKETS: ",".join(map(str, limits.buckets)),
+            Param.MAX_TEXT_BYTES: limits.max_text_bytes,
+            Param.LONG_REQUEST_LENGTH: long_length, Param.LONG_REQUEST_MAX_PAIRS: long_pairs}
 
 
 def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
-    limits = spec.limits
-    long_length, long_pairs = long_request_limits(limits)
     config = mc.ModelConfig(
-        name=TOKENIZER, backend="python", max_batch_size=limits.max_batch_size,
-        input=[_tensor(mc.ModelInput, "query", mc.TYPE_STRING, [1]),
-               _tensor(mc.ModelInput, "passage", mc.TYPE_STRING, [1])],
-        output=[_tensor(mc.ModelOutput, "input_ids", mc.TYPE_INT64, [-1]),
-                _tensor(mc.ModelOutput, "attention_mask", mc.TYPE_INT64, [-1]),
-                _tensor(mc.ModelOutput, "tokens", mc.TYPE_INT32, [1]),
-                _tensor(mc.ModelOutput, "truncated", mc.TYPE_BOOL, [1])],
+        name=TOKENIZER, backend="python", max_batch_size=spec.limits.max_batch_size,
+        input=_inputs(contract.ENSEMBLE_INPUTS), output=_outputs(contract.TOKENIZER_OUTPUTS),
         # Gather concurrent requests so one execute() tokenizes them in one batch call.
-        dynamic_batching=_dynamic_batching(delay_us=200),
+        dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU,
                                               count=spec.tokenizer_instances)],
     )
-    _set_params(
-        config,
-        max_length=limits.max_length,
-        query_max_length=limits.query_max_length,
-        length_buckets=",".join(map(str, limits.buckets)),
-        max_text_bytes=limits.max_text_bytes,
-        long_request_length=long_length,
-        long_request_max_pairs=long_pairs,
-    )
+    _set_params(config, **published_limits(spec))
     return config
 
 
@@ -134,7 +142,7 @@ def warmup_mask_file(length: int) -> str:
 
 def warmup_shapes(limits: ServingLimits) -> list[tuple[int, int]]:
     """(batch, length): the smallest and the largest short shape, so the first real request is not slow."""
-    return [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, 256))]
+    return [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, TYPICAL_PAIR_TOKENS))]
 
 
 def warmup_files(limits: ServingLimits) -> dict[str, bytes]:
@@ -152,8 +160,8 @@ def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     for batch, length in warmup_shapes(spec.limits):
         inputs = {
             # Token id 0 is <s>: a valid id; the mask says every position is a real token.
-            INPUT_NAMES[0]: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True),
-            INPUT_NAMES[1]: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length],
+            contract.INPUT_IDS.name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True),
+            contract.ATTENTION_MASK.name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length],
                                                  input_data_file=warmup_mask_file(length)),
         }
         warmups.append(mc.ModelWarmup(name=f"batch{batch}_len{length}", batch_size=batch, inputs=inputs))
@@ -182,12 +190,9 @@ def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
 
 
 def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
-    limits = spec.limits
     config = mc.ModelConfig(
-        name=CROSS_ENCODER, max_batch_size=limits.max_batch_size,
-        input=[_tensor(mc.ModelInput, name, mc.TYPE_INT64, [-1]) for name in INPUT_NAMES],
-        output=[_tensor(mc.ModelOutput, "logit", mc.TYPE_FP32, [1]),
-                _tensor(mc.ModelOutput, "score", mc.TYPE_FP32, [1])],
+        name=CROSS_ENCODER, max_batch_size=spec.limits.max_batch_size,
+        input=_inputs(contract.CROSS_ENCODER_INPUTS), output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
         model_warmup=_warmup(spec),
     )
@@ -210,31 +215,26 @@ def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+def _mapping(tensors) -> dict[str, str]:
+    """A step's tensors keep their names inside the ensemble."""
+    return {t.name: t.name for t in tensors}
+
+
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     step = mc.ModelEnsembling.Step
     config = mc.ModelConfig(
         name=ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
-        input=[_tensor(mc.ModelInput, "query", mc.TYPE_STRING, [1]),
-               _tensor(mc.ModelInput, "passage", mc.TYPE_STRING, [1])],
-        output=[_tensor(mc.ModelOutput, "logit", mc.TYPE_FP32, [1]),
-                _tensor(mc.ModelOutput, "score", mc.TYPE_FP32, [1]),
-                _tensor(mc.ModelOutput, "tokens", mc.TYPE_INT32, [1]),
-                _tensor(mc.ModelOutput, "truncated", mc.TYPE_BOOL, [1])],
+        input=_inputs(contract.ENSEMBLE_INPUTS), output=_outputs(contract.ENSEMBLE_OUTPUTS),
         ensemble_scheduling=mc.ModelEnsembling(step=[
-            step(model_name=TOKENIZER, model_version=-1,
-                 input_map={"query": "query", "passage": "passage"},
-                 output_map={"input_ids": "input_ids", "attention_mask": "attention_mask",
-                             "tokens": "tokens", "truncated": "truncated"}),
-            step(model_name=CROSS_ENCODER, model_version=-1,
-                 input_map={"input_ids": "input_ids", "attention_mask": "attention_mask"},
-                 output_map={"logit": "logit", "score": "score"}),
+            step(model_name=TOKENIZER, model_version=-1, input_map=_mapping(contract.ENSEMBLE_INPUTS),
+                 output_map=_mapping(contract.TOKENIZER_OUTPUTS)),
+            step(model_name=CROSS_ENCODER, model_version=-1, input_map=_mapping(contract.CROSS_ENCODER_INPUTS),
+                 output_map=_mapping(contract.CROSS_ENCODER_OUTPUTS)),
         ]),
     )
-    # The client reads these with the config it fetches anyway: it packs requests by bucket
-    # and rejects over-long texts before sending them.
-    _set_params(config, max_length=spec.limits.max_length,
-                length_buckets=",".join(map(str, spec.limits.buckets)),
-                max_text_bytes=spec.limits.max_text_bytes)
+    # The client reads these with the config it fetches anyway: it packs requests by bucket,
+    # counts pair tokens with the server's own rules and rejects over-long texts before sending.
+    _set_params(config, **published_limits(spec))
     return config
 
 

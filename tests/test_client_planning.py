@@ -46,11 +46,15 @@ def test_assemble_refuses_to_drop_rows():
                                   "tokens": [1] * len(chunks[0].rows), "truncated": [0] * len(chunks[0].rows)})])
 
 
-def test_token_length_function_packs_by_tokens(tiny_model):
-    from reranker_client.lengths import token_length_function
+def test_pair_tokens_follow_the_published_rules(tiny_model):
+    from reranker_client.lengths import token_counter
+    from reranker_client.server_limits import ServerLimits
 
-    length = token_length_function(str(tiny_model / "tokenizer.json"), max_length=64)
-    assert length("hi", "there") < 64 and length("hi", "word " * 500) == 64
+    count = token_counter(str(tiny_model / "tokenizer.json"))
+    limits = ServerLimits(max_batch_size=8, max_length=64, query_max_length=48, special_tokens_per_pair=4)
+    assert limits.pair_tokens(count("hi"), count("there")) == count("hi") + count("there") + 4 < 64
+    assert limits.pair_tokens(count("hi"), count("word " * 500)) == 64
+    assert limits.pair_tokens(count("word " * 500), count("x")) == 48 + count("x") + 4  # the query's share
 
 
 def test_documents_must_be_a_list_of_strings():

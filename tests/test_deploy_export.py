@@ -79,5 +79,5 @@ def test_python_shm_holds_a_worst_tokenizer_execute():
     flags = settings.server_flags()
     assert f"--backend-config=python,shm-default-byte-size={settings.PYTHON_SHM_DEFAULT_BYTES}" in flags
     assert settings.TERMINATION_GRACE_S > settings.PRESTOP_SLEEP_S + settings.EXIT_TIMEOUT_S
-    from reranker_client.transport import DNS_REFRESH_S
+    from reranker_client.endpoints import DNS_REFRESH_S
     assert DNS_REFRESH_S < settings.PRESTOP_SLEEP_S  # clients drop a terminating pod before it stops

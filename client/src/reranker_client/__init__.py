@@ -5,9 +5,10 @@ from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyErro
                      PermissionDeniedError, RerankError, ServerUnavailableError)
 from .results import RerankResult
 from .sync_client import RerankClient
-from .transport import TLSOptions
+from .base import ClientConfig
+from .tritonclient_adapter import TLSOptions
 
 __version__ = "0.1.0"
-__all__ = ["RerankClient", "AsyncRerankClient", "RerankResult", "TLSOptions", "RerankError",
+__all__ = ["RerankClient", "AsyncRerankClient", "ClientConfig", "RerankResult", "TLSOptions", "RerankError",
            "InvalidInputError", "ServerUnavailableError", "OverloadedError", "ModelNotReadyError", "PermissionDeniedError",
            "DeadlineExceededError"]

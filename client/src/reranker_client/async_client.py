@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import planning, transport
+from . import planning, tritonclient_adapter
 from .base import ClientBase
 from .errors import DeadlineExceededError
 from .results import RerankResult
-from .transport import TLSOptions
+from .server_limits import ServerLimits
 
 
 class AsyncRerankClient(ClientBase):
-    def __init__(self, url: Union[str, Sequence[str]] = "localhost:8001", protocol: str = "grpc",
-                 model: str = "rerank", timeout: float = 30.0, retries: int = 3,
-                 max_concurrency: int = 4, tls: Optional[TLSOptions] = None,
-                 headers: Optional[Dict[str, str]] = None,
-                 length_function: Optional[Callable[[str, str], int]] = None,
-                 resolver: transport.Resolver = transport.resolve_addresses) -> None:
-        """url: "host:port", a list of them, or "dns:///host:port" for every address of host,
-        re-resolved every transport.DNS_REFRESH_S (the chart's headless Service)."""
-        super().__init__(url, protocol, model, timeout, retries, max_concurrency, tls, headers,
-                         length_function, resolver=resolver, asyncio=True)
+    ASYNCIO = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments of ClientBase, or config=ClientConfig(...): the same as RerankClient."""
+        super().__init__(*args, **kwargs)
         self._clients: Dict[str, object] = {}
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
@@ -40,6 +35,12 @@ class AsyncRerankClient(ClientBase):
         checked = planning.validate_pairs(pairs)
         return [r.score for r in await self._score_pairs(checked, None, timeout)] if checked else []
 
+    async def score_details(self, pairs: Sequence[Tuple[str, str]],
+                            timeout: Optional[float] = None) -> List[RerankResult]:
+        """Full results (score, logit, tokens, truncated) in input order."""
+        checked = planning.validate_pairs(pairs)
+        return await self._score_pairs(checked, None, timeout) if checked else []
+
     async def ready(self) -> bool:
         for url in self.pool.urls:
             try:
@@ -52,12 +53,11 @@ class AsyncRerankClient(ClientBase):
     async def max_batch_size(self) -> int:
         return (await self.server_limits()).max_batch_size
 
-    async def server_limits(self) -> transport.ServerLimits:
-        """max_batch_size, max_length, length buckets and the per-text byte limit, read once."""
+    async def server_limits(self) -> ServerLimits:
+        """Every limit the served ensemble publishes, read once."""
         if self._limits is None:
-            config = await self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
-                                      time.monotonic() + self.timeout, self.timeout)
-            self._limits = transport.server_limits_from(config)
+            return self._limits_from(await self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
+                                                      time.monotonic() + self.timeout, self.timeout))
         return self._limits
 
     async def close(self) -> None:
@@ -76,7 +76,7 @@ class AsyncRerankClient(ClientBase):
 
     def _client(self, url: str):
         if url not in self._clients:
-            self._clients[url] = transport.make_client(self.protocol, True, url, self.tls, self.timeout)
+            self._clients[url] = self._new_client(url)
         return self._clients[url]
 
     async def _call(self, fn, deadline: float, budget: float):
@@ -95,10 +95,9 @@ class AsyncRerankClient(ClientBase):
         async def call(client):
             remaining = self._remaining(deadline, budget)
             inputs, outputs = self._request(chunk)
-            kwargs = {"client_timeout": remaining} if self.protocol == "grpc" else {}
-            result = await asyncio.wait_for(
-                client.infer(self.model, inputs, outputs=outputs, headers=self.headers, **kwargs), remaining)
-            return transport.read_outputs(result)
+            result = await asyncio.wait_for(client.infer(self.model, inputs, outputs=outputs, headers=self.headers,
+                                                         **self._infer_kwargs(remaining)), remaining)
+            return tritonclient_adapter.read_outputs(result)
         async with limiter:
             return await self._call(call, deadline, budget)
 

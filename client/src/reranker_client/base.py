@@ -1,60 +1,112 @@
-"""What the sync and async clients share: settings, input checks and the retry decision."""
+"""What the sync and async clients share: one constructor and configuration, input checks,
+chunk planning, the request tensors and the retry decision. The two subclasses add only how
+they wait (threads or asyncio) and their public methods, which have the same names and
+arguments."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import planning, transport
+from . import planning, tritonclient_adapter
+from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
 from .errors import DeadlineExceededError, ModelNotReadyError, RerankError
-from .transport import RETRYABLE, EndpointPool, TLSOptions, backoff_seconds
+from .server_limits import ServerLimits, server_limits_from
+from .tritonclient_adapter import TLSOptions
+
+Pair = Tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client is built from; RerankClient and AsyncRerankClient take the same.
+
+    url: "host:port", a list of them (failover), or "dns:///host:port" for every address of
+    host, re-resolved every endpoints.DNS_REFRESH_S (the chart's headless Service).
+    token_counter(text) -> tokens, e.g. `lengths.token_counter(tokenizer_json)`, packs requests
+    by real pair lengths (less padding) under the server's published rules; without it, UTF-8
+    byte length is the estimate."""
+
+    url: Union[str, Sequence[str]] = "localhost:8001"
+    protocol: str = "grpc"
+    model: str = "rerank"
+    timeout: float = 30.0  # seconds for one call, retries included
+    retries: int = 3
+    max_concurrency: int = 4  # requests of one call in flight at once
+    tls: Optional[TLSOptions] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    token_counter: Optional[Callable[[str], int]] = None
+    resolver: Resolver = resolve_addresses
 
 
 class ClientBase:
-    def __init__(self, url: Union[str, Sequence[str]], protocol: str, model: str, timeout: float,
-                 retries: int, max_concurrency: int, tls: Optional[TLSOptions],
-                 headers: Optional[Dict[str, str]], length_function: Optional[Callable[[str, str], int]],
-                 asyncio: bool, resolver: transport.Resolver = transport.resolve_addresses) -> None:
-        """length_function(query, document) -> tokens, e.g. `lengths.token_length_function`,
-        packs requests by real token counts (less padding); without it, UTF-8 byte length is
-        the estimate."""
-        urls = [url] if isinstance(url, str) else list(url)
+    ASYNCIO = False  # which tritonclient flavour the subclass drives
+
+    def __init__(self, url: Union[str, Sequence[str]] = "localhost:8001", protocol: str = "grpc",
+                 model: str = "rerank", timeout: float = 30.0, retries: int = 3, max_concurrency: int = 4,
+                 tls: Optional[TLSOptions] = None, headers: Optional[Dict[str, str]] = None,
+                 token_counter: Optional[Callable[[str], int]] = None, resolver: Resolver = resolve_addresses,
+                 config: Optional[ClientConfig] = None) -> None:
+        """Keyword arguments, or one ClientConfig (shared by sync and async clients)."""
+        if config is None:
+            config = ClientConfig(url, protocol, model, timeout, retries, max_concurrency, tls,
+                                  dict(headers or {}), token_counter, resolver)
+        self.config = config
+        urls = [config.url] if isinstance(config.url, str) else list(config.url)
         if not urls:
             raise ValueError("url: at least one endpoint is required")
-        transport.module_for(protocol, asyncio=asyncio)  # validates the protocol early
-        discover = transport.split_dns_url(urls[0]) if len(urls) == 1 else None
-        self.protocol, self.model, self.timeout, self.retries = protocol, model, timeout, retries
-        self.max_concurrency = max_concurrency
-        self.tls, self.headers = tls, dict(headers or {})
-        # `dns:///host:port` (e.g. the chart's headless Service): every pod, re-resolved.
-        self.pool = EndpointPool([] if discover else urls, discover=discover, resolver=resolver)
-        self._asyncio = asyncio
-        self._length = None
-        if length_function is not None:
-            self._length = lambda q, p: length_function(q.decode("utf-8"), p.decode("utf-8"))
-        self._limits: Optional[transport.ServerLimits] = None  # read from the server once
+        tritonclient_adapter.module_for(config.protocol, asyncio=self.ASYNCIO)  # validates the protocol early
+        discover = split_dns_url(urls[0]) if len(urls) == 1 else None
+        self.protocol, self.model, self.timeout = config.protocol, config.model, config.timeout
+        self.retries, self.max_concurrency = config.retries, config.max_concurrency
+        self.tls, self.headers = config.tls, dict(config.headers)
+        self.pool = EndpointPool([] if discover else urls, discover=discover, resolver=config.resolver)
+        self._count = config.token_counter
+        self._limits: Optional[ServerLimits] = None  # read from the server once
+
+    @classmethod
+    def from_config(cls, config: ClientConfig):
+        return cls(config=config)
 
     @staticmethod
-    def _rerank_pairs(query: str, documents: Sequence[str], top_k: Optional[int]) -> List[Tuple[bytes, bytes]]:
+    def _rerank_pairs(query: str, documents: Sequence[str], top_k: Optional[int]) -> List[Pair]:
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)  # validates top_k before any I/O
         return pairs
 
-    def _chunks(self, pairs: List[Tuple[bytes, bytes]], limits: transport.ServerLimits) -> List[planning.Chunk]:
+    def _limits_from(self, response) -> ServerLimits:
+        self._limits = server_limits_from(response)
+        return self._limits
+
+    def _chunks(self, pairs: List[Pair], limits: ServerLimits) -> List[planning.Chunk]:
         planning.check_sizes(pairs, limits.max_text_bytes)
-        return planning.plan_chunks(pairs, limits.max_batch_size, self._length, limits.buckets)
+        length = None
+        if self._count is not None:
+            count = self._count
+
+            def length(q: bytes, p: bytes) -> int:
+                return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
+        return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets)
 
     def _request(self, chunk: planning.Chunk):
-        inputs = transport.make_inputs(self.protocol, self._asyncio, chunk.queries, chunk.passages)
-        outputs = transport.make_outputs(self.protocol, self._asyncio)
+        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages)
+        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO)
         return inputs, outputs
+
+    def _infer_kwargs(self, remaining: float) -> Dict[str, float]:
+        """gRPC carries the remaining deadline to the server; HTTP's timeouts are per client."""
+        return {"client_timeout": remaining} if self.protocol == "grpc" else {}
+
+    def _new_client(self, url: str):
+        return tritonclient_adapter.make_client(self.protocol, self.ASYNCIO, url, self.tls, self.timeout)
 
     def _retry_pause(self, exc: BaseException, url: str, attempt: int, deadline: float, budget: float) -> float:
         """After a failed attempt: the pause before the next one, or raise the typed error.
         Retried: connection failures, UNAVAILABLE and queue-full (a rerank is a pure function,
         so repeating it is safe), and a missing model when another endpoint may have it."""
-        err: RerankError = transport.translate(exc)
+        err: RerankError = tritonclient_adapter.translate(exc)
         retryable = isinstance(err, RETRYABLE) or (isinstance(err, ModelNotReadyError) and len(self.pool.urls) > 1)
         if not retryable or attempt >= self.retries:
             raise err

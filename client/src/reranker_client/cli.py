@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from .errors import RerankError
 from .sync_client import RerankClient
-from .transport import TLSOptions
+from .tritonclient_adapter import TLSOptions
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,29 +1,29 @@
-"""Exact pair lengths for request packing, from the model's own tokenizer.json (optional:
-needs `pip install "triton-reranker-client[tokenizer]"`)."""
+"""Exact token counts for request packing, from the model's own tokenizer.json (optional:
+needs `pip install "triton-reranker-client[tokenizer]"`). Only counting lives here: how a
+pair's tokens follow from its texts' (the query's share of max_length, the special tokens) is
+read from the server (server_limits.ServerLimits.pair_tokens), never repeated in the client."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Dict
+
+CACHE_ENTRIES = 4096  # one query against many documents is counted once
 
 
-def token_length_function(tokenizer_json: str, max_length: int = 512) -> Callable[[str, str], int]:
-    """(query, document) -> tokens the server will use for the pair (FlagReranker's rules)."""
+def token_counter(tokenizer_json: str) -> Callable[[str], int]:
+    """text -> tokens, without special tokens, as the server's tokenizer counts them."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(tokenizer_json)
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    query_max = max_length * 3 // 4
-    cache: dict = {}
+    cache: Dict[str, int] = {}
 
     def count(text: str) -> int:
-        if text not in cache:  # one query against many documents: count it once
-            if len(cache) > 4096:
+        if text not in cache:
+            if len(cache) > CACHE_ENTRIES:
                 cache.clear()
             cache[text] = len(tokenizer.encode(text, add_special_tokens=False).ids)
         return cache[text]
 
-    def pair_length(query: str, document: str) -> int:
-        return min(min(count(query), query_max) + count(document) + 4, max_length)
-
-    return pair_length
+    return count

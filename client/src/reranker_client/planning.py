@@ -8,6 +8,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import contract
 from .errors import InvalidInputError
 from .results import RerankResult
 
@@ -113,13 +114,13 @@ def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional
     results: List[Optional[RerankResult]] = [None] * total
     for chunk, outputs in answered:
         n = len(chunk.rows)
-        arrays = {k: np.asarray(outputs[k]).reshape(-1) for k in ("score", "logit", "tokens", "truncated")}
+        arrays = {t.name: np.asarray(outputs[t.name]).reshape(-1) for t in contract.ENSEMBLE_OUTPUTS}
         if any(len(a) != n for a in arrays.values()):
             raise RuntimeError(f"server returned {[len(a) for a in arrays.values()]} rows for a chunk of {n}")
         for j, row in enumerate(chunk.rows):
             results[row] = RerankResult(
-                index=row, score=float(arrays["score"][j]), logit=float(arrays["logit"][j]),
-                tokens=int(arrays["tokens"][j]), truncated=bool(arrays["truncated"][j]),
+                index=row, score=float(arrays[contract.SCORE.name][j]), logit=float(arrays[contract.LOGIT.name][j]),
+                tokens=int(arrays[contract.TOKENS.name][j]), truncated=bool(arrays[contract.TRUNCATED.name][j]),
                 document=documents[row] if documents is not None else None)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:

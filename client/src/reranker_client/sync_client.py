@@ -6,31 +6,27 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import planning, transport
+from . import planning, tritonclient_adapter
 from .base import ClientBase
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
-from .transport import TLSOptions
+from .server_limits import ServerLimits
 
 
 DEADLINE_GRACE_S = 0.1
 
 
 class RerankClient(ClientBase):
-    def __init__(self, url: Union[str, Sequence[str]] = "localhost:8001", protocol: str = "grpc",
-                 model: str = "rerank", timeout: float = 30.0, retries: int = 3,
-                 max_concurrency: int = 4, tls: Optional[TLSOptions] = None,
-                 headers: Optional[Dict[str, str]] = None,
-                 length_function: Optional[Callable[[str, str], int]] = None,
-                 resolver: transport.Resolver = transport.resolve_addresses) -> None:
-        """url: "host:port", a list of them, or "dns:///host:port" for every address of host,
-        re-resolved every transport.DNS_REFRESH_S (the chart's headless Service)."""
-        super().__init__(url, protocol, model, timeout, retries, max_concurrency, tls, headers,
-                         length_function, resolver=resolver, asyncio=False)
+    ASYNCIO = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        """The arguments of ClientBase (url, protocol, model, timeout, retries, max_concurrency,
+        tls, headers, token_counter, resolver) or config=ClientConfig(...)."""
+        super().__init__(*args, **kwargs)
         self._local = threading.local()  # tritonclient's HTTP client is not thread-safe
-        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="rerank")
+        self._executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="rerank")
         self._clients: List = []
         self._clients_lock = threading.Lock()
 
@@ -65,23 +61,28 @@ class RerankClient(ClientBase):
     def max_batch_size(self) -> int:
         return self.server_limits().max_batch_size
 
-    def server_limits(self) -> transport.ServerLimits:
-        """max_batch_size, max_length, length buckets and the per-text byte limit, read once."""
+    def server_limits(self) -> ServerLimits:
+        """Every limit the served ensemble publishes, read once."""
         if self._limits is None:
-            config = self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
-                                time.monotonic() + self.timeout, self.timeout)
-            self._limits = transport.server_limits_from(config)
+            return self._limits_from(self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
+                                                time.monotonic() + self.timeout, self.timeout))
         return self._limits
 
     def close(self) -> None:
+        """Close every connection this client opened, from any thread, and drop every reference
+        to them now: a tritonclient object still held by a thread-local would be closed again by
+        its __del__ during interpreter shutdown, after grpc's module is gone (an ignored
+        exception printed on every exit)."""
         self._executor.shutdown(wait=True)
         with self._clients_lock:
-            for client in self._clients:
-                try:
-                    client.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            self._clients.clear()
+            clients, self._clients = self._clients, []
+            self._local = threading.local()  # the main thread's entries go with the old object
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; nothing to report to the caller
+                pass
+        del clients  # last references: finalisers run now, while grpc is still importable
 
     def __enter__(self) -> "RerankClient":
         return self
@@ -94,7 +95,7 @@ class RerankClient(ClientBase):
         if clients is None:
             clients = self._local.clients = {}
         if url not in clients:
-            clients[url] = transport.make_client(self.protocol, False, url, self.tls, self.timeout)
+            clients[url] = self._new_client(url)
             with self._clients_lock:
                 self._clients.append(clients[url])
         return clients[url]
@@ -117,9 +118,9 @@ class RerankClient(ClientBase):
         def call(client):
             remaining = self._remaining(deadline, budget)
             inputs, outputs = self._request(chunk)
-            kwargs = {"client_timeout": remaining} if self.protocol == "grpc" else {}
-            return transport.read_outputs(client.infer(self.model, inputs, outputs=outputs,
-                                                       headers=self.headers, **kwargs))
+            return tritonclient_adapter.read_outputs(client.infer(self.model, inputs, outputs=outputs,
+                                                                  headers=self.headers,
+                                                                  **self._infer_kwargs(remaining)))
         return self._call(call, deadline, budget)
 
     def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from . import transport
+from . import tritonclient_adapter
 from .certificate import (FixtureError, all_texts, compare, describe, fixture_path, load_fixture,
                           served_precision)
 from .errors import RerankError
 from .sync_client import RerankClient
-from .transport import TLSOptions
+from .tritonclient_adapter import TLSOptions
 
 EXIT_PASS, EXIT_FAIL, EXIT_NO_VERDICT = 0, 1, 2
 
@@ -37,7 +37,7 @@ def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: dict,
     """None when the server answers `live` within `timeout`, else why not (fails in seconds,
     not after the client's whole retry budget)."""
     try:
-        client = transport.make_client(protocol, False, url, tls, timeout)
+        client = tritonclient_adapter.make_client(protocol, False, url, tls, timeout)
         try:
             kwargs = {"client_timeout": timeout} if protocol == "grpc" else {}
             if not client.is_server_live(headers=headers, **kwargs):

@@ -1,0 +1,102 @@
+"""Which endpoint a request goes to and when to try again: round-robin over URLs or over
+every address DNS gives for a name (re-resolved), a short rest for an endpoint that failed,
+and exponential backoff with jitter."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from .errors import InvalidInputError, ServerUnavailableError
+
+RETRYABLE = (ServerUnavailableError,)  # OverloadedError is one; a rerank is a pure function
+
+# `dns:///host:port`: every address the name resolves to is an endpoint, re-resolved this often.
+# A gRPC connection to a Kubernetes ClusterIP Service sticks to one pod, so pods the autoscaler
+# adds would get no traffic; the chart's headless Service answers DNS with every ready pod
+# instead. Shorter than the chart's preStop pause (10 s), so a terminating pod leaves the list
+# before it stops accepting.
+DNS_SCHEME = "dns:///"
+DNS_REFRESH_S = 5.0
+
+Resolver = Callable[[str, int], List[str]]
+
+
+def resolve_addresses(host: str, port: int) -> List[str]:
+    """Every address `host` resolves to, as sorted unique IPs (the system resolver)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
+
+
+def split_dns_url(url: str) -> Optional[tuple]:
+    """`dns:///host:port` -> (host, port); any other URL -> None."""
+    if not url.startswith(DNS_SCHEME):
+        return None
+    host, _, port = url[len(DNS_SCHEME):].rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidInputError(f"url: expected dns:///host:port, got {url!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass
+class EndpointPool:
+    """Round-robin over URLs; an endpoint that fails with a retryable error rests a moment.
+
+    With `discover=(host, port)` the URLs are every address DNS gives for host, resolved again
+    every `refresh_s` seconds (on the next pick after that); a failed or empty answer keeps the
+    last known list, so a DNS hiccup never leaves the client without endpoints."""
+    urls: List[str]
+    cooldown_s: float = 2.0
+    discover: Optional[tuple] = None
+    refresh_s: float = DNS_REFRESH_S
+    resolver: Resolver = resolve_addresses
+    _next: int = 0
+    _down_until: Dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _resolved_at: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.discover is not None:
+            self.refresh(force=True)
+            if not self.urls:
+                raise ServerUnavailableError(f"{self.discover[0]}: DNS returned no address")
+
+    def refresh(self, force: bool = False) -> None:
+        if self.discover is None or (not force and time.monotonic() - self._resolved_at < self.refresh_s):
+            return
+        host, port = self.discover
+        self._resolved_at = time.monotonic()
+        try:
+            addresses = self.resolver(host, port)
+        except OSError:
+            return  # keep the last known endpoints
+        if addresses:
+            with self._lock:
+                self.urls = [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+                self._down_until = {u: t for u, t in self._down_until.items() if u in self.urls}
+
+    def pick(self, avoid: Optional[str] = None) -> str:
+        self.refresh()
+        with self._lock:
+            now = time.monotonic()
+            n = len(self.urls)
+            for step in range(n):
+                url = self.urls[(self._next + step) % n]
+                if url != avoid and self._down_until.get(url, 0.0) <= now:
+                    self._next = (self._next + step + 1) % n
+                    return url
+            # Everything is resting (or there is one endpoint): try the one that rests least.
+            return min(self.urls, key=lambda u: self._down_until.get(u, 0.0))
+
+    def mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down_until[url] = time.monotonic() + self.cooldown_s
+
+
+def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * (2 ** attempt)))

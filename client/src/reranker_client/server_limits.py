@@ -1,0 +1,53 @@
+"""The limits the served `rerank` ensemble publishes in its config (contract.Param), read
+once per client: the client packs, counts and checks with them and repeats none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from . import contract
+from .errors import ModelNotReadyError
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the served ensemble publishes (contract.Param); None where an older server does not."""
+    max_batch_size: int
+    max_length: Optional[int] = None
+    buckets: Optional[List[int]] = None  # padded lengths the server uses
+    max_text_bytes: Optional[int] = None
+    query_max_length: Optional[int] = None
+    special_tokens_per_pair: Optional[int] = None
+    long_request_length: Optional[int] = None
+    long_request_max_pairs: Optional[int] = None
+
+    def pair_tokens(self, query_tokens: int, passage_tokens: int) -> int:
+        """Tokens the server's tokenizer keeps for a pair, by its published rules (FlagReranker's:
+        the query cut to its share, special tokens added, the passage cut to fit max_length)."""
+        if self.max_length is None or self.query_max_length is None or self.special_tokens_per_pair is None:
+            raise ModelNotReadyError("the server does not publish max_length, query_max_length and "
+                                     "special_tokens_per_pair: re-export it to count tokens client-side")
+        return min(min(query_tokens, self.query_max_length) + passage_tokens + self.special_tokens_per_pair,
+                   self.max_length)
+
+
+def server_limits_from(response) -> ServerLimits:
+    """From get_model_config's answer: a dict (HTTP) or a ModelConfigResponse proto (gRPC)."""
+    if isinstance(response, dict):
+        config = response.get("config", response)
+        batch = int(config.get("max_batch_size", 0))
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    else:
+        batch = int(response.config.max_batch_size)
+        params = {k: v.string_value for k, v in response.config.parameters.items()}
+    if batch < 1:
+        raise ModelNotReadyError("the model does not batch (max_batch_size 0): not the rerank ensemble")
+
+    def number(key: str) -> Optional[int]:
+        return int(params[key]) if params.get(key, "").isdigit() else None
+    Param = contract.Param
+    buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].split(",")] if params.get(Param.LENGTH_BUCKETS) else None
+    return ServerLimits(batch, number(Param.MAX_LENGTH), buckets, number(Param.MAX_TEXT_BYTES),
+                        number(Param.QUERY_MAX_LENGTH), number(Param.SPECIAL_TOKENS_PER_PAIR),
+                        number(Param.LONG_REQUEST_LENGTH), number(Param.LONG_REQUEST_MAX_PAIRS))
