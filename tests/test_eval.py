@@ -320,3 +320,27 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
     assert scores["mrr_at_10"] == pytest.approx(ours["overall"]["reranked"]["MRR@10"], abs=1e-5)
     served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-en"]}
     assert legacy[0] == pytest.approx(served["d-en-1"], abs=1e-5)
+
+
+def test_ir_datasets_export_writes_the_layout_we_read(tmp_path):
+    """The download step's writer, fed ir_datasets' own record types (the download itself needs
+    the network): its output loads, with titles joined as BEIR does."""
+    from ir_datasets.formats import GenericDoc, GenericQuery, TrecQrel
+
+    from evaluation.export_ir_datasets import write_beir
+
+    class InMemory:  # the three iterators every ir_datasets dataset with a split offers
+        def docs_iter(self):
+            return iter([GenericDoc("d1", "Zugspitze ist 2962 m hoch."), GenericDoc("d2", "Berlin.")])
+
+        def queries_iter(self):
+            return iter([GenericQuery("q1", "Wie hoch ist die Zugspitze?")])
+
+        def qrels_iter(self):
+            return iter([TrecQrel("q1", "d1", 1, "0"), TrecQrel("q1", "d2", 0, "0")])
+
+    counts = write_beir(InMemory(), tmp_path / "miracl-de", "dev")
+    assert counts == {"docs": 2, "queries": 1, "qrels": 2}
+    data = ds.load(tmp_path / "miracl-de", split="dev")
+    assert data.qrels == {"q1": {"d1": 1, "d2": 0}} and data.queries == {"q1": "Wie hoch ist die Zugspitze?"}
+    assert [(d, t) for d, t, _ in ds.scan_corpus(data)] == [("d1", "Zugspitze ist 2962 m hoch."), ("d2", "Berlin.")]
