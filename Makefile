@@ -15,7 +15,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 TEST_MODEL := runs/test-model
 
-.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench clean
+.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -73,6 +73,14 @@ verify: setup ## URL=<host:grpc_port> REPO=<exported repository>: certify the li
 perf: setup ## REPO=<dir> (served locally) or URL=<host:port>: perf_analyzer sweep -> CSV, markdown, PNG
 	$(PY) -m loadtest.perf_analyzer $(if $(URL),--url $(URL) --tokenizer "$(REPO)/tokenizer/1/tokenizer.json",--repo "$(REPO)") \
 	  --out runs/perf
+
+DATA ?=
+CANDIDATES ?=
+EVAL_OUT ?=
+eval: $(STAMP) ## URL=<host:grpc_port> DATA=<BEIR dataset dir> [CANDIDATES=<TREC run>]: nDCG/MRR/Recall before and after reranking
+	@test -n "$(URL)" -a -n "$(DATA)" || { echo "usage: make eval URL=<host:grpc_port> DATA=<dataset dir> [CANDIDATES=<run file>] [EVAL_ARGS=...]"; exit 2; }
+	$(PY) -m evaluation --url "$(URL)" --data "$(DATA)" $(if $(CANDIDATES),--candidates "$(CANDIDATES)") \
+	  $(if $(EVAL_OUT),--out "$(EVAL_OUT)") $(EVAL_ARGS)
 
 INFINITY_VENV := runs/venv-infinity
 $(INFINITY_VENV)/.installed: requirements/infinity.txt

@@ -7,7 +7,10 @@
 #   3. certify the live server (make verify: held-out pairs vs fp32 PyTorch),
 #   4. sweep perf_analyzer at 128/256/512/1024 tokens per pair, on the `rerank` ensemble (what a
 #      caller sees, Python tokenizer included) and on `cross_encoder` alone (the engine's own rate),
-#   5. report pairs/s against the fp16 FLOP ceiling (PEAK_TFLOPS, H100 SXM dense: 989).
+#   5. report pairs/s against the fp16 FLOP ceiling (PEAK_TFLOPS, H100 SXM dense: 989),
+#   6. when EVAL_DATA names a small BEIR-layout set prepared beforehand (the GPU host may have no
+#      network: `python -m evaluation.export_ir_datasets beir/scifact/test datasets/scifact`),
+#      `make eval` on it: nDCG@10/MRR@10/Recall before and after reranking, served end to end.
 # The onnxruntime run also answers whether the 2.27 GB external-data graph loads in the ONNX
 # Runtime TensorRT EP of Triton 24.10: the server log is kept and its TensorRT lines counted.
 # Needs `make setup` on the host and MODEL (Hub id or local folder). DRY_RUN=1 prints the commands.
@@ -62,6 +65,11 @@ for backend in $BACKENDS; do
     wait_ready "$server" "$READY_TIMEOUT"
   fi
   run make verify URL=localhost:8001 REPO="$repo" REPORT="$OUT/$backend/verify.json"
+  if [ -n "${EVAL_DATA:-}" ]; then
+    run make eval URL=localhost:8001 DATA="$EVAL_DATA" EVAL_OUT="$OUT/$backend/eval" ${EVAL_CANDIDATES:+CANDIDATES="$EVAL_CANDIDATES"}
+  else
+    echo "$backend: no EVAL_DATA: retrieval evaluation skipped"
+  fi
   for tokens in 128 256 512 1024; do
     run "$PY" -m loadtest.fixed_length --tokenizer "$repo/tokenizer/1/tokenizer.json" \
       --tokens "$tokens" --out "$OUT/$backend/input_$tokens.json"

@@ -38,13 +38,14 @@ def fake_docker(tmp_path) -> Path:
 
 def test_sweep_dry_run_lists_export_verify_and_both_perf_targets(tmp_path, fake_docker):
     env = {**os.environ, "DRY_RUN": "1", "DOCKER": str(fake_docker), "OUT": str(tmp_path / "gpu"),
-           "MODEL": str(tmp_path)}
+           "MODEL": str(tmp_path), "EVAL_DATA": str(tmp_path / "scifact")}
     proc = subprocess.run(["bash", str(SWEEP)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for backend in ("tensorrt", "onnxruntime"):
         assert f"--backend {backend} --precision fp16" in out
         assert f"REPORT={tmp_path}/gpu/{backend}/verify.json" in out
+        assert f"make eval URL=localhost:8001 DATA={tmp_path}/scifact EVAL_OUT={tmp_path}/gpu/{backend}/eval" in out
     assert out.count("perf_analyzer -m rerank") == 8 and out.count("perf_analyzer -m cross_encoder") == 8
     assert "--cross-encoder" in out and '--user' in out and "timeout 600" in out
 

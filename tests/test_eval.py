@@ -1,0 +1,346 @@
+"""`make eval` / `python -m evaluation` end to end against the real local tritonserver.
+
+The dataset is written here (tests/eval_data.py: ten languages, graded qrels). Numbers are
+checked against what must hold whatever the model: an oracle run scores nDCG@10 = 1 exactly,
+a reversed run scores the minimum computed here independently, the served run's metrics equal
+those of FlagReranker's scores on the same candidates, MTEB (through our adapter) agrees with
+our evaluator. Bad input is exercised through the CLI: exit status and message, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation import dataset as ds
+from evaluation import first_stage, metrics
+from tests import eval_data
+from tests.references import flag_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict:
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "client" / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evaluation", "--quiet", *map(str, args)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_run(path: Path) -> dict:
+    run: dict = {}
+    for line in path.read_text("utf-8").splitlines():
+        qid, _, did, rank, score, _ = line.split()
+        run.setdefault(qid, []).append((did, int(rank), float(score)))
+    return run
+
+
+def ndcg10(ranked_grades) -> float:
+    """Independent of pytrec_eval: trec_eval's nDCG (linear gain, 1/log2(rank + 1)) at 10."""
+    def dcg(grades):
+        return sum(g / math.log2(i + 2) for i, g in enumerate(list(grades)[:10]))
+    ideal = dcg(sorted(ranked_grades, reverse=True))
+    return dcg(ranked_grades) / ideal if ideal else 0.0
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return eval_data.write(tmp_path_factory.mktemp("eval") / "synth")
+
+
+@pytest.fixture(scope="module")
+def bm25_run(server, synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_out") / "bm25"
+    proc = cli("--url", server.grpc_url, "--data", synth, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "report.json").read_text("utf-8")), out, proc
+
+
+def test_bm25_full_path_writes_every_output(bm25_run):
+    report, out, proc = bm25_run
+    assert "Traceback" not in proc.stderr
+    for name in ("report.json", "report.md", "ndcg_delta.png", "reranked.trec", "first_stage.trec"):
+        assert (out / name).stat().st_size > 0, name
+    assert report["dataset"]["judged_queries"] == len(eval_data.TOPICS)
+    assert report["dataset"]["corpus_documents"] == sum(len(d) for _, _, d in eval_data.TOPICS)
+    assert report["first_stage"] == "bm25" and report["depth"] == 100
+    assert set(report["overall"]["reranked"]) == {"nDCG@10", "MRR@10", "Recall@10", "Recall@100"}
+    assert set(report["per_query"]) == {q for q, _, _ in eval_data.TOPICS}
+    # The multilingual BM25 finds every query's answer (a \w\w+ tokenizer finds nothing for the
+    # Chinese, Japanese and Korean queries, whose words are not space-separated).
+    for qid, row in report["per_query"].items():
+        assert row["first_stage"]["Recall@10"] == 1.0, qid
+    # Reranking a fixed candidate set cannot change recall at the depth.
+    assert report["overall"]["first_stage"]["Recall@100"] == report["overall"]["reranked"]["Recall@100"]
+    first, reranked = read_run(out / "first_stage.trec"), read_run(out / "reranked.trec")
+    assert {q: {d for d, _, _ in r} for q, r in first.items()} == {q: {d for d, _, _ in r} for q, r in reranked.items()}
+    for rows in reranked.values():
+        assert [r for _, r, _ in rows] == list(range(1, len(rows) + 1))
+        assert all(a[2] >= b[2] for a, b in zip(rows, rows[1:]))
+    t = report["throughput"]
+    assert t["pairs"] == sum(len(r) for r in reranked.values()) and t["queries"] == len(eval_data.TOPICS)
+    assert t["truncated_pairs"] == 1  # d-en-4, past max_length, is a candidate of the English query
+    assert t["pairs_per_s"] > 0 and 0 < t["latency_ms"]["p50"] <= t["latency_ms"]["max"]
+    assert report["published"]["matched"] is False
+    assert "No published figure for dataset 'synth'" in report["published"]["statement"]
+    md = (out / "report.md").read_text("utf-8")
+    assert "| nDCG@10 |" in md and "No published figure" in md and md in proc.stdout
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "ndcg_delta.png").shape[:2] == (400, 800)
+
+
+def _run_with(server, synth, tmp_path, run: dict, *extra: str):
+    path = eval_data.write_run(tmp_path / "candidates.trec", run)
+    out = tmp_path / "out"
+    proc = cli("--url", server.grpc_url, "--data", synth, "--candidates", path, "--out", out, *extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "report.json").read_text("utf-8")), out, proc
+
+
+def test_oracle_run_scores_exactly_one(server, synth, tmp_path):
+    oracle = {q: {d: float(g) for d, g in docs.items()} for q, docs in eval_data.qrels().items()}
+    report, _, _ = _run_with(server, synth, tmp_path, oracle)
+    for qid, row in report["per_query"].items():
+        assert row["first_stage"]["nDCG@10"] == 1.0 and row["first_stage"]["MRR@10"] == 1.0, qid
+    assert report["overall"]["first_stage"]["nDCG@10"] == 1.0
+
+
+def test_reversed_run_scores_the_computed_minimum(server, synth, tmp_path):
+    qrels = eval_data.qrels()
+    reversed_run, expected = {}, {}
+    for qid, _, docs in eval_data.TOPICS:
+        order = sorted((d for d, _, _, _ in docs), key=lambda d: (qrels[qid].get(d, 0), d))  # worst first
+        reversed_run[qid] = {d: float(len(order) - i) for i, d in enumerate(order)}
+        grades = [qrels[qid].get(d, 0) for d in order]
+        expected[qid] = ndcg10(grades)
+        # It is the minimum over every ordering of these candidates.
+        assert expected[qid] == pytest.approx(min(ndcg10(p) for p in itertools.permutations(grades)), abs=1e-12)
+    report, _, _ = _run_with(server, synth, tmp_path, reversed_run)
+    for qid, value in expected.items():
+        assert report["per_query"][qid]["first_stage"]["nDCG@10"] == pytest.approx(value, abs=1e-12), qid
+        assert value < 1.0
+    assert report["overall"]["first_stage"]["nDCG@10"] == pytest.approx(np.mean(list(expected.values())), abs=1e-12)
+
+
+def test_served_metrics_equal_flagreranker_on_the_same_candidates(bm25_run, tiny_model):
+    report, out, _ = bm25_run
+    texts, queries = eval_data.texts(), eval_data.queries()
+    candidates = read_run(out / "first_stage.trec")
+    served = {q: {d: s for d, _, s in rows} for q, rows in read_run(out / "reranked.trec").items()}
+    pairs = [(q, d) for q, rows in candidates.items() for d, _, _ in rows]
+    logits = flag_scores(tiny_model, [(queries[q], texts[d]) for q, d in pairs], normalize=False)
+    reference: dict = {}
+    for (q, d), logit in zip(pairs, logits):
+        reference.setdefault(q, {})[d] = float(logit)
+        assert abs(served[q][d] - logit) < 1e-4, (q, d)
+    for q, docs in reference.items():  # a near tie could swap legitimately; none here, so ranks must agree
+        values = sorted(docs.values())
+        assert min((b - a for a, b in zip(values, values[1:])), default=1.0) > 1e-3, q
+    expected = metrics.evaluate(eval_data.qrels(), reference, [10, 100])
+    for qid, row in expected.items():
+        assert report["per_query"][qid]["reranked"] == row, qid
+    assert report["overall"]["reranked"] == metrics.mean(expected, metrics.names([10, 100]))
+
+
+def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
+    data = eval_data.write(tmp_path / "messy", extra_docs=[("d-empty", "", "   ")],
+                           extra_qrels=[("q-en", "d-missing", 1)])
+    run = eval_data.all_docs_run()
+    run["q-fr"]["d-empty"] = 10.0  # an empty document, ranked first by the first stage
+    run["q-de"]["d-ghost"] = 5.0  # not in the corpus
+    del run["q-ko"]  # a judged query with no candidates
+    run["q-unjudged"] = {"d-en-1": 1.0}
+    report, out, proc = _run_with(server, data, tmp_path, run)
+    assert "Traceback" not in proc.stderr
+    counts = {k: v["count"] for k, v in report["issues"].items()}
+    assert counts == {"qrels_doc_not_in_corpus": 1, "empty_documents_in_corpus": 1, "empty_candidates": 1,
+                      "candidate_not_in_corpus": 1, "queries_without_candidates": 1, "run_query_not_judged": 1}
+    assert report["issues"]["qrels_doc_not_in_corpus"]["examples"] == ["d-missing"]
+    assert "note: qrels_doc_not_in_corpus: 1" in proc.stderr
+    assert report["per_query"]["q-ko"] == {"first_stage": dict.fromkeys(report["overall"]["reranked"], 0.0),
+                                           "reranked": dict.fromkeys(report["overall"]["reranked"], 0.0)}
+    reranked = read_run(out / "reranked.trec")
+    assert reranked["q-fr"][-1][0] == "d-empty"  # not sent, ranked last
+    assert "d-ghost" not in {d for d, _, _ in reranked["q-de"]}
+    sent = sum(len(r) for r in reranked.values()) - 1
+    assert report["throughput"]["pairs"] == sent
+    assert "## Input problems" in proc.stdout and "empty_candidates: 1" in proc.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_folder", "no such dataset folder"),
+    ("no_corpus", "missing corpus.jsonl (BEIR layout"),
+    ("no_queries", "missing queries.jsonl"),
+    ("no_qrels", "missing qrels/test.tsv"),
+    ("bad_corpus_line", "corpus.jsonl:2: not a JSON object"),
+    ("bad_run_line", "candidates.trec:1: expected 6 columns"),
+    ("no_judged_query", "nothing to evaluate"),
+    ("unreachable", "cannot reach"),
+    ("window", "issue 14"),
+])
+def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message):
+    skip = {"no_corpus": {"corpus.jsonl"}, "no_queries": {"queries.jsonl"}, "no_qrels": {"qrels"}}.get(case, set())
+    data = eval_data.write(tmp_path / "d", skip=skip) if case != "no_folder" else tmp_path / "absent"
+    args = ["--url", server.grpc_url, "--data", data, "--out", tmp_path / "out"]
+    if case == "bad_corpus_line":
+        lines = (data / "corpus.jsonl").read_text("utf-8").splitlines(keepends=True)
+        (data / "corpus.jsonl").write_text(lines[0] + "{not json\n" + "".join(lines[2:]), "utf-8")
+    elif case == "bad_run_line":
+        (tmp_path / "candidates.trec").write_text("q-en d-en-1 1\n", "utf-8")
+        args += ["--candidates", tmp_path / "candidates.trec"]
+    elif case == "no_judged_query":
+        (data / "qrels" / "test.tsv").write_text("q-en\td-en-1\t0\n", "utf-8")
+    elif case == "unreachable":
+        from tests.conftest import free_port
+
+        args[1] = f"localhost:{free_port()}"
+    elif case == "window":
+        args += ["--mode", "window"]
+    proc = cli(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and proc.stderr.startswith("eval: ")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_make_eval_runs_in_seconds(server, synth, tmp_path):
+    # -o: the shared .venv is already set up (make test's first step); do not reinstall it here.
+    start = time.monotonic()
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}",
+                           f"URL={server.grpc_url}", f"DATA={synth}", f"EVAL_OUT={tmp_path / 'out'}"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "| nDCG@10 |" in proc.stdout and (tmp_path / "out" / "report.json").exists()
+    assert elapsed < 60, elapsed
+    usage = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}"], cwd=ROOT,
+                           env=_env(), capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage: make eval URL=" in usage.stdout + usage.stderr
+
+
+def test_published_figures_match_by_name_and_say_what_differs():
+    from evaluation import published
+
+    assert published.match("miracl-de") is published.MIRACL and published.match("MIRACL_ar") is published.MIRACL
+    assert published.match("scifact") is published.BEIR and published.match("beir-fiqa") is published.BEIR
+    assert published.match("T2Retrieval") is published.CMTEB
+    assert published.match("synth") is None and published.match("my-scifact-copy") is None
+    entry = published.compare("miracl-de", 0.7, 0.6, "bm25", 100, 512)
+    assert entry["published_ndcg10"] == 72.84 and entry["measured_ndcg10"] == 70.0
+    text = " ".join(entry["conditions_that_differ"])
+    assert "max_length 512" in text and "BM25" in text and "average" in text
+    same = published.compare("miracl-de", 0.7, 0.6, "run:bge-m3.trec", 100, 1024)
+    assert not any("max_length" in c for c in same["conditions_that_differ"])
+
+
+def test_corpus_is_streamed_not_held(tmp_path):
+    """A run-file evaluation keeps only its candidates' texts: peak memory far below the corpus."""
+    import tracemalloc
+
+    root = tmp_path / "big"
+    root.mkdir()
+    filler = "lorem ipsum dolor sit amet " * 20
+    with (root / "corpus.jsonl").open("w", encoding="utf-8") as handle:
+        for i in range(20_000):
+            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"{i} {filler}"}) + "\n")
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "lorem 7"}) + "\n", "utf-8")
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text("q1\td7\t1\n", "utf-8")
+    eval_data.write_run(tmp_path / "run.trec", {"q1": {f"d{i}": float(-i) for i in range(100)}})
+    size = (root / "corpus.jsonl").stat().st_size
+    data = ds.load(root)
+    tracemalloc.start()
+    first = first_stage.from_run(data, tmp_path / "run.trec", depth=100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data.corpus_size == 20_000 and len(first.texts) == 100
+    assert peak < size / 10, (peak, size)  # the corpus (~11 MB) never sits in memory
+
+
+def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_path):
+    """A real MTEB reranking evaluation (mteb.evaluate) on an in-memory task built from the same
+    dataset and candidates, scored by the server through TritonCrossEncoder, gives the nDCG@10 and
+    MRR@10 our evaluation computes."""
+    import mteb
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.models.models_protocols import CrossEncoderProtocol
+
+    from evaluation.mteb_adapter import EMPTY_SCORE, TritonCrossEncoder
+
+    run = eval_data.all_docs_run()
+
+    class SynthReranking(AbsTaskRetrieval):
+        metadata = TaskMetadata(
+            name="SynthMultilingualReranking", type="Reranking", main_score="ndcg_at_10", description="offline",
+            reference="https://example.org", dataset={"path": "NA", "revision": "NA"}, category="t2t",
+            eval_splits=["test"], eval_langs=["eng-Latn"], date=("2026-01-01", "2026-01-01"), dialect=[],
+            domains=[], task_subtypes=[], license="cc-by-4.0", annotations_creators="derived",
+            modalities=["text"], sample_creation="found", bibtex_citation="")
+
+        def load_data(self, num_proc=None, **kwargs):
+            corpus = [{"id": d, "title": t, "text": x} for _, _, docs in eval_data.TOPICS for d, t, x, _ in docs]
+            self.dataset = {"default": {"test": RetrievalSplitData(
+                queries=Dataset.from_list([{"id": q, "text": t} for q, t in eval_data.queries().items()]),
+                corpus=Dataset.from_list(corpus), relevant_docs=eval_data.qrels(),
+                top_ranked={q: list(docs) for q, docs in run.items()})}}
+            self.data_loaded = True
+
+    model = TritonCrossEncoder(server.grpc_url)
+    try:
+        assert isinstance(model, CrossEncoderProtocol)
+        assert model.mteb_model_meta.name == "BAAI/bge-reranker-v2-m3"
+        result = mteb.evaluate(model, SynthReranking(), cache=None, show_progress_bar=False)
+        scores = result.task_results[0].scores["test"][0]
+        # The legacy call (MTEB 1.x, sentence-transformers): a list of pairs; empty text is not sent.
+        pair = (eval_data.queries()["q-en"], eval_data.texts()["d-en-1"])
+        legacy = model.predict([pair, (pair[0], "  ")])
+        assert legacy[1] == EMPTY_SCORE
+    finally:
+        model.close()
+    ours, _, _ = _run_with(server, synth, tmp_path, run)
+    assert scores["ndcg_at_10"] == pytest.approx(ours["overall"]["reranked"]["nDCG@10"], abs=1e-5)
+    assert scores["mrr_at_10"] == pytest.approx(ours["overall"]["reranked"]["MRR@10"], abs=1e-5)
+    served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-en"]}
+    assert legacy[0] == pytest.approx(served["d-en-1"], abs=1e-5)
+
+
+def test_ir_datasets_export_writes_the_layout_we_read(tmp_path):
+    """The download step's writer, fed ir_datasets' own record types (the download itself needs
+    the network): its output loads, with titles joined as BEIR does."""
+    from ir_datasets.formats import GenericDoc, GenericQuery, TrecQrel
+
+    from evaluation.export_ir_datasets import write_beir
+
+    class InMemory:  # the three iterators every ir_datasets dataset with a split offers
+        def docs_iter(self):
+            return iter([GenericDoc("d1", "Zugspitze ist 2962 m hoch."), GenericDoc("d2", "Berlin.")])
+
+        def queries_iter(self):
+            return iter([GenericQuery("q1", "Wie hoch ist die Zugspitze?")])
+
+        def qrels_iter(self):
+            return iter([TrecQrel("q1", "d1", 1, "0"), TrecQrel("q1", "d2", 0, "0")])
+
+    counts = write_beir(InMemory(), tmp_path / "miracl-de", "dev")
+    assert counts == {"docs": 2, "queries": 1, "qrels": 2}
+    data = ds.load(tmp_path / "miracl-de", split="dev")
+    assert data.qrels == {"q1": {"d1": 1, "d2": 0}} and data.queries == {"q1": "Wie hoch ist die Zugspitze?"}
+    assert [(d, t) for d, t, _ in ds.scan_corpus(data)] == [("d1", "Zugspitze ist 2962 m hoch."), ("d2", "Berlin.")]
