@@ -32,7 +32,7 @@ class ProxySpec:
     triton_http: str = "127.0.0.1:8000"
     triton_grpc: str = "127.0.0.1:8001"
     # Writable places (the pod's root filesystem is read-only: /tmp is an emptyDir).
-    state_dir: str = "/tmp/nginx"
+    state_dir: str = "/tmp"
     max_body_bytes: int = PROXY_MAX_BODY_BYTES
     listen_address: str = ""  # "" = every interface (in the pod); tests use 127.0.0.1
 

@@ -170,7 +170,7 @@ def test_committed_proxy_config_is_generated_and_valid(tmp_path):
     accepts it (state paths redirected to a temporary folder; nothing else changes)."""
     assert COMMITTED.read_text() == render()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render().replace("/tmp/nginx", str(tmp_path)))
+    conf.write_text(render(ProxySpec(state_dir=str(tmp_path))))
     check = subprocess.run([NGINX, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", "stderr"],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
