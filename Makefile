@@ -13,9 +13,24 @@ MAX_LENGTH ?= 512
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+# Loopback unless asked otherwise (HOST=0.0.0.0 to serve other machines).
+HOST ?= 127.0.0.1
 TEST_MODEL := runs/test-model
+URL ?=
+REPORT ?= runs/verify/report.json
+DATA ?=
+CANDIDATES ?=
+EVAL_OUT ?=
 
-.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval clean
+# Variables a caller sets reach shell recipes only as environment variables, quoted ("$${X}"),
+# never pasted into the command line, and `check-vars` refuses malformed values first: a
+# MAX_LENGTH="512; rm -rf x" is refused, not run. `$(value ...)` takes the text as typed, so a
+# value holding $(shell ...) is not expanded by make either.
+USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS_PORT HOST URL REPORT DATA CANDIDATES EVAL_OUT
+$(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
+export $(USER_VARS)
+
+.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -23,11 +38,28 @@ help:
 $(STAMP): requirements/dev.txt client/pyproject.toml
 	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
 	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
+	@# nginx (Debian 1.22): the front proxy the trust-boundary tests run for real.
+	@command -v dpkg >/dev/null && ! command -v nginx >/dev/null && ! test -x /usr/sbin/nginx && \
+	  { apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; } || true
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	$(PY) -m pip install -q -r requirements/dev.txt
 	$(PY) -m pip install -q --no-deps -e ./client
 	touch $(STAMP)
+
+check-vars:
+	@bad=0; \
+	[[ "$${MAX_LENGTH}" =~ ^[0-9]{1,5}$$ ]] || { echo "MAX_LENGTH must be a number, got: $${MAX_LENGTH}" >&2; bad=1; }; \
+	for port in HTTP_PORT GRPC_PORT METRICS_PORT; do \
+	  [[ "$${!port}" =~ ^[0-9]{1,5}$$ ]] || { echo "$$port must be a port number, got: $${!port}" >&2; bad=1; }; \
+	done; \
+	[[ "$${HOST}" =~ ^[A-Za-z0-9.:-]+$$ ]] || { echo "HOST must be an address or host name, got: $${HOST}" >&2; bad=1; }; \
+	[[ "$${BACKEND}" =~ ^(onnxruntime|tensorrt|python)$$ ]] || { echo "BACKEND must be onnxruntime, tensorrt or python, got: $${BACKEND}" >&2; bad=1; }; \
+	[[ "$${PRECISION}" =~ ^(fp16|fp32)$$ ]] || { echo "PRECISION must be fp16 or fp32, got: $${PRECISION}" >&2; bad=1; }; \
+	for path in MODEL REPO REPORT URL DATA CANDIDATES EVAL_OUT; do \
+	  [[ "$${!path}" =~ ^[A-Za-z0-9_./:@~+-]*$$ ]] || { echo "$$path holds characters outside [A-Za-z0-9_./:@~+-]: $${!path}" >&2; bad=1; }; \
+	done; \
+	exit $$bad
 
 DEPLOY_STAMP := .venv-deploy/.installed
 $(DEPLOY_STAMP): requirements/deploy.txt
@@ -46,41 +78,36 @@ test: setup ## the offline test suite, against a real local tritonserver
 test-slow: setup ## real-shape export (24 x 1024, 250k vocab), soak and overload runs
 	$(PY) -m pytest -q -m slow tests --run-slow
 
-export: setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32 MAX_LENGTH=512
-	$(PY) -m export --model "$(MODEL)" --repo "$(REPO)" --backend $(BACKEND) \
-	  --precision $(PRECISION) --max-length $(MAX_LENGTH)
+export: check-vars setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32 MAX_LENGTH=512
+	$(PY) -m export --model "$${MODEL}" --repo "$${REPO}" --backend "$${BACKEND}" \
+	  --precision "$${PRECISION}" --max-length "$${MAX_LENGTH}"
 
-serve: setup ## REPO=<dir>: the real tritonserver (CPU) on HTTP_PORT/GRPC_PORT/METRICS_PORT
-	$(PY) -m local_triton.server "$(REPO)" --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
-	  --metrics-port $(METRICS_PORT)
+serve: check-vars setup ## REPO=<dir>: the real tritonserver (CPU) on HOST (127.0.0.1) and HTTP_PORT/GRPC_PORT/METRICS_PORT
+	$(PY) -m local_triton.server "$${REPO}" --host "$${HOST}" --http-port "$${HTTP_PORT}" \
+	  --grpc-port "$${GRPC_PORT}" --metrics-port "$${METRICS_PORT}"
 
 $(TEST_MODEL)/model.safetensors: | setup
 	$(PY) -m tests.model_factory $(TEST_MODEL)
 
-demo: setup ## export MODEL (python backend, fp32) -> serve -> rerank a multilingual sample
-	$(PY) -m local_triton.demo --model "$(MODEL)" --repo runs/demo_repository \
-	  --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+demo: check-vars setup ## export MODEL (python backend, fp32) -> serve on HOST (127.0.0.1) -> rerank a multilingual sample
+	$(PY) -m local_triton.demo --model "$${MODEL}" --repo runs/demo_repository --host "$${HOST}" \
+	  --http-port "$${HTTP_PORT}" --grpc-port "$${GRPC_PORT}" --metrics-port "$${METRICS_PORT}"
 
 demo-offline: $(TEST_MODEL)/model.safetensors ## the demo on a random-weight stand-in (no Hub needed)
-	$(MAKE) demo MODEL=$(TEST_MODEL)
+	$(MAKE) demo MODEL="$(TEST_MODEL)"
 
-URL ?=
-REPORT ?= runs/verify/report.json
-verify: setup ## URL=<host:grpc_port> REPO=<exported repository>: certify the live server against REPO/certificate.json
-	@test -n "$(URL)" || { echo "usage: make verify URL=<host:grpc_port> REPO=<repository dir>"; exit 2; }
-	$(PY) -m reranker_client.verify --url "$(URL)" --repo "$(REPO)" --report "$(REPORT)" $(VERIFY_ARGS)
+verify: check-vars setup ## URL=<host:grpc_port> REPO=<exported repository>: certify the live server against REPO/certificate.json
+	@test -n "$${URL}" || { echo "usage: make verify URL=<host:grpc_port> REPO=<repository dir>"; exit 2; }
+	$(PY) -m reranker_client.verify --url "$${URL}" --repo "$${REPO}" --report "$${REPORT}" $(VERIFY_ARGS)
 
-perf: setup ## REPO=<dir> (served locally) or URL=<host:port>: perf_analyzer sweep -> CSV, markdown, PNG
-	$(PY) -m loadtest.perf_analyzer $(if $(URL),--url $(URL) --tokenizer "$(REPO)/tokenizer/1/tokenizer.json",--repo "$(REPO)") \
+perf: check-vars setup ## REPO=<dir> (served locally) or URL=<host:port>: perf_analyzer sweep -> CSV, markdown, PNG
+	$(PY) -m loadtest.perf_analyzer $(if $(URL),--url "$${URL}" --tokenizer "$${REPO}/tokenizer/1/tokenizer.json",--repo "$${REPO}") \
 	  --out runs/perf
 
-DATA ?=
-CANDIDATES ?=
-EVAL_OUT ?=
-eval: $(STAMP) ## URL=<host:grpc_port> DATA=<BEIR dataset dir> [CANDIDATES=<TREC run>]: nDCG/MRR/Recall before and after reranking
-	@test -n "$(URL)" -a -n "$(DATA)" || { echo "usage: make eval URL=<host:grpc_port> DATA=<dataset dir> [CANDIDATES=<run file>] [EVAL_ARGS=...]"; exit 2; }
-	$(PY) -m evaluation --url "$(URL)" --data "$(DATA)" $(if $(CANDIDATES),--candidates "$(CANDIDATES)") \
-	  $(if $(EVAL_OUT),--out "$(EVAL_OUT)") $(EVAL_ARGS)
+eval: check-vars $(STAMP) ## URL=<host:grpc_port> DATA=<BEIR dataset dir> [CANDIDATES=<TREC run>]: nDCG/MRR/Recall before and after reranking
+	@test -n "$${URL}" -a -n "$${DATA}" || { echo "usage: make eval URL=<host:grpc_port> DATA=<dataset dir> [CANDIDATES=<run file>] [EVAL_ARGS=...]"; exit 2; }
+	$(PY) -m evaluation --url "$${URL}" --data "$${DATA}" $(if $(CANDIDATES),--candidates "$${CANDIDATES}") \
+	  $(if $(EVAL_OUT),--out "$${EVAL_OUT}") $(EVAL_ARGS)
 
 INFINITY_VENV := runs/venv-infinity
 $(INFINITY_VENV)/.installed: requirements/infinity.txt

@@ -98,7 +98,8 @@ def load_tokenizer(source: ModelSource):
     """The fast tokenizer; from its tokenizer.json or converted from sentencepiece."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.local_dir, use_fast=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source.local_dir, use_fast=True, trust_remote_code=False,
+                                              use_safetensors=True)
     if not tokenizer.is_fast:
         raise ModelRejected("a fast (tokenizers) tokenizer is required")
     return tokenizer

@@ -31,18 +31,41 @@ def position_ids(input_ids, padding_idx: int):
     return torch.where(input_ids.ne(padding_idx), steps, torch.full_like(steps, padding_idx))
 
 
+def bound_inputs(input_ids, attention_mask, max_length: int, vocab_size: int):
+    """The graph's own trust boundary: whatever a direct caller of `cross_encoder` sends, the
+    model does at most max_length tokens of work per row and never gathers outside its tables.
+
+    - Columns past max_length are dropped (Slice): a [16, 8192] request costs what [16, 512]
+      costs, and positions stay inside the position table (8,194 rows).
+    - Ids outside [0, vocab) are clamped (Max/Min): ONNX Runtime CPU checks Gather indices, but
+      TensorRT does not, and an out-of-range gather reads other memory.
+    - The mask becomes 0/1 (Greater): a mask value of 1000 would otherwise make the additive mask
+      +1e7, which overflows fp16 into inf/NaN.
+    Every request the tokenizer makes (<= max_length columns, ids < vocab, mask 0/1) passes
+    through unchanged: the fp32 parity gate and the certificate run through this graph and
+    check it. The batch dimension is bounded by Triton itself (max_batch_size in the config:
+    Triton refuses a larger request and the batcher never builds a larger batch)."""
+    import torch
+
+    input_ids = input_ids[:, :max_length]
+    attention_mask = attention_mask[:, :max_length]
+    input_ids = torch.clamp(input_ids, min=0, max=vocab_size - 1)
+    return input_ids, attention_mask.gt(0).to(torch.int64)
+
+
 class CrossEncoderGraph:
     """The HF classifier as an export graph: returns the raw logit and sigmoid(logit), fp32.
 
     It calls the model's own embeddings, encoder and head, but builds the two inputs HF would build
     in ways TensorRT runs well: explicit position ids (no CumSum) and a compact [B, 1, 1, S]
     additive mask broadcast over heads and query rows (HF's SDPA path expands it to [B, 1, S, S]:
-    3 GiB of fp32 at 4 x 8,192 tokens)."""
+    3 GiB of fp32 at 4 x 8,192 tokens). Inputs are bounded first (`bound_inputs`)."""
 
-    def __new__(cls, model):
+    def __new__(cls, model, max_length: int):
         import torch
 
         padding_idx = model.config.pad_token_id
+        vocab_size = model.config.vocab_size
 
         class _Graph(torch.nn.Module):
             def __init__(self) -> None:
@@ -50,6 +73,7 @@ class CrossEncoderGraph:
                 self.model = model
 
             def forward(self, input_ids, attention_mask):
+                input_ids, attention_mask = bound_inputs(input_ids, attention_mask, max_length, vocab_size)
                 roberta = self.model.roberta
                 hidden = roberta.embeddings(input_ids=input_ids, position_ids=position_ids(input_ids, padding_idx))
                 additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * MASK_VALUE
@@ -62,11 +86,11 @@ class CrossEncoderGraph:
         return _Graph().eval()
 
 
-def export_onnx(model, out_path: Path, graph_module=None) -> Path:
+def export_onnx(model, out_path: Path, max_length: int, graph_module=None) -> Path:
     """Export fp32; the weights go to `<name>.data` beside the graph when over 2 GB."""
     import torch
 
-    graph = graph_module if graph_module is not None else CrossEncoderGraph(model)
+    graph = graph_module if graph_module is not None else CrossEncoderGraph(model, max_length)
     dummy = (torch.ones(2, 16, dtype=torch.int64), torch.ones(2, 16, dtype=torch.int64))
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     dynamic_axes.update({name: {0: "batch"} for name in OUTPUT_NAMES})

@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from export import certificate, model_loading, parity
@@ -162,12 +162,16 @@ def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> d
     model_loading.load_tokenizer(source).save_pretrained(tokenizer_dir)
     pair_tokenizer = load_pair_tokenizer(tokenizer_dir, limits)
     config = model.config
+    # The served configs carry the model's own vocabulary size: the Python backend refuses ids
+    # outside it (the exported graph clamps them to the same bound).
+    limits = replace(limits, vocab_size=config.vocab_size)
+    spec = replace(spec, limits=limits)
     parameters = sum(p.numel() for p in model.parameters())
     served = {"backend": args.backend, "precision": args.precision,
               **served_artifact(args.backend, args.precision)}
     model_info = {"id": source.model_id, "revision": source.revision, "files_sha256": source.file_sha256}
 
-    fp32_path = log.run("onnx_fp32", export_onnx, model, work / "fp32" / "model.onnx")
+    fp32_path = log.run("onnx_fp32", export_onnx, model, work / "fp32" / "model.onnx", limits.max_length)
     fixture = log.run("certificate", certificate.build, pair_tokenizer, parity.torch_runner(model),
                       model=model_info, served=served)
     # The certificate holds PyTorch's logits: free the model (2.3 GB for the real one) for the rest.

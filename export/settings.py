@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 DEFAULT_MODEL_ID = "BAAI/bge-reranker-v2-m3"
 
+# bge-reranker-v2-m3's vocabulary (XLM-RoBERTa's 250,002 ids). The export replaces it with the
+# exported model's own `config.vocab_size`; the committed reference configs carry this one.
+# The cross_encoder refuses (Python backend) or clamps (exported graph) ids outside [0, vocab).
+DEFAULT_VOCAB_SIZE = 250_002
+
 # Tokens per query+passage pair, special tokens included. bge-reranker-v2-m3 is trained
 # for 8192 positions; FlagReranker's default is 512.
 DEFAULT_MAX_LENGTH = 512
@@ -83,12 +88,15 @@ class ServingLimits:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_text_bytes: int = MAX_TEXT_BYTES
     buckets: list[int] = field(default_factory=list)
+    vocab_size: int = DEFAULT_VOCAB_SIZE
 
     def __post_init__(self) -> None:
         if not self.buckets:
             object.__setattr__(self, "buckets", length_buckets(self.max_length))
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if self.vocab_size < 1:
+            raise ValueError("vocab_size must be >= 1")
         if self.buckets[-1] != self.max_length or sorted(set(self.buckets)) != self.buckets:
             raise ValueError("buckets must be strictly increasing and end at max_length")
 
@@ -97,6 +105,21 @@ class ServingLimits:
         """FlagReranker's rule: the query keeps at most 3/4 of the pair's tokens."""
         return self.max_length * 3 // 4
 
+
+# --- The front proxy (NGINX) in front of Triton. tritonserver 2.51 has no flag that caps a
+# request's size: it buffers a whole gRPC message (up to 2 GB) or HTTP body before any model
+# sees it. The proxy refuses a body above this many bytes before Triton reads it. The largest
+# valid `rerank` request is max_batch_size pairs of two texts at MAX_TEXT_BYTES each; the
+# overhead covers the protobuf/JSON framing, tensor names and the 4-byte length prefix of
+# every BYTES element (a few KiB at 64 pairs), with room to spare. A JSON (non-binary) HTTP
+# body that escapes its text can exceed it: clients send BYTES as binary data (tritonclient
+# and reranker_client do). ---
+PROXY_BODY_OVERHEAD_BYTES = 1 << 20
+PROXY_MAX_BODY_BYTES = 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES + PROXY_BODY_OVERHEAD_BYTES
+# Ports the proxy listens on (the Service and the compose file publish these instead of
+# Triton's own when the proxy is on).
+PROXY_HTTP_PORT = 8080
+PROXY_GRPC_PORT = 8081
 
 # --- The serving process and its pod. The chart's values, compose, the KServe manifest and the
 # local launcher carry these numbers; tests/test_deploy.py fails when one of them drifts. ---

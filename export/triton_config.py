@@ -211,7 +211,11 @@ def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         config.backend = "python"
         config.instance_group.append(mc.ModelInstanceGroup(
             kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances))
-        _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads)
+        # The Python model checks every request against these (and the config's max_batch_size)
+        # before ONNX Runtime runs: a direct caller of cross_encoder gets INVALID_ARGUMENT, not
+        # minutes of CPU. The exported graph bounds the same inputs for the other backends.
+        _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads,
+                    max_length=limits.max_length, vocab_size=limits.vocab_size)
     return config
 
 

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     args = parser.parse_args(argv)
 
     code = export_main(["--model", args.model, "--repo", str(args.repo), "--backend", "python",
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log = args.repo.parent / "demo_tritonserver.log"
     print(f"[demo] starting tritonserver (log: {log}) ...", flush=True)
-    with TritonServer(args.repo, args.http_port, args.grpc_port, args.metrics_port, log_path=log) as server:
+    with TritonServer(args.repo, args.http_port, args.grpc_port, args.metrics_port, log_path=log,
+                      host=args.host) as server:
         with RerankClient(server.grpc_url) as client:
             results = client.rerank(QUERY, PASSAGES, return_documents=True)
     print(f"\nquery: {QUERY}\n")

@@ -111,18 +111,25 @@ class TritonServer:
     extra_args: list[str] = field(default_factory=list)
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    # Loopback unless asked otherwise: tritonserver binds every interface by default, which on a
+    # laptop or a shared box exposes every model of the repository to the network.
+    host: str = "127.0.0.1"
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "127.0.0.1", "localhost") else self.host
 
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"{self._client_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.grpc_port}"
+        return f"{self._client_host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.metrics_port}/metrics"
+        return f"http://{self._client_host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
@@ -130,6 +137,8 @@ class TritonServer:
                 f"--backend-directory={backend_directory()}",
                 f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                 f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
+                f"--http-address={self.host}", f"--grpc-address={self.host}",
+                f"--metrics-address={self.host}",
                 "--strict-readiness=true", "--exit-on-error=true", "--log-verbose=0",
                 # Drain in-flight requests for up to 10 s on SIGINT (production keeps 30).
                 "--exit-timeout-secs=10",
@@ -147,7 +156,7 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://localhost:{self.http_port}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self._client_host}:{self.http_port}/v2/health/ready", timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -187,14 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default loopback only; 0.0.0.0 for every interface)")
     parser.add_argument("--probe-period", type=float, default=PROBE_PERIOD_S,
                         help="seconds between health probes (one pair through the ensemble)")
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
     args = parser.parse_args(argv)
     if not (args.repository / "rerank" / "config.pbtxt").exists():
         parser.error(f"{args.repository} is not an exported repository (run `make export` first)")
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.extra)
-    print(f"starting tritonserver on http :{args.http_port}, grpc :{args.grpc_port}, "
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.extra,
+                          host=args.host)
+    print(f"starting tritonserver on {args.host}: http :{args.http_port}, grpc :{args.grpc_port}, "
           f"metrics :{args.metrics_port} ...", flush=True)
     server.log_path = None
 
@@ -223,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) -> None:
     """Until the server exits: the health probe every `period` s; report each change."""
-    url = f"http://127.0.0.1:{server.http_port}"
+    url = f"http://{server._client_host}:{server.http_port}"
     was_healthy = True
     while True:
         try:

@@ -56,7 +56,7 @@ for backend in $BACKENDS; do
     -v "$(realpath "$OUT/$backend"):/out" bge-reranker-exporter:0.1.0 \
     --model "$MODEL" --backend "$backend" --precision fp16 --max-length 1024 --repo /out/model_repository
   if [ -n "${DRY_RUN:-}" ]; then server=dry-run; else
-    server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 8000:8000 -p 8001:8001 -p 8002:8002 \
+    server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 \
       -v "$(realpath "$repo"):/models:ro" bge-reranker-triton:0.1.0 \
       tritonserver --model-repository=/models --log-verbose=1)
   fi

@@ -70,7 +70,7 @@ def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_tokenizer(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, use_safetensors=True)
     shape = SHAPES[shape_name]
     config = XLMRobertaConfig(
         vocab_size=shape.vocab or len(tokenizer),

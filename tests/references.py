@@ -42,7 +42,7 @@ def flag_token_ids(model_dir: Path, pairs, max_length: int = DEFAULT_MAX_LENGTH)
 def torch_model(model_dir: str):
     from transformers import XLMRobertaForSequenceClassification
 
-    return XLMRobertaForSequenceClassification.from_pretrained(model_dir).eval()
+    return XLMRobertaForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
 
 
 def torch_logits(model_dir: Path, token_ids: list[list[int]]) -> np.ndarray:

@@ -239,7 +239,7 @@ def test_service_monitor_behind_flag(rendered):
     assert "@sha256:" in image
 
 
-VERIFY = ["python3", "-m", "reranker_client.verify", "--url", "triton:8001", "--fixture", "/models/certificate.json",
+VERIFY = ["python3", "-m", "reranker_client.verify", "--url", f"triton:{settings.PROXY_GRPC_PORT}", "--fixture", "/models/certificate.json",
           "--report", "/tmp/verify.json"]
 
 
@@ -247,7 +247,15 @@ def test_compose_and_dockerfile_facts():
     compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
     triton = compose["services"]["triton"]
     assert triton["shm_size"] in ("1gb", "2gb") and triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(triton["ports"])
+    # Only the proxy's ports and metrics are published, on the host's loopback; Triton's own
+    # HTTP/gRPC bind 127.0.0.1 inside the namespace the proxy shares.
+    assert set(triton["ports"]) == {f"127.0.0.1:{settings.PROXY_HTTP_PORT}:{settings.PROXY_HTTP_PORT}",
+                                    f"127.0.0.1:{settings.PROXY_GRPC_PORT}:{settings.PROXY_GRPC_PORT}",
+                                    "127.0.0.1:8002:8002"}
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} <= set(triton["command"])
+    proxy = compose["services"]["proxy"]
+    assert proxy["network_mode"] == "service:triton"
+    assert "../deploy/helm/bge-reranker/files/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
     assert any("/trt-cache" in v for v in triton["volumes"])
     assert "entrypoint" not in triton  # the NGC entrypoint stays
     command = triton["command"]
@@ -256,7 +264,8 @@ def test_compose_and_dockerfile_facts():
     assert "probe.py" in " ".join(triton["healthcheck"]["test"])
     assert int(triton["stop_grace_period"].rstrip("s")) > settings.EXIT_TIMEOUT_S
     verify = compose["services"]["verify"]
-    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"},
+                                    "proxy": {"condition": "service_started"}}
     assert verify["command"] == VERIFY and verify["restart"] == "no"
     assert "../runs/model_repository:/models:ro" in verify["volumes"]
     dockerfile = (ROOT / "docker/Dockerfile").read_text()
@@ -309,3 +318,25 @@ def test_chart_values_match_settings():
     for probe in ("readiness", "liveness"):
         assert values["probes"][probe]["timeoutSeconds"] == settings.PROBE_KUBELET_TIMEOUT_S
     assert values["trtCache"]["type"] == "emptyDir"  # binds on every cluster
+
+
+def test_front_proxy_variant(rendered):
+    """proxy.enabled: an NGINX sidecar with the generated config; Triton's HTTP/gRPC on loopback;
+    Services and the NetworkPolicy reach only the proxy's ports (issue 13)."""
+    objects = rendered["proxy"]
+    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"triton", "proxy"}
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} <= set(containers["triton"]["args"])
+    assert containers["triton"]["startupProbe"]["httpGet"]["port"] == "proxy-http"
+    config = _one(objects, "ConfigMap")["data"]["nginx.conf"]
+    assert config.strip() == (ROOT / "deploy/helm/bge-reranker/files/nginx.conf").read_text().strip()
+    assert f"client_max_body_size {settings.PROXY_MAX_BODY_BYTES};" in config
+    for service in (o for o in objects if o["kind"] == "Service"):
+        assert {p["targetPort"] for p in service["spec"]["ports"] if p["name"] in ("http", "grpc")} <= {"proxy-http", "proxy-grpc"}
+    policy = _one(objects, "NetworkPolicy")
+    inference_ports = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
+    assert inference_ports == {settings.PROXY_HTTP_PORT, settings.PROXY_GRPC_PORT}
+    # Without the flag, nothing changes: one container, Triton's own ports.
+    default_policy = _one(rendered["default"], "NetworkPolicy")
+    assert {p["port"] for p in default_policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}

@@ -104,7 +104,8 @@ def test_gate_catches_an_export_that_ignores_the_attention_mask(tiny_model, tmp_
             logit = self.model(input_ids=input_ids, attention_mask=torch.ones_like(attention_mask)).logits
             return logit, torch.sigmoid(logit)
 
-    path = export_onnx(model, tmp_path / "broken.onnx", graph_module=IgnoresMask().eval())
+    path = export_onnx(model, tmp_path / "broken.onnx", ServingLimits().max_length,
+                       graph_module=IgnoresMask().eval())
     tokenizer = load_pair_tokenizer(tiny_model, ServingLimits())
     fixture = certificate.build(tokenizer, parity.torch_runner(model), model={}, served={})
     result = parity.run_gate("fp32", fixture, parity.onnx_runner(ort_session(path)))
@@ -123,7 +124,7 @@ def test_failed_gate_leaves_existing_repository_untouched(tiny_model, python_rep
     shutil.copytree(python_repo, repo)
     before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
 
-    def broken_export(model, out_path, graph_module=None):
+    def broken_export(model, out_path, max_length, graph_module=None):
         class Halved(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -132,7 +133,7 @@ def test_failed_gate_leaves_existing_repository_untouched(tiny_model, python_rep
             def forward(self, input_ids, attention_mask):
                 logit = self.model(input_ids=input_ids, attention_mask=attention_mask).logits * 0.5
                 return logit, torch.sigmoid(logit)
-        return export_onnx(model, out_path, graph_module=Halved().eval())
+        return export_onnx(model, out_path, max_length, graph_module=Halved().eval())
 
     monkeypatch.setattr(pipeline, "export_onnx", broken_export)
     assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",

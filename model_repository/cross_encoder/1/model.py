@@ -3,6 +3,10 @@
 The CPU path only, for machines without the native onnxruntime/TensorRT backends (the
 pip-installed Triton). The dynamic batcher hands us requests of identical shape; we stack
 them into one ONNX Runtime run and split the outputs back, one response per request.
+
+Every model in a Triton repository can be called directly, not only the `rerank` ensemble, so
+this model bounds its own inputs (`check_inputs`) before any compute: a direct [16, 4096]
+request would otherwise take tens of seconds of CPU and gigabytes of memory.
 """
 
 import json
@@ -14,11 +18,41 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+class InvalidTokens(ValueError):
+    """A request the model refuses; the message names the input and the limit."""
+
+
+def check_inputs(ids, mask, max_length, vocab_size, max_batch_size):
+    """Refuse what the tokenizer never sends: cheap checks, O(size of the request)."""
+    if ids is None or mask is None:
+        raise InvalidTokens("input_ids and attention_mask are both required")
+    if ids.ndim != 2 or ids.shape != mask.shape:
+        raise InvalidTokens(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
+                            f"[batch, length] of the same shape")
+    batch, length = ids.shape
+    if not 1 <= batch <= max_batch_size:
+        raise InvalidTokens(f"input_ids: batch of {batch} rows, must be 1..max_batch_size={max_batch_size}")
+    if not 1 <= length <= max_length:
+        raise InvalidTokens(f"input_ids: {length} tokens per row exceeds max_length={max_length}"
+                            if length else "input_ids: rows hold no tokens")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise InvalidTokens(f"input_ids: id {bad} is outside the vocabulary [0, {vocab_size}) "
+                            f"(vocab_size={vocab_size})")
+    if not np.isin(mask, (0, 1)).all():
+        raise InvalidTokens("attention_mask: values must be 0 or 1")
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+        # Limits written by export/triton_config.py from ServingLimits (export/settings.py).
+        self.max_length = int(params["max_length"])
+        self.vocab_size = int(params["vocab_size"])
+        self.max_batch_size = int(config["max_batch_size"])
         options = ort.SessionOptions()
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
@@ -26,16 +60,23 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests):
-        feeds = []
-        for request in requests:
-            ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
-            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
-            feeds.append((ids, mask))
+        feeds, responses = {}, [None] * len(requests)
+        for index, request in enumerate(requests):
+            ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
+            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
+            ids = ids.as_numpy() if ids is not None else None
+            mask = mask.as_numpy() if mask is not None else None
+            try:
+                check_inputs(ids, mask, self.max_length, self.vocab_size, self.max_batch_size)
+            except InvalidTokens as err:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"cross_encoder: {err}", pb_utils.TritonError.INVALID_ARG))
+                continue
+            feeds[index] = (ids, mask)
         # Group requests by padded length: one run per shape, in case shapes are mixed.
         groups = defaultdict(list)
-        for index, (ids, _) in enumerate(feeds):
+        for index, (ids, _) in feeds.items():
             groups[ids.shape[1]].append(index)
-        responses = [None] * len(requests)
         for indices in groups.values():
             ids = np.concatenate([feeds[i][0] for i in indices])
             mask = np.concatenate([feeds[i][1] for i in indices])
