@@ -215,7 +215,7 @@ def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
         # before ONNX Runtime runs: a direct caller of cross_encoder gets INVALID_ARGUMENT, not
         # minutes of CPU. The exported graph bounds the same inputs for the other backends.
         _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads,
-                    max_length=limits.max_length, vocab_size=limits.vocab_size)
+                    max_length=spec.limits.max_length, vocab_size=spec.limits.vocab_size)
     return config
 
 
