@@ -15,18 +15,19 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 TEST_MODEL := runs/test-model
 
-.PHONY: help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench clean
+.PHONY: help setup validate-deploy test test-slow export serve rest rest-bench demo demo-offline configs verify perf bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(STAMP): requirements/dev.txt client/pyproject.toml
+$(STAMP): requirements/dev.txt client/pyproject.toml rest/pyproject.toml
 	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
 	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	$(PY) -m pip install -q -r requirements/dev.txt
 	$(PY) -m pip install -q --no-deps -e ./client
+	$(PY) -m pip install -q --no-deps -e ./rest
 	touch $(STAMP)
 
 DEPLOY_STAMP := .venv-deploy/.installed
@@ -53,6 +54,15 @@ export: setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|pyth
 serve: setup ## REPO=<dir>: the real tritonserver (CPU) on HTTP_PORT/GRPC_PORT/METRICS_PORT
 	$(PY) -m local_triton.server "$(REPO)" --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) \
 	  --metrics-port $(METRICS_PORT)
+
+TRITON_URL ?= localhost:$(GRPC_PORT)
+REST_HOST ?= 127.0.0.1
+REST_PORT ?= 8080
+rest: setup ## TRITON_URL=<host:grpc_port> REST_PORT=8080: the REST API (Cohere/Jina /v1/rerank, TEI /rerank) in the foreground
+	$(PY) -m reranker_rest --triton-url "$(TRITON_URL)" --host $(REST_HOST) --port $(REST_PORT)
+
+rest-bench: setup ## added latency/throughput of the REST API vs the client, at concurrency 1 and 8 (starts its own servers)
+	$(PY) -m benchmarks.rest_overhead
 
 $(TEST_MODEL)/model.safetensors: | setup
 	$(PY) -m tests.model_factory $(TEST_MODEL)
