@@ -30,6 +30,7 @@ async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> 
     if body.max_tokens_per_doc is not None:
         await _check_max_tokens(backend, body.max_tokens_per_doc)
     ranked = await backend.rerank(body.query, body.texts(), body.top_n, "documents")
+    request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     shown = ranked[:body.top_n] if body.top_n is not None else ranked
     results: List[CohereResult] = []
     for r in shown:

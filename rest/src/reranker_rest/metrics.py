@@ -19,7 +19,7 @@ class Metrics:
         self.latency = Histogram("reranker_rest_request_seconds", "HTTP request latency by route", ["route"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                  registry=self.registry)
-        self.documents = Counter("reranker_rest_documents", "documents reranked (200 answers)", ["route"],
+        self.documents = Counter("reranker_rest_documents", "documents scored by Triton for this route", ["route"],
                                  registry=self.registry)
 
 

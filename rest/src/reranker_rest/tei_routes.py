@@ -18,6 +18,7 @@ async def rerank(body: TeiRerankRequest, request: Request) -> TeiRerankResponse:
         raise ApiError(400, "truncation_direction: only Right is supported (the server keeps the "
                             "start of each text)")
     ranked = await backend.rerank(body.query, body.texts, None, "texts")
+    request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     if body.truncate is False:
         cut = sorted(r.index for r in ranked if r.truncated)
         if cut:
