@@ -21,21 +21,25 @@ REPORT ?= runs/verify/report.json
 DATA ?=
 CANDIDATES ?=
 EVAL_OUT ?=
+TRITON_URL ?= 127.0.0.1:8001
+REST_HOST ?= 127.0.0.1
+REST_PORT ?= 8080
 
 # Variables a caller sets reach shell recipes only as environment variables, quoted ("$${X}"),
 # never pasted into the command line, and `check-vars` refuses malformed values first: a
 # MAX_LENGTH="512; rm -rf x" is refused, not run. `$(value ...)` takes the text as typed, so a
 # value holding $(shell ...) is not expanded by make either.
-USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS_PORT HOST URL REPORT DATA CANDIDATES EVAL_OUT
+USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS_PORT HOST URL REPORT DATA CANDIDATES EVAL_OUT \
+             TRITON_URL REST_HOST REST_PORT
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval clean
+.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval rest rest-bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(STAMP): requirements/dev.txt client/pyproject.toml
+$(STAMP): requirements/dev.txt client/pyproject.toml rest/pyproject.toml
 	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
 	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
 	@# nginx (Debian 1.22): the front proxy the trust-boundary tests run for real.
@@ -45,18 +49,21 @@ $(STAMP): requirements/dev.txt client/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	$(PY) -m pip install -q -r requirements/dev.txt
 	$(PY) -m pip install -q --no-deps -e ./client
+	$(PY) -m pip install -q --no-deps -e ./rest
 	touch $(STAMP)
 
 check-vars:
 	@bad=0; \
 	[[ "$${MAX_LENGTH}" =~ ^[0-9]{1,5}$$ ]] || { echo "MAX_LENGTH must be a number, got: $${MAX_LENGTH}" >&2; bad=1; }; \
-	for port in HTTP_PORT GRPC_PORT METRICS_PORT; do \
+	for port in HTTP_PORT GRPC_PORT METRICS_PORT REST_PORT; do \
 	  [[ "$${!port}" =~ ^[0-9]{1,5}$$ ]] || { echo "$$port must be a port number, got: $${!port}" >&2; bad=1; }; \
 	done; \
-	[[ "$${HOST}" =~ ^[A-Za-z0-9.:-]+$$ ]] || { echo "HOST must be an address or host name, got: $${HOST}" >&2; bad=1; }; \
+	for host in HOST REST_HOST; do \
+	  [[ "$${!host}" =~ ^[A-Za-z0-9.:-]+$$ ]] || { echo "$$host must be an address or host name, got: $${!host}" >&2; bad=1; }; \
+	done; \
 	[[ "$${BACKEND}" =~ ^(onnxruntime|tensorrt|python)$$ ]] || { echo "BACKEND must be onnxruntime, tensorrt or python, got: $${BACKEND}" >&2; bad=1; }; \
 	[[ "$${PRECISION}" =~ ^(fp16|fp32)$$ ]] || { echo "PRECISION must be fp16 or fp32, got: $${PRECISION}" >&2; bad=1; }; \
-	for path in MODEL REPO REPORT URL DATA CANDIDATES EVAL_OUT; do \
+	for path in MODEL REPO REPORT URL DATA CANDIDATES EVAL_OUT TRITON_URL; do \
 	  [[ "$${!path}" =~ ^[A-Za-z0-9_./:@~+-]*$$ ]] || { echo "$$path holds characters outside [A-Za-z0-9_./:@~+-]: $${!path}" >&2; bad=1; }; \
 	done; \
 	exit $$bad
@@ -85,6 +92,12 @@ export: check-vars setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|te
 serve: check-vars setup ## REPO=<dir>: the real tritonserver (CPU) on HOST (127.0.0.1) and HTTP_PORT/GRPC_PORT/METRICS_PORT
 	$(PY) -m local_triton.server "$${REPO}" --host "$${HOST}" --http-port "$${HTTP_PORT}" \
 	  --grpc-port "$${GRPC_PORT}" --metrics-port "$${METRICS_PORT}"
+
+rest: check-vars setup ## TRITON_URL=<host:grpc_port> REST_PORT=8080: the REST API (Cohere/Jina /v1/rerank, TEI /rerank) in the foreground
+	$(PY) -m reranker_rest --triton-url "$${TRITON_URL}" --host "$${REST_HOST}" --port "$${REST_PORT}"
+
+rest-bench: setup ## added latency/throughput of the REST API vs the client, at concurrency 1 and 8 (starts its own servers)
+	$(PY) -m benchmarks.rest_overhead
 
 $(TEST_MODEL)/model.safetensors: | setup
 	$(PY) -m tests.model_factory $(TEST_MODEL)

@@ -340,3 +340,51 @@ def test_front_proxy_variant(rendered):
     # Without the flag, nothing changes: one container, Triton's own ports.
     default_policy = _one(rendered["default"], "NetworkPolicy")
     assert {p["port"] for p in default_policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
+
+
+def test_rest_api_chart_option(rendered):
+    """rest.enabled: the REST API's own Deployment and Service on 8080; with rest.exclusive only
+    its pods (and the helm test pod) reach Triton's inference ports."""
+    assert not [o for o in rendered["default"] if o["metadata"]["name"].endswith("-rest")]
+    objects = rendered["rest"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    rest, triton = deployments["rr-bge-reranker-rest"], deployments["rr-bge-reranker"]
+    rest_labels = rest["spec"]["template"]["metadata"]["labels"]
+    triton_labels = triton["spec"]["template"]["metadata"]["labels"]
+    [container] = rest["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["REST_TRITON_URL"] == "dns:///rr-bge-reranker-headless.search.svc.cluster.local:8001"
+    assert env["REST_HOST"] == "0.0.0.0" and env["REST_PORT"] == "8080"
+    assert env["REST_API_KEYS_FILE"] == "/etc/reranker-rest/keys/keys"  # a file: rotations apply live
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert services["rr-bge-reranker-rest"]["spec"]["ports"][0]["port"] == 8080
+    assert services["rr-bge-reranker-rest"]["spec"]["selector"].items() <= rest_labels.items()
+    for name in ("rr-bge-reranker", "rr-bge-reranker-headless"):  # Triton's Services never pick REST pods
+        assert not services[name]["spec"]["selector"].items() <= rest_labels.items()
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    inference = policies["rr-bge-reranker"]["spec"]["ingress"][0]
+    assert {p["port"] for p in inference["ports"]} == {8000, 8001}
+    allowed = [peer["podSelector"]["matchLabels"] for peer in inference["from"]]
+    assert len(allowed) == len(inference["from"]) == 2  # no namespace-wide or extra peers
+    assert allowed[0].items() <= rest_labels.items() and allowed[0].items() - triton_labels.items()
+    assert allowed[1]["app.kubernetes.io/component"] == "helm-test"
+    rest_policy = policies["rr-bge-reranker-rest"]["spec"]
+    assert rest_policy["podSelector"]["matchLabels"].items() <= rest_labels.items()
+    assert {p["port"] for p in rest_policy["ingress"][0]["ports"]} == {8080}
+    [to_triton] = [rule for rule in rest_policy["egress"] if "to" in rule]
+    assert {p["port"] for p in to_triton["ports"]} == {8001}
+
+
+def test_rest_api_compose_and_dockerfile():
+    compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
+    rest = compose["services"]["rest"]
+    assert rest["build"]["target"] == "rest" and rest["ports"] == ["127.0.0.1:8090:8080"]
+    # Through the front proxy's gRPC port, as every caller: Triton's own binds loopback.
+    assert rest["environment"]["REST_TRITON_URL"] == f"triton:{settings.PROXY_GRPC_PORT}"
+    assert rest["depends_on"] == {"triton": {"condition": "service_healthy"}, "proxy": {"condition": "service_started"}}
+    target = (ROOT / "docker/Dockerfile").read_text().split(" AS rest\n")[1]
+    assert "-c requirements/dev.txt ./client ./rest" in target and "USER 1000:1000" in target
+    assert 'ENTRYPOINT ["python", "-m", "reranker_rest"]' in target and "HEALTHCHECK" in target
+    assert "!rest/" in (ROOT / ".dockerignore").read_text().splitlines()

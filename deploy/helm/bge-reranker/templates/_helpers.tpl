@@ -49,3 +49,35 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "bge-reranker.terminationGracePeriodSeconds" -}}
 {{ add .Values.shutdown.preStopSleepSeconds .Values.shutdown.exitTimeoutSeconds .Values.shutdown.marginSeconds }}
 {{- end -}}
+
+{{- /* The REST API's pods: a name of their own, so Triton's Services, PDB and NetworkPolicy never select them. */ -}}
+{{- define "bge-reranker.restSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "bge-reranker.name" . }}-rest
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: rest
+{{- end -}}
+
+{{- define "bge-reranker.restLabels" -}}
+{{ include "bge-reranker.restSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "bge-reranker.restImage" -}}
+{{- if .Values.rest.image.digest -}}
+{{ .Values.rest.image.repository }}@{{ .Values.rest.image.digest }}
+{{- else -}}
+{{ .Values.rest.image.repository }}:{{ .Values.rest.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{- /* Triton's gRPC address for the REST pods: every Triton pod through the headless Service
+(the client re-resolves it), else the ClusterIP Service. */ -}}
+{{- define "bge-reranker.restTritonUrl" -}}
+{{- if .Values.headlessService.enabled -}}
+dns:///{{ include "bge-reranker.fullname" . }}-headless.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.ports.grpc }}
+{{- else -}}
+{{ include "bge-reranker.fullname" . }}.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.ports.grpc }}
+{{- end -}}
+{{- end -}}

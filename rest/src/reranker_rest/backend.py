@@ -1,0 +1,62 @@
+"""The one path from an HTTP request to Triton: AsyncRerankClient, plus the front door's own
+limits. Scoring, chunking, retries and failover are the client's; nothing here re-implements
+them."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+from reranker_client import AsyncRerankClient, RerankError, RerankResult, TLSOptions
+
+from .errors import ApiError, from_client_error
+from .settings import Settings
+
+
+def make_client(settings: Settings) -> AsyncRerankClient:
+    tls = None
+    if settings.tls_enabled:
+        tls = TLSOptions(root_certificates=settings.tls_ca, private_key=settings.tls_key,
+                         certificate_chain=settings.tls_cert)
+    urls = list(settings.triton_urls)
+    return AsyncRerankClient(urls[0] if len(urls) == 1 else urls, protocol="grpc", model=settings.triton_model,
+                             timeout=settings.timeout_s, retries=settings.retries,
+                             max_concurrency=settings.max_concurrency, tls=tls)
+
+
+class Backend:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = make_client(settings)
+
+    async def rerank(self, query: str, texts: Sequence[str], top_n: Optional[int], field: str) -> List[RerankResult]:
+        """Results best first. `field` is the request's name for the documents (Cohere
+        `documents`, TEI `texts`), so messages name what the caller sent."""
+        if not texts:
+            raise ApiError(400, f"{field}: must not be empty", "Empty")
+        if len(texts) > self.settings.max_documents:
+            raise ApiError(400, f"{field}: {len(texts)} documents exceed the limit of "
+                                f"{self.settings.max_documents} per request (REST_MAX_DOCUMENTS)", "Validation")
+        try:
+            results = await self.client.rerank(query, list(texts), top_k=top_n)
+        except RerankError as err:
+            raise self._error(err, field) from err
+        return results
+
+    async def max_length(self) -> Optional[int]:
+        try:
+            return (await self.client.server_limits()).max_length
+        except RerankError as err:
+            raise self._error(err, "") from err
+
+    async def ready(self) -> bool:
+        return await self.client.ready()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _error(self, err: RerankError, field: str) -> ApiError:
+        api = from_client_error(err, self.settings.retry_after_s)
+        if field and field != "documents" and api.status == 400:
+            # The client names documents `documents[i]`; say the caller's field instead.
+            api.message = api.message.replace("documents[", f"{field}[")
+        return api

@@ -1,0 +1,49 @@
+"""Refuse request bodies over Settings.max_body_bytes with 413 before they are buffered.
+
+A declared Content-Length over the limit is refused without reading the body; a body of
+unknown length (chunked) is read up to the limit and refused when it crosses it. The body is
+then handed on whole (FastAPI buffers it anyway), so nothing here holds more than the limit."""
+
+from __future__ import annotations
+
+from .errors import ApiError, response
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # later calls wait for the disconnect, as the server's would
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        # Connection: close - the unread rest of the body must not be parsed as a next request.
+        err = ApiError(413, f"request body: larger than the limit of {self.max_bytes} bytes "
+                            f"(REST_MAX_BODY_BYTES)", "Validation", headers={"Connection": "close"})
+        await response(scope["path"], err)(scope, receive, send)
