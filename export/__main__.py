@@ -11,7 +11,8 @@ from pathlib import Path
 
 from export.model_loading import HubUnreachable, ModelRejected
 from export.pipeline import ExportArgs, ParityFailed, run_export
-from export.settings import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, MAX_SUPPORTED_LENGTH
+from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, MAX_SUPPORTED_LENGTH,
+                             TOKENIZER_INSTANCES)
 from export.triton_config import BACKENDS
 
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None) -> ExportArgs:
     parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                         help="pairs per request and per batch (default: %(default)s)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep intermediate ONNX files here")
-    parser.add_argument("--tokenizer-instances", type=int, default=2)
+    parser.add_argument("--tokenizer-instances", type=int, default=TOKENIZER_INSTANCES)
     parser.add_argument("--cpu-threads", type=int, default=0,
                         help="python backend: ONNX Runtime intra-op threads (0: automatic)")
     ns = parser.parse_args(argv)

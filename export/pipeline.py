@@ -1,6 +1,10 @@
-"""The export as a list of named stages, each timed and reported:
+"""The export as an explicit list of named stages (STAGES) over one ExportContext, each timed
+and logged with its peak memory:
 
-    resolve -> load -> onnx_fp32 -> parity_fp32 -> [fp16 -> parity_fp16] -> [tensorrt] -> repository
+    resolve -> load -> onnx_fp32 -> certificate -> parity_fp32
+      -> [fp16: convert + gate, escalating]      (python backend, fp16: the only one serving it)
+      -> [tensorrt_fp32_layers] -> [tensorrt]    (tensorrt backend; the plan is certified before use)
+      -> repository
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
-from export.settings import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, ServingLimits
+from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, TOKENIZER_INSTANCES,
+                             ServingLimits)
 from export.tensorrt_build import (PlanBuild, build_and_certify_plan, tensorrt_available, timing_cache_path,
                                    write_build_files)
 from export.tensorrt_profiles import check_consistency, profiles_for
@@ -42,7 +48,7 @@ class ExportArgs:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     revision: str | None = None
     work_dir: Path | None = None  # keep intermediate ONNX files here
-    tokenizer_instances: int = 2
+    tokenizer_instances: int = TOKENIZER_INSTANCES
     cpu_threads: int = 0
 
 
@@ -125,12 +131,15 @@ def run_export(args: ExportArgs) -> dict:
     problems = check_consistency(limits, profiles_for(limits))
     if problems:
         raise ValueError("inconsistent limits: " + "; ".join(problems))
-    log = StageLog()
     owned_work = args.work_dir is None
     work = Path(tempfile.mkdtemp(prefix="export-")) if owned_work else Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    ctx = ExportContext(args=args, spec=spec, work=work)
     try:
-        return _run(args, spec, log, work)
+        for stage in STAGES:
+            if stage.applies(ctx):
+                ctx.log.run(stage.name, stage.run, ctx)
+        return summary_of(ctx)
     finally:
         if owned_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -154,113 +163,198 @@ def served_artifact(backend: str, precision: str) -> dict:
                             "(the export gate ran the fp32 graph on ONNX Runtime CPU: a proxy)"}
 
 
-def _run(args: ExportArgs, spec: RepositorySpec, log: StageLog, work: Path) -> dict:
-    limits = spec.limits
-    source = log.run("resolve", model_loading.resolve, args.model, args.revision)
-    model = log.run("load", model_loading.load_torch_model, source)
-    tokenizer_dir = work / "tokenizer"
-    model_loading.load_tokenizer(source).save_pretrained(tokenizer_dir)
-    pair_tokenizer = load_pair_tokenizer(tokenizer_dir, limits)
-    config = model.config
+@dataclass
+class ExportContext:
+    """Everything the stages share: the request, then what each stage produced."""
+    args: ExportArgs
+    spec: RepositorySpec
+    work: Path
+    log: StageLog = field(default_factory=StageLog)
+    source: model_loading.ModelSource | None = None
+    model: object = None  # the PyTorch reference; freed once the certificate holds its logits
+    model_facts: dict = field(default_factory=dict)  # parameters, layers, hidden size, heads
+    tokenizer_dir: Path | None = None
+    pair_tokenizer: object = None
+    fp32_path: Path | None = None
+    fixture: dict = field(default_factory=dict)
+    reports: dict[str, parity.ParityResult] = field(default_factory=dict)
+    served_onnx: Path | None = None
+    fp16_report: object = None
+    fp16_attempts: list[dict] = field(default_factory=list)
+    trt_fp32_layers: list[str] = field(default_factory=list)
+    plan_path: Path | None = None  # a certified plan, when TensorRT is importable here
+    repo: Path | None = None
+
+    @property
+    def served(self) -> dict:
+        return {"backend": self.args.backend, "precision": self.args.precision,
+                **served_artifact(self.args.backend, self.args.precision)}
+
+    @property
+    def model_info(self) -> dict:
+        return {"id": self.source.model_id, "revision": self.source.revision, "files_sha256": self.source.file_sha256}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[ExportContext], None]
+    applies: Callable[[ExportContext], bool] = lambda ctx: True
+
+
+def stage_resolve(ctx: ExportContext) -> None:
+    ctx.source = model_loading.resolve(ctx.args.model, ctx.args.revision)
+
+
+def stage_load(ctx: ExportContext) -> None:
+    ctx.model = model_loading.load_torch_model(ctx.source)
+    ctx.tokenizer_dir = ctx.work / "tokenizer"
+    model_loading.load_tokenizer(ctx.source).save_pretrained(ctx.tokenizer_dir)
+    config = ctx.model.config
     # The served configs carry the model's own vocabulary size: the Python backend refuses ids
     # outside it (the exported graph clamps them to the same bound).
-    limits = replace(limits, vocab_size=config.vocab_size)
-    spec = replace(spec, limits=limits)
-    parameters = sum(p.numel() for p in model.parameters())
-    served = {"backend": args.backend, "precision": args.precision,
-              **served_artifact(args.backend, args.precision)}
-    model_info = {"id": source.model_id, "revision": source.revision, "files_sha256": source.file_sha256}
+    ctx.spec = replace(ctx.spec, limits=replace(ctx.spec.limits, vocab_size=config.vocab_size))
+    ctx.pair_tokenizer = load_pair_tokenizer(ctx.tokenizer_dir, ctx.spec.limits)
+    ctx.model_facts = {"parameters": sum(p.numel() for p in ctx.model.parameters()),
+                       "layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+                       "heads": config.num_attention_heads}
 
-    fp32_path = log.run("onnx_fp32", export_onnx, model, work / "fp32" / "model.onnx", limits.max_length)
-    fixture = log.run("certificate", certificate.build, pair_tokenizer, parity.torch_runner(model),
-                      model=model_info, served=served)
+
+def stage_onnx_fp32(ctx: ExportContext) -> None:
+    ctx.fp32_path = export_onnx(ctx.model, ctx.work / "fp32" / "model.onnx", ctx.spec.limits.max_length)
+    ctx.served_onnx = ctx.fp32_path
+
+
+def stage_certificate(ctx: ExportContext) -> None:
+    ctx.fixture = certificate.build(ctx.pair_tokenizer, parity.torch_runner(ctx.model),
+                                    model=ctx.model_info, served=ctx.served)
     # The certificate holds PyTorch's logits: free the model (2.3 GB for the real one) for the rest.
-    del model
+    ctx.model = None
     release_memory()
-    reports = {"fp32": log.run("parity_fp32", parity.run_gate, "fp32", fixture,
-                               parity.onnx_runner(ort_session(fp32_path)),
-                               "fp32 ONNX graph on ONNX Runtime CPU",
-                               "served" if args.backend == "python" and args.precision == "fp32"
-                               else "proxy: the graph TensorRT or the fp16 conversion starts from")}
-    _print_gate(reports["fp32"])
-    _require(reports["fp32"])
-    served_onnx = fp32_path
-    fp16_report, fp16_attempts, trt_fp32_layers = None, [], []
-    calibration = parity.calibration_feeds(pair_tokenizer)
-    if args.precision == "fp16" and args.backend == "python":
-        # Only the python backend serves ONNX Runtime's fused fp16 graph; TensorRT lowers the fp32
-        # graph itself, so the conversion (14-18 GB of RAM for the real model) runs only here.
-        fp16_path = work / "fp16" / "model.onnx"
-        fp16_path.parent.mkdir(parents=True, exist_ok=True)
-        for level, extra_ops in enumerate(FP32_ESCALATION):
-            suffix = f"_level{level}" if level else ""
-            fp16_report = log.run("fp16" + suffix, convert_to_fp16_in_subprocess, fp32_path, fp16_path,
-                                  config.num_attention_heads, config.hidden_size, calibration, extra_ops)
-            reports["fp16"] = log.run("parity_fp16" + suffix, parity.run_gate, "fp16", fixture,
-                                      parity.onnx_runner(ort_session(fp16_path)),
-                                      "fused fp16 ONNX graph on ONNX Runtime CPU", "served")
-            release_memory()
-            fp16_attempts.append({"kept_fp32_ops": fp16_report.kept_fp32_ops,
-                                  "max_abs_logit": reports["fp16"].max_abs_logit,
-                                  "max_abs_score": reports["fp16"].max_abs_score,
-                                  "passed": reports["fp16"].passed})
-            _print_gate(reports["fp16"])
-            if reports["fp16"].passed or level + 1 == len(FP32_ESCALATION):
-                break
-            print(f"[export] fp16 gate failed; converting again with "
-                  f"{', '.join(FP32_ESCALATION[level + 1])} kept in fp32", flush=True)
-        _require(reports["fp16"], fp16_attempts)
-        served_onnx = fp16_path
-    elif args.precision == "fp16" and args.backend == "tensorrt":
-        # The plan builders pin these layers to fp32 (normalisations, softmax, and whatever leaves the
-        # fp16 range on the calibration texts, measured on this very graph).
-        trt_fp32_layers = log.run("tensorrt_fp32_layers", tensorrt_fp32_layers, fp32_path, calibration, work)
 
-    served_sha256 = {served["file"] if args.backend != "tensorrt" else "cross_encoder/tensorrt/model.onnx":
-                     certificate.sha256(served_onnx)}
-    fixture["model"]["served_sha256"] = served_sha256
 
-    def place_model(cross_encoder_dir: Path) -> None:
-        if args.backend in ("onnxruntime", "python"):
-            copy_onnx(served_onnx, cross_encoder_dir / "1" / "model.onnx")
-            return
-        copy_onnx(fp32_path, cross_encoder_dir / "tensorrt" / "model.onnx")
-        build = PlanBuild(limits=limits, precision=args.precision, fp32_layers=tuple(trt_fp32_layers),
-                          workspace_bytes=spec.workspace_bytes)
-        write_build_files(cross_encoder_dir / "tensorrt", build)
-        if tensorrt_available():
-            log.run("tensorrt", build_and_certify_plan, fp32_path, cross_encoder_dir / "1" / "model.plan",
-                    build, fixture, timing_cache_path())
-        else:
-            print("[export] tensorrt: the `tensorrt` package is not importable here; build the plan on "
-                  "the GPU host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before "
-                  "placing it)", flush=True)
+def stage_parity_fp32(ctx: ExportContext) -> None:
+    served = ctx.args.backend == "python" and ctx.args.precision == "fp32"
+    ctx.reports["fp32"] = parity.run_gate(
+        "fp32", ctx.fixture, parity.onnx_runner(ort_session(ctx.fp32_path)), "fp32 ONNX graph on ONNX Runtime CPU",
+        "served" if served else "proxy: the graph TensorRT or the fp16 conversion starts from")
+    _print_gate(ctx.reports["fp32"])
+    _require(ctx.reports["fp32"])
 
-    manifest = {
-        "model": {**model_info, "served_sha256": served_sha256, "parameters": parameters,
-                  "layers": config.num_hidden_layers, "hidden_size": config.hidden_size},
-        "served": served,
-        "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(args).items()},
-        "limits": asdict(limits), "served_graph": served_onnx.parent.name,
-        "certificate": {"file": certificate.FILENAME, "pairs": len(fixture["pairs"]),
-                        "ranking_passages": len(fixture["ranking"]["passages"]),
-                        "languages": fixture["languages"], "noise_floor": fixture["noise_floor"]},
-        "tensorrt_fp32_layers": trt_fp32_layers,
-        "versions": versions(), "stages": log.stages,
-        "fp16": {**asdict(fp16_report), "attempts": fp16_attempts} if fp16_report else None,
+
+def stage_fp16(ctx: ExportContext) -> None:
+    """Only the python backend serves ONNX Runtime's fused fp16 graph (TensorRT lowers the fp32
+    graph itself), so only it pays for the conversion (14-18 GB of RAM for the real model). Each
+    level keeps more in fp32 until the held-out gate passes; every try is recorded."""
+    fp16_path = ctx.work / "fp16" / "model.onnx"
+    fp16_path.parent.mkdir(parents=True, exist_ok=True)
+    calibration = parity.calibration_feeds(ctx.pair_tokenizer)
+    for level, extra_ops in enumerate(FP32_ESCALATION):
+        suffix = f"_level{level}" if level else ""
+        ctx.fp16_report = ctx.log.run("fp16_convert" + suffix, convert_to_fp16_in_subprocess, ctx.fp32_path,
+                                      fp16_path, ctx.model_facts["heads"], ctx.model_facts["hidden_size"],
+                                      calibration, extra_ops)
+        gate = ctx.log.run("parity_fp16" + suffix, parity.run_gate, "fp16", ctx.fixture,
+                           parity.onnx_runner(ort_session(fp16_path)), "fused fp16 ONNX graph on ONNX Runtime CPU",
+                           "served")
+        ctx.reports["fp16"] = gate
+        release_memory()
+        ctx.fp16_attempts.append({"kept_fp32_ops": ctx.fp16_report.kept_fp32_ops, "max_abs_logit": gate.max_abs_logit,
+                                  "max_abs_score": gate.max_abs_score, "passed": gate.passed})
+        _print_gate(gate)
+        if gate.passed or level + 1 == len(FP32_ESCALATION):
+            break
+        print(f"[export] fp16 gate failed; converting again with "
+              f"{', '.join(FP32_ESCALATION[level + 1])} kept in fp32", flush=True)
+    _require(ctx.reports["fp16"], ctx.fp16_attempts)
+    ctx.served_onnx = fp16_path
+
+
+def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
+    """The layers the plan builders pin to fp32: normalisations, softmax, and whatever leaves the
+    fp16 range on the calibration texts, measured on this very graph."""
+    ctx.trt_fp32_layers = tensorrt_fp32_layers(ctx.fp32_path, parity.calibration_feeds(ctx.pair_tokenizer), ctx.work)
+
+
+def plan_build(ctx: ExportContext) -> PlanBuild:
+    return PlanBuild(limits=ctx.spec.limits, precision=ctx.args.precision, fp32_layers=tuple(ctx.trt_fp32_layers),
+                     workspace_bytes=ctx.spec.workspace_bytes)
+
+
+def stage_tensorrt(ctx: ExportContext) -> None:
+    """Build and certify the plan here, before the repository is written: only a certified plan
+    is ever placed. Without TensorRT the repository carries build_plan.sh, which does the same."""
+    ctx.plan_path = build_and_certify_plan(ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx),
+                                           ctx.fixture, timing_cache_path())
+
+
+def served_sha256(ctx: ExportContext) -> dict[str, str]:
+    name = "cross_encoder/tensorrt/model.onnx" if ctx.args.backend == "tensorrt" else ctx.served["file"]
+    return {name: certificate.sha256(ctx.served_onnx)}
+
+
+def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
+    if ctx.args.backend in ("onnxruntime", "python"):
+        copy_onnx(ctx.served_onnx, cross_encoder_dir / "1" / "model.onnx")
+        return
+    copy_onnx(ctx.fp32_path, cross_encoder_dir / "tensorrt" / "model.onnx")
+    write_build_files(cross_encoder_dir / "tensorrt", plan_build(ctx))
+    if ctx.plan_path is not None:
+        shutil.copy2(ctx.plan_path, cross_encoder_dir / "1" / "model.plan")
+    else:
+        print("[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
+              "host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before placing it)", flush=True)
+
+
+def manifest_of(ctx: ExportContext) -> dict:
+    return {
+        "model": {**ctx.model_info, "served_sha256": served_sha256(ctx), **ctx.model_facts},
+        "served": ctx.served,
+        "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(ctx.args).items()},
+        "limits": asdict(ctx.spec.limits), "served_graph": ctx.served_onnx.parent.name,
+        "certificate": {"file": certificate.FILENAME, "pairs": len(ctx.fixture["pairs"]),
+                        "ranking_passages": len(ctx.fixture["ranking"]["passages"]),
+                        "languages": ctx.fixture["languages"], "noise_floor": ctx.fixture["noise_floor"]},
+        "tensorrt_fp32_layers": ctx.trt_fp32_layers,
+        "versions": versions(), "stages": ctx.log.stages,
+        "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
     }
-    parity_doc = {"source": manifest["model"], "served": served, "export_args": manifest["export_args"],
-                  "versions": manifest["versions"], "noise_floor": fixture["noise_floor"],
-                  "gates": {k: v.to_dict() for k, v in reports.items()},
-                  "fp16_attempts": fp16_attempts}
-    repo = log.run("repository", write_repository, args.repo, spec, tokenizer_dir, place_model,
-                   manifest, parity_doc, fixture)
-    summary = {"repository": str(repo), "stages": log.stages,
-               "files_mib": {p.name: round(file_mib(p), 1) for p in (fp32_path, served_onnx)},
-               "peak_rss_mib": round(peak_rss_mib(), 0),
-               "parity": {k: {"max_abs_logit": v.max_abs_logit, "max_abs_score": v.max_abs_score,
-                              "passed": v.passed} for k, v in reports.items()}}
-    return summary
+
+
+def stage_repository(ctx: ExportContext) -> None:
+    ctx.fixture["model"]["served_sha256"] = served_sha256(ctx)
+    manifest = manifest_of(ctx)
+    parity_doc = {"source": manifest["model"], "served": ctx.served, "export_args": manifest["export_args"],
+                  "versions": manifest["versions"], "noise_floor": ctx.fixture["noise_floor"],
+                  "gates": {k: v.to_dict() for k, v in ctx.reports.items()},
+                  "fp16_attempts": ctx.fp16_attempts}
+    ctx.repo = write_repository(ctx.args.repo, ctx.spec, ctx.tokenizer_dir, lambda d: place_model(ctx, d),
+                                manifest, parity_doc, ctx.fixture)
+
+
+def _fp16_for(backend: str) -> Callable[[ExportContext], bool]:
+    return lambda ctx: ctx.args.precision == "fp16" and ctx.args.backend == backend
+
+
+STAGES: list[Stage] = [
+    Stage("resolve", stage_resolve),
+    Stage("load", stage_load),
+    Stage("onnx_fp32", stage_onnx_fp32),
+    Stage("certificate", stage_certificate),
+    Stage("parity_fp32", stage_parity_fp32),
+    Stage("fp16", stage_fp16, _fp16_for("python")),
+    Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
+    Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
+    Stage("repository", stage_repository),
+]
+
+
+def summary_of(ctx: ExportContext) -> dict:
+    return {"repository": str(ctx.repo), "stages": ctx.log.stages,
+            "files_mib": {p.name: round(file_mib(p), 1) for p in (ctx.fp32_path, ctx.served_onnx)},
+            "peak_rss_mib": round(peak_rss_mib(), 0),
+            "parity": {k: {"max_abs_logit": v.max_abs_logit, "max_abs_score": v.max_abs_score,
+                           "passed": v.passed} for k, v in ctx.reports.items()}}
 
 
 def _print_gate(result: parity.ParityResult) -> None:

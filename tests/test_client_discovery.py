@@ -23,7 +23,20 @@ def test_dns_url_through_the_system_resolver(server):
         assert len(client.rerank("how tall is Everest?", DOCS)) == 3
 
 
-def test_endpoints_follow_changing_dns_answers(server):
+@pytest.fixture(scope="module")
+def all_loopback_server(python_repo, tmp_path_factory):
+    """Bound to every address (the shared server binds 127.0.0.1 only), so 127.0.0.2 and
+    127.0.0.3 reach it too and stand in for pods the autoscaler adds."""
+    from local_triton.server import TritonServer, free_port
+
+    srv = TritonServer(python_repo, free_port(), free_port(), free_port(), [], host="0.0.0.0",
+                       log_path=tmp_path_factory.mktemp("logs") / "tritonserver.log").start(timeout=240)
+    yield srv
+    srv.stop()
+
+
+def test_endpoints_follow_changing_dns_answers(all_loopback_server):
+    server = all_loopback_server
     answers = {"rr-bge-reranker-headless": ["127.0.0.1"]}
     asked = []
 
