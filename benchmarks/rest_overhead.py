@@ -91,7 +91,7 @@ async def measure(grpc_url: str, rest_url: str, docs: list[str], concurrencies: 
         for concurrency in concurrencies:
             # Alternate short rounds of the two paths, so load that others put on a shared
             # machine meanwhile falls on both alike.
-            seen = {"client -> Triton": ([], 0.0), "REST -> client -> Triton": ([], 0.0)}
+            seen: dict[str, tuple[list[float], float]] = {"client -> Triton": ([], 0.0), "REST -> client -> Triton": ([], 0.0)}
             for _ in range(rounds):
                 for name, call in (("client -> Triton", direct), ("REST -> client -> Triton", rest)):
                     latencies, wall = await closed_loop(call, concurrency, seconds / rounds)

@@ -101,7 +101,7 @@ def export_onnx(model, out_path: Path, max_length: int, graph_module=None) -> Pa
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: ONNX Runtime's transformer optimizer recognises its patterns.
-        torch.onnx.export(graph, dummy, str(tmp_path), dynamo=False, opset_version=OPSET,
+        torch.onnx.export(graph, dummy, str(tmp_path), dynamo=False,  # type: ignore[arg-type]  # CrossEncoderGraph is a Module opset_version=OPSET,
                           input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dynamic_axes, do_constant_folding=True)
     save_onnx(onnx.load(str(tmp_path)), out_path)

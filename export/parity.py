@@ -93,7 +93,7 @@ def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "",
     rows = fixture_rows(fixture)
     scored = score_rows(candidate_run, rows, fixture["buckets"], fixture["pad_id"])
     n = len(fixture["pairs"])
-    report = compare(fixture, scored[:n], scored[n:], precision)
+    report = compare(fixture, scored[:n].tolist(), scored[n:].tolist(), precision)
 
     # Padding invariance: the shortest pairs alone (no padding) vs inside the padded batches.
     shortest = np.argsort([len(ids) for ids in rows], kind="stable")[:PADDING_PAIRS]

@@ -20,10 +20,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from export import certificate, model_loading, parity
-from export.fp16_conversion import FP32_ESCALATION, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
+from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
 from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, TOKENIZER_INSTANCES,
@@ -132,7 +132,7 @@ def run_export(args: ExportArgs) -> dict:
     if problems:
         raise ValueError("inconsistent limits: " + "; ".join(problems))
     owned_work = args.work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="export-")) if owned_work else Path(args.work_dir)
+    work = Path(tempfile.mkdtemp(prefix="export-")) if args.work_dir is None else Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     ctx = ExportContext(args=args, spec=spec, work=work)
     try:
@@ -165,25 +165,26 @@ def served_artifact(backend: str, precision: str) -> dict:
 
 @dataclass
 class ExportContext:
-    """Everything the stages share: the request, then what each stage produced."""
+    """Everything the stages share: the request, then what each stage produced. A stage's
+    outputs are unset until it ran (reading one earlier is an AttributeError, not a None)."""
     args: ExportArgs
     spec: RepositorySpec
     work: Path
     log: StageLog = field(default_factory=StageLog)
-    source: model_loading.ModelSource | None = None
-    model: object = None  # the PyTorch reference; freed once the certificate holds its logits
-    model_facts: dict = field(default_factory=dict)  # parameters, layers, hidden size, heads
-    tokenizer_dir: Path | None = None
-    pair_tokenizer: object = None
-    fp32_path: Path | None = None
-    fixture: dict = field(default_factory=dict)
+    source: model_loading.ModelSource = field(init=False)
+    model: Any = field(init=False)  # the PyTorch reference; None once the certificate holds its logits
+    model_facts: dict[str, int] = field(init=False)  # parameters, layers, hidden size, heads
+    tokenizer_dir: Path = field(init=False)
+    pair_tokenizer: Any = field(init=False)
+    fp32_path: Path = field(init=False)
+    fixture: dict[str, Any] = field(init=False)
+    served_onnx: Path = field(init=False)
     reports: dict[str, parity.ParityResult] = field(default_factory=dict)
-    served_onnx: Path | None = None
-    fp16_report: object = None
-    fp16_attempts: list[dict] = field(default_factory=list)
+    fp16_report: Fp16Report | None = None
+    fp16_attempts: list[dict[str, Any]] = field(default_factory=list)
     trt_fp32_layers: list[str] = field(default_factory=list)
     plan_path: Path | None = None  # a certified plan, when TensorRT is importable here
-    repo: Path | None = None
+    repo: Path = field(init=False)
 
     @property
     def served(self) -> dict:
@@ -251,15 +252,15 @@ def stage_fp16(ctx: ExportContext) -> None:
     calibration = parity.calibration_feeds(ctx.pair_tokenizer)
     for level, extra_ops in enumerate(FP32_ESCALATION):
         suffix = f"_level{level}" if level else ""
-        ctx.fp16_report = ctx.log.run("fp16_convert" + suffix, convert_to_fp16_in_subprocess, ctx.fp32_path,
-                                      fp16_path, ctx.model_facts["heads"], ctx.model_facts["hidden_size"],
-                                      calibration, extra_ops)
+        report = ctx.log.run("fp16_convert" + suffix, convert_to_fp16_in_subprocess, ctx.fp32_path,
+                             fp16_path, ctx.model_facts["heads"], ctx.model_facts["hidden_size"], calibration, extra_ops)
+        ctx.fp16_report = report
         gate = ctx.log.run("parity_fp16" + suffix, parity.run_gate, "fp16", ctx.fixture,
                            parity.onnx_runner(ort_session(fp16_path)), "fused fp16 ONNX graph on ONNX Runtime CPU",
                            "served")
         ctx.reports["fp16"] = gate
         release_memory()
-        ctx.fp16_attempts.append({"kept_fp32_ops": ctx.fp16_report.kept_fp32_ops, "max_abs_logit": gate.max_abs_logit,
+        ctx.fp16_attempts.append({"kept_fp32_ops": report.kept_fp32_ops, "max_abs_logit": gate.max_abs_logit,
                                   "max_abs_score": gate.max_abs_score, "passed": gate.passed})
         _print_gate(gate)
         if gate.passed or level + 1 == len(FP32_ESCALATION):

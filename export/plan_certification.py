@@ -34,12 +34,12 @@ class PlanRejected(RuntimeError):
 
 def shipped_files() -> list[tuple[Path, str]]:
     """(source, name in cross_encoder/tensorrt/) of what build_plan.sh runs in the container."""
-    import importlib
+    import reranker_client.certificate
+    import reranker_client.contract
 
-    compare_module = importlib.import_module("reranker_client.certificate")
-    contract_module = importlib.import_module("reranker_client.contract")
-    return [(Path(__file__).resolve(), "certify_plan.py"), (Path(compare_module.__file__), "certificate_compare.py"),
-            (Path(contract_module.__file__), "contract.py")]
+    return [(Path(__file__).resolve(), "certify_plan.py"),
+            (Path(reranker_client.certificate.__file__), "certificate_compare.py"),
+            (Path(reranker_client.contract.__file__), "contract.py")]
 
 
 def certify_plan(fixture: dict, run, precision: str, max_batch):

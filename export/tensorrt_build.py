@@ -142,7 +142,9 @@ def _checked(ok, what: str):
 def build_serialized_plan(onnx_path: Path, build: PlanBuild, timing_cache: Path, trt=None) -> bytes:
     """The plan in-process with TensorRT's Python API; every call that can fail is checked."""
     if trt is None:
-        import tensorrt as trt
+        import tensorrt
+
+        trt = tensorrt
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

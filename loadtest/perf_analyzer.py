@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.repo:
             server = TritonServer(args.repo, free_port(), free_port(), free_port(),
                                   log_path=args.out / "tritonserver.log").start()
-        url = args.url or server.grpc_url
+        url = args.url or server.grpc_url  # type: ignore[union-attr]  # --url or --repo is required
         rows = []
         for c in concurrency:  # one run per level: uneven steps, and one bad level does not lose the rest
             csv_path = args.out / f"perf_c{c}.csv"

@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) -> None:
     """Until the server exits: the health probe every `period` s; report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
+    assert server.process is not None, "start() the server first"
     was_healthy = True
     while True:
         try:
