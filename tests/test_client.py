@@ -200,41 +200,27 @@ def test_haystack_ranker(server, raw_scores):
     assert abs(out[0].score - raw_scores["score"][expected[0]]) < 1e-5
 
 
-def test_client_installs_alone_without_torch(server, tmp_path):
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT / "client")],
-                         capture_output=True, text=True, timeout=600)
-    assert pip.returncode == 0, pip.stderr[-2000:]
-    probe = ("import importlib.util, sys; from reranker_client import RerankClient\n"
-             "assert importlib.util.find_spec('torch') is None and importlib.util.find_spec('transformers') is None\n"
-             f"r = RerankClient({server.grpc_url!r}).rerank('q', ['a passage', 'another one'])\n"
-             "print(len(r))")
-    run = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr[-2000:]
-    assert (venv / "bin" / "rerank-client").exists()
-
-
-def test_deadline_holds_when_the_client_pool_is_busy(server):
-    """A call queued behind another caller's work (all max_concurrency workers busy) gives up at
-    its own deadline instead of waiting for the other caller to finish."""
-    with RerankClient(server.grpc_url, max_concurrency=1, timeout=60) as client:
+def test_max_concurrency_is_per_call_so_a_small_call_is_not_stuck_behind_a_big_one(server):
+    """max_concurrency means the same in both clients: requests of ONE call in flight. A small
+    call made while another caller's big call runs on the same client (max_concurrency=1) gets
+    its own request in flight and answers long before the big call ends; it used to queue behind
+    every chunk of the big call on a max_concurrency-sized shared pool."""
+    with RerankClient(server.grpc_url, max_concurrency=1, timeout=120) as client:
         started = threading.Event()
 
         def big_caller():
             started.set()
-            return client.score([(QUERY, d) for d in DOCS * 60])  # many chunks on the one worker
+            return client.score([(QUERY, d) for d in DOCS * 60])  # many chunks, one at a time
 
         with ThreadPoolExecutor(1) as pool:
             big = pool.submit(big_caller)
             started.wait()
-            time.sleep(0.2)  # let the big call queue its chunks first
+            time.sleep(0.2)  # let the big call start its chunks first
             begin = time.monotonic()
-            with pytest.raises(DeadlineExceededError, match="still queued"):
-                client.score([(QUERY, DOCS[0])], timeout=0.5)
-            waited = time.monotonic() - begin
-            assert len(big.result()) == 60 * len(DOCS)  # the other caller still gets its whole answer
+            assert len(client.score([(QUERY, DOCS[0])], timeout=10)) == 1
+            small_took = time.monotonic() - begin
+            assert not big.done()
+            assert len(big.result()) == 60 * len(DOCS)
             big_after = time.monotonic() - begin
-        print(f"\nqueued call gave up after {waited:.2f}s (deadline 0.5s); the big call ended "
-              f"{big_after:.1f}s after it began")
-        assert waited < 0.5 + 0.4 < big_after
+        print(f"\nsmall call answered in {small_took:.2f}s; the big call ended {big_after:.1f}s after it began")
+        assert small_took < big_after / 2
