@@ -244,3 +244,27 @@ def test_options_are_checked():
 def test_version_comes_from_the_package_metadata():
     from importlib.metadata import version
     assert __version__ == version("triton-reranker-client")
+
+
+def test_cli_header_without_equals_is_a_clear_usage_error(capsys):
+    from reranker_client.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--query", "q", "--header", "authorization"])
+    assert exit_.value.code == 2
+    assert "--header expects NAME=VALUE, got 'authorization'" in capsys.readouterr().err
+
+
+def test_cli_mutual_tls_options_reach_the_client(capsys, monkeypatch, tmp_path):
+    import io
+
+    from reranker_client.cli import main
+    with pytest.raises(SystemExit):
+        main(["--query", "q", "--client-cert", "c.pem"])  # a key is required with a certificate
+    assert "--client-cert and --client-key go together" in capsys.readouterr().err
+    # The files are read when the connection is built: a missing key is reported as a TLS error.
+    for protocol in ("grpc", "http"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("a document\n"))
+        assert main(["--query", "q", "--protocol", protocol, "--url", f"127.0.0.1:{free_port()}",
+                     "--client-cert", str(tmp_path / "c.pem"), "--client-key", str(tmp_path / "k.pem")]) == 1
+        err = capsys.readouterr().err
+        assert "InvalidInputError" in err and "tls" in err, err

@@ -57,6 +57,12 @@ def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions
 
 def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float):
     module = module_for(protocol, asyncio)
+    if tls is not None:
+        # Read-check the files first: tritonclient's gRPC client half-built by a missing file
+        # prints an ignored exception from its __del__.
+        for path in (tls.root_certificates, tls.private_key, tls.certificate_chain):
+            if path:
+                open(path, "rb").close()
     if protocol == "grpc":
         kwargs = {}
         if tls is not None:
