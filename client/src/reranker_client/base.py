@@ -19,8 +19,10 @@ from .tritonclient_adapter import TLSOptions
 
 Pair = Tuple[bytes, bytes]
 
-# Standard logging: retries and endpoints marked down at WARNING, failovers at INFO. An
-# application sees them with logging.basicConfig(); nothing is printed otherwise.
+# Standard logging: an endpoint marked down (once per rest, not per failed request) and a call
+# that gives up at WARNING; each retry and failover at INFO (under overload retries are routine
+# and numerous: WARNING would flood the log and cost CPU when it matters most). An application
+# sees them with logging.basicConfig(); nothing is printed otherwise.
 logger = logging.getLogger("reranker_client")
 
 # Without a tokenizer, a text's tokens are estimated from its UTF-8 bytes. XLM-RoBERTa's
@@ -151,15 +153,15 @@ class ClientBase:
             raise err
         # The endpoint failed with a transport/availability error: let it rest, whether or not
         # this call tries again. A timeout never gets here (DeadlineExceededError is not retryable).
-        self.pool.mark_down(url)
-        logger.warning("endpoint %s marked down for %.1fs: %s: %s", url, self.pool.cooldown_s, type(err).__name__, err)
+        if self.pool.mark_down(url):
+            logger.warning("endpoint %s marked down for %.1fs: %s: %s", url, self.pool.cooldown_s, type(err).__name__, err)
         if attempt >= self.retries:
             logger.warning("giving up after %d tries (retries=%d): %s", attempt + 1, self.retries, err)
             raise err
         pause = backoff_seconds(attempt)
         if time.monotonic() + pause >= deadline:
             raise DeadlineExceededError(f"deadline of {budget}s passed after {attempt + 1} tries: {err}") from err
-        logger.warning("retry %d/%d in %.3fs after %s on %s", attempt + 1, self.retries, pause, type(err).__name__, url)
+        logger.info("retry %d/%d in %.3fs after %s on %s", attempt + 1, self.retries, pause, type(err).__name__, url)
         return pause
 
     def _picked(self, url: str, previous: Optional[str]) -> str:

@@ -99,9 +99,14 @@ class EndpointPool:
             # Everything is resting (or there is one endpoint): try the one that rests least.
             return min(self.urls, key=lambda u: self._down_until.get(u, 0.0))
 
-    def mark_down(self, url: str) -> None:
+    def mark_down(self, url: str) -> bool:
+        """Rest `url` for cooldown_s; True when it was up until now (so a storm of failures on
+        one endpoint is logged once per rest, not once per request)."""
         with self._lock:
-            self._down_until[url] = time.monotonic() + self.cooldown_s
+            now = time.monotonic()
+            was_up = self._down_until.get(url, 0.0) <= now
+            self._down_until[url] = now + self.cooldown_s
+            return was_up
 
 
 def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
