@@ -1,14 +1,25 @@
 """Client for bge-reranker-v2-m3 served by Triton's `rerank` ensemble."""
 
 from .async_client import AsyncRerankClient
-from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
+from .base import ClientConfig
+from .errors import (ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
                      PermissionDeniedError, RerankError, ServerUnavailableError)
 from .results import RerankResult
 from .sync_client import RerankClient
-from .base import ClientConfig
 from .tritonclient_adapter import TLSOptions
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    # One source: the version pip recorded from client/pyproject.toml. A source checkout on
+    # PYTHONPATH without an install has no metadata; say so instead of inventing a number.
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("triton-reranker-client")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()
 __all__ = ["RerankClient", "AsyncRerankClient", "ClientConfig", "RerankResult", "TLSOptions", "RerankError",
            "InvalidInputError", "ServerUnavailableError", "OverloadedError", "ModelNotReadyError", "PermissionDeniedError",
-           "DeadlineExceededError"]
+           "DeadlineExceededError", "ClientClosedError", "__version__"]

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from . import planning, tritonclient_adapter
 from .base import ClientBase
 from .errors import DeadlineExceededError
+from .sync_client import DEADLINE_GRACE_S
 from .results import RerankResult
 from .server_limits import ServerLimits
 
@@ -42,6 +43,7 @@ class AsyncRerankClient(ClientBase):
         return await self._score_pairs(checked, None, timeout) if checked else []
 
     async def ready(self) -> bool:
+        self._check_open()
         for url in self.pool.urls:
             try:
                 if await self._client(url).is_model_ready(self.model, headers=self.headers):
@@ -55,12 +57,19 @@ class AsyncRerankClient(ClientBase):
 
     async def server_limits(self) -> ServerLimits:
         """Every limit the served ensemble publishes, read once."""
+        return await self._server_limits(time.monotonic() + self.timeout, self.timeout)
+
+    async def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
+        self._check_open()
         if self._limits is None:
-            return self._limits_from(await self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
-                                                      time.monotonic() + self.timeout, self.timeout))
+            def call(client, remaining):
+                return client.get_model_config(self.model, headers=self.headers, **self._infer_kwargs(remaining))
+            return self._limits_from(await self._call(call, deadline, budget))
         return self._limits
 
     async def close(self) -> None:
+        """Close every connection; later calls raise ClientClosedError."""
+        self._closed = True
         for client in self._clients.values():
             try:
                 await client.close()
@@ -80,34 +89,56 @@ class AsyncRerankClient(ClientBase):
         return self._clients[url]
 
     async def _call(self, fn, deadline: float, budget: float):
+        """fn(client, remaining) on an endpoint, bounded by the call's deadline; retryable
+        failures go to the next endpoint after a backoff, within `retries` and the deadline."""
         attempt, avoid = 0, None
         while True:
-            url = self.pool.pick(avoid)
+            url = self._picked(self.pool.pick(avoid), avoid)
             try:
-                return await fn(self._client(url))
-            except Exception as exc:  # noqa: BLE001 - typed by _retry_pause
+                remaining = self._remaining(deadline, budget)
+                return await asyncio.wait_for(fn(self._client(url), remaining), remaining)
+            except Exception as exc:  # noqa: BLE001 - typed by _retry_pause (a timeout: DeadlineExceededError)
                 pause = self._retry_pause(exc, url, attempt, deadline, budget)
             avoid = url
             await asyncio.sleep(pause)
             attempt += 1
 
     async def _infer(self, chunk: planning.Chunk, deadline: float, budget: float, limiter: asyncio.Semaphore) -> Dict:
-        async def call(client):
-            remaining = self._remaining(deadline, budget)
+        async def call(client, remaining):
             inputs, outputs = self._request(chunk)
-            result = await asyncio.wait_for(client.infer(self.model, inputs, outputs=outputs, headers=self.headers,
-                                                         **self._infer_kwargs(remaining)), remaining)
+            result = await client.infer(self.model, inputs, outputs=outputs, headers=self.headers,
+                                        **self._infer_kwargs(remaining))
             return tritonclient_adapter.read_outputs(result)
         async with limiter:
             return await self._call(call, deadline, budget)
 
     async def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+        self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, await self.server_limits())
-        limiter = asyncio.Semaphore(self.max_concurrency)
-        try:
-            outputs = await asyncio.gather(*(self._infer(c, deadline, budget, limiter) for c in chunks))
-        except asyncio.TimeoutError as err:
-            raise DeadlineExceededError(f"deadline of {budget}s passed") from err
+        chunks = self._chunks(pairs, await self._server_limits(deadline, budget))
+        limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
+        outputs = await _all_or_nothing([self._infer(c, deadline, budget, limiter) for c in chunks],
+                                        deadline + DEADLINE_GRACE_S, budget)
         return planning.assemble(len(pairs), list(zip(chunks, outputs)), documents)
+
+
+async def _all_or_nothing(coroutines, deadline: float, budget: float) -> list:
+    """Every result in order, or the first failure with every other request cancelled (and
+    awaited, so none outlives the call). asyncio.gather would leave the others running after
+    one fails. Cancelling the caller cancels them all too; the deadline bounds waiting for the
+    concurrency limiter as well as the requests."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()),
+                                           return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+        if pending:
+            raise DeadlineExceededError(f"deadline of {budget}s passed with {len(pending)} requests unanswered")
+        return [t.result() for t in tasks]
+    finally:
+        for t in tasks:
+            t.cancel()  # no-op for finished ones
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -5,17 +5,36 @@ arguments."""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import planning, tritonclient_adapter
 from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
-from .errors import DeadlineExceededError, ModelNotReadyError, RerankError
+from .errors import ClientClosedError, InvalidInputError, DeadlineExceededError, ModelNotReadyError, RerankError
 from .server_limits import ServerLimits, server_limits_from
 from .tritonclient_adapter import TLSOptions
 
 Pair = Tuple[bytes, bytes]
+
+# Standard logging: an endpoint marked down (once per rest, not per failed request) and a call
+# that gives up at WARNING; each retry and failover at INFO (under overload retries are routine
+# and numerous: WARNING would flood the log and cost CPU when it matters most). An application
+# sees them with logging.basicConfig(); nothing is printed otherwise.
+logger = logging.getLogger("reranker_client")
+
+# Without a tokenizer, a text's tokens are estimated from its UTF-8 bytes. XLM-RoBERTa's
+# SentencePiece averages about 4 bytes per token on Latin-script text and about 3 on CJK (3-byte
+# characters, ~1 token each); 3 errs towards more tokens, so a long text still reaches the
+# server's max_length in the estimate. The estimate only groups similar lengths together: the
+# server tokenizes for real.
+BYTES_PER_TOKEN_ESTIMATE = 3
+
+
+def estimated_tokens(text: bytes) -> int:
+    return math.ceil(len(text) / BYTES_PER_TOKEN_ESTIMATE)
 
 
 @dataclass(frozen=True)
@@ -33,7 +52,9 @@ class ClientConfig:
     model: str = "rerank"
     timeout: float = 30.0  # seconds for one call, retries included
     retries: int = 3
-    max_concurrency: int = 4  # requests of one call in flight at once
+    # One meaning in both clients: the most Triton requests ONE call (rerank/score) has in
+    # flight at once. Concurrent calls each get their own; the sync client's threads are shared.
+    max_concurrency: int = 4
     tls: Optional[TLSOptions] = None
     headers: Dict[str, str] = field(default_factory=dict)
     token_counter: Optional[Callable[[str], int]] = None
@@ -52,7 +73,12 @@ class ClientBase:
         if config is None:
             config = ClientConfig(url, protocol, model, timeout, retries, max_concurrency, tls,
                                   dict(headers or {}), token_counter, resolver)
+        if config.max_concurrency < 1:
+            raise InvalidInputError(f"max_concurrency: must be >= 1, got {config.max_concurrency}")
+        if config.retries < 0 or config.timeout <= 0:
+            raise InvalidInputError(f"retries must be >= 0 and timeout > 0, got {config.retries}, {config.timeout}")
         self.config = config
+        self._closed = False
         urls = [config.url] if isinstance(config.url, str) else list(config.url)
         if not urls:
             raise ValueError("url: at least one endpoint is required")
@@ -80,7 +106,14 @@ class ClientBase:
         self._limits = server_limits_from(response)
         return self._limits
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(f"this {type(self).__name__} was closed; create a new one")
+
     def _chunks(self, pairs: List[Pair], limits: ServerLimits) -> List[planning.Chunk]:
+        """Packs by the server's published rules (query share, special tokens, max_length,
+        buckets): with the caller's tokenizer when given, else with byte-estimated token counts.
+        Only an older server that publishes no rules gets plain byte lengths."""
         planning.check_sizes(pairs, limits.max_text_bytes)
         length = None
         if self._count is not None:
@@ -88,6 +121,11 @@ class ClientBase:
 
             def length(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
+        elif limits.publishes_pair_rules:
+            # Capping at max_length matters: every text longer than max_length costs the server
+            # the same, so long documents pack together instead of each widening its own request.
+            def length(q: bytes, p: bytes) -> int:
+                return limits.pair_tokens(estimated_tokens(q), estimated_tokens(p))
         return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets)
 
     def _request(self, chunk: planning.Chunk):
@@ -96,7 +134,8 @@ class ClientBase:
         return inputs, outputs
 
     def _infer_kwargs(self, remaining: float) -> Dict[str, float]:
-        """gRPC carries the remaining deadline to the server; HTTP's timeouts are per client."""
+        """gRPC carries the remaining deadline to the server; HTTP is bounded client-side
+        (asyncio.wait_for, or tritonclient_adapter.deadline_guard on sync HTTP)."""
         return {"client_timeout": remaining} if self.protocol == "grpc" else {}
 
     def _new_client(self, url: str):
@@ -107,14 +146,28 @@ class ClientBase:
         Retried: connection failures, UNAVAILABLE and queue-full (a rerank is a pure function,
         so repeating it is safe), and a missing model when another endpoint may have it."""
         err: RerankError = tritonclient_adapter.translate(exc)
+        if err is not exc:
+            err.__cause__ = exc  # keep tritonclient's error (and its traceback) for debugging
         retryable = isinstance(err, RETRYABLE) or (isinstance(err, ModelNotReadyError) and len(self.pool.urls) > 1)
-        if not retryable or attempt >= self.retries:
+        if not retryable:
             raise err
-        self.pool.mark_down(url)
+        # The endpoint failed with a transport/availability error: let it rest, whether or not
+        # this call tries again. A timeout never gets here (DeadlineExceededError is not retryable).
+        if self.pool.mark_down(url):
+            logger.warning("endpoint %s marked down for %.1fs: %s: %s", url, self.pool.cooldown_s, type(err).__name__, err)
+        if attempt >= self.retries:
+            logger.warning("giving up after %d tries (retries=%d): %s", attempt + 1, self.retries, err)
+            raise err
         pause = backoff_seconds(attempt)
         if time.monotonic() + pause >= deadline:
-            raise DeadlineExceededError(f"deadline of {budget}s passed after {attempt + 1} tries: {err}")
+            raise DeadlineExceededError(f"deadline of {budget}s passed after {attempt + 1} tries: {err}") from err
+        logger.info("retry %d/%d in %.3fs after %s on %s", attempt + 1, self.retries, pause, type(err).__name__, url)
         return pause
+
+    def _picked(self, url: str, previous: Optional[str]) -> str:
+        if previous is not None and url != previous:
+            logger.info("failing over from %s to %s", previous, url)
+        return url
 
     def _remaining(self, deadline: float, budget: float) -> float:
         remaining = deadline - time.monotonic()

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import List, Optional
 
+from . import __version__
 from .errors import RerankError
 from .sync_client import RerankClient
 from .tritonclient_adapter import TLSOptions
@@ -22,16 +23,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-cert)")
     parser.add_argument("--ca-cert", help="PEM root certificate: connect with TLS")
-    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--client-cert", help="PEM client certificate chain for mutual TLS (with --client-key)")
+    parser.add_argument("--client-key", help="PEM private key of --client-cert")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                        help="request header / gRPC metadata; repeatable")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--header expects NAME=VALUE, got {header!r}")
+        headers[name.strip()] = value
+    if bool(args.client_cert) != bool(args.client_key):
+        parser.error("--client-cert and --client-key go together (mutual TLS)")
+    tls = None
+    if args.tls or args.ca_cert or args.client_cert:
+        tls = TLSOptions(root_certificates=args.ca_cert, certificate_chain=args.client_cert,
+                         private_key=args.client_key)
     documents = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     urls = args.url or ["localhost:8001" if args.protocol == "grpc" else "localhost:8000"]
-    headers = dict(h.split("=", 1) for h in args.header)
-    tls = TLSOptions(root_certificates=args.ca_cert) if args.ca_cert else None
     try:
         with RerankClient(urls, protocol=args.protocol, model=args.model, timeout=args.timeout,
-                          tls=tls, headers=headers) as client:
+                          retries=args.retries, tls=tls, headers=headers) as client:
             results = client.rerank(args.query, documents, top_k=args.top_k)
     except RerankError as err:
         print(f"error ({type(err).__name__}): {err}", file=sys.stderr)

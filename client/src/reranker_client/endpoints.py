@@ -4,6 +4,7 @@ and exponential backoff with jitter."""
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import threading
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from .errors import InvalidInputError, ServerUnavailableError
+
+logger = logging.getLogger("reranker_client")
 
 RETRYABLE = (ServerUnavailableError,)  # OverloadedError is one; a rerank is a pure function
 
@@ -72,11 +75,15 @@ class EndpointPool:
         self._resolved_at = time.monotonic()
         try:
             addresses = self.resolver(host, port)
-        except OSError:
+        except OSError as err:
+            logger.warning("dns:///%s:%d: resolution failed (%s); keeping %s", host, port, err, self.urls)
             return  # keep the last known endpoints
         if addresses:
+            urls = [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+            if urls != self.urls:
+                logger.info("dns:///%s:%d: endpoints %s", host, port, urls)
             with self._lock:
-                self.urls = [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+                self.urls = urls
                 self._down_until = {u: t for u, t in self._down_until.items() if u in self.urls}
 
     def pick(self, avoid: Optional[str] = None) -> str:
@@ -92,9 +99,14 @@ class EndpointPool:
             # Everything is resting (or there is one endpoint): try the one that rests least.
             return min(self.urls, key=lambda u: self._down_until.get(u, 0.0))
 
-    def mark_down(self, url: str) -> None:
+    def mark_down(self, url: str) -> bool:
+        """Rest `url` for cooldown_s; True when it was up until now (so a storm of failures on
+        one endpoint is logged once per rest, not once per request)."""
         with self._lock:
-            self._down_until[url] = time.monotonic() + self.cooldown_s
+            now = time.monotonic()
+            was_up = self._down_until.get(url, 0.0) <= now
+            self._down_until[url] = now + self.cooldown_s
+            return was_up
 
 
 def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:

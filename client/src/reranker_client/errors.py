@@ -26,4 +26,10 @@ class PermissionDeniedError(RerankError):
 
 
 class DeadlineExceededError(RerankError):
-    """The overall deadline passed before every chunk was answered."""
+    """The call's deadline passed (gRPC DEADLINE_EXCEEDED, a client-side timeout of any kind).
+    Never retried and never marks an endpoint down: the endpoint may be healthy and the
+    caller's budget is spent either way."""
+
+
+class ClientClosedError(RerankError, RuntimeError):
+    """The client was used after close(). A RuntimeError too, as the bare error it replaces."""

@@ -22,6 +22,10 @@ class ServerLimits:
     long_request_length: Optional[int] = None
     long_request_max_pairs: Optional[int] = None
 
+    @property
+    def publishes_pair_rules(self) -> bool:
+        return None not in (self.max_length, self.query_max_length, self.special_tokens_per_pair)
+
     def pair_tokens(self, query_tokens: int, passage_tokens: int) -> int:
         """Tokens the server's tokenizer keeps for a pair, by its published rules (FlagReranker's:
         the query cut to its share, special tokens added, the passage cut to fit max_length)."""

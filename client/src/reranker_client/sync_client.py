@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import planning, tritonclient_adapter
 from .base import ClientBase
-from .errors import DeadlineExceededError, RerankError
+from .errors import DeadlineExceededError
 from .results import RerankResult
 from .server_limits import ServerLimits
 
 
 DEADLINE_GRACE_S = 0.1
+# Threads shared by all calls of one client. Each call keeps at most max_concurrency requests in
+# flight (the same meaning as the async client); this only bounds threads when many callers share
+# a client. Beyond it calls queue, and each still gives up at its own deadline.
+POOL_THREADS_PER_CONCURRENCY = 8
+MIN_POOL_THREADS = 16
 
 
 class RerankClient(ClientBase):
@@ -26,7 +31,9 @@ class RerankClient(ClientBase):
         tls, headers, token_counter, resolver) or config=ClientConfig(...)."""
         super().__init__(*args, **kwargs)
         self._local = threading.local()  # tritonclient's HTTP client is not thread-safe
-        self._executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="rerank")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(MIN_POOL_THREADS, POOL_THREADS_PER_CONCURRENCY * self.max_concurrency),
+            thread_name_prefix="rerank")
         self._clients: List = []
         self._clients_lock = threading.Lock()
 
@@ -50,6 +57,7 @@ class RerankClient(ClientBase):
         return self._score_pairs(checked, None, timeout) if checked else []
 
     def ready(self) -> bool:
+        self._check_open()
         for url in self.pool.urls:
             try:
                 if self._client(url).is_model_ready(self.model, headers=self.headers):
@@ -63,16 +71,23 @@ class RerankClient(ClientBase):
 
     def server_limits(self) -> ServerLimits:
         """Every limit the served ensemble publishes, read once."""
+        return self._server_limits(time.monotonic() + self.timeout, self.timeout)
+
+    def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
+        self._check_open()
         if self._limits is None:
-            return self._limits_from(self._call(lambda c: c.get_model_config(self.model, headers=self.headers),
-                                                time.monotonic() + self.timeout, self.timeout))
+            def call(client):
+                return client.get_model_config(self.model, headers=self.headers,
+                                               **self._infer_kwargs(self._remaining(deadline, budget)))
+            return self._limits_from(self._call(call, deadline, budget))
         return self._limits
 
     def close(self) -> None:
         """Close every connection this client opened, from any thread, and drop every reference
         to them now: a tritonclient object still held by a thread-local would be closed again by
         its __del__ during interpreter shutdown, after grpc's module is gone (an ignored
-        exception printed on every exit)."""
+        exception printed on every exit). Later calls raise ClientClosedError."""
+        self._closed = True
         self._executor.shutdown(wait=True)
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -100,14 +115,34 @@ class RerankClient(ClientBase):
                 self._clients.append(clients[url])
         return clients[url]
 
+    def _drop_client(self, url: str, client) -> None:
+        clients = getattr(self._local, "clients", {})
+        if clients.get(url) is client:
+            del clients[url]
+        with self._clients_lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - it is being discarded
+            pass
+
     def _call(self, fn, deadline: float, budget: float):
         """fn(client) on an endpoint; retryable failures go to the next endpoint after a backoff,
         within `retries` and the deadline."""
         attempt, avoid = 0, None
         while True:
-            url = self.pool.pick(avoid)
+            url = self._picked(self.pool.pick(avoid), avoid)
+            client = None
             try:
-                return fn(self._client(url))
+                client = self._client(url)
+                with tritonclient_adapter.deadline_guard(self.protocol, False, self._remaining(deadline, budget)):
+                    return fn(client)
+            except tritonclient_adapter.HttpDeadline as exc:
+                # The HTTP connection was interrupted mid-exchange: never reuse it.
+                if client is not None:
+                    self._drop_client(url, client)
+                raise DeadlineExceededError(f"deadline of {budget}s passed: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - typed by _retry_pause
                 pause = self._retry_pause(exc, url, attempt, deadline, budget)
             avoid = url
@@ -124,25 +159,43 @@ class RerankClient(ClientBase):
         return self._call(call, deadline, budget)
 
     def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+        self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, self.server_limits())
-        futures = [(chunk, self._executor.submit(self._infer, chunk, deadline, budget)) for chunk in chunks]
-        answered, first_error = [], None
-        for chunk, future in futures:
-            try:
-                # Bounded wait: a chunk still queued behind this client's other calls (every
-                # max_concurrency worker busy) must not hold the caller past its deadline. The
-                # grace lets an in-flight call's own gRPC deadline error arrive typed.
-                wait = max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE_S
-                answered.append((chunk, future.result(timeout=wait)))
-            except FutureTimeout:
-                for _, pending in futures:
-                    pending.cancel()  # queued chunks never start; running ones end at the deadline
-                raise DeadlineExceededError(f"deadline of {budget}s passed with chunks still queued "
-                                            f"behind {self.max_concurrency} busy workers") from None
-            except RerankError as err:
-                first_error = first_error or err
-        if first_error is not None:
-            raise first_error
+        chunks = self._chunks(pairs, self._server_limits(deadline, budget))
+        queued = list(chunks)
+        in_flight: Dict = {}
+        answered = []
+
+        def submit_next() -> None:
+            while queued and len(in_flight) < self.max_concurrency:
+                chunk = queued.pop(0)
+                in_flight[self._executor.submit(self._infer, chunk, deadline, budget)] = chunk
+
+        def give_up() -> None:
+            queued.clear()
+            for pending in in_flight:
+                pending.cancel()  # queued ones never start; running ones end at the deadline
+
+        submit_next()
+        while in_flight:
+            # Bounded wait: a chunk still queued behind other callers' work (every shared thread
+            # busy) must not hold the caller past its deadline. The grace lets an in-flight
+            # call's own deadline error arrive typed.
+            done, _ = wait_futures(list(in_flight), timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE_S,
+                                   return_when=FIRST_COMPLETED)
+            if not done:
+                give_up()
+                raise DeadlineExceededError(f"deadline of {budget}s passed with {len(in_flight)} requests "
+                                            f"unanswered (queued or in flight)")
+            for future in done:
+                chunk = in_flight.pop(future)
+                try:
+                    answered.append((chunk, future.result()))
+                except BaseException:
+                    # One failed chunk ends the call: the rest are not sent (the answer could not
+                    # be complete) and the first error is raised as it is (typed by _call).
+                    give_up()
+                    raise
+            submit_next()
         return planning.assemble(len(pairs), answered, documents)

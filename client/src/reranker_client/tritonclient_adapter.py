@@ -4,6 +4,10 @@ errors. The rest of the package never imports tritonclient."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import socket
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -43,7 +47,22 @@ def module_for(protocol: str, asyncio: bool):
 
 
 def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float):
+    try:
+        return _make_client(protocol, asyncio, url, tls, timeout)
+    except OSError as err:
+        # A certificate or key file that cannot be read is a configuration error, not an
+        # unavailable server: never retried, never marks an endpoint down.
+        raise InvalidInputError(f"tls: {err}") from err
+
+
+def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float):
     module = module_for(protocol, asyncio)
+    if tls is not None:
+        # Read-check the files first: tritonclient's gRPC client half-built by a missing file
+        # prints an ignored exception from its __del__.
+        for path in (tls.root_certificates, tls.private_key, tls.certificate_chain):
+            if path:
+                open(path, "rb").close()
     if protocol == "grpc":
         kwargs = {}
         if tls is not None:
@@ -84,34 +103,78 @@ def read_outputs(result) -> Dict[str, np.ndarray]:
     return {name: result.as_numpy(name) for name in OUTPUTS}
 
 
+# Every client-side timeout type, on every supported Python. On 3.11+ asyncio.TimeoutError and
+# socket.timeout are the builtin TimeoutError, which is an OSError: checked before OSError, or a
+# timeout would read as "server unavailable", be retried and mark a healthy endpoint down. On
+# 3.9/3.10 asyncio's and concurrent.futures' TimeoutError are separate classes, not OSErrors.
+TIMEOUT_TYPES = (TimeoutError, asyncio.TimeoutError, socket.timeout, concurrent.futures.TimeoutError)
+
+
+class HttpDeadline(TimeoutError):
+    """Raised inside a sync HTTP call by `deadline_guard` when the call's deadline passes."""
+
+
+def _status(err: BaseException) -> str:
+    if not hasattr(err, "status"):
+        return ""
+    try:
+        return str(err.status() or "")
+    except Exception:  # noqa: BLE001 - a status we cannot read is no status
+        return ""
+
+
+def _has(text: str, *needles: str) -> bool:
+    return any(n in text for n in needles)
+
+
+# Which tritonclient/transport failure becomes which typed error: (class, test) rows, first
+# match wins, so the order matters. `status` is tritonclient's status(): "StatusCode.X" for
+# gRPC, the HTTP status code for HTTP; `text` is the lowered message. Tested row by row in
+# tests/test_client_errors.py.
+TRANSLATION = (
+    # gRPC's own size limit also answers RESOURCE_EXHAUSTED: that request can never pass, so it
+    # must not look like overload (which is retried).
+    (InvalidInputError, lambda err, status, text: "RESOURCE_EXHAUSTED" in status and _has(text, "larger than max")),
+    (PermissionDeniedError, lambda err, status, text: _has(text, "protocol is restricted", "api is restricted")
+        or _has(status, "PERMISSION_DENIED", "UNAUTHENTICATED") or status in ("401", "403")),
+    # Load shed: Triton's queue full or its queue timeout, gRPC RESOURCE_EXHAUSTED (a gateway's
+    # rate limit or a server out of capacity), HTTP 429 Too Many Requests. Retried.
+    (OverloadedError, lambda err, status, text: _has(text, "exceeds maximum queue size", "request timeout expired")
+        or "RESOURCE_EXHAUSTED" in status or status == "429"),
+    (DeadlineExceededError, lambda err, status, text: isinstance(err, TIMEOUT_TYPES)
+        or "DEADLINE_EXCEEDED" in status or "deadline exceeded" in text or status == "408"),
+    # A model (re)loading or a server restarting: transient.
+    (ServerUnavailableError, lambda err, status, text: _has(text, "has no available versions", "stub process",
+                                                            "not healthy", "server is shutting down")
+        or "CANCELLED" in status),
+    (ModelNotReadyError, lambda err, status, text: _has(text, "unknown model", "is not ready")
+        or ("not found" in text and "model" in text)),
+    (InvalidInputError, lambda err, status, text: "INVALID_ARG" in status or status in ("400", "413")
+        or _has(text, "unexpected shape", "unexpected datatype") or ("batch size" in text and "exceeds" in text)),
+    (ServerUnavailableError, lambda err, status, text: "UNAVAILABLE" in status or status in ("502", "503", "504")
+        or isinstance(err, (OSError, ConnectionError)) or _has(text, "connect", "socket", "broken pipe")),
+)
+
+
 def translate(err: BaseException) -> RerankError:
-    """Map a tritonclient/transport exception to our typed errors."""
+    """Map a tritonclient/transport exception to our typed errors (TRANSLATION)."""
     if isinstance(err, RerankError):
         return err
     message = str(err)
-    status = ""
-    if hasattr(err, "status"):
-        try:
-            status = str(err.status() or "")
-        except Exception:  # noqa: BLE001
-            status = ""
-    lowered = message.lower()
-    if "protocol is restricted" in lowered or "api is restricted" in lowered or "PERMISSION_DENIED" in status \
-            or "UNAUTHENTICATED" in status or status in ("401", "403"):
-        return PermissionDeniedError(message)
-    if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:
-        return OverloadedError(message)
-    if "has no available versions" in lowered or "stub process" in lowered or "not healthy" in lowered \
-            or "server is shutting down" in lowered or "CANCELLED" in status:
-        return ServerUnavailableError(message)  # a model (re)loading or a server restarting: transient
-    if "unknown model" in lowered or "is not ready" in lowered or "not found" in lowered and "model" in lowered:
-        return ModelNotReadyError(message)
-    if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
-        return DeadlineExceededError(message)
-    if "INVALID_ARG" in status or status == "400" or "unexpected shape" in lowered or "unexpected datatype" in lowered \
-            or "batch size" in lowered and "exceeds" in lowered:
-        return InvalidInputError(message)
-    if "UNAVAILABLE" in status or status in ("502", "503", "504") or isinstance(err, (OSError, ConnectionError)) \
-            or "connect" in lowered or "socket" in lowered or "broken pipe" in lowered:
-        return ServerUnavailableError(message or type(err).__name__)
+    status, text = _status(err), message.lower()
+    for cls, matches in TRANSLATION:
+        if matches(err, status, text):
+            return cls(message or type(err).__name__)
     return RerankError(message or type(err).__name__)
+
+
+def deadline_guard(protocol: str, asyncio_client: bool, seconds: float):
+    """Bounds one blocking sync HTTP call by the call's remaining time. tritonclient's sync HTTP
+    client has one network timeout fixed when it is built, so a per-call `timeout` would not
+    hold there; its sockets are gevent's, so a gevent.Timeout on this thread's hub interrupts a
+    blocked read. gRPC carries the deadline itself (client_timeout) and asyncio uses wait_for."""
+    if protocol != "http" or asyncio_client:
+        return contextlib.nullcontext()
+    import gevent
+
+    return gevent.Timeout(max(seconds, 0.001), HttpDeadline(f"no answer within {seconds:.3f}s"))

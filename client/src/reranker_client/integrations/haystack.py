@@ -1,43 +1,155 @@
-"""Haystack 2: a ranker component.
+"""Haystack 2/3: a ranker component.
 
     from reranker_client.integrations.haystack import TritonRanker
     pipeline.add_component("ranker", TritonRanker(url="localhost:8001", top_k=5))
+
+As Haystack's own rankers: `top_k`, `score_threshold`, `meta_fields_to_embed` and
+`meta_data_separator`, `warm_up()` (connects and checks that the served model is there),
+`close()`, `run_async()` on AsyncRerankClient (AsyncPipeline), `to_dict`/`from_dict`. Every client
+option is an init parameter, or pass a ready `client` / `async_client` (not serializable).
+`api_key` is a haystack Secret (default: env var TRITON_RERANK_API_KEY, not required): to_dict
+writes the variable's name, never the key, and refuses a token secret. Haystack 3 loads
+pipelines only from allowed modules: `Pipeline.loads(yaml, allowed_modules=["reranker_client.*"])`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from dataclasses import asdict, replace
+from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.utils import Secret, deserialize_callable, deserialize_secrets_inplace, serialize_callable
 
+from ..async_client import AsyncRerankClient
 from ..sync_client import RerankClient
+from ..tritonclient_adapter import TLSOptions
+from . import _common
 
 
 @component
 class TritonRanker:
-    def __init__(self, url: Any = "localhost:8001", protocol: str = "grpc", model: str = "rerank",
-                 top_k: Optional[int] = 10, timeout: float = 30.0) -> None:
-        self.url, self.protocol, self.model, self.top_k, self.timeout = url, protocol, model, top_k, timeout
-        self._client: Optional[RerankClient] = None
+    def __init__(self, url: Union[str, List[str]] = "localhost:8001", protocol: Literal["grpc", "http"] = "grpc",
+                 model: str = "rerank", top_k: Optional[int] = 10, timeout: float = 30.0, retries: int = 3,
+                 max_concurrency: int = 4, tls: Union[TLSOptions, Dict[str, Any], None] = None,
+                 headers: Optional[Dict[str, str]] = None,
+                 api_key: Optional[Secret] = Secret.from_env_var(_common.API_KEY_ENV, strict=False),
+                 token_counter: Optional[Callable[[str], int]] = None, score_threshold: Optional[float] = None,
+                 meta_fields_to_embed: Optional[List[str]] = None, meta_data_separator: str = "\n",
+                 long_documents: Literal["truncate", "window"] = _common.DEFAULT_LONG_DOCUMENTS,
+                 client: Optional[RerankClient] = None, async_client: Optional[AsyncRerankClient] = None) -> None:
+        """Unknown keywords raise TypeError (a plain signature, no **kwargs)."""
+        if client is not None or async_client is not None:
+            # Only what the caller set counts as a clash (the defaults are always there).
+            passed = {"url": url if url != "localhost:8001" else None, "protocol": None if protocol == "grpc" else protocol,
+                      "tls": tls, "headers": headers or None, "token_counter": token_counter,
+                      "client": client, "async_client": async_client}
+            _common.check_client_or_options(passed)
+        if protocol not in ("grpc", "http"):
+            raise ValueError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
+        if api_key is not None and not isinstance(api_key, Secret):
+            raise TypeError("api_key: expected a haystack Secret (Secret.from_env_var(...) or Secret.from_token(...))")
+        self.url, self.protocol, self.model = url, protocol, model
+        self.top_k = _common.check_top(top_k, "top_k")
+        self.timeout, self.retries, self.max_concurrency = timeout, retries, max_concurrency
+        self.tls = _common.tls_options(tls)
+        self.headers = dict(headers or {})
+        self.api_key = api_key
+        self.token_counter = token_counter
+        self.score_threshold = score_threshold
+        self.meta_fields_to_embed = list(meta_fields_to_embed or [])
+        self.meta_data_separator = meta_data_separator
+        self.long_documents = _common.check_long_documents(long_documents)
+        self.client, self.async_client = client, async_client
+        self._clients: Optional[_common.Clients] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return default_to_dict(self, url=self.url, protocol=self.protocol, model=self.model,
-                               top_k=self.top_k, timeout=self.timeout)
+        if self.client is not None or self.async_client is not None:
+            raise ValueError("TritonRanker with a ready client cannot be serialized: pass connection options "
+                             "(url, protocol, tls, headers, api_key, ...) instead")
+        return default_to_dict(
+            self, url=self.url, protocol=self.protocol, model=self.model, top_k=self.top_k, timeout=self.timeout,
+            retries=self.retries, max_concurrency=self.max_concurrency,
+            tls=asdict(self.tls) if self.tls is not None else None, headers=self.headers,
+            api_key=self.api_key.to_dict() if self.api_key is not None else None,  # a token secret raises here
+            token_counter=serialize_callable(self.token_counter) if self.token_counter is not None else None,
+            score_threshold=self.score_threshold, meta_fields_to_embed=self.meta_fields_to_embed,
+            meta_data_separator=self.meta_data_separator, long_documents=self.long_documents)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "TritonRanker":
+        params = data.get("init_parameters", {})
+        deserialize_secrets_inplace(params, keys=["api_key"])
+        if params.get("token_counter"):
+            params["token_counter"] = deserialize_callable(params["token_counter"])
         return default_from_dict(cls, data)
 
+    def _get_clients(self) -> _common.Clients:
+        if self._clients is None:
+            config = None
+            if self.client is None and self.async_client is None:
+                key = self.api_key.resolve_value() if self.api_key is not None else None
+                config = _common.client_config(self.url, self.protocol, self.model, self.timeout, self.retries,
+                                               self.max_concurrency, self.tls, self.headers, key, self.token_counter)
+            self._clients = _common.Clients(config, self.client, self.async_client)
+        return self._clients
+
     def warm_up(self) -> None:
-        if self._client is None:
-            self._client = RerankClient(self.url, protocol=self.protocol, model=self.model, timeout=self.timeout)
+        """Connect and check that the server serves the model (reads its published limits), so a
+        wrong URL, model or credential fails when the pipeline starts, not on the first query."""
+        self._get_clients().sync().server_limits()
+
+    async def warm_up_async(self) -> None:
+        await self._get_clients().async_().server_limits()
+
+    def close(self) -> None:
+        """Close the clients this component built (a client you passed stays yours)."""
+        if self._clients is not None:
+            self._clients.close()
+
+    async def close_async(self) -> None:
+        if self._clients is not None:
+            await self._clients.aclose()
+
+    def _texts(self, documents: List[Document]) -> List[str]:
+        # As Haystack's TransformersSimilarityRanker: chosen meta values, then the content.
+        texts = []
+        for doc in documents:
+            meta = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k)]
+            texts.append(self.meta_data_separator.join([*meta, doc.content or ""]))
+        return texts
+
+    def _check(self, top_k: Optional[int], score_threshold: Optional[float]):
+        k = _common.check_top(self.top_k if top_k is None else top_k, "top_k")
+        return k, self.score_threshold if score_threshold is None else score_threshold
+
+    @staticmethod
+    def _documents(documents: List[Document], ranked, threshold: Optional[float]) -> Dict[str, List[Document]]:
+        out = []
+        for position, result in ranked:
+            score = _common.EMPTY_SCORE if result is None else result.score
+            if threshold is not None and score < threshold:
+                continue
+            out.append(replace(documents[position], score=score))
+        return {"documents": out}
 
     @component.output_types(documents=List[Document])
-    def run(self, query: str, documents: List[Document], top_k: Optional[int] = None) -> Dict[str, List[Document]]:
+    def run(self, query: str, documents: List[Document], top_k: Optional[int] = None,
+            score_threshold: Optional[float] = None) -> Dict[str, List[Document]]:
+        """The top_k documents, best first, `score` set (sigmoid, 0..1); documents without text
+        score lowest and come last; below score_threshold they are dropped."""
+        k, threshold = self._check(top_k, score_threshold)
         if not documents:
             return {"documents": []}
-        self.warm_up()
-        k = self.top_k if top_k is None else top_k
-        results = self._client.rerank(query, [d.content or "" for d in documents], top_k=k)
-        return {"documents": [replace(documents[r.index], score=r.score) for r in results]}
+        ranked = _common.rerank_sync(self._get_clients(), query, self._texts(documents), k, self.long_documents)
+        return self._documents(documents, ranked, threshold)
+
+    @component.output_types(documents=List[Document])
+    async def run_async(self, query: str, documents: List[Document], top_k: Optional[int] = None,
+                        score_threshold: Optional[float] = None) -> Dict[str, List[Document]]:
+        k, threshold = self._check(top_k, score_threshold)
+        if not documents:
+            return {"documents": []}
+        ranked = await _common.rerank_async(self._get_clients(), query, self._texts(documents), k,
+                                            self.long_documents)
+        return self._documents(documents, ranked, threshold)
+

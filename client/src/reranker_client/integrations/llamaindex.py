@@ -2,40 +2,144 @@
 
     from reranker_client.integrations.llamaindex import TritonRerank
     query_engine = index.as_query_engine(similarity_top_k=50, node_postprocessors=[TritonRerank(top_n=5)])
+
+As LlamaIndex's own rerankers: ReRankStartEvent/ReRankEndEvent through the instrumentation
+dispatcher and a RERANKING callback event, `keep_retrieval_score`, the text plus the metadata
+meant for embedding. Every client option is a field, or pass a ready `client` / `async_client`;
+`api_key` (SecretStr, default from TRITON_RERANK_API_KEY) is never serialized. The async path
+(`apostprocess_nodes`, used by async query engines) runs on AsyncRerankClient.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+import llama_index.core.instrumentation as instrument
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from ..async_client import AsyncRerankClient
 from ..sync_client import RerankClient
+from ..tritonclient_adapter import TLSOptions
+from . import _common
+
+dispatcher = instrument.get_dispatcher(__name__)
+
+
+def _env_api_key() -> Optional[SecretStr]:
+    import os
+    value = os.environ.get(_common.API_KEY_ENV)
+    return SecretStr(value) if value else None
 
 
 class TritonRerank(BaseNodePostprocessor):
-    url: Any = Field(default="localhost:8001", description="host:port, or a list of them")
-    protocol: str = Field(default="grpc")
-    model: str = Field(default="rerank")
-    top_n: Optional[int] = Field(default=3)
-    timeout: float = Field(default=30.0)
-    _client: Optional[RerankClient] = PrivateAttr(default=None)
+    url: Union[str, List[str]] = Field(default="localhost:8001", description="host:port, or a list of them")
+    protocol: Literal["grpc", "http"] = Field(default="grpc")
+    model: str = Field(default="rerank", description="the Triton model (the `rerank` ensemble)")
+    top_n: Optional[int] = Field(default=3, description="nodes kept; None keeps all, reordered")
+    timeout: float = Field(default=30.0, description="seconds per call, retries included")
+    retries: int = Field(default=3)
+    max_concurrency: int = Field(default=4, description="requests of one call in flight at once")
+    tls: Optional[TLSOptions] = Field(default=None)
+    headers: Dict[str, str] = Field(default_factory=dict, description="not secret; use api_key for credentials")
+    # exclude=True: never in to_dict()/to_json(); from_dict() reads the environment again.
+    api_key: Optional[SecretStr] = Field(default_factory=_env_api_key, exclude=True)
+    token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
+    long_documents: Literal["truncate", "window"] = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
+    keep_retrieval_score: bool = Field(default=False, description="keep the retriever's score in "
+                                                                  "metadata['retrieval_score']")
+    client: Optional[RerankClient] = Field(default=None, exclude=True)
+    async_client: Optional[AsyncRerankClient] = Field(default=None, exclude=True)
+
+    # extra="forbid": a misspelt keyword raises instead of being silently ignored.
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+    _clients: Optional[_common.Clients] = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_or_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _common.check_client_or_options(data)
+        return data
+
+    @field_validator("top_n")
+    @classmethod
+    def _top_n(cls, value: Optional[int]) -> Optional[int]:
+        return _common.check_top(value, "top_n")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls(cls, value: Any) -> Optional[TLSOptions]:
+        return _common.tls_options(value)
 
     @classmethod
     def class_name(cls) -> str:
         return "TritonRerank"
 
+    def _get_clients(self) -> _common.Clients:
+        if self._clients is None:
+            config = None
+            if self.client is None and self.async_client is None:
+                config = _common.client_config(self.url, self.protocol, self.model, self.timeout, self.retries,
+                                               self.max_concurrency, self.tls, self.headers,
+                                               self.api_key.get_secret_value() if self.api_key else None,
+                                               self.token_counter)
+            self._clients = _common.Clients(config, self.client, self.async_client)
+        return self._clients
+
+    def _start(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]) -> List[str]:
+        if query_bundle is None:
+            # As LlamaIndex's SentenceTransformerRerank and CohereRerank: no query, nothing to rank by.
+            raise ValueError("Missing query bundle: pass query_bundle or query_str to rerank")
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes,
+                                          top_n=len(nodes) if self.top_n is None else self.top_n,
+                                          model_name=self.model))
+        # As LlamaIndex's own rerankers do: the text plus the metadata meant for embedding.
+        return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+
+    def _nodes(self, nodes: List[NodeWithScore], ranked) -> List[NodeWithScore]:
+        out = []
+        for position, result in ranked:
+            node = nodes[position]
+            if self.keep_retrieval_score:
+                node.node.metadata["retrieval_score"] = node.score
+            out.append(NodeWithScore(node=node.node, score=_common.EMPTY_SCORE if result is None else result.score))
+        return out
+
+    def _event_payload(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Dict[EventPayload, Any]:
+        return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
+                EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n}
+
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
-        if query_bundle is None:
-            raise ValueError("query_bundle: a query is required to rerank")
-        if not nodes:
-            return []
-        if self._client is None:
-            self._client = RerankClient(self.url, protocol=self.protocol, model=self.model, timeout=self.timeout)
-        # As LlamaIndex's own rerankers do: the text plus the metadata meant for embedding.
-        texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-        results = self._client.rerank(query_bundle.query_str, texts, top_k=self.top_n)
-        return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in results]
+        texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query_bundle)) as event:
+            ranked = (_common.rerank_sync(self._get_clients(), query_bundle.query_str, texts, self.top_n,
+                                          self.long_documents) if nodes else [])
+            out = self._nodes(nodes, ranked)
+            event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
+        return out
+
+    async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
+                                  query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+        texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query_bundle)) as event:
+            ranked = (await _common.rerank_async(self._get_clients(), query_bundle.query_str, texts, self.top_n,
+                                                 self.long_documents) if nodes else [])
+            out = self._nodes(nodes, ranked)
+            event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
+        return out
+
+    def close(self) -> None:
+        """Close the clients this postprocessor built (a client you passed stays yours)."""
+        if self._clients is not None:
+            self._clients.close()
+
+    async def aclose(self) -> None:
+        if self._clients is not None:
+            await self._clients.aclose()
