@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import onnx
+
 from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
-from export.onnx_export import export_onnx
+from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
 from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, TOKENIZER_INSTANCES,
                              ServingLimits)
@@ -153,8 +155,10 @@ def served_artifact(backend: str, precision: str) -> dict:
         return {"file": "cross_encoder/1/model.onnx", "runtime": f"ONNX Runtime CPU ({graph})",
                 "certified_by": f"export gate {precision} (this exact graph and runtime); make verify on the server"}
     if backend == "onnxruntime":
+        graph = "the fp32 graph with fp16-stored weights (one file)" if precision == "fp16" else \
+            "the fp32 graph (weights in model.onnx.data above 2 GB)"
         return {"file": "cross_encoder/1/model.onnx",
-                "runtime": f"ONNX Runtime TensorRT EP, {precision} engine built from the fp32 graph at first load",
+                "runtime": f"ONNX Runtime TensorRT EP, {precision} engine built at first load from {graph}",
                 "certified_by": "make verify against the live server on the target GPU (the export gate ran the "
                                 "fp32 graph on ONNX Runtime CPU: a proxy for the engine, not the engine)"}
     return {"file": "cross_encoder/1/model.plan",
@@ -271,6 +275,22 @@ def stage_fp16(ctx: ExportContext) -> None:
     ctx.served_onnx = fp16_path
 
 
+def stage_fp16_weights(ctx: ExportContext) -> None:
+    """onnxruntime backend at fp16: serve the fp32 computation with fp16-stored weights (under
+    2 GB, one file; what the TensorRT EP rounds to anyway) and gate it with fp16 thresholds."""
+    path = ctx.work / "fp16_weights" / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_onnx(with_fp16_weights(onnx.load(str(ctx.fp32_path))), path)
+    release_memory()
+    ctx.reports["fp16"] = parity.run_gate(
+        "fp16", ctx.fixture, parity.onnx_runner(ort_session(path)),
+        "fp32 computation with fp16-stored weights on ONNX Runtime CPU",
+        "proxy: the graph served, before the TensorRT EP lowers it to fp16 on the GPU")
+    _print_gate(ctx.reports["fp16"])
+    _require(ctx.reports["fp16"])
+    ctx.served_onnx = path
+
+
 def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
     """The layers the plan builders pin to fp32: normalisations, softmax, and whatever leaves the
     fp16 range on the calibration texts, measured on this very graph."""
@@ -344,6 +364,7 @@ STAGES: list[Stage] = [
     Stage("certificate", stage_certificate),
     Stage("parity_fp32", stage_parity_fp32),
     Stage("fp16", stage_fp16, _fp16_for("python")),
+    Stage("fp16_weights", stage_fp16_weights, _fp16_for("onnxruntime")),
     Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
     Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
     Stage("repository", stage_repository),

@@ -183,6 +183,10 @@ def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
         "trt_profile_opt_shapes": ",".join(p.shapes("opt") for p in profiles),
         "trt_profile_max_shapes": ",".join(p.shapes("max") for p in profiles),
     }
+    if spec.precision == "fp16":
+        # The EP's counterpart of the plan builders' fp32 pins: LayerNormalization in fp32, the
+        # overflow TensorRT 10.5 itself warns about for layernorm after self-attention in fp16.
+        params["trt_layer_norm_fp32_fallback"] = "true"
     accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt", parameters=params)
     policy = mc.ModelOptimizationPolicy()
     policy.execution_accelerators.gpu_execution_accelerator.append(accelerator)

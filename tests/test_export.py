@@ -207,6 +207,8 @@ def test_exported_graph_has_no_cumsum_and_no_square_mask(python_repo, tmp_path):
 
 
 def test_onnxruntime_backend_serves_plain_graph_tensorrt_can_parse(tiny_model, tmp_path):
+    import numpy as np
+
     repo = tmp_path / "ort"
     assert export_main(["--model", str(tiny_model), "--repo", str(repo)]) == 0
     graph = onnx.load(str(repo / "cross_encoder" / "1" / "model.onnx"))
@@ -214,7 +216,39 @@ def test_onnxruntime_backend_serves_plain_graph_tensorrt_can_parse(tiny_model, t
     assert graph.opset_import[0].version >= 17
     assert [i.name for i in graph.graph.input] == list(INPUT_NAMES)
     assert [o.name for o in graph.graph.output] == ["logit", "score"]
-    assert 'name: "tensorrt"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
+    config = (repo / "cross_encoder" / "config.pbtxt").read_text()
+    assert 'name: "tensorrt"' in config and "trt_layer_norm_fp32_fallback" in config
+    # fp16 (the default): the large weights are stored fp16 behind Casts, computation stays fp32,
+    # and that served graph is gated with fp16 thresholds and labelled a proxy for the engine.
+    from export.onnx_export import FP16_STORAGE_MIN_ELEMENTS
+
+    large = [t for t in graph.graph.initializer if np.prod(t.dims) >= FP16_STORAGE_MIN_ELEMENTS]
+    assert large and {t.data_type for t in large} == {onnx.TensorProto.FLOAT16}
+    assert not (repo / "cross_encoder" / "1" / "model.onnx.data").exists()
+    gate = _gate(repo)["gates"]["fp16"]
+    assert gate["passed"] and gate["served"].startswith("proxy") and "fp16-stored weights" in gate["artifact"]
+
+
+def test_fp16_weight_storage_halves_the_graph_and_keeps_fp32_compute(python_repo, tmp_path):
+    import numpy as np
+
+    from export.onnx_export import FP16_STORAGE_MIN_ELEMENTS, initializer_bytes, with_fp16_weights
+    from export.pipeline import ort_session
+
+    path = python_repo / "cross_encoder" / "1" / "model.onnx"
+    converted = tmp_path / "model.onnx"
+    original = onnx.load(str(path))
+    large = sum(int(np.prod(t.dims)) * 4 for t in original.graph.initializer
+                if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= FP16_STORAGE_MIN_ELEMENTS)
+    before_bytes = initializer_bytes(original)
+    onnx.save(with_fp16_weights(original), str(converted))
+    assert large > 0.5 * before_bytes  # the matrices and embeddings (~all of it for the real model)
+    assert initializer_bytes(onnx.load(str(converted))) == before_bytes - large // 2
+    ids = np.array([[0, 17, 25, 99, 2, 2, 40, 41, 2, 1]], dtype=np.int64)
+    mask = (ids != 1).astype(np.int64)
+    before = parity.onnx_runner(ort_session(path))(ids, mask)
+    after = parity.onnx_runner(ort_session(converted))(ids, mask)
+    assert 0 < np.max(np.abs(before - after)) < 0.05  # weight rounding only: small, not zero
 
 
 def _write_config(folder: Path, **overrides) -> Path:
