@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import planning, tritonclient_adapter
+from . import contract, planning, tritonclient_adapter
 from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
-from .errors import DeadlineExceededError, ModelNotReadyError, RerankError
+from .errors import DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankError
 from .server_limits import ServerLimits, server_limits_from
 from .tritonclient_adapter import TLSOptions
 
@@ -80,8 +80,11 @@ class ClientBase:
         self._limits = server_limits_from(response)
         return self._limits
 
-    def _chunks(self, pairs: List[Pair], limits: ServerLimits) -> List[planning.Chunk]:
+    def _chunks(self, pairs: List[Pair], limits: ServerLimits, long_documents: str = "truncate",
+                window_stride: Optional[int] = None) -> List[planning.Chunk]:
         planning.check_sizes(pairs, limits.max_text_bytes)
+        if long_documents == "window":
+            return self._window_chunks(pairs, limits, window_stride)
         length = None
         if self._count is not None:
             count = self._count
@@ -90,10 +93,34 @@ class ClientBase:
                 return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
         return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets)
 
+    def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
+        """Requests of at most max_windows_per_request windows by estimate (token_counter, else
+        UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count)."""
+        if limits.max_windows_per_request is None or limits.max_length is None or limits.query_max_length is None:
+            raise ModelNotReadyError("the server does not publish window limits: it predates window mode "
+                                     "(re-export it)")
+        count = self._count or (lambda text: len(text.encode("utf-8")) + 1)
+        windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), limits.max_length,
+                                             limits.query_max_length, limits.special_tokens_per_pair or 4, stride)
+                   for q, p in pairs]
+        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, limits.max_windows_per_request,
+                                           stride)
+
+    def _model_for(self, chunk: planning.Chunk) -> str:
+        return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
+
     def _request(self, chunk: planning.Chunk):
-        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages)
-        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO)
+        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages,
+                                                  chunk.strides)
+        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=chunk.strides is not None)
         return inputs, outputs
+
+    @staticmethod
+    def _should_split(err: BaseException, chunk: planning.Chunk) -> bool:
+        """The server refused a window-mode request for holding too many windows (our estimate
+        was low): it is split in two and each half sent, instead of failing the call."""
+        return (chunk.strides is not None and len(chunk.rows) > 1 and isinstance(err, InvalidInputError)
+                and contract.WINDOWS_PER_REQUEST_ERROR in str(err))
 
     def _infer_kwargs(self, remaining: float) -> Dict[str, float]:
         """gRPC carries the remaining deadline to the server; HTTP's timeouts are per client."""

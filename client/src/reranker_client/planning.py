@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +19,19 @@ class Chunk:
     rows: List[int]  # indices into the caller's pair list
     queries: np.ndarray  # object [B, 1] of UTF-8 bytes
     passages: np.ndarray
+    strides: Optional[np.ndarray] = None  # window mode: int32 [B, 1] (0 = the server's default)
+
+
+LONG_DOCUMENT_MODES = ("truncate", "window")
+
+
+def check_mode(long_documents: str, window_stride: Optional[int]) -> None:
+    if long_documents not in LONG_DOCUMENT_MODES:
+        raise InvalidInputError(f"long_documents: must be 'truncate' or 'window', got {long_documents!r}")
+    if window_stride is not None and (long_documents != "window" or not isinstance(window_stride, int)
+                                      or window_stride < 1):
+        raise InvalidInputError(f"window_stride: a positive int, with long_documents='window' only; "
+                                f"got {window_stride!r}")
 
 
 def _check_text(field: str, value: object) -> bytes:
@@ -108,6 +122,52 @@ def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
     return chunks
 
 
+def estimate_windows(query_tokens: int, passage_tokens: int, max_length: int, query_max_length: int,
+                     special_tokens: int, stride: Optional[int]) -> int:
+    """Windows the server will cut a passage into, from token estimates: windows of
+    max_length - query - special tokens, `stride` apart (default half a window). The server cuts
+    at word boundaries, which can add a window; the client splits a request the server finds too
+    large (see `split`)."""
+    width = max(1, max_length - min(query_tokens, query_max_length) - special_tokens)
+    step = stride or max(1, width // 2)
+    if passage_tokens <= width:
+        return 1
+    return 1 + math.ceil((passage_tokens - width) / step)
+
+
+def plan_window_chunks(pairs: List[Tuple[bytes, bytes]], windows: Sequence[int], max_batch_size: int,
+                       max_windows_per_request: int, stride: Optional[int]) -> List[Chunk]:
+    """Window mode: passages sorted by their estimated windows, packed so a request holds at most
+    max_batch_size passages and (by the estimates) max_windows_per_request windows."""
+    order = sorted(range(len(pairs)), key=lambda i: windows[i])
+    groups: List[List[int]] = [[]]
+    load = 0
+    for i in order:
+        cost = min(windows[i], max_windows_per_request)
+        if groups[-1] and (len(groups[-1]) >= max_batch_size or load + cost > max_windows_per_request):
+            groups.append([])
+            load = 0
+        groups[-1].append(i)
+        load += cost
+    return [Chunk(rows, np.array([[pairs[i][0]] for i in rows], dtype=np.object_),
+                  np.array([[pairs[i][1]] for i in rows], dtype=np.object_),
+                  np.full((len(rows), 1), stride or 0, dtype=np.int32)) for rows in groups if rows]
+
+
+def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
+    """Two halves of a chunk, for a request the server found over its per-request window limit."""
+    half = len(chunk.rows) // 2
+    parts = []
+    for part in (slice(0, half), slice(half, None)):
+        parts.append(replace(chunk, rows=chunk.rows[part], queries=chunk.queries[part], passages=chunk.passages[part],
+                             strides=None if chunk.strides is None else chunk.strides[part]))
+    return parts[0], parts[1]
+
+
+def join_outputs(first: Dict[str, np.ndarray], second: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return {name: np.concatenate([np.asarray(first[name]), np.asarray(second[name])]) for name in first}
+
+
 def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional[Sequence[str]] = None
              ) -> List[RerankResult]:
     """Results in input order, from each chunk's output arrays; refuses to drop any row."""
@@ -115,13 +175,17 @@ def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional
     for chunk, outputs in answered:
         n = len(chunk.rows)
         arrays = {t.name: np.asarray(outputs[t.name]).reshape(-1) for t in contract.ENSEMBLE_OUTPUTS}
-        if any(len(a) != n for a in arrays.values()):
+        spans = np.asarray(outputs[contract.SPAN.name]).reshape(-1, 2) if contract.SPAN.name in outputs else None
+        windows = np.asarray(outputs[contract.WINDOWS.name]).reshape(-1) if contract.WINDOWS.name in outputs else None
+        if any(len(a) != n for a in arrays.values()) or (spans is not None and len(spans) != n):
             raise RuntimeError(f"server returned {[len(a) for a in arrays.values()]} rows for a chunk of {n}")
         for j, row in enumerate(chunk.rows):
             results[row] = RerankResult(
                 index=row, score=float(arrays[contract.SCORE.name][j]), logit=float(arrays[contract.LOGIT.name][j]),
                 tokens=int(arrays[contract.TOKENS.name][j]), truncated=bool(arrays[contract.TRUNCATED.name][j]),
-                document=documents[row] if documents is not None else None)
+                document=documents[row] if documents is not None else None,
+                span=(int(spans[j][0]), int(spans[j][1])) if spans is not None else None,
+                windows=int(windows[j]) if windows is not None else None)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"no result for rows {missing[:10]}")

@@ -48,8 +48,10 @@ class TritonPythonModel:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.record = ShapeRecord()
-        self.gauges = {name: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
-                       .Metric(labels={"model": self.name}) for name, text in METRIC_HELP.items()}
+        # The families must outlive their metrics (the backend refuses a metric whose family is gone).
+        self.families = {name: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
+                         for name, text in METRIC_HELP.items()}
+        self.gauges = {name: family.Metric(labels={"model": self.name}) for name, family in self.families.items()}
 
     def execute(self, requests):
         feeds, responses = {}, [None] * len(requests)
