@@ -46,6 +46,19 @@ DEFAULT_MAX_BATCH_SIZE = 64
 MAX_BATCH_TOKENS = 32_768
 LENGTH_CLASS_BOUNDS = (512, 2048, 8192)
 
+# The export's gates (certificate noise floor, parity) score padded batches on the export host's
+# CPU, where unfused attention holds rows x heads x length^2 floats: 16 rows of 8,192 tokens are
+# tens of GB. They batch at most GATE_BATCH_TOKENS padded tokens (always 16 rows up to 512
+# tokens, as before; one row at 8,192).
+GATE_BATCH_TOKENS = 8_192
+GATE_MAX_ROWS = 16
+
+
+def gate_batch(length: int) -> int:
+    """Rows per batch when the export's gates score rows padded to `length` tokens."""
+    return max(1, min(GATE_MAX_ROWS, GATE_BATCH_TOKENS // length))
+
+
 # Windowed scoring (`rerank_windows`): a passage longer than what fits beside the query is cut
 # into overlapping windows of whole words; it gets its best window's score and span. Default
 # stride: half a window (each token is seen by about two windows), set per request otherwise.
