@@ -28,6 +28,7 @@ from export.pipeline import pair_tokenization_module
 from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
 from local_triton.server import TritonServer, free_port
 from reranker_client import RerankClient
+from reranker_client.lengths import token_counter
 
 REAL_LAYERS, REAL_HIDDEN = 24, 1024  # bge-reranker-v2-m3
 
@@ -70,11 +71,15 @@ def rows_of(pair_tokenizer, query: str, passages: list[str], window: bool) -> li
     return pair_tokenizer.tokenize_request([query] * len(passages), passages).tokens.reshape(-1).tolist()
 
 
-def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: int, log_dir: Path) -> dict:
+def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: int, log_dir: Path,
+             counter) -> dict:
     server = TritonServer(repo, free_port(), free_port(), free_port(), log_path=log_dir / f"tritonserver-{repo.name}.log")
     server.start(timeout=300)
     try:
-        with RerankClient(server.grpc_url, timeout=3600) as client:
+        # Exact token counts: requests are packed by the server's published length classes, so a
+        # request of long pairs is one class batch. One request in flight: on CPU a single batch of
+        # 4 x 6,144 tokens takes seconds, and more queued would meet the 5 s queue timeout.
+        with RerankClient(server.grpc_url, timeout=3600, max_concurrency=1, token_counter=counter) as client:
             client.rerank(query, passages[:4], long_documents=mode)  # warm-up
             times, results = [], None
             for _ in range(repeats):
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, length, mode in (("window mode, max_length 512", 512, "window"),
                                 ("one pass, max_length 8,192", 8192, "truncate")):
-        measured = run_case(repos[length], query, passages, mode, args.repeats, log_dir)
+        measured = run_case(repos[length], query, passages, mode, args.repeats, log_dir,
+                            token_counter(str(model_dir / "tokenizer.json")))
         row_lengths = rows_of(tokenizers[length], query, passages, mode == "window")
         useful, computed = padding(row_lengths, ServingLimits(max_length=length).buckets)
         real_flops = sum(machine.flops_per_pair(n, REAL_LAYERS, REAL_HIDDEN) for n in row_lengths)

@@ -121,3 +121,18 @@ def max_batch_for_length(limits: ServingLimits, profiles: list[Profile], length:
     """How many pairs of `length` tokens one execution may hold: its class's batch."""
     del profiles  # the classes decide; kept for the callers' signature
     return class_for_length(length_classes(limits), length).max_batch
+
+
+if __name__ == "__main__":  # python -m export.tensorrt_profiles --max-length 1024 --model-for 1024
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the length classes of a max_length, or the model of one length")
+    parser.add_argument("--max-length", type=int, required=True)
+    parser.add_argument("--model-for", type=int, help="print the class model that serves rows of this many tokens")
+    args = parser.parse_args()
+    table = length_classes(ServingLimits(max_length=args.max_length))
+    if args.model_for is not None:
+        print(class_for_length(table, args.model_for).model)
+    else:
+        for row in table:
+            print(f"{row.model}\t{row.min_length}..{row.max_length}\t{row.max_batch}")

@@ -91,7 +91,7 @@ class ClientBase:
 
             def length(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
-        return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets)
+        return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets, limits.class_batch)
 
     def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
         """Requests of at most max_windows_per_request windows by estimate (token_counter, else

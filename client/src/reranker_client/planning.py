@@ -70,18 +70,19 @@ def utf8_length(query: bytes, passage: bytes) -> int:
     return len(query) + len(passage)
 
 
-def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None
-                 ) -> List[Tuple[int, int]]:
-    """Cut ascending `lengths` into runs of at most max_batch_size that minimise padded size
-    (each run is padded to its longest item) plus a fixed cost per run. Dynamic programming,
-    O(n * max_batch_size)."""
+def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None,
+                 max_rows: Optional[Callable[[int], int]] = None) -> List[Tuple[int, int]]:
+    """Cut ascending `lengths` into runs of at most max_batch_size (and at most max_rows(longest)
+    rows, the server's batch for that length) that minimise padded size (each run is padded to
+    its longest item) plus a fixed cost per run. Dynamic programming, O(n * max_batch_size)."""
     n = len(lengths)
     if request_cost is None:
         request_cost = REQUEST_COST_PAIRS * (sum(lengths) / n if n else 0.0)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
     for end in range(1, n + 1):
-        for start in range(max(0, end - max_batch_size), end):
+        rows = max_batch_size if max_rows is None else max(1, min(max_batch_size, max_rows(lengths[end - 1])))
+        for start in range(max(0, end - rows), end):
             cost = best[start] + (end - start) * lengths[end - 1] + request_cost
             if cost < best[end]:
                 best[end], cut[end] = cost, start
@@ -103,18 +104,22 @@ def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int])
 
 def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
                 length: Optional[Callable[[bytes, bytes], int]] = None,
-                buckets: Optional[Sequence[int]] = None) -> List[Chunk]:
+                buckets: Optional[Sequence[int]] = None,
+                class_batch: Optional[Callable[[int], int]] = None) -> List[Chunk]:
     """Sort by length so each chunk holds similar lengths (the server pads a request to its
     longest pair), then cut where padding would cost more than another request. `length`
     gives a pair's tokens (a real tokenizer packs tightest; UTF-8 bytes are the fallback);
-    with token lengths, the server's `buckets` say what each chunk really costs."""
+    with token lengths, the server's `buckets` say what each chunk really costs and its length
+    classes (`class_batch(padded length)`) how many such pairs one model batch holds, so a
+    request of long pairs is one batch, not a queue of them."""
     estimates = [(length or utf8_length)(q, p) for q, p in pairs]
     if length is not None and buckets:
         estimates = [buckets[min(bisect.bisect_left(buckets, e), len(buckets) - 1)] for e in estimates]
     order = sorted(range(len(pairs)), key=lambda i: estimates[i])
     lengths = [estimates[i] for i in order]
     chunks = []
-    for start, end in chunk_bounds(lengths, max_batch_size):
+    for start, end in chunk_bounds(lengths, max_batch_size,
+                                   max_rows=class_batch if length is not None and buckets else None):
         rows = order[start:end]
         queries = np.array([[pairs[i][0]] for i in rows], dtype=np.object_)
         passages = np.array([[pairs[i][1]] for i in rows], dtype=np.object_)
