@@ -82,6 +82,9 @@ MAX_QUEUE_DELAY_US = 2_000
 TOKENIZER_QUEUE_DELAY_US = 200
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
+# The length router waits on the class models (BLS) inside execute(); a second instance keeps a
+# short request from waiting behind a long one's execute.
+ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
 QUEUE_TIMEOUT_US = 5_000_000
 

@@ -21,7 +21,7 @@ from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TO
 
 from export.settings import (
     GPU_MODEL_INTRA_OP_THREADS, MAX_BATCH_TOKENS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, MAX_WINDOWS_PER_PASSAGE,
-    MAX_WINDOWS_PER_REQUEST, QUEUE_TIMEOUT_US, SPECIAL_TOKENS_PER_PAIR, TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES,
+    MAX_WINDOWS_PER_REQUEST, QUEUE_TIMEOUT_US, ROUTER_INSTANCES, SPECIAL_TOKENS_PER_PAIR, TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES,
     TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
 )
 from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes
@@ -147,7 +147,7 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         # Concurrent requests arrive in one execute(), so their rows reach the class models together
         # and batch there.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
-        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(config, **{Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
                            Param.LENGTH_CLASSES: published_classes(classes),
