@@ -113,3 +113,10 @@ def test_class_model_shape_checks():
     record.update(4, 100)
     assert record.update(1, 300) == {shapes.METRIC_MAX_TOKENS: 400, shapes.METRIC_MAX_ROWS: 4,
                                      shapes.METRIC_MAX_LENGTH: 300, shapes.METRIC_MIN_LENGTH: 100}
+
+
+def test_a_request_within_one_class_stays_one_part_of_its_own_shape():
+    limits = ServingLimits(max_length=8192)
+    table = [(c.max_length, c.max_batch) for c in length_classes(limits)]
+    parts = routing.plan(np.array([30, 200, 480, 17]), limits.buckets, table)
+    assert [(p.length_class, p.width, p.rows.tolist()) for p in parts] == [(0, 480, [0, 1, 2, 3])]

@@ -37,20 +37,26 @@ def row_lengths(mask: np.ndarray) -> np.ndarray:
 
 
 def plan(lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]]) -> list[Part]:
-    """Rows grouped by their own bucket (a short row is not padded to a long neighbour), each
-    group sent to the class that holds its bucket, in parts of at most the class's batch."""
-    by_bucket: dict[int, list[int]] = {}
+    """Rows grouped by the class that holds their own bucket; within a class, sorted by length
+    and cut into parts of at most the class's batch, each padded to the bucket of its longest
+    row. A request whose rows all fall in one class (the usual case, and always at max_length
+    <= 512) stays one part of the shape the tokenizer gave it, so it merges with other requests
+    of that shape as before; a request mixing lengths is not padded to its longest row."""
+    by_class: dict[int, list[tuple[int, int]]] = {}
     for row, length in enumerate(lengths.tolist()):
         position = bisect.bisect_left(buckets, length)
         if position == len(buckets):
             raise RouteError(f"input_ids: a row of {length} tokens exceeds max_length={buckets[-1]}")
-        by_bucket.setdefault(buckets[position], []).append(row)
+        index = next(i for i, (bound, _) in enumerate(classes) if buckets[position] <= bound)
+        by_class.setdefault(index, []).append((length, row))
     parts = []
-    for width, rows in sorted(by_bucket.items()):
-        index = next(i for i, (bound, _) in enumerate(classes) if width <= bound)
+    for index, members in sorted(by_class.items()):
+        members.sort()
         batch = classes[index][1]
-        for start in range(0, len(rows), batch):
-            parts.append(Part(index, width, np.asarray(rows[start:start + batch])))
+        for start in range(0, len(members), batch):
+            chunk = members[start:start + batch]
+            width = buckets[bisect.bisect_left(buckets, chunk[-1][0])]
+            parts.append(Part(index, width, np.asarray(sorted(row for _, row in chunk))))
     return parts
 
 
