@@ -34,7 +34,7 @@ USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench eval rest rest-bench clean
+.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench bench-long eval rest rest-bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -131,9 +131,13 @@ $(INFINITY_VENV)/.installed: requirements/infinity.txt
 bench: setup $(INFINITY_VENV)/.installed ## side-by-side benchmark (ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity)
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape bench --requests 2 --concurrency 1,2 --out benchmarks/results
+	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results
+
+bench-long: setup ## long documents: window mode at max_length 512 vs one pass at 8192 (100 passages, 1,000-6,000 tokens)
+	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results
 
 configs: setup ## regenerate the committed model_repository/ configs from export/triton_config.py
-	$(PY) -m export.triton_config model_repository
+	$(PY) -m export.triton_config model_repository tests/golden/long_context
 
 clean:
 	rm -rf runs .cache

@@ -19,6 +19,7 @@ import numpy as np
 from reranker_client.certificate import FILENAME, FORMAT, Thresholds, score_rows  # noqa: F401 - FILENAME re-exported
 
 from export import certificate_texts
+from export.settings import gate_batch
 
 # fp32: an implementation may differ from PyTorch by up to this many times PyTorch's own
 # batching noise (the same math, other summation orders); below that it is rounding, above it
@@ -99,7 +100,7 @@ def build(pair_tokenizer, reference_run, *, model: dict, served: dict, progress=
     progress(f"[export] certificate: scoring {len(texts)} held-out pairs alone with fp32 PyTorch")
     alone = np.array([score_alone(reference_run, ids) for ids, _ in tokenized])
     batched = score_rows(reference_run, [ids for ids, _ in tokenized], pair_tokenizer.buckets,
-                         pair_tokenizer.pad_id)
+                         pair_tokenizer.pad_id, gate_batch)
     noise_floor = float(np.max(np.abs(alone - batched)))
     fp32 = fp32_thresholds(noise_floor)
     for entry, (ids, truncated), logit in zip(pairs, tokenized, alone):

@@ -18,6 +18,7 @@ from reranker_client.certificate import compare, fixture_rows, score_rows
 
 from export import calibration_texts, certificate
 from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
+from export.settings import gate_batch
 
 PADDING_PAIRS = 6
 
@@ -91,7 +92,7 @@ def calibration_feeds(pair_tokenizer, size: int = 8) -> list[dict[str, np.ndarra
 def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "",
              served: str = "") -> ParityResult:
     rows = fixture_rows(fixture)
-    scored = score_rows(candidate_run, rows, fixture["buckets"], fixture["pad_id"])
+    scored = score_rows(candidate_run, rows, fixture["buckets"], fixture["pad_id"], gate_batch)
     n = len(fixture["pairs"])
     report = compare(fixture, scored[:n].tolist(), scored[n:].tolist(), precision)
 

@@ -2,9 +2,13 @@
 moved into place, so a failed export never leaves a half-written repository behind.
 
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
-    rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> cross_encoder
-    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, tokenizer.json}
+    rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router
+    rerank_windows/config.pbtxt, rerank_windows/1/...   ensemble: tokenizer -> length_router -> window_reduce
+    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, tokenizer.json}
+    length_router/, window_reduce/                      Python models (code only)
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
+    cross_encoder_<bound>/...                           the other length classes (max_length > 512):
+                                                        the same files, hard-linked where possible
     cross_encoder/parity.json                           the export gates' numbers, per artifact
     certificate.json                                    held-out pairs + fp32 PyTorch logits: `make verify`
     manifest.json                                       what was exported, from what, how, what is served
@@ -13,6 +17,7 @@ Layout (the committed model_repository/ is the same, minus weights and tokenizer
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import replace
@@ -20,11 +25,21 @@ from pathlib import Path
 
 from reranker_client.certificate import FILENAME
 
+from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, WINDOW_REDUCE
+
+from export.tensorrt_profiles import length_classes
 from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOLDER, RepositorySpec, all_configs,
                                   engine_cache_prefix_for, to_pbtxt, warmup_files)
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
+# The code each Python model's version folder carries, copied from the committed repository.
+MODEL_CODE = {
+    TOKENIZER: ("model.py", "pair_tokenization.py", "pair_windows.py"),
+    LENGTH_ROUTER: ("model.py", "routing.py"),
+    WINDOW_REDUCE: ("model.py", "reduction.py"),
+}
+CROSS_ENCODER_CODE = ("model.py", "shape_limits.py")  # the Python backend's cross-encoder
+TOKENIZER_CODE = MODEL_CODE[TOKENIZER]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # The ensemble's version folder holds no file, and `aws s3 sync`, `gsutil rsync` and most
 # object stores drop empty folders: without rerank/1/ Triton refuses to load the ensemble.
@@ -52,22 +67,30 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for name in (TOKENIZER, CROSS_ENCODER, ENSEMBLE):
+        classes = length_classes(spec.limits)
+        for name in (TOKENIZER, LENGTH_ROUTER, WINDOW_REDUCE, ENSEMBLE, WINDOW_ENSEMBLE, *(c.model for c in classes)):
             (staging / name / "1").mkdir(parents=True)
-        (staging / ENSEMBLE / "1" / ENSEMBLE_PLACEHOLDER).write_text(PLACEHOLDER_TEXT)
-        for filename in TOKENIZER_CODE:
-            shutil.copy2(SOURCE_REPOSITORY / TOKENIZER / "1" / filename, staging / TOKENIZER / "1" / filename)
+        for name in (ENSEMBLE, WINDOW_ENSEMBLE):
+            (staging / name / "1" / ENSEMBLE_PLACEHOLDER).write_text(PLACEHOLDER_TEXT)
+        for name, files in MODEL_CODE.items():
+            for filename in files:
+                shutil.copy2(SOURCE_REPOSITORY / name / "1" / filename, staging / name / "1" / filename)
         for filename in TOKENIZER_FILES:
             if (tokenizer_dir / filename).exists():
                 shutil.copy2(tokenizer_dir / filename, staging / TOKENIZER / "1" / filename)
-        if spec.backend == "python":
-            shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / "model.py",
-                         staging / CROSS_ENCODER / "1" / "model.py")
-        warmup = staging / CROSS_ENCODER / WARMUP_FOLDER
-        warmup.mkdir()
-        for filename, content in warmup_files(spec.limits).items():
-            (warmup / filename).write_bytes(content)
+        for length_class in classes:
+            if spec.backend == "python":
+                for filename in CROSS_ENCODER_CODE:
+                    shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename,
+                                 staging / length_class.model / "1" / filename)
+            warmup = staging / length_class.model / WARMUP_FOLDER
+            warmup.mkdir()
+            for filename, content in warmup_files(spec.limits, length_class).items():
+                (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
+        # Every class model serves the same weights (a plan holds every class's profile).
+        for length_class in classes[1:]:
+            link_model_files(staging / CROSS_ENCODER / "1", staging / length_class.model / "1")
         # Configs last: the engine cache key is a hash of the graph just placed.
         graph = staging / CROSS_ENCODER / "1" / "model.onnx"
         if spec.backend == "onnxruntime" and graph.exists():
@@ -85,6 +108,18 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def link_model_files(source: Path, target: Path) -> None:
+    """Hard-link (copy where links are not possible) the model files of one version folder into
+    another: a 2 GB graph is stored once on disk."""
+    for path in source.iterdir():
+        if path.is_file() and path.suffix in (".onnx", ".data", ".plan"):
+            dest = target / path.name
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:

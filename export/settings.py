@@ -34,10 +34,37 @@ SPECIAL_TOKENS_PER_PAIR = 4
 # from the client; 64 x 512 tokens is ~21 TFLOP, a few tens of ms on an H100.
 DEFAULT_MAX_BATCH_SIZE = 64
 
-# Pairs longer than this many tokens run in TensorRT's "long" profile, which holds at most
-# LONG_PROFILE_MAX_BATCH pairs (activation memory grows with length squared).
-SHORT_PROFILE_MAX_LENGTH = 1024
-LONG_PROFILE_MAX_BATCH = 4
+# Batches are bounded by tokens, not only by pairs. Triton's dynamic batcher merges requests of
+# one shape up to a model's max_batch_size whatever their length, so a per-request rule cannot
+# bound what runs; a model's max_batch_size can. The cross-encoder is therefore served as one
+# model per LENGTH CLASS (one TensorRT profile each): class i takes padded lengths in
+# (bound[i-1], bound[i]] and at most MAX_BATCH_TOKENS // bound[i] pairs (never more than
+# max_batch_size), so no batch it can form holds more than MAX_BATCH_TOKENS padded tokens.
+# 32,768 = 64 x 512 keeps today's 64-pair batches at max_length 512 and gives the 8,192-token
+# class 4 pairs (activation memory grows with length squared; 4 x 8192 was the long profile's
+# batch before). The `length_router` model sends each row to its class (tensorrt_profiles.py).
+MAX_BATCH_TOKENS = 32_768
+LENGTH_CLASS_BOUNDS = (512, 2048, 8192)
+
+# The export's gates (certificate noise floor, parity) score padded batches on the export host's
+# CPU, where unfused attention holds rows x heads x length^2 floats: 16 rows of 8,192 tokens are
+# tens of GB. They batch at most GATE_BATCH_TOKENS padded tokens (always 16 rows up to 512
+# tokens, as before; one row at 8,192).
+GATE_BATCH_TOKENS = 8_192
+GATE_MAX_ROWS = 16
+
+
+def gate_batch(length: int) -> int:
+    """Rows per batch when the export's gates score rows padded to `length` tokens."""
+    return max(1, min(GATE_MAX_ROWS, GATE_BATCH_TOKENS // length))
+
+
+# Windowed scoring (`rerank_windows`): a passage longer than what fits beside the query is cut
+# into overlapping windows of whole words; it gets its best window's score and span. Default
+# stride: half a window (each token is seen by about two windows), set per request otherwise.
+# The limits bound the work one request can cause: every window is a model row.
+MAX_WINDOWS_PER_PASSAGE = 32
+MAX_WINDOWS_PER_REQUEST = 256
 
 # TensorRT builder workspace (both builders and the ONNX Runtime TensorRT accelerator): room for
 # the fastest attention tactics at the largest profile shape.
@@ -55,6 +82,9 @@ MAX_QUEUE_DELAY_US = 2_000
 TOKENIZER_QUEUE_DELAY_US = 200
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
+# The length router waits on the class models (BLS) inside execute(); a second instance keeps a
+# short request from waiting behind a long one's execute.
+ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
 QUEUE_TIMEOUT_US = 5_000_000
 

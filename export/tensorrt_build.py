@@ -22,7 +22,7 @@ from pathlib import Path
 
 from export import plan_certification
 from export.settings import TENSORRT_WORKSPACE_BYTES, ServingLimits
-from export.tensorrt_profiles import check_consistency, max_batch_for_length, profiles_for
+from export.tensorrt_profiles import check_consistency, length_classes, max_batch_for_length, profiles_for
 
 # The serving image is nvcr.io/nvidia/tritonserver:24.10-py3 (Triton 2.51.0, TensorRT 10.5.0);
 # the TensorRT image of the same release carries trtexec and the same TensorRT.
@@ -101,6 +101,10 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
     inner = (f"{' '.join(shlex.quote(a) for a in build_cmd)} && "
              f"(python3 -c 'import polygraphy' 2>/dev/null || pip install --quiet --user {POLYGRAPHY}) && "
              f"{' '.join(shlex.quote(a) for a in certify_cmd)}")
+    # Every other length-class model serves the same plan with its own profile.
+    links = "".join(f'ln -f "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan" 2>/dev/null || '
+                    f'cp "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan"\n'
+                    for c in length_classes(build.limits)[1:])
     script = folder / "build_plan.sh"
     script.write_text(f"""#!/usr/bin/env bash
 # Builds cross_encoder/1/model.plan from tensorrt/model.onnx with the TensorRT release of the
@@ -118,7 +122,7 @@ image="${{TENSORRT_IMAGE:-{TENSORRT_IMAGE}}}"
 # Files come out owned by the caller, not root; HOME for pip's --user install of polygraphy.
 docker run --rm --gpus "${{GPU:-device=0}}" --user "$(id -u):$(id -g)" -e HOME=/tmp \\
   -v "$repo:/repo" -v "$cache:/cache" "$image" bash -c {shlex.quote(inner)}
-echo "certified plan installed at $repo/cross_encoder/1/model.plan"
+{links}echo "certified plan installed at $repo/cross_encoder/1/model.plan"
 """)
     script.chmod(0o755)
     return script

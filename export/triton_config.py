@@ -16,13 +16,15 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from reranker_client import contract
-from reranker_client.contract import CROSS_ENCODER, ENSEMBLE, TOKENIZER, Param
+from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE,
+                                      Param)
 
 from export.settings import (
-    GPU_MODEL_INTRA_OP_THREADS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, QUEUE_TIMEOUT_US, SPECIAL_TOKENS_PER_PAIR,
-    TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES, TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
+    GPU_MODEL_INTRA_OP_THREADS, MAX_BATCH_TOKENS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, MAX_WINDOWS_PER_PASSAGE,
+    MAX_WINDOWS_PER_REQUEST, QUEUE_TIMEOUT_US, ROUTER_INSTANCES, SPECIAL_TOKENS_PER_PAIR, TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES,
+    TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
 )
-from export.tensorrt_profiles import profiles_for
+from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 DEFAULT_ENGINE_CACHE = "/trt-cache"  # a persistent volume in the Helm chart and compose file
@@ -75,8 +77,9 @@ CONFIG_TYPES = {"BYTES": mc.TYPE_STRING, "INT64": mc.TYPE_INT64, "INT32": mc.TYP
                 "FP32": mc.TYPE_FP32, "BOOL": mc.TYPE_BOOL}
 
 
-def _inputs(tensors) -> list[mc.ModelInput]:
-    return [mc.ModelInput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims)) for t in tensors]
+def _inputs(tensors, optional=()) -> list[mc.ModelInput]:
+    return [mc.ModelInput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims),
+                          optional=t in optional) for t in tensors]
 
 
 def _outputs(tensors) -> list[mc.ModelOutput]:
@@ -100,30 +103,31 @@ def _set_params(config: mc.ModelConfig, **values) -> None:
         config.parameters[key].string_value = str(value)
 
 
-def long_request_limits(limits: ServingLimits) -> tuple[int, int]:
-    """(length above which a request is 'long', pairs allowed in such a request): the first
-    TensorRT profile's reach, and the batch of the profile beyond it."""
-    profiles = profiles_for(limits)
-    if len(profiles) == 1:
-        return limits.max_length, limits.max_batch_size
-    return profiles[0].max_shape[1], profiles[-1].max_shape[0]
+def routed_batch_size(limits: ServingLimits) -> int:
+    """Rows the router and the window reducer take per request: a request's pairs, or its windows."""
+    return max(limits.max_batch_size, MAX_WINDOWS_PER_REQUEST)
 
 
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
-    """What the tokenizer applies and the ensemble publishes for the client (contract.Param keys)."""
+    """What the tokenizer applies and the ensembles publish for the client (contract.Param keys)."""
     limits = spec.limits
-    long_length, long_pairs = long_request_limits(limits)
     return {Param.MAX_LENGTH: limits.max_length, Param.QUERY_MAX_LENGTH: limits.query_max_length,
             Param.SPECIAL_TOKENS_PER_PAIR: SPECIAL_TOKENS_PER_PAIR,
             Param.LENGTH_BUCKETS: ",".join(map(str, limits.buckets)),
             Param.MAX_TEXT_BYTES: limits.max_text_bytes,
-            Param.LONG_REQUEST_LENGTH: long_length, Param.LONG_REQUEST_MAX_PAIRS: long_pairs}
+            Param.MAX_BATCH_TOKENS: MAX_BATCH_TOKENS,
+            Param.LENGTH_CLASSES: published_classes(length_classes(limits)),
+            Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
+            Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST}
 
 
 def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=TOKENIZER, backend="python", max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(contract.ENSEMBLE_INPUTS), output=_outputs(contract.TOKENIZER_OUTPUTS),
+        # window_stride is optional: the `rerank` ensemble does not send it (truncate mode), the
+        # `rerank_windows` ensemble does. In window mode the outputs have one row per window.
+        input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE,)),
+        output=_outputs(contract.TOKENIZER_OUTPUTS),
         # Gather concurrent requests so one execute() tokenizes them in one batch call.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU,
@@ -133,6 +137,33 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+def router_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """Python model: splits each request's rows by length class and sends each part to its class
+    model (BLS, all parts of all requests of one execute in flight at once)."""
+    classes = length_classes(spec.limits)
+    config = mc.ModelConfig(
+        name=LENGTH_ROUTER, backend="python", max_batch_size=routed_batch_size(spec.limits),
+        input=_inputs(contract.CROSS_ENCODER_INPUTS), output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
+        # Concurrent requests arrive in one execute(), so their rows reach the class models together
+        # and batch there.
+        dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
+    )
+    _set_params(config, **{Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
+                           Param.LENGTH_CLASSES: published_classes(classes),
+                           Param.CLASS_MODELS: ",".join(c.model for c in classes)})
+    return config
+
+
+def window_reduce_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """Python model: one result per passage from its windows (max logit, its span)."""
+    return mc.ModelConfig(
+        name=WINDOW_REDUCE, backend="python", max_batch_size=routed_batch_size(spec.limits),
+        input=_inputs(contract.WINDOW_REDUCE_INPUTS), output=_outputs(contract.WINDOW_REDUCE_OUTPUTS),
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
+    )
+
+
 WARMUP_FOLDER = "warmup"  # Triton reads warm-up data files from <model>/warmup/
 
 
@@ -140,24 +171,30 @@ def warmup_mask_file(length: int) -> str:
     return f"attention_mask_ones_{length}"
 
 
-def warmup_shapes(limits: ServingLimits) -> list[tuple[int, int]]:
-    """(batch, length): the smallest and the largest short shape, so the first real request is not slow."""
-    return [(1, limits.buckets[0]), (limits.max_batch_size, min(limits.max_length, TYPICAL_PAIR_TOKENS))]
+def warmup_shapes(limits: ServingLimits, length_class: LengthClass | None = None) -> list[tuple[int, int]]:
+    """(batch, length) a class model warms up on, so the first real request is not slow: the
+    first class its smallest and a full typical batch; a long class one row of its shortest
+    bucket (a full long batch would take gigabytes on the CPU stand-in for no benefit)."""
+    length_class = length_class or length_classes(limits)[0]
+    if length_class.index == 0:
+        return [(1, limits.buckets[0]),
+                (length_class.max_batch, min(length_class.max_length, TYPICAL_PAIR_TOKENS))]
+    return [(1, next(b for b in limits.buckets if b >= length_class.min_length))]
 
 
-def warmup_files(limits: ServingLimits) -> dict[str, bytes]:
+def warmup_files(limits: ServingLimits, length_class: LengthClass | None = None) -> dict[str, bytes]:
     """File name -> content for <model>/warmup/: an all-ones attention mask per warm-up length (one
     row; Triton repeats it batch_size times). A zero mask would be a row with no real token, which
     no request sends, and which HF's float32-min mask turns into NaN under fp16."""
     import numpy as np
 
     return {warmup_mask_file(length): np.ones(length, dtype=np.int64).tobytes()
-            for _, length in warmup_shapes(limits)}
+            for _, length in warmup_shapes(limits, length_class)}
 
 
-def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
+def _warmup(spec: RepositorySpec, length_class: LengthClass) -> list[mc.ModelWarmup]:
     warmups = []
-    for batch, length in warmup_shapes(spec.limits):
+    for batch, length in warmup_shapes(spec.limits, length_class):
         inputs = {
             # Token id 0 is <s>: a valid id; the mask says every position is a real token.
             contract.INPUT_IDS.name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True),
@@ -168,8 +205,10 @@ def _warmup(spec: RepositorySpec) -> list[mc.ModelWarmup]:
     return warmups
 
 
-def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
-    profiles = profiles_for(spec.limits)
+def _tensorrt_accelerator(spec: RepositorySpec, length_class: LengthClass) -> mc.ModelOptimizationPolicy:
+    profile = profile_for(length_class)
+    # One engine per class model, each with its own profile: the cache names them apart.
+    prefix = "_".join(filter(None, [spec.engine_cache_prefix, f"c{length_class.index}" if length_class.index else ""]))
     params = {
         "precision_mode": "FP16" if spec.precision == "fp16" else "FP32",
         "max_workspace_size_bytes": str(spec.workspace_bytes),
@@ -178,10 +217,10 @@ def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
         "trt_engine_cache_path": spec.engine_cache_path,
         "trt_timing_cache_enable": "true",
         "trt_timing_cache_path": spec.engine_cache_path,
-        **({"trt_engine_cache_prefix": spec.engine_cache_prefix} if spec.engine_cache_prefix else {}),
-        "trt_profile_min_shapes": ",".join(p.shapes("min") for p in profiles),
-        "trt_profile_opt_shapes": ",".join(p.shapes("opt") for p in profiles),
-        "trt_profile_max_shapes": ",".join(p.shapes("max") for p in profiles),
+        **({"trt_engine_cache_prefix": prefix} if prefix else {}),
+        "trt_profile_min_shapes": profile.shapes("min"),
+        "trt_profile_opt_shapes": profile.shapes("opt"),
+        "trt_profile_max_shapes": profile.shapes("max"),
     }
     if spec.precision == "fp16":
         # The EP's counterpart of the plan builders' fp32 pins: LayerNormalization in fp32, the
@@ -193,51 +232,61 @@ def _tensorrt_accelerator(spec: RepositorySpec) -> mc.ModelOptimizationPolicy:
     return policy
 
 
-def cross_encoder_config(spec: RepositorySpec) -> mc.ModelConfig:
+def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None = None) -> mc.ModelConfig:
+    """The model of one length class (the first class by default): its max_batch_size is the
+    class's batch, so the dynamic batcher cannot form a batch over MAX_BATCH_TOKENS."""
+    length_class = length_class or length_classes(spec.limits)[0]
     config = mc.ModelConfig(
-        name=CROSS_ENCODER, max_batch_size=spec.limits.max_batch_size,
+        name=length_class.model, max_batch_size=length_class.max_batch,
         input=_inputs(contract.CROSS_ENCODER_INPUTS), output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
-        model_warmup=_warmup(spec),
+        model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
     if spec.backend == "onnxruntime":
         config.backend = "onnxruntime"
         config.default_model_filename = "model.onnx"
         config.instance_group.append(gpu)
-        config.optimization.CopyFrom(_tensorrt_accelerator(spec))
+        config.optimization.CopyFrom(_tensorrt_accelerator(spec, length_class))
         _set_params(config, intra_op_thread_count=GPU_MODEL_INTRA_OP_THREADS)
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
+        # Every class model loads the same plan and runs only its own profile: without a
+        # `profile` list Triton would run profile 0 for every shape.
+        gpu.profile.append(str(length_class.index))
         config.instance_group.append(gpu)
     else:
         config.backend = "python"
         config.instance_group.append(mc.ModelInstanceGroup(
             kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances))
-        # The Python model checks every request against these (and the config's max_batch_size)
-        # before ONNX Runtime runs: a direct caller of cross_encoder gets INVALID_ARGUMENT, not
-        # minutes of CPU. The exported graph bounds the same inputs for the other backends.
+        # The Python model refuses every shape outside its class (the same shapes as the TensorRT
+        # profile: rows of min_length..max_length tokens, at most max_batch_size of them), so the
+        # CPU path enforces what a plan would, and a direct caller gets INVALID_ARGUMENT.
         _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads,
-                    max_length=spec.limits.max_length, vocab_size=spec.limits.vocab_size)
+                    min_length=length_class.min_length, max_length=length_class.max_length,
+                    vocab_size=spec.limits.vocab_size)
     return config
 
 
-def _mapping(tensors) -> dict[str, str]:
-    """A step's tensors keep their names inside the ensemble."""
-    return {t.name: t.name for t in tensors}
+def _step(model: str, inputs, outputs, rename: dict[str, str] | None = None) -> mc.ModelEnsembling.Step:
+    """A step whose tensors keep their names inside the ensemble, except those in `rename`."""
+    rename = rename or {}
+    return mc.ModelEnsembling.Step(
+        model_name=model, model_version=-1,
+        input_map={t.name: rename.get(t.name, t.name) for t in inputs},
+        output_map={t.name: rename.get(t.name, t.name) for t in outputs})
 
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
-    step = mc.ModelEnsembling.Step
+    """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
     config = mc.ModelConfig(
         name=ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
         input=_inputs(contract.ENSEMBLE_INPUTS), output=_outputs(contract.ENSEMBLE_OUTPUTS),
         ensemble_scheduling=mc.ModelEnsembling(step=[
-            step(model_name=TOKENIZER, model_version=-1, input_map=_mapping(contract.ENSEMBLE_INPUTS),
-                 output_map=_mapping(contract.TOKENIZER_OUTPUTS)),
-            step(model_name=CROSS_ENCODER, model_version=-1, input_map=_mapping(contract.CROSS_ENCODER_INPUTS),
-                 output_map=_mapping(contract.CROSS_ENCODER_OUTPUTS)),
+            _step(TOKENIZER, contract.ENSEMBLE_INPUTS, (contract.INPUT_IDS, contract.ATTENTION_MASK,
+                                                        contract.TOKENS, contract.TRUNCATED)),
+            _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
         ]),
     )
     # The client reads these with the config it fetches anyway: it packs requests by bucket,
@@ -246,9 +295,39 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+# Inside `rerank_windows` the per-window tensors (one row per window) are renamed, so they do not
+# collide with the per-passage outputs of the same names.
+_PER_WINDOW = {t.name: f"window_{t.name}" for t in (contract.LOGIT, contract.SCORE, contract.TOKENS,
+                                                     contract.TRUNCATED)}
+
+
+def window_ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """`rerank_windows`: tokenizer (one row per window; the batch grows, bounded by
+    MAX_WINDOWS_PER_REQUEST) -> length_router -> window_reduce (back to one row per passage)."""
+    config = mc.ModelConfig(
+        name=WINDOW_ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
+        input=_inputs(contract.WINDOW_ENSEMBLE_INPUTS), output=_outputs(contract.WINDOW_ENSEMBLE_OUTPUTS),
+        ensemble_scheduling=mc.ModelEnsembling(step=[
+            _step(TOKENIZER, contract.TOKENIZER_INPUTS, contract.TOKENIZER_OUTPUTS, _PER_WINDOW),
+            _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS, _PER_WINDOW),
+            mc.ModelEnsembling.Step(
+                model_name=WINDOW_REDUCE, model_version=-1,
+                input_map={t.name: _PER_WINDOW.get(t.name, t.name) for t in contract.WINDOW_REDUCE_INPUTS},
+                output_map={t.name: t.name for t in contract.WINDOW_REDUCE_OUTPUTS}),
+        ]),
+    )
+    _set_params(config, **published_limits(spec))
+    return config
+
+
 def all_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
-    return {TOKENIZER: tokenizer_config(spec), CROSS_ENCODER: cross_encoder_config(spec),
-            ENSEMBLE: ensemble_config(spec)}
+    configs = {TOKENIZER: tokenizer_config(spec), LENGTH_ROUTER: router_config(spec)}
+    for length_class in length_classes(spec.limits):
+        configs[length_class.model] = cross_encoder_config(spec, length_class)
+    configs[WINDOW_REDUCE] = window_reduce_config(spec)
+    configs[ENSEMBLE] = ensemble_config(spec)
+    configs[WINDOW_ENSEMBLE] = window_ensemble_config(spec)
+    return configs
 
 
 HEADER = "# Generated by `python -m export` from export/triton_config.py - edit that, not this.\n"
@@ -260,7 +339,7 @@ def to_pbtxt(config: mc.ModelConfig) -> str:
 
 def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec()) -> list:
     """The committed model_repository/: default (onnxruntime) configs plus the other backends'
-    cross-encoder configs under `cross_encoder/configs/<backend>.pbtxt`, which Triton can pick
+    cross-encoder configs under `<class model>/configs/<backend>.pbtxt`, which Triton can pick
     with `--model-config-name=<backend>`."""
     from dataclasses import replace
 
@@ -271,23 +350,33 @@ def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(to_pbtxt(config))
         written.append(path)
-    warmup = repository / CROSS_ENCODER / WARMUP_FOLDER
-    warmup.mkdir(parents=True, exist_ok=True)
-    for filename, content in warmup_files(spec.limits).items():
-        (warmup / filename).write_bytes(content)
-        written.append(warmup / filename)
-    for backend in BACKENDS:
-        if backend == spec.backend:
-            continue
-        path = repository / CROSS_ENCODER / "configs" / f"{backend}.pbtxt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_pbtxt(cross_encoder_config(replace(spec, backend=backend))))
-        written.append(path)
+    for length_class in length_classes(spec.limits):
+        warmup = repository / length_class.model / WARMUP_FOLDER
+        warmup.mkdir(parents=True, exist_ok=True)
+        for filename, content in warmup_files(spec.limits, length_class).items():
+            (warmup / filename).write_bytes(content)
+            written.append(warmup / filename)
+        for backend in BACKENDS:
+            if backend == spec.backend:
+                continue
+            path = repository / length_class.model / "configs" / f"{backend}.pbtxt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(to_pbtxt(cross_encoder_config(replace(spec, backend=backend), length_class)))
+            written.append(path)
     return written
+
+
+# The long-context reference (max_length 8,192: three length classes), committed beside the
+# tests rather than in model_repository/ (Triton would load every folder there as a model).
+LONG_CONTEXT_REFERENCE = RepositorySpec(limits=ServingLimits(max_length=8192))
 
 
 if __name__ == "__main__":
     import sys
 
-    for written_path in write_reference_configs(sys.argv[1] if len(sys.argv) > 1 else "model_repository"):
+    target = sys.argv[1] if len(sys.argv) > 1 else "model_repository"
+    for written_path in write_reference_configs(target):
         print(f"wrote {written_path}")
+    if len(sys.argv) > 2:  # python -m export.triton_config model_repository tests/golden/long_context
+        for written_path in write_reference_configs(sys.argv[2], LONG_CONTEXT_REFERENCE):
+            print(f"wrote {written_path}")

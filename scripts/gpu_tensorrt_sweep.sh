@@ -6,7 +6,8 @@
 #      stops at once if the container dies, and keeps its log),
 #   3. certify the live server (make verify: held-out pairs vs fp32 PyTorch),
 #   4. sweep perf_analyzer at 128/256/512/1024 tokens per pair, on the `rerank` ensemble (what a
-#      caller sees, Python tokenizer included) and on `cross_encoder` alone (the engine's own rate),
+#      caller sees, Python tokenizer included) and on the cross-encoder alone (the engine's own
+#      rate: the length-class model that serves that length, from export/tensorrt_profiles.py),
 #   5. report pairs/s against the fp16 FLOP ceiling (PEAK_TFLOPS, H100 SXM dense: 989),
 #   6. when EVAL_DATA names a small BEIR-layout set prepared beforehand (the GPU host may have no
 #      network: `python -m evaluation.export_ir_datasets beir/scifact/test datasets/scifact`),
@@ -21,6 +22,7 @@ OUT="${OUT:-runs/gpu}"
 PEAK_TFLOPS="${PEAK_TFLOPS:-989}"
 BATCH="${BATCH:-32}"
 BACKENDS="${BACKENDS:-tensorrt onnxruntime}"
+MAX_LENGTH="${MAX_LENGTH:-1024}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"   # a first TensorRT EP build on a small GPU takes minutes
 PERF_TIMEOUT="${PERF_TIMEOUT:-600}"
 DOCKER="${DOCKER:-docker}"
@@ -54,7 +56,7 @@ for backend in $BACKENDS; do
   mkdir -p "$OUT/$backend"
   run "$DOCKER" run --rm --gpus device=0 --user "$(id -u):$(id -g)" "${model_mount[@]}" \
     -v "$(realpath "$OUT/$backend"):/out" bge-reranker-exporter:0.1.0 \
-    --model "$MODEL" --backend "$backend" --precision fp16 --max-length 1024 --repo /out/model_repository
+    --model "$MODEL" --backend "$backend" --precision fp16 --max-length "$MAX_LENGTH" --repo /out/model_repository
   if [ -n "${DRY_RUN:-}" ]; then server=dry-run; else
     server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 \
       -v "$(realpath "$repo"):/models:ro" bge-reranker-triton:0.1.0 \
@@ -75,11 +77,14 @@ for backend in $BACKENDS; do
       --tokens "$tokens" --out "$OUT/$backend/input_$tokens.json"
     run "$PY" -m loadtest.fixed_length --tokenizer "$repo/tokenizer/1/tokenizer.json" \
       --tokens "$tokens" --cross-encoder --out "$OUT/$backend/ids_$tokens.json"
+    # Rows of this length run in one length-class model (its max_batch_size >= BATCH up to 1024).
+    engine=$("$PY" -m export.tensorrt_profiles --max-length "$MAX_LENGTH" --model-for "$tokens")
     for model in rerank cross_encoder; do
       data=$([ "$model" = rerank ] && echo input || echo ids)
+      target=$([ "$model" = rerank ] && echo rerank || echo "$engine")
       run timeout "$PERF_TIMEOUT" "$DOCKER" run --rm --network host -v "$(realpath "$OUT/$backend"):/out" \
         nvcr.io/nvidia/tritonserver:24.10-py3-sdk \
-        perf_analyzer -m "$model" -u localhost:8001 -i grpc -b "$BATCH" --input-data "/out/${data}_$tokens.json" \
+        perf_analyzer -m "$target" -u localhost:8001 -i grpc -b "$BATCH" --input-data "/out/${data}_$tokens.json" \
         --concurrency-range 1:8:1 -f "/out/perf_${model}_$tokens.csv"
     done
   done

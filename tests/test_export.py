@@ -147,7 +147,10 @@ def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
     assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "tensorrt",
                         "--precision", "fp16", "--max-length", "2048"]) == 0
     script = (repo / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
-    assert "trtexec" in script and "--fp16" in script and "4x2048" in script and "64x1024" in script
+    # max_length 2,048: two length classes, one profile each (64 x 512, 16 x 2,048), and the second
+    # class model gets the certified plan too, with its own profile listed.
+    assert "trtexec" in script and "--fp16" in script and "16x2048" in script and "64x512" in script
+    assert 'profile: "1"' in (repo / "cross_encoder_2048" / "config.pbtxt").read_text()
     assert (repo / "cross_encoder" / "tensorrt" / "model.onnx").exists()
     assert 'platform: "tensorrt_plan"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
     assert subprocess.run(["bash", "-n", str(repo / "cross_encoder" / "tensorrt" / "build_plan.sh")]).returncode == 0

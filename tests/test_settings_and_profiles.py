@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from export.settings import MAX_SUPPORTED_LENGTH, ServingLimits, length_buckets
+from export.settings import MAX_BATCH_TOKENS, MAX_SUPPORTED_LENGTH, ServingLimits, length_buckets
 from export.tensorrt_profiles import Profile, check_consistency, max_batch_for_length, profiles_for
 
 
@@ -34,18 +34,18 @@ def test_profiles_consistent_with_limits(max_length):
     limits = ServingLimits(max_length=max_length)
     profiles = profiles_for(limits)
     assert check_consistency(limits, profiles) == []
-    assert len(profiles) == (1 if max_length <= 1024 else 2)
+    assert len(profiles) == {64: 1, 512: 1, 1024: 2, 2048: 2, 8192: 3}[max_length]
     assert profiles[0].max_shape[0] == limits.max_batch_size
     assert max_batch_for_length(limits, profiles, 16) == limits.max_batch_size
-    if max_length > 1024:
-        assert max_batch_for_length(limits, profiles, max_length) == 4
+    # The longest class holds MAX_BATCH_TOKENS // max_length pairs: 4 at 8,192.
+    assert max_batch_for_length(limits, profiles, max_length) == min(64, MAX_BATCH_TOKENS // max_length)
 
 
 def test_inconsistent_profiles_are_reported():
     limits = ServingLimits(max_length=2048, max_batch_size=64)
     too_small = [Profile("short", (1, 16), (8, 256), (8, 1024))]
     problems = check_consistency(limits, too_small)
-    assert any("max_batch_size 64 exceeds" in p for p in problems)
+    assert any("batches 64 pairs but profile short holds 8" in p for p in problems)
     assert any("cover 1024 tokens but max_length is 2048" in p for p in problems)
     assert any("fall in no profile" in p for p in problems)
     inverted = [Profile("short", (1, 16), (64, 4096), (64, 2048))]

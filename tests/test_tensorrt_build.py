@@ -34,13 +34,14 @@ def test_trtexec_one_profile_block_per_profile_and_no_inference_on_random_ids():
     assert f"--memPoolSize=workspace:{TENSORRT_WORKSPACE_BYTES >> 20}M" in cmd
     # trtexec 10.5: --profile=N, then that profile's min/opt/max, for each profile in order.
     starts = [i for i, a in enumerate(cmd) if a.startswith("--profile=")]
-    assert [cmd[i] for i in starts] == ["--profile=0", "--profile=1"]
+    # max_length 4,096: three length classes (<=512, <=2048, <=4096), one profile each.
+    assert [cmd[i] for i in starts] == ["--profile=0", "--profile=1", "--profile=2"]
     for index, start in enumerate(starts):
         block = cmd[start + 1:start + 4]
         assert [a.split("=")[0] for a in block] == ["--minShapes", "--optShapes", "--maxShapes"]
         assert block[2].endswith(profiles_for(build.limits)[index].shapes("max"))
     assert cmd.count("--minShapes=input_ids:1x16,attention_mask:1x16") == 1
-    assert "--maxShapes=input_ids:4x4096,attention_mask:4x4096" in cmd
+    assert "--maxShapes=input_ids:8x4096,attention_mask:8x4096" in cmd  # 32,768 tokens
     assert "--fp16" in cmd and "--precisionConstraints=prefer" in cmd
     assert _flag_values(cmd, "--layerPrecisions") == ["/a/LayerNormalization:fp32,/b/Softmax:fp32"]
     assert _flag_values(cmd, "--layerOutputTypes") == ["/a/LayerNormalization:fp32,/b/Softmax:fp32"]
@@ -66,7 +67,9 @@ def test_build_script_builds_to_staging_certifies_then_installs(tmp_path):
     assert "--install /repo/cross_encoder/1/model.plan" in text and "--precision fp16" in text
     assert "--timingCacheFile=/cache/timing.cache" in text and '--user "$(id -u):$(id -g)"' in text
     assert text.index("trtexec") < text.index("certify_plan.py")  # certified before it is placed
-    assert "16:64" in text and "2048:4" in text  # per-bucket batch the profiles allow
+    assert "16:64" in text and "2048:16" in text  # per-bucket batch the length classes allow
+    # The second class model serves the same plan (its own profile), linked once it is installed.
+    assert text.index("--install") < text.index('"$repo/cross_encoder_2048/1/model.plan"')
     shipped = {p.name for p in script.parent.iterdir()}
     assert {"certify_plan.py", "certificate_compare.py", "build_plan.sh"} <= shipped
 
@@ -229,7 +232,7 @@ def test_python_builder_calls_checked_and_precision_honoured(exported, tmp_path,
         assert flags == [] and pinned == []
     assert len([c for c in recorder.calls if c[0] == "add_optimization_profile"]) == 2
     shapes = [c for c in recorder.calls if c[0] == "set_shape"]
-    assert ("set_shape", "input_ids", (1, 1025), (4, 2048), (4, 2048)) in shapes
+    assert ("set_shape", "input_ids", (1, 513), (16, 2048), (16, 2048)) in shapes  # the second length class
 
 
 @pytest.mark.parametrize("failing", ["create_network", "create_timing_cache", "set_timing_cache",

@@ -9,20 +9,28 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.settings import ServingLimits
-from export.triton_config import (BACKENDS, CROSS_ENCODER, RepositorySpec, all_configs,
+from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, Param
+
+from export.settings import MAX_BATCH_TOKENS, ServingLimits
+from export.tensorrt_profiles import class_for_length, length_classes, profile_for
+from export.triton_config import (BACKENDS, CROSS_ENCODER, LONG_CONTEXT_REFERENCE, RepositorySpec, all_configs,
                                   cross_encoder_config, to_pbtxt, write_reference_configs)
 
-COMMITTED = Path(__file__).resolve().parent.parent / "model_repository"
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "model_repository"
+COMMITTED_LONG = ROOT / "tests" / "golden" / "long_context"  # max_length 8,192: three length classes
 
 
-def test_committed_repository_matches_generator(tmp_path):
-    written = write_reference_configs(tmp_path)
-    assert len([p for p in written if p.suffix == ".pbtxt"]) == 5
-    assert len([p for p in written if p.parent.name == "warmup"]) == 2  # one all-ones mask per warm-up length
+@pytest.mark.parametrize("spec, committed, pbtxt", [(RepositorySpec(), COMMITTED, 8),
+                                                    (LONG_CONTEXT_REFERENCE, COMMITTED_LONG, 14)])
+def test_committed_repository_matches_generator(tmp_path, spec, committed, pbtxt):
+    written = write_reference_configs(tmp_path, spec)
+    # 6 models (tokenizer, router, reducer, 2 ensembles, >= 1 class) + 2 other-backend configs per class.
+    assert len([p for p in written if p.suffix == ".pbtxt"]) == pbtxt
     for path in written:
-        committed = COMMITTED / path.relative_to(tmp_path)
-        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run `make configs`"
+        golden = committed / path.relative_to(tmp_path)
+        assert golden.read_bytes() == path.read_bytes(), \
+            f"{golden} is stale: run `python -m export.triton_config model_repository tests/golden/long_context`"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -30,14 +38,17 @@ def test_configs_parse_back_and_agree(backend):
     spec = RepositorySpec(backend=backend, limits=ServingLimits(max_length=1024, max_batch_size=32))
     configs = {name: text_format.Parse(to_pbtxt(c), mc.ModelConfig()) for name, c in all_configs(spec).items()}
     ensemble, tokenizer, cross = configs["rerank"], configs["tokenizer"], configs[CROSS_ENCODER]
-    # An ensemble may not batch more than any of its models.
-    assert ensemble.max_batch_size <= min(tokenizer.max_batch_size, cross.max_batch_size)
     assert ensemble.max_batch_size == 32
-    # Every tensor an ensemble step maps exists on the model it maps to.
-    for step in ensemble.ensemble_scheduling.step:
-        model = configs[step.model_name]
-        assert set(step.input_map) <= {i.name for i in model.input}
-        assert set(step.output_map) <= {o.name for o in model.output}
+    for name in ("rerank", WINDOW_ENSEMBLE):
+        for step in configs[name].ensemble_scheduling.step:
+            model = configs[step.model_name]
+            # An ensemble may not batch more than any of its models.
+            assert configs[name].max_batch_size <= model.max_batch_size
+            # Every tensor an ensemble step maps exists on the model it maps to, and every required
+            # input of the model is mapped.
+            assert set(step.input_map) <= {i.name for i in model.input}
+            assert {i.name for i in model.input if not i.optional} <= set(step.input_map)
+            assert set(step.output_map) <= {o.name for o in model.output}
     assert tokenizer.parameters["max_length"].string_value == "1024"
     assert tokenizer.parameters["length_buckets"].string_value.split(",")[-1] == "1024"
     policy = cross.dynamic_batching.default_queue_policy
@@ -57,13 +68,43 @@ def test_backend_specifics():
     assert python.backend == "python" and python.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
 
 
-def test_long_profile_limit_reaches_the_tokenizer():
-    spec = RepositorySpec(limits=ServingLimits(max_length=8192))
-    params = all_configs(spec)["tokenizer"].parameters
-    assert params["long_request_length"].string_value == "1024"
-    assert params["long_request_max_pairs"].string_value == "4"
-    accel = cross_encoder_config(spec).optimization.execution_accelerators.gpu_execution_accelerator[0]
-    assert accel.parameters["trt_profile_max_shapes"].count("input_ids:") == 2
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_length_classes_bound_every_batch_and_use_every_profile(backend):
+    """max_length 8,192: one model per length class. The dynamic batcher cannot form a batch
+    over MAX_BATCH_TOKENS (each class model's max_batch_size x its longest length), every
+    TensorRT profile is listed by exactly one class model, and the router and the client read
+    the same class table."""
+    spec = RepositorySpec(backend=backend, limits=ServingLimits(max_length=8192))
+    configs = all_configs(spec)
+    classes = length_classes(spec.limits)
+    assert [(c.max_length, c.max_batch) for c in classes] == [(512, 64), (2048, 16), (8192, 4)]
+    listed_profiles = []
+    for c in classes:
+        config = configs[c.model]
+        assert config.max_batch_size == c.max_batch
+        assert config.max_batch_size * c.max_length <= MAX_BATCH_TOKENS
+        if backend == "tensorrt":
+            listed_profiles += list(config.instance_group[0].profile)
+        elif backend == "onnxruntime":
+            accel = config.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+            assert accel["trt_profile_max_shapes"] == profile_for(c).shapes("max")
+            assert accel["trt_profile_min_shapes"] == profile_for(c).shapes("min")
+        else:
+            params = config.parameters
+            assert (params["min_length"].string_value, params["max_length"].string_value) == \
+                (str(c.min_length), str(c.max_length))
+    if backend == "tensorrt":
+        assert listed_profiles == [str(c.index) for c in classes]  # each profile reachable, once
+    router = configs[LENGTH_ROUTER].parameters
+    assert router[Param.CLASS_MODELS].string_value.split(",") == [c.model for c in classes]
+    published = configs["rerank"].parameters
+    assert published[Param.LENGTH_CLASSES].string_value == router[Param.LENGTH_CLASSES].string_value \
+        == "512:64,2048:16,8192:4"
+    assert published[Param.MAX_BATCH_TOKENS].string_value == str(MAX_BATCH_TOKENS)
+    # Every bucket the tokenizer can emit belongs to exactly one class's range.
+    for bucket in spec.limits.buckets:
+        owners = [c for c in classes if c.min_length <= bucket <= c.max_length]
+        assert owners == [class_for_length(classes, bucket)]
 
 
 def test_bad_spec_rejected():

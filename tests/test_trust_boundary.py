@@ -230,8 +230,13 @@ def test_proxy_refuses_an_over_size_request_with_a_size_message(server, proxy, g
 def test_proxy_serves_only_the_ensemble_over_http(proxy):
     client = httpclient.InferenceServerClient(f"127.0.0.1:{proxy.http_port}")
     ids = np.full((1, 16), 5, dtype=np.int64)
-    with pytest.raises(InferenceServerException, match="only the rerank model"):
+    with pytest.raises(InferenceServerException, match="only the rerank and rerank_windows models"):
         client.infer("cross_encoder", _ids_inputs(httpclient, ids, np.ones_like(ids)))
+    # Window mode's ensemble is public too.
+    stride = httpclient.InferInput("window_stride", [len(GOOD_P), 1], "INT32")
+    stride.set_data_from_numpy(np.zeros((len(GOOD_P), 1), dtype=np.int32))
+    out = client.infer("rerank_windows", rerank_inputs(GOOD_Q, GOOD_P, httpclient) + [stride])
+    assert out.as_numpy("windows").reshape(-1).tolist() == [1] * len(GOOD_P)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{proxy.http_port}/v2/repository/index", data=b"{}", timeout=5)
     assert refused.value.code == 403

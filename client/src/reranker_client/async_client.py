@@ -8,10 +8,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import planning, tritonclient_adapter
 from .base import ClientBase
-from .errors import DeadlineExceededError
-from .sync_client import DEADLINE_GRACE_S
+from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
 from .server_limits import ServerLimits
+from .sync_client import DEADLINE_GRACE_S
 
 
 class AsyncRerankClient(ClientBase):
@@ -23,12 +23,16 @@ class AsyncRerankClient(ClientBase):
         self._clients: Dict[str, object] = {}
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-                     return_documents: bool = False, timeout: Optional[float] = None) -> List[RerankResult]:
-        """Results sorted by score (best first); `index` is the document's input position."""
+                     return_documents: bool = False, timeout: Optional[float] = None,
+                     long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+        """Results sorted by score (best first); `index` is the document's input position.
+        long_documents / window_stride: as RerankClient.rerank."""
+        planning.check_mode(long_documents, window_stride)
         pairs = self._rerank_pairs(query, documents, top_k)
         if not pairs:
             return []
-        results = await self._score_pairs(pairs, list(documents) if return_documents else None, timeout)
+        results = await self._score_pairs(pairs, list(documents) if return_documents else None, timeout,
+                                          long_documents, window_stride)
         return planning.top(results, top_k)
 
     async def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
@@ -36,11 +40,13 @@ class AsyncRerankClient(ClientBase):
         checked = planning.validate_pairs(pairs)
         return [r.score for r in await self._score_pairs(checked, None, timeout)] if checked else []
 
-    async def score_details(self, pairs: Sequence[Tuple[str, str]],
-                            timeout: Optional[float] = None) -> List[RerankResult]:
-        """Full results (score, logit, tokens, truncated) in input order."""
+    async def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None,
+                            long_documents: str = "truncate", window_stride: Optional[int] = None
+                            ) -> List[RerankResult]:
+        """Full results (score, logit, tokens, truncated, span) in input order."""
+        planning.check_mode(long_documents, window_stride)
         checked = planning.validate_pairs(pairs)
-        return await self._score_pairs(checked, None, timeout) if checked else []
+        return await self._score_pairs(checked, None, timeout, long_documents, window_stride) if checked else []
 
     async def ready(self) -> bool:
         self._check_open()
@@ -106,17 +112,25 @@ class AsyncRerankClient(ClientBase):
     async def _infer(self, chunk: planning.Chunk, deadline: float, budget: float, limiter: asyncio.Semaphore) -> Dict:
         async def call(client, remaining):
             inputs, outputs = self._request(chunk)
-            result = await client.infer(self.model, inputs, outputs=outputs, headers=self.headers,
+            result = await client.infer(self._model_for(chunk), inputs, outputs=outputs, headers=self.headers,
                                         **self._infer_kwargs(remaining))
-            return tritonclient_adapter.read_outputs(result)
-        async with limiter:
-            return await self._call(call, deadline, budget)
+            return tritonclient_adapter.read_outputs(result, window=chunk.strides is not None)
+        try:
+            async with limiter:
+                return await self._call(call, deadline, budget)
+        except RerankError as err:
+            if not self._should_split(err, chunk):
+                raise
+        first, second = planning.split(chunk)  # the limiter is released: the halves take it in turn
+        return planning.join_outputs(await self._infer(first, deadline, budget, limiter),
+                                     await self._infer(second, deadline, budget, limiter))
 
-    async def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+    async def _score_pairs(self, pairs, documents, timeout: Optional[float] = None, long_documents: str = "truncate",
+                           window_stride: Optional[int] = None) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, await self._server_limits(deadline, budget))
+        chunks = self._chunks(pairs, await self._server_limits(deadline, budget), long_documents, window_stride)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
         outputs = await _all_or_nothing([self._infer(c, deadline, budget, limiter) for c in chunks],
                                         deadline + DEADLINE_GRACE_S, budget)

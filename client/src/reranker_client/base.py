@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import planning, tritonclient_adapter
+from . import contract, planning, tritonclient_adapter
 from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
-from .errors import ClientClosedError, InvalidInputError, DeadlineExceededError, ModelNotReadyError, RerankError
+from .errors import ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankError
 from .server_limits import ServerLimits, server_limits_from
 from .tritonclient_adapter import TLSOptions
 
@@ -110,11 +110,14 @@ class ClientBase:
         if self._closed:
             raise ClientClosedError(f"this {type(self).__name__} was closed; create a new one")
 
-    def _chunks(self, pairs: List[Pair], limits: ServerLimits) -> List[planning.Chunk]:
+    def _chunks(self, pairs: List[Pair], limits: ServerLimits, long_documents: str = "truncate",
+                window_stride: Optional[int] = None) -> List[planning.Chunk]:
         """Packs by the server's published rules (query share, special tokens, max_length,
-        buckets): with the caller's tokenizer when given, else with byte-estimated token counts.
-        Only an older server that publishes no rules gets plain byte lengths."""
+        buckets, length classes): with the caller's tokenizer when given, else with byte-estimated
+        token counts. Only an older server that publishes no rules gets plain byte lengths."""
         planning.check_sizes(pairs, limits.max_text_bytes)
+        if long_documents == "window":
+            return self._window_chunks(pairs, limits, window_stride)
         length = None
         if self._count is not None:
             count = self._count
@@ -126,12 +129,37 @@ class ClientBase:
             # the same, so long documents pack together instead of each widening its own request.
             def length(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(estimated_tokens(q), estimated_tokens(p))
-        return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets)
+        return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets, limits.class_batch)
+
+    def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
+        """Requests of at most max_windows_per_request windows by estimate (token_counter, else
+        UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count)."""
+        if None in (limits.max_windows_per_request, limits.max_length, limits.query_max_length,
+                    limits.special_tokens_per_pair):
+            raise ModelNotReadyError("the server does not publish window limits: it predates window mode "
+                                     "(re-export it)")
+        count = self._count or (lambda text: len(text.encode("utf-8")) + 1)
+        windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), limits.max_length,
+                                             limits.query_max_length, limits.special_tokens_per_pair, stride)
+                   for q, p in pairs]
+        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, limits.max_windows_per_request,
+                                           stride)
+
+    def _model_for(self, chunk: planning.Chunk) -> str:
+        return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
 
     def _request(self, chunk: planning.Chunk):
-        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages)
-        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO)
+        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages,
+                                                  chunk.strides)
+        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=chunk.strides is not None)
         return inputs, outputs
+
+    @staticmethod
+    def _should_split(err: BaseException, chunk: planning.Chunk) -> bool:
+        """The server refused a window-mode request for holding too many windows (our estimate
+        was low): it is split in two and each half sent, instead of failing the call."""
+        return (chunk.strides is not None and len(chunk.rows) > 1 and isinstance(err, InvalidInputError)
+                and contract.WINDOWS_PER_REQUEST_ERROR in str(err))
 
     def _infer_kwargs(self, remaining: float) -> Dict[str, float]:
         """gRPC carries the remaining deadline to the server; HTTP is bounded client-side

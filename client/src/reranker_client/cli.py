@@ -21,6 +21,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model", default="rerank")
     parser.add_argument("--query", required=True)
     parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--long-documents", choices=("truncate", "window"), default="truncate",
+                        help="truncate: cut each document to the server's max_length (FlagReranker); window: "
+                             "score overlapping windows and keep the best, with its character span")
+    parser.add_argument("--window-stride", type=int, default=None,
+                        help="window mode: passage tokens between window starts (default: half a window)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--retries", type=int, default=3)
@@ -49,18 +54,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with RerankClient(urls, protocol=args.protocol, model=args.model, timeout=args.timeout,
                           retries=args.retries, tls=tls, headers=headers) as client:
-            results = client.rerank(args.query, documents, top_k=args.top_k)
+            results = client.rerank(args.query, documents, top_k=args.top_k, long_documents=args.long_documents,
+                                    window_stride=args.window_stride)
     except RerankError as err:
         print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
         return 0
-    print(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  document")
+    window = args.long_documents == "window"
+    print(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  "
+          + (f"{'span':>13}  {'windows':>7}  best window" if window else "document"))
     for rank, r in enumerate(results, 1):
-        text = documents[r.index]
+        text = documents[r.index] if not window else documents[r.index][r.span[0]:r.span[1]]
         text = text if len(text) <= 70 else text[:67] + "..."
-        print(f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} {text}")
+        where = f"{r.span[0]:>6}-{r.span[1]:<6}  {r.windows:>7}  " if window else ""
+        print(f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} "
+              f"{where}{text}")
     if any(r.truncated for r in results):
         print("* truncated to the server's max_length")
     return 0

@@ -13,9 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-ENSEMBLE = "rerank"
+ENSEMBLE = "rerank"  # truncate mode (FlagReranker's semantics)
+WINDOW_ENSEMBLE = "rerank_windows"  # window mode: a passage scored by its best window
 TOKENIZER = "tokenizer"
-CROSS_ENCODER = "cross_encoder"
+LENGTH_ROUTER = "length_router"  # sends each row to the cross-encoder of its length class
+WINDOW_REDUCE = "window_reduce"  # windows -> one result per passage (max score + span)
+CROSS_ENCODER = "cross_encoder"  # the first length class; the others are named by their bound
+
+
+def cross_encoder_model(index: int, max_length: int) -> str:
+    """The Triton model serving length class `index` (export/tensorrt_profiles.py)."""
+    return CROSS_ENCODER if index == 0 else f"{CROSS_ENCODER}_{max_length}"
 
 
 @dataclass(frozen=True)
@@ -33,12 +41,29 @@ TOKENS = Tensor("tokens", "INT32", (1,))  # tokens the model saw, special tokens
 TRUNCATED = Tensor("truncated", "BOOL", (1,))  # query or passage cut to max_length
 INPUT_IDS = Tensor("input_ids", "INT64", (-1,))  # right-padded to a length bucket
 ATTENTION_MASK = Tensor("attention_mask", "INT64", (-1,))
+# Window mode. In: the stride in passage tokens between window starts (0: the server's default,
+# half a window). Between steps: one row per window, its passage's row (owner) and its
+# character span. Out: per passage, the best window's span and how many windows were scored.
+WINDOW_STRIDE = Tensor("window_stride", "INT32", (1,))
+OWNER = Tensor("owner", "INT32", (1,))
+WINDOW_SPAN = Tensor("window_span", "INT32", (2,))
+SPAN = Tensor("span", "INT32", (2,))  # (start, end) character offsets into the passage
+WINDOWS = Tensor("windows", "INT32", (1,))
 
 ENSEMBLE_INPUTS = (QUERY, PASSAGE)
 ENSEMBLE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED)
-TOKENIZER_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, TOKENS, TRUNCATED)
+WINDOW_ENSEMBLE_INPUTS = (QUERY, PASSAGE, WINDOW_STRIDE)
+WINDOW_ENSEMBLE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED, SPAN, WINDOWS)
+TOKENIZER_INPUTS = (QUERY, PASSAGE, WINDOW_STRIDE)  # window_stride optional: present = window mode
+TOKENIZER_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, TOKENS, TRUNCATED, OWNER, WINDOW_SPAN)
 CROSS_ENCODER_INPUTS = (INPUT_IDS, ATTENTION_MASK)
 CROSS_ENCODER_OUTPUTS = (LOGIT, SCORE)
+WINDOW_REDUCE_INPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED, OWNER, WINDOW_SPAN)
+WINDOW_REDUCE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED, SPAN, WINDOWS)
+
+# The phrase the tokenizer's per-request window error carries, so a client can tell it from
+# other invalid input and split the request instead of failing.
+WINDOWS_PER_REQUEST_ERROR = "windows per request"
 
 
 class Param:
@@ -49,5 +74,8 @@ class Param:
     SPECIAL_TOKENS_PER_PAIR = "special_tokens_per_pair"  # <s> q </s></s> p </s>
     LENGTH_BUCKETS = "length_buckets"  # comma-separated padded lengths
     MAX_TEXT_BYTES = "max_text_bytes"  # UTF-8 bytes per text
-    LONG_REQUEST_LENGTH = "long_request_length"  # a request with a pair longer than this ...
-    LONG_REQUEST_MAX_PAIRS = "long_request_max_pairs"  # ... holds at most this many pairs
+    MAX_BATCH_TOKENS = "max_batch_tokens"  # padded tokens any cross-encoder batch may hold
+    LENGTH_CLASSES = "length_classes"  # "512:64,2048:16,8192:4": (bound, pairs per batch) per class
+    CLASS_MODELS = "class_models"  # the router's: the model of each class, comma-separated
+    MAX_WINDOWS_PER_PASSAGE = "max_windows_per_passage"
+    MAX_WINDOWS_PER_REQUEST = "max_windows_per_request"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +19,19 @@ class Chunk:
     rows: List[int]  # indices into the caller's pair list
     queries: np.ndarray  # object [B, 1] of UTF-8 bytes
     passages: np.ndarray
+    strides: Optional[np.ndarray] = None  # window mode: int32 [B, 1] (0 = the server's default)
+
+
+LONG_DOCUMENT_MODES = ("truncate", "window")
+
+
+def check_mode(long_documents: str, window_stride: Optional[int]) -> None:
+    if long_documents not in LONG_DOCUMENT_MODES:
+        raise InvalidInputError(f"long_documents: must be 'truncate' or 'window', got {long_documents!r}")
+    if window_stride is not None and (long_documents != "window" or not isinstance(window_stride, int)
+                                      or window_stride < 1):
+        raise InvalidInputError(f"window_stride: a positive int, with long_documents='window' only; "
+                                f"got {window_stride!r}")
 
 
 def _check_text(field: str, value: object) -> bytes:
@@ -56,18 +70,19 @@ def utf8_length(query: bytes, passage: bytes) -> int:
     return len(query) + len(passage)
 
 
-def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None
-                 ) -> List[Tuple[int, int]]:
-    """Cut ascending `lengths` into runs of at most max_batch_size that minimise padded size
-    (each run is padded to its longest item) plus a fixed cost per run. Dynamic programming,
-    O(n * max_batch_size)."""
+def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None,
+                 max_rows: Optional[Callable[[int], int]] = None) -> List[Tuple[int, int]]:
+    """Cut ascending `lengths` into runs of at most max_batch_size (and at most max_rows(longest)
+    rows, the server's batch for that length) that minimise padded size (each run is padded to
+    its longest item) plus a fixed cost per run. Dynamic programming, O(n * max_batch_size)."""
     n = len(lengths)
     if request_cost is None:
         request_cost = REQUEST_COST_PAIRS * (sum(lengths) / n if n else 0.0)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
     for end in range(1, n + 1):
-        for start in range(max(0, end - max_batch_size), end):
+        rows = max_batch_size if max_rows is None else max(1, min(max_batch_size, max_rows(lengths[end - 1])))
+        for start in range(max(0, end - rows), end):
             cost = best[start] + (end - start) * lengths[end - 1] + request_cost
             if cost < best[end]:
                 best[end], cut[end] = cost, start
@@ -89,23 +104,73 @@ def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int])
 
 def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
                 length: Optional[Callable[[bytes, bytes], int]] = None,
-                buckets: Optional[Sequence[int]] = None) -> List[Chunk]:
+                buckets: Optional[Sequence[int]] = None,
+                class_batch: Optional[Callable[[int], int]] = None) -> List[Chunk]:
     """Sort by length so each chunk holds similar lengths (the server pads a request to its
     longest pair), then cut where padding would cost more than another request. `length`
     gives a pair's tokens (a real tokenizer packs tightest; UTF-8 bytes are the fallback);
-    with token lengths, the server's `buckets` say what each chunk really costs."""
+    with token lengths, the server's `buckets` say what each chunk really costs and its length
+    classes (`class_batch(padded length)`) how many such pairs one model batch holds, so a
+    request of long pairs is one batch, not a queue of them."""
     estimates = [(length or utf8_length)(q, p) for q, p in pairs]
     if length is not None and buckets:
         estimates = [buckets[min(bisect.bisect_left(buckets, e), len(buckets) - 1)] for e in estimates]
     order = sorted(range(len(pairs)), key=lambda i: estimates[i])
     lengths = [estimates[i] for i in order]
     chunks = []
-    for start, end in chunk_bounds(lengths, max_batch_size):
+    for start, end in chunk_bounds(lengths, max_batch_size,
+                                   max_rows=class_batch if length is not None and buckets else None):
         rows = order[start:end]
         queries = np.array([[pairs[i][0]] for i in rows], dtype=np.object_)
         passages = np.array([[pairs[i][1]] for i in rows], dtype=np.object_)
         chunks.append(Chunk(rows, queries, passages))
     return chunks
+
+
+def estimate_windows(query_tokens: int, passage_tokens: int, max_length: int, query_max_length: int,
+                     special_tokens: int, stride: Optional[int]) -> int:
+    """Windows the server will cut a passage into, from token estimates: windows of
+    max_length - query - special tokens, `stride` apart (default half a window). The server cuts
+    at word boundaries, which can add a window; the client splits a request the server finds too
+    large (see `split`)."""
+    width = max(1, max_length - min(query_tokens, query_max_length) - special_tokens)
+    step = stride or max(1, width // 2)
+    if passage_tokens <= width:
+        return 1
+    return 1 + math.ceil((passage_tokens - width) / step)
+
+
+def plan_window_chunks(pairs: List[Tuple[bytes, bytes]], windows: Sequence[int], max_batch_size: int,
+                       max_windows_per_request: int, stride: Optional[int]) -> List[Chunk]:
+    """Window mode: passages sorted by their estimated windows, packed so a request holds at most
+    max_batch_size passages and (by the estimates) max_windows_per_request windows."""
+    order = sorted(range(len(pairs)), key=lambda i: windows[i])
+    groups: List[List[int]] = [[]]
+    load = 0
+    for i in order:
+        cost = min(windows[i], max_windows_per_request)
+        if groups[-1] and (len(groups[-1]) >= max_batch_size or load + cost > max_windows_per_request):
+            groups.append([])
+            load = 0
+        groups[-1].append(i)
+        load += cost
+    return [Chunk(rows, np.array([[pairs[i][0]] for i in rows], dtype=np.object_),
+                  np.array([[pairs[i][1]] for i in rows], dtype=np.object_),
+                  np.full((len(rows), 1), stride or 0, dtype=np.int32)) for rows in groups if rows]
+
+
+def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
+    """Two halves of a chunk, for a request the server found over its per-request window limit."""
+    half = len(chunk.rows) // 2
+    parts = []
+    for part in (slice(0, half), slice(half, None)):
+        parts.append(replace(chunk, rows=chunk.rows[part], queries=chunk.queries[part], passages=chunk.passages[part],
+                             strides=None if chunk.strides is None else chunk.strides[part]))
+    return parts[0], parts[1]
+
+
+def join_outputs(first: Dict[str, np.ndarray], second: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return {name: np.concatenate([np.asarray(first[name]), np.asarray(second[name])]) for name in first}
 
 
 def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional[Sequence[str]] = None
@@ -115,13 +180,17 @@ def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional
     for chunk, outputs in answered:
         n = len(chunk.rows)
         arrays = {t.name: np.asarray(outputs[t.name]).reshape(-1) for t in contract.ENSEMBLE_OUTPUTS}
-        if any(len(a) != n for a in arrays.values()):
+        spans = np.asarray(outputs[contract.SPAN.name]).reshape(-1, 2) if contract.SPAN.name in outputs else None
+        windows = np.asarray(outputs[contract.WINDOWS.name]).reshape(-1) if contract.WINDOWS.name in outputs else None
+        if any(len(a) != n for a in arrays.values()) or (spans is not None and len(spans) != n):
             raise RuntimeError(f"server returned {[len(a) for a in arrays.values()]} rows for a chunk of {n}")
         for j, row in enumerate(chunk.rows):
             results[row] = RerankResult(
                 index=row, score=float(arrays[contract.SCORE.name][j]), logit=float(arrays[contract.LOGIT.name][j]),
                 tokens=int(arrays[contract.TOKENS.name][j]), truncated=bool(arrays[contract.TRUNCATED.name][j]),
-                document=documents[row] if documents is not None else None)
+                document=documents[row] if documents is not None else None,
+                span=(int(spans[j][0]), int(spans[j][1])) if spans is not None else None,
+                windows=int(windows[j]) if windows is not None else None)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"no result for rows {missing[:10]}")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -12,10 +12,18 @@ class RerankResult:
     tokens: int  # tokens of the query+document pair that the model saw
     truncated: bool  # query or document was cut to the server's max_length
     document: Optional[str] = None
+    # long_documents="window": (start, end) character offsets (Python str indices) of the best
+    # window in the document, document[start:end] being its text, and how many windows were
+    # scored. None in truncate mode.
+    span: Optional[Tuple[int, int]] = None
+    windows: Optional[int] = None
 
     def to_dict(self) -> dict:
         out = {"index": self.index, "score": self.score, "logit": self.logit,
                "tokens": self.tokens, "truncated": self.truncated}
+        if self.span is not None:
+            out["span"] = list(self.span)
+            out["windows"] = self.windows
         if self.document is not None:
             out["document"] = self.document
         return out

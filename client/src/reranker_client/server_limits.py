@@ -4,7 +4,7 @@ once per client: the client packs, counts and checks with them and repeats none.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import contract
 from .errors import ModelNotReadyError
@@ -19,8 +19,18 @@ class ServerLimits:
     max_text_bytes: Optional[int] = None
     query_max_length: Optional[int] = None
     special_tokens_per_pair: Optional[int] = None
-    long_request_length: Optional[int] = None
-    long_request_max_pairs: Optional[int] = None
+    max_batch_tokens: Optional[int] = None  # padded tokens any model batch may hold
+    length_classes: Optional[List[Tuple[int, int]]] = None  # (longest padded length, pairs per batch)
+    max_windows_per_passage: Optional[int] = None
+    max_windows_per_request: Optional[int] = None
+
+    def class_batch(self, length: int) -> int:
+        """Pairs of `length` padded tokens that one model batch holds on this server (its length
+        class); max_batch_size where the server publishes no classes."""
+        for bound, batch in self.length_classes or ():
+            if length <= bound:
+                return min(batch, self.max_batch_size)
+        return self.max_batch_size
 
     @property
     def publishes_pair_rules(self) -> bool:
@@ -52,6 +62,10 @@ def server_limits_from(response) -> ServerLimits:
         return int(params[key]) if params.get(key, "").isdigit() else None
     Param = contract.Param
     buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].split(",")] if params.get(Param.LENGTH_BUCKETS) else None
+    classes = None
+    if params.get(Param.LENGTH_CLASSES):
+        classes = [(int(b), int(n)) for b, n in (item.split(":") for item in params[Param.LENGTH_CLASSES].split(","))]
     return ServerLimits(batch, number(Param.MAX_LENGTH), buckets, number(Param.MAX_TEXT_BYTES),
                         number(Param.QUERY_MAX_LENGTH), number(Param.SPECIAL_TOKENS_PER_PAIR),
-                        number(Param.LONG_REQUEST_LENGTH), number(Param.LONG_REQUEST_MAX_PAIRS))
+                        number(Param.MAX_BATCH_TOKENS), classes, number(Param.MAX_WINDOWS_PER_PASSAGE),
+                        number(Param.MAX_WINDOWS_PER_REQUEST))

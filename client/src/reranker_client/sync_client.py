@@ -38,12 +38,20 @@ class RerankClient(ClientBase):
         self._clients_lock = threading.Lock()
 
     def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-               return_documents: bool = False, timeout: Optional[float] = None) -> List[RerankResult]:
-        """Results sorted by score (best first); `index` is the document's input position."""
+               return_documents: bool = False, timeout: Optional[float] = None,
+               long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+        """Results sorted by score (best first); `index` is the document's input position.
+
+        long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
+        max_length. "window": a long document is scored by overlapping windows of whole words
+        (`window_stride` passage tokens apart; default half a window) and gets its best window's
+        score; `span` gives that window's character offsets in the document."""
+        planning.check_mode(long_documents, window_stride)
         pairs = self._rerank_pairs(query, documents, top_k)
         if not pairs:
             return []
-        results = self._score_pairs(pairs, list(documents) if return_documents else None, timeout)
+        results = self._score_pairs(pairs, list(documents) if return_documents else None, timeout,
+                                    long_documents, window_stride)
         return planning.top(results, top_k)
 
     def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
@@ -51,10 +59,12 @@ class RerankClient(ClientBase):
         checked = planning.validate_pairs(pairs)
         return [r.score for r in self._score_pairs(checked, None, timeout)] if checked else []
 
-    def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[RerankResult]:
-        """Full results (score, logit, tokens, truncated) in input order."""
+    def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None,
+                      long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+        """Full results (score, logit, tokens, truncated, span) in input order."""
+        planning.check_mode(long_documents, window_stride)
         checked = planning.validate_pairs(pairs)
-        return self._score_pairs(checked, None, timeout) if checked else []
+        return self._score_pairs(checked, None, timeout, long_documents, window_stride) if checked else []
 
     def ready(self) -> bool:
         self._check_open()
@@ -153,16 +163,24 @@ class RerankClient(ClientBase):
         def call(client):
             remaining = self._remaining(deadline, budget)
             inputs, outputs = self._request(chunk)
-            return tritonclient_adapter.read_outputs(client.infer(self.model, inputs, outputs=outputs,
+            return tritonclient_adapter.read_outputs(client.infer(self._model_for(chunk), inputs, outputs=outputs,
                                                                   headers=self.headers,
-                                                                  **self._infer_kwargs(remaining)))
-        return self._call(call, deadline, budget)
+                                                                  **self._infer_kwargs(remaining)),
+                                                     window=chunk.strides is not None)
+        try:
+            return self._call(call, deadline, budget)
+        except RerankError as err:
+            if not self._should_split(err, chunk):
+                raise
+        first, second = planning.split(chunk)
+        return planning.join_outputs(self._infer(first, deadline, budget), self._infer(second, deadline, budget))
 
-    def _score_pairs(self, pairs, documents, timeout: Optional[float] = None) -> List[RerankResult]:
+    def _score_pairs(self, pairs, documents, timeout: Optional[float] = None, long_documents: str = "truncate",
+                     window_stride: Optional[int] = None) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, self._server_limits(deadline, budget))
+        chunks = self._chunks(pairs, self._server_limits(deadline, budget), long_documents, window_stride)
         queued = list(chunks)
         in_flight: Dict = {}
         answered = []

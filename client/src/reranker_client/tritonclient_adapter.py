@@ -18,6 +18,7 @@ from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyErro
                      PermissionDeniedError, RerankError, ServerUnavailableError)
 
 OUTPUTS = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
+WINDOW_OUTPUTS = tuple(t.name for t in contract.WINDOW_ENSEMBLE_OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -84,23 +85,28 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
     return module.InferenceServerClient(url, **kwargs)
 
 
-def make_inputs(protocol: str, asyncio: bool, queries: np.ndarray, passages: np.ndarray) -> list:
+def make_inputs(protocol: str, asyncio: bool, queries: np.ndarray, passages: np.ndarray,
+                strides: Optional[np.ndarray] = None) -> list:
+    """The `rerank` inputs, or with `strides` ([B, 1] int32) the `rerank_windows` inputs."""
     module = module_for(protocol, asyncio)
     inputs = []
-    for spec, array in zip(contract.ENSEMBLE_INPUTS, (queries, passages)):
+    specs, arrays = contract.ENSEMBLE_INPUTS, (queries, passages)
+    if strides is not None:
+        specs, arrays = contract.WINDOW_ENSEMBLE_INPUTS, (queries, passages, strides)
+    for spec, array in zip(specs, arrays):
         tensor = module.InferInput(spec.name, list(array.shape), spec.datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
 
 
-def make_outputs(protocol: str, asyncio: bool) -> list:
+def make_outputs(protocol: str, asyncio: bool, window: bool = False) -> list:
     module = module_for(protocol, asyncio)
-    return [module.InferRequestedOutput(name) for name in OUTPUTS]
+    return [module.InferRequestedOutput(name) for name in (WINDOW_OUTPUTS if window else OUTPUTS)]
 
 
-def read_outputs(result) -> Dict[str, np.ndarray]:
-    return {name: result.as_numpy(name) for name in OUTPUTS}
+def read_outputs(result, window: bool = False) -> Dict[str, np.ndarray]:
+    return {name: result.as_numpy(name) for name in (WINDOW_OUTPUTS if window else OUTPUTS)}
 
 
 # Every client-side timeout type, on every supported Python. On 3.11+ asyncio.TimeoutError and

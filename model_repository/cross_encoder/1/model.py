@@ -6,42 +6,29 @@ them into one ONNX Runtime run and split the outputs back, one response per requ
 
 Every model in a Triton repository can be called directly, not only the `rerank` ensemble, so
 this model bounds its own inputs (`check_inputs`) before any compute: a direct [16, 4096]
-request would otherwise take tens of seconds of CPU and gigabytes of memory.
+request would otherwise take tens of seconds of CPU and gigabytes of memory. Each length class
+is its own model with its own limits (shape_limits.py); every batch run is recorded in gauges.
 """
 
 import json
 import os
+import sys
 from collections import defaultdict
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+sys.path.insert(0, os.path.dirname(__file__))
+from shape_limits import (METRIC_MAX_LENGTH, METRIC_MAX_ROWS, METRIC_MAX_TOKENS, METRIC_MIN_LENGTH,  # noqa: E402
+                          InvalidTokens, ShapeRecord, check_inputs)
 
-class InvalidTokens(ValueError):
-    """A request the model refuses; the message names the input and the limit."""
-
-
-def check_inputs(ids, mask, max_length, vocab_size, max_batch_size):
-    """Refuse what the tokenizer never sends: cheap checks, O(size of the request)."""
-    if ids is None or mask is None:
-        raise InvalidTokens("input_ids and attention_mask are both required")
-    if ids.ndim != 2 or ids.shape != mask.shape:
-        raise InvalidTokens(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
-                            f"[batch, length] of the same shape")
-    batch, length = ids.shape
-    if not 1 <= batch <= max_batch_size:
-        raise InvalidTokens(f"input_ids: batch of {batch} rows, must be 1..max_batch_size={max_batch_size}")
-    if not 1 <= length <= max_length:
-        raise InvalidTokens(f"input_ids: {length} tokens per row exceeds max_length={max_length}"
-                            if length else "input_ids: rows hold no tokens")
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = low if low < 0 else high
-        raise InvalidTokens(f"input_ids: id {bad} is outside the vocabulary [0, {vocab_size}) "
-                            f"(vocab_size={vocab_size})")
-    if not np.isin(mask, (0, 1)).all():
-        raise InvalidTokens("attention_mask: values must be 0 or 1")
+METRIC_HELP = {
+    METRIC_MAX_TOKENS: "Largest batch run since start: rows x padded length",
+    METRIC_MAX_ROWS: "Most rows in one batch run since start",
+    METRIC_MAX_LENGTH: "Longest padded length run since start",
+    METRIC_MIN_LENGTH: "Shortest padded length run since start",
+}
 
 
 class TritonPythonModel:
@@ -50,6 +37,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
         # Limits written by export/triton_config.py from ServingLimits (export/settings.py).
+        self.name = config["name"]
+        self.min_length = int(params.get("min_length", "1"))
         self.max_length = int(params["max_length"])
         self.vocab_size = int(params["vocab_size"])
         self.max_batch_size = int(config["max_batch_size"])
@@ -58,6 +47,11 @@ class TritonPythonModel:
         if threads > 0:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.record = ShapeRecord()
+        # The families must outlive their metrics (the backend refuses a metric whose family is gone).
+        self.families = {name: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
+                         for name, text in METRIC_HELP.items()}
+        self.gauges = {name: family.Metric(labels={"model": self.name}) for name, family in self.families.items()}
 
     def execute(self, requests):
         feeds, responses = {}, [None] * len(requests)
@@ -67,7 +61,7 @@ class TritonPythonModel:
             ids = ids.as_numpy() if ids is not None else None
             mask = mask.as_numpy() if mask is not None else None
             try:
-                check_inputs(ids, mask, self.max_length, self.vocab_size, self.max_batch_size)
+                check_inputs(ids, mask, self.min_length, self.max_length, self.vocab_size, self.max_batch_size)
             except InvalidTokens as err:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
                     f"cross_encoder: {err}", pb_utils.TritonError.INVALID_ARG))
@@ -80,6 +74,8 @@ class TritonPythonModel:
         for indices in groups.values():
             ids = np.concatenate([feeds[i][0] for i in indices])
             mask = np.concatenate([feeds[i][1] for i in indices])
+            for name, value in self.record.update(*ids.shape).items():
+                self.gauges[name].set(value)
             try:
                 logit, score = self.session.run(["logit", "score"], {"input_ids": ids, "attention_mask": mask})
             except Exception as err:  # noqa: BLE001 - report to these requests, keep serving

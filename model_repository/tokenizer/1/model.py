@@ -1,6 +1,11 @@
 """Triton Python-backend model: query/passage text -> bucket-padded token tensors.
 
-All requests of one execute() are tokenized in a single batch call; a bad request gets its
+Two modes, chosen per request by the optional `window_stride` input:
+- truncate (the `rerank` ensemble, no window_stride): one row per pair, FlagReranker's tokenization;
+- window (the `rerank_windows` ensemble): one row per window of each passage, plus the passage
+  each window belongs to (`owner`) and its character span (`window_span`); the batch grows,
+  bounded by max_windows_per_request.
+All requests of one execute() are tokenized in one batch call per mode; a bad request gets its
 own error response and the others still succeed. The logic lives in pair_tokenization.py.
 """
 
@@ -12,7 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
-from pair_tokenization import InvalidInput, PairTokenizer  # noqa: E402
+from pair_tokenization import InvalidInput, PairTokenizer, WindowBatch  # noqa: E402
 
 
 def _texts(request, name):
@@ -20,6 +25,21 @@ def _texts(request, name):
     if tensor is None:
         raise InvalidInput(f"{name}: missing input")
     return tensor.as_numpy().reshape(-1).tolist()
+
+
+def _error(err):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
+
+
+def _response(batch, owner, span):
+    return pb_utils.InferenceResponse(output_tensors=[
+        pb_utils.Tensor("input_ids", batch.input_ids),
+        pb_utils.Tensor("attention_mask", batch.attention_mask),
+        pb_utils.Tensor("tokens", batch.tokens),
+        pb_utils.Tensor("truncated", batch.truncated),
+        pb_utils.Tensor("owner", owner),
+        pb_utils.Tensor("window_span", span),
+    ])
 
 
 class TritonPythonModel:
@@ -33,38 +53,31 @@ class TritonPythonModel:
             query_max_length=int(params["query_max_length"]),
             buckets=[int(b) for b in params["length_buckets"].split(",")],
             max_text_bytes=int(params["max_text_bytes"]),
+            max_windows_per_passage=int(params["max_windows_per_passage"]),
+            max_windows_per_request=int(params["max_windows_per_request"]),
         )
-        self.long_length = int(params["long_request_length"])
-        self.long_max_pairs = int(params["long_request_max_pairs"])
-
-    def _check_long(self, batch):
-        """TensorRT's long profile holds few pairs; say so instead of failing in the engine."""
-        width = batch.input_ids.shape[1]
-        if width > self.long_length and batch.input_ids.shape[0] > self.long_max_pairs:
-            raise InvalidInput(
-                f"passage: a request with pairs longer than {self.long_length} tokens may hold at "
-                f"most {self.long_max_pairs} pairs, got {batch.input_ids.shape[0]}")
 
     def execute(self, requests):
-        parsed, responses = [], [None] * len(requests)
+        truncate, window, responses = [], [], [None] * len(requests)
         for i, request in enumerate(requests):
             try:
-                parsed.append((i, _texts(request, "query"), _texts(request, "passage")))
+                texts = (_texts(request, "query"), _texts(request, "passage"))
+                stride = pb_utils.get_input_tensor_by_name(request, "window_stride")
+                if stride is None:
+                    truncate.append((i, texts))
+                else:
+                    window.append((i, (*texts, stride.as_numpy().reshape(-1).astype(np.int64).tolist())))
             except InvalidInput as err:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
-        results = self.tokenizer.tokenize_requests([(q, p) for _, q, p in parsed])
-        for (i, _, _), result in zip(parsed, results):
-            try:
-                if isinstance(result, InvalidInput):
-                    raise result
-                self._check_long(result)
-            except InvalidInput as err:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG))
-                continue
-            responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("input_ids", result.input_ids),
-                pb_utils.Tensor("attention_mask", result.attention_mask),
-                pb_utils.Tensor("tokens", result.tokens),
-                pb_utils.Tensor("truncated", result.truncated),
-            ])
+                responses[i] = _error(err)
+        results = self.tokenizer.tokenize_requests([t for _, t in truncate])
+        results += self.tokenizer.tokenize_window_requests([t for _, t in window])
+        for (i, _), result in zip(truncate + window, results):
+            if isinstance(result, InvalidInput):
+                responses[i] = _error(result)
+            elif isinstance(result, WindowBatch):
+                responses[i] = _response(result.pairs, result.owner, result.span)
+            else:  # truncate mode: every pair is its own "window" over the whole (cut) passage
+                rows = result.input_ids.shape[0]
+                responses[i] = _response(result, np.arange(rows, dtype=np.int32).reshape(-1, 1),
+                                         np.zeros((rows, 2), dtype=np.int32))
         return responses

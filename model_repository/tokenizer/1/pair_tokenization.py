@@ -13,10 +13,15 @@ the config carries it), the passage to `max_length`; the pair is joined as
 from __future__ import annotations
 
 import bisect
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pair_windows.py sits beside this file
+import pair_windows  # noqa: E402
 
 SPECIAL_TOKENS_PER_PAIR = 4  # <s> q </s></s> p </s>
 
@@ -67,9 +72,23 @@ class PairBatch:
     truncated: np.ndarray  # bool [B, 1]: query or passage lost tokens to max_length
 
 
+@dataclass(frozen=True)
+class WindowBatch:
+    """Window mode: one row per window, and which passage (request row) each window belongs to."""
+    pairs: PairBatch  # tokens: the window's pair; truncated: the query was cut
+    owner: np.ndarray  # int32 [W, 1]: the request row of the passage
+    span: np.ndarray  # int32 [W, 2]: (start, end) character offsets of the window in its passage
+
+
+# The phrase of the per-request window error (reranker_client.contract.WINDOWS_PER_REQUEST_ERROR):
+# a client splits the request when it sees it.
+WINDOWS_PER_REQUEST_ERROR = "windows per request"
+
+
 class PairTokenizer:
     def __init__(self, tokenizer_json: str, max_length: int, query_max_length: int,
-                 buckets: list[int], max_text_bytes: int) -> None:
+                 buckets: list[int], max_text_bytes: int, max_windows_per_passage: int = 0,
+                 max_windows_per_request: int = 0) -> None:
         if not buckets or buckets[-1] != max_length:
             raise ValueError(f"the largest bucket must equal max_length={max_length}: {buckets}")
         self.tokenizer = Tokenizer.from_file(tokenizer_json)
@@ -79,6 +98,8 @@ class PairTokenizer:
         self.query_max_length = query_max_length
         self.buckets = list(buckets)
         self.max_text_bytes = max_text_bytes
+        self.max_windows_per_passage = max_windows_per_passage
+        self.max_windows_per_request = max_windows_per_request
         self.cls_id = self._token_id("<s>")
         self.sep_id = self._token_id("</s>")
         self.pad_id = self._token_id("<pad>")
@@ -160,7 +181,12 @@ class PairTokenizer:
         """Token ids of each text, exact for its first needs[i] tokens (all of them when the text
         has fewer): each text is tokenized from a safe prefix (`safe_cut`) that grows until it
         yields needs[i] tokens or is the whole text. One `encode_batch` call per round."""
-        ids: list[list[int] | None] = [None] * len(texts)
+        return [encoding.ids for encoding in self.encode_bounded_full(texts, needs)]
+
+    def encode_bounded_full(self, texts: list[str], needs: list[int]) -> list[Encoding]:
+        """`encode_bounded` with the whole Encoding (ids, character offsets, word ids). A prefix
+        cut ends a word, so offsets and word ids of its tokens are the whole text's."""
+        ids: list[Encoding | None] = [None] * len(texts)
         budgets = [need * FIRST_CUT_BYTES_PER_TOKEN for need in needs]
         pending = list(range(len(texts)))
         while pending:
@@ -170,7 +196,7 @@ class PairTokenizer:
             again = []
             for i, cut, encoding in zip(pending, cuts, encodings):
                 if cut is None or len(encoding.ids) >= needs[i]:
-                    ids[i] = encoding.ids
+                    ids[i] = encoding
                 else:
                     budgets[i] = cut * CUT_GROWTH
                     again.append(i)
@@ -211,6 +237,76 @@ class PairTokenizer:
             try:
                 results[r] = self.pad([self.join(i, encoded[q], encoded[p])
                                        for i, (q, p) in enumerate(zip(query_slots, passage_slots))])
+            except InvalidInput as err:
+                results[r] = err
+        return results  # type: ignore[return-value]
+
+    def window_rows(self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding,
+                    complete: bool, stride: int) -> list[tuple[list[int], bool, tuple[int, int]]]:
+        """(pair ids, query cut, character span) of every window of one passage, or InvalidInput.
+        `complete`: the encoding holds the whole passage (else only a bounded prefix of it)."""
+        query = query[: self.query_max_length]
+        width = self.max_length - len(query) - SPECIAL_TOKENS_PER_PAIR
+        if not encoding.ids:
+            raise InvalidInput(f"passage[{index}]: produces no tokens")
+        stride = stride or max(1, width // 2)  # 0: the default, half a window
+        if not 1 <= stride <= width:
+            raise InvalidInput(f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
+                               f"of one window beside this query")
+        bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride)
+        if len(bounds) > self.max_windows_per_passage:
+            needs = f"{len(bounds)}" if complete else f"more than {len(bounds) - 1}"
+            raise InvalidInput(f"passage[{index}]: needs {needs} windows of {width} tokens (stride {stride}), "
+                               f"over the limit of {self.max_windows_per_passage} windows per passage")
+        ids = encoding.ids
+        return [([self.cls_id, *query, self.sep_id, self.sep_id, *ids[start:end], self.sep_id], query_cut,
+                 pair_windows.char_span(text, encoding.offsets, start, end)) for start, end in bounds]
+
+    def tokenize_window_requests(self, requests: list[tuple[list[object], list[object], list[int]]]
+                                 ) -> list[WindowBatch | InvalidInput]:
+        """Window mode: (queries, passages, strides) per request -> one row per window. Passages
+        are tokenized as far as the window limit can use: a passage with more tokens than
+        max_windows_per_passage windows of max_length could cover is refused unread."""
+        if self.max_windows_per_passage < 1 or self.max_windows_per_request < 1:
+            return [InvalidInput("window mode is not configured on this server") for _ in requests]
+        results: list[WindowBatch | InvalidInput | None] = [None] * len(requests)
+        decoded = []
+        for r, (raw_queries, raw_passages, strides) in enumerate(requests):
+            try:
+                queries, passages = self._decode_request(raw_queries, raw_passages)
+                if len(strides) != len(passages):
+                    raise InvalidInput(f"window_stride has {len(strides)} items but passage has {len(passages)}")
+                decoded.append((r, queries, passages, strides))
+            except InvalidInput as err:
+                results[r] = err
+        passage_need = self.max_windows_per_passage * self.max_length + 1
+        queries = sorted({q for _, qs, _, _ in decoded for q in qs})
+        passages = sorted({p for _, _, ps, _ in decoded for p in ps})
+        query_ids = dict(zip(queries, self.encode_bounded(queries, [self.query_max_length + 1] * len(queries))))
+        encodings = dict(zip(passages, self.encode_bounded_full(passages, [passage_need] * len(passages))))
+        for r, qs, ps, strides in decoded:
+            try:
+                rows, owner, spans = [], [], []
+                for i, (q, p, stride) in enumerate(zip(qs, ps, strides)):
+                    if stride < 0:
+                        raise InvalidInput(f"window_stride[{i}]: {stride} is negative")
+                    q_ids = query_ids[q]
+                    if not q_ids:
+                        raise InvalidInput(f"query[{i}]: produces no tokens")
+                    encoding = encodings[p]
+                    complete = len(encoding.ids) < passage_need
+                    for ids, cut, span in self.window_rows(i, q_ids, len(q_ids) > self.query_max_length, p,
+                                                           encoding, complete, int(stride)):
+                        rows.append((ids, cut))
+                        owner.append(i)
+                        spans.append(span)
+                if len(rows) > self.max_windows_per_request:
+                    raise InvalidInput(
+                        f"passage: the request needs {len(rows)} windows, over the limit of "
+                        f"{self.max_windows_per_request} {WINDOWS_PER_REQUEST_ERROR} (send fewer passages "
+                        f"per request)")
+                results[r] = WindowBatch(self.pad(rows), np.asarray(owner, dtype=np.int32).reshape(-1, 1),
+                                         np.asarray(spans, dtype=np.int32).reshape(-1, 2))
             except InvalidInput as err:
                 results[r] = err
         return results  # type: ignore[return-value]

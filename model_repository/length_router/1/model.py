@@ -1,0 +1,79 @@
+"""Triton Python-backend model: sends each row to the cross-encoder of its length class.
+
+Why: Triton's dynamic batcher merges requests of one shape up to a model's max_batch_size,
+whatever their length, so the only bound on what a batch holds is each model's own
+max_batch_size. Every length class is its own model (one TensorRT profile each) with
+max_batch_size * max_length <= MAX_BATCH_TOKENS; this model splits each request by class
+(routing.py) and calls the class models (BLS). All parts of all requests of one execute()
+are in flight at once, so the class models batch them with everything else (windows of a
+window-mode request included).
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(__file__))
+from routing import RouteError, cut, parse_classes, plan, row_lengths  # noqa: E402
+
+PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
+
+
+def _error(message, code=None):
+    error = pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
+    return pb_utils.InferenceResponse(error=error)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.buckets = [int(b) for b in params["length_buckets"].split(",")]
+        self.classes = parse_classes(params["length_classes"])
+        self.models = params["class_models"].split(",")
+
+    async def execute(self, requests):
+        responses = [None] * len(requests)
+        jobs = []  # (request, rows, pending BLS call)
+        shapes = {}
+        for i, request in enumerate(requests):
+            ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
+            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
+            try:
+                if ids is None or mask is None:
+                    raise RouteError("input_ids and attention_mask are both required")
+                ids, mask = ids.as_numpy(), mask.as_numpy()
+                if ids.ndim != 2 or ids.shape != mask.shape:
+                    raise RouteError(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
+                                     f"[batch, length] of the same shape")
+                parts = plan(row_lengths(mask), self.buckets, self.classes)
+            except RouteError as err:
+                responses[i] = _error(f"length_router: {err}", pb_utils.TritonError.INVALID_ARG)
+                continue
+            shapes[i] = ids.shape[0]
+            for part in parts:
+                call = pb_utils.InferenceRequest(
+                    model_name=self.models[part.length_class], requested_output_names=["logit", "score"],
+                    inputs=[pb_utils.Tensor("input_ids", cut(ids, part.rows, part.width, PAD_ID)),
+                            pb_utils.Tensor("attention_mask", cut(mask, part.rows, part.width, 0))])
+                jobs.append((i, part.rows, call.async_exec()))
+        answers = await asyncio.gather(*(job for _, _, job in jobs))
+        outputs = {i: (np.zeros((rows, 1), np.float32), np.zeros((rows, 1), np.float32)) for i, rows in shapes.items()}
+        for (i, rows, _), answer in zip(jobs, answers):
+            if responses[i] is not None:
+                continue
+            if answer.has_error():
+                error = answer.error()  # keep the class model's code (INVALID_ARG stays INVALID_ARG)
+                responses[i] = _error(error.message(), error.code() if hasattr(error, "code") else None)
+                continue
+            outputs[i][0][rows] = pb_utils.get_output_tensor_by_name(answer, "logit").as_numpy().reshape(-1, 1)
+            outputs[i][1][rows] = pb_utils.get_output_tensor_by_name(answer, "score").as_numpy().reshape(-1, 1)
+        for i, (logit, score) in outputs.items():
+            if responses[i] is None:
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("logit", logit), pb_utils.Tensor("score", score)])
+        return responses

@@ -1,0 +1,68 @@
+"""Which length class each row goes to, in parts the class model can take (no Triton import).
+
+The rules are the ones the export derived (export/tensorrt_profiles.py) and wrote into this
+model's config: the length buckets and, per class, its longest padded length and its batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class RouteError(ValueError):
+    """A row no class can take; the message names the length and the limit."""
+
+
+@dataclass(frozen=True)
+class Part:
+    length_class: int  # index into the classes (and the class models)
+    width: int  # the bucket every row of the part is padded to
+    rows: np.ndarray  # indices into the request's rows
+
+
+def parse_classes(text: str) -> list[tuple[int, int]]:
+    """'512:64,2048:16,8192:4' -> [(512, 64), (2048, 16), (8192, 4)]."""
+    return [(int(bound), int(batch)) for bound, batch in (item.split(":") for item in text.split(","))]
+
+
+def row_lengths(mask: np.ndarray) -> np.ndarray:
+    """Columns each row needs: up to its last real token (right padding is the rule, but a row
+    is never cut short whatever its mask looks like)."""
+    nonzero = mask != 0
+    last = mask.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(axis=1), last, 1)
+
+
+def plan(lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]]) -> list[Part]:
+    """Rows grouped by the class that holds their own bucket; within a class, sorted by length
+    and cut into parts of at most the class's batch, each padded to the bucket of its longest
+    row. A request whose rows all fall in one class (the usual case, and always at max_length
+    <= 512) stays one part of the shape the tokenizer gave it, so it merges with other requests
+    of that shape as before; a request mixing lengths is not padded to its longest row."""
+    by_class: dict[int, list[tuple[int, int]]] = {}
+    for row, length in enumerate(lengths.tolist()):
+        position = bisect.bisect_left(buckets, length)
+        if position == len(buckets):
+            raise RouteError(f"input_ids: a row of {length} tokens exceeds max_length={buckets[-1]}")
+        index = next(i for i, (bound, _) in enumerate(classes) if buckets[position] <= bound)
+        by_class.setdefault(index, []).append((length, row))
+    parts = []
+    for index, members in sorted(by_class.items()):
+        members.sort()
+        batch = classes[index][1]
+        for start in range(0, len(members), batch):
+            chunk = members[start:start + batch]
+            width = buckets[bisect.bisect_left(buckets, chunk[-1][0])]
+            parts.append(Part(index, width, np.asarray(sorted(row for _, row in chunk))))
+    return parts
+
+
+def cut(array: np.ndarray, rows: np.ndarray, width: int, fill: int) -> np.ndarray:
+    """array[rows] at exactly `width` columns: cut, or padded with `fill`."""
+    part = array[rows, :width]
+    if part.shape[1] < width:
+        part = np.pad(part, ((0, 0), (0, width - part.shape[1])), constant_values=fill)
+    return np.ascontiguousarray(part)

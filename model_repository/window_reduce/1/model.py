@@ -1,0 +1,35 @@
+"""Triton Python-backend model: window mode's last step, from one row per window back to one
+row per passage (the ensemble's batch). Each passage gets its best window's logit, score,
+tokens and character span, and the number of windows scored; the logic is in reduction.py."""
+
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(__file__))
+from reduction import reduce_windows  # noqa: E402
+
+PER_WINDOW = ("logit", "score", "tokens", "truncated")
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                      for name in (*PER_WINDOW, "owner", "window_span")}
+            try:
+                reduced = reduce_windows(arrays["owner"], arrays["logit"])
+            except ValueError as err:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"window_reduce: {err}", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            best = reduced.best
+            outputs = [pb_utils.Tensor(name, np.ascontiguousarray(arrays[name].reshape(-1, 1)[best]))
+                       for name in PER_WINDOW]
+            outputs.append(pb_utils.Tensor("span", np.ascontiguousarray(arrays["window_span"].reshape(-1, 2)[best])))
+            outputs.append(pb_utils.Tensor("windows", reduced.windows))
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses
