@@ -136,7 +136,7 @@ bench: setup $(INFINITY_VENV)/.installed ## side-by-side benchmark (ours vs ONNX
 bench-long: setup ## long documents: window mode at max_length 512 vs one pass at 8192 (100 passages, 1,000-6,000 tokens)
 	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results
 
-configs: setup ## regenerate the committed model_repository/ configs from export/triton_config.py
+configs: setup ## regenerate the committed model_repository/ configs (and the 8,192 golden set) from export/triton_config.py
 	$(PY) -m export.triton_config model_repository tests/golden/long_context
 
 clean:

@@ -82,6 +82,15 @@ MAX_QUEUE_DELAY_US = 2_000
 TOKENIZER_QUEUE_DELAY_US = 200
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
+# Two instances of every cross-encoder model. With one, Triton 2.51's dynamic batcher leaves a
+# queued request of another shape waiting ~500 ms (its idle wait) after the instance frees up:
+# measured here, two concurrent requests of different buckets to one instance took 505-530 ms
+# in 7 of 10 tries (15-36 ms otherwise); with two instances 9-33 ms, and a client call split
+# into chunks of two buckets went from p50 540 ms to 55 ms (benchmarks/batcher_stall.py).
+# Every rerank call whose documents span two buckets hits it. On a GPU the second instance
+# also overlaps one batch's host work with the other's compute; it costs a second copy of
+# the engine's weights (~1.1 GB in fp16).
+CROSS_ENCODER_INSTANCES = 2
 # The length router waits on the class models (BLS) inside execute(); a second instance keeps a
 # short request from waiting behind a long one's execute.
 ROUTER_INSTANCES = 2

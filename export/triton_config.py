@@ -20,6 +20,7 @@ from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TO
                                       Param)
 
 from export.settings import (
+    CROSS_ENCODER_INSTANCES,
     GPU_MODEL_INTRA_OP_THREADS, MAX_BATCH_TOKENS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, MAX_WINDOWS_PER_PASSAGE,
     MAX_WINDOWS_PER_REQUEST, QUEUE_TIMEOUT_US, ROUTER_INSTANCES, SPECIAL_TOKENS_PER_PAIR, TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES,
     TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
@@ -36,7 +37,7 @@ class RepositorySpec:
     precision: str = "fp16"
     limits: ServingLimits = ServingLimits()
     tokenizer_instances: int = TOKENIZER_INSTANCES
-    cross_encoder_instances: int = 1
+    cross_encoder_instances: int = CROSS_ENCODER_INSTANCES
     cpu_threads: int = 0  # Python/ORT backend: intra-op threads (0 = ONNX Runtime decides)
     engine_cache_path: str = DEFAULT_ENGINE_CACHE
     # ONNX Runtime's TensorRT EP names cached engines by graph structure, not by weights: a

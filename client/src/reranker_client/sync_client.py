@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import planning, tritonclient_adapter
 from .base import ClientBase
-from .errors import DeadlineExceededError
+from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
 from .server_limits import ServerLimits
 
