@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from reranker_client import contract
 from reranker_client.certificate import FILENAME
 
 from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, WINDOW_REDUCE
@@ -39,6 +40,10 @@ MODEL_CODE = {
     WINDOW_REDUCE: ("model.py", "reduction.py"),
 }
 CROSS_ENCODER_CODE = ("model.py", "shape_limits.py")  # the Python backend's cross-encoder
+# Every Python model reads tensor names from the wire contract; it is copied from the client
+# package into each one's version folder (Triton puts no shared module on their path).
+CONTRACT_SOURCE = Path(contract.__file__)
+CONTRACT_FILE = "contract.py"
 TOKENIZER_CODE = MODEL_CODE[TOKENIZER]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # The ensemble's version folder holds no file, and `aws s3 sync`, `gsutil rsync` and most
@@ -75,6 +80,7 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         for name, files in MODEL_CODE.items():
             for filename in files:
                 shutil.copy2(SOURCE_REPOSITORY / name / "1" / filename, staging / name / "1" / filename)
+            shutil.copy2(CONTRACT_SOURCE, staging / name / "1" / CONTRACT_FILE)
         for filename in TOKENIZER_FILES:
             if (tokenizer_dir / filename).exists():
                 shutil.copy2(tokenizer_dir / filename, staging / TOKENIZER / "1" / filename)
@@ -83,6 +89,7 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
                 for filename in CROSS_ENCODER_CODE:
                     shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename,
                                  staging / length_class.model / "1" / filename)
+                shutil.copy2(CONTRACT_SOURCE, staging / length_class.model / "1" / CONTRACT_FILE)
             warmup = staging / length_class.model / WARMUP_FOLDER
             warmup.mkdir()
             for filename, content in warmup_files(spec.limits, length_class).items():

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
+import contract  # noqa: E402 - the wire contract, copied here from the client package at export
 from shape_limits import (METRIC_MAX_LENGTH, METRIC_MAX_ROWS, METRIC_MAX_TOKENS, METRIC_MIN_LENGTH,  # noqa: E402
                           InvalidTokens, ShapeRecord, check_inputs)
 
@@ -56,8 +57,8 @@ class TritonPythonModel:
     def execute(self, requests):
         feeds, responses = {}, [None] * len(requests)
         for index, request in enumerate(requests):
-            ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
-            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
+            ids = pb_utils.get_input_tensor_by_name(request, contract.INPUT_IDS.name)
+            mask = pb_utils.get_input_tensor_by_name(request, contract.ATTENTION_MASK.name)
             ids = ids.as_numpy() if ids is not None else None
             mask = mask.as_numpy() if mask is not None else None
             try:
@@ -77,7 +78,8 @@ class TritonPythonModel:
             for name, value in self.record.update(*ids.shape).items():
                 self.gauges[name].set(value)
             try:
-                logit, score = self.session.run(["logit", "score"], {"input_ids": ids, "attention_mask": mask})
+                logit, score = self.session.run([contract.LOGIT.name, contract.SCORE.name],
+                                                {contract.INPUT_IDS.name: ids, contract.ATTENTION_MASK.name: mask})
             except Exception as err:  # noqa: BLE001 - report to these requests, keep serving
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"cross_encoder: {err}"))
@@ -86,8 +88,8 @@ class TritonPythonModel:
             for i in indices:
                 rows = feeds[i][0].shape[0]
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("logit", logit[start:start + rows].astype(np.float32)),
-                    pb_utils.Tensor("score", score[start:start + rows].astype(np.float32)),
+                    pb_utils.Tensor(contract.LOGIT.name, logit[start:start + rows].astype(np.float32)),
+                    pb_utils.Tensor(contract.SCORE.name, score[start:start + rows].astype(np.float32)),
                 ])
                 start += rows
         return responses

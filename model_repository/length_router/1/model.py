@@ -18,6 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
+import contract  # noqa: E402 - the wire contract, copied here from the client package at export
 from routing import RouteError, cut, parse_classes, plan, row_lengths  # noqa: E402
 
 PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
@@ -41,8 +42,8 @@ class TritonPythonModel:
         jobs = []  # (request, rows, pending BLS call)
         shapes = {}
         for i, request in enumerate(requests):
-            ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
-            mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
+            ids = pb_utils.get_input_tensor_by_name(request, contract.INPUT_IDS.name)
+            mask = pb_utils.get_input_tensor_by_name(request, contract.ATTENTION_MASK.name)
             try:
                 if ids is None or mask is None:
                     raise RouteError("input_ids and attention_mask are both required")
@@ -57,9 +58,9 @@ class TritonPythonModel:
             shapes[i] = ids.shape[0]
             for part in parts:
                 call = pb_utils.InferenceRequest(
-                    model_name=self.models[part.length_class], requested_output_names=["logit", "score"],
-                    inputs=[pb_utils.Tensor("input_ids", cut(ids, part.rows, part.width, PAD_ID)),
-                            pb_utils.Tensor("attention_mask", cut(mask, part.rows, part.width, 0))])
+                    model_name=self.models[part.length_class], requested_output_names=[contract.LOGIT.name, contract.SCORE.name],
+                    inputs=[pb_utils.Tensor(contract.INPUT_IDS.name, cut(ids, part.rows, part.width, PAD_ID)),
+                            pb_utils.Tensor(contract.ATTENTION_MASK.name, cut(mask, part.rows, part.width, 0))])
                 jobs.append((i, part.rows, call.async_exec()))
         answers = await asyncio.gather(*(job for _, _, job in jobs))
         outputs = {i: (np.zeros((rows, 1), np.float32), np.zeros((rows, 1), np.float32)) for i, rows in shapes.items()}
@@ -70,10 +71,10 @@ class TritonPythonModel:
                 error = answer.error()  # keep the class model's code (INVALID_ARG stays INVALID_ARG)
                 responses[i] = _error(error.message(), error.code() if hasattr(error, "code") else None)
                 continue
-            outputs[i][0][rows] = pb_utils.get_output_tensor_by_name(answer, "logit").as_numpy().reshape(-1, 1)
-            outputs[i][1][rows] = pb_utils.get_output_tensor_by_name(answer, "score").as_numpy().reshape(-1, 1)
+            outputs[i][0][rows] = pb_utils.get_output_tensor_by_name(answer, contract.LOGIT.name).as_numpy().reshape(-1, 1)
+            outputs[i][1][rows] = pb_utils.get_output_tensor_by_name(answer, contract.SCORE.name).as_numpy().reshape(-1, 1)
         for i, (logit, score) in outputs.items():
             if responses[i] is None:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("logit", logit), pb_utils.Tensor("score", score)])
+                    pb_utils.Tensor(contract.LOGIT.name, logit), pb_utils.Tensor(contract.SCORE.name, score)])
         return responses

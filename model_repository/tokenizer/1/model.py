@@ -17,6 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
+import contract  # noqa: E402 - the wire contract, copied here from the client package at export
 from pair_tokenization import InvalidInput, PairTokenizer, WindowBatch  # noqa: E402
 
 
@@ -33,12 +34,12 @@ def _error(err):
 
 def _response(batch, owner, span):
     return pb_utils.InferenceResponse(output_tensors=[
-        pb_utils.Tensor("input_ids", batch.input_ids),
-        pb_utils.Tensor("attention_mask", batch.attention_mask),
-        pb_utils.Tensor("tokens", batch.tokens),
-        pb_utils.Tensor("truncated", batch.truncated),
-        pb_utils.Tensor("owner", owner),
-        pb_utils.Tensor("window_span", span),
+        pb_utils.Tensor(contract.INPUT_IDS.name, batch.input_ids),
+        pb_utils.Tensor(contract.ATTENTION_MASK.name, batch.attention_mask),
+        pb_utils.Tensor(contract.TOKENS.name, batch.tokens),
+        pb_utils.Tensor(contract.TRUNCATED.name, batch.truncated),
+        pb_utils.Tensor(contract.OWNER.name, owner),
+        pb_utils.Tensor(contract.WINDOW_SPAN.name, span),
     ])
 
 
@@ -61,8 +62,8 @@ class TritonPythonModel:
         truncate, window, responses = [], [], [None] * len(requests)
         for i, request in enumerate(requests):
             try:
-                texts = (_texts(request, "query"), _texts(request, "passage"))
-                stride = pb_utils.get_input_tensor_by_name(request, "window_stride")
+                texts = (_texts(request, contract.QUERY.name), _texts(request, contract.PASSAGE.name))
+                stride = pb_utils.get_input_tensor_by_name(request, contract.WINDOW_STRIDE.name)
                 if stride is None:
                     truncate.append((i, texts))
                 else:

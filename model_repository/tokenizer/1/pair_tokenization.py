@@ -17,6 +17,10 @@ import os
 import sys
 from dataclasses import dataclass
 
+try:  # in a served repository: the copy the export places beside this file
+    import contract
+except ImportError:  # imported from the source tree (export gates, tests): the client package's
+    from reranker_client import contract
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
@@ -80,9 +84,8 @@ class WindowBatch:
     span: np.ndarray  # int32 [W, 2]: (start, end) character offsets of the window in its passage
 
 
-# The phrase of the per-request window error (reranker_client.contract.WINDOWS_PER_REQUEST_ERROR):
-# a client splits the request when it sees it.
-WINDOWS_PER_REQUEST_ERROR = "windows per request"
+# The phrase of the per-request window error: a client splits the request when it sees it.
+WINDOWS_PER_REQUEST_ERROR = contract.WINDOWS_PER_REQUEST_ERROR
 
 
 class PairTokenizer:

@@ -9,9 +9,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
+import contract  # noqa: E402 - the wire contract, copied here from the client package at export
 from reduction import reduce_windows  # noqa: E402
 
-PER_WINDOW = ("logit", "score", "tokens", "truncated")
+PER_WINDOW = tuple(t.name for t in (contract.LOGIT, contract.SCORE, contract.TOKENS, contract.TRUNCATED))
 
 
 class TritonPythonModel:
@@ -19,9 +20,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                      for name in (*PER_WINDOW, "owner", "window_span")}
+                      for name in (*PER_WINDOW, contract.OWNER.name, contract.WINDOW_SPAN.name)}
             try:
-                reduced = reduce_windows(arrays["owner"], arrays["logit"])
+                reduced = reduce_windows(arrays[contract.OWNER.name], arrays[contract.LOGIT.name])
             except ValueError as err:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
                     f"window_reduce: {err}", pb_utils.TritonError.INVALID_ARG)))
@@ -29,7 +30,8 @@ class TritonPythonModel:
             best = reduced.best
             outputs = [pb_utils.Tensor(name, np.ascontiguousarray(arrays[name].reshape(-1, 1)[best]))
                        for name in PER_WINDOW]
-            outputs.append(pb_utils.Tensor("span", np.ascontiguousarray(arrays["window_span"].reshape(-1, 2)[best])))
-            outputs.append(pb_utils.Tensor("windows", reduced.windows))
+            outputs.append(pb_utils.Tensor(contract.SPAN.name,
+                                           np.ascontiguousarray(arrays[contract.WINDOW_SPAN.name].reshape(-1, 2)[best])))
+            outputs.append(pb_utils.Tensor(contract.WINDOWS.name, reduced.windows))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
