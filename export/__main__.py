@@ -11,8 +11,13 @@ from pathlib import Path
 
 from export.model_loading import HubUnreachable, ModelRejected
 from export.pipeline import ExportArgs, ParityFailed, run_export
-from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, MAX_SUPPORTED_LENGTH,
-                             TOKENIZER_INSTANCES)
+from export.settings import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL_ID,
+    MAX_SUPPORTED_LENGTH,
+    TOKENIZER_INSTANCES,
+)
 from export.triton_config import BACKENDS
 
 

@@ -16,10 +16,10 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from reranker_client.certificate import FILENAME, FORMAT, Thresholds, score_rows  # noqa: F401 - FILENAME re-exported
 
 from export import certificate_texts
 from export.settings import gate_batch
+from reranker_client.certificate import FILENAME, FORMAT, Thresholds, score_rows  # noqa: F401 - FILENAME re-exported
 
 # fp32: an implementation may differ from PyTorch by up to this many times PyTorch's own
 # batching noise (the same math, other summation orders); below that it is rounding, above it

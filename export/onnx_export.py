@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import onnx
+
 from reranker_client import contract
 
 OPSET = 17  # one LayerNormalization op instead of Pow/ReduceMean, which overflow in fp16

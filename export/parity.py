@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from reranker_client.certificate import compare, fixture_rows, score_rows
-
 from export import calibration_texts, certificate
 from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
 from export.settings import gate_batch
+from reranker_client.certificate import compare, fixture_rows, score_rows
 
 PADDING_PAIRS = 6
 

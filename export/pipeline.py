@@ -28,10 +28,20 @@ from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
-from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, TOKENIZER_INSTANCES,
-                             ServingLimits)
-from export.tensorrt_build import (PlanBuild, build_and_certify_plan, tensorrt_available, timing_cache_path,
-                                   write_build_files)
+from export.settings import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL_ID,
+    TOKENIZER_INSTANCES,
+    ServingLimits,
+)
+from export.tensorrt_build import (
+    PlanBuild,
+    build_and_certify_plan,
+    tensorrt_available,
+    timing_cache_path,
+    write_build_files,
+)
 from export.tensorrt_profiles import check_consistency, profiles_for
 from export.triton_config import RepositorySpec
 

@@ -23,14 +23,21 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from export.tensorrt_profiles import length_classes
+from export.triton_config import (
+    CROSS_ENCODER,
+    ENSEMBLE,
+    TOKENIZER,
+    WARMUP_FOLDER,
+    RepositorySpec,
+    all_configs,
+    engine_cache_prefix_for,
+    to_pbtxt,
+    warmup_files,
+)
 from reranker_client import contract
 from reranker_client.certificate import FILENAME
-
 from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, WINDOW_REDUCE
-
-from export.tensorrt_profiles import length_classes
-from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOLDER, RepositorySpec, all_configs,
-                                  engine_cache_prefix_for, to_pbtxt, warmup_files)
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 # The code each Python model's version folder carries, copied from the committed repository.

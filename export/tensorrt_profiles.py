@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from export.settings import LENGTH_CLASS_BOUNDS, MAX_BATCH_TOKENS, SMALLEST_BUCKET, TYPICAL_PAIR_TOKENS, ServingLimits
 from reranker_client.contract import CROSS_ENCODER_INPUTS, cross_encoder_model
-
-from export.settings import (LENGTH_CLASS_BOUNDS, MAX_BATCH_TOKENS, SMALLEST_BUCKET, TYPICAL_PAIR_TOKENS,
-                             ServingLimits)
 
 
 @dataclass(frozen=True)

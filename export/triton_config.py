@@ -15,17 +15,33 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from reranker_client import contract
-from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE,
-                                      Param)
-
 from export.settings import (
     CROSS_ENCODER_INSTANCES,
-    GPU_MODEL_INTRA_OP_THREADS, MAX_BATCH_TOKENS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, MAX_WINDOWS_PER_PASSAGE,
-    MAX_WINDOWS_PER_REQUEST, QUEUE_TIMEOUT_US, ROUTER_INSTANCES, SPECIAL_TOKENS_PER_PAIR, TENSORRT_WORKSPACE_BYTES, TOKENIZER_INSTANCES,
-    TOKENIZER_QUEUE_DELAY_US, TYPICAL_PAIR_TOKENS, ServingLimits,
+    GPU_MODEL_INTRA_OP_THREADS,
+    MAX_BATCH_TOKENS,
+    MAX_QUEUE_DELAY_US,
+    MAX_QUEUE_SIZE,
+    MAX_WINDOWS_PER_PASSAGE,
+    MAX_WINDOWS_PER_REQUEST,
+    QUEUE_TIMEOUT_US,
+    ROUTER_INSTANCES,
+    SPECIAL_TOKENS_PER_PAIR,
+    TENSORRT_WORKSPACE_BYTES,
+    TOKENIZER_INSTANCES,
+    TOKENIZER_QUEUE_DELAY_US,
+    TYPICAL_PAIR_TOKENS,
+    ServingLimits,
 )
 from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes
+from reranker_client import contract
+from reranker_client.contract import (
+    ENSEMBLE,
+    LENGTH_ROUTER,
+    TOKENIZER,
+    WINDOW_ENSEMBLE,
+    WINDOW_REDUCE,
+    Param,
+)
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 DEFAULT_ENGINE_CACHE = "/trt-cache"  # a persistent volume in the Helm chart and compose file

@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     log = args.repo.parent / "demo_tritonserver.log"
     print(f"[demo] starting tritonserver (log: {log}) ...", flush=True)
     with TritonServer(args.repo, args.http_port, args.grpc_port, args.metrics_port, log_path=log,
-                      host=args.host) as server:
-        with RerankClient(server.grpc_url) as client:
-            results = client.rerank(QUERY, PASSAGES, return_documents=True)
+                      host=args.host) as server, RerankClient(server.grpc_url) as client:
+        results = client.rerank(QUERY, PASSAGES, return_documents=True)
     print(f"\nquery: {QUERY}\n")
     print(f"{'rank':>4}  {'score':>7}  {'logit':>8}  passage")
     for rank, r in enumerate(results, 1):

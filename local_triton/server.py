@@ -147,7 +147,7 @@ class TritonServer:
                 *python_backend_flags(),
                 *self.extra_args]
 
-    def start(self, timeout: float = 180.0) -> "TritonServer":
+    def start(self, timeout: float = 180.0) -> TritonServer:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -183,7 +183,7 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reranker_client import certificate as cert
-from reranker_client.verify import main as verify_main
 
 from export import calibration_texts
 from export.__main__ import main as export_main
 from export.settings import ServingLimits
+from reranker_client import certificate as cert
+from reranker_client.verify import main as verify_main
 from tests import model_factory
 from tests.conftest import start_server
 

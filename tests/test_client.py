@@ -17,8 +17,13 @@ import pytest
 
 from export import calibration_texts
 from export.settings import MAX_TEXT_BYTES
-from reranker_client import (AsyncRerankClient, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankClient,
-                             ServerUnavailableError)
+from reranker_client import (
+    AsyncRerankClient,
+    InvalidInputError,
+    ModelNotReadyError,
+    RerankClient,
+    ServerUnavailableError,
+)
 from tests.conftest import free_port, start_server
 from tests.server_helpers import raw_rerank
 
@@ -86,9 +91,8 @@ def test_thousand_documents_in_one_call_keep_order(server, raw_scores):
 
 
 def test_concurrent_callers_share_one_client(server, raw_scores):
-    with RerankClient(server.grpc_url) as client:
-        with ThreadPoolExecutor(6) as pool:
-            outcomes = list(pool.map(lambda _: client.rerank(QUERY, DOCS, top_k=10), range(12)))
+    with RerankClient(server.grpc_url) as client, ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(lambda _: client.rerank(QUERY, DOCS, top_k=10), range(12)))
     for top in outcomes:
         _check(top, raw_scores, top_k=10)
 

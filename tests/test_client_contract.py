@@ -10,11 +10,11 @@ import sys
 import textwrap
 
 import pytest
-from reranker_client import AsyncRerankClient, ClientConfig, RerankClient
-from reranker_client.lengths import token_counter
 
 from export.__main__ import main as export_main
 from export.settings import ServingLimits
+from reranker_client import AsyncRerankClient, ClientConfig, RerankClient
+from reranker_client.lengths import token_counter
 from tests.conftest import start_server
 
 

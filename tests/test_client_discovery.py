@@ -10,8 +10,8 @@ import time
 import pytest
 
 from reranker_client import RerankClient
-from reranker_client.errors import ServerUnavailableError
 from reranker_client.endpoints import DNS_REFRESH_S, EndpointPool
+from reranker_client.errors import ServerUnavailableError
 
 DOCS = ["Everest is 8,849 m tall.", "Paris is in France.", "K2 is the second highest mountain."]
 

@@ -18,9 +18,19 @@ import time
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from reranker_client import (AsyncRerankClient, ClientClosedError, DeadlineExceededError, InvalidInputError,
-                             ModelNotReadyError, OverloadedError, PermissionDeniedError, RerankClient, RerankError,
-                             ServerUnavailableError, __version__)
+from reranker_client import (
+    AsyncRerankClient,
+    ClientClosedError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RerankClient,
+    RerankError,
+    ServerUnavailableError,
+    __version__,
+)
 from reranker_client.async_client import _all_or_nothing
 from reranker_client.tritonclient_adapter import translate
 from tests.conftest import free_port

@@ -72,9 +72,8 @@ def test_fp16_export_passes_gate_with_fused_fp16_graph(fp16_repo):
 def test_fp16_gate_failure_escalates_then_fails_naming_every_try(tiny_model, tmp_path, monkeypatch, capsys):
     """A gate no fp16 graph can pass: the export converts again with Attention in fp32, gates
     that too, then fails with both tries in the message and writes no repository."""
-    from export.fp16_conversion import FP32_ESCALATION
-
     from export import certificate
+    from export.fp16_conversion import FP32_ESCALATION
 
     monkeypatch.setattr(certificate, "FP16", certificate.Thresholds(max_abs_logit=1e-9, max_abs_score=1e-9,
                                                                      tie_logit=1e-9, min_kendall_tau=0.95))

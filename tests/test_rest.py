@@ -243,7 +243,7 @@ def test_ready_metrics_and_openapi(rest):
     metrics = httpx.get(f"{rest}/metrics", timeout=5).text
     assert 'reranker_rest_requests_total{route="/v2/rerank",status="200"}' in metrics
     assert "reranker_rest_request_seconds_bucket" in metrics
-    assert f'reranker_rest_documents_total{{route="/v2/rerank"}}' in metrics
+    assert 'reranker_rest_documents_total{route="/v2/rerank"}' in metrics
     spec = httpx.get(f"{rest}/openapi.json", timeout=5).json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/health", "/ready", "/metrics"} <= set(spec["paths"])
     assert httpx.get(f"{rest}/docs", timeout=5).status_code == 200

@@ -22,8 +22,17 @@ from tritonclient.utils import InferenceServerException
 from export.settings import DEFAULT_MAX_BATCH_SIZE as MAX_BATCH
 from export.settings import MAX_TEXT_BYTES, ServingLimits
 from export.triton_config import to_pbtxt
-from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                             PermissionDeniedError, RerankClient, RerankError, ServerUnavailableError, TLSOptions)
+from reranker_client import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RerankClient,
+    RerankError,
+    ServerUnavailableError,
+    TLSOptions,
+)
 from tests.conftest import free_port, start_server
 from tests.server_helpers import bad_and_good_together, raw_rerank, rerank_inputs
 

@@ -9,12 +9,19 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, Param
-
 from export.settings import MAX_BATCH_TOKENS, ServingLimits
 from export.tensorrt_profiles import class_for_length, length_classes, profile_for
-from export.triton_config import (BACKENDS, CROSS_ENCODER, LONG_CONTEXT_REFERENCE, RepositorySpec, all_configs,
-                                  cross_encoder_config, to_pbtxt, write_reference_configs)
+from export.triton_config import (
+    BACKENDS,
+    CROSS_ENCODER,
+    LONG_CONTEXT_REFERENCE,
+    RepositorySpec,
+    all_configs,
+    cross_encoder_config,
+    to_pbtxt,
+    write_reference_configs,
+)
+from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, Param
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "model_repository"

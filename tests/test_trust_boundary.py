@@ -14,7 +14,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from export.proxy_config import COMMITTED, ProxySpec, render, too_large_message
+from export.proxy_config import COMMITTED, ProxySpec, render
 from export.settings import DEFAULT_MAX_BATCH_SIZE, MAX_TEXT_BYTES, PROXY_MAX_BODY_BYTES, ServingLimits
 from tests.conftest import free_port
 from tests.server_helpers import bad_and_good_together, raw_rerank, rerank_inputs

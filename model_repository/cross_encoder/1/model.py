@@ -21,8 +21,15 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
-from shape_limits import (METRIC_MAX_LENGTH, METRIC_MAX_ROWS, METRIC_MAX_TOKENS, METRIC_MIN_LENGTH,  # noqa: E402
-                          InvalidTokens, ShapeRecord, check_inputs)
+from shape_limits import (  # noqa: E402
+    METRIC_MAX_LENGTH,
+    METRIC_MAX_ROWS,
+    METRIC_MAX_TOKENS,
+    METRIC_MIN_LENGTH,
+    InvalidTokens,
+    ShapeRecord,
+    check_inputs,
+)
 
 METRIC_HELP = {
     METRIC_MAX_TOKENS: "Largest batch run since start: rows x padded length",

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
-from reranker_client import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                             PermissionDeniedError, RerankError, ServerUnavailableError)
 from starlette.responses import JSONResponse
+
+from reranker_client import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RerankError,
+    ServerUnavailableError,
+)
 
 TEI_PATHS = ("/rerank",)
 

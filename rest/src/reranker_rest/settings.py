@@ -82,7 +82,7 @@ class Settings:
         return bool(self.tls_ca or self.tls_cert)
 
     @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":
+    def from_env(cls, env: Optional[Mapping[str, str]] = None, **overrides) -> Settings:
         env = os.environ if env is None else env
 
         def get(name: str, default):
