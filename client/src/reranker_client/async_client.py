@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from . import planning, tritonclient_adapter
-from .base import ClientBase
+from .base import ClientBase, Pair
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
-from .server_limits import ServerLimits
+from .server_limits import ModelConfig, ServerLimits
 from .sync_client import DEADLINE_GRACE_S
+from .tritonclient_adapter import AsyncTritonClient, Outputs
+
+T = TypeVar("T")
 
 
 class AsyncRerankClient(ClientBase):
     ASYNCIO = True
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The arguments of ClientBase, or config=ClientConfig(...): the same as RerankClient."""
         super().__init__(*args, **kwargs)
-        self._clients: Dict[str, object] = {}
+        self._clients: Dict[str, AsyncTritonClient] = {}
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
                      return_documents: bool = False, timeout: Optional[float] = None,
@@ -68,7 +72,7 @@ class AsyncRerankClient(ClientBase):
     async def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
         self._check_open()
         if self._limits is None:
-            def call(client, remaining):
+            def call(client: AsyncTritonClient, remaining: float) -> Awaitable[ModelConfig]:
                 return client.get_model_config(self.model, headers=self.headers, **self._infer_kwargs(remaining))
             return self._limits_from(await self._call(call, deadline, budget))
         return self._limits
@@ -86,15 +90,16 @@ class AsyncRerankClient(ClientBase):
     async def __aenter__(self) -> "AsyncRerankClient":
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                        traceback: Optional[TracebackType]) -> None:
         await self.close()
 
-    def _client(self, url: str):
+    def _client(self, url: str) -> AsyncTritonClient:
         if url not in self._clients:
-            self._clients[url] = self._new_client(url)
+            self._clients[url] = tritonclient_adapter.make_async_client(self.protocol, url, self.tls, self.timeout)
         return self._clients[url]
 
-    async def _call(self, fn, deadline: float, budget: float):
+    async def _call(self, fn: Callable[[AsyncTritonClient, float], Awaitable[T]], deadline: float, budget: float) -> T:
         """fn(client, remaining) on an endpoint, bounded by the call's deadline; retryable
         failures go to the next endpoint after a backoff, within `retries` and the deadline."""
         attempt, avoid = 0, None
@@ -109,8 +114,9 @@ class AsyncRerankClient(ClientBase):
             await asyncio.sleep(pause)
             attempt += 1
 
-    async def _infer(self, chunk: planning.Chunk, deadline: float, budget: float, limiter: asyncio.Semaphore) -> Dict:
-        async def call(client, remaining):
+    async def _infer(self, chunk: planning.Chunk, deadline: float, budget: float,
+                     limiter: asyncio.Semaphore) -> Outputs:
+        async def call(client: AsyncTritonClient, remaining: float) -> Outputs:
             inputs, outputs = self._request(chunk)
             result = await client.infer(self._model_for(chunk), inputs, outputs=outputs, headers=self.headers,
                                         **self._infer_kwargs(remaining))
@@ -125,7 +131,8 @@ class AsyncRerankClient(ClientBase):
         return planning.join_outputs(await self._infer(first, deadline, budget, limiter),
                                      await self._infer(second, deadline, budget, limiter))
 
-    async def _score_pairs(self, pairs, documents, timeout: Optional[float] = None, long_documents: str = "truncate",
+    async def _score_pairs(self, pairs: List[Pair], documents: Optional[Sequence[str]],
+                           timeout: Optional[float] = None, long_documents: str = "truncate",
                            window_stride: Optional[int] = None) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
@@ -137,7 +144,7 @@ class AsyncRerankClient(ClientBase):
         return planning.assemble(len(pairs), list(zip(chunks, outputs)), documents)
 
 
-async def _all_or_nothing(coroutines, deadline: float, budget: float) -> list:
+async def _all_or_nothing(coroutines: Iterable[Awaitable[T]], deadline: float, budget: float) -> List[T]:
     """Every result in order, or the first failure with every other request cancelled (and
     awaited, so none outlives the call). asyncio.gather would leave the others running after
     one fails. Cancelling the caller cancels them all too; the deadline bounds waiting for the
@@ -146,9 +153,9 @@ async def _all_or_nothing(coroutines, deadline: float, budget: float) -> list:
     try:
         done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()),
                                            return_when=asyncio.FIRST_EXCEPTION)
-        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        failed = [err for err in (t.exception() for t in tasks if t.done() and not t.cancelled()) if err is not None]
         if failed:
-            raise failed[0].exception()
+            raise failed[0]
         if pending:
             raise DeadlineExceededError(f"deadline of {budget}s passed with {len(pending)} requests unanswered")
         return [t.result() for t in tasks]

@@ -9,15 +9,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import contract, planning, tritonclient_adapter
 from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
 from .errors import ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankError
-from .server_limits import ServerLimits, server_limits_from
-from .tritonclient_adapter import TLSOptions
+from .server_limits import ModelConfig, ServerLimits, server_limits_from
+from .tritonclient_adapter import InferInput, InferKwargs, InferRequestedOutput, TLSOptions
 
 Pair = Tuple[bytes, bytes]
+ClientT = TypeVar("ClientT", bound="ClientBase")
 
 # Standard logging: an endpoint marked down (once per rest, not per failed request) and a call
 # that gives up at WARNING; each retry and failover at INFO (under overload retries are routine
@@ -92,7 +93,7 @@ class ClientBase:
         self._limits: Optional[ServerLimits] = None  # read from the server once
 
     @classmethod
-    def from_config(cls, config: ClientConfig):
+    def from_config(cls: Type[ClientT], config: ClientConfig) -> ClientT:
         return cls(config=config)
 
     @staticmethod
@@ -102,7 +103,7 @@ class ClientBase:
             planning.top([], top_k)  # validates top_k before any I/O
         return pairs
 
-    def _limits_from(self, response) -> ServerLimits:
+    def _limits_from(self, response: ModelConfig) -> ServerLimits:
         self._limits = server_limits_from(response)
         return self._limits
 
@@ -118,37 +119,39 @@ class ClientBase:
         planning.check_sizes(pairs, limits.max_text_bytes)
         if long_documents == "window":
             return self._window_chunks(pairs, limits, window_stride)
-        length = None
+        length: Optional[Callable[[bytes, bytes], int]] = None
         if self._count is not None:
             count = self._count
 
-            def length(q: bytes, p: bytes) -> int:
+            def counted(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
+            length = counted
         elif limits.publishes_pair_rules:
             # Capping at max_length matters: every text longer than max_length costs the server
             # the same, so long documents pack together instead of each widening its own request.
-            def length(q: bytes, p: bytes) -> int:
+            def estimated(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(estimated_tokens(q), estimated_tokens(p))
+            length = estimated
         return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets, limits.class_batch)
 
     def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
         """Requests of at most max_windows_per_request windows by estimate (token_counter, else
         UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count)."""
-        if None in (limits.max_windows_per_request, limits.max_length, limits.query_max_length,
-                    limits.special_tokens_per_pair):
+        max_windows, max_length = limits.max_windows_per_request, limits.max_length
+        query_max_length, special_tokens = limits.query_max_length, limits.special_tokens_per_pair
+        if max_windows is None or max_length is None or query_max_length is None or special_tokens is None:
             raise ModelNotReadyError("the server does not publish window limits: it predates window mode "
                                      "(re-export it)")
-        count = self._count or (lambda text: len(text.encode("utf-8")) + 1)
-        windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), limits.max_length,
-                                             limits.query_max_length, limits.special_tokens_per_pair, stride)
+        count: Callable[[str], int] = self._count or (lambda text: len(text.encode("utf-8")) + 1)
+        windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), max_length,
+                                             query_max_length, special_tokens, stride)
                    for q, p in pairs]
-        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, limits.max_windows_per_request,
-                                           stride)
+        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride)
 
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
 
-    def _request(self, chunk: planning.Chunk):
+    def _request(self, chunk: planning.Chunk) -> Tuple[List[InferInput], List[InferRequestedOutput]]:
         inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages,
                                                   chunk.strides)
         outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=chunk.strides is not None)
@@ -161,13 +164,10 @@ class ClientBase:
         return (chunk.strides is not None and len(chunk.rows) > 1 and isinstance(err, InvalidInputError)
                 and contract.WINDOWS_PER_REQUEST_ERROR in str(err))
 
-    def _infer_kwargs(self, remaining: float) -> Dict[str, float]:
+    def _infer_kwargs(self, remaining: float) -> InferKwargs:
         """gRPC carries the remaining deadline to the server; HTTP is bounded client-side
         (asyncio.wait_for, or tritonclient_adapter.deadline_guard on sync HTTP)."""
         return {"client_timeout": remaining} if self.protocol == "grpc" else {}
-
-    def _new_client(self, url: str):
-        return tritonclient_adapter.make_client(self.protocol, self.ASYNCIO, url, self.tls, self.timeout)
 
     def _retry_pause(self, exc: BaseException, url: str, attempt: int, deadline: float, budget: float) -> float:
         """After a failed attempt: the pause before the next one, or raise the typed error.

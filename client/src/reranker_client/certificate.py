@@ -16,9 +16,34 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
+import numpy.typing as npt
+
+# A certificate.json document as json.load returns it (its schema is the exporter's; the keys
+# read here are documented where they are used).
+Fixture = Dict[str, Any]
+Logits = Union[Sequence[float], npt.NDArray[np.float64]]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+# run(input_ids, attention_mask) -> logits (anything np.asarray accepts)
+Runner = Callable[[IntArray, IntArray], npt.ArrayLike]
+
+
+class LanguageStats(TypedDict):
+    pairs: int
+    max_abs_logit: float
+    max_abs_score: float
+
+
+class WorstPair(TypedDict):
+    id: str
+    language: str
+    tokens: int
+    reference: float
+    served: float
+    abs_logit: float
 
 FORMAT = "bge-reranker-certificate/1"
 FILENAME = "certificate.json"  # at the repository root: Triton treats every folder there as a model
@@ -44,7 +69,7 @@ class Thresholds:
 @dataclass
 class Report:
     precision: str
-    thresholds: dict
+    thresholds: Dict[str, float]
     pairs: int
     max_abs_logit: float
     max_abs_score: float
@@ -52,15 +77,15 @@ class Report:
     top10_same_set: bool
     top10_order_ok: bool
     kendall_tau: float
-    per_language: Dict[str, dict]
-    worst_pairs: List[dict]
+    per_language: Dict[str, LanguageStats]
+    worst_pairs: List[WorstPair]
     failures: List[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
 
     def summary(self) -> str:
@@ -68,7 +93,7 @@ class Report:
                 + describe(self.to_dict()))
 
 
-def describe(doc: dict) -> str:
+def describe(doc: Dict[str, Any]) -> str:
     """The report's lines after its headline: the numbers, worst languages and pairs, failures."""
     limits = doc["thresholds"]
     lines = [f"  max |d logit| {doc['max_abs_logit']:.3g} (bound {limits['max_abs_logit']:.3g}), "
@@ -86,8 +111,9 @@ def describe(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
+def sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
+    return out
 
 
 def fixture_path(repo_or_file: Path) -> Path:
@@ -95,7 +121,7 @@ def fixture_path(repo_or_file: Path) -> Path:
     return path if path.suffix == ".json" else path / FILENAME
 
 
-def load_fixture(repo_or_file: Path) -> dict:
+def load_fixture(repo_or_file: Path) -> Fixture:
     path = fixture_path(repo_or_file)
     if not path.is_file():
         raise FixtureError(f"no certificate at {path}: every exported repository has one at its root "
@@ -104,12 +130,14 @@ def load_fixture(repo_or_file: Path) -> dict:
         fixture = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise FixtureError(f"cannot read the certificate {path}: {err}") from err
+    if not isinstance(fixture, dict):
+        raise FixtureError(f"{path} is not a {FORMAT} certificate (not a JSON object)")
     if fixture.get("format") != FORMAT:
         raise FixtureError(f"{path} is not a {FORMAT} certificate (format={fixture.get('format')!r})")
     return fixture
 
 
-def thresholds_for(fixture: dict, precision: str) -> Thresholds:
+def thresholds_for(fixture: Fixture, precision: str) -> Thresholds:
     try:
         return Thresholds(**fixture["thresholds"][precision])
     except KeyError:
@@ -117,7 +145,7 @@ def thresholds_for(fixture: dict, precision: str) -> Thresholds:
                            f"it has {sorted(fixture['thresholds'])}") from None
 
 
-def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+def kendall_tau(a: FloatArray, b: FloatArray) -> float:
     """Kendall's tau-b (ties counted as in scipy.stats.kendalltau); O(n^2), n is 100 here."""
     da = np.sign(a[:, None] - a[None, :])
     db = np.sign(b[:, None] - b[None, :])
@@ -128,7 +156,7 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return concordant_minus_discordant / denominator if denominator else 0.0
 
 
-def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, k: int, tie: float) -> tuple:
+def top_k_agreement(reference: FloatArray, candidate: FloatArray, k: int, tie: float) -> Tuple[bool, bool]:
     """(same set, same order): the candidate's top-k may differ from the reference's only by
     passages PyTorch scored within `tie` of each other."""
     ref_top = list(np.argsort(-reference, kind="stable")[:k])
@@ -139,7 +167,7 @@ def top_k_agreement(reference: np.ndarray, candidate: np.ndarray, k: int, tie: f
     return same_set, order_ok
 
 
-def compare(fixture: dict, pair_logits: Sequence[float], ranking_logits: Sequence[float],
+def compare(fixture: Fixture, pair_logits: Logits, ranking_logits: Logits,
             precision: str) -> Report:
     """Served logits (pairs, then the 100-passage list, both in fixture order) vs the references."""
     limits = thresholds_for(fixture, precision)
@@ -158,13 +186,13 @@ def compare(fixture: dict, pair_logits: Sequence[float], ranking_logits: Sequenc
     ids = [p["id"] for p in pairs] + [f"ranking-{i}" for i in range(len(ranking["logits"]))]
     languages = [p["language"] for p in pairs] + [fixture["ranking"].get("language", "ranking")] * len(ranking["logits"])
     tokens = [p["tokens"] for p in pairs] + list(ranking["tokens"])
-    per_language: Dict[str, dict] = {}
+    per_language: Dict[str, LanguageStats] = {}
     for i, language in enumerate(languages):
         entry = per_language.setdefault(language, {"pairs": 0, "max_abs_logit": 0.0, "max_abs_score": 0.0})
         entry["pairs"] += 1
         entry["max_abs_logit"] = max(entry["max_abs_logit"], float(d_logit[i]))
         entry["max_abs_score"] = max(entry["max_abs_score"], float(d_score[i]))
-    worst = [{"id": ids[i], "language": languages[i], "tokens": int(tokens[i]),
+    worst: List[WorstPair] = [{"id": ids[i], "language": languages[i], "tokens": int(tokens[i]),
               "reference": float(reference[i]), "served": float(served[i]), "abs_logit": float(d_logit[i])}
              for i in np.argsort(-d_logit, kind="stable")[:WORST_SHOWN]]
 
@@ -200,7 +228,7 @@ def compare(fixture: dict, pair_logits: Sequence[float], ranking_logits: Sequenc
 
 
 def pad_batches(rows: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int,
-                max_batch: Callable[[int], int] = lambda length: 16) -> Iterator[tuple]:
+                max_batch: Callable[[int], int] = lambda length: 16) -> Iterator[Tuple[List[int], IntArray, IntArray]]:
     """(row indices, input_ids, attention_mask) as the server forms them: rows sorted by length,
     each batch right-padded to the smallest bucket that holds its longest row, at most
     max_batch(padded length) rows (a TensorRT profile may hold fewer long rows)."""
@@ -221,8 +249,8 @@ def pad_batches(rows: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: i
         start += len(chunk)
 
 
-def score_rows(run, rows: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int,
-               max_batch: Callable[[int], int] = lambda length: 16) -> np.ndarray:
+def score_rows(run: Runner, rows: Sequence[Sequence[int]], buckets: Sequence[int], pad_id: int,
+               max_batch: Callable[[int], int] = lambda length: 16) -> FloatArray:
     """Logits of token-id rows, in input order; run(input_ids, attention_mask) -> logits."""
     out = np.empty(len(rows), dtype=np.float64)
     for chunk, ids, mask in pad_batches(rows, buckets, pad_id, max_batch):
@@ -230,12 +258,12 @@ def score_rows(run, rows: Sequence[Sequence[int]], buckets: Sequence[int], pad_i
     return out
 
 
-def fixture_rows(fixture: dict) -> List[List[int]]:
+def fixture_rows(fixture: Fixture) -> List[List[int]]:
     """Token ids of every certificate row in `compare` order: the pairs, then the ranking list."""
     return [p["input_ids"] for p in fixture["pairs"]] + list(fixture["ranking"]["input_ids"])
 
 
-def certify(fixture: dict, run, precision: str,
+def certify(fixture: Fixture, run: Runner, precision: str,
             max_batch: Callable[[int], int] = lambda length: 16) -> Report:
     """Score the fixture's token ids with any runner (ONNX Runtime, a TensorRT plan) and compare:
     the check a built engine passes before it is installed."""
@@ -244,12 +272,12 @@ def certify(fixture: dict, run, precision: str,
     return compare(fixture, logits[:n], logits[n:], precision)
 
 
-def all_texts(fixture: dict) -> List[tuple]:
+def all_texts(fixture: Fixture) -> List[Tuple[str, str]]:
     """(query, passage) for every pair, then the 100-passage list: the order `compare` expects."""
     ranking = fixture["ranking"]
     return ([(p["query"], p["passage"]) for p in fixture["pairs"]]
             + [(ranking["query"], passage) for passage in ranking["passages"]])
 
 
-def served_precision(fixture: dict, override: Optional[str] = None) -> str:
+def served_precision(fixture: Fixture, override: Optional[str] = None) -> str:
     return override or fixture.get("served", {}).get("precision", "fp32")

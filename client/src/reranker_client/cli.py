@@ -66,9 +66,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  "
           + (f"{'span':>13}  {'windows':>7}  best window" if window else "document"))
     for rank, r in enumerate(results, 1):
-        text = documents[r.index] if not window else documents[r.index][r.span[0]:r.span[1]]
+        if window:
+            assert r.span is not None  # window mode always answers a span
+            start, end = r.span
+            text, where = documents[r.index][start:end], f"{start:>6}-{end:<6}  {r.windows:>7}  "
+        else:
+            text, where = documents[r.index], ""
         text = text if len(text) <= 70 else text[:67] + "..."
-        where = f"{r.span[0]:>6}-{r.span[1]:<6}  {r.windows:>7}  " if window else ""
         print(f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} "
               f"{where}{text}")
     if any(r.truncated for r in results):

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import InvalidInputError, ServerUnavailableError
 
@@ -32,10 +32,10 @@ Resolver = Callable[[str, int], List[str]]
 def resolve_addresses(host: str, port: int) -> List[str]:
     """Every address `host` resolves to, as sorted unique IPs (the system resolver)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})  # sockaddr[0]: the address, a str for IPv4/IPv6
 
 
-def split_dns_url(url: str) -> Optional[tuple]:
+def split_dns_url(url: str) -> Optional[Tuple[str, int]]:
     """`dns:///host:port` -> (host, port); any other URL -> None."""
     if not url.startswith(DNS_SCHEME):
         return None
@@ -54,7 +54,7 @@ class EndpointPool:
     last known list, so a DNS hiccup never leaves the client without endpoints."""
     urls: List[str]
     cooldown_s: float = 2.0
-    discover: Optional[tuple] = None
+    discover: Optional[Tuple[str, int]] = None
     refresh_s: float = DNS_REFRESH_S
     resolver: Resolver = resolve_addresses
     _next: int = 0

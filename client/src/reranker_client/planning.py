@@ -5,21 +5,25 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from . import contract
 from .errors import InvalidInputError
 from .results import RerankResult
 
+# A response's output tensors by name (tritonclient_adapter.Outputs; None: missing output).
+Outputs = Dict[str, Optional[npt.NDArray[Any]]]
+
 
 @dataclass(frozen=True)
 class Chunk:
     rows: List[int]  # indices into the caller's pair list
-    queries: np.ndarray  # object [B, 1] of UTF-8 bytes
-    passages: np.ndarray
-    strides: Optional[np.ndarray] = None  # window mode: int32 [B, 1] (0 = the server's default)
+    queries: npt.NDArray[np.object_]  # object [B, 1] of UTF-8 bytes
+    passages: npt.NDArray[np.object_]
+    strides: Optional[npt.NDArray[np.int32]] = None  # window mode: int32 [B, 1] (0 = the server's default)
 
 
 LONG_DOCUMENT_MODES = ("truncate", "window")
@@ -169,11 +173,11 @@ def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
     return parts[0], parts[1]
 
 
-def join_outputs(first: Dict[str, np.ndarray], second: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def join_outputs(first: Outputs, second: Outputs) -> Outputs:
     return {name: np.concatenate([np.asarray(first[name]), np.asarray(second[name])]) for name in first}
 
 
-def assemble(total: int, answered: List[Tuple[Chunk, dict]], documents: Optional[Sequence[str]] = None
+def assemble(total: int, answered: Sequence[Tuple[Chunk, Outputs]], documents: Optional[Sequence[str]] = None
              ) -> List[RerankResult]:
     """Results in input order, from each chunk's output arrays; refuses to drop any row."""
     results: List[Optional[RerankResult]] = [None] * total

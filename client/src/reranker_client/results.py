@@ -1,7 +1,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, TypedDict
+
+
+class _RerankResultFields(TypedDict):
+    index: int
+    score: float
+    logit: float
+    tokens: int
+    truncated: bool
+
+
+class RerankResultDict(_RerankResultFields, total=False):
+    """RerankResult.to_dict(): span and windows in window mode, document when returned."""
+    span: List[int]
+    windows: Optional[int]
+    document: str
 
 
 @dataclass(frozen=True)
@@ -18,8 +33,8 @@ class RerankResult:
     span: Optional[Tuple[int, int]] = None
     windows: Optional[int] = None
 
-    def to_dict(self) -> dict:
-        out = {"index": self.index, "score": self.score, "logit": self.logit,
+    def to_dict(self) -> RerankResultDict:
+        out: RerankResultDict = {"index": self.index, "score": self.score, "logit": self.logit,
                "tokens": self.tokens, "truncated": self.truncated}
         if self.span is not None:
             out["span"] = list(self.span)

@@ -4,10 +4,34 @@ once per client: the client packs, counts and checks with them and repeats none.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
 
 from . import contract
 from .errors import ModelNotReadyError
+
+
+class _ParameterProto(Protocol):
+    @property
+    def string_value(self) -> str: ...
+
+
+class _ModelConfigProto(Protocol):
+    @property
+    def max_batch_size(self) -> int: ...
+
+    @property
+    def parameters(self) -> Mapping[str, _ParameterProto]: ...
+
+
+class ModelConfigResponse(Protocol):
+    """gRPC's ModelConfigResponse (the fields read here)."""
+
+    @property
+    def config(self) -> _ModelConfigProto: ...
+
+
+# get_model_config's answer: JSON (HTTP) or the gRPC proto.
+ModelConfig = Union[Dict[str, Any], ModelConfigResponse]
 
 
 @dataclass(frozen=True)
@@ -46,10 +70,11 @@ class ServerLimits:
                    self.max_length)
 
 
-def server_limits_from(response) -> ServerLimits:
+def server_limits_from(response: ModelConfig) -> ServerLimits:
     """From get_model_config's answer: a dict (HTTP) or a ModelConfigResponse proto (gRPC)."""
+    params: Mapping[str, str]
     if isinstance(response, dict):
-        config = response.get("config", response)
+        config: Mapping[str, Any] = response.get("config", response)
         batch = int(config.get("max_batch_size", 0))
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
     else:
@@ -62,7 +87,7 @@ def server_limits_from(response) -> ServerLimits:
         return int(params[key]) if params.get(key, "").isdigit() else None
     Param = contract.Param
     buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].split(",")] if params.get(Param.LENGTH_BUCKETS) else None
-    classes = None
+    classes: Optional[List[Tuple[int, int]]] = None
     if params.get(Param.LENGTH_CLASSES):
         classes = [(int(b), int(n)) for b, n in (item.split(":") for item in params[Param.LENGTH_CLASSES].split(","))]
     return ServerLimits(batch, number(Param.MAX_LENGTH), buckets, number(Param.MAX_TEXT_BYTES),

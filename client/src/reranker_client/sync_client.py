@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Dict, List, Optional, Sequence, Tuple
+from types import TracebackType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from . import planning, tritonclient_adapter
-from .base import ClientBase
+from .base import ClientBase, Pair
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
-from .server_limits import ServerLimits
+from .server_limits import ModelConfig, ServerLimits
+from .tritonclient_adapter import Outputs, SyncTritonClient
+
+T = TypeVar("T")
 
 
 DEADLINE_GRACE_S = 0.1
@@ -26,7 +30,7 @@ MIN_POOL_THREADS = 16
 class RerankClient(ClientBase):
     ASYNCIO = False
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The arguments of ClientBase (url, protocol, model, timeout, retries, max_concurrency,
         tls, headers, token_counter, resolver) or config=ClientConfig(...)."""
         super().__init__(*args, **kwargs)
@@ -34,7 +38,7 @@ class RerankClient(ClientBase):
         self._executor = ThreadPoolExecutor(
             max_workers=max(MIN_POOL_THREADS, POOL_THREADS_PER_CONCURRENCY * self.max_concurrency),
             thread_name_prefix="rerank")
-        self._clients: List = []
+        self._clients: List[SyncTritonClient] = []
         self._clients_lock = threading.Lock()
 
     def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
@@ -86,7 +90,7 @@ class RerankClient(ClientBase):
     def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
         self._check_open()
         if self._limits is None:
-            def call(client):
+            def call(client: SyncTritonClient) -> ModelConfig:
                 return client.get_model_config(self.model, headers=self.headers,
                                                **self._infer_kwargs(self._remaining(deadline, budget)))
             return self._limits_from(self._call(call, deadline, budget))
@@ -112,21 +116,22 @@ class RerankClient(ClientBase):
     def __enter__(self) -> "RerankClient":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> None:
         self.close()
 
-    def _client(self, url: str):
-        clients = getattr(self._local, "clients", None)
+    def _client(self, url: str) -> SyncTritonClient:
+        clients: Optional[Dict[str, SyncTritonClient]] = getattr(self._local, "clients", None)
         if clients is None:
             clients = self._local.clients = {}
         if url not in clients:
-            clients[url] = self._new_client(url)
+            clients[url] = tritonclient_adapter.make_sync_client(self.protocol, url, self.tls, self.timeout)
             with self._clients_lock:
                 self._clients.append(clients[url])
         return clients[url]
 
-    def _drop_client(self, url: str, client) -> None:
-        clients = getattr(self._local, "clients", {})
+    def _drop_client(self, url: str, client: SyncTritonClient) -> None:
+        clients: Dict[str, SyncTritonClient] = getattr(self._local, "clients", {})
         if clients.get(url) is client:
             del clients[url]
         with self._clients_lock:
@@ -137,13 +142,13 @@ class RerankClient(ClientBase):
         except Exception:  # noqa: BLE001 - it is being discarded
             pass
 
-    def _call(self, fn, deadline: float, budget: float):
+    def _call(self, fn: Callable[[SyncTritonClient], T], deadline: float, budget: float) -> T:
         """fn(client) on an endpoint; retryable failures go to the next endpoint after a backoff,
         within `retries` and the deadline."""
         attempt, avoid = 0, None
         while True:
             url = self._picked(self.pool.pick(avoid), avoid)
-            client = None
+            client: Optional[SyncTritonClient] = None
             try:
                 client = self._client(url)
                 with tritonclient_adapter.deadline_guard(self.protocol, False, self._remaining(deadline, budget)):
@@ -159,8 +164,8 @@ class RerankClient(ClientBase):
             time.sleep(pause)
             attempt += 1
 
-    def _infer(self, chunk: planning.Chunk, deadline: float, budget: float) -> Dict:
-        def call(client):
+    def _infer(self, chunk: planning.Chunk, deadline: float, budget: float) -> Outputs:
+        def call(client: SyncTritonClient) -> Outputs:
             remaining = self._remaining(deadline, budget)
             inputs, outputs = self._request(chunk)
             return tritonclient_adapter.read_outputs(client.infer(self._model_for(chunk), inputs, outputs=outputs,
@@ -175,15 +180,15 @@ class RerankClient(ClientBase):
         first, second = planning.split(chunk)
         return planning.join_outputs(self._infer(first, deadline, budget), self._infer(second, deadline, budget))
 
-    def _score_pairs(self, pairs, documents, timeout: Optional[float] = None, long_documents: str = "truncate",
-                     window_stride: Optional[int] = None) -> List[RerankResult]:
+    def _score_pairs(self, pairs: List[Pair], documents: Optional[Sequence[str]], timeout: Optional[float] = None,
+                     long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         chunks = self._chunks(pairs, self._server_limits(deadline, budget), long_documents, window_stride)
         queued = list(chunks)
-        in_flight: Dict = {}
-        answered = []
+        in_flight: Dict[Future[Outputs], planning.Chunk] = {}
+        answered: List[Tuple[planning.Chunk, Outputs]] = []
 
         def submit_next() -> None:
             while queued and len(in_flight) < self.max_concurrency:

@@ -9,16 +9,77 @@ import concurrent.futures
 import contextlib
 import socket
 from dataclasses import dataclass
-from typing import Dict, Optional
+from types import ModuleType
+from typing import Any, ContextManager, Dict, List, Mapping, Optional, Protocol, Tuple, TypedDict, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import contract
+from .server_limits import ModelConfig
 from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
                      PermissionDeniedError, RerankError, ServerUnavailableError)
 
 OUTPUTS = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
 WINDOW_OUTPUTS = tuple(t.name for t in contract.WINDOW_ENSEMBLE_OUTPUTS)
+
+# tritonclient ships no type information: these Protocols describe the part of its API that
+# this package uses, so everything past this module is checked against them.
+Array = npt.NDArray[Any]  # an output tensor as tritonclient decodes it (dtype per contract)
+# as_numpy answers None for an output the response lacks (planning.assemble then finds the
+# chunk malformed).
+Outputs = Dict[str, Optional[Array]]
+
+
+class InferInput(Protocol):
+    def set_data_from_numpy(self, input_tensor: Array) -> ModelConfig: ...
+
+
+class InferRequestedOutput(Protocol):
+    name: str
+
+
+class InferResult(Protocol):
+    def as_numpy(self, name: str) -> Optional[Array]: ...
+
+
+class InferKwargs(TypedDict, total=False):
+    """Per-call keyword arguments: gRPC carries the remaining deadline (client_timeout)."""
+    client_timeout: float
+
+
+class SyncTritonClient(Protocol):
+    """tritonclient.grpc / tritonclient.http InferenceServerClient."""
+
+    def infer(self, model_name: str, inputs: List[InferInput], *, outputs: List[InferRequestedOutput],
+              headers: Mapping[str, str], client_timeout: float = ...) -> InferResult: ...
+
+    def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
+
+    def is_server_live(self, *, headers: Mapping[str, str], client_timeout: float = ...) -> bool: ...
+
+    # A dict (HTTP) or a ModelConfigResponse proto (gRPC): see server_limits_from.
+    def get_model_config(self, model_name: str, *, headers: Mapping[str, str],
+                         client_timeout: float = ...) -> ModelConfig: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncTritonClient(Protocol):
+    """tritonclient.grpc.aio / tritonclient.http.aio InferenceServerClient."""
+
+    async def infer(self, model_name: str, inputs: List[InferInput], *, outputs: List[InferRequestedOutput],
+                    headers: Mapping[str, str], client_timeout: float = ...) -> InferResult: ...
+
+    async def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
+
+    async def get_model_config(self, model_name: str, *, headers: Mapping[str, str],
+                               client_timeout: float = ...) -> ModelConfig: ...
+
+    async def close(self) -> None: ...
+
+
+TritonClient = Union[SyncTritonClient, AsyncTritonClient]
 
 
 @dataclass(frozen=True)
@@ -31,7 +92,7 @@ class TLSOptions:
     insecure_skip_verify: bool = False  # HTTP only; for tests against self-signed servers
 
 
-def module_for(protocol: str, asyncio: bool):
+def module_for(protocol: str, asyncio: bool) -> ModuleType:
     if protocol == "grpc":
         if asyncio:
             import tritonclient.grpc.aio as module
@@ -44,10 +105,23 @@ def module_for(protocol: str, asyncio: bool):
             import tritonclient.http as module
     else:
         raise InvalidInputError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
-    return module
+    found: ModuleType = module
+    return found
 
 
-def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float):
+def make_sync_client(protocol: str, url: str, tls: Optional[TLSOptions], timeout: float) -> SyncTritonClient:
+    client: SyncTritonClient = make_client(protocol, False, url, tls, timeout)
+    return client
+
+
+def make_async_client(protocol: str, url: str, tls: Optional[TLSOptions], timeout: float) -> AsyncTritonClient:
+    client: AsyncTritonClient = make_client(protocol, True, url, tls, timeout)
+    return client
+
+
+def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float) -> Any:
+    """A tritonclient InferenceServerClient (untyped): make_sync_client / make_async_client
+    give it its Protocol."""
     try:
         return _make_client(protocol, asyncio, url, tls, timeout)
     except OSError as err:
@@ -56,7 +130,7 @@ def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions
         raise InvalidInputError(f"tls: {err}") from err
 
 
-def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float):
+def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float) -> Any:
     module = module_for(protocol, asyncio)
     if tls is not None:
         # Read-check the files first: tritonclient's gRPC client half-built by a missing file
@@ -64,13 +138,12 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
         for path in (tls.root_certificates, tls.private_key, tls.certificate_chain):
             if path:
                 open(path, "rb").close()
+    kwargs: Dict[str, object] = {}
     if protocol == "grpc":
-        kwargs = {}
         if tls is not None:
             kwargs = dict(ssl=True, root_certificates=tls.root_certificates, private_key=tls.private_key,
                           certificate_chain=tls.certificate_chain)
         return module.InferenceServerClient(url, **kwargs)
-    kwargs = {}
     if tls is not None:
         import ssl as _ssl
         context = _ssl.create_default_context(cafile=tls.root_certificates)
@@ -79,33 +152,37 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
         if tls.insecure_skip_verify:
             context.check_hostname = False
             context.verify_mode = _ssl.CERT_NONE
-        kwargs = dict(ssl=True, ssl_context_factory=lambda: context) if not asyncio else dict(ssl=True, ssl_context=context)
+        if not asyncio:
+            kwargs = dict(ssl=True, ssl_context_factory=lambda: context)
+        else:
+            kwargs = dict(ssl=True, ssl_context=context)
     if not asyncio:
         kwargs.update(connection_timeout=timeout, network_timeout=timeout)
     return module.InferenceServerClient(url, **kwargs)
 
 
-def make_inputs(protocol: str, asyncio: bool, queries: np.ndarray, passages: np.ndarray,
-                strides: Optional[np.ndarray] = None) -> list:
+def make_inputs(protocol: str, asyncio: bool, queries: npt.NDArray[np.object_], passages: npt.NDArray[np.object_],
+                strides: Optional[npt.NDArray[np.int32]] = None) -> List[InferInput]:
     """The `rerank` inputs, or with `strides` ([B, 1] int32) the `rerank_windows` inputs."""
     module = module_for(protocol, asyncio)
-    inputs = []
-    specs, arrays = contract.ENSEMBLE_INPUTS, (queries, passages)
+    inputs: List[InferInput] = []
+    specs: Tuple[contract.Tensor, ...] = contract.ENSEMBLE_INPUTS
+    arrays: Tuple[Array, ...] = (queries, passages)
     if strides is not None:
         specs, arrays = contract.WINDOW_ENSEMBLE_INPUTS, (queries, passages, strides)
     for spec, array in zip(specs, arrays):
-        tensor = module.InferInput(spec.name, list(array.shape), spec.datatype)
+        tensor: InferInput = module.InferInput(spec.name, list(array.shape), spec.datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
 
 
-def make_outputs(protocol: str, asyncio: bool, window: bool = False) -> list:
+def make_outputs(protocol: str, asyncio: bool, window: bool = False) -> List[InferRequestedOutput]:
     module = module_for(protocol, asyncio)
     return [module.InferRequestedOutput(name) for name in (WINDOW_OUTPUTS if window else OUTPUTS)]
 
 
-def read_outputs(result, window: bool = False) -> Dict[str, np.ndarray]:
+def read_outputs(result: InferResult, window: bool = False) -> Outputs:
     return {name: result.as_numpy(name) for name in (WINDOW_OUTPUTS if window else OUTPUTS)}
 
 
@@ -174,7 +251,7 @@ def translate(err: BaseException) -> RerankError:
     return RerankError(message or type(err).__name__)
 
 
-def deadline_guard(protocol: str, asyncio_client: bool, seconds: float):
+def deadline_guard(protocol: str, asyncio_client: bool, seconds: float) -> ContextManager[object]:
     """Bounds one blocking sync HTTP call by the call's remaining time. tritonclient's sync HTTP
     client has one network timeout fixed when it is built, so a per-call `timeout` would not
     hold there; its sockets are gevent's, so a gevent.Timeout on this thread's hub interrupts a
@@ -183,4 +260,6 @@ def deadline_guard(protocol: str, asyncio_client: bool, seconds: float):
         return contextlib.nullcontext()
     import gevent
 
-    return gevent.Timeout(max(seconds, 0.001), HttpDeadline(f"no answer within {seconds:.3f}s"))
+    guard: ContextManager[object] = gevent.Timeout(max(seconds, 0.001),
+                                                   HttpDeadline(f"no answer within {seconds:.3f}s"))
+    return guard

@@ -21,25 +21,26 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import tritonclient_adapter
-from .certificate import (FixtureError, all_texts, compare, describe, fixture_path, load_fixture,
+from .certificate import (Fixture, FixtureError, all_texts, compare, describe, fixture_path, load_fixture,
                           served_precision)
 from .errors import RerankError
 from .sync_client import RerankClient
-from .tritonclient_adapter import TLSOptions
+from .tritonclient_adapter import InferKwargs, TLSOptions
 
 EXIT_PASS, EXIT_FAIL, EXIT_NO_VERDICT = 0, 1, 2
 
 
-def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: dict, timeout: float) -> Optional[str]:
+def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: Dict[str, str],
+              timeout: float) -> Optional[str]:
     """None when the server answers `live` within `timeout`, else why not (fails in seconds,
     not after the client's whole retry budget)."""
     try:
-        client = tritonclient_adapter.make_client(protocol, False, url, tls, timeout)
+        client = tritonclient_adapter.make_sync_client(protocol, url, tls, timeout)
         try:
-            kwargs = {"client_timeout": timeout} if protocol == "grpc" else {}
+            kwargs: InferKwargs = {"client_timeout": timeout} if protocol == "grpc" else {}
             if not client.is_server_live(headers=headers, **kwargs):
                 return "the server answered but is not live"
         finally:
@@ -49,9 +50,9 @@ def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: dict,
     return None
 
 
-def verify(url: str, fixture: dict, protocol: str = "grpc", model: str = "rerank",
-           tls: Optional[TLSOptions] = None, headers: Optional[dict] = None, timeout: float = 120.0,
-           precision: Optional[str] = None) -> dict:
+def verify(url: str, fixture: Fixture, protocol: str = "grpc", model: str = "rerank",
+           tls: Optional[TLSOptions] = None, headers: Optional[Dict[str, str]] = None, timeout: float = 120.0,
+           precision: Optional[str] = None) -> Dict[str, Any]:
     """The report as a dict (see certificate.Report) plus where and how it was measured."""
     precision = served_precision(fixture, precision)
     texts = all_texts(fixture)
@@ -80,7 +81,7 @@ def verify(url: str, fixture: dict, protocol: str = "grpc", model: str = "rerank
     return doc
 
 
-def summary(doc: dict) -> str:
+def summary(doc: Dict[str, Any]) -> str:
     return (f"{'PASS' if doc['passed'] else 'FAIL'}: {doc['url']} ({doc['model']}) vs certificate, "
             f"{doc['precision']} thresholds, {doc['pairs']} pairs in {doc['seconds']:.1f}s\n" + describe(doc))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict
 
 from ..async_client import AsyncRerankClient
 from ..base import ClientConfig
@@ -22,8 +22,17 @@ API_KEY_HEADER = "authorization"
 # How the server treats a document longer than max_length. "truncate" is what it does today;
 # "window" (score windows, keep the best) is being added to the client's rerank(); it is passed
 # on only when asked for, so the default works with a client that does not have the keyword.
-LONG_DOCUMENTS = ("truncate", "window")
-DEFAULT_LONG_DOCUMENTS = "truncate"
+LongDocuments = Literal["truncate", "window"]
+LONG_DOCUMENTS: Tuple[LongDocuments, ...] = ("truncate", "window")
+DEFAULT_LONG_DOCUMENTS: LongDocuments = "truncate"
+
+
+class RerankKwargs(TypedDict, total=False):
+    long_documents: str
+
+
+# (caller's position, result or None for an empty text), best first: what the adapters map back.
+Ranked = List[Tuple[int, Optional[RerankResult]]]
 
 # An empty, whitespace-only or missing text (a bad PDF parse, an empty chunk) cannot be scored
 # by the model; like the frameworks' built-in rerankers, it gets the lowest score (the bottom of
@@ -41,7 +50,7 @@ def check_long_documents(value: str) -> str:
     return value
 
 
-def rerank_kwargs(long_documents: str) -> Dict[str, Any]:
+def rerank_kwargs(long_documents: str) -> RerankKwargs:
     return {} if long_documents == DEFAULT_LONG_DOCUMENTS else {"long_documents": long_documents}
 
 
@@ -77,7 +86,9 @@ def client_config(url: Any, protocol: str, model: str, timeout: float, retries: 
 
 def split_empty(texts: Sequence[Optional[str]]) -> Tuple[List[int], List[str], List[int]]:
     """(positions of real texts, those texts, positions of empty ones)."""
-    keep, kept, empty = [], [], []
+    keep: List[int] = []
+    kept: List[str] = []
+    empty: List[int] = []
     for i, text in enumerate(texts):
         if isinstance(text, str) and text.strip():
             keep.append(i)
@@ -88,10 +99,10 @@ def split_empty(texts: Sequence[Optional[str]]) -> Tuple[List[int], List[str], L
 
 
 def ranked(results: Sequence[RerankResult], keep: List[int], empty: List[int],
-           top_n: Optional[int]) -> List[Tuple[int, Optional[RerankResult]]]:
+           top_n: Optional[int]) -> Ranked:
     """(caller's position, result or None for an empty text): scored best first, then the empty
     ones in input order, cut to top_n."""
-    out: List[Tuple[int, Optional[RerankResult]]] = [(keep[r.index], r) for r in results]
+    out: Ranked = [(keep[r.index], r) for r in results]
     out += [(i, None) for i in empty]
     return out if top_n is None else out[:top_n]
 
@@ -113,7 +124,7 @@ class Clients:
     given_async: Optional[AsyncRerankClient] = None
     _sync: Optional[RerankClient] = None
     _async: Optional[AsyncRerankClient] = None
-    _async_loop: Any = None
+    _async_loop: Optional[asyncio.AbstractEventLoop] = None
 
     def _config(self) -> ClientConfig:
         if self.config is not None:
@@ -151,14 +162,14 @@ class Clients:
 
 
 def rerank_sync(clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int],
-                long_documents: str) -> List[Tuple[int, Optional[RerankResult]]]:
+                long_documents: str) -> Ranked:
     keep, kept, empty = split_empty(texts)
     results = clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents)) if kept else []
     return ranked(results, keep, empty, top_n)
 
 
 async def rerank_async(clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int],
-                       long_documents: str) -> List[Tuple[int, Optional[RerankResult]]]:
+                       long_documents: str) -> Ranked:
     keep, kept, empty = split_empty(texts)
     results = (await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents))
                if kept else [])

@@ -15,7 +15,7 @@ pipelines only from allowed modules: `Pipeline.loads(yaml, allowed_modules=["rer
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import Any, Callable, Dict, List, Literal, Optional, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import Secret, deserialize_callable, deserialize_secrets_inplace, serialize_callable
@@ -35,7 +35,7 @@ class TritonRanker:
                  api_key: Optional[Secret] = Secret.from_env_var(_common.API_KEY_ENV, strict=False),
                  token_counter: Optional[Callable[[str], int]] = None, score_threshold: Optional[float] = None,
                  meta_fields_to_embed: Optional[List[str]] = None, meta_data_separator: str = "\n",
-                 long_documents: Literal["truncate", "window"] = _common.DEFAULT_LONG_DOCUMENTS,
+                 long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS,
                  client: Optional[RerankClient] = None, async_client: Optional[AsyncRerankClient] = None) -> None:
         """Unknown keywords raise TypeError (a plain signature, no **kwargs)."""
         if client is not None or async_client is not None:
@@ -118,12 +118,13 @@ class TritonRanker:
             texts.append(self.meta_data_separator.join([*meta, doc.content or ""]))
         return texts
 
-    def _check(self, top_k: Optional[int], score_threshold: Optional[float]):
+    def _check(self, top_k: Optional[int], score_threshold: Optional[float]) -> Tuple[Optional[int], Optional[float]]:
         k = _common.check_top(self.top_k if top_k is None else top_k, "top_k")
         return k, self.score_threshold if score_threshold is None else score_threshold
 
     @staticmethod
-    def _documents(documents: List[Document], ranked, threshold: Optional[float]) -> Dict[str, List[Document]]:
+    def _documents(documents: List[Document], ranked: _common.Ranked,
+                   threshold: Optional[float]) -> Dict[str, List[Document]]:
         out = []
         for position, result in ranked:
             score = _common.EMPTY_SCORE if result is None else result.score

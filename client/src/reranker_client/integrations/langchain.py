@@ -41,7 +41,7 @@ class TritonRerank(BaseDocumentCompressor):
     api_key: Optional[SecretStr] = Field(default_factory=secret_from_env(_common.API_KEY_ENV, default=None),
                                          exclude=True)
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
-    long_documents: Literal["truncate", "window"] = _common.DEFAULT_LONG_DOCUMENTS
+    long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS
     client: Optional[RerankClient] = Field(default=None, exclude=True)
     async_client: Optional[AsyncRerankClient] = Field(default=None, exclude=True)
 
@@ -78,7 +78,7 @@ class TritonRerank(BaseDocumentCompressor):
         return self._clients
 
     @staticmethod
-    def _documents(documents: Sequence[Document], ranked) -> List[Document]:
+    def _documents(documents: Sequence[Document], ranked: _common.Ranked) -> List[Document]:
         out = []
         for position, result in ranked:
             source = documents[position]

@@ -12,7 +12,7 @@ meant for embedding. Every client option is a field, or pass a ready `client` / 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
@@ -48,7 +48,7 @@ class TritonRerank(BaseNodePostprocessor):
     # exclude=True: never in to_dict()/to_json(); from_dict() reads the environment again.
     api_key: Optional[SecretStr] = Field(default_factory=_env_api_key, exclude=True)
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
-    long_documents: Literal["truncate", "window"] = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
+    long_documents: _common.LongDocuments = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
     keep_retrieval_score: bool = Field(default=False, description="keep the retriever's score in "
                                                                   "metadata['retrieval_score']")
     client: Optional[RerankClient] = Field(default=None, exclude=True)
@@ -90,7 +90,9 @@ class TritonRerank(BaseNodePostprocessor):
             self._clients = _common.Clients(config, self.client, self.async_client)
         return self._clients
 
-    def _start(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]) -> List[str]:
+    def _start(self, nodes: List[NodeWithScore],
+               query_bundle: Optional[QueryBundle]) -> Tuple[QueryBundle, List[str]]:
+        """The query (required) and the texts to score; emits ReRankStartEvent."""
         if query_bundle is None:
             # As LlamaIndex's SentenceTransformerRerank and CohereRerank: no query, nothing to rank by.
             raise ValueError("Missing query bundle: pass query_bundle or query_str to rerank")
@@ -98,9 +100,9 @@ class TritonRerank(BaseNodePostprocessor):
                                           top_n=len(nodes) if self.top_n is None else self.top_n,
                                           model_name=self.model))
         # As LlamaIndex's own rerankers do: the text plus the metadata meant for embedding.
-        return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+        return query_bundle, [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
 
-    def _nodes(self, nodes: List[NodeWithScore], ranked) -> List[NodeWithScore]:
+    def _nodes(self, nodes: List[NodeWithScore], ranked: _common.Ranked) -> List[NodeWithScore]:
         out = []
         for position, result in ranked:
             node = nodes[position]
@@ -109,15 +111,15 @@ class TritonRerank(BaseNodePostprocessor):
             out.append(NodeWithScore(node=node.node, score=_common.EMPTY_SCORE if result is None else result.score))
         return out
 
-    def _event_payload(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Dict[EventPayload, Any]:
+    def _event_payload(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Dict[str, Any]:
         return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
                 EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n}
 
     def _postprocess_nodes(self, nodes: List[NodeWithScore],
                            query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
-        texts = self._start(nodes, query_bundle)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query_bundle)) as event:
-            ranked = (_common.rerank_sync(self._get_clients(), query_bundle.query_str, texts, self.top_n,
+        query, texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
+            ranked = (_common.rerank_sync(self._get_clients(), query.query_str, texts, self.top_n,
                                           self.long_documents) if nodes else [])
             out = self._nodes(nodes, ranked)
             event.on_end(payload={EventPayload.NODES: out})
@@ -126,9 +128,9 @@ class TritonRerank(BaseNodePostprocessor):
 
     async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
                                   query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
-        texts = self._start(nodes, query_bundle)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query_bundle)) as event:
-            ranked = (await _common.rerank_async(self._get_clients(), query_bundle.query_str, texts, self.top_n,
+        query, texts = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
+            ranked = (await _common.rerank_async(self._get_clients(), query.query_str, texts, self.top_n,
                                                  self.long_documents) if nodes else [])
             out = self._nodes(nodes, ranked)
             event.on_end(payload={EventPayload.NODES: out})
