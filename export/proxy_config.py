@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export.settings import PROXY_GRPC_PORT, PROXY_HTTP_PORT, PROXY_MAX_BODY_BYTES
-from export.triton_config import ENSEMBLE, WINDOW_ENSEMBLE
+from reranker_client.contract import ENSEMBLE, WINDOW_ENSEMBLE
 
 PUBLIC_MODELS = (ENSEMBLE, WINDOW_ENSEMBLE)  # what the HTTP side serves; every other model is internal
 

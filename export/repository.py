@@ -25,9 +25,6 @@ from pathlib import Path
 
 from export.tensorrt_profiles import length_classes
 from export.triton_config import (
-    CROSS_ENCODER,
-    ENSEMBLE,
-    TOKENIZER,
     WARMUP_FOLDER,
     RepositorySpec,
     all_configs,
@@ -37,7 +34,7 @@ from export.triton_config import (
 )
 from reranker_client import contract
 from reranker_client.certificate import FILENAME
-from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, WINDOW_REDUCE
+from reranker_client.contract import CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 # The code each Python model's version folder carries, copied from the committed repository.

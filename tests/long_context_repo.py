@@ -21,7 +21,8 @@ from export.onnx_export import export_onnx
 from export.repository import CONTRACT_FILE, CROSS_ENCODER_CODE, link_model_files
 from export.settings import ServingLimits
 from export.tensorrt_profiles import length_classes
-from export.triton_config import CROSS_ENCODER, WARMUP_FOLDER, RepositorySpec, all_configs, to_pbtxt, warmup_files
+from export.triton_config import WARMUP_FOLDER, RepositorySpec, all_configs, to_pbtxt, warmup_files
+from reranker_client.contract import CROSS_ENCODER
 
 
 def serve_at(source: Path, model_dir: Path, target: Path, max_length: int, tokenizer_instances: int = 1) -> Path:

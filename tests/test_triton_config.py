@@ -13,7 +13,6 @@ from export.settings import MAX_BATCH_TOKENS, ServingLimits
 from export.tensorrt_profiles import class_for_length, length_classes, profile_for
 from export.triton_config import (
     BACKENDS,
-    CROSS_ENCODER,
     LONG_CONTEXT_REFERENCE,
     RepositorySpec,
     all_configs,
@@ -21,7 +20,7 @@ from export.triton_config import (
     to_pbtxt,
     write_reference_configs,
 )
-from reranker_client.contract import LENGTH_ROUTER, WINDOW_ENSEMBLE, Param
+from reranker_client.contract import CROSS_ENCODER, LENGTH_ROUTER, WINDOW_ENSEMBLE, Param
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "model_repository"
