@@ -148,7 +148,8 @@ class TritonServer:
                 *self.extra_args]
 
     def start(self, timeout: float = 180.0) -> TritonServer:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        # The server outlives this call: its log file stays open as long as the process runs.
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)

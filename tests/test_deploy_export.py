@@ -50,7 +50,7 @@ def test_export_keys_the_engine_cache_by_the_served_graph(tmp_path):
     config = text_format.Parse((repo / "cross_encoder" / "config.pbtxt").read_text(), mc.ModelConfig())
     prefix = _accelerator_params(config)["trt_engine_cache_prefix"]
     assert prefix == engine_cache_prefix_for(repo / "cross_encoder" / "1" / "model.onnx")
-    assert '"engine_cache_prefix": "%s"' % prefix in (repo / "manifest.json").read_text()
+    assert f'"engine_cache_prefix": "{prefix}"' in (repo / "manifest.json").read_text()
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "python", "tensorrt"])

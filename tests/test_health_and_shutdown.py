@@ -51,7 +51,8 @@ def _cmdline(pid: int) -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        state = [l for l in (Path("/proc") / str(pid) / "status").read_text().splitlines() if l.startswith("State:")]
+        state = [line for line in (Path("/proc") / str(pid) / "status").read_text().splitlines()
+                 if line.startswith("State:")]
     except OSError:
         return False
     return bool(state) and "Z" not in state[0].split()[1]

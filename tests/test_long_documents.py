@@ -63,7 +63,7 @@ def test_passage_in_one_window_scores_exactly_as_truncate_with_whole_span(server
     with RerankClient(server.grpc_url) as client:
         window = client.score_details(short, long_documents="window")
         truncate = client.score_details(short)
-    for (q, p), w, t in zip(short, window, truncate):
+    for (_, p), w, t in zip(short, window, truncate):
         assert w.windows == 1 and w.span == (0, len(p)) and t.span is None
         assert abs(w.logit - t.logit) <= 1e-6 and w.tokens == t.tokens and w.truncated == t.truncated
 

@@ -60,7 +60,7 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
 
     def client_loop(worker: int):
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        for round_ in range(4):
+        for _ in range(4):
             for rows in requests[worker % 3::3]:
                 result = client.infer("rerank", rerank_inputs([queries[i] for i in rows], [passages[i] for i in rows]))
                 got = result.as_numpy("score").reshape(-1)

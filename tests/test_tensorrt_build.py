@@ -270,7 +270,7 @@ def test_certify_script_installs_only_a_passing_plan(exported, tmp_path):
     for shift, installed in ((0.0, True), (0.5, False)):
         staging, target = tmp_path / "plan.staging", tmp_path / "1" / "model.plan"
         staging.write_bytes(b"NEW")
-        report = plan_certification.certify_plan(fixture, lambda i, m: run(i, m) + shift, "fp32",
+        report = plan_certification.certify_plan(fixture, lambda i, m, shift=shift: run(i, m) + shift, "fp32",
                                                  lambda length: limits.max_batch_size)
         if installed:
             plan_certification.install(staging, target, report)

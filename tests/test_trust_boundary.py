@@ -186,7 +186,7 @@ def proxy(server, tmp_path_factory):
     conf = state / "nginx.conf"
     conf.write_text(render(spec))
     process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(state), "-e", "stderr", "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=open(state / "nginx.log", "wb"))
+                               stdout=subprocess.DEVNULL, stderr=open(state / "nginx.log", "wb"))  # noqa: SIM115 - nginx writes it while it runs
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

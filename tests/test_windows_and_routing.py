@@ -41,7 +41,7 @@ def test_windows_cover_every_token_at_word_boundaries(seed):
     stride = rng.randint(1, width)
     windows = pair_windows.window_bounds(starts, width, stride)
     assert windows[0][0] == 0 and windows[-1][1] == n
-    for (s0, e0), (s1, e1) in zip(windows, windows[1:]):
+    for (s0, e0), (s1, _) in zip(windows, windows[1:]):
         assert s0 < s1 <= e0  # progress, and no token skipped
         assert s1 - s0 <= stride
     for start, end in windows:

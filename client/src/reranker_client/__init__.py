@@ -2,8 +2,16 @@
 
 from .async_client import AsyncRerankClient
 from .base import ClientConfig
-from .errors import (ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                     PermissionDeniedError, RerankError, ServerUnavailableError)
+from .errors import (
+    ClientClosedError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RerankError,
+    ServerUnavailableError,
+)
 from .results import RerankResult
 from .sync_client import RerankClient
 from .tritonclient_adapter import TLSOptions

@@ -87,7 +87,7 @@ class AsyncRerankClient(ClientBase):
                 pass
         self._clients.clear()
 
-    async def __aenter__(self) -> "AsyncRerankClient":
+    async def __aenter__(self) -> AsyncRerankClient:
         return self
 
     async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],

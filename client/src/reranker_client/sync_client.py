@@ -113,7 +113,7 @@ class RerankClient(ClientBase):
                 pass
         del clients  # last references: finalisers run now, while grpc is still importable
 
-    def __enter__(self) -> "RerankClient":
+    def __enter__(self) -> RerankClient:
         return self
 
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],

@@ -16,9 +16,16 @@ import numpy as np
 import numpy.typing as npt
 
 from . import contract
+from .errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RerankError,
+    ServerUnavailableError,
+)
 from .server_limits import ModelConfig
-from .errors import (DeadlineExceededError, InvalidInputError, ModelNotReadyError, OverloadedError,
-                     PermissionDeniedError, RerankError, ServerUnavailableError)
 
 OUTPUTS = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
 WINDOW_OUTPUTS = tuple(t.name for t in contract.WINDOW_ENSEMBLE_OUTPUTS)

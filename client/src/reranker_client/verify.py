@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import tritonclient_adapter
-from .certificate import (Fixture, FixtureError, all_texts, compare, describe, fixture_path, load_fixture,
-                          served_precision)
+from .certificate import (
+    Fixture,
+    FixtureError,
+    all_texts,
+    compare,
+    describe,
+    fixture_path,
+    load_fixture,
+    served_precision,
+)
 from .errors import RerankError
 from .sync_client import RerankClient
 from .tritonclient_adapter import InferKwargs, TLSOptions

@@ -52,10 +52,7 @@ def from_client_error(err: RerankError, retry_after: int) -> ApiError:
 
 
 def response(path: str, err: ApiError) -> JSONResponse:
-    if path in TEI_PATHS:
-        body = {"error": err.message, "error_type": err.error_type}
-    else:
-        body = {"message": err.message}
+    body = {"error": err.message, "error_type": err.error_type} if path in TEI_PATHS else {"message": err.message}
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 

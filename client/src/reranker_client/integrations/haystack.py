@@ -76,7 +76,7 @@ class TritonRanker:
             meta_data_separator=self.meta_data_separator, long_documents=self.long_documents)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "TritonRanker":
+    def from_dict(cls, data: Dict[str, Any]) -> TritonRanker:
         params = data.get("init_parameters", {})
         deserialize_secrets_inplace(params, keys=["api_key"])
         if params.get("token_counter"):
