@@ -66,6 +66,8 @@ TABLE = [
     (grpc_error("NOT_FOUND", "Request for unknown model: 'x' is not found"), ModelNotReadyError),
     (grpc_error("UNAVAILABLE", "Request for unknown model: 'rerank' has no available versions"), ServerUnavailableError),
     (grpc_error("CANCELLED"), ServerUnavailableError),
+    (grpc_error("INTERNAL", "in ensemble 'rerank', Model cross_encoder - Error when running inference: Server not ready"),
+     ServerUnavailableError),  # a step answering while the server drains for shutdown
     (ConnectionRefusedError(111, "Connection refused"), ServerUnavailableError),
     (BrokenPipeError(), ServerUnavailableError),
     # Every timeout type, on 3.9-3.13: TimeoutError is an OSError from 3.3 and asyncio's and

@@ -233,9 +233,11 @@ TRANSLATION = (
         or "RESOURCE_EXHAUSTED" in status or status == "429"),
     (DeadlineExceededError, lambda err, status, text: isinstance(err, TIMEOUT_TYPES)
         or "DEADLINE_EXCEEDED" in status or "deadline exceeded" in text or status == "408"),
-    # A model (re)loading or a server restarting: transient.
+    # A model (re)loading or a server restarting: transient. "Server not ready" is what a step of
+    # an ensemble (or a BLS call) answers while the server drains for shutdown.
     (ServerUnavailableError, lambda err, status, text: _has(text, "has no available versions", "stub process",
-                                                            "not healthy", "server is shutting down")
+                                                            "not healthy", "server is shutting down",
+                                                            "server not ready")
         or "CANCELLED" in status),
     (ModelNotReadyError, lambda err, status, text: _has(text, "unknown model", "is not ready")
         or ("not found" in text and "model" in text)),
