@@ -59,6 +59,21 @@ def test_window_score_is_the_max_over_independent_windows(server, tiny_model, st
         assert len(tokenizer(best_text, add_special_tokens=False)["input_ids"]) <= 512
 
 
+def test_async_client_window_mode_matches_the_sync_client(server):
+    import asyncio
+
+    from reranker_client import AsyncRerankClient
+
+    async def run():
+        async with AsyncRerankClient(server.grpc_url) as client:
+            return await client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
+    with RerankClient(server.grpc_url) as client:
+        expected = client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
+    got = asyncio.run(run())
+    assert [(r.index, r.span, r.windows) for r in got] == [(r.index, r.span, r.windows) for r in expected]
+    np.testing.assert_allclose([r.logit for r in got], [r.logit for r in expected], atol=1e-6)
+
+
 def test_passage_in_one_window_scores_exactly_as_truncate_with_whole_span(server):
     short = [(q, p.strip()) for q, p in pairs() if len(p) < 400][:12]
     with RerankClient(server.grpc_url) as client:
