@@ -21,7 +21,8 @@ from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx
 from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
-from export.settings import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, ServingLimits
+from export.settings import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, DEFAULT_MODEL_ID, MAX_WINDOWS_PER_PASSAGE,
+                             MAX_WINDOWS_PER_REQUEST, ServingLimits)
 from export.tensorrt_build import (PlanBuild, build_and_certify_plan, tensorrt_available, timing_cache_path,
                                    write_build_files)
 from export.tensorrt_profiles import check_consistency, profiles_for
@@ -91,7 +92,8 @@ def pair_tokenization_module():
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
     return pair_tokenization_module().PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
                                                     limits.query_max_length, limits.buckets,
-                                                    limits.max_text_bytes)
+                                                    limits.max_text_bytes, MAX_WINDOWS_PER_PASSAGE,
+                                                    MAX_WINDOWS_PER_REQUEST)
 
 
 def ort_session(path: Path):
