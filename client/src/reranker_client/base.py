@@ -96,12 +96,13 @@ class ClientBase:
     def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
         """Requests of at most max_windows_per_request windows by estimate (token_counter, else
         UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count)."""
-        if limits.max_windows_per_request is None or limits.max_length is None or limits.query_max_length is None:
+        if None in (limits.max_windows_per_request, limits.max_length, limits.query_max_length,
+                    limits.special_tokens_per_pair):
             raise ModelNotReadyError("the server does not publish window limits: it predates window mode "
                                      "(re-export it)")
         count = self._count or (lambda text: len(text.encode("utf-8")) + 1)
         windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), limits.max_length,
-                                             limits.query_max_length, limits.special_tokens_per_pair or 4, stride)
+                                             limits.query_max_length, limits.special_tokens_per_pair, stride)
                    for q, p in pairs]
         return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, limits.max_windows_per_request,
                                            stride)
