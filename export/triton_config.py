@@ -16,8 +16,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from reranker_client import contract
-from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE,
-                                      Param)
+from reranker_client.contract import (CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE,  # noqa: F401
+                                      WINDOW_REDUCE, Param)  # CROSS_ENCODER: re-exported for the export and tests
 
 from export.settings import (
     GPU_MODEL_INTRA_OP_THREADS, MAX_BATCH_TOKENS, MAX_QUEUE_DELAY_US, MAX_QUEUE_SIZE, MAX_WINDOWS_PER_PASSAGE,
