@@ -32,6 +32,8 @@ from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
     DEFAULT_MODEL_ID,
+    MAX_WINDOWS_PER_PASSAGE,
+    MAX_WINDOWS_PER_REQUEST,
     TOKENIZER_INSTANCES,
     ServingLimits,
 )
@@ -109,7 +111,8 @@ def pair_tokenization_module():
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
     return pair_tokenization_module().PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
                                                     limits.query_max_length, limits.buckets,
-                                                    limits.max_text_bytes)
+                                                    limits.max_text_bytes, MAX_WINDOWS_PER_PASSAGE,
+                                                    MAX_WINDOWS_PER_REQUEST)
 
 
 def ort_session(path: Path):

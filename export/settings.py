@@ -165,11 +165,13 @@ PROXY_GRPC_PORT = 8081
 
 # The Python backend moves every tensor of a tokenizer execute through a shared-memory region
 # per stub process in /dev/shm. Worst execute: a full batch of pairs at the byte limit on
-# both texts (64 x 2 x 256 KiB = 32 MiB in) plus its token ids out (2 x int64 x 64 x 8192 =
-# 8 MiB at the longest max_length). Triton's 1 MiB default region would grow in 1 MiB steps
+# both texts (64 x 2 x 256 KiB = 32 MiB in) plus its token ids and mask out, one row per window
+# in window mode (2 x int64 x 256 windows x 8192 = 32 MiB at the longest max_length; the
+# length router moves the same rows). Triton's 1 MiB default region would grow in 1 MiB steps
 # (dozens of remaps on the hot path); one region holds a worst execute with room for a second
 # in flight, and growth comes in worst-execute steps.
-PYTHON_SHM_WORST_EXECUTE_BYTES = 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES + 2 * 8 * DEFAULT_MAX_BATCH_SIZE * MAX_SUPPORTED_LENGTH
+PYTHON_SHM_WORST_EXECUTE_BYTES = (2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
+                                  + 2 * 8 * max(DEFAULT_MAX_BATCH_SIZE, MAX_WINDOWS_PER_REQUEST) * MAX_SUPPORTED_LENGTH)
 PYTHON_SHM_DEFAULT_BYTES = 2 * PYTHON_SHM_WORST_EXECUTE_BYTES
 PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
 

@@ -157,6 +157,14 @@ def test_cli_table_and_json(server):
     rows = json.loads(as_json.stdout)
     assert [r["index"] for r in rows] == list(np.argsort(-expected, kind="stable"))
     assert set(rows[0]) == {"index", "score", "logit", "tokens", "truncated"}
+    # Window mode: every result says where its best window is (short documents: the whole text).
+    windowed = subprocess.run(cmd + ["--json", "--long-documents", "window"], input=stdin, capture_output=True,
+                              text=True, timeout=60)
+    rows = json.loads(windowed.stdout)
+    assert all(r["span"] == [0, len(docs[r["index"]].strip())] and r["windows"] == 1 for r in rows)
+    table = subprocess.run(cmd + ["--long-documents", "window", "--top-k", "2"], input=stdin, capture_output=True,
+                           text=True, timeout=60)
+    assert table.returncode == 0 and "span" in table.stdout.splitlines()[0]
 
 
 def _with_empty(items, make_empty):

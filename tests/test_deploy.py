@@ -86,8 +86,14 @@ def test_pod_spec(rendered, variant):
                                                     + _bytes(volumes["trt-cache"]["emptyDir"]["sizeLimit"]))
     on_disk = [v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v and not v["emptyDir"].get("medium")]
     assert _bytes(limits["ephemeral-storage"]) >= sum(map(_bytes, on_disk))  # never evicted for filling its own volumes
-    # Python backend regions: every tokenizer stub's default region fits /dev/shm twice over.
-    assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * 2 * settings.PYTHON_SHM_DEFAULT_BYTES
+    # Python backend regions: every Python stub's default region (the GPU deployment's Python
+    # models: tokenizer, length_router, window_reduce instances) fits /dev/shm twice over.
+    from export.triton_config import RepositorySpec, all_configs
+
+    stubs = sum(g.count for c in all_configs(RepositorySpec()).values() if c.backend == "python"
+                for g in c.instance_group)
+    assert stubs >= 5
+    assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * stubs * settings.PYTHON_SHM_DEFAULT_BYTES
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

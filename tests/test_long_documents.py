@@ -58,6 +58,21 @@ def test_window_score_is_the_max_over_independent_windows(server, tiny_model, st
         assert len(tokenizer(best_text, add_special_tokens=False)["input_ids"]) <= 512
 
 
+def test_async_client_window_mode_matches_the_sync_client(server):
+    import asyncio
+
+    from reranker_client import AsyncRerankClient
+
+    async def run():
+        async with AsyncRerankClient(server.grpc_url) as client:
+            return await client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
+    with RerankClient(server.grpc_url) as client:
+        expected = client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
+    got = asyncio.run(run())
+    assert [(r.index, r.span, r.windows) for r in got] == [(r.index, r.span, r.windows) for r in expected]
+    np.testing.assert_allclose([r.logit for r in got], [r.logit for r in expected], atol=1e-6)
+
+
 def test_passage_in_one_window_scores_exactly_as_truncate_with_whole_span(server):
     short = [(q, p.strip()) for q, p in pairs() if len(p) < 400][:12]
     with RerankClient(server.grpc_url) as client:
@@ -199,3 +214,25 @@ def test_mixed_concurrent_requests_stay_correct_and_batches_stay_under_the_token
         assert shapes["max_rows"] <= length_class.max_batch
         assert length_class.min_length <= shapes["min_length"] <= shapes["max_length"] <= length_class.max_length
         assert shapes["max_tokens"] <= min(MAX_BATCH_TOKENS, length_class.max_tokens)
+
+
+@pytest.mark.slow
+def test_full_export_at_8192_serves_a_6000_token_pair(tiny_model, tmp_path):
+    """The real export path at max_length 8,192 (certificate and gates included, ~2 min and ~5 GB
+    here since the gates batch by tokens), served and checked against FlagReranker."""
+    from export.__main__ import main as export_main
+
+    repo = tmp_path / "repo"
+    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
+                        "--precision", "fp32", "--max-length", "8192"]) == 0
+    assert sorted(p.name for p in repo.iterdir() if p.name.startswith("cross_encoder")) == \
+        [c.model for c in length_classes(LIMITS_8192)]
+    passage = _passage_of(tiny_model, 6000)
+    srv = start_server(repo, tmp_path)
+    try:
+        with RerankClient(srv.grpc_url) as client:
+            (result,) = client.score_details([(QUERY, passage)])
+    finally:
+        srv.stop()
+    expected = flag_scores(tiny_model, [(QUERY, passage)], max_length=8192, normalize=False)[0]
+    assert abs(result.logit - expected) < 1e-4 and result.tokens >= 6000

@@ -76,3 +76,23 @@ def test_one_bad_request_does_not_spoil_the_batch(setup):
     assert isinstance(results[2], InvalidInput) and "must match" in str(results[2])
     alone = tokenizer.tokenize_request(["good query"], ["good passage"])
     np.testing.assert_array_equal(results[0].input_ids, alone.input_ids)
+
+
+def test_window_mode_rows_errors_and_bounded_reading(setup):
+    limits, tokenizer, _ = setup
+    from pair_tokenization import InvalidInput
+
+    # Several windows, fewer than the per-passage limit: ~1,700 tokens at 512, ~330 at 64.
+    query, passage = "Everest?", calibration_texts.long_passage(40 if limits.max_length >= 512 else 6)
+    [batch] = tokenizer.tokenize_window_requests([([query], [passage], [0])])
+    width = limits.max_length - len(tokenizer.tokenizer.encode(query, add_special_tokens=False).ids) - 4
+    assert batch.owner.reshape(-1).tolist() == [0] * len(batch.owner) and len(batch.owner) > 1
+    assert (batch.pairs.tokens <= limits.max_length).all() and not batch.pairs.truncated.any()
+    starts, ends = batch.span[:, 0], batch.span[:, 1]
+    assert starts[0] == 0 and ends[-1] == len(passage) and (starts[1:] <= ends[:-1]).all()  # overlapping cover
+    [error] = tokenizer.tokenize_window_requests([([query], [passage], [width + 1])])
+    assert isinstance(error, InvalidInput) and f"must be in 1..{width}" in str(error)
+    # A passage far beyond what the windows could cover is refused after reading a bounded prefix.
+    huge = " ".join(["Der Mount Everest ist der höchste Berg der Erde."] * 5000)
+    [error] = tokenizer.tokenize_window_requests([([query], [huge], [0])])
+    assert isinstance(error, InvalidInput) and "needs more than" in str(error) and "windows per passage" in str(error)
