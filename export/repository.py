@@ -3,7 +3,7 @@ moved into place, so a failed export never leaves a half-written repository behi
 
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
     rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> cross_encoder
-    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, tokenizer.json}
+    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, padding_metrics.py, tokenizer.json}
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
     cross_encoder/parity.json                           the export gates' numbers, per artifact
     certificate.json                                    held-out pairs + fp32 PyTorch logits: `make verify`
@@ -24,7 +24,7 @@ from export.triton_config import (CROSS_ENCODER, ENSEMBLE, TOKENIZER, WARMUP_FOL
                                   engine_cache_prefix_for, to_pbtxt, warmup_files)
 
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-TOKENIZER_CODE = ("model.py", "pair_tokenization.py")
+TOKENIZER_CODE = ("model.py", "pair_tokenization.py", "padding_metrics.py")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # The ensemble's version folder holds no file, and `aws s3 sync`, `gsutil rsync` and most
 # object stores drop empty folders: without rerank/1/ Triton refuses to load the ensemble.

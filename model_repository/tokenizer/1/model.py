@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 from pair_tokenization import InvalidInput, PairTokenizer  # noqa: E402
+from padding_metrics import PaddingMetrics  # noqa: E402
 
 
 def _texts(request, name):
@@ -36,6 +37,7 @@ class TritonPythonModel:
         )
         self.long_length = int(params["long_request_length"])
         self.long_max_pairs = int(params["long_request_max_pairs"])
+        self.padding = PaddingMetrics(pb_utils, args["model_name"], args["model_version"])
 
     def _check_long(self, batch):
         """TensorRT's long profile holds few pairs; say so instead of failing in the engine."""
@@ -67,4 +69,5 @@ class TritonPythonModel:
                 pb_utils.Tensor("tokens", result.tokens),
                 pb_utils.Tensor("truncated", result.truncated),
             ])
+            self.padding.record(result.attention_mask)
         return responses
