@@ -55,6 +55,15 @@ PEERS = ("sentence-transformers CrossEncoder", "FlagReranker", "Infinity")
 LOGIT_TOLERANCE = 1e-3  # fp32 everywhere: larger means the system did not score the same tokens
 USEFUL, PADDED = "reranker_tokenizer_useful_tokens_total", "reranker_tokenizer_padded_tokens_total"
 TARGETS = {"ort": 0.9, "peer": 1.2, "padding": 0.9}
+# Every system runs at every concurrency; what "concurrency" means differs and is recorded per row.
+CONCURRENCY_MEANS = {
+    ORT: "N Python threads calling run() on one InferenceSession (thread-safe; no queue, no batching across calls)",
+    OURS: "N concurrent client calls over gRPC; each call sends its chunks up to 2 at a time",
+    VARIANT: "as above, chunks planned from the UTF-8 length estimate (no tokenizer on the client)",
+    "sentence-transformers CrossEncoder": "N Python threads calling predict() on one model (no batching across calls)",
+    "FlagReranker": "N Python threads calling compute_score() on one model (no batching across calls)",
+    "Infinity": "N concurrent HTTP /rerank requests; Infinity's own queue batches across them",
+}
 SHARED_MACHINE_NOTE = ("The machine was shared with other engineers' work (2 cores): load varied between trials; "
                        "medians of >= 5 trials with min-max are reported and `load_1m` records the load per point.")
 
@@ -75,8 +84,29 @@ def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
 
 
 def workload(tokenizer_json: str, requests: int, passages: int, max_length: int) -> list[tuple[str, list[str]]]:
-    pairs = make_pairs(tokenizer_json, passages * requests, max_length, seed=0)
-    return [(pairs[i * passages].query, [p.passage for p in pairs[i * passages:(i + 1) * passages]])
+    """requests x (one query, `passages` passages) whose lengths follow LENGTH_MIX by quota
+    (largest remainder), not by chance: with a few dozen pairs a random draw often holds no
+    over-long passage at all (3% of the mix), and then the pre-truncation is never exercised."""
+    total = passages * requests
+    shares = [share * total for share, _, _ in LENGTH_MIX]
+    quota = [int(x) for x in shares]
+    for i in sorted(range(len(shares)), key=lambda i: shares[i] - quota[i], reverse=True)[:total - sum(quota)]:
+        quota[i] += 1
+    bounds = []
+    for share, low, high in LENGTH_MIX:
+        low = low if low is not None else max_length + 1
+        bounds.append((low, high if high is not None else (max_length if low <= max_length else 10 ** 9)))
+    chosen: list = []
+    for pair in make_pairs(tokenizer_json, 20 * total, max_length, seed=0):  # drawn from the documented mix
+        for i, (low, high) in enumerate(bounds):
+            if quota[i] and low <= pair.passage_tokens <= high:
+                quota[i] -= 1
+                chosen.append(pair)
+                break
+        if len(chosen) == total:
+            break
+    order = __import__("random").Random(1).sample(chosen, len(chosen))  # long ones spread over requests
+    return [(order[i * passages].query, [p.passage for p in order[i * passages:(i + 1) * passages]])
             for i in range(requests)]
 
 
@@ -179,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=("bench", "tiny"), default="bench",
                         help="bench: 6 x 1024 random weights (headline numbers); tiny: overhead only")
     parser.add_argument("--requests", type=int, default=4, help="rerank requests per trial (shared by the workers)")
-    parser.add_argument("--passages", type=int, default=8, help="passages per request")
+    parser.add_argument("--passages", type=int, default=6, help="passages per request")
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--concurrency", default="1,2,4")
     parser.add_argument("--threads", type=int, default=THREADS_DEFAULT,
@@ -242,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     def row(name: str, result: dict, threads: dict, padding_source: str | None, precision: str = "fp32") -> dict:
         useful_per_s = useful_flops * result["pairs_per_s"] / len(lengths)
         out = {"system": name, "precision": precision, **{k: v for k, v in result.items() if k != "scores"},
-               "threads": threads, "padding_source": padding_source,
+               "threads": threads, "concurrency_means": CONCURRENCY_MEANS.get(name), "padding_source": padding_source,
                "gflops": round(useful_per_s / 1e9, 1),
                "of_gemm_peak": round(useful_per_s / 1e9 / facts["fp32_gemm_gflops"], 3)}
         out.setdefault("padding_efficiency", None)
