@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         out["same_inputs"] = agreement is not None and agreement <= LOGIT_TOLERANCE
         return out
 
-    rows, skipped, reference = [], {}, None
+    rows, skipped, unsupported, reference = [], {}, {}, None
     ort_threads = {"onnxruntime_intra_op": args.threads, "onnxruntime_inter_op": 1}
 
     def run_points(name, system, threads, padding_source, counters, points=None):
@@ -291,7 +291,17 @@ def main(argv: list[str] | None = None) -> int:
             reference = np.concatenate([np.asarray(scores[i], dtype=np.float64) for i in range(len(requests))])
         for c in (concurrencies if points is None else points):
             print(f"[bench] {name}: concurrency {c}, {args.trials} trials (load {os.getloadavg()[0]:.2f})", flush=True)
-            rows.append(row(name, measure(system, requests, c, args.trials, reference, counters), threads, padding_source))
+            try:
+                result = measure(system, requests, c, args.trials, reference, counters)
+            except Exception as err:  # noqa: BLE001 - a concurrency a system cannot take is reported
+                if c == 1:
+                    raise
+                # e.g. FlagReranker from several threads: its fast tokenizer (Rust) is not
+                # re-entrant ("Already borrowed"). Higher concurrencies are not tried.
+                unsupported[f"{name} at concurrency >= {c}"] = f"{type(err).__name__}: {err}"[:200]
+                print(f"[bench]   not supported: {unsupported[f'{name} at concurrency >= {c}']}", flush=True)
+                break
+            rows.append(row(name, result, threads, padding_source))
             r = rows[-1]
             print(f"[bench]   {r['pairs_per_s']} pairs/s ({r['pairs_per_s_min']}-{r['pairs_per_s_max']}), "
                   f"padding {r['padding_efficiency']}, max|dlogit| {r['max_abs_logit_vs_ort']}", flush=True)
@@ -355,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["load_1m_at_end"] = round(os.getloadavg()[0], 2)
     facts["duration_s"] = round(time.time() - started)
     report = analyse(rows, args.shape, concurrencies)
+    report["concurrency_not_supported"] = unsupported
     write(args.out, args.shape, facts, rows, report, skipped)
     return 0
 
@@ -418,6 +429,10 @@ def analyse(rows: list[dict], shape: str, concurrencies: list[int]) -> dict:
                   f"p50 per request is {extra:+.0f} ms vs in-process ({o['p50_ms_per_request']:.0f} ms): gRPC, "
                   f"the ensemble's tokenizer step in separate Python processes and tensor copies through shared "
                   f"memory run on the same cores as the model; the in-process run has none of them. "
+                  f"The cross-encoder queue held each of its requests {t.get('cross_encoder_queue_ms_per_request')} "
+                  f"ms on average (Triton's metric; a call became {t.get('server_requests_per_call')} server "
+                  f"requests): waiting for its one instance, plus ~500 ms stalls when two requests of different "
+                  f"length buckets leave the tokenizer together (benchmarks/batcher_stall.py reproduces it). "
                   f"Padding was {t['padding_efficiency']} (server) vs {o['padding_efficiency']} (in process).")
     if our_best and ort_best:
         check(f"Triton best (c={our_best['concurrency']}) / in-process ONNX Runtime best (c={ort_best['concurrency']})",
@@ -462,7 +477,8 @@ def write(out: Path, shape: str, facts: dict, rows: list[dict], report: dict, sk
         "logit_tolerance": LOGIT_TOLERANCE, "shared_machine": SHARED_MACHINE_NOTE, "facts": facts, "rows": rows,
         **report, "skipped": skipped}, indent=1) + "\n")
     cols = ["system", "concurrency", "pairs_per_s", "min-max", "p50_ms_per_request", "p95_ms_per_request",
-            "padding_efficiency", "gflops", "of_gemm_peak", "max_abs_logit_vs_ort", "load_1m"]
+            "padding_efficiency", "cross_encoder_queue_ms_per_request", "gflops", "of_gemm_peak",
+            "max_abs_logit_vs_ort", "load_1m"]
     lines = [f"# Benchmark ({shape}): {facts['model']}", "",
              f"{facts['workload']}; mean pair length {facts['pair_tokens_mean']} tokens (max {facts['pair_tokens_max']}, "
              f"{facts['pairs_cut_to_max_length']} pairs cut); CPU {facts['cpu']} x {facts['cores']} cores; "
@@ -473,11 +489,12 @@ def write(out: Path, shape: str, facts: dict, rows: list[dict], report: dict, sk
         cells = {**r, "min-max": f"{r['pairs_per_s_min']}-{r['pairs_per_s_max']}",
                  "load_1m": "-".join(str(v) for v in r["load_1m"]),
                  "max_abs_logit_vs_ort": f"{r.get('max_abs_logit_vs_ort')}" + ("" if r["same_inputs"] else " EXCLUDED")}
-        lines.append("| " + " | ".join(str(cells.get(c, "")) for c in cols) + " |")
+        lines.append("| " + " | ".join("" if cells.get(c) is None else str(cells[c]) for c in cols) + " |")
     lines += ["", "pairs_per_s: median of the trials; min-max: the slowest and fastest trial. Latency percentiles "
               "are over all requests of all trials (`latency_samples` in the JSON). padding_efficiency = useful / "
               "computed tokens: Triton rows from the server's metrics, ONNX Runtime and the PyTorch peers counted "
-              "in process, Infinity not observable (empty).", "",
+              "in process, Infinity not observable (empty). cross_encoder_queue_ms_per_request (Triton rows): "
+              "Triton's nv_inference_queue_duration_us / requests for the cross-encoder over the point.", "",
               "## Ratios at equal concurrency (medians)", ""]
     for line in report["ratios_at_equal_concurrency"]:
         lines.append("- c=" + str(line["concurrency"]) + ": " + ", ".join(
@@ -490,6 +507,9 @@ def write(out: Path, shape: str, facts: dict, rows: list[dict], report: dict, sk
     if report["excluded_from_ratios"]:
         lines += ["", f"## Excluded from ratios (max |logit - in-process ONNX Runtime| > {LOGIT_TOLERANCE})",
                   *[f"- {v}" for v in report["excluded_from_ratios"]]]
+    if report.get("concurrency_not_supported"):
+        lines += ["", "## Concurrency a system does not support", *[
+            f"- {k}: {v}" for k, v in report["concurrency_not_supported"].items()]]
     if skipped:
         lines += ["", "## Not measured", *[f"- {k}: {v}" for k, v in skipped.items()]]
     lines += ["", "## What these numbers do not show", "",
