@@ -218,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs"))
     parser.add_argument("--infinity-venv", type=Path, default=Path("runs/venv-infinity"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--render", type=Path, default=None,
+                        help="re-write the MD/PNG (and the analysis in the JSON) from a saved bench JSON; measures nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        return render(args.render, args.out)
     if args.threads != THREADS_DEFAULT:
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     started = time.time()
@@ -372,6 +376,17 @@ def main(argv: list[str] | None = None) -> int:
     report = analyse(rows, args.shape, concurrencies)
     report["concurrency_not_supported"] = unsupported
     write(args.out, args.shape, facts, rows, report, skipped)
+    return 0
+
+
+def render(saved: Path, out: Path) -> int:
+    """The analysis is a pure function of the measured rows: recompute it and the files from them."""
+    data = json.loads(saved.read_text())
+    shape = "tiny" if "tiny" in data["facts"]["model"] else "bench"
+    report = analyse(data["rows"], shape, data["facts"]["concurrencies"])
+    report["concurrency_not_supported"] = data.get("concurrency_not_supported", {})
+    data["facts"].setdefault("rendered_from", str(saved))
+    write(out, shape, data["facts"], data["rows"], report, data.get("skipped", {}))
     return 0
 
 
