@@ -34,7 +34,7 @@ USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench bench-long eval rest rest-bench clean
+.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench bench-100 bench-long eval rest rest-bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -128,10 +128,13 @@ $(INFINITY_VENV)/.installed: requirements/infinity.txt
 	test -x $(INFINITY_VENV)/bin/python || $(PYTHON_BIN) -m venv $(INFINITY_VENV)
 	$(INFINITY_VENV)/bin/python -m pip install -q -r requirements/infinity.txt && touch $@ || true
 
-bench: setup $(INFINITY_VENV)/.installed ## side-by-side benchmark (ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity)
+bench: setup $(INFINITY_VENV)/.installed ## same inputs, concurrency 1/2/4, 5 trials each: ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity (see README for the time)
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
-	$(PY) -m benchmarks.bench --shape bench --requests 2 --concurrency 1,2 --out benchmarks/results
+	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results
 	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results
+
+bench-100: setup $(INFINITY_VENV)/.installed ## the side-by-side with 100-passage requests (hours on 2 cores); writes runs/bench-100/
+	$(PY) -m benchmarks.bench --shape bench --passages 100 --out runs/bench-100
 
 bench-long: setup ## long documents: window mode at max_length 512 vs one pass at 8192 (100 passages, 1,000-6,000 tokens)
 	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results

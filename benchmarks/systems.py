@@ -1,11 +1,16 @@
-"""The systems compared, each behind one interface: score(query, passages) -> scores, plus how
-it pads (for the padding-efficiency column)."""
+"""The systems compared, each behind one interface: score(query, passages) -> scores.
+
+Padding is counted where each system computes: our server's tokenizer exports it as metrics
+(read by the bench), in-process ONNX Runtime counts the batches it runs, and the two PyTorch
+peers count every forward() through a hook on their model. Infinity runs out of process and
+does not expose it (reported as not measured). Threads are pinned by the caller (bench.py)."""
 
 from __future__ import annotations
 
 import bisect
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -58,15 +63,50 @@ class TritonClientSystem:
         return [r.logit for r in sorted(self.client.rerank(query, passages), key=lambda r: r.index)]
 
 
+class TokenCount:
+    """Useful (attention_mask ones) and computed (padded) tokens of what a system ran."""
+
+    def __init__(self) -> None:
+        self.useful = self.padded = 0
+        self._lock = threading.Lock()
+
+    def add(self, useful: int, padded: int) -> None:
+        with self._lock:
+            self.useful += useful
+            self.padded += padded
+
+    def snapshot(self) -> tuple[int, int]:
+        with self._lock:
+            return self.useful, self.padded
+
+
+def count_forward(model, counter: TokenCount) -> None:
+    """Count the tokens of every forward() of a Hugging Face model: what the peer really ran."""
+
+    def hook(_module, args, kwargs):
+        # HF models take keyword tensors; sentence-transformers' modules take one features dict.
+        # (a dict or a transformers BatchEncoding, which is a UserDict, not a dict).
+        features = kwargs if "attention_mask" in kwargs else (args[0] if args and hasattr(args[0], "get") else {})
+        mask = features.get("attention_mask")
+        if mask is not None:
+            counter.add(int(mask.sum()), int(mask.numel()))
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
 class OnnxRuntimeSystem:
     """In-process ONNX Runtime on the same ONNX file and the same tokens: our path's ceiling."""
 
-    def __init__(self, repo: Path, pair_tokenizer, batch: int, length_function=None):
+    def __init__(self, repo: Path, pair_tokenizer, batch: int, length_function=None, threads: int = 0):
         import onnxruntime as ort
 
-        self.session = ort.InferenceSession(str(repo / "cross_encoder" / "1" / "model.onnx"),
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(repo / "cross_encoder" / "1" / "model.onnx"), options,
                                             providers=["CPUExecutionProvider"])
         self.tokenizer, self.batch, self.length_function = pair_tokenizer, batch, length_function
+        self.tokens = TokenCount()
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         encodings = self.tokenizer.tokenizer.encode_batch([query] + passages, add_special_tokens=False)
@@ -74,6 +114,7 @@ class OnnxRuntimeSystem:
         out = np.empty(len(pairs))
         for rows in client_chunks(query, passages, self.batch, self.length_function, self.tokenizer.buckets):
             batch = self.tokenizer.pad([pairs[i] for i in rows])
+            self.tokens.add(int(batch.attention_mask.sum()), int(batch.attention_mask.size))
             logit, _ = self.session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
             out[rows] = logit.reshape(-1)
         return out.tolist()
@@ -85,10 +126,14 @@ class CrossEncoderSystem:
 
         self.model = CrossEncoder(str(model_dir), max_length=max_length, device="cpu")
         self.batch = batch
+        self.tokens = TokenCount()
+        # sentence-transformers 5 runs its module chain with a features dict (the HF model's own
+        # forward is not called through __call__ there): count at the CrossEncoder module itself.
+        count_forward(self.model, self.tokens)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         return list(self.model.predict([(query, p) for p in passages], batch_size=self.batch,
-                                       activation_fn=__import__("torch").nn.Identity()))
+                                       activation_fn=__import__("torch").nn.Identity(), show_progress_bar=False))
 
 
 class FlagRerankerSystem:
@@ -97,6 +142,8 @@ class FlagRerankerSystem:
 
         self.model = FlagReranker(str(model_dir), use_fp16=False, devices="cpu")
         self.max_length, self.batch = max_length, batch
+        self.tokens = TokenCount()
+        count_forward(self.model.model, self.tokens)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         return list(self.model.compute_score([[query, p] for p in passages], max_length=self.max_length,
@@ -106,9 +153,11 @@ class FlagRerankerSystem:
 class InfinitySystem:
     """infinity-emb in its own venv (its pins clash with ours), over its /rerank REST API."""
 
-    def __init__(self, python: Path, model_dir: Path, port: int, log: Path, batch: int = 32):
+    def __init__(self, python: Path, model_dir: Path, port: int, log: Path, batch: int = 32, threads: int = 0):
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
+        if threads:  # torch in Infinity's process reads these at start (it sets no thread count itself)
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.process = subprocess.Popen(
             [str(python.parent / "infinity_emb"), "v2", "--model-id", str(model_dir), "--port", str(port),
              "--engine", "torch", "--device", "cpu", "--dtype", "float32", "--batch-size", str(batch),

@@ -45,6 +45,7 @@ def test_fp32_export_passes_gate_and_documents_it(python_repo):
     assert manifest["served"]["file"] == "cross_encoder/1/model.onnx"
     assert "export gate fp32" in manifest["served"]["certified_by"]
     for path in ("tokenizer/1/tokenizer.json", "tokenizer/1/model.py", "tokenizer/1/pair_tokenization.py",
+                 "tokenizer/1/padding_metrics.py",
                  "cross_encoder/1/model.onnx", "cross_encoder/1/model.py", "rerank/config.pbtxt",
                  "certificate.json"):
         assert (python_repo / path).exists(), path

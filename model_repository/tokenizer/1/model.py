@@ -19,6 +19,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
 from pair_tokenization import InvalidInput, PairTokenizer, WindowBatch  # noqa: E402
+from padding_metrics import PaddingMetrics  # noqa: E402
 
 
 def _texts(request, name):
@@ -57,6 +58,8 @@ class TritonPythonModel:
             max_windows_per_passage=int(params["max_windows_per_passage"]),
             max_windows_per_request=int(params["max_windows_per_request"]),
         )
+        # Useful vs computed (padded) tokens of every request emitted, on :8002 (padding_metrics.py).
+        self.padding = PaddingMetrics(pb_utils, args["model_name"], args["model_version"])
 
     def execute(self, requests):
         truncate, window, responses = [], [], [None] * len(requests)
@@ -77,8 +80,10 @@ class TritonPythonModel:
                 responses[i] = _error(result)
             elif isinstance(result, WindowBatch):
                 responses[i] = _response(result.pairs, result.owner, result.span)
+                self.padding.record(result.pairs.attention_mask)
             else:  # truncate mode: every pair is its own "window" over the whole (cut) passage
                 rows = result.input_ids.shape[0]
                 responses[i] = _response(result, np.arange(rows, dtype=np.int32).reshape(-1, 1),
                                          np.zeros((rows, 2), dtype=np.int32))
+                self.padding.record(result.attention_mask)
         return responses

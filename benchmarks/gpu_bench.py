@@ -1,0 +1,224 @@
+"""The GPU benchmark's steps (scripts/gpu_bench.sh runs them in order on a GPU host):
+
+    python -m benchmarks.gpu_bench pairs  --tokenizer REPO/tokenizer/1/tokenizer.json --out pairs.json
+    python -m benchmarks.gpu_bench triton --url localhost:8001 --metrics-url http://localhost:8002/metrics \
+        --pairs pairs.json --system "Triton tensorrt fp16" --out tensorrt.json
+    python -m benchmarks.gpu_bench torch  --model MODEL --pairs pairs.json --out torch.json   (in the GPU container)
+    python -m benchmarks.gpu_bench report --results tensorrt.json onnxruntime.json torch.json --out DIR
+
+The same pairs for everyone, of exactly 128 / 512 / 2,048 tokens each (query + passage + 4
+special tokens, checked with the served tokenizer), in requests of one query x --passages. Every
+system runs at the same concurrencies with --trials trials per point, after the same warm-up
+(one untimed pass). Logits are compared with FlagReranker at fp32 on the same GPU: fp16 rows
+within export/certificate.py's fp16 bound (max |dlogit| 0.1) count, others are flagged and left
+out of the ratios. The report has the shape of bench.py's (JSON rows with `trials`, MD, PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench import measure, one_pass, plot, server_counters
+
+TOKENS = (128, 512, 2048)
+OURS_PREFIX = "Triton"
+PEER = "PyTorch fp16 (FlagReranker use_fp16=True)"
+
+
+def fixed_length_requests(tokenizer_json: str, tokens: int, requests: int, passages: int
+                          ) -> tuple[list[tuple[str, list[str]]], list[int]]:
+    """`requests` x (one query, `passages` passages), every pair exactly `tokens` tokens long."""
+    from tokenizers import Tokenizer
+
+    from export import calibration_texts
+
+    tok = Tokenizer.from_file(tokenizer_json)
+    tok.no_truncation()
+    source = calibration_texts.long_passage(400)
+    ids = tok.encode(source, add_special_tokens=False)
+    queries = [q for _, q, _ in calibration_texts.TOPICS]
+    out, lengths = [], []
+    for r in range(requests):
+        query = queries[r % len(queries)]
+        budget = tokens - len(tok.encode(query, add_special_tokens=False).ids) - 4
+        kept = []
+        for i in range(passages):
+            start = ((r * passages + i) * 997) % (len(ids.ids) - budget - 1)
+            # Cut on token offsets, then shrink until the text re-tokenizes within the budget:
+            # a window edge inside a word may re-segment into one token more.
+            size = budget
+            while True:
+                text = source[ids.offsets[start][0]:ids.offsets[start + size - 1][1]]
+                n = len(tok.encode(text, add_special_tokens=False).ids)
+                if n <= budget:
+                    break
+                size -= 1
+            kept.append(text)
+            lengths.append(len(tok.encode(query, add_special_tokens=False).ids) + n + 4)
+        out.append((query, kept))
+    return out, lengths
+
+
+def cmd_pairs(args) -> None:
+    data = {}
+    for tokens in args.tokens:
+        requests, lengths = fixed_length_requests(args.tokenizer, tokens, args.requests, args.passages)
+        data[str(tokens)] = {"requests": requests, "pair_tokens": lengths}
+        print(f"[gpu_bench] {tokens} tokens: pairs of {min(lengths)}-{max(lengths)} tokens", flush=True)
+    Path(args.out).write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _points(system, pairs: dict, concurrencies: list[int], trials: int, counters=None) -> list[dict]:
+    rows = []
+    for tokens, block in pairs.items():
+        requests = [(q, list(p)) for q, p in block["requests"]]
+        one_pass(system, requests, 1)  # identical warm-up for every system and length
+        for c in concurrencies:
+            result = measure(system, requests, c, trials, None, counters)
+            result["scores"] = [float(x) for x in result["scores"]]
+            rows.append({"tokens": int(tokens), **result})
+            print(f"[gpu_bench] {tokens} tokens c={c}: {result['pairs_per_s']} pairs/s", flush=True)
+    return rows
+
+
+def cmd_triton(args) -> None:
+    from benchmarks.systems import TritonClientSystem
+
+    system = TritonClientSystem(args.url)
+    pairs = json.loads(Path(args.pairs).read_text())
+    rows = _points(system, pairs, args.concurrency, args.trials, lambda: server_counters(args.metrics_url))
+    for r in rows:
+        r.update(system=args.system, precision="fp16", padding_source="server_metrics")
+    Path(args.out).write_text(json.dumps({"rows": rows}))
+
+
+class FlagSystem:
+    def __init__(self, model: str, fp16: bool, batch: int, max_length: int):
+        from FlagEmbedding import FlagReranker
+
+        self.model = FlagReranker(model, use_fp16=fp16, devices="cuda:0")
+        self.batch, self.max_length = batch, max_length
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        return list(self.model.compute_score([[query, p] for p in passages], batch_size=self.batch,
+                                             max_length=self.max_length))
+
+
+def cmd_torch(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pairs = json.loads(Path(args.pairs).read_text())
+    max_length = max(int(t) for t in pairs)
+    reference = FlagSystem(args.model, False, args.passages, max_length)
+    references = {t: [reference.score(q, p) for q, p in b["requests"]] for t, b in pairs.items()}
+    del reference
+    torch.cuda.empty_cache()
+    system = FlagSystem(args.model, True, args.passages, max_length)
+    rows = _points(system, pairs, args.concurrency, args.trials)
+    for r in rows:
+        r.update(system=PEER, precision="fp16", padding_source=None,
+                 threads={"torch_intra_op": args.threads})
+    Path(args.out).write_text(json.dumps({"rows": rows, "reference": {
+        t: [x for scores in v for x in scores] for t, v in references.items()},
+        "reference_system": "FlagReranker use_fp16=False (PyTorch fp32, same GPU)"}))
+
+
+def cmd_report(args) -> None:
+    from export.certificate import FP16
+
+    rows, reference, reference_system = [], None, None
+    for path in args.results:
+        data = json.loads(Path(path).read_text())
+        rows += data["rows"]
+        if "reference" in data:
+            reference, reference_system = data["reference"], data["reference_system"]
+    for r in rows:
+        scores = np.asarray(r.pop("scores"), dtype=np.float64)
+        if reference is not None:
+            r["max_abs_logit_vs_reference"] = float(f"{np.max(np.abs(scores - np.asarray(reference[str(r['tokens'])]))):.3g}")
+        r["same_inputs"] = reference is not None and r["max_abs_logit_vs_reference"] <= FP16.max_abs_logit
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ratios = []
+    for tokens in sorted({r["tokens"] for r in rows}):
+        peer = {r["concurrency"]: r for r in rows if r["tokens"] == tokens and r["system"] == PEER and r["same_inputs"]}
+        for name in sorted({r["system"] for r in rows if r["system"].startswith(OURS_PREFIX)}):
+            ours = {r["concurrency"]: r for r in rows if r["tokens"] == tokens and r["system"] == name and r["same_inputs"]}
+            line = {"tokens": tokens, "system": name, "vs_pytorch_fp16_at_equal_concurrency": {
+                c: round(ours[c]["pairs_per_s"] / peer[c]["pairs_per_s"], 3) for c in ours if c in peer}}
+            if ours and peer:
+                line["best_over_best"] = round(max(r["pairs_per_s"] for r in ours.values())
+                                               / max(r["pairs_per_s"] for r in peer.values()), 3)
+            ratios.append(line)
+    facts = {"model": args.model_label, "workload": f"requests of one query x {args.passages} passages, "
+             f"pairs of exactly {', '.join(str(t) for t in sorted({r['tokens'] for r in rows}))} tokens",
+             "reference": reference_system, "fp16_logit_tolerance": FP16.max_abs_logit, "host": os.uname().nodename}
+    stem = "bench_gpu"
+    (out / f"{stem}.json").write_text(json.dumps({"padding_source": "server_metrics", "facts": facts, "rows": rows,
+                                                  "ratios": ratios}, indent=1) + "\n")
+    cols = ["system", "tokens", "concurrency", "pairs_per_s", "pairs_per_s_min", "pairs_per_s_max",
+            "p50_ms_per_request", "p95_ms_per_request", "padding_efficiency", "max_abs_logit_vs_reference"]
+    lines = [f"# GPU benchmark: {facts['model']}", "", f"{facts['workload']}; logits vs {reference_system}.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(r.get(c, "")) + ("" if c != "max_abs_logit_vs_reference" or r["same_inputs"]
+                                                            else " EXCLUDED") for c in cols) + " |")
+    lines += ["", "## Ratios (Triton / PyTorch fp16)", *[f"- {json.dumps(x)}" for x in ratios],
+              "", f"![pairs per second]({stem}.png)"]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    for tokens in sorted({r["tokens"] for r in rows}):
+        subset = [{**r, "system": f"{r['system']} @{tokens}"} for r in rows if r["tokens"] == tokens]
+        plot(out / f"{stem}_{tokens}.png", f"gpu {tokens} tokens", {"model": facts["model"], "workload": facts["workload"]},
+             subset)
+    plot(out / f"{stem}.png", "gpu", {"model": facts["model"], "workload": facts["workload"]},
+         [{**r, "system": f"{r['system']} @{r['tokens']}"} for r in rows])
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 2, 4])
+        p.add_argument("--trials", type=int, default=5)
+        p.add_argument("--pairs", required=True)
+        p.add_argument("--out", required=True)
+    p = sub.add_parser("pairs")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--tokens", type=lambda s: [int(t) for t in s.split(",")], default=list(TOKENS))
+    p.add_argument("--requests", type=int, default=8)
+    p.add_argument("--passages", type=int, default=16)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("triton")
+    common(p)
+    p.add_argument("--url", required=True)
+    p.add_argument("--metrics-url", required=True)
+    p.add_argument("--system", required=True)
+    p = sub.add_parser("torch")
+    common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--passages", type=int, default=16, help="FlagReranker batch: one forward per request")
+    p.add_argument("--threads", type=int, default=4)
+    p = sub.add_parser("report")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--passages", type=int, default=16)
+    p.add_argument("--model-label", default="BAAI/bge-reranker-v2-m3")
+    p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    started = time.time()
+    {"pairs": cmd_pairs, "triton": cmd_triton, "torch": cmd_torch, "report": cmd_report}[args.command](args)
+    print(f"[gpu_bench] {args.command} took {time.time() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
