@@ -30,8 +30,10 @@ def counters(url: str) -> tuple[float, float]:
     text = urllib.request.urlopen(url, timeout=10).read().decode()
 
     def total(name):
-        return sum(float(v) for v in re.findall(rf'^{name}\{{[^}}]*model="cross_encoder"[^}}]*\}} ([0-9.e+]+)$',
-                                                 text, re.M))
+        return sum(
+            float(v) for v in re.findall(rf'^{name}\{{[^}}]*model="cross_encoder"[^}}]*\}} ([0-9.e+]+)$', text, re.M)
+        )
+
     return total("nv_inference_queue_duration_us"), total("nv_inference_request_success")
 
 
@@ -48,12 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         repo = ensure_model("tiny", Path("runs"), 2)[1]
     with TritonServer(repo, free_port(), free_port(), free_port(), log_path=Path("runs/batcher_stall.log")) as server:
         for label, texts in (("same bucket", (SHORT, SHORT)), ("different buckets", (SHORT, LONG))):
-            before, latencies = counters(server.metrics_url), []
+            before = counters(server.metrics_url)
+            latencies: list[float] = []
 
-            def call(passage: str) -> None:
+            def call(passage: str, latencies: list[float] = latencies) -> None:
                 start = time.perf_counter()
                 raw_rerank(server.grpc_url, ["where is it?"], [passage])
                 latencies.append(time.perf_counter() - start)
+
             for _ in range(10):
                 threads = [threading.Thread(target=call, args=(t,)) for t in texts]
                 for t in threads:
@@ -61,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                 for t in threads:
                     t.join()
             after = counters(server.metrics_url)
-            print(f"{label}: 10 x 2 concurrent calls, worst call {max(latencies) * 1e3:.0f} ms, cross_encoder queue "
-                  f"{(after[0] - before[0]) / (after[1] - before[1]) / 1e3:.1f} ms per request")
+            print(
+                f"{label}: 10 x 2 concurrent calls, worst call {max(latencies) * 1e3:.0f} ms, cross_encoder queue "
+                f"{(after[0] - before[0]) / (after[1] - before[1]) / 1e3:.1f} ms per request"
+            )
     return 0
 
 

@@ -32,8 +32,9 @@ OURS_PREFIX = "Triton"
 PEER = "PyTorch fp16 (FlagReranker use_fp16=True)"
 
 
-def fixed_length_requests(tokenizer_json: str, tokens: int, requests: int, passages: int
-                          ) -> tuple[list[tuple[str, list[str]]], list[int]]:
+def fixed_length_requests(
+    tokenizer_json: str, tokens: int, requests: int, passages: int
+) -> tuple[list[tuple[str, list[str]]], list[int]]:
     """`requests` x (one query, `passages` passages), every pair exactly `tokens` tokens long."""
     from tokenizers import Tokenizer
 
@@ -55,7 +56,7 @@ def fixed_length_requests(tokenizer_json: str, tokens: int, requests: int, passa
             # a window edge inside a word may re-segment into one token more.
             size = budget
             while True:
-                text = source[ids.offsets[start][0]:ids.offsets[start + size - 1][1]]
+                text = source[ids.offsets[start][0] : ids.offsets[start + size - 1][1]]
                 n = len(tok.encode(text, add_special_tokens=False).ids)
                 if n <= budget:
                     break
@@ -107,8 +108,9 @@ class FlagSystem:
         self.batch, self.max_length = batch, max_length
 
     def score(self, query: str, passages: list[str]) -> list[float]:
-        return list(self.model.compute_score([[query, p] for p in passages], batch_size=self.batch,
-                                             max_length=self.max_length))
+        return list(
+            self.model.compute_score([[query, p] for p in passages], batch_size=self.batch, max_length=self.max_length)
+        )
 
 
 def cmd_torch(args) -> None:
@@ -124,11 +126,16 @@ def cmd_torch(args) -> None:
     system = FlagSystem(args.model, True, args.passages, max_length)
     rows = _points(system, pairs, args.concurrency, args.trials)
     for r in rows:
-        r.update(system=PEER, precision="fp16", padding_source=None,
-                 threads={"torch_intra_op": args.threads})
-    Path(args.out).write_text(json.dumps({"rows": rows, "reference": {
-        t: [x for scores in v for x in scores] for t, v in references.items()},
-        "reference_system": "FlagReranker use_fp16=False (PyTorch fp32, same GPU)"}))
+        r.update(system=PEER, precision="fp16", padding_source=None, threads={"torch_intra_op": args.threads})
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "reference": {t: [x for scores in v for x in scores] for t, v in references.items()},
+                "reference_system": "FlagReranker use_fp16=False (PyTorch fp32, same GPU)",
+            }
+        )
+    )
 
 
 def cmd_report(args) -> None:
@@ -143,7 +150,9 @@ def cmd_report(args) -> None:
     for r in rows:
         scores = np.asarray(r.pop("scores"), dtype=np.float64)
         if reference is not None:
-            r["max_abs_logit_vs_reference"] = float(f"{np.max(np.abs(scores - np.asarray(reference[str(r['tokens'])]))):.3g}")
+            r["max_abs_logit_vs_reference"] = float(
+                f"{np.max(np.abs(scores - np.asarray(reference[str(r['tokens'])]))):.3g}"
+            )
         r["same_inputs"] = reference is not None and r["max_abs_logit_vs_reference"] <= FP16.max_abs_logit
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,35 +160,85 @@ def cmd_report(args) -> None:
     for tokens in sorted({r["tokens"] for r in rows}):
         peer = {r["concurrency"]: r for r in rows if r["tokens"] == tokens and r["system"] == PEER and r["same_inputs"]}
         for name in sorted({r["system"] for r in rows if r["system"].startswith(OURS_PREFIX)}):
-            ours = {r["concurrency"]: r for r in rows if r["tokens"] == tokens and r["system"] == name and r["same_inputs"]}
-            line = {"tokens": tokens, "system": name, "vs_pytorch_fp16_at_equal_concurrency": {
-                c: round(ours[c]["pairs_per_s"] / peer[c]["pairs_per_s"], 3) for c in ours if c in peer}}
+            ours = {
+                r["concurrency"]: r for r in rows if r["tokens"] == tokens and r["system"] == name and r["same_inputs"]
+            }
+            line = {
+                "tokens": tokens,
+                "system": name,
+                "vs_pytorch_fp16_at_equal_concurrency": {
+                    c: round(ours[c]["pairs_per_s"] / peer[c]["pairs_per_s"], 3) for c in ours if c in peer
+                },
+            }
             if ours and peer:
-                line["best_over_best"] = round(max(r["pairs_per_s"] for r in ours.values())
-                                               / max(r["pairs_per_s"] for r in peer.values()), 3)
+                line["best_over_best"] = round(
+                    max(r["pairs_per_s"] for r in ours.values()) / max(r["pairs_per_s"] for r in peer.values()), 3
+                )
             ratios.append(line)
-    facts = {"model": args.model_label, "workload": f"requests of one query x {args.passages} passages, "
-             f"pairs of exactly {', '.join(str(t) for t in sorted({r['tokens'] for r in rows}))} tokens",
-             "reference": reference_system, "fp16_logit_tolerance": FP16.max_abs_logit, "host": os.uname().nodename}
+    facts = {
+        "model": args.model_label,
+        "workload": f"requests of one query x {args.passages} passages, "
+        f"pairs of exactly {', '.join(str(t) for t in sorted({r['tokens'] for r in rows}))} tokens",
+        "reference": reference_system,
+        "fp16_logit_tolerance": FP16.max_abs_logit,
+        "host": os.uname().nodename,
+    }
     stem = "bench_gpu"
-    (out / f"{stem}.json").write_text(json.dumps({"padding_source": "server_metrics", "facts": facts, "rows": rows,
-                                                  "ratios": ratios}, indent=1) + "\n")
-    cols = ["system", "tokens", "concurrency", "pairs_per_s", "pairs_per_s_min", "pairs_per_s_max",
-            "p50_ms_per_request", "p95_ms_per_request", "padding_efficiency", "max_abs_logit_vs_reference"]
-    lines = [f"# GPU benchmark: {facts['model']}", "", f"{facts['workload']}; logits vs {reference_system}.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    (out / f"{stem}.json").write_text(
+        json.dumps({"padding_source": "server_metrics", "facts": facts, "rows": rows, "ratios": ratios}, indent=1)
+        + "\n"
+    )
+    cols = [
+        "system",
+        "tokens",
+        "concurrency",
+        "pairs_per_s",
+        "pairs_per_s_min",
+        "pairs_per_s_max",
+        "p50_ms_per_request",
+        "p95_ms_per_request",
+        "padding_efficiency",
+        "max_abs_logit_vs_reference",
+    ]
+    lines = [
+        f"# GPU benchmark: {facts['model']}",
+        "",
+        f"{facts['workload']}; logits vs {reference_system}.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")) + ("" if c != "max_abs_logit_vs_reference" or r["same_inputs"]
-                                                            else " EXCLUDED") for c in cols) + " |")
-    lines += ["", "## Ratios (Triton / PyTorch fp16)", *[f"- {json.dumps(x)}" for x in ratios],
-              "", f"![pairs per second]({stem}.png)"]
+        lines.append(
+            "| "
+            + " | ".join(
+                str(r.get(c, "")) + ("" if c != "max_abs_logit_vs_reference" or r["same_inputs"] else " EXCLUDED")
+                for c in cols
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "## Ratios (Triton / PyTorch fp16)",
+        *[f"- {json.dumps(x)}" for x in ratios],
+        "",
+        f"![pairs per second]({stem}.png)",
+    ]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     for tokens in sorted({r["tokens"] for r in rows}):
         subset = [{**r, "system": f"{r['system']} @{tokens}"} for r in rows if r["tokens"] == tokens]
-        plot(out / f"{stem}_{tokens}.png", f"gpu {tokens} tokens", {"model": facts["model"], "workload": facts["workload"]},
-             subset)
-    plot(out / f"{stem}.png", "gpu", {"model": facts["model"], "workload": facts["workload"]},
-         [{**r, "system": f"{r['system']} @{r['tokens']}"} for r in rows])
+        plot(
+            out / f"{stem}_{tokens}.png",
+            f"gpu {tokens} tokens",
+            {"model": facts["model"], "workload": facts["workload"]},
+            subset,
+        )
+    plot(
+        out / f"{stem}.png",
+        "gpu",
+        {"model": facts["model"], "workload": facts["workload"]},
+        [{**r, "system": f"{r['system']} @{r['tokens']}"} for r in rows],
+    )
     print("\n".join(lines))
 
 
@@ -192,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--trials", type=int, default=5)
         p.add_argument("--pairs", required=True)
         p.add_argument("--out", required=True)
+
     p = sub.add_parser("pairs")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--tokens", type=lambda s: [int(t) for t in s.split(",")], default=list(TOKENS))

@@ -37,8 +37,20 @@ def ensure_repo(model_dir: Path, root: Path, shape: str, max_length: int) -> Pat
     repo = root / f"long-docs-repo-{shape}-{max_length}"
     if not (repo / "manifest.json").exists():
         print(f"[long_documents] exporting at max_length {max_length} (python backend, fp32) ...", flush=True)
-        if export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python", "--precision", "fp32",
-                        "--max-length", str(max_length)]):
+        if export_main(
+            [
+                "--model",
+                str(model_dir),
+                "--repo",
+                str(repo),
+                "--backend",
+                "python",
+                "--precision",
+                "fp32",
+                "--max-length",
+                str(max_length),
+            ]
+        ):
             raise SystemExit("export failed")
     return repo
 
@@ -71,9 +83,10 @@ def rows_of(pair_tokenizer, query: str, passages: list[str], window: bool) -> li
     return pair_tokenizer.tokenize_request([query] * len(passages), passages).tokens.reshape(-1).tolist()
 
 
-def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: int, log_dir: Path,
-             counter) -> dict:
-    server = TritonServer(repo, free_port(), free_port(), free_port(), log_path=log_dir / f"tritonserver-{repo.name}.log")
+def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: int, log_dir: Path, counter) -> dict:
+    server = TritonServer(
+        repo, free_port(), free_port(), free_port(), log_path=log_dir / f"tritonserver-{repo.name}.log"
+    )
     server.start(timeout=300)
     try:
         # Exact token counts: requests are packed by the server's published length classes, so a
@@ -81,7 +94,8 @@ def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: in
         # 4 x 6,144 tokens takes seconds, and more queued would meet the 5 s queue timeout.
         with RerankClient(server.grpc_url, timeout=3600, max_concurrency=1, token_counter=counter) as client:
             client.rerank(query, passages[:4], long_documents=mode)  # warm-up
-            times, results = [], None
+            times: list[float] = []
+            results: list = []
             for _ in range(repeats):
                 start = time.perf_counter()
                 results = client.rerank(query, passages, long_documents=mode)
@@ -90,8 +104,13 @@ def run_case(repo: Path, query: str, passages: list[str], mode: str, repeats: in
         server.stop()
     best = min(times)
     windows = sum(r.windows for r in results) if mode == "window" else len(passages)
-    return {"seconds": best, "passages_per_s": len(passages) / best, "windows": windows,
-            "windows_per_s": windows / best, "results": results}
+    return {
+        "seconds": best,
+        "passages_per_s": len(passages) / best,
+        "windows": windows,
+        "windows_per_s": windows / best,
+        "results": results,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,51 +133,99 @@ def main(argv: list[str] | None = None) -> int:
     tokenizers = {}
     for length in repos:
         limits = ServingLimits(max_length=length)
-        tokenizers[length] = module.PairTokenizer(str(model_dir / "tokenizer.json"), length, limits.query_max_length,
-                                                  limits.buckets, limits.max_text_bytes, MAX_WINDOWS_PER_PASSAGE,
-                                                  MAX_WINDOWS_PER_REQUEST)
+        tokenizers[length] = module.PairTokenizer(
+            str(model_dir / "tokenizer.json"),
+            length,
+            limits.query_max_length,
+            limits.buckets,
+            limits.max_text_bytes,
+            MAX_WINDOWS_PER_PASSAGE,
+            MAX_WINDOWS_PER_REQUEST,
+        )
     query = TOPICS[3][1]
     passages = workload(tokenizers[512].tokenizer, args.passages, args.min_tokens, args.max_tokens)
     lengths = [len(tokenizers[512].tokenizer.encode(p, add_special_tokens=False).ids) for p in passages]
-    print(f"[long_documents] {len(passages)} passages, {min(lengths)}-{max(lengths)} tokens "
-          f"(mean {sum(lengths) / len(lengths):.0f})", flush=True)
+    print(
+        f"[long_documents] {len(passages)} passages, {min(lengths)}-{max(lengths)} tokens "
+        f"(mean {sum(lengths) / len(lengths):.0f})",
+        flush=True,
+    )
     log_dir = args.runs / "long-docs-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for label, length, mode in (("window mode, max_length 512", 512, "window"),
-                                ("one pass, max_length 8,192", 8192, "truncate")):
-        measured = run_case(repos[length], query, passages, mode, args.repeats, log_dir,
-                            token_counter(str(model_dir / "tokenizer.json")))
+    for label, length, mode in (
+        ("window mode, max_length 512", 512, "window"),
+        ("one pass, max_length 8,192", 8192, "truncate"),
+    ):
+        measured = run_case(
+            repos[length],
+            query,
+            passages,
+            mode,
+            args.repeats,
+            log_dir,
+            token_counter(str(model_dir / "tokenizer.json")),
+        )
         row_lengths = rows_of(tokenizers[length], query, passages, mode == "window")
         useful, computed = padding(row_lengths, ServingLimits(max_length=length).buckets)
         real_flops = sum(machine.flops_per_pair(n, REAL_LAYERS, REAL_HIDDEN) for n in row_lengths)
-        rows.append({"case": label, "max_length": length, "mode": mode, "passages": len(passages),
-                     "model_rows": measured["windows"], "seconds": round(measured["seconds"], 3),
-                     "passages_per_s": round(measured["passages_per_s"], 2),
-                     "windows_per_s": round(measured["windows_per_s"], 2),
-                     "useful_tokens": useful, "computed_tokens": computed,
-                     "padding_efficiency": round(useful / computed, 3),
-                     "real_model_tflop": round(real_flops / 1e12, 1),
-                     "truncated": sum(r.truncated for r in measured["results"])})
-    header = ("case", "passages/s", "windows/s", "rows", "useful tok", "computed tok", "padding eff.",
-              "real-model TFLOP", "s")
+        rows.append(
+            {
+                "case": label,
+                "max_length": length,
+                "mode": mode,
+                "passages": len(passages),
+                "model_rows": measured["windows"],
+                "seconds": round(measured["seconds"], 3),
+                "passages_per_s": round(measured["passages_per_s"], 2),
+                "windows_per_s": round(measured["windows_per_s"], 2),
+                "useful_tokens": useful,
+                "computed_tokens": computed,
+                "padding_efficiency": round(useful / computed, 3),
+                "real_model_tflop": round(real_flops / 1e12, 1),
+                "truncated": sum(r.truncated for r in measured["results"]),
+            }
+        )
+    header = (
+        "case",
+        "passages/s",
+        "windows/s",
+        "rows",
+        "useful tok",
+        "computed tok",
+        "padding eff.",
+        "real-model TFLOP",
+        "s",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['passages_per_s']} | {r['windows_per_s']} | {r['model_rows']} | "
-                     f"{r['useful_tokens']} | {r['computed_tokens']} | {r['padding_efficiency']} | "
-                     f"{r['real_model_tflop']} | {r['seconds']} |")
-    facts = {**machine.facts(), "shape": args.shape, "passages": len(passages),
-             "passage_tokens": [min(lengths), max(lengths)], "repeats": args.repeats}
-    note = (f"Stand-in model `{args.shape}` on this machine's CPU through the real tritonserver; passages/s and "
-            f"windows/s are the best of {args.repeats} runs of one rerank call over all passages. Real-model "
-            f"TFLOP: the same model rows on bge-reranker-v2-m3's 24 x 1024 geometry (24 h^2 n + 4 h n^2 per "
-            f"layer), a GPU's cost.")
+        lines.append(
+            f"| {r['case']} | {r['passages_per_s']} | {r['windows_per_s']} | {r['model_rows']} | "
+            f"{r['useful_tokens']} | {r['computed_tokens']} | {r['padding_efficiency']} | "
+            f"{r['real_model_tflop']} | {r['seconds']} |"
+        )
+    facts = {
+        **machine.facts(),
+        "shape": args.shape,
+        "passages": len(passages),
+        "passage_tokens": [min(lengths), max(lengths)],
+        "repeats": args.repeats,
+    }
+    note = (
+        f"Stand-in model `{args.shape}` on this machine's CPU through the real tritonserver; passages/s and "
+        f"windows/s are the best of {args.repeats} runs of one rerank call over all passages. Real-model "
+        f"TFLOP: the same model rows on bge-reranker-v2-m3's 24 x 1024 geometry (24 h^2 n + 4 h n^2 per "
+        f"layer), a GPU's cost."
+    )
     print("\n".join(lines))
     print(note)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"long_documents_{args.shape}.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n")
+    (args.out / f"long_documents_{args.shape}.json").write_text(
+        json.dumps({"facts": facts, "rows": rows}, indent=2) + "\n"
+    )
     (args.out / f"long_documents_{args.shape}.md").write_text(
-        f"# Long documents ({args.shape} stand-in, CPU)\n\n" + "\n".join(lines) + "\n\n" + note + "\n")
+        f"# Long documents ({args.shape} stand-in, CPU)\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
+    )
     return 0
 
 

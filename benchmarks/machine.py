@@ -9,7 +9,7 @@ import time
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):  # noqa: SIM115 - read once, closed by the GC
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -38,10 +38,16 @@ def facts() -> dict:
     import torch
     import transformers
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "transformers": transformers.__version__, "triton": "2.51.0 (nvidia-pytriton 0.7.0, CPU)",
-            "fp32_gemm_gflops": round(gemm_gflops(), 1)}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "transformers": transformers.__version__,
+        "triton": "2.51.0 (nvidia-pytriton 0.7.0, CPU)",
+        "fp32_gemm_gflops": round(gemm_gflops(), 1),
+    }
 
 
 def flops_per_pair(tokens: int, layers: int, hidden: int) -> float:

@@ -37,12 +37,12 @@ def cut_pair(pair_tokenizer, query: str, passage: str) -> tuple[str, str, list[i
     keep_q = min(len(q_enc.ids), pair_tokenizer.query_max_length)
     keep_p = min(len(p_enc.ids), pair_tokenizer.max_length - keep_q - SPECIAL)
     if keep_q < len(q_enc.ids):
-        query = query[:q_enc.offsets[keep_q - 1][1]]
+        query = query[: q_enc.offsets[keep_q - 1][1]]
     cuts = 0
     text = passage
     while True:
         if keep_p < len(p_enc.ids):
-            text = passage[:p_enc.offsets[keep_p - 1][1]]
+            text = passage[: p_enc.offsets[keep_p - 1][1]]
             cuts += 1
         ids, truncated = _ids(pair_tokenizer, query, text)
         if not truncated:
@@ -63,8 +63,9 @@ def prepare(pair_tokenizer, hf_tokenizer, requests: list[tuple[str, list[str]]])
             # pair must already fit): the very ids our server computes.
             theirs = hf_tokenizer(q_text, p_text, truncation=False)["input_ids"]
             if list(theirs) != ids:
-                raise AssertionError(f"Hugging Face tokenizer disagrees with ours on a cut pair ({len(theirs)} vs "
-                                     f"{len(ids)} ids)")
+                raise AssertionError(
+                    f"Hugging Face tokenizer disagrees with ours on a cut pair ({len(theirs)} vs {len(ids)} ids)"
+                )
             cut += cuts > 0
             recut += cuts > 1
             kept.append(p_text)

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 
-def client_chunks(query: str, passages: list[str], max_batch_size: int, length_function=None,
-                  buckets: list[int] | None = None) -> list[list[int]]:
+def client_chunks(
+    query: str, passages: list[str], max_batch_size: int, length_function=None, buckets: list[int] | None = None
+) -> list[list[int]]:
     """The rows of each request the client sends for one rerank call (its own planner)."""
     from reranker_client import planning
 
@@ -43,7 +44,7 @@ def padded_tokens(lengths: list[int], batch: int, buckets: list[int] | None = No
     ordered = sorted(lengths)
     total = 0
     for start in range(0, len(ordered), batch):
-        chunk = ordered[start:start + batch]
+        chunk = ordered[start : start + batch]
         width = max(chunk)
         if buckets:
             width = buckets[bisect.bisect_left(buckets, width)]
@@ -103,8 +104,9 @@ class OnnxRuntimeSystem:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(repo / "cross_encoder" / "1" / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(repo / "cross_encoder" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
         self.tokenizer, self.batch, self.length_function = pair_tokenizer, batch, length_function
         self.tokens = TokenCount()
 
@@ -132,8 +134,14 @@ class CrossEncoderSystem:
         count_forward(self.model, self.tokens)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
-        return list(self.model.predict([(query, p) for p in passages], batch_size=self.batch,
-                                       activation_fn=__import__("torch").nn.Identity(), show_progress_bar=False))
+        return list(
+            self.model.predict(
+                [(query, p) for p in passages],
+                batch_size=self.batch,
+                activation_fn=__import__("torch").nn.Identity(),
+                show_progress_bar=False,
+            )
+        )
 
 
 class FlagRerankerSystem:
@@ -146,8 +154,9 @@ class FlagRerankerSystem:
         count_forward(self.model.model, self.tokens)
 
     def score(self, query: str, passages: list[str]) -> list[float]:
-        return list(self.model.compute_score([[query, p] for p in passages], max_length=self.max_length,
-                                             batch_size=self.batch))
+        return list(
+            self.model.compute_score([[query, p] for p in passages], max_length=self.max_length, batch_size=self.batch)
+        )
 
 
 class InfinitySystem:
@@ -159,10 +168,29 @@ class InfinitySystem:
         if threads:  # torch in Infinity's process reads these at start (it sets no thread count itself)
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.process = subprocess.Popen(
-            [str(python.parent / "infinity_emb"), "v2", "--model-id", str(model_dir), "--port", str(port),
-             "--engine", "torch", "--device", "cpu", "--dtype", "float32", "--batch-size", str(batch),
-             "--no-bettertransformer", "--no-model-warmup"],
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [
+                str(python.parent / "infinity_emb"),
+                "v2",
+                "--model-id",
+                str(model_dir),
+                "--port",
+                str(port),
+                "--engine",
+                "torch",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                "--batch-size",
+                str(batch),
+                "--no-bettertransformer",
+                "--no-model-warmup",
+            ],
+            stdout=open(log, "wb"),  # noqa: SIM115 - the server writes it while it runs
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         self._wait()
 
     def _wait(self, timeout: float = 300) -> None:
@@ -202,8 +230,9 @@ class InfinitySystem:
 
 def infinity_python(venv: Path) -> Path | None:
     python = venv / "bin" / "python"
-    if python.exists() and subprocess.run([str(python), "-c", "import infinity_emb"], capture_output=True).returncode == 0:
+    if (
+        python.exists()
+        and subprocess.run([str(python), "-c", "import infinity_emb"], capture_output=True).returncode == 0
+    ):
         return python
     return None
-
-

@@ -33,14 +33,16 @@ def _best(fn, repeat=3):
 def tokenizer_costs(tokenizer, calibration_texts) -> None:
     spaced = calibration_texts.long_passage(4000)
     spaced = spaced.encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
-    cjk = ("東京は日本の首都です。人口は約千四百万人です。" * 5000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
+    cjk = (
+        ("東京は日本の首都です。人口は約千四百万人です。" * 5000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
+    )
     short = spaced[:2200]  # ~ max_length (512) tokens
     print(f"{'64 passages of':<32} {'bounded (now)':>14} {'whole text (before)':>20}")
     for name, text in [("~max_length (2.2 KB)", short), ("256 KiB, spaced", spaced), ("256 KiB, CJK no spaces", cjk)]:
         passages = [f"{i} {text}" for i in range(64)]
         queries = ["Wie hoch ist der Mount Everest?"] * 64
-        bounded = _best(lambda: tokenizer.tokenize_request(queries, passages))
-        whole = _best(lambda: tokenizer.tokenizer.encode_batch(queries + passages, add_special_tokens=False))
+        bounded = _best(lambda q=queries, p=passages: tokenizer.tokenize_request(q, p))
+        whole = _best(lambda q=queries, p=passages: tokenizer.tokenizer.encode_batch(q + p, add_special_tokens=False))
         print(f"{name:<32} {bounded * 1000:>11.1f} ms {whole * 1000:>17.1f} ms")
 
 
@@ -52,8 +54,10 @@ def direct_request(server, mib: int) -> None:
     mask = np.ones_like(ids)
     pid = server.process.pid
     before = _status(pid, "VmRSS")
-    inputs = [grpcclient.InferInput("input_ids", list(ids.shape), "INT64"),
-              grpcclient.InferInput("attention_mask", list(mask.shape), "INT64")]
+    inputs = [
+        grpcclient.InferInput("input_ids", list(ids.shape), "INT64"),
+        grpcclient.InferInput("attention_mask", list(mask.shape), "INT64"),
+    ]
     inputs[0].set_data_from_numpy(ids)
     inputs[1].set_data_from_numpy(mask)
     client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -65,10 +69,14 @@ def direct_request(server, mib: int) -> None:
         answer = str(err)[:160]
     elapsed = time.perf_counter() - start
     time.sleep(1)
-    print(f"direct gRPC cross_encoder request of {2 * ids.nbytes / 2**20:.0f} MiB [64, {columns}] x 2: "
-          f"answered in {elapsed:.2f} s: {answer}")
-    print(f"tritonserver RSS before {before:.0f} MiB, after {_status(pid, 'VmRSS'):.0f} MiB, "
-          f"peak (VmHWM) {_status(pid, 'VmHWM'):.0f} MiB; ready after: {server.is_ready()}")
+    print(
+        f"direct gRPC cross_encoder request of {2 * ids.nbytes / 2**20:.0f} MiB [64, {columns}] x 2: "
+        f"answered in {elapsed:.2f} s: {answer}"
+    )
+    print(
+        f"tritonserver RSS before {before:.0f} MiB, after {_status(pid, 'VmRSS'):.0f} MiB, "
+        f"peak (VmHWM) {_status(pid, 'VmHWM'):.0f} MiB; ready after: {server.is_ready()}"
+    )
 
 
 def main(argv=None) -> int:
@@ -86,8 +94,9 @@ def main(argv=None) -> int:
         model = model_factory.build(Path(tmp) / "tiny", "tiny")
         tokenizer_costs(load_pair_tokenizer(model, ServingLimits()), calibration_texts)
         repo = Path(tmp) / "repo"
-        assert export_main(["--model", str(model), "--repo", str(repo), "--backend", "python",
-                            "--precision", "fp32"]) == 0
+        assert (
+            export_main(["--model", str(model), "--repo", str(repo), "--backend", "python", "--precision", "fp32"]) == 0
+        )
         server = TritonServer(repo, free_port(), free_port(), free_port(), log_path=Path(tmp) / "log").start(240)
         try:
             direct_request(server, args.direct_mib)

@@ -59,17 +59,25 @@ def check_kubernetes(objects: list[dict], label: str) -> list[str]:
                 if obj["kind"] not in CRD_KINDS:
                     problems.append(f"{label}: no schema for {obj['apiVersion']}/{obj['kind']} in {version}")
             except kubernetes_validate.ValidationError as err:
-                problems.append(f"{label}: {obj['kind']}/{obj['metadata']['name']} invalid for {version}: {err.message}")
+                problems.append(
+                    f"{label}: {obj['kind']}/{obj['metadata']['name']} invalid for {version}: {err.message}"
+                )
     return problems
 
 
 def strictness_canary() -> list[str]:
     """A misspelt field must fail strict validation, and an unknown kind must have no schema;
     otherwise the checks above prove nothing."""
-    typo = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
-            "spec": {"ports": [{"port": 80}], "selectr": {"a": "b"}}}
+    typo = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 80}], "selectr": {"a": "b"}},
+    }
     problems = check_kubernetes([typo], "canary")
-    unknown = check_kubernetes([{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}], "canary")
+    unknown = check_kubernetes(
+        [{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}], "canary"
+    )
     if not problems or not unknown:
         return ["kubernetes-validate did not reject a misspelt field or an unknown kind: strict mode is off"]
     return []
@@ -87,8 +95,10 @@ def main(out_dir: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     problems: list[str] = strictness_canary()
     problems += run([str(BIN / "hadolint"), "docker/Dockerfile"], "hadolint")
-    problems += run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                     "docker/compose.yaml"], "compose-spec")
+    problems += run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker/compose.yaml"],
+        "compose-spec",
+    )
     summary = {}
     for name, values in variants().items():
         report = helm_chart.lint(str(CHART), values, strict=True, kube_version="v1.33.0")
@@ -101,15 +111,55 @@ def main(out_dir: str) -> int:
         summary[name] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
     kserve = [d for d in yaml.safe_load_all((ROOT / "deploy/kserve/inferenceservice.yaml").read_text()) if d]
     problems += check_kubernetes(kserve, "kserve")
-    problems += run([str(BIN / "checkov"), "--skip-download", "--quiet", "--compact", "-d", str(out),
-                     "--framework", "kubernetes", "--config-file", "deploy/checkov-skips.yaml"], "checkov (manifests)")
-    problems += run([str(BIN / "checkov"), "--skip-download", "--quiet", "--compact", "-f", "docker/Dockerfile",
-                     "--framework", "dockerfile", "--config-file", "deploy/checkov-skips.yaml"], "checkov (Dockerfile)")
-    problems += run([str(BIN / "yamllint"), "-c", "deploy/yamllint.yaml", "deploy/helm/bge-reranker/values.yaml",
-                     str(VALUES_DIR), "docker/compose.yaml", "deploy/kserve", "deploy/prometheus-adapter-rules.yaml",
-                     str(out)], "yamllint")
-    print(json.dumps({"variants": summary, "kubernetes_versions": KUBERNETES_VERSIONS,
-                      "problems": len(problems)}, indent=1))
+    problems += run(
+        [
+            str(BIN / "checkov"),
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-d",
+            str(out),
+            "--framework",
+            "kubernetes",
+            "--config-file",
+            "deploy/checkov-skips.yaml",
+        ],
+        "checkov (manifests)",
+    )
+    problems += run(
+        [
+            str(BIN / "checkov"),
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-f",
+            "docker/Dockerfile",
+            "--framework",
+            "dockerfile",
+            "--config-file",
+            "deploy/checkov-skips.yaml",
+        ],
+        "checkov (Dockerfile)",
+    )
+    problems += run(
+        [
+            str(BIN / "yamllint"),
+            "-c",
+            "deploy/yamllint.yaml",
+            "deploy/helm/bge-reranker/values.yaml",
+            str(VALUES_DIR),
+            "docker/compose.yaml",
+            "deploy/kserve",
+            "deploy/prometheus-adapter-rules.yaml",
+            str(out),
+        ],
+        "yamllint",
+    )
+    print(
+        json.dumps(
+            {"variants": summary, "kubernetes_versions": KUBERNETES_VERSIONS, "problems": len(problems)}, indent=1
+        )
+    )
     for problem in problems:
         print(f"FAIL {problem}", file=sys.stderr)
     return 1 if problems else 0

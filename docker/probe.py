@@ -33,22 +33,28 @@ OVERLOADED = ("exceeds maximum queue size", "request timeout expired")
 
 
 def request_body(timeout_s: float) -> bytes:
-    return json.dumps({
-        "inputs": [
-            {"name": "query", "shape": [1, 1], "datatype": "BYTES", "data": ["health probe"]},
-            {"name": "passage", "shape": [1, 1], "datatype": "BYTES", "data": ["a short passage"]},
-        ],
-        "outputs": [{"name": "score"}],
-        # Triton rejects the request itself ("Request timeout expired") before our socket
-        # gives up, so a long queue reads as busy rather than as dead.
-        "parameters": {"timeout": int(timeout_s * 0.8 * 1e6)},
-    }).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": "query", "shape": [1, 1], "datatype": "BYTES", "data": ["health probe"]},
+                {"name": "passage", "shape": [1, 1], "datatype": "BYTES", "data": ["a short passage"]},
+            ],
+            "outputs": [{"name": "score"}],
+            # Triton rejects the request itself ("Request timeout expired") before our socket
+            # gives up, so a long queue reads as busy rather than as dead.
+            "parameters": {"timeout": int(timeout_s * 0.8 * 1e6)},
+        }
+    ).encode()
 
 
 def probe(url: str = DEFAULT_URL, model: str = "rerank", timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[bool, str]:
     """(healthy, reason)."""
-    request = urllib.request.Request(f"{url.rstrip('/')}/v2/models/{model}/infer", data=request_body(timeout_s),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/v2/models/{model}/infer",
+        data=request_body(timeout_s),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             answer = json.loads(response.read())

@@ -42,8 +42,9 @@ MARKER = ".complete"
 def gpu_key() -> str:
     """Engines run only on the GPU model and TensorRT release they were built with."""
     try:
-        name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=30).stdout.splitlines()[0]
+        name = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        ).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         name = "unknown-gpu"
     trt = os.environ.get("TRT_VERSION", "unknown")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
     args = parser.parse_args(argv[:split])
-    command = argv[split + 1:]
+    command = argv[split + 1 :]
     shared_dir = args.shared / gpu_key() if args.shared else None
     seeded = prepare_local(args.local, shared_dir)
     print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)

@@ -41,9 +41,12 @@ def _ks(text: str) -> List[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", required=True, help="host:grpc_port of the Triton server (or host:http_port with --protocol http)")
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--url", required=True, help="host:grpc_port of the Triton server (or host:http_port with --protocol http)"
+    )
     p.add_argument("--data", required=True, type=Path, help="dataset folder in the BEIR layout")
     p.add_argument("--candidates", type=Path, help="TREC run file of the first stage; default: BM25 over the corpus")
     p.add_argument("--split", default="test", help="qrels/<split>.tsv (default test; MIRACL: dev)")
@@ -82,28 +85,61 @@ def run(args: argparse.Namespace) -> Tuple[dict, dict, dict]:
             if not args.quiet and (done == total or done % 50 == 0):
                 print(f"reranked {done}/{total} queries", file=sys.stderr)
 
-        reranked = rerank(first, data.queries, scorer, data.issues, max_text_bytes=limits.max_text_bytes,
-                          concurrency=args.concurrency, progress=progress)
+        reranked = rerank(
+            first,
+            data.queries,
+            scorer,
+            data.issues,
+            max_text_bytes=limits.max_text_bytes,
+            concurrency=args.concurrency,
+            progress=progress,
+        )
     names = metrics.names(recall_at)
     before = metrics.evaluate(data.qrels, first_run, recall_at)
     after = metrics.evaluate(data.qrels, reranked.run, recall_at)
     overall_before, overall_after = metrics.mean(before, names), metrics.mean(after, names)
-    return {
-        "dataset": {"name": data.name, "path": str(data.root), "split": data.split,
-                    "judged_queries": len(data.qrels), "corpus_documents": data.corpus_size},
-        "first_stage": first.name, "first_stage_s": first_s, "depth": args.depth, "mode": args.mode,
-        "concurrency": args.concurrency,
-        "server": {"url": args.url, "protocol": args.protocol, "model": args.model, "max_length": limits.max_length,
-                   "max_batch_size": limits.max_batch_size},
-        "evaluator": "pytrec_eval (trec_eval measures ndcg_cut.10, recip_rank on the top 10, recall.k)",
-        "overall": {"first_stage": overall_before, "reranked": overall_after,
-                    "delta": {m: overall_after[m] - overall_before[m] for m in names}},
-        "per_query": {qid: {"first_stage": before[qid], "reranked": after[qid]} for qid in data.qrels},
-        "throughput": reranked.stats(),
-        "issues": data.issues.to_dict(),
-        "published": published.compare(data.name, overall_after[metrics.NDCG], overall_before[metrics.NDCG],
-                                       first.name, args.depth, limits.max_length),
-    }, first_run, reranked.run
+    return (
+        {
+            "dataset": {
+                "name": data.name,
+                "path": str(data.root),
+                "split": data.split,
+                "judged_queries": len(data.qrels),
+                "corpus_documents": data.corpus_size,
+            },
+            "first_stage": first.name,
+            "first_stage_s": first_s,
+            "depth": args.depth,
+            "mode": args.mode,
+            "concurrency": args.concurrency,
+            "server": {
+                "url": args.url,
+                "protocol": args.protocol,
+                "model": args.model,
+                "max_length": limits.max_length,
+                "max_batch_size": limits.max_batch_size,
+            },
+            "evaluator": "pytrec_eval (trec_eval measures ndcg_cut.10, recip_rank on the top 10, recall.k)",
+            "overall": {
+                "first_stage": overall_before,
+                "reranked": overall_after,
+                "delta": {m: overall_after[m] - overall_before[m] for m in names},
+            },
+            "per_query": {qid: {"first_stage": before[qid], "reranked": after[qid]} for qid in data.qrels},
+            "throughput": reranked.stats(),
+            "issues": data.issues.to_dict(),
+            "published": published.compare(
+                data.name,
+                overall_after[metrics.NDCG],
+                overall_before[metrics.NDCG],
+                first.name,
+                args.depth,
+                limits.max_length,
+            ),
+        },
+        first_run,
+        reranked.run,
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:

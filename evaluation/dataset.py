@@ -48,7 +48,7 @@ def _parse_json_line(path: Path, number: int, line: bytes) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EvalInputError(f"{path}:{number}: not a JSON object ({err})") from None
     if not isinstance(record, dict) or "_id" not in record:
-        raise EvalInputError(f"{path}:{number}: expected a JSON object with an \"_id\" field")
+        raise EvalInputError(f'{path}:{number}: expected a JSON object with an "_id" field')
     return record
 
 
@@ -79,7 +79,9 @@ def read_qrels(path: Path) -> Dict[str, Dict[str, int]]:
             if len(parts) == 4:  # TREC qrels: qid iteration docid rel
                 parts = [parts[0], parts[2], parts[3]]
             if len(parts) != 3:
-                raise EvalInputError(f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>score', got {line.strip()!r}")
+                raise EvalInputError(
+                    f"{path}:{number}: expected 'query-id<TAB>corpus-id<TAB>score', got {line.strip()!r}"
+                )
             qid, did, rel = (p.strip() for p in parts)
             try:
                 grade = int(float(rel))
@@ -101,8 +103,9 @@ def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         found = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
-        raise EvalInputError(f"{root}: missing qrels/{split}.tsv ({LAYOUT}); "
-                             f"splits found: {', '.join(found) if found else 'none'}")
+        raise EvalInputError(
+            f"{root}: missing qrels/{split}.tsv ({LAYOUT}); splits found: {', '.join(found) if found else 'none'}"
+        )
     issues = Issues()
     qrels = read_qrels(qrels_path)
     if not qrels:
@@ -123,10 +126,13 @@ def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset
             issues.add("qrels_query_not_in_queries", qid)
             del judged[qid]
     if not judged:
-        raise EvalInputError(f"{root}: no query in qrels/{split}.tsv has a relevant document and a text in "
-                             f"queries.jsonl; nothing to evaluate")
-    return Dataset(root=root, name=name or root.name, split=split, queries=queries, qrels=judged,
-                   corpus_path=corpus, issues=issues)
+        raise EvalInputError(
+            f"{root}: no query in qrels/{split}.tsv has a relevant document and a text in "
+            f"queries.jsonl; nothing to evaluate"
+        )
+    return Dataset(
+        root=root, name=name or root.name, split=split, queries=queries, qrels=judged, corpus_path=corpus, issues=issues
+    )
 
 
 def scan_corpus(dataset: Dataset) -> Iterator[Tuple[str, str, int]]:

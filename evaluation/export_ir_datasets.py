@@ -41,8 +41,11 @@ def write_beir(dataset, out: Path, split: str) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.export_ir_datasets", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.export_ir_datasets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("dataset_id", help="an ir_datasets id with docs, queries and qrels, e.g. miracl/de/dev")
     p.add_argument("out", type=Path)
     p.add_argument("--split", help="qrels file name (default: the id's last part)")
@@ -52,8 +55,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     dataset = ir_datasets.load(args.dataset_id)
     missing = [what for what in ("docs", "queries", "qrels") if not getattr(dataset, f"has_{what}")()]
     if missing:
-        print(f"export: {args.dataset_id} has no {', '.join(missing)}; pick an id with a split, "
-              f"e.g. miracl/de/dev", file=sys.stderr)
+        print(
+            f"export: {args.dataset_id} has no {', '.join(missing)}; pick an id with a split, e.g. miracl/de/dev",
+            file=sys.stderr,
+        )
         return 2
     counts = write_beir(dataset, args.out, args.split or args.dataset_id.rsplit("/", 1)[-1])
     print(f"wrote {args.out}: {counts['docs']} documents, {counts['queries']} queries, {counts['qrels']} judgements")

@@ -61,8 +61,10 @@ def read_run(path: Path) -> Dict[str, Dict[str, float]]:
             if not parts:
                 continue
             if len(parts) != 6:
-                raise EvalInputError(f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', "
-                                     f"got {len(parts)}: {line.strip()[:80]!r}")
+                raise EvalInputError(
+                    f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', "
+                    f"got {len(parts)}: {line.strip()[:80]!r}"
+                )
             try:
                 score = float(parts[4])
             except ValueError:
@@ -105,8 +107,9 @@ def bm25(dataset: ds.Dataset, depth: int, k1: float = 1.5, b: float = 0.75) -> F
     offsets: List[int] = []
     token_ids: List[np.ndarray] = []
     for batch in ds.chunks(ds.scan_corpus(dataset), BM25_TOKENIZE_CHUNK):
-        ids = tokenizer.tokenize([text for _, text, _ in batch], update_vocab=True, return_as="ids",
-                                 show_progress=False)
+        ids = tokenizer.tokenize(
+            [text for _, text, _ in batch], update_vocab=True, return_as="ids", show_progress=False
+        )
         token_ids.extend(np.asarray(i, dtype=np.int32) for i in ids)
         doc_ids.extend(did for did, _, _ in batch)
         offsets.extend(offset for _, _, offset in batch)
@@ -119,16 +122,16 @@ def bm25(dataset: ds.Dataset, depth: int, k1: float = 1.5, b: float = 0.75) -> F
     qids = [qid for qid in dataset.qrels if dataset.queries[qid]]
     candidates: Candidates = {qid: [] for qid in dataset.qrels}
     if qids:
-        query_ids = tokenizer.tokenize([dataset.queries[q] for q in qids], update_vocab=False, return_as="ids",
-                                       show_progress=False)
+        query_ids = tokenizer.tokenize(
+            [dataset.queries[q] for q in qids], update_vocab=False, return_as="ids", show_progress=False
+        )
         found, scores = index.retrieve(query_ids, k=min(depth, len(doc_ids)), show_progress=False, n_threads=1)
         for qid, rows, row_scores in zip(qids, found, scores):
             # A zero score shares no term with the query: not retrieved (as in Lucene).
             scored = {doc_ids[int(r)]: float(s) for r, s in zip(rows, row_scores) if s > 0}
             candidates[qid] = trec_order(scored)[:depth]
     where = {did: offsets[i] for i, did in enumerate(doc_ids)}
-    texts = ds.read_documents(dataset.corpus_path,
-                              {did: where[did] for docs in candidates.values() for did, _ in docs})
+    texts = ds.read_documents(dataset.corpus_path, {did: where[did] for docs in candidates.values() for did, _ in docs})
     _count_missing(dataset, candidates)
     return FirstStage(name="bm25", candidates=candidates, texts=texts)
 

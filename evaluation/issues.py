@@ -15,10 +15,10 @@ EXAMPLES_KEPT = 5
 # What each counted problem means for the numbers, shown next to its count in every report.
 MEANINGS = {
     "qrels_doc_not_in_corpus": "judged relevant documents that are not in corpus.jsonl: they still count in the "
-                               "ideal ranking (no system can retrieve them), so metrics are lower than the set allows",
+    "ideal ranking (no system can retrieve them), so metrics are lower than the set allows",
     "qrels_query_not_in_queries": "qrels rows whose query id is not in queries.jsonl: ignored",
     "queries_without_relevant": "queries whose qrels hold no document with relevance > 0: left out of every "
-                                "average (BEIR and MTEB do the same)",
+    "average (BEIR and MTEB do the same)",
     "queries_without_candidates": "judged queries the first stage returned nothing for: they score 0 before and after",
     "candidate_not_in_corpus": "run-file candidates whose document id is not in corpus.jsonl: dropped",
     "run_query_not_judged": "run-file queries without relevance judgements in this split: ignored",
@@ -26,7 +26,7 @@ MEANINGS = {
     "empty_candidates": "candidates with empty text: not sent (the server rejects empty text), ranked last",
     "empty_queries": "judged queries with empty text: not reranked, first-stage order kept",
     "documents_cut_to_byte_limit": "candidates longer than the server's per-text byte limit: cut on a character "
-                                   "boundary before sending (the model only reads max_length tokens anyway)",
+    "boundary before sending (the model only reads max_length tokens anyway)",
     "failed_queries": "queries the server refused: first-stage order kept for them",
 }
 
@@ -54,8 +54,10 @@ class Issues:
         return self.counts.get(kind, 0)
 
     def to_dict(self) -> dict:
-        return {kind: {"count": n, "examples": self.examples.get(kind, []), "meaning": MEANINGS[kind]}
-                for kind, n in sorted(self.counts.items())}
+        return {
+            kind: {"count": n, "examples": self.examples.get(kind, []), "meaning": MEANINGS[kind]}
+            for kind, n in sorted(self.counts.items())
+        }
 
     def lines(self) -> List[str]:
         out = []

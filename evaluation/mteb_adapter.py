@@ -41,15 +41,25 @@ PAIRS_PER_CALL = 1024  # one client call: it splits into max_batch_size requests
 class TritonCrossEncoder:
     """A CrossEncoder for MTEB whose scores come from the live `rerank` ensemble."""
 
-    def __init__(self, model_name: str = "localhost:8001", revision: Optional[str] = None,
-                 device: Optional[str] = None, *, protocol: str = "grpc", model: str = "rerank",
-                 timeout: float = 300.0, client: Optional[RerankClient] = None, **client_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_name: str = "localhost:8001",
+        revision: Optional[str] = None,
+        device: Optional[str] = None,
+        *,
+        protocol: str = "grpc",
+        model: str = "rerank",
+        timeout: float = 300.0,
+        client: Optional[RerankClient] = None,
+        **client_kwargs: Any,
+    ) -> None:
         """model_name: the server's host:port (MTEB's `__init__(model_name, revision, device)`
         signature; `device` is the server's business and is ignored)."""
         self.url = model_name
         self.revision = revision or "served"
-        self.client = client or RerankClient(model_name, protocol=protocol, model=model, timeout=timeout,
-                                             **client_kwargs)
+        self.client = client or RerankClient(
+            model_name, protocol=protocol, model=model, timeout=timeout, **client_kwargs
+        )
         self._meta = None
 
     @property
@@ -57,14 +67,30 @@ class TritonCrossEncoder:
         if self._meta is None:
             from mteb.models.model_meta import ModelMeta
 
-            self._meta = ModelMeta.create_empty(overwrites=dict(
-                name=MODEL_NAME, revision=self.revision, loader=None, framework=["PyTorch"],
-                max_tokens=self.client.server_limits().max_length, reference=f"triton://{self.url}",
-                model_type=["cross-encoder"]))
+            self._meta = ModelMeta.create_empty(
+                overwrites=dict(
+                    name=MODEL_NAME,
+                    revision=self.revision,
+                    loader=None,
+                    framework=["PyTorch"],
+                    max_tokens=self.client.server_limits().max_length,
+                    reference=f"triton://{self.url}",
+                    model_type=["cross-encoder"],
+                )
+            )
         return self._meta
 
-    def predict(self, inputs1: Any, inputs2: Any = None, *, task_metadata: Any = None, hf_split: Optional[str] = None,
-                hf_subset: Optional[str] = None, prompt_type: Any = None, **kwargs: Any) -> np.ndarray:
+    def predict(
+        self,
+        inputs1: Any,
+        inputs2: Any = None,
+        *,
+        task_metadata: Any = None,
+        hf_split: Optional[str] = None,
+        hf_subset: Optional[str] = None,
+        prompt_type: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
         if inputs2 is None:  # MTEB 1.x / sentence-transformers: a list of (query, document) pairs
             pairs = [(str(q), str(d)) for q, d in inputs1]
         else:
@@ -75,7 +101,7 @@ class TritonCrossEncoder:
         scores = np.full(len(pairs), EMPTY_SCORE, dtype=np.float64)
         rows = [i for i, (q, d) in enumerate(pairs) if q.strip() and d.strip()]
         for start in range(0, len(rows), PAIRS_PER_CALL):
-            chunk = rows[start:start + PAIRS_PER_CALL]
+            chunk = rows[start : start + PAIRS_PER_CALL]
             results = self.client.score_details([pairs[i] for i in chunk])
             scores[chunk] = [r.logit for r in results]
         return scores
@@ -98,8 +124,10 @@ def _texts(loader: Iterable) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.mteb_adapter",
-                                description="Run MTEB reranking tasks through the served model (needs the Hub).")
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation.mteb_adapter",
+        description="Run MTEB reranking tasks through the served model (needs the Hub).",
+    )
     p.add_argument("--url", required=True)
     p.add_argument("--task", action="append", required=True, help="MTEB task name, e.g. MIRACLReranking; repeat")
     p.add_argument("--language", action="append", help="ISO 639-3 code, e.g. deu; repeat (default: all)")
@@ -114,8 +142,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         model.close()
     for task_result in result.task_results:
-        print(task_result.task_name, {split: [round(s.get("main_score", float("nan")), 4) for s in scores]
-                                      for split, scores in task_result.scores.items()})
+        print(
+            task_result.task_name,
+            {
+                split: [round(s.get("main_score", float("nan")), 4) for s in scores]
+                for split, scores in task_result.scores.items()
+            },
+        )
     return 0
 
 

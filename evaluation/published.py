@@ -28,14 +28,43 @@ class Published:
 
 MIRACL = Published("MIRACL", 72.84, "average over MIRACL's 18 languages (dev)", "bge-m3 dense top 100", 67.91)
 BEIR = Published("BEIR", 55.36, "average over the BEIR sets", "top 100 of the card's first stage")
-CMTEB = Published("C-MTEB retrieval", 71.82, "average over C-MTEB's 8 retrieval sets",
-                  "top 100 of the card's first stage")
+CMTEB = Published(
+    "C-MTEB retrieval", 71.82, "average over C-MTEB's 8 retrieval sets", "top 100 of the card's first stage"
+)
 
-BEIR_SETS = {"msmarco", "trec-covid", "trec_covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana",
-             "webis-touche2020", "touche2020", "cqadupstack", "quora", "dbpedia-entity", "scidocs", "fever",
-             "climate-fever", "scifact", "bioasq", "signal1m", "trec-news", "robust04"}
-CMTEB_SETS = {"t2retrieval", "mmarcoretrieval", "duretrieval", "covidretrieval", "cmedqaretrieval",
-              "ecomretrieval", "medicalretrieval", "videoretrieval"}
+BEIR_SETS = {
+    "msmarco",
+    "trec-covid",
+    "trec_covid",
+    "nfcorpus",
+    "nq",
+    "hotpotqa",
+    "fiqa",
+    "arguana",
+    "webis-touche2020",
+    "touche2020",
+    "cqadupstack",
+    "quora",
+    "dbpedia-entity",
+    "scidocs",
+    "fever",
+    "climate-fever",
+    "scifact",
+    "bioasq",
+    "signal1m",
+    "trec-news",
+    "robust04",
+}
+CMTEB_SETS = {
+    "t2retrieval",
+    "mmarcoretrieval",
+    "duretrieval",
+    "covidretrieval",
+    "cmedqaretrieval",
+    "ecomretrieval",
+    "medicalretrieval",
+    "videoretrieval",
+}
 
 
 def _norm(name: str) -> str:
@@ -56,19 +85,32 @@ def match(name: str) -> Optional[Published]:
     return None
 
 
-def compare(name: str, measured_ndcg10: float, first_stage_ndcg10: float, first_stage: str, depth: int,
-            max_length: Optional[int]) -> dict:
+def compare(
+    name: str,
+    measured_ndcg10: float,
+    first_stage_ndcg10: float,
+    first_stage: str,
+    depth: int,
+    max_length: Optional[int],
+) -> dict:
     """The side-by-side entry of a report: published figure, measured one, and every
     condition that differs from the card's, in plain words."""
     pub = match(name)
     if pub is None:
-        return {"matched": False, "dataset": name,
-                "statement": (f"No published figure for dataset '{name}': the model card reports MIRACL "
-                              f"({MIRACL.ndcg10}), BEIR ({BEIR.ndcg10}) and C-MTEB retrieval ({CMTEB.ndcg10}) "
-                              f"averages only; name the folder after its set (e.g. miracl-de, scifact) "
-                              f"or pass --dataset-name to compare.")}
-    differs: List[str] = [f"the card's {pub.ndcg10} is an {pub.scope}; '{name}' is one of its sets, so only "
-                          f"the average of runs over all of them is comparable"]
+        return {
+            "matched": False,
+            "dataset": name,
+            "statement": (
+                f"No published figure for dataset '{name}': the model card reports MIRACL "
+                f"({MIRACL.ndcg10}), BEIR ({BEIR.ndcg10}) and C-MTEB retrieval ({CMTEB.ndcg10}) "
+                f"averages only; name the folder after its set (e.g. miracl-de, scifact) "
+                f"or pass --dataset-name to compare."
+            ),
+        }
+    differs: List[str] = [
+        f"the card's {pub.ndcg10} is an {pub.scope}; '{name}' is one of its sets, so only "
+        f"the average of runs over all of them is comparable"
+    ]
     if depth != PUBLISHED_DEPTH:
         differs.append(f"depth {depth} reranked, the card reranks the top {PUBLISHED_DEPTH}")
     if max_length is not None and max_length != PUBLISHED_MAX_LENGTH:
@@ -77,8 +119,17 @@ def compare(name: str, measured_ndcg10: float, first_stage_ndcg10: float, first_
         differs.append(f"first stage is BM25 here, the card's is {pub.first_stage}")
     else:
         differs.append(f"first stage is {first_stage}: comparable only if it is {pub.first_stage}")
-    return {"matched": True, "dataset": name, "benchmark": pub.benchmark, "published_ndcg10": pub.ndcg10,
-            "published_first_stage_ndcg10": pub.first_stage_ndcg10, "measured_ndcg10": round(100 * measured_ndcg10, 2),
-            "measured_first_stage_ndcg10": round(100 * first_stage_ndcg10, 2), "conditions_that_differ": differs,
-            "statement": (f"{pub.benchmark}: published {pub.ndcg10} nDCG@10 ({pub.scope}); measured "
-                          f"{100 * measured_ndcg10:.2f} on '{name}'. Differences: " + "; ".join(differs) + ".")}
+    return {
+        "matched": True,
+        "dataset": name,
+        "benchmark": pub.benchmark,
+        "published_ndcg10": pub.ndcg10,
+        "published_first_stage_ndcg10": pub.first_stage_ndcg10,
+        "measured_ndcg10": round(100 * measured_ndcg10, 2),
+        "measured_first_stage_ndcg10": round(100 * first_stage_ndcg10, 2),
+        "conditions_that_differ": differs,
+        "statement": (
+            f"{pub.benchmark}: published {pub.ndcg10} nDCG@10 ({pub.scope}); measured "
+            f"{100 * measured_ndcg10:.2f} on '{name}'. Differences: " + "; ".join(differs) + "."
+        ),
+    }

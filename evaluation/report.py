@@ -20,35 +20,55 @@ def write_run(path: Path, run: Dict[str, Dict[str, float]], tag: str) -> None:
 
 def markdown(report: dict) -> str:
     before, after = report["overall"]["first_stage"], report["overall"]["reranked"]
-    lines = [f"# Evaluation: {report['dataset']['name']} ({report['dataset']['split']})", "",
-             f"First stage `{report['first_stage']}`, top {report['depth']} reranked through `{report['server']['model']}` "
-             f"at {report['server']['url']} (mode {report['mode']}, server max_length {report['server']['max_length']}); "
-             f"{report['dataset']['judged_queries']} judged queries.", "",
-             "| metric | first stage | reranked | delta |", "|---|---|---|---|"]
+    lines = [
+        f"# Evaluation: {report['dataset']['name']} ({report['dataset']['split']})",
+        "",
+        f"First stage `{report['first_stage']}`, top {report['depth']} reranked through `{report['server']['model']}` "
+        f"at {report['server']['url']} (mode {report['mode']}, server max_length {report['server']['max_length']}); "
+        f"{report['dataset']['judged_queries']} judged queries.",
+        "",
+        "| metric | first stage | reranked | delta |",
+        "|---|---|---|---|",
+    ]
     for name in before:
         lines.append(f"| {name} | {before[name]:.4f} | {after[name]:.4f} | {after[name] - before[name]:+.4f} |")
     t = report["throughput"]
     lat = t["latency_ms"]
-    fmt = (lambda v: "-" if v is None else f"{v:.1f}")
-    lines += ["", "| queries | pairs | pairs/s | queries/s | latency p50 / p95 / p99 / max (ms) | truncated pairs |",
-              "|---|---|---|---|---|---|",
-              f"| {t['queries']} | {t['pairs']} | {t['pairs_per_s']:.1f} | {t['queries_per_s']:.2f} | "
-              f"{fmt(lat['p50'])} / {fmt(lat['p95'])} / {fmt(lat['p99'])} / {fmt(lat['max'])} | {t['truncated_pairs']} |",
-              "", "Latency: one query's candidates scored (client call, all its requests), "
-              f"{report['concurrency']} queries in flight.", "", "## Published figures", "",
-              report["published"]["statement"]]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"
+    lines += [
+        "",
+        "| queries | pairs | pairs/s | queries/s | latency p50 / p95 / p99 / max (ms) | truncated pairs |",
+        "|---|---|---|---|---|---|",
+        f"| {t['queries']} | {t['pairs']} | {t['pairs_per_s']:.1f} | {t['queries_per_s']:.2f} | "
+        f"{fmt(lat['p50'])} / {fmt(lat['p95'])} / {fmt(lat['p99'])} / {fmt(lat['max'])} | {t['truncated_pairs']} |",
+        "",
+        "Latency: one query's candidates scored (client call, all its requests), "
+        f"{report['concurrency']} queries in flight.",
+        "",
+        "## Published figures",
+        "",
+        report["published"]["statement"],
+    ]
     if report["published"]["matched"]:
         p = report["published"]
-        lines += ["", "| | nDCG@10 |", "|---|---|",
-                  f"| model card ({p['benchmark']} average) | {p['published_ndcg10']} |",
-                  f"| measured here ({p['dataset']}) | {p['measured_ndcg10']} |"]
+        lines += [
+            "",
+            "| | nDCG@10 |",
+            "|---|---|",
+            f"| model card ({p['benchmark']} average) | {p['published_ndcg10']} |",
+            f"| measured here ({p['dataset']}) | {p['measured_ndcg10']} |",
+        ]
         if p["published_first_stage_ndcg10"] is not None:
-            lines += [f"| model card first stage | {p['published_first_stage_ndcg10']} |",
-                      f"| measured first stage | {p['measured_first_stage_ndcg10']} |"]
+            lines += [
+                f"| model card first stage | {p['published_first_stage_ndcg10']} |",
+                f"| measured first stage | {p['measured_first_stage_ndcg10']} |",
+            ]
     lines += ["", "## Input problems (counted, not fatal)", ""]
     issues = report["issues"]
-    lines += [f"- {k}: {v['count']}{' (e.g. ' + ', '.join(v['examples']) + ')' if v['examples'] else ''} - {v['meaning']}"
-              for k, v in issues.items()] or ["none"]
+    lines += [
+        f"- {k}: {v['count']}{' (e.g. ' + ', '.join(v['examples']) + ')' if v['examples'] else ''} - {v['meaning']}"
+        for k, v in issues.items()
+    ] or ["none"]
     return "\n".join(lines) + "\n"
 
 
@@ -64,8 +84,9 @@ def plot_delta(path: Path, per_query: Dict[str, Dict[str, Dict[str, float]]], ti
     ax.bar(range(len(deltas)), deltas, color=colors, width=1.0)
     ax.axhline(0, color="black", linewidth=0.8)
     better, worse = sum(d > 0 for d in deltas), sum(d < 0 for d in deltas)
-    ax.set_title(f"{title}: per-query nDCG@10 change ({better} better, {worse} worse, "
-                 f"{len(deltas) - better - worse} same)")
+    ax.set_title(
+        f"{title}: per-query nDCG@10 change ({better} better, {worse} worse, {len(deltas) - better - worse} same)"
+    )
     ax.set_xlabel("queries (sorted by change)")
     ax.set_ylabel("nDCG@10 reranked - first stage")
     fig.tight_layout()
@@ -73,11 +94,17 @@ def plot_delta(path: Path, per_query: Dict[str, Dict[str, Dict[str, float]]], ti
     plt.close(fig)
 
 
-def write_all(out: Path, report: dict, first_run: Dict[str, Dict[str, float]],
-              reranked_run: Dict[str, Dict[str, float]]) -> Dict[str, str]:
+def write_all(
+    out: Path, report: dict, first_run: Dict[str, Dict[str, float]], reranked_run: Dict[str, Dict[str, float]]
+) -> Dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "report.json", "markdown": out / "report.md", "png": out / "ndcg_delta.png",
-             "reranked_run": out / "reranked.trec", "first_stage_run": out / "first_stage.trec"}
+    files = {
+        "json": out / "report.json",
+        "markdown": out / "report.md",
+        "png": out / "ndcg_delta.png",
+        "reranked_run": out / "reranked.trec",
+        "first_stage_run": out / "first_stage.trec",
+    }
     report["files"] = {k: str(v) for k, v in files.items()}
     write_run(files["reranked_run"], reranked_run, "bge-reranker-v2-m3")
     write_run(files["first_stage_run"], first_run, report["first_stage"].replace(" ", "_"))

@@ -53,16 +53,19 @@ class TruncateScorer:
         self.client = client
 
     def __call__(self, query: str, documents: Sequence[str]) -> List[Scored]:
-        return [Scored(r.logit, r.tokens, r.truncated)
-                for r in self.client.score_details([(query, d) for d in documents])]
+        return [
+            Scored(r.logit, r.tokens, r.truncated) for r in self.client.score_details([(query, d) for d in documents])
+        ]
 
 
 def make_scorer(mode: str, client: RerankClient) -> Scorer:
     if mode == "truncate":
         return TruncateScorer(client)
     if mode == "window":
-        raise EvalInputError("--mode window: the server does not score by windows yet (long documents, issue 14); "
-                             "this evaluation would measure truncation at max_length. Use --mode truncate.")
+        raise EvalInputError(
+            "--mode window: the server does not score by windows yet (long documents, issue 14); "
+            "this evaluation would measure truncation at max_length. Use --mode truncate."
+        )
     raise EvalInputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
@@ -82,11 +85,22 @@ class RerankRun:
             return lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] if lat else None
 
         wall = self.wall_s or float("nan")
-        return {"queries": len(lat), "pairs": self.pairs, "tokens": self.tokens,
-                "truncated_pairs": self.truncated, "wall_s": self.wall_s,
-                "queries_per_s": len(lat) / wall if lat else 0.0, "pairs_per_s": self.pairs / wall if lat else 0.0,
-                "latency_ms": {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": lat[-1] if lat else None,
-                               "mean": sum(lat) / len(lat) if lat else None}}
+        return {
+            "queries": len(lat),
+            "pairs": self.pairs,
+            "tokens": self.tokens,
+            "truncated_pairs": self.truncated,
+            "wall_s": self.wall_s,
+            "queries_per_s": len(lat) / wall if lat else 0.0,
+            "pairs_per_s": self.pairs / wall if lat else 0.0,
+            "latency_ms": {
+                "p50": pct(50),
+                "p95": pct(95),
+                "p99": pct(99),
+                "max": lat[-1] if lat else None,
+                "mean": sum(lat) / len(lat) if lat else None,
+            },
+        }
 
 
 def fit_bytes(text: str, limit: int) -> str:
@@ -95,8 +109,15 @@ def fit_bytes(text: str, limit: int) -> str:
     return text if len(raw) <= limit else raw[:limit].decode("utf-8", errors="ignore")
 
 
-def _rank_query(scorer: Scorer, query: str, docs: List[Tuple[str, float]], texts: Dict[str, str],
-                max_text_bytes: Optional[int], issues: Issues, qid: str):
+def _rank_query(
+    scorer: Scorer,
+    query: str,
+    docs: List[Tuple[str, float]],
+    texts: Dict[str, str],
+    max_text_bytes: Optional[int],
+    issues: Issues,
+    qid: str,
+):
     sent_ids, sent_texts, unsent = [], [], []
     for did, _ in docs:
         text = texts.get(did, "")
@@ -119,9 +140,15 @@ def _rank_query(scorer: Scorer, query: str, docs: List[Tuple[str, float]], texts
     return ranked, scored, latency_ms
 
 
-def rerank(first: FirstStage, queries: Dict[str, str], scorer: Scorer, issues: Issues,
-           max_text_bytes: Optional[int] = None, concurrency: int = 4,
-           progress: Optional[Callable[[int, int], None]] = None) -> RerankRun:
+def rerank(
+    first: FirstStage,
+    queries: Dict[str, str],
+    scorer: Scorer,
+    issues: Issues,
+    max_text_bytes: Optional[int] = None,
+    concurrency: int = 4,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> RerankRun:
     """Reranked run for every query with candidates; a query the server refuses (or with an
     empty text) keeps its first-stage order and is counted."""
     out = RerankRun(run={})
@@ -137,8 +164,11 @@ def rerank(first: FirstStage, queries: Dict[str, str], scorer: Scorer, issues: I
 
     def one(qid: str):
         try:
-            return qid, _rank_query(scorer, queries[qid], first.candidates[qid], first.texts, max_text_bytes,
-                                    issues, qid), None
+            return (
+                qid,
+                _rank_query(scorer, queries[qid], first.candidates[qid], first.texts, max_text_bytes, issues, qid),
+                None,
+            )
         except InvalidInputError as err:  # this query's input, not the server: keep going
             return qid, None, err
 
@@ -161,8 +191,9 @@ def rerank(first: FirstStage, queries: Dict[str, str], scorer: Scorer, issues: I
     return out
 
 
-def connect(url: str, protocol: str = "grpc", model: str = "rerank", timeout: float = 60.0,
-            connect_timeout: float = 5.0) -> RerankClient:
+def connect(
+    url: str, protocol: str = "grpc", model: str = "rerank", timeout: float = 60.0, connect_timeout: float = 5.0
+) -> RerankClient:
     """A client whose server answered; EvalServerError (one line) otherwise."""
     from reranker_client.verify import reachable
 
@@ -176,4 +207,3 @@ def connect(url: str, protocol: str = "grpc", model: str = "rerank", timeout: fl
         client.close()
         raise EvalServerError(f"{url}: model {model!r} is not usable: {type(err).__name__}: {err}") from None
     return client
-

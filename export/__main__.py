@@ -25,20 +25,37 @@ def parse_args(argv: list[str] | None) -> ExportArgs:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL_ID, help="Hub id or local folder (default: %(default)s)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    parser.add_argument("--repo", type=Path, default=Path("runs/model_repository"),
-                        help="Triton model repository to write (default: %(default)s)")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                        help="onnxruntime (GPU, TensorRT accelerator), tensorrt (plan), "
-                             "python (CPU: ONNX Runtime in a Python-backend model)")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path("runs/model_repository"),
+        help="Triton model repository to write (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="onnxruntime",
+        help="onnxruntime (GPU, TensorRT accelerator), tensorrt (plan), "
+        "python (CPU: ONNX Runtime in a Python-backend model)",
+    )
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-                        help=f"tokens per query+passage pair, 16..{MAX_SUPPORTED_LENGTH} (default: %(default)s)")
-    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                        help="pairs per request and per batch (default: %(default)s)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        help=f"tokens per query+passage pair, 16..{MAX_SUPPORTED_LENGTH} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="pairs per request and per batch (default: %(default)s)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep intermediate ONNX files here")
     parser.add_argument("--tokenizer-instances", type=int, default=TOKENIZER_INSTANCES)
-    parser.add_argument("--cpu-threads", type=int, default=0,
-                        help="python backend: ONNX Runtime intra-op threads (0: automatic)")
+    parser.add_argument(
+        "--cpu-threads", type=int, default=0, help="python backend: ONNX Runtime intra-op threads (0: automatic)"
+    )
     ns = parser.parse_args(argv)
     if not 16 <= ns.max_length <= MAX_SUPPORTED_LENGTH:
         parser.error(f"--max-length must be in [16, {MAX_SUPPORTED_LENGTH}], got {ns.max_length}")
@@ -56,9 +73,11 @@ def unwritable_output(repo: Path) -> str | None:
             return None
     except OSError as err:
         owner = parent.stat().st_uid
-        return (f"cannot write the repository under {parent} ({err.strerror}; the folder belongs to uid {owner}, "
-                f"this process runs as uid {os.getuid()}). Run the exporter with your uid, e.g. "
-                f"`docker run --user $(id -u):$(id -g) ...`, or make the folder writable for uid {os.getuid()}")
+        return (
+            f"cannot write the repository under {parent} ({err.strerror}; the folder belongs to uid {owner}, "
+            f"this process runs as uid {os.getuid()}). Run the exporter with your uid, e.g. "
+            f"`docker run --user $(id -u):$(id -g) ...`, or make the folder writable for uid {os.getuid()}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

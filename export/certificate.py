@@ -34,8 +34,7 @@ LADDER_TOKENS = (16, 64, 128, 256)
 
 def fp32_thresholds(noise_floor: float) -> Thresholds:
     bound = max(FP32_MIN_BOUND, FP32_FLOOR_FACTOR * noise_floor)
-    return Thresholds(max_abs_logit=bound, max_abs_score=bound, tie_logit=bound,
-                      min_kendall_tau=FP32_MIN_KENDALL_TAU)
+    return Thresholds(max_abs_logit=bound, max_abs_score=bound, tie_logit=bound, min_kendall_tau=FP32_MIN_KENDALL_TAU)
 
 
 def _text_with_tokens(tokenizer, text: str, tokens: int) -> str:
@@ -43,7 +42,7 @@ def _text_with_tokens(tokenizer, text: str, tokens: int) -> str:
     encoding = tokenizer.encode(text, add_special_tokens=False)
     if len(encoding.offsets) <= tokens:
         return text
-    return text[:encoding.offsets[tokens - 1][1]]
+    return text[: encoding.offsets[tokens - 1][1]]
 
 
 def _long_text(tokenizer, tokens: int, offset: int) -> str:
@@ -64,8 +63,7 @@ def held_out_pairs(pair_tokenizer) -> list[dict]:
         for k, passage in enumerate(passages):
             pairs.append({"id": f"{language}-{k}", "language": language, "query": query, "passage": passage})
     # Length ladder: pair lengths from 16 tokens to max_length, then past it (truncated).
-    ladder = sorted({t for t in LADDER_TOKENS if t <= max_length}
-                    | {int(max_length * f) for f in LADDER_FRACTIONS})
+    ladder = sorted({t for t in LADDER_TOKENS if t <= max_length} | {int(max_length * f) for f in LADDER_FRACTIONS})
     for step, target in enumerate(ladder + [max_length + max_length // 4]):
         language, query, _ = certificate_texts.TOPICS[(3 * step) % len(certificate_texts.TOPICS)]
         # At most a quarter of the pair is query, so even the 16-token pair has a passage.
@@ -76,8 +74,14 @@ def held_out_pairs(pair_tokenizer) -> list[dict]:
         pairs.append({"id": f"length-{target}", "language": "mixed-long", "query": query, "passage": passage})
     # A query longer than its 3/4 share of max_length: FlagReranker cuts the query too.
     long_query = _long_text(tokenizer, max_length, offset=11)
-    pairs.append({"id": "long-query", "language": "mixed-long", "query": long_query,
-                  "passage": certificate_texts.TOPICS[0][2][0]})
+    pairs.append(
+        {
+            "id": "long-query",
+            "language": "mixed-long",
+            "query": long_query,
+            "passage": certificate_texts.TOPICS[0][2][0],
+        }
+    )
     return pairs
 
 
@@ -99,8 +103,9 @@ def build(pair_tokenizer, reference_run, *, model: dict, served: dict, progress=
     tokenized = [_tokenize(pair_tokenizer, q, p, i) for i, (q, p) in enumerate(texts)]
     progress(f"[export] certificate: scoring {len(texts)} held-out pairs alone with fp32 PyTorch")
     alone = np.array([score_alone(reference_run, ids) for ids, _ in tokenized])
-    batched = score_rows(reference_run, [ids for ids, _ in tokenized], pair_tokenizer.buckets,
-                         pair_tokenizer.pad_id, gate_batch)
+    batched = score_rows(
+        reference_run, [ids for ids, _ in tokenized], pair_tokenizer.buckets, pair_tokenizer.pad_id, gate_batch
+    )
     noise_floor = float(np.max(np.abs(alone - batched)))
     fp32 = fp32_thresholds(noise_floor)
     for entry, (ids, truncated), logit in zip(pairs, tokenized, alone):
@@ -115,15 +120,22 @@ def build(pair_tokenizer, reference_run, *, model: dict, served: dict, progress=
         "pad_id": pair_tokenizer.pad_id,
         "query_max_length": pair_tokenizer.query_max_length,
         "reference": "fp32 PyTorch, each pair alone (no padding)",
-        "noise_floor": {"torch_fp32_alone_vs_batched_max_abs_logit": noise_floor,
-                        "fp32_bound": fp32.max_abs_logit,
-                        "rule": f"fp32 bound = max({FP32_MIN_BOUND}, {FP32_FLOOR_FACTOR} x noise floor)"},
+        "noise_floor": {
+            "torch_fp32_alone_vs_batched_max_abs_logit": noise_floor,
+            "fp32_bound": fp32.max_abs_logit,
+            "rule": f"fp32 bound = max({FP32_MIN_BOUND}, {FP32_FLOOR_FACTOR} x noise floor)",
+        },
         "thresholds": {"fp32": vars(fp32), "fp16": vars(FP16)},
         "languages": sorted({p["language"] for p in pairs}),
         "pairs": pairs,
-        "ranking": {"language": certificate_texts.RANKING_QUERY_LANGUAGE, "query": query, "passages": passages,
-                    "logits": [float(x) for x in alone[n:]], "tokens": [len(ids) for ids, _ in tokenized[n:]],
-                    "input_ids": [ids for ids, _ in tokenized[n:]]},
+        "ranking": {
+            "language": certificate_texts.RANKING_QUERY_LANGUAGE,
+            "query": query,
+            "passages": passages,
+            "logits": [float(x) for x in alone[n:]],
+            "tokens": [len(ids) for ids, _ in tokenized[n:]],
+            "input_ids": [ids for ids, _ in tokenized[n:]],
+        },
     }
 
 

@@ -38,8 +38,9 @@ class Fp16Report:
     largest_activation: float
 
 
-def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], work_dir: Path,
-                            rows_per_run: int = 2) -> tuple[list[str], float]:
+def nodes_out_of_fp16_range(
+    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], work_dir: Path, rows_per_run: int = 2
+) -> tuple[list[str], float]:
     """Run the fp32 graph exposing every float node output; name nodes beyond the fp16 range.
 
     Memory stays bounded for the real 24 x 1024 model: the probe graph goes to disk (external
@@ -51,8 +52,20 @@ def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.nda
     kept_outputs = len(model.graph.output)
     producer: dict[str, str] = {}
     for node in model.graph.node:
-        if node.op_type in ("Shape", "Constant", "ConstantOfShape", "Gather", "Equal", "Not",
-                            "CumSum", "Cast", "Unsqueeze", "Slice", "Expand", "ReduceSum"):
+        if node.op_type in (
+            "Shape",
+            "Constant",
+            "ConstantOfShape",
+            "Gather",
+            "Equal",
+            "Not",
+            "CumSum",
+            "Cast",
+            "Unsqueeze",
+            "Slice",
+            "Expand",
+            "ReduceSum",
+        ):
             continue  # index and mask plumbing, not activations
         for name in node.output:
             if name and name not in existing:
@@ -70,7 +83,7 @@ def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.nda
     peak: dict[str, float] = {}
     for feed in feeds:
         for start in range(0, len(next(iter(feed.values()))), rows_per_run):
-            part = {k: v[start:start + rows_per_run] for k, v in feed.items()}
+            part = {k: v[start : start + rows_per_run] for k, v in feed.items()}
             for name, value in zip(names, session.run(names, part)):
                 if name in producer and np.issubdtype(value.dtype, np.floating) and value.size:
                     peak[name] = max(peak.get(name, 0.0), float(np.nanmax(np.abs(value))))
@@ -82,19 +95,24 @@ def nodes_out_of_fp16_range(model: onnx.ModelProto, feeds: list[dict[str, np.nda
     return hot, max(peak.values(), default=0.0)
 
 
-def convert_to_fp16(fp32_path: Path, out_path: Path, num_heads: int, hidden_size: int,
-                    calibration_feeds: list[dict[str, np.ndarray]],
-                    extra_fp32_ops: tuple[str, ...] = ()) -> Fp16Report:
+def convert_to_fp16(
+    fp32_path: Path,
+    out_path: Path,
+    num_heads: int,
+    hidden_size: int,
+    calibration_feeds: list[dict[str, np.ndarray]],
+    extra_fp32_ops: tuple[str, ...] = (),
+) -> Fp16Report:
     from onnxruntime.transformers import optimizer
 
     # opt_level=0: only the Python fusions, so the graph stays portable across providers.
-    optimized = optimizer.optimize_model(str(fp32_path), model_type="bert", num_heads=num_heads,
-                                         hidden_size=hidden_size, opt_level=0)
+    optimized = optimizer.optimize_model(
+        str(fp32_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     hot_nodes, largest = nodes_out_of_fp16_range(optimized.model, calibration_feeds, out_path.parent)
     kept_ops = ALWAYS_FP32_OPS + list(extra_fp32_ops)
-    optimized.convert_float_to_float16(keep_io_types=True, op_block_list=kept_ops,
-                                       node_block_list=hot_nodes)
+    optimized.convert_float_to_float16(keep_io_types=True, op_block_list=kept_ops, node_block_list=hot_nodes)
     save_onnx(optimized.model, out_path)
     return Fp16Report(fused, kept_ops, hot_nodes, largest)
 
@@ -115,8 +133,7 @@ def convert_to_fp16_in_subprocess(*args, **kwargs) -> Fp16Report:
 TENSORRT_FP32_OPS = ("LayerNormalization", "Softmax", "Sigmoid")
 
 
-def tensorrt_fp32_layers(fp32_path: Path, calibration_feeds: list[dict[str, np.ndarray]],
-                         work_dir: Path) -> list[str]:
+def tensorrt_fp32_layers(fp32_path: Path, calibration_feeds: list[dict[str, np.ndarray]], work_dir: Path) -> list[str]:
     """ONNX node names of the plain fp32 graph that the TensorRT builders pin to fp32: every node
     of TENSORRT_FP32_OPS plus every node whose values leave the fp16 range on the calibration texts
     (measured on this graph, as for ONNX Runtime's fp16 conversion). TensorRT's ONNX parser names

@@ -58,7 +58,8 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
     except Exception as err:  # noqa: BLE001 - every Hub failure ends in the same advice
         raise HubUnreachable(
             f"cannot download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}); "
-            f"offline, pass a local copy: MODEL=/path/to/local/dir") from err
+            f"offline, pass a local copy: MODEL=/path/to/local/dir"
+        ) from err
     return Path(local), info.sha
 
 
@@ -71,7 +72,8 @@ def _check_config(local_dir: Path) -> None:
     if config.get("model_type") != "xlm-roberta" or EXPECTED_ARCHITECTURE not in architectures:
         raise ModelRejected(
             f"expected an {EXPECTED_ARCHITECTURE} (model_type 'xlm-roberta'), found model_type "
-            f"{config.get('model_type')!r} with architectures {architectures}")
+            f"{config.get('model_type')!r} with architectures {architectures}"
+        )
     labels = len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2)
     if labels != 1:
         raise ModelRejected(f"expected a cross-encoder with one output label, found {labels}")
@@ -90,7 +92,8 @@ def load_torch_model(source: ModelSource):
     from transformers import XLMRobertaForSequenceClassification
 
     model = XLMRobertaForSequenceClassification.from_pretrained(
-        source.local_dir, use_safetensors=True, trust_remote_code=False, dtype="float32")
+        source.local_dir, use_safetensors=True, trust_remote_code=False, dtype="float32"
+    )
     return model.eval()
 
 
@@ -98,8 +101,9 @@ def load_tokenizer(source: ModelSource):
     """The fast tokenizer; from its tokenizer.json or converted from sentencepiece."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.local_dir, use_fast=True, trust_remote_code=False,
-                                              use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        source.local_dir, use_fast=True, trust_remote_code=False, use_safetensors=True
+    )
     if not tokenizer.is_fast:
         raise ModelRejected("a fast (tokenizers) tokenizer is required")
     return tokenizer

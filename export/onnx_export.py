@@ -102,9 +102,17 @@ def export_onnx(model, out_path: Path, max_length: int, graph_module=None) -> Pa
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: ONNX Runtime's transformer optimizer recognises its patterns.
-        torch.onnx.export(graph, dummy, str(tmp_path), dynamo=False,  # type: ignore[arg-type]  # CrossEncoderGraph is a Module opset_version=OPSET,
-                          input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+        torch.onnx.export(
+            graph,  # type: ignore[arg-type]  # CrossEncoderGraph builds a torch Module
+            dummy,
+            str(tmp_path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
     save_onnx(onnx.load(str(tmp_path)), out_path)
     for leftover in tmp_dir.iterdir():
         leftover.unlink()
@@ -126,9 +134,14 @@ def save_onnx(model: onnx.ModelProto, out_path: Path) -> Path:
     """Save in one file, or with all weights in one external `<name>.data` file if too big."""
     external = initializer_bytes(model) > PROTOBUF_LIMIT - 64 * 1024**2
     if external:
-        onnx.save_model(model, str(out_path), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=out_path.name + ".data",
-                        size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(out_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=out_path.name + ".data",
+            size_threshold=1024,
+        )
         # save_model moved the weights out of the in-memory proto; put them back so the
         # caller's model stays usable after the files are gone.
         from onnx.external_data_helper import load_external_data_for_model
@@ -165,8 +178,11 @@ def with_fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
         if not np.all(np.isfinite(half)):
             continue  # a weight beyond the fp16 range stays fp32
         stored = numpy_helper.from_array(half, f"{tensor.name}__fp16")
-        casts.append(onnx.helper.make_node("Cast", [stored.name], [tensor.name], to=onnx.TensorProto.FLOAT,
-                                           name=f"{tensor.name}__to_fp32"))
+        casts.append(
+            onnx.helper.make_node(
+                "Cast", [stored.name], [tensor.name], to=onnx.TensorProto.FLOAT, name=f"{tensor.name}__to_fp32"
+            )
+        )
         graph.initializer[index].CopyFrom(stored)
     # Casts first: every consumer still reads the original name, now a Cast output.
     nodes = casts + list(graph.node)

@@ -57,8 +57,9 @@ def torch_runner(model):
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            logits = model(input_ids=torch.from_numpy(input_ids),
-                           attention_mask=torch.from_numpy(attention_mask)).logits
+            logits = model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+            ).logits
         return logits.float().numpy().reshape(-1)
 
     return run
@@ -83,13 +84,12 @@ def calibration_feeds(pair_tokenizer, size: int = 8) -> list[dict[str, np.ndarra
     order = np.argsort([-len(ids) for ids, _ in pairs], kind="stable")
     feeds = []
     for start in range(0, len(order), size):
-        batch = pair_tokenizer.pad([pairs[i] for i in order[start:start + size]])
+        batch = pair_tokenizer.pad([pairs[i] for i in order[start : start + size]])
         feeds.append(dict(zip(INPUT_NAMES, (batch.input_ids, batch.attention_mask))))
     return feeds
 
 
-def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "",
-             served: str = "") -> ParityResult:
+def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "", served: str = "") -> ParityResult:
     rows = fixture_rows(fixture)
     scored = score_rows(candidate_run, rows, fixture["buckets"], fixture["pad_id"], gate_batch)
     n = len(fixture["pairs"])
@@ -102,14 +102,24 @@ def run_gate(precision: str, fixture: dict, candidate_run, artifact: str = "",
 
     lengths = [p["tokens"] for p in fixture["pairs"]]
     result = ParityResult(
-        precision=precision, artifact=artifact, served=served, thresholds=report.thresholds,
-        pairs=report.pairs, truncated_pairs=sum(p["truncated"] for p in fixture["pairs"]),
+        precision=precision,
+        artifact=artifact,
+        served=served,
+        thresholds=report.thresholds,
+        pairs=report.pairs,
+        truncated_pairs=sum(p["truncated"] for p in fixture["pairs"]),
         token_lengths={"min": min(lengths), "max": max(lengths), "mean": float(np.mean(lengths))},
-        max_abs_logit=report.max_abs_logit, max_abs_score=report.max_abs_score,
-        padding_max_abs_logit=d_padding, top10_same_set=report.top10_same_set,
-        top10_order_ok=report.top10_order_ok, kendall_tau=report.kendall_tau,
-        non_finite=report.non_finite, worst_pairs=report.worst_pairs, per_language=report.per_language,
-        failures=list(report.failures))
+        max_abs_logit=report.max_abs_logit,
+        max_abs_score=report.max_abs_score,
+        padding_max_abs_logit=d_padding,
+        top10_same_set=report.top10_same_set,
+        top10_order_ok=report.top10_order_ok,
+        kendall_tau=report.kendall_tau,
+        non_finite=report.non_finite,
+        worst_pairs=report.worst_pairs,
+        per_language=report.per_language,
+        failures=list(report.failures),
+    )
     bound = report.thresholds["max_abs_logit"]
     if not report.non_finite and not d_padding <= bound:
         result.failures.append(f"padding changes logits by {d_padding:.3g} > {bound:.3g}")

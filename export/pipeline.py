@@ -109,10 +109,15 @@ def pair_tokenization_module():
 
 
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
-    return pair_tokenization_module().PairTokenizer(str(tokenizer_dir / "tokenizer.json"), limits.max_length,
-                                                    limits.query_max_length, limits.buckets,
-                                                    limits.max_text_bytes, MAX_WINDOWS_PER_PASSAGE,
-                                                    MAX_WINDOWS_PER_REQUEST)
+    return pair_tokenization_module().PairTokenizer(
+        str(tokenizer_dir / "tokenizer.json"),
+        limits.max_length,
+        limits.query_max_length,
+        limits.buckets,
+        limits.max_text_bytes,
+        MAX_WINDOWS_PER_PASSAGE,
+        MAX_WINDOWS_PER_REQUEST,
+    )
 
 
 def ort_session(path: Path):
@@ -134,15 +139,25 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
 
 
 def run_export(args: ExportArgs) -> dict:
     limits = ServingLimits(max_length=args.max_length, max_batch_size=args.max_batch_size)
-    spec = RepositorySpec(backend=args.backend, precision=args.precision, limits=limits,
-                          tokenizer_instances=args.tokenizer_instances, cpu_threads=args.cpu_threads)
+    spec = RepositorySpec(
+        backend=args.backend,
+        precision=args.precision,
+        limits=limits,
+        tokenizer_instances=args.tokenizer_instances,
+        cpu_threads=args.cpu_threads,
+    )
     problems = check_consistency(limits, profiles_for(limits))
     if problems:
         raise ValueError("inconsistent limits: " + "; ".join(problems))
@@ -165,25 +180,36 @@ def served_artifact(backend: str, precision: str) -> dict:
     parity.json say it, so no gate is read as covering an artifact it never ran."""
     if backend == "python":
         graph = "fused fp16 ONNX graph" if precision == "fp16" else "fp32 ONNX graph"
-        return {"file": "cross_encoder/1/model.onnx", "runtime": f"ONNX Runtime CPU ({graph})",
-                "certified_by": f"export gate {precision} (this exact graph and runtime); make verify on the server"}
+        return {
+            "file": "cross_encoder/1/model.onnx",
+            "runtime": f"ONNX Runtime CPU ({graph})",
+            "certified_by": f"export gate {precision} (this exact graph and runtime); make verify on the server",
+        }
     if backend == "onnxruntime":
-        graph = "the fp32 graph with fp16-stored weights (one file)" if precision == "fp16" else \
-            "the fp32 graph (weights in model.onnx.data above 2 GB)"
-        return {"file": "cross_encoder/1/model.onnx",
-                "runtime": f"ONNX Runtime TensorRT EP, {precision} engine built at first load from {graph}",
-                "certified_by": "make verify against the live server on the target GPU (the export gate ran the "
-                                "fp32 graph on ONNX Runtime CPU: a proxy for the engine, not the engine)"}
-    return {"file": "cross_encoder/1/model.plan",
-            "runtime": f"TensorRT plan ({precision}), built on the target GPU",
-            "certified_by": "the plan build (certificate checked before the plan is placed) and make verify "
-                            "(the export gate ran the fp32 graph on ONNX Runtime CPU: a proxy)"}
+        graph = (
+            "the fp32 graph with fp16-stored weights (one file)"
+            if precision == "fp16"
+            else "the fp32 graph (weights in model.onnx.data above 2 GB)"
+        )
+        return {
+            "file": "cross_encoder/1/model.onnx",
+            "runtime": f"ONNX Runtime TensorRT EP, {precision} engine built at first load from {graph}",
+            "certified_by": "make verify against the live server on the target GPU (the export gate ran the "
+            "fp32 graph on ONNX Runtime CPU: a proxy for the engine, not the engine)",
+        }
+    return {
+        "file": "cross_encoder/1/model.plan",
+        "runtime": f"TensorRT plan ({precision}), built on the target GPU",
+        "certified_by": "the plan build (certificate checked before the plan is placed) and make verify "
+        "(the export gate ran the fp32 graph on ONNX Runtime CPU: a proxy)",
+    }
 
 
 @dataclass
 class ExportContext:
     """Everything the stages share: the request, then what each stage produced. A stage's
     outputs are unset until it ran (reading one earlier is an AttributeError, not a None)."""
+
     args: ExportArgs
     spec: RepositorySpec
     work: Path
@@ -205,8 +231,11 @@ class ExportContext:
 
     @property
     def served(self) -> dict:
-        return {"backend": self.args.backend, "precision": self.args.precision,
-                **served_artifact(self.args.backend, self.args.precision)}
+        return {
+            "backend": self.args.backend,
+            "precision": self.args.precision,
+            **served_artifact(self.args.backend, self.args.precision),
+        }
 
     @property
     def model_info(self) -> dict:
@@ -233,9 +262,12 @@ def stage_load(ctx: ExportContext) -> None:
     # outside it (the exported graph clamps them to the same bound).
     ctx.spec = replace(ctx.spec, limits=replace(ctx.spec.limits, vocab_size=config.vocab_size))
     ctx.pair_tokenizer = load_pair_tokenizer(ctx.tokenizer_dir, ctx.spec.limits)
-    ctx.model_facts = {"parameters": sum(p.numel() for p in ctx.model.parameters()),
-                       "layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
-                       "heads": config.num_attention_heads}
+    ctx.model_facts = {
+        "parameters": sum(p.numel() for p in ctx.model.parameters()),
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "heads": config.num_attention_heads,
+    }
 
 
 def stage_onnx_fp32(ctx: ExportContext) -> None:
@@ -244,8 +276,9 @@ def stage_onnx_fp32(ctx: ExportContext) -> None:
 
 
 def stage_certificate(ctx: ExportContext) -> None:
-    ctx.fixture = certificate.build(ctx.pair_tokenizer, parity.torch_runner(ctx.model),
-                                    model=ctx.model_info, served=ctx.served)
+    ctx.fixture = certificate.build(
+        ctx.pair_tokenizer, parity.torch_runner(ctx.model), model=ctx.model_info, served=ctx.served
+    )
     # The certificate holds PyTorch's logits: free the model (2.3 GB for the real one) for the rest.
     ctx.model = None
     release_memory()
@@ -254,8 +287,12 @@ def stage_certificate(ctx: ExportContext) -> None:
 def stage_parity_fp32(ctx: ExportContext) -> None:
     served = ctx.args.backend == "python" and ctx.args.precision == "fp32"
     ctx.reports["fp32"] = parity.run_gate(
-        "fp32", ctx.fixture, parity.onnx_runner(ort_session(ctx.fp32_path)), "fp32 ONNX graph on ONNX Runtime CPU",
-        "served" if served else "proxy: the graph TensorRT or the fp16 conversion starts from")
+        "fp32",
+        ctx.fixture,
+        parity.onnx_runner(ort_session(ctx.fp32_path)),
+        "fp32 ONNX graph on ONNX Runtime CPU",
+        "served" if served else "proxy: the graph TensorRT or the fp16 conversion starts from",
+    )
     _print_gate(ctx.reports["fp32"])
     _require(ctx.reports["fp32"])
 
@@ -269,21 +306,43 @@ def stage_fp16(ctx: ExportContext) -> None:
     calibration = parity.calibration_feeds(ctx.pair_tokenizer)
     for level, extra_ops in enumerate(FP32_ESCALATION):
         suffix = f"_level{level}" if level else ""
-        report = ctx.log.run("fp16_convert" + suffix, convert_to_fp16_in_subprocess, ctx.fp32_path,
-                             fp16_path, ctx.model_facts["heads"], ctx.model_facts["hidden_size"], calibration, extra_ops)
+        report = ctx.log.run(
+            "fp16_convert" + suffix,
+            convert_to_fp16_in_subprocess,
+            ctx.fp32_path,
+            fp16_path,
+            ctx.model_facts["heads"],
+            ctx.model_facts["hidden_size"],
+            calibration,
+            extra_ops,
+        )
         ctx.fp16_report = report
-        gate = ctx.log.run("parity_fp16" + suffix, parity.run_gate, "fp16", ctx.fixture,
-                           parity.onnx_runner(ort_session(fp16_path)), "fused fp16 ONNX graph on ONNX Runtime CPU",
-                           "served")
+        gate = ctx.log.run(
+            "parity_fp16" + suffix,
+            parity.run_gate,
+            "fp16",
+            ctx.fixture,
+            parity.onnx_runner(ort_session(fp16_path)),
+            "fused fp16 ONNX graph on ONNX Runtime CPU",
+            "served",
+        )
         ctx.reports["fp16"] = gate
         release_memory()
-        ctx.fp16_attempts.append({"kept_fp32_ops": report.kept_fp32_ops, "max_abs_logit": gate.max_abs_logit,
-                                  "max_abs_score": gate.max_abs_score, "passed": gate.passed})
+        ctx.fp16_attempts.append(
+            {
+                "kept_fp32_ops": report.kept_fp32_ops,
+                "max_abs_logit": gate.max_abs_logit,
+                "max_abs_score": gate.max_abs_score,
+                "passed": gate.passed,
+            }
+        )
         _print_gate(gate)
         if gate.passed or level + 1 == len(FP32_ESCALATION):
             break
-        print(f"[export] fp16 gate failed; converting again with "
-              f"{', '.join(FP32_ESCALATION[level + 1])} kept in fp32", flush=True)
+        print(
+            f"[export] fp16 gate failed; converting again with {', '.join(FP32_ESCALATION[level + 1])} kept in fp32",
+            flush=True,
+        )
     _require(ctx.reports["fp16"], ctx.fp16_attempts)
     ctx.served_onnx = fp16_path
 
@@ -296,9 +355,12 @@ def stage_fp16_weights(ctx: ExportContext) -> None:
     save_onnx(with_fp16_weights(onnx.load(str(ctx.fp32_path))), path)
     release_memory()
     ctx.reports["fp16"] = parity.run_gate(
-        "fp16", ctx.fixture, parity.onnx_runner(ort_session(path)),
+        "fp16",
+        ctx.fixture,
+        parity.onnx_runner(ort_session(path)),
         "fp32 computation with fp16-stored weights on ONNX Runtime CPU",
-        "proxy: the graph served, before the TensorRT EP lowers it to fp16 on the GPU")
+        "proxy: the graph served, before the TensorRT EP lowers it to fp16 on the GPU",
+    )
     _print_gate(ctx.reports["fp16"])
     _require(ctx.reports["fp16"])
     ctx.served_onnx = path
@@ -311,15 +373,20 @@ def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
 
 
 def plan_build(ctx: ExportContext) -> PlanBuild:
-    return PlanBuild(limits=ctx.spec.limits, precision=ctx.args.precision, fp32_layers=tuple(ctx.trt_fp32_layers),
-                     workspace_bytes=ctx.spec.workspace_bytes)
+    return PlanBuild(
+        limits=ctx.spec.limits,
+        precision=ctx.args.precision,
+        fp32_layers=tuple(ctx.trt_fp32_layers),
+        workspace_bytes=ctx.spec.workspace_bytes,
+    )
 
 
 def stage_tensorrt(ctx: ExportContext) -> None:
     """Build and certify the plan here, before the repository is written: only a certified plan
     is ever placed. Without TensorRT the repository carries build_plan.sh, which does the same."""
-    ctx.plan_path = build_and_certify_plan(ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx),
-                                           ctx.fixture, timing_cache_path())
+    ctx.plan_path = build_and_certify_plan(
+        ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx), ctx.fixture, timing_cache_path()
+    )
 
 
 def served_sha256(ctx: ExportContext) -> dict[str, str]:
@@ -336,8 +403,11 @@ def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
     if ctx.plan_path is not None:
         shutil.copy2(ctx.plan_path, cross_encoder_dir / "1" / "model.plan")
     else:
-        print("[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
-              "host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before placing it)", flush=True)
+        print(
+            "[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
+            "host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before placing it)",
+            flush=True,
+        )
 
 
 def manifest_of(ctx: ExportContext) -> dict:
@@ -345,12 +415,18 @@ def manifest_of(ctx: ExportContext) -> dict:
         "model": {**ctx.model_info, "served_sha256": served_sha256(ctx), **ctx.model_facts},
         "served": ctx.served,
         "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(ctx.args).items()},
-        "limits": asdict(ctx.spec.limits), "served_graph": ctx.served_onnx.parent.name,
-        "certificate": {"file": certificate.FILENAME, "pairs": len(ctx.fixture["pairs"]),
-                        "ranking_passages": len(ctx.fixture["ranking"]["passages"]),
-                        "languages": ctx.fixture["languages"], "noise_floor": ctx.fixture["noise_floor"]},
+        "limits": asdict(ctx.spec.limits),
+        "served_graph": ctx.served_onnx.parent.name,
+        "certificate": {
+            "file": certificate.FILENAME,
+            "pairs": len(ctx.fixture["pairs"]),
+            "ranking_passages": len(ctx.fixture["ranking"]["passages"]),
+            "languages": ctx.fixture["languages"],
+            "noise_floor": ctx.fixture["noise_floor"],
+        },
         "tensorrt_fp32_layers": ctx.trt_fp32_layers,
-        "versions": versions(), "stages": ctx.log.stages,
+        "versions": versions(),
+        "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
     }
 
@@ -358,12 +434,18 @@ def manifest_of(ctx: ExportContext) -> dict:
 def stage_repository(ctx: ExportContext) -> None:
     ctx.fixture["model"]["served_sha256"] = served_sha256(ctx)
     manifest = manifest_of(ctx)
-    parity_doc = {"source": manifest["model"], "served": ctx.served, "export_args": manifest["export_args"],
-                  "versions": manifest["versions"], "noise_floor": ctx.fixture["noise_floor"],
-                  "gates": {k: v.to_dict() for k, v in ctx.reports.items()},
-                  "fp16_attempts": ctx.fp16_attempts}
-    ctx.repo = write_repository(ctx.args.repo, ctx.spec, ctx.tokenizer_dir, lambda d: place_model(ctx, d),
-                                manifest, parity_doc, ctx.fixture)
+    parity_doc = {
+        "source": manifest["model"],
+        "served": ctx.served,
+        "export_args": manifest["export_args"],
+        "versions": manifest["versions"],
+        "noise_floor": ctx.fixture["noise_floor"],
+        "gates": {k: v.to_dict() for k, v in ctx.reports.items()},
+        "fp16_attempts": ctx.fp16_attempts,
+    }
+    ctx.repo = write_repository(
+        ctx.args.repo, ctx.spec, ctx.tokenizer_dir, lambda d: place_model(ctx, d), manifest, parity_doc, ctx.fixture
+    )
 
 
 def _fp16_for(backend: str) -> Callable[[ExportContext], bool]:
@@ -385,20 +467,27 @@ STAGES: list[Stage] = [
 
 
 def summary_of(ctx: ExportContext) -> dict:
-    return {"repository": str(ctx.repo), "stages": ctx.log.stages,
-            "files_mib": {p.name: round(file_mib(p), 1) for p in (ctx.fp32_path, ctx.served_onnx)},
-            "peak_rss_mib": round(peak_rss_mib(), 0),
-            "parity": {k: {"max_abs_logit": v.max_abs_logit, "max_abs_score": v.max_abs_score,
-                           "passed": v.passed} for k, v in ctx.reports.items()}}
+    return {
+        "repository": str(ctx.repo),
+        "stages": ctx.log.stages,
+        "files_mib": {p.name: round(file_mib(p), 1) for p in (ctx.fp32_path, ctx.served_onnx)},
+        "peak_rss_mib": round(peak_rss_mib(), 0),
+        "parity": {
+            k: {"max_abs_logit": v.max_abs_logit, "max_abs_score": v.max_abs_score, "passed": v.passed}
+            for k, v in ctx.reports.items()
+        },
+    }
 
 
 def _print_gate(result: parity.ParityResult) -> None:
     status = "PASS" if result.passed else "FAIL"
-    print(f"[export] parity {result.precision}: {status} max|d logit|={result.max_abs_logit:.2e} "
-          f"(bound {result.thresholds['max_abs_logit']:.2e}) max|d score|={result.max_abs_score:.2e} "
-          f"padding={result.padding_max_abs_logit:.2e} top10 set={result.top10_same_set} "
-          f"tau={result.kendall_tau:.4f} ({result.pairs} held-out pairs, {result.truncated_pairs} truncated)",
-          flush=True)
+    print(
+        f"[export] parity {result.precision}: {status} max|d logit|={result.max_abs_logit:.2e} "
+        f"(bound {result.thresholds['max_abs_logit']:.2e}) max|d score|={result.max_abs_score:.2e} "
+        f"padding={result.padding_max_abs_logit:.2e} top10 set={result.top10_same_set} "
+        f"tau={result.kendall_tau:.4f} ({result.pairs} held-out pairs, {result.truncated_pairs} truncated)",
+        flush=True,
+    )
 
 
 def _require(result: parity.ParityResult, attempts: list[dict] | None = None) -> None:
@@ -406,7 +495,13 @@ def _require(result: parity.ParityResult, attempts: list[dict] | None = None) ->
         return
     message = f"parity gate ({result.precision}) failed: " + "; ".join(result.failures)
     if attempts:
-        message += "; tried " + "; ".join(
-            f"[{', '.join(a['kept_fp32_ops'])}] in fp32: max|d logit| {a['max_abs_logit']:.3g}, "
-            f"max|d score| {a['max_abs_score']:.3g}" for a in attempts) + ". --precision fp32 exports without fp16"
+        message += (
+            "; tried "
+            + "; ".join(
+                f"[{', '.join(a['kept_fp32_ops'])}] in fp32: max|d logit| {a['max_abs_logit']:.3g}, "
+                f"max|d score| {a['max_abs_score']:.3g}"
+                for a in attempts
+            )
+            + ". --precision fp32 exports without fp16"
+        )
     raise ParityFailed(message)

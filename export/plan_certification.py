@@ -37,9 +37,11 @@ def shipped_files() -> list[tuple[Path, str]]:
     import reranker_client.certificate
     import reranker_client.contract
 
-    return [(Path(__file__).resolve(), "certify_plan.py"),
-            (Path(reranker_client.certificate.__file__), "certificate_compare.py"),
-            (Path(reranker_client.contract.__file__), "contract.py")]
+    return [
+        (Path(__file__).resolve(), "certify_plan.py"),
+        (Path(reranker_client.certificate.__file__), "certificate_compare.py"),
+        (Path(reranker_client.contract.__file__), "contract.py"),
+    ]
 
 
 def certify_plan(fixture: dict, run, precision: str, max_batch):
@@ -54,12 +56,17 @@ def polygraphy_runner(serialized: bytes):
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     engine = EngineFromBytes(serialized)()
-    ranges = [engine.get_tensor_profile_shape(INPUT_IDS.name, index) for index in range(engine.num_optimization_profiles)]
+    ranges = [
+        engine.get_tensor_profile_shape(INPUT_IDS.name, index) for index in range(engine.num_optimization_profiles)
+    ]
     with TrtRunner(engine) as runner:
+
         def run(input_ids, attention_mask):
             batch, length = input_ids.shape
-            index = next((i for i, (lo, _, hi) in enumerate(ranges)
-                          if lo[0] <= batch <= hi[0] and lo[1] <= length <= hi[1]), None)
+            index = next(
+                (i for i, (lo, _, hi) in enumerate(ranges) if lo[0] <= batch <= hi[0] and lo[1] <= length <= hi[1]),
+                None,
+            )
             if index is None:
                 raise PlanRejected(f"no optimisation profile holds a [{batch}, {length}] batch: {ranges}")
             runner.set_profile(index)
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
         report = certify_plan(fixture, run, args.precision, parse_max_batch(args.max_batch))
     print(report.summary())
     (args.install.parent.parent / "tensorrt" / "certificate_report.json").write_text(
-        json.dumps(report.to_dict(), indent=2) + "\n")
+        json.dumps(report.to_dict(), indent=2) + "\n"
+    )
     try:
         install(args.plan, args.install, report)
     except PlanRejected as err:

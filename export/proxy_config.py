@@ -40,8 +40,10 @@ class ProxySpec:
 
 
 def too_large_message(spec: ProxySpec) -> str:
-    return (f"request body larger than {spec.max_body_bytes} bytes refused by the front proxy "
-            f"(max_batch_size pairs x 2 texts x max_text_bytes + framing)")
+    return (
+        f"request body larger than {spec.max_body_bytes} bytes refused by the front proxy "
+        f"(max_batch_size pairs x 2 texts x max_text_bytes + framing)"
+    )
 
 
 def render(spec: ProxySpec = ProxySpec()) -> str:

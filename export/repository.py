@@ -4,7 +4,8 @@ moved into place, so a failed export never leaves a half-written repository behi
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
     rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router
     rerank_windows/config.pbtxt, rerank_windows/1/...   ensemble: tokenizer -> length_router -> window_reduce
-    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, padding_metrics.py, tokenizer.json}
+    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, padding_metrics.py,
+                                         tokenizer.json, contract.py}
     length_router/, window_reduce/                      Python models (code only)
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
     cross_encoder_<bound>/...                           the other length classes (max_length > 512):
@@ -54,8 +55,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 # object stores drop empty folders: without rerank/1/ Triton refuses to load the ensemble.
 # Triton ignores a plain file there (checked on 2.51: tests serve exported repositories).
 ENSEMBLE_PLACEHOLDER = "placeholder.txt"
-PLACEHOLDER_TEXT = ("Keeps this version folder in object storage (empty folders are dropped by "
-                    "`aws s3 sync` / `gsutil rsync`); Triton ignores it.\n")
+PLACEHOLDER_TEXT = (
+    "Keeps this version folder in object storage (empty folders are dropped by "
+    "`aws s3 sync` / `gsutil rsync`); Triton ignores it.\n"
+)
 
 
 def copy_onnx(src: Path, dest: Path) -> None:
@@ -69,8 +72,9 @@ def copy_onnx(src: Path, dest: Path) -> None:
         shutil.copy2(data, dest.with_name(data.name))
 
 
-def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
-                     place_model, manifest: dict, parity: dict, fixture: dict) -> Path:
+def write_repository(
+    out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path, place_model, manifest: dict, parity: dict, fixture: dict
+) -> Path:
     """`place_model(cross_encoder_dir)` puts the model files; everything else is written here."""
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -91,8 +95,10 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         for length_class in classes:
             if spec.backend == "python":
                 for filename in CROSS_ENCODER_CODE:
-                    shutil.copy2(SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename,
-                                 staging / length_class.model / "1" / filename)
+                    shutil.copy2(
+                        SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename,
+                        staging / length_class.model / "1" / filename,
+                    )
                 shutil.copy2(CONTRACT_SOURCE, staging / length_class.model / "1" / CONTRACT_FILE)
             warmup = staging / length_class.model / WARMUP_FOLDER
             warmup.mkdir()
@@ -112,8 +118,9 @@ def write_repository(out_dir: Path, spec: RepositorySpec, tokenizer_dir: Path,
         (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Compact: the certificate carries token ids and must stay small (well under 1 MB).
-        (staging / FILENAME).write_text(json.dumps(fixture, ensure_ascii=False, separators=(",", ":")) + "\n",
-                                        encoding="utf-8")
+        (staging / FILENAME).write_text(
+            json.dumps(fixture, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
+        )
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

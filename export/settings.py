@@ -170,8 +170,10 @@ PROXY_GRPC_PORT = 8081
 # length router moves the same rows). Triton's 1 MiB default region would grow in 1 MiB steps
 # (dozens of remaps on the hot path); one region holds a worst execute with room for a second
 # in flight, and growth comes in worst-execute steps.
-PYTHON_SHM_WORST_EXECUTE_BYTES = (2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
-                                  + 2 * 8 * max(DEFAULT_MAX_BATCH_SIZE, MAX_WINDOWS_PER_REQUEST) * MAX_SUPPORTED_LENGTH)
+PYTHON_SHM_WORST_EXECUTE_BYTES = (
+    2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
+    + 2 * 8 * max(DEFAULT_MAX_BATCH_SIZE, MAX_WINDOWS_PER_REQUEST) * MAX_SUPPORTED_LENGTH
+)
 PYTHON_SHM_DEFAULT_BYTES = 2 * PYTHON_SHM_WORST_EXECUTE_BYTES
 PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
 
@@ -201,8 +203,10 @@ PROBE_KUBELET_TIMEOUT_S = PROBE_TIMEOUT_S + 2
 
 
 def python_backend_flags() -> list[str]:
-    return [f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
-            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}"]
+    return [
+        f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}",
+    ]
 
 
 def server_flags() -> list[str]:

@@ -64,23 +64,35 @@ def timing_cache_path() -> Path:
 
 
 def trtexec_command(onnx_path: str, plan_path: str, build: PlanBuild, timing_cache: str) -> list[str]:
-    cmd = [TRTEXEC, f"--onnx={onnx_path}", f"--saveEngine={plan_path}",
-           f"--memPoolSize=workspace:{build.workspace_bytes >> 20}M", f"--timingCacheFile={timing_cache}",
-           # Build only: trtexec's own inference would feed random INT64 ids (negative ones too)
-           # into the embedding; the certificate runs real token ids instead.
-           "--skipInference",
-           "--inputIOFormats=int64:chw,int64:chw", "--outputIOFormats=fp32:chw,fp32:chw"]
+    cmd = [
+        TRTEXEC,
+        f"--onnx={onnx_path}",
+        f"--saveEngine={plan_path}",
+        f"--memPoolSize=workspace:{build.workspace_bytes >> 20}M",
+        f"--timingCacheFile={timing_cache}",
+        # Build only: trtexec's own inference would feed random INT64 ids (negative ones too)
+        # into the embedding; the certificate runs real token ids instead.
+        "--skipInference",
+        "--inputIOFormats=int64:chw,int64:chw",
+        "--outputIOFormats=fp32:chw,fp32:chw",
+    ]
     if build.precision == "fp16":
         cmd.append("--fp16")
         if build.fp32_layers:
-            cmd += [f"--precisionConstraints={PRECISION_CONSTRAINTS}",
-                    "--layerPrecisions=" + ",".join(f"{name}:fp32" for name in build.fp32_layers),
-                    "--layerOutputTypes=" + ",".join(f"{name}:fp32" for name in build.fp32_layers)]
+            cmd += [
+                f"--precisionConstraints={PRECISION_CONSTRAINTS}",
+                "--layerPrecisions=" + ",".join(f"{name}:fp32" for name in build.fp32_layers),
+                "--layerOutputTypes=" + ",".join(f"{name}:fp32" for name in build.fp32_layers),
+            ]
     # trtexec 10.5: each profile is `--profile=N` followed by its own three shape flags; shape
     # flags repeated without --profile are rejected.
     for index, profile in enumerate(profiles_for(build.limits)):
-        cmd += [f"--profile={index}", f"--minShapes={profile.shapes('min')}",
-                f"--optShapes={profile.shapes('opt')}", f"--maxShapes={profile.shapes('max')}"]
+        cmd += [
+            f"--profile={index}",
+            f"--minShapes={profile.shapes('min')}",
+            f"--optShapes={profile.shapes('opt')}",
+            f"--maxShapes={profile.shapes('max')}",
+        ]
     return cmd
 
 
@@ -91,20 +103,36 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
     for source, name in plan_certification.shipped_files():
         shutil.copy2(source, folder / name)
     staging = "/repo/cross_encoder/tensorrt/model.plan.staging"
-    build_cmd = trtexec_command("/repo/cross_encoder/tensorrt/model.onnx", staging, build,
-                                f"/cache/{TIMING_CACHE_FILE}")
-    certify_cmd = ["python3", "/repo/cross_encoder/tensorrt/certify_plan.py", "--plan", staging,
-                   "--fixture", "/repo/certificate.json", "--precision", build.precision,
-                   "--max-batch", ",".join(f"{b}:{max_batch_for_length(build.limits, profiles_for(build.limits), b)}"
-                                           for b in build.limits.buckets),
-                   "--install", "/repo/cross_encoder/1/model.plan"]
-    inner = (f"{' '.join(shlex.quote(a) for a in build_cmd)} && "
-             f"(python3 -c 'import polygraphy' 2>/dev/null || pip install --quiet --user {POLYGRAPHY}) && "
-             f"{' '.join(shlex.quote(a) for a in certify_cmd)}")
+    build_cmd = trtexec_command(
+        "/repo/cross_encoder/tensorrt/model.onnx", staging, build, f"/cache/{TIMING_CACHE_FILE}"
+    )
+    certify_cmd = [
+        "python3",
+        "/repo/cross_encoder/tensorrt/certify_plan.py",
+        "--plan",
+        staging,
+        "--fixture",
+        "/repo/certificate.json",
+        "--precision",
+        build.precision,
+        "--max-batch",
+        ",".join(
+            f"{b}:{max_batch_for_length(build.limits, profiles_for(build.limits), b)}" for b in build.limits.buckets
+        ),
+        "--install",
+        "/repo/cross_encoder/1/model.plan",
+    ]
+    inner = (
+        f"{' '.join(shlex.quote(a) for a in build_cmd)} && "
+        f"(python3 -c 'import polygraphy' 2>/dev/null || pip install --quiet --user {POLYGRAPHY}) && "
+        f"{' '.join(shlex.quote(a) for a in certify_cmd)}"
+    )
     # Every other length-class model serves the same plan with its own profile.
-    links = "".join(f'ln -f "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan" 2>/dev/null || '
-                    f'cp "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan"\n'
-                    for c in length_classes(build.limits)[1:])
+    links = "".join(
+        f'ln -f "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan" 2>/dev/null || '
+        f'cp "$repo/cross_encoder/1/model.plan" "$repo/{c.model}/1/model.plan"\n'
+        for c in length_classes(build.limits)[1:]
+    )
     script = folder / "build_plan.sh"
     script.write_text(f"""#!/usr/bin/env bash
 # Builds cross_encoder/1/model.plan from tensorrt/model.onnx with the TensorRT release of the
@@ -203,15 +231,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_and_certify_plan(onnx_path: Path, plan_path: Path, build: PlanBuild, fixture: dict,
-                           timing_cache: Path, trt=None, runner_factory=None) -> Path:
+def build_and_certify_plan(
+    onnx_path: Path, plan_path: Path, build: PlanBuild, fixture: dict, timing_cache: Path, trt=None, runner_factory=None
+) -> Path:
     """Build, certify, then place: the plan reaches `plan_path` only if the certificate passes."""
     serialized = build_serialized_plan(onnx_path, build, timing_cache, trt)
     factory = runner_factory or plan_certification.polygraphy_runner
     profiles = profiles_for(build.limits)
     with factory(serialized) as run:
         report = plan_certification.certify_plan(
-            fixture, run, build.precision, lambda length: max_batch_for_length(build.limits, profiles, length))
+            fixture, run, build.precision, lambda length: max_batch_for_length(build.limits, profiles, length)
+        )
     print(report.summary(), flush=True)
     staging = plan_path.with_name(plan_path.name + ".staging")
     staging.parent.mkdir(parents=True, exist_ok=True)

@@ -74,8 +74,12 @@ def profile_for(length_class: LengthClass) -> Profile:
     """Exactly the class's shapes: a batch the class model can receive is inside its profile."""
     batch, top = length_class.max_batch, length_class.max_length
     opt_length = min(TYPICAL_PAIR_TOKENS, top) if length_class.index == 0 else top
-    return Profile(length_class.model, (1, length_class.min_length), (batch, max(opt_length, length_class.min_length)),
-                   (batch, top))
+    return Profile(
+        length_class.model,
+        (1, length_class.min_length),
+        (batch, max(opt_length, length_class.min_length)),
+        (batch, top),
+    )
 
 
 def profiles_for(limits: ServingLimits) -> list[Profile]:
@@ -92,14 +96,19 @@ def check_consistency(limits: ServingLimits, profiles: list[Profile]) -> list[st
         problems.append(f"{len(profiles)} profiles for {len(classes)} length classes")
     for length_class, profile in zip(classes, profiles):
         if profile.max_shape[0] < length_class.max_batch:
-            problems.append(f"class {length_class.model} batches {length_class.max_batch} pairs but profile "
-                            f"{profile.name} holds {profile.max_shape[0]}")
+            problems.append(
+                f"class {length_class.model} batches {length_class.max_batch} pairs but profile "
+                f"{profile.name} holds {profile.max_shape[0]}"
+            )
         if not profile.min_shape[1] <= length_class.min_length or profile.max_shape[1] < length_class.max_length:
-            problems.append(f"profile {profile.name} does not cover lengths {length_class.min_length}.."
-                            f"{length_class.max_length}")
+            problems.append(
+                f"profile {profile.name} does not cover lengths {length_class.min_length}..{length_class.max_length}"
+            )
         if length_class.max_tokens > MAX_BATCH_TOKENS and length_class.max_batch > 1:
-            problems.append(f"class {length_class.model} can batch {length_class.max_tokens} tokens, over "
-                            f"MAX_BATCH_TOKENS={MAX_BATCH_TOKENS}")
+            problems.append(
+                f"class {length_class.model} can batch {length_class.max_tokens} tokens, over "
+                f"MAX_BATCH_TOKENS={MAX_BATCH_TOKENS}"
+            )
     covered = max(p.max_shape[1] for p in profiles)
     if covered < limits.max_length:
         problems.append(f"profiles cover {covered} tokens but max_length is {limits.max_length}")
@@ -108,8 +117,7 @@ def check_consistency(limits: ServingLimits, profiles: list[Profile]) -> list[st
     for p in profiles:
         if not all(lo <= opt <= hi for lo, opt, hi in zip(p.min_shape, p.opt_shape, p.max_shape)):
             problems.append(f"profile {p.name}: min <= opt <= max violated")
-    uncovered = [b for b in limits.buckets
-                 if not any(p.min_shape[1] <= b <= p.max_shape[1] for p in profiles)]
+    uncovered = [b for b in limits.buckets if not any(p.min_shape[1] <= b <= p.max_shape[1] for p in profiles)]
     if uncovered:
         problems.append(f"buckets {uncovered} fall in no profile")
     return problems

@@ -69,8 +69,9 @@ class RepositorySpec:
         if self.precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
         if self.engine_cache_prefix and not ENGINE_CACHE_PREFIX.fullmatch(self.engine_cache_prefix):
-            raise ValueError(f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, "
-                             f"got {self.engine_cache_prefix!r}")
+            raise ValueError(
+                f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, got {self.engine_cache_prefix!r}"
+            )
 
 
 # It becomes part of a file name on the cache volume: letters, digits and underscores only.
@@ -90,13 +91,20 @@ def engine_cache_prefix_for(graph: Path) -> str:
 
 
 # KServe v2 wire datatype -> config data type (BYTES travels as TYPE_STRING in a config).
-CONFIG_TYPES = {"BYTES": mc.TYPE_STRING, "INT64": mc.TYPE_INT64, "INT32": mc.TYPE_INT32,
-                "FP32": mc.TYPE_FP32, "BOOL": mc.TYPE_BOOL}
+CONFIG_TYPES = {
+    "BYTES": mc.TYPE_STRING,
+    "INT64": mc.TYPE_INT64,
+    "INT32": mc.TYPE_INT32,
+    "FP32": mc.TYPE_FP32,
+    "BOOL": mc.TYPE_BOOL,
+}
 
 
 def _inputs(tensors, optional=()) -> list[mc.ModelInput]:
-    return [mc.ModelInput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims),
-                          optional=t in optional) for t in tensors]
+    return [
+        mc.ModelInput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims), optional=t in optional)
+        for t in tensors
+    ]
 
 
 def _outputs(tensors) -> list[mc.ModelOutput]:
@@ -128,27 +136,31 @@ def routed_batch_size(limits: ServingLimits) -> int:
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
     """What the tokenizer applies and the ensembles publish for the client (contract.Param keys)."""
     limits = spec.limits
-    return {Param.MAX_LENGTH: limits.max_length, Param.QUERY_MAX_LENGTH: limits.query_max_length,
-            Param.SPECIAL_TOKENS_PER_PAIR: SPECIAL_TOKENS_PER_PAIR,
-            Param.LENGTH_BUCKETS: ",".join(map(str, limits.buckets)),
-            Param.MAX_TEXT_BYTES: limits.max_text_bytes,
-            Param.MAX_BATCH_TOKENS: MAX_BATCH_TOKENS,
-            Param.LENGTH_CLASSES: published_classes(length_classes(limits)),
-            Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
-            Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST}
+    return {
+        Param.MAX_LENGTH: limits.max_length,
+        Param.QUERY_MAX_LENGTH: limits.query_max_length,
+        Param.SPECIAL_TOKENS_PER_PAIR: SPECIAL_TOKENS_PER_PAIR,
+        Param.LENGTH_BUCKETS: ",".join(map(str, limits.buckets)),
+        Param.MAX_TEXT_BYTES: limits.max_text_bytes,
+        Param.MAX_BATCH_TOKENS: MAX_BATCH_TOKENS,
+        Param.LENGTH_CLASSES: published_classes(length_classes(limits)),
+        Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
+        Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST,
+    }
 
 
 def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(
-        name=TOKENIZER, backend="python", max_batch_size=spec.limits.max_batch_size,
+        name=TOKENIZER,
+        backend="python",
+        max_batch_size=spec.limits.max_batch_size,
         # window_stride is optional: the `rerank` ensemble does not send it (truncate mode), the
         # `rerank_windows` ensemble does. In window mode the outputs have one row per window.
         input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE,)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
         # Gather concurrent requests so one execute() tokenizes them in one batch call.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
-        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU,
-                                              count=spec.tokenizer_instances)],
+        instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.tokenizer_instances)],
     )
     _set_params(config, **published_limits(spec))
     return config
@@ -159,24 +171,35 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
     model (BLS, all parts of all requests of one execute in flight at once)."""
     classes = length_classes(spec.limits)
     config = mc.ModelConfig(
-        name=LENGTH_ROUTER, backend="python", max_batch_size=routed_batch_size(spec.limits),
-        input=_inputs(contract.CROSS_ENCODER_INPUTS), output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
+        name=LENGTH_ROUTER,
+        backend="python",
+        max_batch_size=routed_batch_size(spec.limits),
+        input=_inputs(contract.CROSS_ENCODER_INPUTS),
+        output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         # Concurrent requests arrive in one execute(), so their rows reach the class models together
         # and batch there.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
-    _set_params(config, **{Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
-                           Param.LENGTH_CLASSES: published_classes(classes),
-                           Param.CLASS_MODELS: ",".join(c.model for c in classes)})
+    _set_params(
+        config,
+        **{
+            Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
+            Param.LENGTH_CLASSES: published_classes(classes),
+            Param.CLASS_MODELS: ",".join(c.model for c in classes),
+        },
+    )
     return config
 
 
 def window_reduce_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python model: one result per passage from its windows (max logit, its span)."""
     return mc.ModelConfig(
-        name=WINDOW_REDUCE, backend="python", max_batch_size=routed_batch_size(spec.limits),
-        input=_inputs(contract.WINDOW_REDUCE_INPUTS), output=_outputs(contract.WINDOW_REDUCE_OUTPUTS),
+        name=WINDOW_REDUCE,
+        backend="python",
+        max_batch_size=routed_batch_size(spec.limits),
+        input=_inputs(contract.WINDOW_REDUCE_INPUTS),
+        output=_outputs(contract.WINDOW_REDUCE_OUTPUTS),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)],
     )
 
@@ -194,8 +217,7 @@ def warmup_shapes(limits: ServingLimits, length_class: LengthClass | None = None
     bucket (a full long batch would take gigabytes on the CPU stand-in for no benefit)."""
     length_class = length_class or length_classes(limits)[0]
     if length_class.index == 0:
-        return [(1, limits.buckets[0]),
-                (length_class.max_batch, min(length_class.max_length, TYPICAL_PAIR_TOKENS))]
+        return [(1, limits.buckets[0]), (length_class.max_batch, min(length_class.max_length, TYPICAL_PAIR_TOKENS))]
     return [(1, next(b for b in limits.buckets if b >= length_class.min_length))]
 
 
@@ -205,8 +227,10 @@ def warmup_files(limits: ServingLimits, length_class: LengthClass | None = None)
     no request sends, and which HF's float32-min mask turns into NaN under fp16."""
     import numpy as np
 
-    return {warmup_mask_file(length): np.ones(length, dtype=np.int64).tobytes()
-            for _, length in warmup_shapes(limits, length_class)}
+    return {
+        warmup_mask_file(length): np.ones(length, dtype=np.int64).tobytes()
+        for _, length in warmup_shapes(limits, length_class)
+    }
 
 
 def _warmup(spec: RepositorySpec, length_class: LengthClass) -> list[mc.ModelWarmup]:
@@ -215,8 +239,9 @@ def _warmup(spec: RepositorySpec, length_class: LengthClass) -> list[mc.ModelWar
         inputs = {
             # Token id 0 is <s>: a valid id; the mask says every position is a real token.
             contract.INPUT_IDS.name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length], zero_data=True),
-            contract.ATTENTION_MASK.name: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[length],
-                                                 input_data_file=warmup_mask_file(length)),
+            contract.ATTENTION_MASK.name: mc.ModelWarmup.Input(
+                data_type=mc.TYPE_INT64, dims=[length], input_data_file=warmup_mask_file(length)
+            ),
         }
         warmups.append(mc.ModelWarmup(name=f"batch{batch}_len{length}", batch_size=batch, inputs=inputs))
     return warmups
@@ -254,8 +279,10 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
     class's batch, so the dynamic batcher cannot form a batch over MAX_BATCH_TOKENS."""
     length_class = length_class or length_classes(spec.limits)[0]
     config = mc.ModelConfig(
-        name=length_class.model, max_batch_size=length_class.max_batch,
-        input=_inputs(contract.CROSS_ENCODER_INPUTS), output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
+        name=length_class.model,
+        max_batch_size=length_class.max_batch,
+        input=_inputs(contract.CROSS_ENCODER_INPUTS),
+        output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
         model_warmup=_warmup(spec, length_class),
     )
@@ -275,14 +302,20 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         config.instance_group.append(gpu)
     else:
         config.backend = "python"
-        config.instance_group.append(mc.ModelInstanceGroup(
-            kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances))
+        config.instance_group.append(
+            mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances)
+        )
         # The Python model refuses every shape outside its class (the same shapes as the TensorRT
         # profile: rows of min_length..max_length tokens, at most max_batch_size of them), so the
         # CPU path enforces what a plan would, and a direct caller gets INVALID_ARGUMENT.
-        _set_params(config, onnx_file="model.onnx", intra_op_threads=spec.cpu_threads,
-                    min_length=length_class.min_length, max_length=length_class.max_length,
-                    vocab_size=spec.limits.vocab_size)
+        _set_params(
+            config,
+            onnx_file="model.onnx",
+            intra_op_threads=spec.cpu_threads,
+            min_length=length_class.min_length,
+            max_length=length_class.max_length,
+            vocab_size=spec.limits.vocab_size,
+        )
     return config
 
 
@@ -290,21 +323,31 @@ def _step(model: str, inputs, outputs, rename: dict[str, str] | None = None) -> 
     """A step whose tensors keep their names inside the ensemble, except those in `rename`."""
     rename = rename or {}
     return mc.ModelEnsembling.Step(
-        model_name=model, model_version=-1,
+        model_name=model,
+        model_version=-1,
         input_map={t.name: rename.get(t.name, t.name) for t in inputs},
-        output_map={t.name: rename.get(t.name, t.name) for t in outputs})
+        output_map={t.name: rename.get(t.name, t.name) for t in outputs},
+    )
 
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
     config = mc.ModelConfig(
-        name=ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(contract.ENSEMBLE_INPUTS), output=_outputs(contract.ENSEMBLE_OUTPUTS),
-        ensemble_scheduling=mc.ModelEnsembling(step=[
-            _step(TOKENIZER, contract.ENSEMBLE_INPUTS, (contract.INPUT_IDS, contract.ATTENTION_MASK,
-                                                        contract.TOKENS, contract.TRUNCATED)),
-            _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
-        ]),
+        name=ENSEMBLE,
+        platform="ensemble",
+        max_batch_size=spec.limits.max_batch_size,
+        input=_inputs(contract.ENSEMBLE_INPUTS),
+        output=_outputs(contract.ENSEMBLE_OUTPUTS),
+        ensemble_scheduling=mc.ModelEnsembling(
+            step=[
+                _step(
+                    TOKENIZER,
+                    contract.ENSEMBLE_INPUTS,
+                    (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKENS, contract.TRUNCATED),
+                ),
+                _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
+            ]
+        ),
     )
     # The client reads these with the config it fetches anyway: it packs requests by bucket,
     # counts pair tokens with the server's own rules and rejects over-long texts before sending.
@@ -314,24 +357,32 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
 
 # Inside `rerank_windows` the per-window tensors (one row per window) are renamed, so they do not
 # collide with the per-passage outputs of the same names.
-_PER_WINDOW = {t.name: f"window_{t.name}" for t in (contract.LOGIT, contract.SCORE, contract.TOKENS,
-                                                     contract.TRUNCATED)}
+_PER_WINDOW = {
+    t.name: f"window_{t.name}" for t in (contract.LOGIT, contract.SCORE, contract.TOKENS, contract.TRUNCATED)
+}
 
 
 def window_ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """`rerank_windows`: tokenizer (one row per window; the batch grows, bounded by
     MAX_WINDOWS_PER_REQUEST) -> length_router -> window_reduce (back to one row per passage)."""
     config = mc.ModelConfig(
-        name=WINDOW_ENSEMBLE, platform="ensemble", max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(contract.WINDOW_ENSEMBLE_INPUTS), output=_outputs(contract.WINDOW_ENSEMBLE_OUTPUTS),
-        ensemble_scheduling=mc.ModelEnsembling(step=[
-            _step(TOKENIZER, contract.TOKENIZER_INPUTS, contract.TOKENIZER_OUTPUTS, _PER_WINDOW),
-            _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS, _PER_WINDOW),
-            mc.ModelEnsembling.Step(
-                model_name=WINDOW_REDUCE, model_version=-1,
-                input_map={t.name: _PER_WINDOW.get(t.name, t.name) for t in contract.WINDOW_REDUCE_INPUTS},
-                output_map={t.name: t.name for t in contract.WINDOW_REDUCE_OUTPUTS}),
-        ]),
+        name=WINDOW_ENSEMBLE,
+        platform="ensemble",
+        max_batch_size=spec.limits.max_batch_size,
+        input=_inputs(contract.WINDOW_ENSEMBLE_INPUTS),
+        output=_outputs(contract.WINDOW_ENSEMBLE_OUTPUTS),
+        ensemble_scheduling=mc.ModelEnsembling(
+            step=[
+                _step(TOKENIZER, contract.TOKENIZER_INPUTS, contract.TOKENIZER_OUTPUTS, _PER_WINDOW),
+                _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS, _PER_WINDOW),
+                mc.ModelEnsembling.Step(
+                    model_name=WINDOW_REDUCE,
+                    model_version=-1,
+                    input_map={t.name: _PER_WINDOW.get(t.name, t.name) for t in contract.WINDOW_REDUCE_INPUTS},
+                    output_map={t.name: t.name for t in contract.WINDOW_REDUCE_OUTPUTS},
+                ),
+            ]
+        ),
     )
     _set_params(config, **published_limits(spec))
     return config

@@ -29,7 +29,7 @@ def pairs_of_length(tokenizer_json: str, tokens: int, count: int = 64) -> list[t
         query = queries[i % len(queries)]
         budget = max(1, tokens - len(tokenizer.encode(query, add_special_tokens=False).ids) - 4)
         start = (i * 997) % max(1, len(encoding.ids) - budget - 1)
-        out.append((query, source[encoding.offsets[start][0]:encoding.offsets[start + budget - 1][1]]))
+        out.append((query, source[encoding.offsets[start][0] : encoding.offsets[start + budget - 1][1]]))
     return out
 
 
@@ -40,7 +40,7 @@ def token_inputs(tokenizer_json: str, query: str, passage: str, tokens: int) -> 
     cls, sep, pad = (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
     q = tokenizer.encode(query, add_special_tokens=False).ids
     p = tokenizer.encode(passage, add_special_tokens=False).ids
-    ids = ([cls] + q + [sep, sep] + p)[:tokens - 1] + [sep]
+    ids = ([cls] + q + [sep, sep] + p)[: tokens - 1] + [sep]
     mask = [1] * len(ids) + [0] * (tokens - len(ids))
     ids += [pad] * (tokens - len(ids))
     return {"input_ids": {"content": ids, "shape": [tokens]}, "attention_mask": {"content": mask, "shape": [tokens]}}
@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--tokens", type=int, required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--cross-encoder", action="store_true",
-                        help="write input_ids/attention_mask of exactly --tokens tokens for the cross_encoder model")
+    parser.add_argument(
+        "--cross-encoder",
+        action="store_true",
+        help="write input_ids/attention_mask of exactly --tokens tokens for the cross_encoder model",
+    )
     args = parser.parse_args(argv)
     pairs = pairs_of_length(args.tokenizer, args.tokens)
     if args.cross_encoder:
         data = [token_inputs(args.tokenizer, q, p, args.tokens) for q, p in pairs]
     else:
-        data = [{"query": {"content": [q], "shape": [1]}, "passage": {"content": [p], "shape": [1]}}
-                for q, p in pairs]
+        data = [{"query": {"content": [q], "shape": [1]}, "passage": {"content": [p], "shape": [1]}} for q, p in pairs]
     with open(args.out, "w") as handle:
         json.dump({"data": data}, handle, ensure_ascii=False)
     return 0

@@ -44,23 +44,61 @@ def write_input_data(path: Path, tokenizer_json: str, max_length: int, entries: 
     """perf_analyzer --input-data JSON. Entries are sorted by length so the `-b` consecutive
     entries of one request have similar lengths, as the client's chunking makes them."""
     pairs = sorted(make_pairs(tokenizer_json, entries, max_length, seed), key=lambda p: p.passage_tokens)
-    data = [{"query": {"content": [p.query], "shape": [1]}, "passage": {"content": [p.passage], "shape": [1]}}
-            for p in pairs]
+    data = [
+        {"query": {"content": [p.query], "shape": [1]}, "passage": {"content": [p.passage], "shape": [1]}}
+        for p in pairs
+    ]
     path.write_text(json.dumps({"data": data}, ensure_ascii=False))
     lengths = sorted(p.passage_tokens for p in pairs)
-    return {"entries": entries, "passage_tokens_p50": lengths[len(lengths) // 2],
-            "passage_tokens_max": lengths[-1], "length_mix": LENGTH_MIX}
+    return {
+        "entries": entries,
+        "passage_tokens_p50": lengths[len(lengths) // 2],
+        "passage_tokens_max": lengths[-1],
+        "length_mix": LENGTH_MIX,
+    }
 
 
-def run(url: str, input_data: Path, out_csv: Path, batch: int, concurrency: list[int], protocol: str = "grpc",
-        window_requests: int = 64, stability: int = 50, extra: list[str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    url: str,
+    input_data: Path,
+    out_csv: Path,
+    batch: int,
+    concurrency: list[int],
+    protocol: str = "grpc",
+    window_requests: int = 64,
+    stability: int = 50,
+    extra: list[str] | None = None,
+) -> subprocess.CompletedProcess:
     """Mixed lengths make per-request latency vary by design, so windows are counted in
     requests (each sees the whole mix) and 50% stability is accepted on a shared CPU box."""
-    cmd = [perf_analyzer_binary(), "-m", "rerank", "-u", url, "-i", protocol, "--input-data", str(input_data),
-           "-b", str(batch), "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:{_step(concurrency)}",
-           "--measurement-mode", "count_windows", "--measurement-request-count", str(window_requests),
-           "--stability-percentage", str(stability), "--max-trials", "10", "--percentile", "95", "-f", str(out_csv),
-           *(extra or [])]
+    cmd = [
+        perf_analyzer_binary(),
+        "-m",
+        "rerank",
+        "-u",
+        url,
+        "-i",
+        protocol,
+        "--input-data",
+        str(input_data),
+        "-b",
+        str(batch),
+        "--concurrency-range",
+        f"{min(concurrency)}:{max(concurrency)}:{_step(concurrency)}",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(window_requests),
+        "--stability-percentage",
+        str(stability),
+        "--max-trials",
+        "10",
+        "--percentile",
+        "95",
+        "-f",
+        str(out_csv),
+        *(extra or []),
+    ]
     print("[perf] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, env=perf_analyzer_env(), capture_output=True, text=True)
 
@@ -79,19 +117,31 @@ def summarise(rows: list[dict], batch: int) -> list[dict]:
     out = []
     for row in rows:
         requests_per_s = float(row["Inferences/Second"]) / batch
-        out.append({"concurrency": int(row["Concurrency"]), "pairs_per_s": float(row["Inferences/Second"]),
-                    "requests_per_s": requests_per_s,
-                    "p50_ms": float(row["p50 latency"]) / 1e3, "p95_ms": float(row["p95 latency"]) / 1e3,
-                    "p99_ms": float(row["p99 latency"]) / 1e3})
+        out.append(
+            {
+                "concurrency": int(row["Concurrency"]),
+                "pairs_per_s": float(row["Inferences/Second"]),
+                "requests_per_s": requests_per_s,
+                "p50_ms": float(row["p50 latency"]) / 1e3,
+                "p95_ms": float(row["p95 latency"]) / 1e3,
+                "p99_ms": float(row["p99 latency"]) / 1e3,
+            }
+        )
     return out
 
 
 def write_report(rows: list[dict], out_dir: Path, batch: int, facts: dict) -> None:
-    lines = [f"# perf_analyzer: `rerank`, {batch} pairs per request", "",
-             "| concurrency | pairs/s | requests/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# perf_analyzer: `rerank`, {batch} pairs per request",
+        "",
+        "| concurrency | pairs/s | requests/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['concurrency']} | {r['pairs_per_s']:.1f} | {r['requests_per_s']:.1f} | "
-                     f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |")
+        lines.append(
+            f"| {r['concurrency']} | {r['pairs_per_s']:.1f} | {r['requests_per_s']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
+        )
     lines += ["", "```json", json.dumps(facts, indent=1), "```", "", "![perf](perf.png)"]
     (out_dir / "perf.md").write_text("\n".join(lines) + "\n")
     (out_dir / "perf.json").write_text(json.dumps({"rows": rows, "facts": facts}, indent=1))
@@ -121,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--repo", type=Path, help="exported repository: serve it locally for the run")
     target.add_argument("--url", help="gRPC host:port of a running server")
     parser.add_argument("--tokenizer", help="tokenizer.json (default: REPO/tokenizer/1/tokenizer.json)")
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-                        help="the served max_length: sets which passages the workload makes over-long")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        help="the served max_length: sets which passages the workload makes over-long",
+    )
     parser.add_argument("--batch", type=int, default=16, help="pairs per request")
     parser.add_argument("--concurrency", default="1,2,4,8")
     parser.add_argument("--window-requests", type=int, default=64, help="requests per measurement window")
@@ -139,14 +193,22 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         if args.repo:
-            server = TritonServer(args.repo, free_port(), free_port(), free_port(),
-                                  log_path=args.out / "tritonserver.log").start()
+            server = TritonServer(
+                args.repo, free_port(), free_port(), free_port(), log_path=args.out / "tritonserver.log"
+            ).start()
         url = args.url or server.grpc_url  # type: ignore[union-attr]  # --url or --repo is required
         rows = []
         for c in concurrency:  # one run per level: uneven steps, and one bad level does not lose the rest
             csv_path = args.out / f"perf_c{c}.csv"
-            proc = run(url, args.out / "input_data.json", csv_path, args.batch, [c], window_requests=args.window_requests,
-                       stability=args.stability)
+            proc = run(
+                url,
+                args.out / "input_data.json",
+                csv_path,
+                args.batch,
+                [c],
+                window_requests=args.window_requests,
+                stability=args.stability,
+            )
             if proc.returncode != 0:
                 print(proc.stdout[-3000:], proc.stderr[-2000:], file=sys.stderr)
                 return proc.returncode

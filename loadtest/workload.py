@@ -56,8 +56,9 @@ def make_pairs(tokenizer_json: str, count: int, max_length: int, seed: int = 0) 
     return pairs
 
 
-def hundred_passage_requests(tokenizer_json: str, requests: int, max_length: int, seed: int = 0
-                             ) -> list[tuple[str, list[str]]]:
+def hundred_passage_requests(
+    tokenizer_json: str, requests: int, max_length: int, seed: int = 0
+) -> list[tuple[str, list[str]]]:
     """`requests` rerank calls of one query x 100 passages each (the RAG shape)."""
     pairs = make_pairs(tokenizer_json, 100 * requests, max_length, seed)
-    return [(pairs[i * 100].query, [p.passage for p in pairs[i * 100:(i + 1) * 100]]) for i in range(requests)]
+    return [(pairs[i * 100].query, [p.passage for p in pairs[i * 100 : (i + 1) * 100]]) for i in range(requests)]

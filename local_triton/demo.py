@@ -1,6 +1,6 @@
 """The main job end to end: export -> serve on the local tritonserver -> rerank -> stop.
 
-    python -m local_triton.demo --model BAAI/bge-reranker-v2-m3   (or a local folder)
+python -m local_triton.demo --model BAAI/bge-reranker-v2-m3   (or a local folder)
 """
 
 from __future__ import annotations
@@ -47,16 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     args = parser.parse_args(argv)
 
-    code = export_main(["--model", args.model, "--repo", str(args.repo), "--backend", "python",
-                        "--precision", "fp32"])
+    code = export_main(["--model", args.model, "--repo", str(args.repo), "--backend", "python", "--precision", "fp32"])
     if code:
         return code
     from reranker_client import RerankClient
 
     log = args.repo.parent / "demo_tritonserver.log"
     print(f"[demo] starting tritonserver (log: {log}) ...", flush=True)
-    with TritonServer(args.repo, args.http_port, args.grpc_port, args.metrics_port, log_path=log,
-                      host=args.host) as server, RerankClient(server.grpc_url) as client:
+    with (
+        TritonServer(
+            args.repo, args.http_port, args.grpc_port, args.metrics_port, log_path=log, host=args.host
+        ) as server,
+        RerankClient(server.grpc_url) as client,
+    ):
         results = client.rerank(QUERY, PASSAGES, return_documents=True)
     print(f"\nquery: {QUERY}\n")
     print(f"{'rank':>4}  {'score':>7}  {'logit':>8}  passage")

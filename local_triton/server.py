@@ -84,8 +84,10 @@ def backend_directory() -> Path:
         for item in (source / "backends" / "python").iterdir():
             if item.is_file():
                 shutil.copy2(item, python_dir / item.name)
-        shutil.copy2(source / "python_backend_stubs" / version / "triton_python_backend_stub",
-                     python_dir / "triton_python_backend_stub")
+        shutil.copy2(
+            source / "python_backend_stubs" / version / "triton_python_backend_stub",
+            python_dir / "triton_python_backend_stub",
+        )
     return target
 
 
@@ -133,25 +135,34 @@ class TritonServer:
 
     def command(self) -> list[str]:
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
-        return [str(binary), f"--model-repository={Path(self.repository).resolve()}",
-                f"--backend-directory={backend_directory()}",
-                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
-                f"--metrics-port={self.metrics_port}", "--allow-metrics=true",
-                f"--http-address={self.host}", f"--grpc-address={self.host}",
-                f"--metrics-address={self.host}",
-                "--strict-readiness=true", "--exit-on-error=true", "--log-verbose=0",
-                # Drain in-flight requests for up to 10 s on SIGINT (production keeps 30).
-                "--exit-timeout-secs=10",
-                # The deployment's Python backend shm sizing (export/settings.py), so the
-                # flags the chart passes are exercised by every local run.
-                *python_backend_flags(),
-                *self.extra_args]
+        return [
+            str(binary),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={backend_directory()}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            # Drain in-flight requests for up to 10 s on SIGINT (production keeps 30).
+            "--exit-timeout-secs=10",
+            # The deployment's Python backend shm sizing (export/settings.py), so the
+            # flags the chart passes are exercised by every local run.
+            *python_backend_flags(),
+            *self.extra_args,
+        ]
 
     def start(self, timeout: float = 180.0) -> TritonServer:
         # The server outlives this call: its log file stays open as long as the process runs.
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), env=server_environment(), stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(), env=server_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.wait_ready(timeout)
         return self
 
@@ -166,8 +177,10 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}"
-                                   + (f"; see {self.log_path}" if self.log_path else ""))
+                raise RuntimeError(
+                    f"tritonserver exited with code {self.process.returncode}"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
             if self.is_ready():
                 return
             time.sleep(0.25)
@@ -197,18 +210,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default loopback only; 0.0.0.0 for every interface)")
-    parser.add_argument("--probe-period", type=float, default=PROBE_PERIOD_S,
-                        help="seconds between health probes (one pair through the ensemble)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 for every interface)"
+    )
+    parser.add_argument(
+        "--probe-period",
+        type=float,
+        default=PROBE_PERIOD_S,
+        help="seconds between health probes (one pair through the ensemble)",
+    )
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
     args = parser.parse_args(argv)
     if not (args.repository / "rerank" / "config.pbtxt").exists():
         parser.error(f"{args.repository} is not an exported repository (run `make export` first)")
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.extra,
-                          host=args.host)
-    print(f"starting tritonserver on {args.host}: http :{args.http_port}, grpc :{args.grpc_port}, "
-          f"metrics :{args.metrics_port} ...", flush=True)
+    server = TritonServer(
+        args.repository, args.http_port, args.grpc_port, args.metrics_port, args.extra, host=args.host
+    )
+    print(
+        f"starting tritonserver on {args.host}: http :{args.http_port}, grpc :{args.grpc_port}, "
+        f"metrics :{args.metrics_port} ...",
+        flush=True,
+    )
     server.log_path = None
 
     def on_signal(signum, _frame):
@@ -218,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, on_signal)
     probe = probe_module()
     try:
-        server.process = subprocess.Popen(server.command(), env=server_environment(), start_new_session=True,
-                                          preexec_fn=_die_with_parent)
+        server.process = subprocess.Popen(
+            server.command(), env=server_environment(), start_new_session=True, preexec_fn=_die_with_parent
+        )
         server.wait_ready(600)
         print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
         watch_health(server, probe, args.probe_period)

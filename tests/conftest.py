@@ -41,22 +41,32 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def python_repo(tiny_model, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("repos") / "python_fp32"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp32"]) == 0
+    assert (
+        export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python", "--precision", "fp32"])
+        == 0
+    )
     return repo
 
 
 @pytest.fixture(scope="session")
 def fp16_repo(tiny_model, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("fp16") / "repo"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp16"]) == 0
+    assert (
+        export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python", "--precision", "fp16"])
+        == 0
+    )
     return repo
 
 
 def start_server(repo: Path, log_dir: Path, *extra: str) -> TritonServer:
-    server = TritonServer(repo, free_port(), free_port(), free_port(), list(extra),
-                          log_path=log_dir / f"tritonserver-{os.getpid()}-{free_port()}.log")
+    server = TritonServer(
+        repo,
+        free_port(),
+        free_port(),
+        free_port(),
+        list(extra),
+        log_path=log_dir / f"tritonserver-{os.getpid()}-{free_port()}.log",
+    )
     return server.start(timeout=240)
 
 

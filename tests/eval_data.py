@@ -13,57 +13,102 @@ from typing import Dict, List, Tuple
 
 # (query id, query, [(doc id, title, text, grade)]) ; grade 0 = distractor, not in qrels
 TOPICS: List[Tuple[str, str, List[Tuple[str, str, str, int]]]] = [
-    ("q-en", "How tall is Mount Everest?", [
-        ("d-en-1", "Mount Everest", "Mount Everest is 8,849 metres tall, the highest mountain above sea level.", 2),
-        ("d-en-2", "", "Everest lies in the Mahalangur range of the Himalayas between Nepal and China.", 1),
-        ("d-en-3", "", "The tallest building in the world is the Burj Khalifa in Dubai.", 0),
-        ("d-en-4", "Mountains", "Mount Kilimanjaro is the tallest mountain in Africa. " * 60, 0),
-    ]),
-    ("q-de", "Wie hoch ist die Zugspitze?", [
-        ("d-de-1", "Zugspitze", "Die Zugspitze ist mit 2962 Metern der höchste Berg Deutschlands.", 2),
-        ("d-de-2", "", "Auf die Zugspitze fahren eine Zahnradbahn und mehrere Seilbahnen.", 1),
-        ("d-de-3", "", "Wie hoch ist die Miete in München? Die Preise steigen jedes Jahr.", 0),
-    ]),
-    ("q-fr", "Quelle est la capitale de la France ?", [
-        ("d-fr-1", "Paris", "Paris est la capitale de la France et sa plus grande ville.", 2),
-        ("d-fr-2", "", "La France est un pays d'Europe de l'Ouest dont la capitale compte deux millions d'habitants.", 1),
-        ("d-fr-3", "", "Lyon est la troisième ville de France, célèbre pour sa cuisine.", 0),
-    ]),
-    ("q-es", "¿Cuál es el río más largo de España?", [
-        ("d-es-1", "", "El Tajo es el río más largo de la península ibérica, con 1007 kilómetros.", 2),
-        ("d-es-2", "Ebro", "El Ebro es el río más caudaloso de España.", 1),
-        ("d-es-3", "", "España tiene playas largas en el Mediterráneo.", 0),
-    ]),
-    ("q-zh", "长城有多长？", [
-        ("d-zh-1", "长城", "长城全长两万一千多公里，是世界上最长的建筑。", 2),
-        ("d-zh-2", "", "长城始建于春秋战国时期，明朝进行了大规模修建。", 1),
-        ("d-zh-3", "", "长江是中国最长的河流，全长六千三百公里。", 0),
-    ]),
-    ("q-ja", "富士山の高さは？", [
-        ("d-ja-1", "富士山", "富士山の高さは3776メートルで、日本で最も高い山です。", 2),
-        ("d-ja-2", "", "富士山は静岡県と山梨県にまたがる活火山です。", 1),
-        ("d-ja-3", "", "東京タワーの高さは333メートルです。", 0),
-    ]),
-    ("q-ru", "Какая самая длинная река в России?", [
-        ("d-ru-1", "", "Самая длинная река в России — Обь вместе с Иртышом, около 5400 километров.", 2),
-        ("d-ru-2", "Енисей", "Енисей — одна из крупнейших рек России и мира.", 1),
-        ("d-ru-3", "", "Москва — самый большой город России.", 0),
-    ]),
-    ("q-ar", "ما هي عاصمة مصر؟", [
-        ("d-ar-1", "", "القاهرة هي عاصمة مصر وأكبر مدنها.", 2),
-        ("d-ar-2", "", "تقع مصر في شمال شرق أفريقيا ويمر بها نهر النيل.", 1),
-        ("d-ar-3", "", "الرياض هي عاصمة المملكة العربية السعودية.", 0),
-    ]),
-    ("q-hi", "भारत की राजधानी क्या है?", [
-        ("d-hi-1", "", "नई दिल्ली भारत की राजधानी है।", 2),
-        ("d-hi-2", "", "भारत दक्षिण एशिया का एक विशाल देश है।", 1),
-        ("d-hi-3", "", "मुंबई भारत का सबसे बड़ा शहर है।", 0),
-    ]),
-    ("q-ko", "한국의 수도는 어디입니까?", [
-        ("d-ko-1", "서울", "서울은 대한민국의 수도이자 최대 도시입니다.", 2),
-        ("d-ko-2", "", "한국은 동아시아의 한반도에 있는 나라입니다.", 1),
-        ("d-ko-3", "", "부산은 한국의 제2의 도시입니다.", 0),
-    ]),
+    (
+        "q-en",
+        "How tall is Mount Everest?",
+        [
+            ("d-en-1", "Mount Everest", "Mount Everest is 8,849 metres tall, the highest mountain above sea level.", 2),
+            ("d-en-2", "", "Everest lies in the Mahalangur range of the Himalayas between Nepal and China.", 1),
+            ("d-en-3", "", "The tallest building in the world is the Burj Khalifa in Dubai.", 0),
+            ("d-en-4", "Mountains", "Mount Kilimanjaro is the tallest mountain in Africa. " * 60, 0),
+        ],
+    ),
+    (
+        "q-de",
+        "Wie hoch ist die Zugspitze?",
+        [
+            ("d-de-1", "Zugspitze", "Die Zugspitze ist mit 2962 Metern der höchste Berg Deutschlands.", 2),
+            ("d-de-2", "", "Auf die Zugspitze fahren eine Zahnradbahn und mehrere Seilbahnen.", 1),
+            ("d-de-3", "", "Wie hoch ist die Miete in München? Die Preise steigen jedes Jahr.", 0),
+        ],
+    ),
+    (
+        "q-fr",
+        "Quelle est la capitale de la France ?",
+        [
+            ("d-fr-1", "Paris", "Paris est la capitale de la France et sa plus grande ville.", 2),
+            (
+                "d-fr-2",
+                "",
+                "La France est un pays d'Europe de l'Ouest dont la capitale compte deux millions d'habitants.",
+                1,
+            ),
+            ("d-fr-3", "", "Lyon est la troisième ville de France, célèbre pour sa cuisine.", 0),
+        ],
+    ),
+    (
+        "q-es",
+        "¿Cuál es el río más largo de España?",
+        [
+            ("d-es-1", "", "El Tajo es el río más largo de la península ibérica, con 1007 kilómetros.", 2),
+            ("d-es-2", "Ebro", "El Ebro es el río más caudaloso de España.", 1),
+            ("d-es-3", "", "España tiene playas largas en el Mediterráneo.", 0),
+        ],
+    ),
+    (
+        "q-zh",
+        "长城有多长？",
+        [
+            ("d-zh-1", "长城", "长城全长两万一千多公里，是世界上最长的建筑。", 2),
+            ("d-zh-2", "", "长城始建于春秋战国时期，明朝进行了大规模修建。", 1),
+            ("d-zh-3", "", "长江是中国最长的河流，全长六千三百公里。", 0),
+        ],
+    ),
+    (
+        "q-ja",
+        "富士山の高さは？",
+        [
+            ("d-ja-1", "富士山", "富士山の高さは3776メートルで、日本で最も高い山です。", 2),
+            ("d-ja-2", "", "富士山は静岡県と山梨県にまたがる活火山です。", 1),
+            ("d-ja-3", "", "東京タワーの高さは333メートルです。", 0),
+        ],
+    ),
+    (
+        "q-ru",
+        "Какая самая длинная река в России?",
+        [
+            ("d-ru-1", "", "Самая длинная река в России — Обь вместе с Иртышом, около 5400 километров.", 2),
+            ("d-ru-2", "Енисей", "Енисей — одна из крупнейших рек России и мира.", 1),
+            ("d-ru-3", "", "Москва — самый большой город России.", 0),
+        ],
+    ),
+    (
+        "q-ar",
+        "ما هي عاصمة مصر؟",
+        [
+            ("d-ar-1", "", "القاهرة هي عاصمة مصر وأكبر مدنها.", 2),
+            ("d-ar-2", "", "تقع مصر في شمال شرق أفريقيا ويمر بها نهر النيل.", 1),
+            ("d-ar-3", "", "الرياض هي عاصمة المملكة العربية السعودية.", 0),
+        ],
+    ),
+    (
+        "q-hi",
+        "भारत की राजधानी क्या है?",
+        [
+            ("d-hi-1", "", "नई दिल्ली भारत की राजधानी है।", 2),
+            ("d-hi-2", "", "भारत दक्षिण एशिया का एक विशाल देश है।", 1),
+            ("d-hi-3", "", "मुंबई भारत का सबसे बड़ा शहर है।", 0),
+        ],
+    ),
+    (
+        "q-ko",
+        "한국의 수도는 어디입니까?",
+        [
+            ("d-ko-1", "서울", "서울은 대한민국의 수도이자 최대 도시입니다.", 2),
+            ("d-ko-2", "", "한국은 동아시아의 한반도에 있는 나라입니다.", 1),
+            ("d-ko-3", "", "부산은 한국의 제2의 도시입니다.", 0),
+        ],
+    ),
 ]
 
 
@@ -82,7 +127,8 @@ def write(root: Path, split: str = "test", topics=TOPICS, extra_docs=(), extra_q
     if "qrels" not in skip:
         (root / "qrels").mkdir(exist_ok=True)
         (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels), "utf-8")
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels), "utf-8"
+        )
     return root
 
 

@@ -30,9 +30,12 @@ def serve_at(source: Path, model_dir: Path, target: Path, max_length: int, token
 
     shutil.copytree(source, target)
     exported = text_format.Parse((source / CROSS_ENCODER / "config.pbtxt").read_text(), mc.ModelConfig())
-    spec = RepositorySpec(backend="python", precision="fp32", tokenizer_instances=tokenizer_instances,
-                          limits=ServingLimits(max_length=max_length,
-                                               vocab_size=int(exported.parameters["vocab_size"].string_value)))
+    spec = RepositorySpec(
+        backend="python",
+        precision="fp32",
+        tokenizer_instances=tokenizer_instances,
+        limits=ServingLimits(max_length=max_length, vocab_size=int(exported.parameters["vocab_size"].string_value)),
+    )
     model = XLMRobertaForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
     first = target / CROSS_ENCODER / "1"
     for stale in first.glob("model.onnx*"):

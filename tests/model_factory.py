@@ -52,11 +52,19 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1500) -> None:
         text.write_text("\n".join(lines * 3), encoding="utf-8")
         prefix = Path(tmp) / "spm"
         spm.SentencePieceTrainer.train(
-            input=str(text), model_prefix=str(prefix), model_type="unigram",
-            vocab_size=vocab_size, character_coverage=1.0, byte_fallback=False,
-            hard_vocab_limit=False, minloglevel=2,
+            input=str(text),
+            model_prefix=str(prefix),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            character_coverage=1.0,
+            byte_fallback=False,
+            hard_vocab_limit=False,
+            minloglevel=2,
             # The special pieces XLM-R's fairseq conversion expects at ids 0..2.
-            unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
         )
         tokenizer = XLMRobertaTokenizerFast(vocab_file=str(prefix) + ".model")
         tokenizer.model_max_length = 8192
@@ -74,10 +82,17 @@ def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
     shape = SHAPES[shape_name]
     config = XLMRobertaConfig(
         vocab_size=shape.vocab or len(tokenizer),
-        hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-        max_position_embeddings=8194, type_vocab_size=1, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, num_labels=1,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=8194,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+        num_labels=1,
         initializer_range=shape.init_range,
         architectures=["XLMRobertaForSequenceClassification"],
     )
@@ -86,8 +101,9 @@ def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
     # Spread the logits (std ~3, mean ~0.5 on real pairs): near 0 sigmoid hides every error.
     with torch.no_grad():
         queries, passages = zip(*pairs())
-        ids = tokenizer(list(queries), list(passages), padding=True, truncation=True,
-                        max_length=128, return_tensors="pt")
+        ids = tokenizer(
+            list(queries), list(passages), padding=True, truncation=True, max_length=128, return_tensors="pt"
+        )
         logits = model(**ids).logits.squeeze(-1)
         scale = 3.0 / max(float(logits.std()), 1e-6)
         bias = float(model.classifier.out_proj.bias)

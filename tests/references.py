@@ -19,7 +19,8 @@ def flag_reranker(model_dir: str):
 
 def flag_scores(model_dir: Path, pairs, max_length: int = DEFAULT_MAX_LENGTH, normalize: bool = True) -> np.ndarray:
     scores = flag_reranker(str(model_dir)).compute_score(
-        [list(p) for p in pairs], max_length=max_length, normalize=normalize, batch_size=32)
+        [list(p) for p in pairs], max_length=max_length, normalize=normalize, batch_size=32
+    )
     return np.asarray(scores if isinstance(scores, list) else [scores], dtype=np.float64)
 
 
@@ -32,8 +33,7 @@ def flag_token_ids(model_dir: Path, pairs, max_length: int = DEFAULT_MAX_LENGTH)
     for query, passage in pairs:
         q = tokenizer(query, add_special_tokens=False, max_length=max_length * 3 // 4, truncation=True)["input_ids"]
         p = tokenizer(passage, add_special_tokens=False, max_length=max_length, truncation=True)["input_ids"]
-        item = prepare_for_model_compat(tokenizer, q, p, truncation="only_second", max_length=max_length,
-                                        padding=False)
+        item = prepare_for_model_compat(tokenizer, q, p, truncation="only_second", max_length=max_length, padding=False)
         out.append(list(item["input_ids"]))
     return out
 

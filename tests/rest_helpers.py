@@ -19,8 +19,11 @@ def rest_service(triton_url: str, **settings) -> Iterator[str]:
     """Yield the service's base URL (http://127.0.0.1:PORT) until the block ends."""
     port = free_port()
     config = Settings(triton_urls=(triton_url,), host="127.0.0.1", port=port, **settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.host, port=port,
-                                           log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config), host=config.host, port=port, log_level="warning", access_log=False, lifespan="on"
+        )
+    )
     # uvicorn installs no signal handlers outside the main thread: a thread is enough.
     thread = threading.Thread(target=server.run, name=f"rest-{port}", daemon=True)
     thread.start()

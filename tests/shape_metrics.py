@@ -20,5 +20,7 @@ def shape_limits_module():
 
 def class_shape_metrics(metrics_url: str, model: str) -> dict[str, float]:
     names = shape_limits_module()
-    return {key: metric(metrics_url, getattr(names, f"METRIC_{key.upper()}"), model)
-            for key in ("max_tokens", "max_rows", "max_length", "min_length")}
+    return {
+        key: metric(metrics_url, getattr(names, f"METRIC_{key.upper()}"), model)
+        for key in ("max_tokens", "max_rows", "max_length", "min_length")
+    }

@@ -26,17 +26,32 @@ def test_pretruncated_pairs_tokenize_identically_for_us_and_the_peers(python_rep
 
 
 def _row(system, c, rate, same=True, padding=0.9, p50=100.0):
-    return {"system": system, "concurrency": c, "pairs_per_s": rate, "pairs_per_s_min": rate * 0.95,
-            "pairs_per_s_max": rate * 1.05, "same_inputs": same, "server_requests_per_call": 1.5,
-            "max_abs_logit_vs_ort": 0.0 if same else 1.6, "padding_efficiency": padding,
-            "p50_ms_per_request": p50, "gflops": 1.0}
+    return {
+        "system": system,
+        "concurrency": c,
+        "pairs_per_s": rate,
+        "pairs_per_s_min": rate * 0.95,
+        "pairs_per_s_max": rate * 1.05,
+        "same_inputs": same,
+        "server_requests_per_call": 1.5,
+        "max_abs_logit_vs_ort": 0.0 if same else 1.6,
+        "padding_efficiency": padding,
+        "p50_ms_per_request": p50,
+        "gflops": 1.0,
+    }
 
 
 def test_ratios_at_equal_concurrency_and_at_best_exclude_rows_whose_logits_differ():
-    rows = [_row(bench.ORT, 1, 4.0), _row(bench.ORT, 2, 5.0),
-            _row(bench.OURS, 1, 3.0, padding=0.8), _row(bench.OURS, 2, 4.8),
-            _row("FlagReranker", 1, 2.0), _row("FlagReranker", 2, 2.5),
-            _row("Infinity", 1, 10.0, same=False), _row("Infinity", 2, 10.0, same=False)]
+    rows = [
+        _row(bench.ORT, 1, 4.0),
+        _row(bench.ORT, 2, 5.0),
+        _row(bench.OURS, 1, 3.0, padding=0.8),
+        _row(bench.OURS, 2, 4.8),
+        _row("FlagReranker", 1, 2.0),
+        _row("FlagReranker", 2, 2.5),
+        _row("Infinity", 1, 10.0, same=False),
+        _row("Infinity", 2, 10.0, same=False),
+    ]
     report = bench.analyse(rows, "bench", [1, 2])
     equal = {line["concurrency"]: line for line in report["ratios_at_equal_concurrency"]}
     assert equal[1]["vs_onnxruntime"] == 0.75 and equal[2]["vs_onnxruntime"] == 0.96
@@ -48,5 +63,7 @@ def test_ratios_at_equal_concurrency_and_at_best_exclude_rows_whose_logits_diffe
     assert any("concurrency 1" in t and "0.75" in t and "Why:" in t for t in missed)
     assert any("padding" in t and "0.80" in t for t in missed)
     # ORT 5.0 and ours 4.8 (each +-5%) overlap at c=2, 4.0 and 3.0 at c=1 do not: the verdicts say so.
-    assert any("Triton / in-process ONNX Runtime at concurrency 2 (trial ranges overlap" in t for t in report["targets"])
+    assert any(
+        "Triton / in-process ONNX Runtime at concurrency 2 (trial ranges overlap" in t for t in report["targets"]
+    )
     assert not any("concurrency 1 (trial ranges overlap" in t for t in report["targets"])

@@ -60,7 +60,7 @@ def test_safe_cut_prefix_tokens_are_the_first_tokens_of_the_whole_text(setup):
                 continue
             assert cut >= budget
             prefix = tokenizer.tokenizer.encode(text[:cut], add_special_tokens=False).ids
-            assert prefix == full[: len(prefix)], (text[max(0, cut - 20): cut + 20], budget)
+            assert prefix == full[: len(prefix)], (text[max(0, cut - 20) : cut + 20], budget)
             checked += 1
     assert checked > 50  # the property was exercised, not skipped
 
@@ -87,7 +87,7 @@ def test_bounded_result_identical_to_full_tokenization(setup):
     pairs += [(texts[i], texts[-1 - i]) for i in range(len(texts))]
     pairs += [(q, p * 40) for q, p in pairs[:10]]  # over max_length: cut, truncated flag set
     for start in range(0, len(pairs), 16):  # the tokenizer's real request size range
-        chunk = pairs[start:start + 16]
+        chunk = pairs[start : start + 16]
         queries, passages = [q for q, _ in chunk], [p for _, p in chunk]
         expected = full_tokenization(tokenizer, queries, passages)
         got = tokenizer.tokenize_request(queries, passages)
@@ -123,7 +123,7 @@ def test_a_256_kib_passage_reaches_the_tokenizer_only_as_far_as_a_pair_can_use(s
     spy = SpyTokenizer(tokenizer.tokenizer)
     monkeypatch.setattr(tokenizer, "tokenizer", spy)
     huge = calibration_texts.long_passage(4000)
-    huge = huge.encode()[:MAX_TEXT_BYTES - 8].decode("utf-8", "ignore")
+    huge = huge.encode()[: MAX_TEXT_BYTES - 8].decode("utf-8", "ignore")
     batch = tokenizer.tokenize_request(["Everest?"] * 64, [huge] * 63 + [huge + " x"])
     assert batch.truncated.all() and batch.tokens.max() == limits.max_length
     # Bound: the first cut (8 bytes per needed token) plus at most one growth step, per distinct text.

@@ -82,22 +82,27 @@ def test_verify_over_http_too(server, python_repo):
 def test_make_verify_fails_with_another_models_certificate(server, other_model_repo, tmp_path):
     """Serve A, verify with B's certificate: exit 1 and the worst pairs are named."""
     report = tmp_path / "b.json"
-    proc = subprocess.run(["make", "-s", "verify", f"URL={server.grpc_url}", f"REPO={other_model_repo}",
-                           f"REPORT={report}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["make", "-s", "verify", f"URL={server.grpc_url}", f"REPO={other_model_repo}", f"REPORT={report}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "FAIL" in proc.stdout and "worst pairs:" in proc.stdout and "max |d logit|" in proc.stdout
     assert not json.loads(report.read_text())["passed"]
 
 
-def test_make_verify_passes_for_the_fp16_export_and_fails_for_another_model(fp16_server, fp16_repo,
-                                                                         other_model_repo, capsys):
+def test_make_verify_passes_for_the_fp16_export_and_fails_for_another_model(
+    fp16_server, fp16_repo, other_model_repo, capsys
+):
     assert verify_main(["--url", fp16_server.grpc_url, "--repo", str(fp16_repo)]) == 0
     out = capsys.readouterr().out
     assert "fp16 thresholds" in out
     # Another model's fp32 certificate with fp16 thresholds still fails: the weights differ by more
     # than any precision explains.
-    assert verify_main(["--url", fp16_server.grpc_url, "--repo", str(other_model_repo),
-                        "--precision", "fp16"]) == 1
+    assert verify_main(["--url", fp16_server.grpc_url, "--repo", str(other_model_repo), "--precision", "fp16"]) == 1
 
 
 def test_unreachable_url_fails_in_seconds_naming_it(python_repo, capsys):
@@ -126,17 +131,23 @@ def test_certificate_for_another_max_length_is_refused(server, python_repo, tmp_
 
 
 def test_verify_cli_entry_point_is_installed():
-    proc = subprocess.run([str(Path(sys.executable).parent / "rerank-verify"), "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "rerank-verify"), "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "--fixture" in proc.stdout
 
 
 # --- the comparison: each check can fail on its own ---
 
+
 def _fixture(ranking: np.ndarray, pairs: int = 3) -> dict:
-    return {"thresholds": {"fp16": {"max_abs_logit": 0.1, "max_abs_score": 0.01, "tie_logit": 0.1,
-                                    "min_kendall_tau": 0.95}},
-            "pairs": [{"id": f"p{i}", "language": "xx", "tokens": 10, "logit": 0.0} for i in range(pairs)],
-            "ranking": {"logits": list(ranking), "tokens": [10] * len(ranking)}}
+    return {
+        "thresholds": {
+            "fp16": {"max_abs_logit": 0.1, "max_abs_score": 0.01, "tie_logit": 0.1, "min_kendall_tau": 0.95}
+        },
+        "pairs": [{"id": f"p{i}", "language": "xx", "tokens": 10, "logit": 0.0} for i in range(pairs)],
+        "ranking": {"logits": list(ranking), "tokens": [10] * len(ranking)},
+    }
 
 
 def test_top10_order_fails_on_its_own_inside_the_logit_bound():

@@ -40,14 +40,14 @@ def raw_scores(server):
     """What the server itself answers for (QUERY, DOCS), in input order, one request at a time."""
     out = {k: [] for k in ("score", "logit", "tokens", "truncated")}
     for start in range(0, len(DOCS), 25):
-        got = raw_rerank(server.grpc_url, [QUERY] * len(DOCS[start:start + 25]), DOCS[start:start + 25])
+        got = raw_rerank(server.grpc_url, [QUERY] * len(DOCS[start : start + 25]), DOCS[start : start + 25])
         for k in out:
             out[k].extend(got[k].tolist())
     return {k: np.array(v) for k, v in out.items()}
 
 
 def _check(results, raw, top_k=None):
-    assert [r.index for r in results] == list(np.argsort(-raw["score"], kind="stable"))[:top_k or len(raw["score"])]
+    assert [r.index for r in results] == list(np.argsort(-raw["score"], kind="stable"))[: top_k or len(raw["score"])]
     for r in results:
         assert abs(r.score - raw["score"][r.index]) < 1e-5 and abs(r.logit - raw["logit"][r.index]) < 1e-4
         assert r.tokens == raw["tokens"][r.index] and r.truncated == raw["truncated"][r.index]
@@ -74,6 +74,7 @@ def test_async_rerank_equals_server_outputs(server, raw_scores, protocol):
             many = await asyncio.gather(*(client.rerank(QUERY, DOCS, top_k=5) for _ in range(4)))
             scores = await client.score([(QUERY, d) for d in DOCS])
             return results, many, scores
+
     results, many, scores = asyncio.run(run())
     _check(results, raw_scores)
     for top in many:
@@ -128,10 +129,12 @@ def test_failover_when_one_endpoint_stops(python_repo, server, raw_scores, tmp_p
     stopped = threading.Event()
     try:
         with RerankClient([second.grpc_url, server.grpc_url], retries=4, timeout=60) as client:
+
             def stop_soon():
                 time.sleep(0.5)
                 second.stop()
                 stopped.set()
+
             threading.Thread(target=stop_soon).start()
             answered, after_stop = 0, 0
             deadline = time.monotonic() + 180  # a guard against hanging, not a timing assertion
@@ -158,12 +161,14 @@ def test_cli_table_and_json(server):
     assert [r["index"] for r in rows] == list(np.argsort(-expected, kind="stable"))
     assert set(rows[0]) == {"index", "score", "logit", "tokens", "truncated"}
     # Window mode: every result says where its best window is (short documents: the whole text).
-    windowed = subprocess.run(cmd + ["--json", "--long-documents", "window"], input=stdin, capture_output=True,
-                              text=True, timeout=60)
+    windowed = subprocess.run(
+        cmd + ["--json", "--long-documents", "window"], input=stdin, capture_output=True, text=True, timeout=60
+    )
     rows = json.loads(windowed.stdout)
     assert all(r["span"] == [0, len(docs[r["index"]].strip())] and r["windows"] == 1 for r in rows)
-    table = subprocess.run(cmd + ["--long-documents", "window", "--top-k", "2"], input=stdin, capture_output=True,
-                           text=True, timeout=60)
+    table = subprocess.run(
+        cmd + ["--long-documents", "window", "--top-k", "2"], input=stdin, capture_output=True, text=True, timeout=60
+    )
     assert table.returncode == 0 and "span" in table.stdout.splitlines()[0]
 
 
@@ -177,8 +182,10 @@ def test_langchain_compressor_sync_and_async(server, raw_scores):
 
     from reranker_client.integrations.langchain import TritonRerank
 
-    docs = _with_empty([Document(page_content=d, metadata={"source": i}) for i, d in enumerate(DOCS[:30])],
-                       lambda j: Document(page_content=" " * j, metadata={"source": f"empty{j}"}))
+    docs = _with_empty(
+        [Document(page_content=d, metadata={"source": i}) for i, d in enumerate(DOCS[:30])],
+        lambda j: Document(page_content=" " * j, metadata={"source": f"empty{j}"}),
+    )
     compressor = TritonRerank(url=server.grpc_url, top_n=4)
     assert isinstance(compressor, BaseDocumentCompressor)
     expected = list(np.argsort(-raw_scores["score"][:30], kind="stable"))
@@ -190,6 +197,7 @@ def test_langchain_compressor_sync_and_async(server, raw_scores):
         async with AsyncRerankClient(server.http_url, protocol="http") as client:
             every = await TritonRerank(async_client=client, top_n=None).acompress_documents(docs, QUERY)
         return every, await compressor.acompress_documents(docs, QUERY)
+
     every, top4 = asyncio.run(run_async())
     assert [d.metadata["source"] for d in every] == expected + ["empty0", "empty1"]
     assert [d.metadata["relevance_score"] for d in every[-2:]] == [0.0, 0.0]
@@ -203,10 +211,15 @@ def test_llamaindex_postprocessor_sync_and_async(server, raw_scores):
 
     from reranker_client.integrations.llamaindex import TritonRerank
 
-    nodes = _with_empty([NodeWithScore(node=TextNode(text=d, id_=str(i), metadata={"k": i},
-                                                     excluded_embed_metadata_keys=["k"]), score=0.0)
-                         for i, d in enumerate(DOCS[:30])],
-                        lambda j: NodeWithScore(node=TextNode(text="", id_=f"empty{j}"), score=0.0))
+    nodes = _with_empty(
+        [
+            NodeWithScore(
+                node=TextNode(text=d, id_=str(i), metadata={"k": i}, excluded_embed_metadata_keys=["k"]), score=0.0
+            )
+            for i, d in enumerate(DOCS[:30])
+        ],
+        lambda j: NodeWithScore(node=TextNode(text="", id_=f"empty{j}"), score=0.0),
+    )
     post = TritonRerank(url=server.grpc_url, top_n=5)
     assert isinstance(post, BaseNodePostprocessor)
     expected = list(np.argsort(-raw_scores["score"][:30], kind="stable"))
@@ -224,8 +237,10 @@ def test_haystack_ranker_sync_and_async(server, raw_scores):
 
     from reranker_client.integrations.haystack import TritonRanker
 
-    docs = _with_empty([Document(content=d, meta={"i": i}) for i, d in enumerate(DOCS[:30])],
-                       lambda j: Document(content=None, meta={"i": f"empty{j}"}))
+    docs = _with_empty(
+        [Document(content=d, meta={"i": i}) for i, d in enumerate(DOCS[:30])],
+        lambda j: Document(content=None, meta={"i": f"empty{j}"}),
+    )
     expected = list(np.argsort(-raw_scores["score"][:30], kind="stable"))
     pipe = Pipeline()
     pipe.add_component("ranker", TritonRanker(url=server.grpc_url, top_k=10))
@@ -242,6 +257,7 @@ def test_haystack_ranker_sync_and_async(server, raw_scores):
         result = await apipe.run_async({"ranker": {"query": QUERY, "documents": docs}})
         await apipe.close_async()
         return result["ranker"]["documents"]
+
     every = asyncio.run(run_async())
     assert [d.meta["i"] for d in every] == expected + ["empty0", "empty1"]
     assert [d.score for d in every[-2:]] == [0.0, 0.0]
@@ -255,6 +271,7 @@ def test_packing_without_a_tokenizer_follows_the_server_max_length(server):
     passage in its own length class (25 requests); byte-estimated tokens capped at the server's
     max_length, in its buckets, need ~21 (16 is the floor at 64 pairs per request)."""
     from reranker_client.planning import validate_query_documents
+
     with RerankClient(server.grpc_url) as client:
         limits = client.server_limits()
         chunks = client._chunks(validate_query_documents(QUERY, DOCS * 10), limits)

@@ -26,14 +26,23 @@ def dead_url() -> str:
 
 # ---------------------------------------------------------------- shared helpers
 
+
 def test_empty_texts_rank_last_with_the_lowest_score():
     from reranker_client.results import RerankResult
+
     keep, kept, empty = _common.split_empty(["a", "", "  \n", None, "b"])
     assert (keep, kept, empty) == ([0, 4], ["a", "b"], [1, 2, 3])
-    results = [RerankResult(index=1, score=0.9, logit=2.0, tokens=3, truncated=False),
-               RerankResult(index=0, score=0.1, logit=-2.0, tokens=3, truncated=False)]
-    assert [(i, r is None) for i, r in _common.ranked(results, keep, empty, None)] == \
-        [(4, False), (0, False), (1, True), (2, True), (3, True)]
+    results = [
+        RerankResult(index=1, score=0.9, logit=2.0, tokens=3, truncated=False),
+        RerankResult(index=0, score=0.1, logit=-2.0, tokens=3, truncated=False),
+    ]
+    assert [(i, r is None) for i, r in _common.ranked(results, keep, empty, None)] == [
+        (4, False),
+        (0, False),
+        (1, True),
+        (2, True),
+        (3, True),
+    ]
     assert [i for i, _ in _common.ranked(results, keep, empty, 3)] == [4, 0, 1]
 
 
@@ -45,15 +54,32 @@ def test_long_documents_is_passed_only_when_not_the_default():
 
 
 def test_api_key_becomes_a_bearer_header_and_options_reach_the_config():
-    config = _common.client_config(["a:1", "b:2"], "http", "m", 5.0, 7, 9, TLSOptions(root_certificates="ca.pem"),
-                                   {"x-team": "search"}, SECRET, len)
+    config = _common.client_config(
+        ["a:1", "b:2"],
+        "http",
+        "m",
+        5.0,
+        7,
+        9,
+        TLSOptions(root_certificates="ca.pem"),
+        {"x-team": "search"},
+        SECRET,
+        len,
+    )
     assert config.headers == {"x-team": "search", "authorization": f"Bearer {SECRET}"}
-    assert (config.url, config.protocol, config.model, config.timeout, config.retries, config.max_concurrency) == \
-        (["a:1", "b:2"], "http", "m", 5.0, 7, 9)
+    assert (config.url, config.protocol, config.model, config.timeout, config.retries, config.max_concurrency) == (
+        ["a:1", "b:2"],
+        "http",
+        "m",
+        5.0,
+        7,
+        9,
+    )
     assert config.tls.root_certificates == "ca.pem" and config.token_counter is len
 
 
 # ---------------------------------------------------------------- LangChain
+
 
 def test_langchain_contract(monkeypatch):
     from langchain_core.documents import Document
@@ -70,8 +96,16 @@ def test_langchain_contract(monkeypatch):
 
     monkeypatch.setenv(_common.API_KEY_ENV, SECRET)
     url = dead_url()
-    rr = TritonRerank(url=[url], protocol="http", timeout=4.0, retries=0, max_concurrency=2, headers={"x-a": "1"},
-                      tls={"root_certificates": "ca.pem"}, top_n=None)
+    rr = TritonRerank(
+        url=[url],
+        protocol="http",
+        timeout=4.0,
+        retries=0,
+        max_concurrency=2,
+        headers={"x-a": "1"},
+        tls={"root_certificates": "ca.pem"},
+        top_n=None,
+    )
     assert rr.api_key.get_secret_value() == SECRET  # from the environment, as SecretStr
     dumped = rr.model_dump()
     assert SECRET not in json.dumps(dumped, default=str) and SECRET not in rr.model_dump_json()
@@ -86,7 +120,9 @@ def test_langchain_contract(monkeypatch):
     docs = [Document(page_content=""), Document(page_content="  ")]
     out = TritonRerank(url=dead_url(), top_n=5).compress_documents(docs, "q")
     assert [d.metadata["relevance_score"] for d in out] == [0.0, 0.0]
-    assert asyncio.run(TritonRerank(url=dead_url()).acompress_documents(docs, "q"))[0].metadata["relevance_score"] == 0.0
+    assert (
+        asyncio.run(TritonRerank(url=dead_url()).acompress_documents(docs, "q"))[0].metadata["relevance_score"] == 0.0
+    )
 
 
 def test_langchain_async_path_uses_the_async_client():
@@ -108,6 +144,7 @@ def test_langchain_async_path_uses_the_async_client():
 
 # ---------------------------------------------------------------- LlamaIndex
 
+
 def test_llamaindex_contract(monkeypatch):
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
     from pydantic import ValidationError
@@ -120,8 +157,15 @@ def test_llamaindex_contract(monkeypatch):
         TritonRerank(async_client=AsyncRerankClient(dead_url()), headers={"a": "b"})
 
     monkeypatch.setenv(_common.API_KEY_ENV, SECRET)
-    post = TritonRerank(url=dead_url(), protocol="http", retries=1, max_concurrency=3, top_n=2,
-                        tls=TLSOptions(root_certificates="ca.pem"), keep_retrieval_score=True)
+    post = TritonRerank(
+        url=dead_url(),
+        protocol="http",
+        retries=1,
+        max_concurrency=3,
+        top_n=2,
+        tls=TLSOptions(root_certificates="ca.pem"),
+        keep_retrieval_score=True,
+    )
     as_json = post.to_json()
     assert SECRET not in as_json and "api_key" not in json.loads(as_json)
     again = TritonRerank.from_json(as_json)
@@ -129,8 +173,11 @@ def test_llamaindex_contract(monkeypatch):
     assert again.tls == TLSOptions(root_certificates="ca.pem")
 
     def empty_nodes():  # fresh each time: keep_retrieval_score writes into the node's metadata
-        return [NodeWithScore(node=TextNode(text=t, excluded_embed_metadata_keys=["retrieval_score"]), score=1.0)
-                for t in ("", "   ")]
+        return [
+            NodeWithScore(node=TextNode(text=t, excluded_embed_metadata_keys=["retrieval_score"]), score=1.0)
+            for t in ("", "   ")
+        ]
+
     with pytest.raises(ValueError, match="query bundle"):
         post.postprocess_nodes(empty_nodes(), query_bundle=None)
     with pytest.raises(ValueError, match="query bundle"):
@@ -179,6 +226,7 @@ def test_llamaindex_emits_rerank_events_and_async_uses_the_async_client():
 
 # ---------------------------------------------------------------- Haystack
 
+
 def test_haystack_contract(monkeypatch):
     from haystack import Document
     from haystack.utils import Secret
@@ -193,10 +241,19 @@ def test_haystack_contract(monkeypatch):
         TritonRanker(long_documents="chunk")
 
     monkeypatch.setenv(_common.API_KEY_ENV, SECRET)
-    ranker = TritonRanker(url=[dead_url(), dead_url()], protocol="http", top_k=4, retries=1, max_concurrency=2,
-                          tls=TLSOptions(root_certificates="ca.pem", certificate_chain="c.pem", private_key="k.pem"),
-                          headers={"x-team": "search"}, token_counter=len, score_threshold=0.2,
-                          meta_fields_to_embed=["title"], meta_data_separator=" | ")
+    ranker = TritonRanker(
+        url=[dead_url(), dead_url()],
+        protocol="http",
+        top_k=4,
+        retries=1,
+        max_concurrency=2,
+        tls=TLSOptions(root_certificates="ca.pem", certificate_chain="c.pem", private_key="k.pem"),
+        headers={"x-team": "search"},
+        token_counter=len,
+        score_threshold=0.2,
+        meta_fields_to_embed=["title"],
+        meta_data_separator=" | ",
+    )
     data = ranker.to_dict()
     assert SECRET not in json.dumps(data)
     assert data["init_parameters"]["api_key"] == {"type": "env_var", "env_vars": [_common.API_KEY_ENV], "strict": False}

@@ -23,8 +23,23 @@ def changed_rules_server(tiny_model, tmp_path_factory, monkeypatch_module):
     """An export whose query share is 1/2 instead of FlagReranker's 3/4, at max_length 128."""
     monkeypatch_module.setattr(ServingLimits, "query_max_length", property(lambda self: self.max_length // 2))
     repo = tmp_path_factory.mktemp("rules") / "repo"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp32", "--max-length", "128"]) == 0
+    assert (
+        export_main(
+            [
+                "--model",
+                str(tiny_model),
+                "--repo",
+                str(repo),
+                "--backend",
+                "python",
+                "--precision",
+                "fp32",
+                "--max-length",
+                "128",
+            ]
+        )
+        == 0
+    )
     monkeypatch_module.undo()
     srv = start_server(repo, tmp_path_factory.mktemp("logs"))
     yield srv, repo
@@ -60,8 +75,9 @@ def test_sync_and_async_clients_share_constructor_and_api():
         sync, asyn = getattr(RerankClient, name), getattr(AsyncRerankClient, name)
         if callable(sync):
             assert inspect.signature(sync) == inspect.signature(asyn), name
-    assert "__init__" not in {k for k, v in vars(RerankClient).items() if k == "__init__" and
-                              "url" in inspect.signature(v).parameters}
+    assert "__init__" not in {
+        k for k, v in vars(RerankClient).items() if k == "__init__" and "url" in inspect.signature(v).parameters
+    }
     config = ClientConfig(url="localhost:1", timeout=3.0, max_concurrency=2)
     for cls in (RerankClient, AsyncRerankClient):
         client = cls.from_config(config)

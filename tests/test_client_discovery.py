@@ -29,8 +29,15 @@ def all_loopback_server(python_repo, tmp_path_factory):
     127.0.0.3 reach it too and stand in for pods the autoscaler adds."""
     from local_triton.server import TritonServer, free_port
 
-    srv = TritonServer(python_repo, free_port(), free_port(), free_port(), [], host="0.0.0.0",
-                       log_path=tmp_path_factory.mktemp("logs") / "tritonserver.log").start(timeout=240)
+    srv = TritonServer(
+        python_repo,
+        free_port(),
+        free_port(),
+        free_port(),
+        [],
+        host="0.0.0.0",
+        log_path=tmp_path_factory.mktemp("logs") / "tritonserver.log",
+    ).start(timeout=240)
     yield srv
     srv.stop()
 

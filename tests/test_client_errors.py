@@ -64,10 +64,17 @@ TABLE = [
     (http_error(400, "unexpected shape for input 'query'"), InvalidInputError),
     (http_error(413), InvalidInputError),
     (grpc_error("NOT_FOUND", "Request for unknown model: 'x' is not found"), ModelNotReadyError),
-    (grpc_error("UNAVAILABLE", "Request for unknown model: 'rerank' has no available versions"), ServerUnavailableError),
+    (
+        grpc_error("UNAVAILABLE", "Request for unknown model: 'rerank' has no available versions"),
+        ServerUnavailableError,
+    ),
     (grpc_error("CANCELLED"), ServerUnavailableError),
-    (grpc_error("INTERNAL", "in ensemble 'rerank', Model cross_encoder - Error when running inference: Server not ready"),
-     ServerUnavailableError),  # a step answering while the server drains for shutdown
+    (
+        grpc_error(
+            "INTERNAL", "in ensemble 'rerank', Model cross_encoder - Error when running inference: Server not ready"
+        ),
+        ServerUnavailableError,
+    ),  # a step answering while the server drains for shutdown
     (ConnectionRefusedError(111, "Connection refused"), ServerUnavailableError),
     (BrokenPipeError(), ServerUnavailableError),
     # Every timeout type, on 3.9-3.13: TimeoutError is an OSError from 3.3 and asyncio's and
@@ -80,8 +87,9 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("raw,expected", TABLE, ids=[f"{type(r).__name__}:{getattr(r, 'status', lambda: '')()}:{r}"[:60]
-                                                     for r, _ in TABLE])
+@pytest.mark.parametrize(
+    "raw,expected", TABLE, ids=[f"{type(r).__name__}:{getattr(r, 'status', lambda: '')()}:{r}"[:60] for r, _ in TABLE]
+)
 def test_translation_table(raw, expected):
     err = translate(raw)
     assert type(err) is expected, (raw, err)
@@ -89,6 +97,7 @@ def test_translation_table(raw, expected):
 
 def test_overload_is_retried_and_timeouts_are_not():
     from reranker_client.endpoints import RETRYABLE
+
     assert isinstance(translate(http_error(429)), RETRYABLE)
     assert isinstance(translate(grpc_error("RESOURCE_EXHAUSTED")), RETRYABLE)
     assert not isinstance(translate(TimeoutError()), RETRYABLE)
@@ -147,12 +156,14 @@ def test_sync_per_call_timeout_holds_and_is_typed(silent, protocol):
 def test_async_timeout_is_deadline_not_unavailable(silent, protocol, caplog):
     """On 3.11+ asyncio.wait_for raises the builtin TimeoutError, an OSError: it must still be a
     DeadlineExceededError, with no retry and no endpoint marked down."""
+
     async def run():
         async with AsyncRerankClient(silent.url, protocol=protocol, timeout=30, retries=3) as client:
             begin = time.monotonic()
             with pytest.raises(DeadlineExceededError):
                 await client.rerank("q", ["d"], timeout=0.5)
             return time.monotonic() - begin, dict(client.pool._down_until)
+
     with caplog.at_level(logging.INFO, logger="reranker_client"):
         took, down = asyncio.run(run())
     assert took < 2.0 and down == {}
@@ -179,6 +190,7 @@ def test_one_failed_request_cancels_the_others():
         with pytest.raises(OverloadedError, match="chunk 2"):
             await _all_or_nothing([slow(0), slow(1), fails(), slow(3)], time.monotonic() + 60, 60)
         return time.monotonic() - begin
+
     assert asyncio.run(run()) < 2.0
     assert sorted(cancelled) == [0, 1, 3]  # cancelled and awaited before the error reached us
 
@@ -204,6 +216,7 @@ def test_deadline_and_caller_cancellation_cancel_every_request():
         with pytest.raises(asyncio.CancelledError):
             await task
         assert sorted(cancelled) == [2, 3]
+
     asyncio.run(run())
 
 
@@ -221,6 +234,7 @@ def test_calls_after_close_raise_a_typed_error():
         await aclient.close()
         with pytest.raises(ClientClosedError):
             await aclient.rerank("q", ["d"])
+
     asyncio.run(run())
 
 
@@ -242,9 +256,14 @@ def test_retries_failovers_and_endpoints_marked_down_are_logged(caplog):
 
 def test_unreadable_certificate_is_a_configuration_error_not_an_outage():
     from reranker_client import TLSOptions
+
     for protocol in ("grpc", "http"):
-        with RerankClient(f"127.0.0.1:{free_port()}", protocol=protocol, retries=3,
-                          tls=TLSOptions(root_certificates="/nonexistent/ca.pem")) as client:
+        with RerankClient(
+            f"127.0.0.1:{free_port()}",
+            protocol=protocol,
+            retries=3,
+            tls=TLSOptions(root_certificates="/nonexistent/ca.pem"),
+        ) as client:
             with pytest.raises(InvalidInputError, match="tls"):
                 client.rerank("q", ["d"])
             assert client.pool._down_until == {}
@@ -257,11 +276,13 @@ def test_options_are_checked():
 
 def test_version_comes_from_the_package_metadata():
     from importlib.metadata import version
+
     assert __version__ == version("triton-reranker-client")
 
 
 def test_cli_header_without_equals_is_a_clear_usage_error(capsys):
     from reranker_client.cli import main
+
     with pytest.raises(SystemExit) as exit_:
         main(["--query", "q", "--header", "authorization"])
     assert exit_.value.code == 2
@@ -272,13 +293,29 @@ def test_cli_mutual_tls_options_reach_the_client(capsys, monkeypatch, tmp_path):
     import io
 
     from reranker_client.cli import main
+
     with pytest.raises(SystemExit):
         main(["--query", "q", "--client-cert", "c.pem"])  # a key is required with a certificate
     assert "--client-cert and --client-key go together" in capsys.readouterr().err
     # The files are read when the connection is built: a missing key is reported as a TLS error.
     for protocol in ("grpc", "http"):
         monkeypatch.setattr("sys.stdin", io.StringIO("a document\n"))
-        assert main(["--query", "q", "--protocol", protocol, "--url", f"127.0.0.1:{free_port()}",
-                     "--client-cert", str(tmp_path / "c.pem"), "--client-key", str(tmp_path / "k.pem")]) == 1
+        assert (
+            main(
+                [
+                    "--query",
+                    "q",
+                    "--protocol",
+                    protocol,
+                    "--url",
+                    f"127.0.0.1:{free_port()}",
+                    "--client-cert",
+                    str(tmp_path / "c.pem"),
+                    "--client-key",
+                    str(tmp_path / "k.pem"),
+                ]
+            )
+            == 1
+        )
         err = capsys.readouterr().err
         assert "InvalidInputError" in err and "tls" in err, err

@@ -31,15 +31,17 @@ MIN_TRITONCLIENT_FOR_NUMPY2 = (2, 56)
 
 
 def _venv_dir() -> Path:
-    key = hashlib.sha256((CLIENT / "pyproject.toml").read_bytes() + json.dumps(REQUIREMENTS).encode()
-                         + sys.version.encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        (CLIENT / "pyproject.toml").read_bytes() + json.dumps(REQUIREMENTS).encode() + sys.version.encode()
+    ).hexdigest()[:16]
     return ROOT / "runs" / f"venv-client-latest-{key}"
 
 
 def _pip(python: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    return subprocess.run([str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def _pypi_reachable() -> bool:
@@ -112,7 +114,10 @@ def test_client_alone_with_newest_tritonclient_and_numpy2(fresh_python, server):
     assert int(report["numpy"].split(".")[0]) >= 2
     assert tuple(int(x) for x in report["tritonclient"].split(".")[:2]) >= MIN_TRITONCLIENT_FOR_NUMPY2
     assert not report["torch"] and not report["transformers"]
-    pyproject_version = next(line.split('"')[1] for line in (CLIENT / "pyproject.toml").read_text().splitlines()
-                             if line.startswith("version"))
+    pyproject_version = next(
+        line.split('"')[1]
+        for line in (CLIENT / "pyproject.toml").read_text().splitlines()
+        if line.startswith("version")
+    )
     assert report["client"] == pyproject_version  # __version__ single-sourced from the metadata
     assert (fresh_python.parent / "rerank-client").exists()

@@ -32,8 +32,18 @@ def test_plan_chunks_keeps_every_row_once_and_assemble_restores_order():
     chunks = plan_chunks(pairs, 64)
     rows = sorted(r for c in chunks for r in c.rows)
     assert rows == list(range(1000)) and all(len(c.rows) <= 64 for c in chunks)
-    answered = [(c, {"score": [float(r) for r in c.rows], "logit": [0.0] * len(c.rows),
-                     "tokens": [1] * len(c.rows), "truncated": [False] * len(c.rows)}) for c in chunks]
+    answered = [
+        (
+            c,
+            {
+                "score": [float(r) for r in c.rows],
+                "logit": [0.0] * len(c.rows),
+                "tokens": [1] * len(c.rows),
+                "truncated": [False] * len(c.rows),
+            },
+        )
+        for c in chunks
+    ]
     results = assemble(1000, answered)
     assert [r.index for r in results] == list(range(1000)) and [r.score for r in results] == list(range(1000))
     assert [r.index for r in top(results, 3)] == [999, 998, 997]
@@ -42,8 +52,20 @@ def test_plan_chunks_keeps_every_row_once_and_assemble_restores_order():
 def test_assemble_refuses_to_drop_rows():
     chunks = plan_chunks(validate_query_documents("q", ["a", "b", "c"]), 2)
     with pytest.raises(RuntimeError, match="no result for rows"):
-        assemble(3, [(chunks[0], {"score": [0.1] * len(chunks[0].rows), "logit": [0] * len(chunks[0].rows),
-                                  "tokens": [1] * len(chunks[0].rows), "truncated": [0] * len(chunks[0].rows)})])
+        assemble(
+            3,
+            [
+                (
+                    chunks[0],
+                    {
+                        "score": [0.1] * len(chunks[0].rows),
+                        "logit": [0] * len(chunks[0].rows),
+                        "tokens": [1] * len(chunks[0].rows),
+                        "truncated": [0] * len(chunks[0].rows),
+                    },
+                )
+            ],
+        )
 
 
 def test_pair_tokens_follow_the_published_rules(tiny_model):

@@ -27,8 +27,14 @@ def test_ruff_format_is_applied():
 
 
 def test_mypy_strict_on_the_client():
-    proc = _run(str(BIN / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), "-p", "reranker_client",
-                cwd=ROOT / "client" / "src")
+    proc = _run(
+        str(BIN / "mypy"),
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "-p",
+        "reranker_client",
+        cwd=ROOT / "client" / "src",
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 

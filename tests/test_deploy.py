@@ -19,8 +19,9 @@ DEPLOY_PYTHON = ROOT / ".venv-deploy" / "bin" / "python"
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run([str(DEPLOY_PYTHON), "deploy/validate.py", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [str(DEPLOY_PYTHON), "deploy/validate.py", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(out.glob("*.yaml"))}
 
@@ -35,8 +36,16 @@ def test_every_variant_rendered(rendered):
     assert set(rendered) >= set(VARIANTS)
 
 
-VARIANTS = ["default", "pvc", "object-storage", "init-container", "monitoring", "fixed-replicas",
-            "shared-cache", "tensorrt-plan"]
+VARIANTS = [
+    "default",
+    "pvc",
+    "object-storage",
+    "init-container",
+    "monitoring",
+    "fixed-replicas",
+    "shared-cache",
+    "tensorrt-plan",
+]
 
 
 def _seconds(probe: dict) -> int:
@@ -69,7 +78,7 @@ def test_pod_spec(rendered, variant):
     assert "command" not in triton
     args = triton["args"]
     assert args[:2] == ["python3", "/opt/reranker/serve.py"]
-    served = args[args.index("--") + 1:]
+    served = args[args.index("--") + 1 :]
     assert served[0] == "tritonserver" and "--strict-readiness=true" in served and "--exit-on-error=true" in served
     assert [a for a in served if a.startswith(("--exit-timeout-secs", "--backend-config"))] == settings.server_flags()
     if variant in ("object-storage", "shared-cache"):
@@ -82,16 +91,20 @@ def test_pod_spec(rendered, variant):
     if variant == "init-container":
         assert pod["initContainers"][0]["volumeMounts"][0]["name"] == "model-repository"
     requests, limits = triton["resources"]["requests"], triton["resources"]["limits"]
-    assert _bytes(requests["ephemeral-storage"]) >= (_bytes(volumes["tmp"]["emptyDir"]["sizeLimit"])
-                                                    + _bytes(volumes["trt-cache"]["emptyDir"]["sizeLimit"]))
-    on_disk = [v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v and not v["emptyDir"].get("medium")]
+    assert _bytes(requests["ephemeral-storage"]) >= (
+        _bytes(volumes["tmp"]["emptyDir"]["sizeLimit"]) + _bytes(volumes["trt-cache"]["emptyDir"]["sizeLimit"])
+    )
+    on_disk = [
+        v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v and not v["emptyDir"].get("medium")
+    ]
     assert _bytes(limits["ephemeral-storage"]) >= sum(map(_bytes, on_disk))  # never evicted for filling its own volumes
     # Python backend regions: every Python stub's default region (the GPU deployment's Python
     # models: tokenizer, length_router, window_reduce instances) fits /dev/shm twice over.
     from export.triton_config import RepositorySpec, all_configs
 
-    stubs = sum(g.count for c in all_configs(RepositorySpec()).values() if c.backend == "python"
-                for g in c.instance_group)
+    stubs = sum(
+        g.count for c in all_configs(RepositorySpec()).values() if c.backend == "python" for g in c.instance_group
+    )
     assert stubs >= 5
     assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * stubs * settings.PYTHON_SHM_DEFAULT_BYTES
 
@@ -151,8 +164,9 @@ def test_engine_cache_cannot_pend_or_be_shared_unsafely(rendered, variant):
 
 
 def test_shared_cache_without_class_or_claim_does_not_render(tmp_path):
-    script = ("import sys; sys.path.insert(0, 'deploy'); import validate\n"
-              "validate.render({'trtCache': {'type': 'shared'}})")
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({'trtCache': {'type': 'shared'}})"
+    )
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "storageClassName" in proc.stderr
 
@@ -189,8 +203,14 @@ def test_helm_test_pod_runs_the_verifier(rendered, variant):
     if variant == "shared-cache":  # uri source, no certificate ConfigMap: a clear skip
         assert "SKIPPED" in " ".join(container["command"])
         return
-    assert container["command"] == ["python3", "-m", "reranker_client.verify", "--url=rr-bge-reranker:8001",
-                                    "--fixture=/models/certificate.json", "--report=/tmp/verify.json"]
+    assert container["command"] == [
+        "python3",
+        "-m",
+        "reranker_client.verify",
+        "--url=rr-bge-reranker:8001",
+        "--fixture=/models/certificate.json",
+        "--report=/tmp/verify.json",
+    ]
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/models"]
     assert mount["readOnly"] is True
     volume = {v["name"]: v for v in pod["spec"]["volumes"]}[mount["name"]]
@@ -201,6 +221,7 @@ def test_helm_test_pod_runs_the_verifier(rendered, variant):
 def test_model_repository_placeholder():
     # Object-store syncs drop empty folders; the ensemble's version folder must hold a file.
     from export.repository import ENSEMBLE_PLACEHOLDER
+
     assert (ROOT / "model_repository" / "rerank" / "1" / ENSEMBLE_PLACEHOLDER).is_file()
 
 
@@ -213,7 +234,10 @@ def test_hpa_scales_on_queue_time(rendered):
     rules = yaml.safe_load((ROOT / "deploy/prometheus-adapter-rules.yaml").read_text())
     rule = rules["rules"]["custom"][0]
     assert rule["name"]["as"] == "triton_queue_time_per_request_us"
-    assert "nv_inference_queue_duration_us" in rule["metricsQuery"] and "nv_inference_request_success" in rule["metricsQuery"]
+    assert (
+        "nv_inference_queue_duration_us" in rule["metricsQuery"]
+        and "nv_inference_request_success" in rule["metricsQuery"]
+    )
     # rate() needs two samples per window: with 30 s scrapes the window must be >= 4 scrapes.
     windows = re.findall(r"\[(\d+)([sm])\]", rule["metricsQuery"])
     assert windows and all(int(n) * (60 if unit == "m" else 1) >= 4 * 30 for n, unit in windows)
@@ -244,19 +268,32 @@ def test_service_monitor_behind_flag(rendered):
     assert "@sha256:" in image
 
 
-VERIFY = ["python3", "-m", "reranker_client.verify", "--url", f"triton:{settings.PROXY_GRPC_PORT}", "--fixture", "/models/certificate.json",
-          "--report", "/tmp/verify.json"]
+VERIFY = [
+    "python3",
+    "-m",
+    "reranker_client.verify",
+    "--url",
+    f"triton:{settings.PROXY_GRPC_PORT}",
+    "--fixture",
+    "/models/certificate.json",
+    "--report",
+    "/tmp/verify.json",
+]
 
 
 def test_compose_and_dockerfile_facts():
     compose = yaml.safe_load((ROOT / "docker/compose.yaml").read_text())
     triton = compose["services"]["triton"]
-    assert triton["shm_size"] in ("1gb", "2gb") and triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert triton["shm_size"] in ("1gb", "2gb") and triton["deploy"]["resources"]["reservations"]["devices"][0][
+        "capabilities"
+    ] == ["gpu"]
     # Only the proxy's ports and metrics are published, on the host's loopback; Triton's own
     # HTTP/gRPC bind 127.0.0.1 inside the namespace the proxy shares.
-    assert set(triton["ports"]) == {f"127.0.0.1:{settings.PROXY_HTTP_PORT}:{settings.PROXY_HTTP_PORT}",
-                                    f"127.0.0.1:{settings.PROXY_GRPC_PORT}:{settings.PROXY_GRPC_PORT}",
-                                    "127.0.0.1:8002:8002"}
+    assert set(triton["ports"]) == {
+        f"127.0.0.1:{settings.PROXY_HTTP_PORT}:{settings.PROXY_HTTP_PORT}",
+        f"127.0.0.1:{settings.PROXY_GRPC_PORT}:{settings.PROXY_GRPC_PORT}",
+        "127.0.0.1:8002:8002",
+    }
     assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} <= set(triton["command"])
     proxy = compose["services"]["proxy"]
     assert proxy["network_mode"] == "service:triton"
@@ -269,8 +306,10 @@ def test_compose_and_dockerfile_facts():
     assert "probe.py" in " ".join(triton["healthcheck"]["test"])
     assert int(triton["stop_grace_period"].rstrip("s")) > settings.EXIT_TIMEOUT_S
     verify = compose["services"]["verify"]
-    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"},
-                                    "proxy": {"condition": "service_started"}}
+    assert verify["depends_on"] == {
+        "triton": {"condition": "service_healthy"},
+        "proxy": {"condition": "service_started"},
+    }
     assert verify["command"] == VERIFY and verify["restart"] == "no"
     assert "../runs/model_repository:/models:ro" in verify["volumes"]
     dockerfile = (ROOT / "docker/Dockerfile").read_text()
@@ -279,7 +318,7 @@ def test_compose_and_dockerfile_facts():
     assert 'ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"]' in dockerfile
     assert "driver >= 560" in dockerfile and "535.86" in dockerfile  # the pinned image's driver requirement
     server_target = dockerfile.split("AS server-baked")[0]
-    assert 'tritonclient[grpc]==2.51.0' in server_target and "--no-deps /opt/reranker/client" in server_target
+    assert "tritonclient[grpc]==2.51.0" in server_target and "--no-deps /opt/reranker/client" in server_target
     assert "COPY docker/serve.py docker/probe.py /opt/reranker/" in server_target
     flags = re.findall(r'"(--(?:exit-timeout-secs|backend-config)=[^"]+)"', server_target)
     assert flags == settings.server_flags()
@@ -296,7 +335,7 @@ def test_kserve_manifest():
     assert "command" not in container
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http1": 8080, "h2c": 9000}
-    served = container["args"][container["args"].index("--") + 1:]
+    served = container["args"][container["args"].index("--") + 1 :]
     assert "--http-port=8080" in served and "--grpc-port=9000" in served and "--exit-on-error=true" in served
     assert [a for a in served if a.startswith(("--exit-timeout-secs", "--backend-config"))] == settings.server_flags()
     volumes = {v["name"]: v for v in predictor["volumes"]}
@@ -319,7 +358,10 @@ def test_chart_values_match_settings():
     assert [f"--backend-config={v}" for v in values["triton"]["backendConfig"]] == settings.python_backend_flags()
     shutdown = values["shutdown"]
     assert (shutdown["preStopSleepSeconds"], shutdown["exitTimeoutSeconds"], shutdown["marginSeconds"]) == (
-        settings.PRESTOP_SLEEP_S, settings.EXIT_TIMEOUT_S, settings.SHUTDOWN_MARGIN_S)
+        settings.PRESTOP_SLEEP_S,
+        settings.EXIT_TIMEOUT_S,
+        settings.SHUTDOWN_MARGIN_S,
+    )
     for probe in ("readiness", "liveness"):
         assert values["probes"][probe]["timeoutSeconds"] == settings.PROBE_KUBELET_TIMEOUT_S
     assert values["trtCache"]["type"] == "emptyDir"  # binds on every cluster
@@ -338,7 +380,10 @@ def test_front_proxy_variant(rendered):
     assert config.strip() == (ROOT / "deploy/helm/bge-reranker/files/nginx.conf").read_text().strip()
     assert f"client_max_body_size {settings.PROXY_MAX_BODY_BYTES};" in config
     for service in (o for o in objects if o["kind"] == "Service"):
-        assert {p["targetPort"] for p in service["spec"]["ports"] if p["name"] in ("http", "grpc")} <= {"proxy-http", "proxy-grpc"}
+        assert {p["targetPort"] for p in service["spec"]["ports"] if p["name"] in ("http", "grpc")} <= {
+            "proxy-http",
+            "proxy-grpc",
+        }
     policy = _one(objects, "NetworkPolicy")
     inference_ports = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
     assert inference_ports == {settings.PROXY_HTTP_PORT, settings.PROXY_GRPC_PORT}

@@ -41,8 +41,16 @@ def _export(tmp_path: Path, backend: str, weights: bytes) -> Path:
     def place(cross_encoder_dir: Path) -> None:
         if backend == "onnxruntime":
             _fake_graph(cross_encoder_dir / "1", weights)
-    return write_repository(tmp_path / f"repo-{backend}", RepositorySpec(backend=backend), tmp_path,
-                            place, {"model": {}}, {}, {"format": "test"})
+
+    return write_repository(
+        tmp_path / f"repo-{backend}",
+        RepositorySpec(backend=backend),
+        tmp_path,
+        place,
+        {"model": {}},
+        {},
+        {"format": "test"},
+    )
 
 
 def test_export_keys_the_engine_cache_by_the_served_graph(tmp_path):
@@ -80,4 +88,5 @@ def test_python_shm_holds_a_worst_tokenizer_execute():
     assert f"--backend-config=python,shm-default-byte-size={settings.PYTHON_SHM_DEFAULT_BYTES}" in flags
     assert settings.TERMINATION_GRACE_S > settings.PRESTOP_SLEEP_S + settings.EXIT_TIMEOUT_S
     from reranker_client.endpoints import DNS_REFRESH_S
+
     assert DNS_REFRESH_S < settings.PRESTOP_SLEEP_S  # clients drop a terminating pod before it stops

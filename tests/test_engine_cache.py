@@ -60,10 +60,24 @@ def test_wrapper_around_the_real_server(python_repo, tmp_path):
     key_dir.mkdir(parents=True)
     (key_dir / "bge_prebuilt.engine").write_bytes(b"engine from an earlier pod")
     server = TritonServer(python_repo, free_port(), free_port(), free_port())
-    proc = subprocess.Popen([sys.executable, str(ROOT / "docker" / "serve.py"), "--local", str(local),
-                             "--shared", str(shared), "--ready-url",
-                             f"http://127.0.0.1:{server.http_port}/v2/health/ready", "--", *server.command()],
-                            env=server_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "docker" / "serve.py"),
+            "--local",
+            str(local),
+            "--shared",
+            str(shared),
+            "--ready-url",
+            f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+            "--",
+            *server.command(),
+        ],
+        env=server_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (local / serve.MARKER).exists():

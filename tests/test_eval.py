@@ -37,8 +37,14 @@ def _env() -> dict:
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evaluation", "--quiet", *map(str, args)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evaluation", "--quiet", *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_run(path: Path) -> dict:
@@ -51,8 +57,10 @@ def read_run(path: Path) -> dict:
 
 def ndcg10(ranked_grades) -> float:
     """Independent of pytrec_eval: trec_eval's nDCG (linear gain, 1/log2(rank + 1)) at 10."""
+
     def dcg(grades):
         return sum(g / math.log2(i + 2) for i, g in enumerate(list(grades)[:10]))
+
     ideal = dcg(sorted(ranked_grades, reverse=True))
     return dcg(ranked_grades) / ideal if ideal else 0.0
 
@@ -158,8 +166,9 @@ def test_served_metrics_equal_flagreranker_on_the_same_candidates(bm25_run, tiny
 
 
 def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
-    data = eval_data.write(tmp_path / "messy", extra_docs=[("d-empty", "", "   ")],
-                           extra_qrels=[("q-en", "d-missing", 1)])
+    data = eval_data.write(
+        tmp_path / "messy", extra_docs=[("d-empty", "", "   ")], extra_qrels=[("q-en", "d-missing", 1)]
+    )
     run = eval_data.all_docs_run()
     run["q-fr"]["d-empty"] = 10.0  # an empty document, ranked first by the first stage
     run["q-de"]["d-ghost"] = 5.0  # not in the corpus
@@ -168,12 +177,20 @@ def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
     report, out, proc = _run_with(server, data, tmp_path, run)
     assert "Traceback" not in proc.stderr
     counts = {k: v["count"] for k, v in report["issues"].items()}
-    assert counts == {"qrels_doc_not_in_corpus": 1, "empty_documents_in_corpus": 1, "empty_candidates": 1,
-                      "candidate_not_in_corpus": 1, "queries_without_candidates": 1, "run_query_not_judged": 1}
+    assert counts == {
+        "qrels_doc_not_in_corpus": 1,
+        "empty_documents_in_corpus": 1,
+        "empty_candidates": 1,
+        "candidate_not_in_corpus": 1,
+        "queries_without_candidates": 1,
+        "run_query_not_judged": 1,
+    }
     assert report["issues"]["qrels_doc_not_in_corpus"]["examples"] == ["d-missing"]
     assert "note: qrels_doc_not_in_corpus: 1" in proc.stderr
-    assert report["per_query"]["q-ko"] == {"first_stage": dict.fromkeys(report["overall"]["reranked"], 0.0),
-                                           "reranked": dict.fromkeys(report["overall"]["reranked"], 0.0)}
+    assert report["per_query"]["q-ko"] == {
+        "first_stage": dict.fromkeys(report["overall"]["reranked"], 0.0),
+        "reranked": dict.fromkeys(report["overall"]["reranked"], 0.0),
+    }
     reranked = read_run(out / "reranked.trec")
     assert reranked["q-fr"][-1][0] == "d-empty"  # not sent, ranked last
     assert "d-ghost" not in {d for d, _, _ in reranked["q-de"]}
@@ -182,17 +199,20 @@ def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
     assert "## Input problems" in proc.stdout and "empty_candidates: 1" in proc.stdout
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no_folder", "no such dataset folder"),
-    ("no_corpus", "missing corpus.jsonl (BEIR layout"),
-    ("no_queries", "missing queries.jsonl"),
-    ("no_qrels", "missing qrels/test.tsv"),
-    ("bad_corpus_line", "corpus.jsonl:2: not a JSON object"),
-    ("bad_run_line", "candidates.trec:1: expected 6 columns"),
-    ("no_judged_query", "nothing to evaluate"),
-    ("unreachable", "cannot reach"),
-    ("window", "issue 14"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_folder", "no such dataset folder"),
+        ("no_corpus", "missing corpus.jsonl (BEIR layout"),
+        ("no_queries", "missing queries.jsonl"),
+        ("no_qrels", "missing qrels/test.tsv"),
+        ("bad_corpus_line", "corpus.jsonl:2: not a JSON object"),
+        ("bad_run_line", "candidates.trec:1: expected 6 columns"),
+        ("no_judged_query", "nothing to evaluate"),
+        ("unreachable", "cannot reach"),
+        ("window", "issue 14"),
+    ],
+)
 def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message):
     skip = {"no_corpus": {"corpus.jsonl"}, "no_queries": {"queries.jsonl"}, "no_qrels": {"qrels"}}.get(case, set())
     data = eval_data.write(tmp_path / "d", skip=skip) if case != "no_folder" else tmp_path / "absent"
@@ -221,15 +241,36 @@ def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message)
 def test_make_eval_runs_in_seconds(server, synth, tmp_path):
     # -o: the shared .venv is already set up (make test's first step); do not reinstall it here.
     start = time.monotonic()
-    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}",
-                           f"URL={server.grpc_url}", f"DATA={synth}", f"EVAL_OUT={tmp_path / 'out'}"],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "eval",
+            f"PY={sys.executable}",
+            f"URL={server.grpc_url}",
+            f"DATA={synth}",
+            f"EVAL_OUT={tmp_path / 'out'}",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert "| nDCG@10 |" in proc.stdout and (tmp_path / "out" / "report.json").exists()
     assert elapsed < 60, elapsed
-    usage = subprocess.run(["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}"], cwd=ROOT,
-                           env=_env(), capture_output=True, text=True, timeout=60)
+    usage = subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert usage.returncode == 2 and "usage: make eval URL=" in usage.stdout + usage.stderr
 
 
@@ -289,18 +330,38 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
 
     class SynthReranking(AbsTaskRetrieval):
         metadata = TaskMetadata(
-            name="SynthMultilingualReranking", type="Reranking", main_score="ndcg_at_10", description="offline",
-            reference="https://example.org", dataset={"path": "NA", "revision": "NA"}, category="t2t",
-            eval_splits=["test"], eval_langs=["eng-Latn"], date=("2026-01-01", "2026-01-01"), dialect=[],
-            domains=[], task_subtypes=[], license="cc-by-4.0", annotations_creators="derived",
-            modalities=["text"], sample_creation="found", bibtex_citation="")
+            name="SynthMultilingualReranking",
+            type="Reranking",
+            main_score="ndcg_at_10",
+            description="offline",
+            reference="https://example.org",
+            dataset={"path": "NA", "revision": "NA"},
+            category="t2t",
+            eval_splits=["test"],
+            eval_langs=["eng-Latn"],
+            date=("2026-01-01", "2026-01-01"),
+            dialect=[],
+            domains=[],
+            task_subtypes=[],
+            license="cc-by-4.0",
+            annotations_creators="derived",
+            modalities=["text"],
+            sample_creation="found",
+            bibtex_citation="",
+        )
 
         def load_data(self, num_proc=None, **kwargs):
             corpus = [{"id": d, "title": t, "text": x} for _, _, docs in eval_data.TOPICS for d, t, x, _ in docs]
-            self.dataset = {"default": {"test": RetrievalSplitData(
-                queries=Dataset.from_list([{"id": q, "text": t} for q, t in eval_data.queries().items()]),
-                corpus=Dataset.from_list(corpus), relevant_docs=eval_data.qrels(),
-                top_ranked={q: list(docs) for q, docs in run.items()})}}
+            self.dataset = {
+                "default": {
+                    "test": RetrievalSplitData(
+                        queries=Dataset.from_list([{"id": q, "text": t} for q, t in eval_data.queries().items()]),
+                        corpus=Dataset.from_list(corpus),
+                        relevant_docs=eval_data.qrels(),
+                        top_ranked={q: list(docs) for q, docs in run.items()},
+                    )
+                }
+            }
             self.data_loaded = True
 
     model = TritonCrossEncoder(server.grpc_url)

@@ -40,14 +40,25 @@ def test_fp32_export_passes_gate_and_documents_it(python_repo):
     assert len(doc["source"]["files_sha256"]["model.safetensors"]) == 64
     assert doc["export_args"]["backend"] == "python"
     manifest = json.loads((python_repo / "manifest.json").read_text())
-    assert [s["stage"] for s in manifest["stages"]][:5] == ["resolve", "load", "onnx_fp32", "certificate",
-                                                           "parity_fp32"]
+    assert [s["stage"] for s in manifest["stages"]][:5] == [
+        "resolve",
+        "load",
+        "onnx_fp32",
+        "certificate",
+        "parity_fp32",
+    ]
     assert manifest["served"]["file"] == "cross_encoder/1/model.onnx"
     assert "export gate fp32" in manifest["served"]["certified_by"]
-    for path in ("tokenizer/1/tokenizer.json", "tokenizer/1/model.py", "tokenizer/1/pair_tokenization.py",
-                 "tokenizer/1/padding_metrics.py",
-                 "cross_encoder/1/model.onnx", "cross_encoder/1/model.py", "rerank/config.pbtxt",
-                 "certificate.json"):
+    for path in (
+        "tokenizer/1/tokenizer.json",
+        "tokenizer/1/model.py",
+        "tokenizer/1/pair_tokenization.py",
+        "tokenizer/1/padding_metrics.py",
+        "cross_encoder/1/model.onnx",
+        "cross_encoder/1/model.py",
+        "rerank/config.pbtxt",
+        "certificate.json",
+    ):
         assert (python_repo / path).exists(), path
 
 
@@ -76,11 +87,16 @@ def test_fp16_gate_failure_escalates_then_fails_naming_every_try(tiny_model, tmp
     from export import certificate
     from export.fp16_conversion import FP32_ESCALATION
 
-    monkeypatch.setattr(certificate, "FP16", certificate.Thresholds(max_abs_logit=1e-9, max_abs_score=1e-9,
-                                                                     tie_logit=1e-9, min_kendall_tau=0.95))
+    monkeypatch.setattr(
+        certificate,
+        "FP16",
+        certificate.Thresholds(max_abs_logit=1e-9, max_abs_score=1e-9, tie_logit=1e-9, min_kendall_tau=0.95),
+    )
     repo = tmp_path / "repo"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp16"]) == 1
+    assert (
+        export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python", "--precision", "fp16"])
+        == 1
+    )
     out, err = capsys.readouterr()
     assert "converting again with Attention kept in fp32" in out
     assert out.count("parity fp16: FAIL") == len(FP32_ESCALATION) == 2
@@ -104,8 +120,7 @@ def test_gate_catches_an_export_that_ignores_the_attention_mask(tiny_model, tmp_
             logit = self.model(input_ids=input_ids, attention_mask=torch.ones_like(attention_mask)).logits
             return logit, torch.sigmoid(logit)
 
-    path = export_onnx(model, tmp_path / "broken.onnx", ServingLimits().max_length,
-                       graph_module=IgnoresMask().eval())
+    path = export_onnx(model, tmp_path / "broken.onnx", ServingLimits().max_length, graph_module=IgnoresMask().eval())
     tokenizer = load_pair_tokenizer(tiny_model, ServingLimits())
     fixture = certificate.build(tokenizer, parity.torch_runner(model), model={}, served={})
     result = parity.run_gate("fp32", fixture, parity.onnx_runner(ort_session(path)))
@@ -133,19 +148,37 @@ def test_failed_gate_leaves_existing_repository_untouched(tiny_model, python_rep
             def forward(self, input_ids, attention_mask):
                 logit = self.model(input_ids=input_ids, attention_mask=attention_mask).logits * 0.5
                 return logit, torch.sigmoid(logit)
+
         return export_onnx(model, out_path, max_length, graph_module=Halved().eval())
 
     monkeypatch.setattr(pipeline, "export_onnx", broken_export)
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp32"]) == 1
+    assert (
+        export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python", "--precision", "fp32"])
+        == 1
+    )
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
 
 
 def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
     repo = tmp_path / "trt"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "tensorrt",
-                        "--precision", "fp16", "--max-length", "2048"]) == 0
+    assert (
+        export_main(
+            [
+                "--model",
+                str(tiny_model),
+                "--repo",
+                str(repo),
+                "--backend",
+                "tensorrt",
+                "--precision",
+                "fp16",
+                "--max-length",
+                "2048",
+            ]
+        )
+        == 0
+    )
     script = (repo / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
     # max_length 2,048: two length classes, one profile each (64 x 512, 16 x 2,048), and the second
     # class model gets the certified plan too, with its own profile listed.
@@ -170,8 +203,10 @@ def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
 def test_fp32_precision_builds_no_fp16_anything(tiny_model, tmp_path):
     for backend in ("tensorrt", "onnxruntime"):
         repo = tmp_path / backend
-        assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", backend,
-                            "--precision", "fp32"]) == 0
+        assert (
+            export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", backend, "--precision", "fp32"])
+            == 0
+        )
         manifest = json.loads((repo / "manifest.json").read_text())
         assert manifest["fp16"] is None and manifest["tensorrt_fp32_layers"] == []
         assert list(_gate(repo)["gates"]) == ["fp32"]
@@ -203,8 +238,9 @@ def test_exported_graph_has_no_cumsum_and_no_square_mask(python_repo, tmp_path):
     mask[1, 10:] = 0
     ids[1, 10:] = 1
     names = [o.name for o in session.get_outputs()]
-    shapes = {name: value.shape for name, value in zip(names, session.run(names, {"input_ids": ids,
-                                                                                   "attention_mask": mask}))}
+    shapes = {
+        name: value.shape for name, value in zip(names, session.run(names, {"input_ids": ids, "attention_mask": mask}))
+    }
     assert (batch, 1, length, length) not in shapes.values()
     assert (batch, 1, 1, length) in shapes.values()
 
@@ -241,8 +277,11 @@ def test_fp16_weight_storage_halves_the_graph_and_keeps_fp32_compute(python_repo
     path = python_repo / "cross_encoder" / "1" / "model.onnx"
     converted = tmp_path / "model.onnx"
     original = onnx.load(str(path))
-    large = sum(int(np.prod(t.dims)) * 4 for t in original.graph.initializer
-                if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= FP16_STORAGE_MIN_ELEMENTS)
+    large = sum(
+        int(np.prod(t.dims)) * 4
+        for t in original.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) >= FP16_STORAGE_MIN_ELEMENTS
+    )
     before_bytes = initializer_bytes(original)
     onnx.save(with_fp16_weights(original), str(converted))
     assert large > 0.5 * before_bytes  # the matrices and embeddings (~all of it for the real model)
@@ -256,31 +295,47 @@ def test_fp16_weight_storage_halves_the_graph_and_keeps_fp32_compute(python_repo
 
 def _write_config(folder: Path, **overrides) -> Path:
     folder.mkdir(parents=True)
-    config = {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForSequenceClassification"],
-              "id2label": {"0": "LABEL_0"}}
+    config = {
+        "model_type": "xlm-roberta",
+        "architectures": ["XLMRobertaForSequenceClassification"],
+        "id2label": {"0": "LABEL_0"},
+    }
     config.update(overrides)
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]}, "expected an XLMRobertaForSequenceClassification"),
-    ({"id2label": {"0": "a", "1": "b"}}, "one output label, found 2"),
-    ({}, "no \\*.safetensors weights \\(found pickle files \\['pytorch_model.bin'\\]"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"model_type": "bert", "architectures": ["BertForSequenceClassification"]},
+            "expected an XLMRobertaForSequenceClassification",
+        ),
+        ({"id2label": {"0": "a", "1": "b"}}, "one output label, found 2"),
+        ({}, "no \\*.safetensors weights \\(found pickle files \\['pytorch_model.bin'\\]"),
+    ],
+)
 def test_refuses_what_it_cannot_serve(tmp_path, capsys, overrides, message):
     folder = _write_config(tmp_path / "m", **overrides)
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     assert export_main(["--model", str(folder), "--repo", str(tmp_path / "repo")]) == 1
     import re
+
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "repo").exists()
 
 
 def test_hub_unreachable_says_how_to_go_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_HUB_OFFLINE")}
-    proc = subprocess.run([sys.executable, "-m", "export", "--repo", str(tmp_path / "r")], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--repo", str(tmp_path / "r")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "BAAI/bge-reranker-v2-m3" in errors[0] and "MODEL=/path/to/local/dir" in errors[0]
@@ -299,11 +354,18 @@ def test_fp16_range_check_names_nodes_that_overflow(tmp_path):
     from export.fp16_conversion import nodes_out_of_fp16_range
 
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "big"], ["h"], name="blow_up"),
-         helper.make_node("Mul", ["h", "small"], ["y"], name="scale_back")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [
+            helper.make_node("Mul", ["x", "big"], ["h"], name="blow_up"),
+            helper.make_node("Mul", ["h", "small"], ["y"], name="scale_back"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor("big", TensorProto.FLOAT, [], [1e5]), helper.make_tensor("small", TensorProto.FLOAT, [], [1e-5])])
+        [
+            helper.make_tensor("big", TensorProto.FLOAT, [], [1e5]),
+            helper.make_tensor("small", TensorProto.FLOAT, [], [1e-5]),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     import numpy as np
 
@@ -321,9 +383,13 @@ def test_external_data_save_leaves_the_model_usable(tmp_path, monkeypatch):
     import export.onnx_export as onnx_export
 
     weight = numpy_helper.from_array(np.ones((300, 300), dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 300])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 64 * 1024**2 + 1000)  # force the external path
     onnx_export.save_onnx(model, tmp_path / "m.onnx")

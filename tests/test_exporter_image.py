@@ -39,7 +39,7 @@ def test_every_exporter_package_is_pinned_by_the_test_environment():
 
 def test_exporter_stage_installs_with_the_test_pins_on_the_test_python():
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    stage = dockerfile[dockerfile.index("AS exporter"):]
+    stage = dockerfile[dockerfile.index("AS exporter") :]
     assert "-c requirements/dev.txt -r requirements/export.txt" in stage
     python = re.search(r"uv venv --python (\S+)", stage).group(1)
     assert python == ".".join(map(str, sys.version_info[:3])) or python == ".".join(map(str, sys.version_info[:2]))
@@ -48,7 +48,12 @@ def test_exporter_stage_installs_with_the_test_pins_on_the_test_python():
 
 
 def test_exporter_refuses_an_unwritable_output_before_exporting(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "export", "--model", str(tmp_path), "--repo",
-                           "/proc/not-writable/repo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "export", "--model", str(tmp_path), "--repo", "/proc/not-writable/repo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "cannot write the repository under /proc" in proc.stderr and "--user $(id -u):$(id -g)" in proc.stderr

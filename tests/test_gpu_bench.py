@@ -48,25 +48,75 @@ def test_flag_embedding_in_the_gpu_step_is_the_pinned_version():
 def test_python_steps_on_cpu_against_the_real_server(server, python_repo, tmp_path):
     tokenizer = str(python_repo / "tokenizer" / "1" / "tokenizer.json")
     pairs = tmp_path / "pairs.json"
-    assert gpu_bench.main(["pairs", "--tokenizer", tokenizer, "--tokens", "128,256", "--requests", "2",
-                           "--passages", "3", "--out", str(pairs)]) == 0
+    assert (
+        gpu_bench.main(
+            [
+                "pairs",
+                "--tokenizer",
+                tokenizer,
+                "--tokens",
+                "128,256",
+                "--requests",
+                "2",
+                "--passages",
+                "3",
+                "--out",
+                str(pairs),
+            ]
+        )
+        == 0
+    )
     data = json.loads(pairs.read_text())
     for tokens, block in data.items():
         # A window cut inside a word may give up a token or two; never more than asked.
         assert all(int(tokens) - 2 <= n <= int(tokens) for n in block["pair_tokens"]), block["pair_tokens"]
     triton = tmp_path / "triton.json"
-    assert gpu_bench.main(["triton", "--url", server.grpc_url, "--metrics-url", server.metrics_url, "--pairs",
-                           str(pairs), "--system", "Triton python fp32", "--concurrency", "1,2", "--trials", "2",
-                           "--out", str(triton)]) == 0
+    assert (
+        gpu_bench.main(
+            [
+                "triton",
+                "--url",
+                server.grpc_url,
+                "--metrics-url",
+                server.metrics_url,
+                "--pairs",
+                str(pairs),
+                "--system",
+                "Triton python fp32",
+                "--concurrency",
+                "1,2",
+                "--trials",
+                "2",
+                "--out",
+                str(triton),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(triton.read_text())["rows"]
     assert len(rows) == 4 and all(len(r["trials"]) == 2 and 0 < r["padding_efficiency"] <= 1 for r in rows)
     # Stand-in for the CUDA step: same shape, the reference taken from the server's own logits.
-    stand_in = {"rows": [{**r, "system": gpu_bench.PEER} for r in rows],
-                "reference": {str(r["tokens"]): r["scores"] for r in rows if r["concurrency"] == 1},
-                "reference_system": "stand-in"}
+    stand_in = {
+        "rows": [{**r, "system": gpu_bench.PEER} for r in rows],
+        "reference": {str(r["tokens"]): r["scores"] for r in rows if r["concurrency"] == 1},
+        "reference_system": "stand-in",
+    }
     (tmp_path / "torch.json").write_text(json.dumps(stand_in))
-    assert gpu_bench.main(["report", "--results", str(triton), str(tmp_path / "torch.json"), "--passages", "3",
-                           "--out", str(tmp_path / "report")]) == 0
+    assert (
+        gpu_bench.main(
+            [
+                "report",
+                "--results",
+                str(triton),
+                str(tmp_path / "torch.json"),
+                "--passages",
+                "3",
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report" / "bench_gpu.json").read_text())
     assert report["padding_source"] == "server_metrics"
     assert all(r["same_inputs"] and r["max_abs_logit_vs_reference"] == 0 for r in report["rows"])

@@ -37,8 +37,14 @@ def fake_docker(tmp_path) -> Path:
 
 
 def test_sweep_dry_run_lists_export_verify_and_both_perf_targets(tmp_path, fake_docker):
-    env = {**os.environ, "DRY_RUN": "1", "DOCKER": str(fake_docker), "OUT": str(tmp_path / "gpu"),
-           "MODEL": str(tmp_path), "EVAL_DATA": str(tmp_path / "scifact")}
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "DOCKER": str(fake_docker),
+        "OUT": str(tmp_path / "gpu"),
+        "MODEL": str(tmp_path),
+        "EVAL_DATA": str(tmp_path / "scifact"),
+    }
     proc = subprocess.run(["bash", str(SWEEP)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -47,12 +53,19 @@ def test_sweep_dry_run_lists_export_verify_and_both_perf_targets(tmp_path, fake_
         assert f"REPORT={tmp_path}/gpu/{backend}/verify.json" in out
         assert f"make eval URL=localhost:8001 DATA={tmp_path}/scifact EVAL_OUT={tmp_path}/gpu/{backend}/eval" in out
     assert out.count("perf_analyzer -m rerank") == 8 and out.count("perf_analyzer -m cross_encoder") == 8
-    assert "--cross-encoder" in out and '--user' in out and "timeout 600" in out
+    assert "--cross-encoder" in out and "--user" in out and "timeout 600" in out
 
 
 def test_sweep_stops_when_the_server_container_dies(tmp_path, fake_docker):
-    env = {**os.environ, "DOCKER": str(fake_docker), "OUT": str(tmp_path / "gpu"), "MODEL": str(tmp_path),
-           "BACKENDS": "tensorrt", "READY_TIMEOUT": "600", "READY_URL": f"http://127.0.0.1:{free_port()}/"}
+    env = {
+        **os.environ,
+        "DOCKER": str(fake_docker),
+        "OUT": str(tmp_path / "gpu"),
+        "MODEL": str(tmp_path),
+        "BACKENDS": "tensorrt",
+        "READY_TIMEOUT": "600",
+        "READY_URL": f"http://127.0.0.1:{free_port()}/",
+    }
     start = time.monotonic()
     proc = subprocess.run(["bash", str(SWEEP)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
@@ -64,10 +77,23 @@ def test_cross_encoder_input_data_has_exact_length(python_repo, tmp_path):
     import json
 
     out = tmp_path / "ids.json"
-    subprocess.run(["python", "-m", "loadtest.fixed_length", "--tokenizer",
-                    str(python_repo / "tokenizer" / "1" / "tokenizer.json"), "--tokens", "128",
-                    "--cross-encoder", "--out", str(out)], cwd=ROOT, check=True,
-                   env={**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"})
+    subprocess.run(
+        [
+            "python",
+            "-m",
+            "loadtest.fixed_length",
+            "--tokenizer",
+            str(python_repo / "tokenizer" / "1" / "tokenizer.json"),
+            "--tokens",
+            "128",
+            "--cross-encoder",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"},
+    )
     rows = json.loads(out.read_text())["data"]
     assert rows and all(len(r["input_ids"]["content"]) == 128 == r["input_ids"]["shape"][0] for r in rows)
     assert all(r["attention_mask"]["content"][0] == 1 for r in rows)

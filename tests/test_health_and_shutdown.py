@@ -51,8 +51,9 @@ def _cmdline(pid: int) -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        state = [line for line in (Path("/proc") / str(pid) / "status").read_text().splitlines()
-                 if line.startswith("State:")]
+        state = [
+            line for line in (Path("/proc") / str(pid) / "status").read_text().splitlines() if line.startswith("State:")
+        ]
     except OSError:
         return False
     return bool(state) and "Z" not in state[0].split()[1]
@@ -72,9 +73,12 @@ def _port_free(port: int) -> bool:
 
 def _run_probe(http_port: int) -> tuple[int, str, float]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(PROBE), "--url", f"http://127.0.0.1:{http_port}",
-                           "--timeout", str(PROBE_TIMEOUT_S)], capture_output=True, text=True,
-                          timeout=PROBE_TIMEOUT_S + 10)
+    proc = subprocess.run(
+        [sys.executable, str(PROBE), "--url", f"http://127.0.0.1:{http_port}", "--timeout", str(PROBE_TIMEOUT_S)],
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S + 10,
+    )
     return proc.returncode, proc.stdout.strip(), time.perf_counter() - start
 
 
@@ -84,10 +88,25 @@ class Launcher:
     def __init__(self, repo: Path):
         self.ports = [free_port(), free_port(), free_port()]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "local_triton.server", str(repo), "--http-port", str(self.ports[0]),
-             "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
-             "--probe-period", str(PROBE_PERIOD_S)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "local_triton.server",
+                str(repo),
+                "--http-port",
+                str(self.ports[0]),
+                "--grpc-port",
+                str(self.ports[1]),
+                "--metrics-port",
+                str(self.ports[2]),
+                "--probe-period",
+                str(PROBE_PERIOD_S),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -130,8 +149,9 @@ def _stop_and_check(launcher: Launcher, signum: int, exit_code: int = 0) -> None
     while _alive(server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(server), f"tritonserver {server} left running after {signal.Signals(signum).name}"
-    assert all(_port_free(p) for p in launcher.ports), subprocess.run(["ss", "-tanp"], capture_output=True,
-                                                                       text=True).stdout[-3000:]
+    assert all(_port_free(p) for p in launcher.ports), subprocess.run(
+        ["ss", "-tanp"], capture_output=True, text=True
+    ).stdout[-3000:]
     assert any("stopping tritonserver" in line for line in launcher.lines)
 
 
@@ -146,12 +166,15 @@ def test_probe_sees_a_dead_stub_and_launcher_stops_on_sigterm(launcher, python_r
     exec_ms = sorted(seconds for _, _, seconds in runs)[2] * 1000
     sys.path.insert(0, str(PROBE.parent))
     import probe as probe_module  # noqa: E402 - the same file, in process: the request alone
+
     start = time.perf_counter()
     for _ in range(20):
         assert probe_module.probe(f"http://127.0.0.1:{http}", timeout_s=PROBE_TIMEOUT_S)[0]
     request_ms = (time.perf_counter() - start) / 20 * 1000
-    print(f"\nprobe cost: {exec_ms:.0f} ms per exec (median of 5, python3 start included), "
-          f"{request_ms:.1f} ms per request (mean of 20, tiny stand-in model on CPU)")
+    print(
+        f"\nprobe cost: {exec_ms:.0f} ms per exec (median of 5, python3 start included), "
+        f"{request_ms:.1f} ms per request (mean of 20, tiny stand-in model on CPU)"
+    )
 
     # Kill the cross-encoder's Python stub, as the OOM killer did once.
     stubs = [p for p in _children(launcher.server_pid()) if "triton_python_backend_stub" in _cmdline(p)]

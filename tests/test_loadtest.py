@@ -37,14 +37,35 @@ def test_fixed_length_pairs(python_repo):
     tokenizer_json = str(python_repo / "tokenizer" / "1" / "tokenizer.json")
     tok = Tokenizer.from_file(tokenizer_json)
     for query, passage in pairs_of_length(tokenizer_json, 256, count=8):
-        total = len(tok.encode(query, add_special_tokens=False).ids) + len(tok.encode(passage, add_special_tokens=False).ids) + 4
+        total = (
+            len(tok.encode(query, add_special_tokens=False).ids)
+            + len(tok.encode(passage, add_special_tokens=False).ids)
+            + 4
+        )
         assert abs(total - 256) <= 8
 
 
 def test_make_perf_writes_csv_table_and_plot(python_repo, tmp_path):
     out = tmp_path / "perf"
-    assert perf_main(["--repo", str(python_repo), "--concurrency", "1,2", "--window-requests", "32", "--stability", "200",
-                      "--batch", "8", "--out", str(out)]) == 0
+    assert (
+        perf_main(
+            [
+                "--repo",
+                str(python_repo),
+                "--concurrency",
+                "1,2",
+                "--window-requests",
+                "32",
+                "--stability",
+                "200",
+                "--batch",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "perf.json").read_text())
     assert [r["concurrency"] for r in report["rows"]] == [1, 2]
     assert all(r["pairs_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in report["rows"])
@@ -54,9 +75,30 @@ def test_make_perf_writes_csv_table_and_plot(python_repo, tmp_path):
 
 def test_gpu_probe_runs_in_cpu_smoke_mode(tmp_path):
     out = tmp_path / "probe.json"
-    proc = subprocess.run([sys.executable, "scripts/gpu_probe.py", "--device", "cpu", "--layers", "1", "--hidden", "64",
-                           "--lengths", "16,32", "--batches", "1,2", "--seconds", "0.2", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/gpu_probe.py",
+            "--device",
+            "cpu",
+            "--layers",
+            "1",
+            "--hidden",
+            "64",
+            "--lengths",
+            "16,32",
+            "--batches",
+            "1,2",
+            "--seconds",
+            "0.2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 4 and all(r["pairs_per_s"] > 0 for r in rows)

@@ -37,19 +37,27 @@ def test_local_server_binds_loopback_by_default(server):
             assert s.connect_ex((address, port)) != 0, f"port {port} answers on {address}"
 
 
-@pytest.mark.parametrize("assignment", [
-    'MAX_LENGTH=512; touch {marker}',
-    'HOST=127.0.0.1; touch {marker}',
-    'HTTP_PORT=8000 && touch {marker}',
-    'REPO=runs/x"; touch {marker}; "',
-    'MODEL=$(shell touch {marker})',
-    'BACKEND=python`touch {marker}`',
-])
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "MAX_LENGTH=512; touch {marker}",
+        "HOST=127.0.0.1; touch {marker}",
+        "HTTP_PORT=8000 && touch {marker}",
+        'REPO=runs/x"; touch {marker}; "',
+        "MODEL=$(shell touch {marker})",
+        "BACKEND=python`touch {marker}`",
+    ],
+)
 @pytest.mark.parametrize("target", ["export", "serve", "demo"])
 def test_make_refuses_shell_in_variables(tmp_path, assignment, target):
     marker = tmp_path / "ran"
-    proc = subprocess.run(["make", "--no-print-directory", target, assignment.format(marker=marker)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["make", "--no-print-directory", target, assignment.format(marker=marker)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "must be" in proc.stderr or "characters outside" in proc.stderr, proc.stderr
     assert not marker.exists()

@@ -40,8 +40,9 @@ def _window_inputs(queries, passages, stride=0):
 @pytest.mark.parametrize("stride", [None, 100])
 def test_window_score_is_the_max_over_independent_windows(server, tiny_model, stride):
     with RerankClient(server.grpc_url) as client:
-        results = sorted(client.rerank(QUERY, LONG, long_documents="window", window_stride=stride),
-                         key=lambda r: r.index)
+        results = sorted(
+            client.rerank(QUERY, LONG, long_documents="window", window_stride=stride), key=lambda r: r.index
+        )
     tokenizer = flag_reranker(str(tiny_model)).tokenizer
     for result, passage in zip(results, LONG):
         ref = reference_windows(tiny_model, QUERY, passage, ServingLimits().max_length, stride)
@@ -50,7 +51,7 @@ def test_window_score_is_the_max_over_independent_windows(server, tiny_model, st
         # The span is the best window's (any window within the tolerance of the best: near-ties).
         near_best = [span for span, logit in zip(ref.spans, ref.logits) if logit >= ref.best - 1e-4]
         assert result.span in near_best, (result.span, near_best)
-        best_text = passage[result.span[0]:result.span[1]]
+        best_text = passage[result.span[0] : result.span[1]]
         assert result.tokens == len(flag_token_ids(tiny_model, [(QUERY, best_text)])[0])
         assert not result.truncated
         # Windows cover the passage: the first starts at its start, the last ends at its end.
@@ -66,6 +67,7 @@ def test_async_client_window_mode_matches_the_sync_client(server):
     async def run():
         async with AsyncRerankClient(server.grpc_url) as client:
             return await client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
+
     with RerankClient(server.grpc_url) as client:
         expected = client.rerank(QUERY, LONG, long_documents="window", window_stride=150)
     got = asyncio.run(run())
@@ -86,8 +88,10 @@ def test_passage_in_one_window_scores_exactly_as_truncate_with_whole_span(server
 def test_window_limits_published_and_errors_name_both_numbers(server):
     with RerankClient(server.grpc_url, retries=0) as client:
         limits = client.server_limits()
-        assert (limits.max_windows_per_passage, limits.max_windows_per_request) == \
-            (MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST)
+        assert (limits.max_windows_per_passage, limits.max_windows_per_request) == (
+            MAX_WINDOWS_PER_PASSAGE,
+            MAX_WINDOWS_PER_REQUEST,
+        )
         assert limits.max_batch_tokens == MAX_BATCH_TOKENS
         assert limits.length_classes == [(c.max_length, c.max_batch) for c in length_classes(ServingLimits())]
         # Per passage: stride 1 over ~1,700 tokens needs ~1,200 windows.
@@ -118,6 +122,7 @@ def test_window_limits_published_and_errors_name_both_numbers(server):
 
 
 # --- max_length 8,192: three length classes on the same exported graph ---
+
 
 @pytest.fixture(scope="module")
 def long_server(python_repo, tiny_model, tmp_path_factory):
@@ -184,18 +189,21 @@ def test_mixed_concurrent_requests_stay_correct_and_batches_stay_under_the_token
     from 6 threads at once. Each result equals FlagReranker at max_length 8,192 (every passage
     fits in one window, so window mode must equal truncate mode); afterwards each class model's
     recorded batches stay inside its class, and under MAX_BATCH_TOKENS."""
-    passages = [p for _, p in pairs()[:8]] + [long_passage(20, offset=i) for i in range(4)] \
-        + [long_passage(60, offset=i) for i in range(3)]  # ~30-200, ~800, ~2,500 tokens
+    passages = (
+        [p for _, p in pairs()[:8]]
+        + [long_passage(20, offset=i) for i in range(4)]
+        + [long_passage(60, offset=i) for i in range(3)]
+    )  # ~30-200, ~800, ~2,500 tokens
     expected = flag_scores(tiny_model, [(QUERY, p) for p in passages], max_length=8192, normalize=False)
     order = np.argsort([len(p) for p in passages])
-    requests = [list(order[i:i + 3]) for i in range(0, len(order), 3)]
+    requests = [list(order[i : i + 3]) for i in range(0, len(order), 3)]
     errors, lock = [], threading.Lock()
     classes = length_classes(LIMITS_8192)
     before = {c.model: metric(long_server.metrics_url, "nv_inference_count", c.model) for c in classes}
 
     def worker(seed: int):
         with RerankClient(long_server.grpc_url) as client:
-            for k, rows in enumerate(requests[seed % 2::2]):
+            for k, rows in enumerate(requests[seed % 2 :: 2]):
                 mode = "window" if (seed + k) % 2 else "truncate"
                 got = client.score_details([(QUERY, passages[i]) for i in rows], long_documents=mode)
                 for row, result in zip(rows, got):
@@ -223,10 +231,26 @@ def test_full_export_at_8192_serves_a_6000_token_pair(tiny_model, tmp_path):
     from export.__main__ import main as export_main
 
     repo = tmp_path / "repo"
-    assert export_main(["--model", str(tiny_model), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp32", "--max-length", "8192"]) == 0
-    assert sorted(p.name for p in repo.iterdir() if p.name.startswith("cross_encoder")) == \
-        [c.model for c in length_classes(LIMITS_8192)]
+    assert (
+        export_main(
+            [
+                "--model",
+                str(tiny_model),
+                "--repo",
+                str(repo),
+                "--backend",
+                "python",
+                "--precision",
+                "fp32",
+                "--max-length",
+                "8192",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in repo.iterdir() if p.name.startswith("cross_encoder")) == [
+        c.model for c in length_classes(LIMITS_8192)
+    ]
     passage = _passage_of(tiny_model, 6000)
     srv = start_server(repo, tmp_path)
     try:

@@ -16,8 +16,11 @@ from tests.server_helpers import raw_rerank
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "reranker-dashboard.json"
-USEFUL, PADDED, PAIRS = ("reranker_tokenizer_useful_tokens_total", "reranker_tokenizer_padded_tokens_total",
-                         "reranker_tokenizer_pairs_total")
+USEFUL, PADDED, PAIRS = (
+    "reranker_tokenizer_useful_tokens_total",
+    "reranker_tokenizer_padded_tokens_total",
+    "reranker_tokenizer_pairs_total",
+)
 
 
 def scrape(server) -> str:
@@ -37,8 +40,14 @@ def buckets(repo: Path) -> list[int]:
 def test_padding_counters_match_known_requests_exactly(server, python_repo):
     widths = buckets(python_repo)
     requests = [
-        ("What is the capital of France?", ["Paris is the capital of France.", "Berlin.",
-                                            "The Eiffel Tower is in Paris, the capital city of France, " * 6]),
+        (
+            "What is the capital of France?",
+            [
+                "Paris is the capital of France.",
+                "Berlin.",
+                "The Eiffel Tower is in Paris, the capital city of France, " * 6,
+            ],
+        ),
         ("Wer hat das Telefon erfunden?", ["Alexander Graham Bell meldete 1876 ein Patent an."]),
     ]
     before = scrape(server)
@@ -79,19 +88,27 @@ def test_grafana_dashboard_queries_only_metrics_the_server_exports(server):
         named |= set(re.findall(r"\b((?:nv|reranker)_[a-z0-9_]+)\b", expr))
     assert named and named <= exported, sorted(named - exported)
     # What operators were promised: queue time, batch size, request rate, padding efficiency.
-    for needed in ("nv_inference_queue_duration_us", "nv_inference_exec_count", "nv_inference_request_success",
-                   USEFUL, PADDED):
+    for needed in (
+        "nv_inference_queue_duration_us",
+        "nv_inference_exec_count",
+        "nv_inference_request_success",
+        USEFUL,
+        PADDED,
+    ):
         assert needed in named
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 def test_padding_module_counts_rows_times_width():
+    import importlib.util
+
     import numpy as np
 
     from export.pipeline import SOURCE_REPOSITORY
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("padding_metrics", SOURCE_REPOSITORY / "tokenizer" / "1" / "padding_metrics.py")
+    spec = importlib.util.spec_from_file_location(
+        "padding_metrics", SOURCE_REPOSITORY / "tokenizer" / "1" / "padding_metrics.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])

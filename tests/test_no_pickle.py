@@ -73,21 +73,33 @@ def test_the_refusal_catches_real_pickle_loading(tiny_model, tmp_path, no_unpick
 def test_export_succeeds_with_every_unpickler_failing(tiny_model, tmp_path, no_unpickling):
     model_dir = _with_pickle_beside(tiny_model, tmp_path / "model")
     repo = tmp_path / "repo"
-    assert export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python",
-                        "--precision", "fp32"]) == 0
+    assert (
+        export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python", "--precision", "fp32"]) == 0
+    )
     assert (repo / "cross_encoder" / "1" / "model.onnx").exists()
     assert not no_unpickling, "an unpickler was called (and its failure swallowed) during the export"
 
 
 def test_every_from_pretrained_passes_use_safetensors():
     calls = []
-    for folder in ("export", "tests", "client", "local_triton", "benchmarks", "loadtest", "scripts", "docker",
-                   "model_repository"):
+    for folder in (
+        "export",
+        "tests",
+        "client",
+        "local_triton",
+        "benchmarks",
+        "loadtest",
+        "scripts",
+        "docker",
+        "model_repository",
+    ):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
-                    ok = any(k.arg == "use_safetensors" and isinstance(k.value, ast.Constant) and k.value.value is True
-                             for k in node.keywords)
+                    ok = any(
+                        k.arg == "use_safetensors" and isinstance(k.value, ast.Constant) and k.value.value is True
+                        for k in node.keywords
+                    )
                     calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", ok))
     assert calls, "no from_pretrained call found: the scan is broken"
     # The sanity test above deliberately loads pickled weights, with every unpickler refused.

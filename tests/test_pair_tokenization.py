@@ -25,7 +25,7 @@ def test_token_ids_equal_flagreranker(setup):
     assert batch.tokens.ravel().tolist() == [len(ids) for ids in expected]
     for row, ids in enumerate(expected):
         assert batch.input_ids[row, : len(ids)].tolist() == ids
-        assert (batch.input_ids[row, len(ids):] == tokenizer.pad_id).all()
+        assert (batch.input_ids[row, len(ids) :] == tokenizer.pad_id).all()
         assert batch.attention_mask[row].sum() == len(ids)
     assert batch.input_ids.shape[1] in limits.buckets
     assert batch.truncated.any() and not batch.truncated.all()
@@ -34,8 +34,11 @@ def test_token_ids_equal_flagreranker(setup):
 def test_long_query_cut_to_three_quarters(setup):
     limits, tokenizer, _ = setup
     query = calibration_texts.long_passage(30)
-    [(ids, truncated)] = [tokenizer.join(0, *[e.ids for e in tokenizer.tokenizer.encode_batch(
-        [query, "short passage"], add_special_tokens=False)])]
+    [(ids, truncated)] = [
+        tokenizer.join(
+            0, *[e.ids for e in tokenizer.tokenizer.encode_batch([query, "short passage"], add_special_tokens=False)]
+        )
+    ]
     first_sep = ids.index(tokenizer.sep_id)
     assert first_sep - 1 == limits.query_max_length  # <s> + query tokens
     assert truncated and len(ids) <= limits.max_length
@@ -48,14 +51,21 @@ def test_truncated_flag_only_when_cut(setup):
     assert batch.input_ids.shape == (1, tokenizer.bucket_for(int(batch.tokens[0, 0])))
 
 
-@pytest.mark.parametrize("query, passage, message", [
-    ("", "p", "query[0]: is empty"),
-    ("   \n", "p", "query[0]: is empty"),
-    ("q", " ", "passage[0]: is empty"),
-    (b"\xff\xfe", "p", "query[0]: not valid UTF-8"),
-    ("q", "a\x00b", "passage[0]: contains a NUL"),
-    ("q", "x" * (MAX_TEXT_BYTES + 1), f"passage[0]: {MAX_TEXT_BYTES + 1} bytes exceeds the limit of {MAX_TEXT_BYTES}"),
-])
+@pytest.mark.parametrize(
+    "query, passage, message",
+    [
+        ("", "p", "query[0]: is empty"),
+        ("   \n", "p", "query[0]: is empty"),
+        ("q", " ", "passage[0]: is empty"),
+        (b"\xff\xfe", "p", "query[0]: not valid UTF-8"),
+        ("q", "a\x00b", "passage[0]: contains a NUL"),
+        (
+            "q",
+            "x" * (MAX_TEXT_BYTES + 1),
+            f"passage[0]: {MAX_TEXT_BYTES + 1} bytes exceeds the limit of {MAX_TEXT_BYTES}",
+        ),
+    ],
+)
 def test_bad_items_name_field_and_limit(setup, query, passage, message):
     _, tokenizer, _ = setup
     from pair_tokenization import InvalidInput
@@ -68,9 +78,9 @@ def test_one_bad_request_does_not_spoil_the_batch(setup):
     _, tokenizer, _ = setup
     from pair_tokenization import InvalidInput
 
-    results = tokenizer.tokenize_requests([
-        (["good query"], ["good passage"]), ([""], ["passage"]), (["q1", "q2"], ["p1"]),
-        (["another"], ["fine text"])])
+    results = tokenizer.tokenize_requests(
+        [(["good query"], ["good passage"]), ([""], ["passage"]), (["q1", "q2"], ["p1"]), (["another"], ["fine text"])]
+    )
     assert not isinstance(results[0], InvalidInput) and not isinstance(results[3], InvalidInput)
     assert isinstance(results[1], InvalidInput) and "query[0]" in str(results[1])
     assert isinstance(results[2], InvalidInput) and "must match" in str(results[2])

@@ -18,8 +18,10 @@ def test_real_shape_export(tmp_path_factory, precision):
     if not (model_dir / "model.safetensors").exists():
         model_factory.build(model_dir, "real")
     repo = tmp_path_factory.mktemp("real") / "repo"
-    assert export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python",
-                        "--precision", precision]) == 0
+    assert (
+        export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python", "--precision", precision])
+        == 0
+    )
     served = repo / "cross_encoder" / "1" / "model.onnx"
     manifest = json.loads((repo / "manifest.json").read_text())
     gates = json.loads((repo / "cross_encoder" / "parity.json").read_text())["gates"]
@@ -32,8 +34,10 @@ def test_real_shape_export(tmp_path_factory, precision):
         assert served.stat().st_size < 50e6
     else:
         assert served.stat().st_size < 1.3e9 and not served.with_name("model.onnx.data").exists()
-    print(f"\nreal shape {precision}: peak RSS {peak:.0f} MiB (largest process); stages "
-          + ", ".join(f"{s['stage']} {s['seconds']}s" for s in manifest["stages"]))
+    print(
+        f"\nreal shape {precision}: peak RSS {peak:.0f} MiB (largest process); stages "
+        + ", ".join(f"{s['stage']} {s['seconds']}s" for s in manifest["stages"])
+    )
     for name, gate in gates.items():
         print(f"gate {name}: max|d logit| {gate['max_abs_logit']:.3g}, max|d score| {gate['max_abs_score']:.3g}")
     if manifest["fp16"]:

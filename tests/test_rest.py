@@ -20,12 +20,14 @@ from tests.server_helpers import raw_rerank
 from tests.test_robustness import _repository_with_small_queue
 
 QUERY = "what is the capital of France?"
-DOCS = ["Paris is the capital and largest city of France.",
-        "Berlin is the capital of Germany.",
-        "Der Eiffelturm steht in Paris.",
-        "Bananas are rich in potassium.",
-        "巴黎是法国的首都。",
-        "The Seine flows through Paris."]
+DOCS = [
+    "Paris is the capital and largest city of France.",
+    "Berlin is the capital of Germany.",
+    "Der Eiffelturm steht in Paris.",
+    "Bananas are rich in potassium.",
+    "巴黎是法国的首都。",
+    "The Seine flows through Paris.",
+]
 NO_RETRY = {"max_retries": 0}  # the SDK would retry 429/5xx itself and hide our answer
 
 
@@ -50,8 +52,9 @@ def ensemble(server):
 
 def test_cohere_sdk_v1_and_v2_get_our_clients_results(rest, reference):
     v1 = cohere.Client(api_key="unused", base_url=rest, timeout=30)
-    answer = v1.rerank(model="bge-reranker-v2-m3", query=QUERY, documents=DOCS, return_documents=True,
-                       request_options=NO_RETRY)
+    answer = v1.rerank(
+        model="bge-reranker-v2-m3", query=QUERY, documents=DOCS, return_documents=True, request_options=NO_RETRY
+    )
     assert [(r.index, r.relevance_score) for r in answer.results] == [(r.index, r.score) for r in reference]
     assert [r.document.text for r in answer.results] == [DOCS[r.index] for r in reference]
     assert answer.meta.api_version.version == "1" and answer.id
@@ -81,9 +84,17 @@ def test_scores_are_the_ensembles_and_ordered(rest, ensemble):
 
 def test_jina_shaped_request(rest, reference):
     docs = [{"text": d, "id": f"doc-{i}"} for i, d in enumerate(DOCS)]
-    answer = httpx.post(f"{rest}/v1/rerank", json={"model": "jina-reranker-v2-base-multilingual", "query": QUERY,
-                                                    "documents": docs, "top_n": 3, "return_documents": True},
-                        timeout=30)
+    answer = httpx.post(
+        f"{rest}/v1/rerank",
+        json={
+            "model": "jina-reranker-v2-base-multilingual",
+            "query": QUERY,
+            "documents": docs,
+            "top_n": 3,
+            "return_documents": True,
+        },
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model"] == Settings().served_model and body["usage"]["total_tokens"] > 0
@@ -100,33 +111,45 @@ def test_tei_route(rest, ensemble, reference):
     assert [r["text"] for r in ranks] == [DOCS[r.index] for r in reference]
 
     raw = httpx.post(f"{rest}/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}, timeout=30).json()
-    np.testing.assert_allclose([r["score"] for r in sorted(raw, key=lambda r: r["index"])], ensemble["logit"], atol=1e-5)
+    np.testing.assert_allclose(
+        [r["score"] for r in sorted(raw, key=lambda r: r["index"])], ensemble["logit"], atol=1e-5
+    )
     assert all("text" not in r for r in raw)
 
     long_text = "Paris " * 2000  # far beyond max_length: cut and flagged, or refused when asked
     cut = httpx.post(f"{rest}/rerank", json={"query": QUERY, "texts": ["short", long_text]}, timeout=30).json()
     assert {r["index"]: r["truncated"] for r in cut} == {0: False, 1: True}
-    refused = httpx.post(f"{rest}/rerank", json={"query": QUERY, "texts": ["short", long_text], "truncate": False},
-                         timeout=30)
+    refused = httpx.post(
+        f"{rest}/rerank", json={"query": QUERY, "texts": ["short", long_text], "truncate": False}, timeout=30
+    )
     assert refused.status_code == 400 and refused.json()["error"].startswith("texts[1]: ")
-    left = httpx.post(f"{rest}/rerank", json={"query": QUERY, "texts": DOCS, "truncation_direction": "Left"}, timeout=30)
+    left = httpx.post(
+        f"{rest}/rerank", json={"query": QUERY, "texts": DOCS, "truncation_direction": "Left"}, timeout=30
+    )
     assert left.status_code == 400 and "truncation_direction" in left.json()["error"]
 
 
-@pytest.mark.parametrize("route,body,status,field", [
-    ("/v1/rerank", {"query": QUERY, "documents": []}, 400, "documents: must not be empty"),
-    ("/rerank", {"query": QUERY, "texts": []}, 400, "texts: must not be empty"),
-    ("/v1/rerank", {"query": QUERY, "documents": ["ok", 7]}, 422, "documents[1]"),
-    ("/v1/rerank", {"query": QUERY, "documents": ["ok", {"title": "no text"}]}, 422, "documents[1]"),
-    ("/rerank", {"query": QUERY, "texts": ["ok", None]}, 422, "texts[1]"),
-    ("/v2/rerank", {"query": QUERY, "documents": ["ok", "  "]}, 400, "documents[1]: is empty"),
-    ("/rerank", {"query": QUERY, "texts": ["ok", "  "]}, 400, "texts[1]: is empty"),
-    ("/v2/rerank", {"documents": ["ok"]}, 422, "query: Field required"),
-    ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "top_n": 0}, 422, "top_n"),
-    ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "max_tokens_per_doc": 16}, 400, "max_tokens_per_doc: 16"),
-    ("/v2/rerank", {"query": QUERY, "documents": ["x"] * 10_000}, 400,
-     f"documents: 10000 documents exceed the limit of {DEFAULT_MAX_DOCUMENTS}"),
-])
+@pytest.mark.parametrize(
+    "route,body,status,field",
+    [
+        ("/v1/rerank", {"query": QUERY, "documents": []}, 400, "documents: must not be empty"),
+        ("/rerank", {"query": QUERY, "texts": []}, 400, "texts: must not be empty"),
+        ("/v1/rerank", {"query": QUERY, "documents": ["ok", 7]}, 422, "documents[1]"),
+        ("/v1/rerank", {"query": QUERY, "documents": ["ok", {"title": "no text"}]}, 422, "documents[1]"),
+        ("/rerank", {"query": QUERY, "texts": ["ok", None]}, 422, "texts[1]"),
+        ("/v2/rerank", {"query": QUERY, "documents": ["ok", "  "]}, 400, "documents[1]: is empty"),
+        ("/rerank", {"query": QUERY, "texts": ["ok", "  "]}, 400, "texts[1]: is empty"),
+        ("/v2/rerank", {"documents": ["ok"]}, 422, "query: Field required"),
+        ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "top_n": 0}, 422, "top_n"),
+        ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "max_tokens_per_doc": 16}, 400, "max_tokens_per_doc: 16"),
+        (
+            "/v2/rerank",
+            {"query": QUERY, "documents": ["x"] * 10_000},
+            400,
+            f"documents: 10000 documents exceed the limit of {DEFAULT_MAX_DOCUMENTS}",
+        ),
+    ],
+)
 def test_bad_input_names_the_field_in_the_apis_shape(rest, route, body, status, field):
     answer = httpx.post(f"{rest}{route}", json=body, timeout=30)
     assert answer.status_code == status, answer.text
@@ -145,8 +168,9 @@ def test_limits_documents_and_max_tokens(rest, server):
     # A per-document limit at or above the pair limit holds already: accepted.
     with RerankClient(server.grpc_url) as client:
         max_length = client.server_limits().max_length
-    ok = httpx.post(f"{rest}/v2/rerank", json={"query": QUERY, "documents": DOCS, "max_tokens_per_doc": max_length},
-                    timeout=30)
+    ok = httpx.post(
+        f"{rest}/v2/rerank", json={"query": QUERY, "documents": DOCS, "max_tokens_per_doc": max_length}, timeout=30
+    )
     assert ok.status_code == 200, ok.text
 
 
@@ -161,6 +185,7 @@ def test_body_over_the_limit_is_413_before_it_is_read(rest):
         for _ in range(10):
             yield b"y" * (1024 * 1024)
         yield b'"]}'
+
     answer = httpx.post(f"{rest}/rerank", content=chunked(), headers={"content-type": "application/json"}, timeout=30)
     assert answer.status_code == 413 and answer.json()["error_type"] == "Validation"
     assert httpx.get(f"{rest}/health", timeout=5).status_code == 200
@@ -172,19 +197,25 @@ def test_api_keys_from_env_and_file(server, tmp_path):
     with rest_service(server.grpc_url, api_keys=("env-key",), api_keys_file=str(keys_file)) as url:
         missing = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=30)
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
-        wrong = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCS},
-                           headers={"Authorization": "Bearer nope"}, timeout=30)
+        wrong = httpx.post(
+            f"{url}/rerank", json={"query": QUERY, "texts": DOCS}, headers={"Authorization": "Bearer nope"}, timeout=30
+        )
         assert wrong.status_code == 401 and wrong.json()["error_type"] == "Unauthorized"
         with pytest.raises(cohere.UnauthorizedError):
-            cohere.ClientV2(api_key="nope", base_url=url).rerank(model="m", query=QUERY, documents=DOCS,
-                                                                  request_options=NO_RETRY)
+            cohere.ClientV2(api_key="nope", base_url=url).rerank(
+                model="m", query=QUERY, documents=DOCS, request_options=NO_RETRY
+            )
         for key in ("env-key", "file-key"):
             answer = cohere.ClientV2(api_key=key, base_url=url).rerank(model="m", query=QUERY, documents=DOCS)
             assert len(answer.results) == len(DOCS)
         keys_file.write_text("rotated-key\n")  # a rotated Secret applies without a restart
         time.sleep(0.01)
-        rotated = httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS},
-                             headers={"Authorization": "Bearer rotated-key"}, timeout=30)
+        rotated = httpx.post(
+            f"{url}/v2/rerank",
+            json={"query": QUERY, "documents": DOCS},
+            headers={"Authorization": "Bearer rotated-key"},
+            timeout=30,
+        )
         assert rotated.status_code == 200, rotated.text
         # Probes and Prometheus stay open.
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
@@ -201,8 +232,9 @@ def test_triton_down_is_503_quickly():
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text
         assert elapsed < 2.0, elapsed
         with pytest.raises(CohereApiError) as err:  # the SDK sees Cohere's 503 too
-            cohere.ClientV2(api_key="k", base_url=url).rerank(model="m", query=QUERY, documents=DOCS,
-                                                               request_options=NO_RETRY)
+            cohere.ClientV2(api_key="k", base_url=url).rerank(
+                model="m", query=QUERY, documents=DOCS, request_options=NO_RETRY
+            )
         assert err.value.status_code == 503
 
 
@@ -217,11 +249,14 @@ def test_overload_is_429_with_retry_after(python_repo, tmp_path, ensemble):
     try:
         # retries=0: the shed reaches the caller at once (with retries it would only after them).
         with rest_service(srv.grpc_url, retries=0) as url:
+
             async def burst():
                 async with httpx.AsyncClient(timeout=60) as client:
-                    calls = [client.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS})
-                             for _ in range(64)]
+                    calls = [
+                        client.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS}) for _ in range(64)
+                    ]
                     return await asyncio.gather(*calls)
+
             answers = asyncio.run(burst())
             statuses = [a.status_code for a in answers]
             assert set(statuses) <= {200, 429}, statuses
@@ -250,8 +285,14 @@ def test_ready_metrics_and_openapi(rest):
 
 
 def test_settings_from_env():
-    settings = Settings.from_env({"REST_TRITON_URL": "a:8001, b:8001", "REST_MAX_DOCUMENTS": "50",
-                                  "REST_TIMEOUT_S": "2.5", "REST_API_KEYS": "k1,k2"})
+    settings = Settings.from_env(
+        {
+            "REST_TRITON_URL": "a:8001, b:8001",
+            "REST_MAX_DOCUMENTS": "50",
+            "REST_TIMEOUT_S": "2.5",
+            "REST_API_KEYS": "k1,k2",
+        }
+    )
     assert settings.triton_urls == ("a:8001", "b:8001") and settings.max_documents == 50
     assert settings.timeout_s == 2.5 and settings.api_keys == ("k1", "k2") and settings.host == "127.0.0.1"
     with pytest.raises(ValueError, match="max_documents"):

@@ -60,23 +60,68 @@ def _bytes(*rows):
 
 BAD_REQUESTS = {
     # name: (model, input spec, words the error must contain)
-    "empty query": ("rerank", [("query", "BYTES", _bytes(b"")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "empty"]),
-    "empty passage": ("rerank", [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b""))], ["passage[1]", "empty"]),
-    "whitespace only": ("rerank", [("query", "BYTES", _bytes(b" \t\n")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "whitespace"]),
-    "invalid utf-8": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"ok \xc3\x28"))], ["passage[0]", "UTF-8"]),
-    "NUL byte": ("rerank", [("query", "BYTES", _bytes(b"q\x00q")), ("passage", "BYTES", _bytes(b"p"))], ["query[0]", "NUL"]),
-    "10 MB passage": ("rerank", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"x" * 10_000_000))],
-                      ["passage[0]", "10000000 bytes", str(MAX_TEXT_BYTES)]),
-    "batch sizes differ": ("rerank", [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b"p", b"p"))],
-                           ["batch size", "query"]),
-    "batch above max_batch_size": ("rerank", [("query", "BYTES", _bytes(*[b"q"] * (MAX_BATCH + 1))), ("passage", "BYTES", _bytes(*[b"p"] * (MAX_BATCH + 1)))],
-                                   ["batch-size", f"<= {MAX_BATCH}"]),
-    "wrong dtype": ("rerank", [("query", "INT32", np.array([[1]], dtype=np.int32)), ("passage", "BYTES", _bytes(b"p"))],
-                    ["query", "INT32", "BYTES"]),
-    "wrong shape": ("rerank", [("query", "BYTES", np.array([[b"q", b"q"]], dtype=np.object_)),
-                               ("passage", "BYTES", np.array([[b"p", b"p"]], dtype=np.object_))], ["shape", "[-1,1]"]),
+    "empty query": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"")), ("passage", "BYTES", _bytes(b"p"))],
+        ["query[0]", "empty"],
+    ),
+    "empty passage": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b""))],
+        ["passage[1]", "empty"],
+    ),
+    "whitespace only": (
+        "rerank",
+        [("query", "BYTES", _bytes(b" \t\n")), ("passage", "BYTES", _bytes(b"p"))],
+        ["query[0]", "whitespace"],
+    ),
+    "invalid utf-8": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"ok \xc3\x28"))],
+        ["passage[0]", "UTF-8"],
+    ),
+    "NUL byte": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"q\x00q")), ("passage", "BYTES", _bytes(b"p"))],
+        ["query[0]", "NUL"],
+    ),
+    "10 MB passage": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"x" * 10_000_000))],
+        ["passage[0]", "10000000 bytes", str(MAX_TEXT_BYTES)],
+    ),
+    "batch sizes differ": (
+        "rerank",
+        [("query", "BYTES", _bytes(b"q", b"q")), ("passage", "BYTES", _bytes(b"p", b"p", b"p"))],
+        ["batch size", "query"],
+    ),
+    "batch above max_batch_size": (
+        "rerank",
+        [
+            ("query", "BYTES", _bytes(*[b"q"] * (MAX_BATCH + 1))),
+            ("passage", "BYTES", _bytes(*[b"p"] * (MAX_BATCH + 1))),
+        ],
+        ["batch-size", f"<= {MAX_BATCH}"],
+    ),
+    "wrong dtype": (
+        "rerank",
+        [("query", "INT32", np.array([[1]], dtype=np.int32)), ("passage", "BYTES", _bytes(b"p"))],
+        ["query", "INT32", "BYTES"],
+    ),
+    "wrong shape": (
+        "rerank",
+        [
+            ("query", "BYTES", np.array([[b"q", b"q"]], dtype=np.object_)),
+            ("passage", "BYTES", np.array([[b"p", b"p"]], dtype=np.object_)),
+        ],
+        ["shape", "[-1,1]"],
+    ),
     "missing input": ("rerank", [("query", "BYTES", _bytes(b"q"))], ["missing", "passage"]),
-    "unknown model": ("no_such_model", [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"p"))], ["unknown model", "no_such_model"]),
+    "unknown model": (
+        "no_such_model",
+        [("query", "BYTES", _bytes(b"q")), ("passage", "BYTES", _bytes(b"p"))],
+        ["unknown model", "no_such_model"],
+    ),
 }
 
 
@@ -87,8 +132,9 @@ def test_bad_request_gets_clear_error_while_valid_request_succeeds(server, good_
     module = grpcclient if protocol == "grpc" else httpclient
     url = server.grpc_url if protocol == "grpc" else server.http_url
     client = module.InferenceServerClient(url)
-    message, scores = bad_and_good_together(lambda: client.infer(model, _inputs(module, spec)),
-                                            lambda: raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"])
+    message, scores = bad_and_good_together(
+        lambda: client.infer(model, _inputs(module, spec)), lambda: raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"]
+    )
     for word in words:
         assert word in message, (word, message)
     np.testing.assert_allclose(scores, good_scores, atol=1e-6)
@@ -106,8 +152,13 @@ def test_text_over_8192_tokens_is_truncated_and_flagged(server):
 
 def test_bad_input_through_the_client(server, good_scores):
     with RerankClient(server.grpc_url, retries=0) as client:
-        for query, docs, field in [("", ["d"], "query"), ("q", [""], "documents[0]"), ("q", [" \n"], "documents[0]"),
-                                   ("q", [b"\xff"], "documents[0]"), ("q", ["ok", None], "documents[1]")]:
+        for query, docs, field in [
+            ("", ["d"], "query"),
+            ("q", [""], "documents[0]"),
+            ("q", [" \n"], "documents[0]"),
+            ("q", [b"\xff"], "documents[0]"),
+            ("q", ["ok", None], "documents[1]"),
+        ]:
             with pytest.raises(InvalidInputError, match=field.replace("[", r"\[").replace("]", r"\]")):
                 client.rerank(query, docs)
         with pytest.raises(InvalidInputError, match=r"passage\[0\]: contains a NUL"):
@@ -146,16 +197,20 @@ def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp
                 return "ok", time.perf_counter() - start, scores
             except InferenceServerException as err:
                 return str(err), time.perf_counter() - start, None
+
         with ThreadPoolExecutor(24) as pool:
             raw = list(pool.map(raw_call, range(24 * 8)))
         rejected = [r for r in raw if r[0] != "ok"]
         assert rejected and all("queue" in r[0].lower() for r in rejected), rejected[:2]
         assert all(np.allclose(r[2], good_scores, atol=1e-6) for r in raw if r[0] == "ok")
-        print(f"\nraw: {len(raw) - len(rejected)} answered, {len(rejected)} rejected; "
-              f"median rejection time {np.median([r[1] for r in rejected]) * 1e3:.1f} ms")
+        print(
+            f"\nraw: {len(raw) - len(rejected)} answered, {len(rejected)} rejected; "
+            f"median rejection time {np.median([r[1] for r in rejected]) * 1e3:.1f} ms"
+        )
 
         # Capacity: what the server answers per second under a closed loop of 4 callers.
         with RerankClient(srv.grpc_url, timeout=10, retries=8, max_concurrency=64) as client:
+
             def closed_loop(_):
                 done, until = 0, time.monotonic() + 2.0
                 while time.monotonic() < until:
@@ -165,6 +220,7 @@ def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp
                     except RerankError:
                         pass
                 return done
+
             with ThreadPoolExecutor(4) as pool:
                 capacity = sum(pool.map(closed_loop, range(4))) / 2.0
 
@@ -189,14 +245,17 @@ def test_overload_is_shed_fast_and_clients_stay_within_deadline(python_repo, tmp
                     slowest[0] = max(slowest[0], elapsed)
                     if elapsed > deadline_s + 0.5:
                         late.append(elapsed)
+
             total = int(rate * 4.0)
             with ThreadPoolExecutor(96) as pool:
                 t0 = time.monotonic()
                 for i in range(total):
                     time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
                     pool.submit(call, i)
-        print(f"client at 4x capacity ({capacity:.0f} -> {rate:.0f} requests/s): {outcomes}; "
-              f"slowest call {slowest[0]:.2f}s (deadline {deadline_s}s)")
+        print(
+            f"client at 4x capacity ({capacity:.0f} -> {rate:.0f} requests/s): {outcomes}; "
+            f"slowest call {slowest[0]:.2f}s (deadline {deadline_s}s)"
+        )
         assert sum(outcomes.values()) == total
         assert outcomes["wrong"] == 0 and outcomes["other"] == 0 and not late
         assert outcomes["correct"] > 0
@@ -216,8 +275,12 @@ def _stub_pids(server_pid: int, model: str) -> list[int]:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == server_pid and cmdline and cmdline[0].endswith(b"triton_python_backend_stub") \
-                and any(f"/{model}/".encode() in part for part in cmdline):
+        if (
+            ppid == server_pid
+            and cmdline
+            and cmdline[0].endswith(b"triton_python_backend_stub")
+            and any(f"/{model}/".encode() in part for part in cmdline)
+        ):
             pids.append(int(entry.name))
     return pids
 
@@ -246,7 +309,9 @@ def test_faults_under_traffic_lose_nothing(python_repo, tmp_path, good_scores):
                 except RerankError as err:
                     kind = "clear_error"
                     with lock:
-                        errors[type(err).__name__ + ": " + str(err)[:120]] = errors.get(type(err).__name__ + ": " + str(err)[:120], 0) + 1
+                        errors[type(err).__name__ + ": " + str(err)[:120]] = (
+                            errors.get(type(err).__name__ + ": " + str(err)[:120], 0) + 1
+                        )
                 except Exception:  # noqa: BLE001 - anything untyped counts as lost
                     kind = "lost"
                 with lock:
@@ -282,17 +347,64 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def test_grpc_tls_and_auth_header(python_repo, tmp_path, good_scores):
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-             "-subj", "/CN=test-ca", cwd=tmp_path)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=tmp_path)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        cwd=tmp_path,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=tmp_path,
+    )
     (tmp_path / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=tmp_path)
-    srv = start_server(python_repo, tmp_path, "--grpc-use-ssl=true", f"--grpc-server-cert={tmp_path / 'server.crt'}",
-                       f"--grpc-server-key={tmp_path / 'server.key'}", f"--grpc-root-cert={tmp_path / 'ca.crt'}",
-                       "--grpc-restricted-protocol=inference:x-api-key=s3cret",
-                       "--http-restricted-api=inference:x-api-key=s3cret")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        cwd=tmp_path,
+    )
+    srv = start_server(
+        python_repo,
+        tmp_path,
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={tmp_path / 'server.crt'}",
+        f"--grpc-server-key={tmp_path / 'server.key'}",
+        f"--grpc-root-cert={tmp_path / 'ca.crt'}",
+        "--grpc-restricted-protocol=inference:x-api-key=s3cret",
+        "--http-restricted-api=inference:x-api-key=s3cret",
+    )
     try:
         tls = TLSOptions(root_certificates=str(tmp_path / "ca.crt"))
         # Triton's gRPC restriction reads the header `triton-grpc-protocol-<key>`.
@@ -316,8 +428,11 @@ def test_grpc_tls_and_auth_header(python_repo, tmp_path, good_scores):
 
 def test_no_remote_code_and_no_pickle_loading_anywhere():
     root = Path(__file__).resolve().parent.parent
-    sources = [p for d in ("export", "model_repository", "client", "local_triton", "loadtest", "benchmarks")
-               for p in (root / d).rglob("*.py")]
+    sources = [
+        p
+        for d in ("export", "model_repository", "client", "local_triton", "loadtest", "benchmarks")
+        for p in (root / d).rglob("*.py")
+    ]
     offenders = []
     for path in sources:
         text = path.read_text()

@@ -25,7 +25,7 @@ def test_scores_equal_flagreranker_and_pytorch(server, tiny_model):
     pairs = list(zip(queries, passages))
     out = {k: [] for k in ("logit", "score", "tokens", "truncated")}
     for start in range(0, len(pairs), 16):  # mixed lengths inside each request
-        got = raw_rerank(server.grpc_url, queries[start:start + 16], passages[start:start + 16])
+        got = raw_rerank(server.grpc_url, queries[start : start + 16], passages[start : start + 16])
         for k in out:
             out[k].extend(got[k].tolist())
     reference = flag_scores(tiny_model, pairs, normalize=True)
@@ -36,13 +36,13 @@ def test_scores_equal_flagreranker_and_pytorch(server, tiny_model):
     assert out["tokens"] == [len(i) for i in ids]
     # truncated <=> the query lost tokens to the 3/4 rule or the pair did not fit in max_length.
     from tests.references import flag_reranker
+
     tokenizer = flag_reranker(str(tiny_model)).tokenizer
     limits = ServingLimits()
     for row, (q, p) in enumerate(pairs):
         q_len = len(tokenizer(q, add_special_tokens=False)["input_ids"])
         p_len = len(tokenizer(p, add_special_tokens=False)["input_ids"])
-        assert out["truncated"][row] == (q_len > limits.query_max_length
-                                         or q_len + p_len + 4 > limits.max_length), row
+        assert out["truncated"][row] == (q_len > limits.query_max_length or q_len + p_len + 4 > limits.max_length), row
     long_query_row = len(pairs) - 1  # calibration_texts puts the over-long query last
     assert out["truncated"][long_query_row] and out["tokens"][long_query_row] < limits.max_length
 
@@ -53,7 +53,7 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
     expected = flag_scores(tiny_model, pairs, normalize=True)
     # Requests of 1-4 pairs of similar length, from 8 clients at once.
     order = np.argsort([len(q) + len(p) for q, p in pairs])
-    requests = [list(order[i:i + 3]) for i in range(0, len(order), 3)]
+    requests = [list(order[i : i + 3]) for i in range(0, len(order), 3)]
     count0 = metric(server.metrics_url, "nv_inference_count", "cross_encoder")
     exec0 = metric(server.metrics_url, "nv_inference_exec_count", "cross_encoder")
     errors, lock = [], threading.Lock()
@@ -61,7 +61,7 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
     def client_loop(worker: int):
         client = grpcclient.InferenceServerClient(server.grpc_url)
         for _ in range(4):
-            for rows in requests[worker % 3::3]:
+            for rows in requests[worker % 3 :: 3]:
                 result = client.infer("rerank", rerank_inputs([queries[i] for i in rows], [passages[i] for i in rows]))
                 got = result.as_numpy("score").reshape(-1)
                 if not np.allclose(got, expected[rows], atol=1e-4):
@@ -74,8 +74,10 @@ def test_concurrent_clients_batch_and_stay_correct(server, tiny_model):
     assert not errors
     inferences = metric(server.metrics_url, "nv_inference_count", "cross_encoder") - count0
     executions = metric(server.metrics_url, "nv_inference_exec_count", "cross_encoder") - exec0
-    print(f"\ncross_encoder: {inferences:.0f} pairs in {executions:.0f} executions "
-          f"= {inferences / executions:.2f} pairs per execution")
+    print(
+        f"\ncross_encoder: {inferences:.0f} pairs in {executions:.0f} executions "
+        f"= {inferences / executions:.2f} pairs per execution"
+    )
     assert inferences / executions > 1 + 1e-9
     # Report padding efficiency of this workload (useful tokens / computed tokens).
     lengths = np.array([len(i) for i in flag_token_ids(tiny_model, pairs)])
@@ -90,7 +92,8 @@ def test_bad_item_fails_alone_while_good_request_succeeds(server, tiny_model):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     message, scores = bad_and_good_together(
         lambda: client.infer("rerank", rerank_inputs(["query", "query"], ["fine passage", "   "])),
-        lambda: raw_rerank(server.grpc_url, good_q, good_p)["score"])
+        lambda: raw_rerank(server.grpc_url, good_q, good_p)["score"],
+    )
     assert "passage[1]" in message and "empty" in message
     np.testing.assert_allclose(scores, expected, atol=1e-4)
     assert server.is_ready()

@@ -37,7 +37,7 @@ def test_trtexec_one_profile_block_per_profile_and_no_inference_on_random_ids():
     # max_length 4,096: three length classes (<=512, <=2048, <=4096), one profile each.
     assert [cmd[i] for i in starts] == ["--profile=0", "--profile=1", "--profile=2"]
     for index, start in enumerate(starts):
-        block = cmd[start + 1:start + 4]
+        block = cmd[start + 1 : start + 4]
         assert [a.split("=")[0] for a in block] == ["--minShapes", "--optShapes", "--maxShapes"]
         assert block[2].endswith(profiles_for(build.limits)[index].shapes("max"))
     assert cmd.count("--minShapes=input_ids:1x16,attention_mask:1x16") == 1
@@ -79,15 +79,26 @@ def test_shipped_certify_script_runs_without_the_project(tmp_path):
     import its comparison module from beside itself."""
     folder = tmp_path / "tensorrt"
     write_build_files(folder, PlanBuild(ServingLimits(), "fp32"))
-    proc = subprocess.run(["python3", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "import numpy, certify_plan; print(certify_plan.certify.__module__)", str(folder)],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          env={"PYTHONPATH": str(Path(np.__file__).parent.parent)})
+    proc = subprocess.run(
+        [
+            "python3",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import numpy, certify_plan; print(certify_plan.certify.__module__)",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(np.__file__).parent.parent)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "certificate_compare"
 
 
 # --- a stand-in `tensorrt` module: records calls, can fail any of them ---
+
 
 class _Recorder:
     def __init__(self, fail: str = ""):
@@ -206,28 +217,44 @@ def ort_plan_runner(graph: Path, shift: float = 0.0):
     yield factory
 
 
-LAYERS = ["/m/embeddings/LayerNormalization", "/m/layer.0/Softmax", "/m/layer.0/MatMul",
-          "/m/layer.0/LayerNormalization", "/m/layer.0/LayerNormalization_1"]
+LAYERS = [
+    "/m/embeddings/LayerNormalization",
+    "/m/layer.0/Softmax",
+    "/m/layer.0/MatMul",
+    "/m/layer.0/LayerNormalization",
+    "/m/layer.0/LayerNormalization_1",
+]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_python_builder_calls_checked_and_precision_honoured(exported, tmp_path, precision):
     repo, fixture = exported
     recorder = _Recorder()
-    build = PlanBuild(ServingLimits(max_length=2048), precision,
-                      ("/m/embeddings/LayerNormalization", "/m/layer.0/LayerNormalization"))
+    build = PlanBuild(
+        ServingLimits(max_length=2048), precision, ("/m/embeddings/LayerNormalization", "/m/layer.0/LayerNormalization")
+    )
     target = tmp_path / "1" / "model.plan"
     with ort_plan_runner(repo / "cross_encoder" / "1" / "model.onnx") as factory:
-        build_and_certify_plan(Path("m.onnx"), target, build, fixture, tmp_path / "cache" / "timing.cache",
-                               trt=fake_tensorrt(recorder, LAYERS), runner_factory=factory)
+        build_and_certify_plan(
+            Path("m.onnx"),
+            target,
+            build,
+            fixture,
+            tmp_path / "cache" / "timing.cache",
+            trt=fake_tensorrt(recorder, LAYERS),
+            runner_factory=factory,
+        )
     assert target.read_bytes() == b"PLAN" and (tmp_path / "cache" / "timing.cache").read_bytes() == b"timing"
     flags = [c[1] for c in recorder.calls if c[0] == "set_flag"]
     pinned = sorted({c[1] for c in recorder.calls if c[0] == "precision"})
     if precision == "fp16":
         assert flags == ["FP16", "PREFER"]
         # The node's first layer and its numbered follow-ups; never an unrelated layer.
-        assert pinned == ["/m/embeddings/LayerNormalization", "/m/layer.0/LayerNormalization",
-                          "/m/layer.0/LayerNormalization_1"]
+        assert pinned == [
+            "/m/embeddings/LayerNormalization",
+            "/m/layer.0/LayerNormalization",
+            "/m/layer.0/LayerNormalization_1",
+        ]
     else:
         assert flags == [] and pinned == []
     assert len([c for c in recorder.calls if c[0] == "add_optimization_profile"]) == 2
@@ -235,16 +262,32 @@ def test_python_builder_calls_checked_and_precision_honoured(exported, tmp_path,
     assert ("set_shape", "input_ids", (1, 513), (16, 2048), (16, 2048)) in shapes  # the second length class
 
 
-@pytest.mark.parametrize("failing", ["create_network", "create_timing_cache", "set_timing_cache",
-                                     "add_optimization_profile", "build_serialized_network"])
+@pytest.mark.parametrize(
+    "failing",
+    [
+        "create_network",
+        "create_timing_cache",
+        "set_timing_cache",
+        "add_optimization_profile",
+        "build_serialized_network",
+    ],
+)
 def test_python_builder_stops_on_any_failed_call(exported, tmp_path, failing):
     repo, fixture = exported
     target = tmp_path / "model.plan"
-    with ort_plan_runner(repo / "cross_encoder" / "1" / "model.onnx") as factory, \
-            pytest.raises(RuntimeError, match=failing):
-        build_and_certify_plan(Path("m.onnx"), target, PlanBuild(ServingLimits(max_length=2048)), fixture,
-                               tmp_path / "timing.cache", trt=fake_tensorrt(_Recorder(failing), LAYERS),
-                               runner_factory=factory)
+    with (
+        ort_plan_runner(repo / "cross_encoder" / "1" / "model.onnx") as factory,
+        pytest.raises(RuntimeError, match=failing),
+    ):
+        build_and_certify_plan(
+            Path("m.onnx"),
+            target,
+            PlanBuild(ServingLimits(max_length=2048)),
+            fixture,
+            tmp_path / "timing.cache",
+            trt=fake_tensorrt(_Recorder(failing), LAYERS),
+            runner_factory=factory,
+        )
     assert not target.exists()
 
 
@@ -253,11 +296,19 @@ def test_plan_that_misses_the_certificate_is_never_installed(exported, tmp_path)
     target = tmp_path / "1" / "model.plan"
     target.parent.mkdir()
     target.write_bytes(b"previous plan")
-    with ort_plan_runner(repo / "cross_encoder" / "1" / "model.onnx", shift=0.2) as factory, \
-            pytest.raises(plan_certification.PlanRejected, match="max \\|d logit\\|"):
-        build_and_certify_plan(Path("m.onnx"), target, PlanBuild(ServingLimits(), "fp16"), fixture,
-                               tmp_path / "timing.cache", trt=fake_tensorrt(_Recorder(), LAYERS),
-                               runner_factory=factory)
+    with (
+        ort_plan_runner(repo / "cross_encoder" / "1" / "model.onnx", shift=0.2) as factory,
+        pytest.raises(plan_certification.PlanRejected, match="max \\|d logit\\|"),
+    ):
+        build_and_certify_plan(
+            Path("m.onnx"),
+            target,
+            PlanBuild(ServingLimits(), "fp16"),
+            fixture,
+            tmp_path / "timing.cache",
+            trt=fake_tensorrt(_Recorder(), LAYERS),
+            runner_factory=factory,
+        )
     assert target.read_bytes() == b"previous plan"
     assert not list(target.parent.glob("*.staging"))
 
@@ -270,8 +321,9 @@ def test_certify_script_installs_only_a_passing_plan(exported, tmp_path):
     for shift, installed in ((0.0, True), (0.5, False)):
         staging, target = tmp_path / "plan.staging", tmp_path / "1" / "model.plan"
         staging.write_bytes(b"NEW")
-        report = plan_certification.certify_plan(fixture, lambda i, m, shift=shift: run(i, m) + shift, "fp32",
-                                                 lambda length: limits.max_batch_size)
+        report = plan_certification.certify_plan(
+            fixture, lambda i, m, shift=shift: run(i, m) + shift, "fp32", lambda length: limits.max_batch_size
+        )
         if installed:
             plan_certification.install(staging, target, report)
             assert target.read_bytes() == b"NEW" and not staging.exists()

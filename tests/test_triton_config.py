@@ -27,16 +27,18 @@ COMMITTED = ROOT / "model_repository"
 COMMITTED_LONG = ROOT / "tests" / "golden" / "long_context"  # max_length 8,192: three length classes
 
 
-@pytest.mark.parametrize("spec, committed, pbtxt", [(RepositorySpec(), COMMITTED, 8),
-                                                    (LONG_CONTEXT_REFERENCE, COMMITTED_LONG, 14)])
+@pytest.mark.parametrize(
+    "spec, committed, pbtxt", [(RepositorySpec(), COMMITTED, 8), (LONG_CONTEXT_REFERENCE, COMMITTED_LONG, 14)]
+)
 def test_committed_repository_matches_generator(tmp_path, spec, committed, pbtxt):
     written = write_reference_configs(tmp_path, spec)
     # 6 models (tokenizer, router, reducer, 2 ensembles, >= 1 class) + 2 other-backend configs per class.
     assert len([p for p in written if p.suffix == ".pbtxt"]) == pbtxt
     for path in written:
         golden = committed / path.relative_to(tmp_path)
-        assert golden.read_bytes() == path.read_bytes(), \
+        assert golden.read_bytes() == path.read_bytes(), (
             f"{golden} is stale: run `python -m export.triton_config model_repository tests/golden/long_context`"
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -97,15 +99,20 @@ def test_length_classes_bound_every_batch_and_use_every_profile(backend):
             assert accel["trt_profile_min_shapes"] == profile_for(c).shapes("min")
         else:
             params = config.parameters
-            assert (params["min_length"].string_value, params["max_length"].string_value) == \
-                (str(c.min_length), str(c.max_length))
+            assert (params["min_length"].string_value, params["max_length"].string_value) == (
+                str(c.min_length),
+                str(c.max_length),
+            )
     if backend == "tensorrt":
         assert listed_profiles == [str(c.index) for c in classes]  # each profile reachable, once
     router = configs[LENGTH_ROUTER].parameters
     assert router[Param.CLASS_MODELS].string_value.split(",") == [c.model for c in classes]
     published = configs["rerank"].parameters
-    assert published[Param.LENGTH_CLASSES].string_value == router[Param.LENGTH_CLASSES].string_value \
+    assert (
+        published[Param.LENGTH_CLASSES].string_value
+        == router[Param.LENGTH_CLASSES].string_value
         == "512:64,2048:16,8192:4"
+    )
     assert published[Param.MAX_BATCH_TOKENS].string_value == str(MAX_BATCH_TOKENS)
     # Every bucket the tokenizer can emit belongs to exactly one class's range.
     for bucket in spec.limits.buckets:

@@ -47,14 +47,17 @@ def good_scores(server):
 
 @pytest.fixture(scope="module")
 def vocab_size(python_repo) -> int:
-    config = text_format.Parse((python_repo / "cross_encoder" / "config.pbtxt").read_text().split("\n", 1)[1],
-                               mc.ModelConfig())
+    config = text_format.Parse(
+        (python_repo / "cross_encoder" / "config.pbtxt").read_text().split("\n", 1)[1], mc.ModelConfig()
+    )
     return int(config.parameters["vocab_size"].string_value)
 
 
 def _ids_inputs(module, ids, mask):
-    inputs = [module.InferInput("input_ids", list(ids.shape), "INT64"),
-              module.InferInput("attention_mask", list(mask.shape), "INT64")]
+    inputs = [
+        module.InferInput("input_ids", list(ids.shape), "INT64"),
+        module.InferInput("attention_mask", list(mask.shape), "INT64"),
+    ]
     inputs[0].set_data_from_numpy(ids)
     inputs[1].set_data_from_numpy(mask)
     return inputs
@@ -64,12 +67,32 @@ def _direct_cases(vocab: int) -> dict:
     """name -> (ids, mask, words the refusal must contain)."""
     ok = np.full((2, 16), 5, dtype=np.int64)
     cases = {
-        "64x8192": (np.full((64, 8192), 5, np.int64), np.ones((64, 8192), np.int64), ["input_ids", "8192", f"max_length={MAX_LENGTH}"]),
-        "16x4096": (np.full((16, 4096), 5, np.int64), np.ones((16, 4096), np.int64), ["input_ids", "4096", f"max_length={MAX_LENGTH}"]),
-        "id == vocab": (np.where(np.arange(16) == 3, vocab, ok), np.ones_like(ok), ["input_ids", str(vocab), f"vocab_size={vocab}"]),
-        "id huge": (np.where(np.arange(16) == 0, 2**40, ok), np.ones_like(ok), ["input_ids", str(2**40), f"vocab_size={vocab}"]),
+        "64x8192": (
+            np.full((64, 8192), 5, np.int64),
+            np.ones((64, 8192), np.int64),
+            ["input_ids", "8192", f"max_length={MAX_LENGTH}"],
+        ),
+        "16x4096": (
+            np.full((16, 4096), 5, np.int64),
+            np.ones((16, 4096), np.int64),
+            ["input_ids", "4096", f"max_length={MAX_LENGTH}"],
+        ),
+        "id == vocab": (
+            np.where(np.arange(16) == 3, vocab, ok),
+            np.ones_like(ok),
+            ["input_ids", str(vocab), f"vocab_size={vocab}"],
+        ),
+        "id huge": (
+            np.where(np.arange(16) == 0, 2**40, ok),
+            np.ones_like(ok),
+            ["input_ids", str(2**40), f"vocab_size={vocab}"],
+        ),
         "negative id": (np.where(np.arange(16) == 7, -1, ok), np.ones_like(ok), ["input_ids", "-1", "vocabulary"]),
-        "mask 2": (ok, np.where(np.arange(16) == 2, 2, 1).repeat(2).reshape(16, 2).T.copy(), ["attention_mask", "0 or 1"]),
+        "mask 2": (
+            ok,
+            np.where(np.arange(16) == 2, 2, 1).repeat(2).reshape(16, 2).T.copy(),
+            ["attention_mask", "0 or 1"],
+        ),
         "mask -1": (ok, np.where(np.arange(16) < 8, 1, -1)[None].repeat(2, 0), ["attention_mask", "0 or 1"]),
     }
     return cases
@@ -104,7 +127,8 @@ def test_direct_cross_encoder_refuses_unbounded_input_fast(server, good_scores, 
 def test_direct_cross_encoder_in_bound_request_still_scores(server):
     ids = np.full((1, 16), 5, dtype=np.int64)
     out = grpcclient.InferenceServerClient(server.grpc_url).infer(
-        "cross_encoder", _ids_inputs(grpcclient, ids, np.ones_like(ids)))
+        "cross_encoder", _ids_inputs(grpcclient, ids, np.ones_like(ids))
+    )
     assert np.isfinite(out.as_numpy("logit")).all()
 
 
@@ -115,8 +139,9 @@ def test_exported_graph_bounds_what_it_computes(python_repo):
     unchanged (the export's fp32 gate runs through the same graph)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(python_repo / "cross_encoder" / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(python_repo / "cross_encoder" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
 
     def run(ids, mask):
         return session.run(["logit"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -148,8 +173,10 @@ def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_tim
     passages = [f"Passage {i}: {word_salad}".encode()[: MAX_TEXT_BYTES - 16] for i in range(DEFAULT_MAX_BATCH_SIZE)]
     passage = passages[0]
     module = grpcclient if protocol == "grpc" else httpclient
-    client = module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url,
-                                          **({"network_timeout": 120.0} if protocol == "http" else {}))
+    client = module.InferenceServerClient(
+        server.grpc_url if protocol == "grpc" else server.http_url,
+        **({"network_timeout": 120.0} if protocol == "http" else {}),
+    )
     inputs = rerank_inputs(["Everest?"] * DEFAULT_MAX_BATCH_SIZE, passages, module)
     start = time.perf_counter()
     out = client.infer("tokenizer", inputs)
@@ -164,14 +191,16 @@ def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_tim
 
 # --- The front proxy: real NGINX in front of the session's real tritonserver. ---
 
+
 def test_committed_proxy_config_is_generated_and_valid(tmp_path):
     """The chart ships exactly what export/proxy_config.py renders, and nginx's own checker
     accepts it (state paths redirected to a temporary folder; nothing else changes)."""
     assert COMMITTED.read_text() == render()
     conf = tmp_path / "nginx.conf"
     conf.write_text(render(ProxySpec(state_dir=str(tmp_path))))
-    check = subprocess.run([NGINX, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", "stderr"],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [NGINX, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", "stderr"], capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stderr
     assert f"client_max_body_size {PROXY_MAX_BODY_BYTES};" in COMMITTED.read_text()
     assert PROXY_MAX_BODY_BYTES >= 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
@@ -180,13 +209,21 @@ def test_committed_proxy_config_is_generated_and_valid(tmp_path):
 @pytest.fixture(scope="module")
 def proxy(server, tmp_path_factory):
     state = tmp_path_factory.mktemp("nginx")
-    spec = ProxySpec(http_port=free_port(), grpc_port=free_port(), listen_address="127.0.0.1",
-                     triton_http=f"127.0.0.1:{server.http_port}", triton_grpc=f"127.0.0.1:{server.grpc_port}",
-                     state_dir=str(state))
+    spec = ProxySpec(
+        http_port=free_port(),
+        grpc_port=free_port(),
+        listen_address="127.0.0.1",
+        triton_http=f"127.0.0.1:{server.http_port}",
+        triton_grpc=f"127.0.0.1:{server.grpc_port}",
+        state_dir=str(state),
+    )
     conf = state / "nginx.conf"
     conf.write_text(render(spec))
-    process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(state), "-e", "stderr", "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=open(state / "nginx.log", "wb"))  # noqa: SIM115 - nginx writes it while it runs
+    process = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(state), "-e", "stderr", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(state / "nginx.log", "wb"),  # noqa: SIM115 - nginx writes it while it runs
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -208,7 +245,8 @@ def test_proxy_passes_a_normal_request(proxy, good_scores):
     # The largest valid request (a full batch of texts at the byte limit) is under the limit.
     big = b"Everest " * (MAX_TEXT_BYTES // 8)
     out = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}").infer(
-        "rerank", rerank_inputs([big] * DEFAULT_MAX_BATCH_SIZE, [big] * DEFAULT_MAX_BATCH_SIZE))
+        "rerank", rerank_inputs([big] * DEFAULT_MAX_BATCH_SIZE, [big] * DEFAULT_MAX_BATCH_SIZE)
+    )
     assert out.as_numpy("truncated").all()
 
 
@@ -220,7 +258,8 @@ def test_proxy_refuses_an_over_size_request_with_a_size_message(server, proxy, g
     oversize = b"x" * (PROXY_MAX_BODY_BYTES + 1024)
     message, scores = bad_and_good_together(
         lambda: client.infer("rerank", rerank_inputs(["q"], [oversize], module)),
-        lambda: raw_rerank(f"127.0.0.1:{proxy.grpc_port}", GOOD_Q, GOOD_P)["score"])
+        lambda: raw_rerank(f"127.0.0.1:{proxy.grpc_port}", GOOD_Q, GOOD_P)["score"],
+    )
     assert str(PROXY_MAX_BODY_BYTES) in message and "front proxy" in message, message
     np.testing.assert_allclose(scores, good_scores, atol=1e-6)
     assert server.is_ready()

@@ -47,7 +47,7 @@ def test_windows_cover_every_token_at_word_boundaries(seed):
     for start, end in windows:
         assert 0 < end - start <= width
         # A window ends before a word start unless no word starts inside its reach.
-        if end < n and any(starts[start + 1:min(start + width, n) + 1]):
+        if end < n and any(starts[start + 1 : min(start + width, n) + 1]):
             assert starts[end]
     if n <= width:
         assert windows == [(0, n)]
@@ -111,8 +111,12 @@ def test_class_model_shape_checks():
         shapes.check_inputs(ids, mask, 16, 512, 1000, 1)
     record = shapes.ShapeRecord()
     record.update(4, 100)
-    assert record.update(1, 300) == {shapes.METRIC_MAX_TOKENS: 400, shapes.METRIC_MAX_ROWS: 4,
-                                     shapes.METRIC_MAX_LENGTH: 300, shapes.METRIC_MIN_LENGTH: 100}
+    assert record.update(1, 300) == {
+        shapes.METRIC_MAX_TOKENS: 400,
+        shapes.METRIC_MAX_ROWS: 4,
+        shapes.METRIC_MAX_LENGTH: 300,
+        shapes.METRIC_MIN_LENGTH: 100,
+    }
 
 
 def test_a_request_within_one_class_stays_one_part_of_its_own_shape():

@@ -23,8 +23,9 @@ class Windows:
         return float(self.logits.max())
 
 
-def window_spans(model_dir: Path, query: str, passage: str, max_length: int, stride: int | None = None
-                 ) -> list[tuple[int, int]]:
+def window_spans(
+    model_dir: Path, query: str, passage: str, max_length: int, stride: int | None = None
+) -> list[tuple[int, int]]:
     tokenizer = flag_reranker(str(model_dir)).tokenizer
     query_tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"][: max_length * 3 // 4])
     encoded = tokenizer(passage, add_special_tokens=False, return_offsets_mapping=True)
@@ -53,8 +54,7 @@ def window_spans(model_dir: Path, query: str, passage: str, max_length: int, str
     return spans
 
 
-def reference_windows(model_dir: Path, query: str, passage: str, max_length: int, stride: int | None = None
-                      ) -> Windows:
+def reference_windows(model_dir: Path, query: str, passage: str, max_length: int, stride: int | None = None) -> Windows:
     spans = window_spans(model_dir, query, passage, max_length, stride)
     texts = [passage[a:b] for a, b in spans]
     logits = flag_scores(model_dir, [(query, t) for t in texts], max_length=max_length, normalize=False)

@@ -21,6 +21,7 @@ def _version() -> str:
     # One source: the version pip recorded from client/pyproject.toml. A source checkout on
     # PYTHONPATH without an install has no metadata; say so instead of inventing a number.
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("triton-reranker-client")
     except PackageNotFoundError:
@@ -28,6 +29,19 @@ def _version() -> str:
 
 
 __version__ = _version()
-__all__ = ["RerankClient", "AsyncRerankClient", "ClientConfig", "RerankResult", "TLSOptions", "RerankError",
-           "InvalidInputError", "ServerUnavailableError", "OverloadedError", "ModelNotReadyError", "PermissionDeniedError",
-           "DeadlineExceededError", "ClientClosedError", "__version__"]
+__all__ = [
+    "RerankClient",
+    "AsyncRerankClient",
+    "ClientConfig",
+    "RerankResult",
+    "TLSOptions",
+    "RerankError",
+    "InvalidInputError",
+    "ServerUnavailableError",
+    "OverloadedError",
+    "ModelNotReadyError",
+    "PermissionDeniedError",
+    "DeadlineExceededError",
+    "ClientClosedError",
+    "__version__",
+]

@@ -26,17 +26,25 @@ class AsyncRerankClient(ClientBase):
         super().__init__(*args, **kwargs)
         self._clients: Dict[str, AsyncTritonClient] = {}
 
-    async def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-                     return_documents: bool = False, timeout: Optional[float] = None,
-                     long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: Optional[int] = None,
+        return_documents: bool = False,
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         """Results sorted by score (best first); `index` is the document's input position.
         long_documents / window_stride: as RerankClient.rerank."""
         planning.check_mode(long_documents, window_stride)
         pairs = self._rerank_pairs(query, documents, top_k)
         if not pairs:
             return []
-        results = await self._score_pairs(pairs, list(documents) if return_documents else None, timeout,
-                                          long_documents, window_stride)
+        results = await self._score_pairs(
+            pairs, list(documents) if return_documents else None, timeout, long_documents, window_stride
+        )
         return planning.top(results, top_k)
 
     async def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
@@ -44,9 +52,13 @@ class AsyncRerankClient(ClientBase):
         checked = planning.validate_pairs(pairs)
         return [r.score for r in await self._score_pairs(checked, None, timeout)] if checked else []
 
-    async def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None,
-                            long_documents: str = "truncate", window_stride: Optional[int] = None
-                            ) -> List[RerankResult]:
+    async def score_details(
+        self,
+        pairs: Sequence[Tuple[str, str]],
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         """Full results (score, logit, tokens, truncated, span) in input order."""
         planning.check_mode(long_documents, window_stride)
         checked = planning.validate_pairs(pairs)
@@ -72,8 +84,10 @@ class AsyncRerankClient(ClientBase):
     async def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
         self._check_open()
         if self._limits is None:
+
             def call(client: AsyncTritonClient, remaining: float) -> Awaitable[ModelConfig]:
                 return client.get_model_config(self.model, headers=self.headers, **self._infer_kwargs(remaining))
+
             return self._limits_from(await self._call(call, deadline, budget))
         return self._limits
 
@@ -90,8 +104,9 @@ class AsyncRerankClient(ClientBase):
     async def __aenter__(self) -> AsyncRerankClient:
         return self
 
-    async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                        traceback: Optional[TracebackType]) -> None:
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None:
         await self.close()
 
     def _client(self, url: str) -> AsyncTritonClient:
@@ -114,13 +129,16 @@ class AsyncRerankClient(ClientBase):
             await asyncio.sleep(pause)
             attempt += 1
 
-    async def _infer(self, chunk: planning.Chunk, deadline: float, budget: float,
-                     limiter: asyncio.Semaphore) -> Outputs:
+    async def _infer(
+        self, chunk: planning.Chunk, deadline: float, budget: float, limiter: asyncio.Semaphore
+    ) -> Outputs:
         async def call(client: AsyncTritonClient, remaining: float) -> Outputs:
             inputs, outputs = self._request(chunk)
-            result = await client.infer(self._model_for(chunk), inputs, outputs=outputs, headers=self.headers,
-                                        **self._infer_kwargs(remaining))
+            result = await client.infer(
+                self._model_for(chunk), inputs, outputs=outputs, headers=self.headers, **self._infer_kwargs(remaining)
+            )
             return tritonclient_adapter.read_outputs(result, window=chunk.strides is not None)
+
         try:
             async with limiter:
                 return await self._call(call, deadline, budget)
@@ -128,19 +146,26 @@ class AsyncRerankClient(ClientBase):
             if not self._should_split(err, chunk):
                 raise
         first, second = planning.split(chunk)  # the limiter is released: the halves take it in turn
-        return planning.join_outputs(await self._infer(first, deadline, budget, limiter),
-                                     await self._infer(second, deadline, budget, limiter))
+        return planning.join_outputs(
+            await self._infer(first, deadline, budget, limiter), await self._infer(second, deadline, budget, limiter)
+        )
 
-    async def _score_pairs(self, pairs: List[Pair], documents: Optional[Sequence[str]],
-                           timeout: Optional[float] = None, long_documents: str = "truncate",
-                           window_stride: Optional[int] = None) -> List[RerankResult]:
+    async def _score_pairs(
+        self,
+        pairs: List[Pair],
+        documents: Optional[Sequence[str]],
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         chunks = self._chunks(pairs, await self._server_limits(deadline, budget), long_documents, window_stride)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
-        outputs = await _all_or_nothing([self._infer(c, deadline, budget, limiter) for c in chunks],
-                                        deadline + DEADLINE_GRACE_S, budget)
+        outputs = await _all_or_nothing(
+            [self._infer(c, deadline, budget, limiter) for c in chunks], deadline + DEADLINE_GRACE_S, budget
+        )
         return planning.assemble(len(pairs), list(zip(chunks, outputs)), documents)
 
 
@@ -151,8 +176,9 @@ async def _all_or_nothing(coroutines: Iterable[Awaitable[T]], deadline: float, b
     concurrency limiter as well as the requests."""
     tasks = [asyncio.ensure_future(c) for c in coroutines]
     try:
-        done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()),
-                                           return_when=asyncio.FIRST_EXCEPTION)
+        done, pending = await asyncio.wait(
+            tasks, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_EXCEPTION
+        )
         failed = [err for err in (t.exception() for t in tasks if t.done() and not t.cancelled()) if err is not None]
         if failed:
             raise failed[0]

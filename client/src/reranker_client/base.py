@@ -65,15 +65,34 @@ class ClientConfig:
 class ClientBase:
     ASYNCIO = False  # which tritonclient flavour the subclass drives
 
-    def __init__(self, url: Union[str, Sequence[str]] = "localhost:8001", protocol: str = "grpc",
-                 model: str = "rerank", timeout: float = 30.0, retries: int = 3, max_concurrency: int = 4,
-                 tls: Optional[TLSOptions] = None, headers: Optional[Dict[str, str]] = None,
-                 token_counter: Optional[Callable[[str], int]] = None, resolver: Resolver = resolve_addresses,
-                 config: Optional[ClientConfig] = None) -> None:
+    def __init__(
+        self,
+        url: Union[str, Sequence[str]] = "localhost:8001",
+        protocol: str = "grpc",
+        model: str = "rerank",
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_concurrency: int = 4,
+        tls: Optional[TLSOptions] = None,
+        headers: Optional[Dict[str, str]] = None,
+        token_counter: Optional[Callable[[str], int]] = None,
+        resolver: Resolver = resolve_addresses,
+        config: Optional[ClientConfig] = None,
+    ) -> None:
         """Keyword arguments, or one ClientConfig (shared by sync and async clients)."""
         if config is None:
-            config = ClientConfig(url, protocol, model, timeout, retries, max_concurrency, tls,
-                                  dict(headers or {}), token_counter, resolver)
+            config = ClientConfig(
+                url,
+                protocol,
+                model,
+                timeout,
+                retries,
+                max_concurrency,
+                tls,
+                dict(headers or {}),
+                token_counter,
+                resolver,
+            )
         if config.max_concurrency < 1:
             raise InvalidInputError(f"max_concurrency: must be >= 1, got {config.max_concurrency}")
         if config.retries < 0 or config.timeout <= 0:
@@ -111,8 +130,13 @@ class ClientBase:
         if self._closed:
             raise ClientClosedError(f"this {type(self).__name__} was closed; create a new one")
 
-    def _chunks(self, pairs: List[Pair], limits: ServerLimits, long_documents: str = "truncate",
-                window_stride: Optional[int] = None) -> List[planning.Chunk]:
+    def _chunks(
+        self,
+        pairs: List[Pair],
+        limits: ServerLimits,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[planning.Chunk]:
         """Packs by the server's published rules (query share, special tokens, max_length,
         buckets, length classes): with the caller's tokenizer when given, else with byte-estimated
         token counts. Only an older server that publishes no rules gets plain byte lengths."""
@@ -125,12 +149,14 @@ class ClientBase:
 
             def counted(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(count(q.decode("utf-8")), count(p.decode("utf-8")))
+
             length = counted
         elif limits.publishes_pair_rules:
             # Capping at max_length matters: every text longer than max_length costs the server
             # the same, so long documents pack together instead of each widening its own request.
             def estimated(q: bytes, p: bytes) -> int:
                 return limits.pair_tokens(estimated_tokens(q), estimated_tokens(p))
+
             length = estimated
         return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets, limits.class_batch)
 
@@ -140,20 +166,25 @@ class ClientBase:
         max_windows, max_length = limits.max_windows_per_request, limits.max_length
         query_max_length, special_tokens = limits.query_max_length, limits.special_tokens_per_pair
         if max_windows is None or max_length is None or query_max_length is None or special_tokens is None:
-            raise ModelNotReadyError("the server does not publish window limits: it predates window mode "
-                                     "(re-export it)")
+            raise ModelNotReadyError(
+                "the server does not publish window limits: it predates window mode (re-export it)"
+            )
         count: Callable[[str], int] = self._count or (lambda text: len(text.encode("utf-8")) + 1)
-        windows = [planning.estimate_windows(count(q.decode("utf-8")), count(p.decode("utf-8")), max_length,
-                                             query_max_length, special_tokens, stride)
-                   for q, p in pairs]
+        windows = [
+            planning.estimate_windows(
+                count(q.decode("utf-8")), count(p.decode("utf-8")), max_length, query_max_length, special_tokens, stride
+            )
+            for q, p in pairs
+        ]
         return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride)
 
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
 
     def _request(self, chunk: planning.Chunk) -> Tuple[List[InferInput], List[InferRequestedOutput]]:
-        inputs = tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages,
-                                                  chunk.strides)
+        inputs = tritonclient_adapter.make_inputs(
+            self.protocol, self.ASYNCIO, chunk.queries, chunk.passages, chunk.strides
+        )
         outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=chunk.strides is not None)
         return inputs, outputs
 
@@ -161,8 +192,12 @@ class ClientBase:
     def _should_split(err: BaseException, chunk: planning.Chunk) -> bool:
         """The server refused a window-mode request for holding too many windows (our estimate
         was low): it is split in two and each half sent, instead of failing the call."""
-        return (chunk.strides is not None and len(chunk.rows) > 1 and isinstance(err, InvalidInputError)
-                and contract.WINDOWS_PER_REQUEST_ERROR in str(err))
+        return (
+            chunk.strides is not None
+            and len(chunk.rows) > 1
+            and isinstance(err, InvalidInputError)
+            and contract.WINDOWS_PER_REQUEST_ERROR in str(err)
+        )
 
     def _infer_kwargs(self, remaining: float) -> InferKwargs:
         """gRPC carries the remaining deadline to the server; HTTP is bounded client-side
@@ -182,7 +217,9 @@ class ClientBase:
         # The endpoint failed with a transport/availability error: let it rest, whether or not
         # this call tries again. A timeout never gets here (DeadlineExceededError is not retryable).
         if self.pool.mark_down(url):
-            logger.warning("endpoint %s marked down for %.1fs: %s: %s", url, self.pool.cooldown_s, type(err).__name__, err)
+            logger.warning(
+                "endpoint %s marked down for %.1fs: %s: %s", url, self.pool.cooldown_s, type(err).__name__, err
+            )
         if attempt >= self.retries:
             logger.warning("giving up after %d tries (retries=%d): %s", attempt + 1, self.retries, err)
             raise err

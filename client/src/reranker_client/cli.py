@@ -15,17 +15,28 @@ from .tritonclient_adapter import TLSOptions
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="rerank-client", description=__doc__)
-    parser.add_argument("--url", action="append", help="host:port; repeat for several endpoints "
-                        "(default localhost:8001 for grpc, localhost:8000 for http)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="host:port; repeat for several endpoints (default localhost:8001 for grpc, localhost:8000 for http)",
+    )
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--model", default="rerank")
     parser.add_argument("--query", required=True)
     parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--long-documents", choices=("truncate", "window"), default="truncate",
-                        help="truncate: cut each document to the server's max_length (FlagReranker); window: "
-                             "score overlapping windows and keep the best, with its character span")
-    parser.add_argument("--window-stride", type=int, default=None,
-                        help="window mode: passage tokens between window starts (default: half a window)")
+    parser.add_argument(
+        "--long-documents",
+        choices=("truncate", "window"),
+        default="truncate",
+        help="truncate: cut each document to the server's max_length (FlagReranker); window: "
+        "score overlapping windows and keep the best, with its character span",
+    )
+    parser.add_argument(
+        "--window-stride",
+        type=int,
+        default=None,
+        help="window mode: passage tokens between window starts (default: half a window)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--retries", type=int, default=3)
@@ -33,8 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ca-cert", help="PEM root certificate: connect with TLS")
     parser.add_argument("--client-cert", help="PEM client certificate chain for mutual TLS (with --client-key)")
     parser.add_argument("--client-key", help="PEM private key of --client-cert")
-    parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
-                        help="request header / gRPC metadata; repeatable")
+    parser.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="request header / gRPC metadata; repeatable"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     headers = {}
@@ -47,15 +59,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--client-cert and --client-key go together (mutual TLS)")
     tls = None
     if args.tls or args.ca_cert or args.client_cert:
-        tls = TLSOptions(root_certificates=args.ca_cert, certificate_chain=args.client_cert,
-                         private_key=args.client_key)
+        tls = TLSOptions(
+            root_certificates=args.ca_cert, certificate_chain=args.client_cert, private_key=args.client_key
+        )
     documents = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     urls = args.url or ["localhost:8001" if args.protocol == "grpc" else "localhost:8000"]
     try:
-        with RerankClient(urls, protocol=args.protocol, model=args.model, timeout=args.timeout,
-                          retries=args.retries, tls=tls, headers=headers) as client:
-            results = client.rerank(args.query, documents, top_k=args.top_k, long_documents=args.long_documents,
-                                    window_stride=args.window_stride)
+        with RerankClient(
+            urls,
+            protocol=args.protocol,
+            model=args.model,
+            timeout=args.timeout,
+            retries=args.retries,
+            tls=tls,
+            headers=headers,
+        ) as client:
+            results = client.rerank(
+                args.query,
+                documents,
+                top_k=args.top_k,
+                long_documents=args.long_documents,
+                window_stride=args.window_stride,
+            )
     except RerankError as err:
         print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
@@ -63,8 +88,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
         return 0
     window = args.long_documents == "window"
-    print(f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  "
-          + (f"{'span':>13}  {'windows':>7}  best window" if window else "document"))
+    print(
+        f"{'rank':>4}  {'index':>5}  {'score':>7}  {'logit':>8}  {'tokens':>6}  "
+        + (f"{'span':>13}  {'windows':>7}  best window" if window else "document")
+    )
     for rank, r in enumerate(results, 1):
         if window:
             assert r.span is not None  # window mode always answers a span
@@ -73,8 +100,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             text, where = documents[r.index], ""
         text = text if len(text) <= 70 else text[:67] + "..."
-        print(f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} "
-              f"{where}{text}")
+        print(
+            f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} "
+            f"{where}{text}"
+        )
     if any(r.truncated for r in results):
         print("* truncated to the server's max_length")
     return 0

@@ -39,7 +39,7 @@ def split_dns_url(url: str) -> Optional[Tuple[str, int]]:
     """`dns:///host:port` -> (host, port); any other URL -> None."""
     if not url.startswith(DNS_SCHEME):
         return None
-    host, _, port = url[len(DNS_SCHEME):].rpartition(":")
+    host, _, port = url[len(DNS_SCHEME) :].rpartition(":")
     if not host or not port.isdigit():
         raise InvalidInputError(f"url: expected dns:///host:port, got {url!r}")
     return host.strip("[]"), int(port)
@@ -52,6 +52,7 @@ class EndpointPool:
     With `discover=(host, port)` the URLs are every address DNS gives for host, resolved again
     every `refresh_s` seconds (on the next pick after that); a failed or empty answer keeps the
     last known list, so a DNS hiccup never leaves the client without endpoints."""
+
     urls: List[str]
     cooldown_s: float = 2.0
     discover: Optional[Tuple[str, int]] = None
@@ -111,4 +112,4 @@ class EndpointPool:
 
 def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * (2 ** attempt)))
+    return random.uniform(0, min(cap, base * (2**attempt)))

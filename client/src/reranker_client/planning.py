@@ -32,10 +32,12 @@ LONG_DOCUMENT_MODES = ("truncate", "window")
 def check_mode(long_documents: str, window_stride: Optional[int]) -> None:
     if long_documents not in LONG_DOCUMENT_MODES:
         raise InvalidInputError(f"long_documents: must be 'truncate' or 'window', got {long_documents!r}")
-    if window_stride is not None and (long_documents != "window" or not isinstance(window_stride, int)
-                                      or window_stride < 1):
-        raise InvalidInputError(f"window_stride: a positive int, with long_documents='window' only; "
-                                f"got {window_stride!r}")
+    if window_stride is not None and (
+        long_documents != "window" or not isinstance(window_stride, int) or window_stride < 1
+    ):
+        raise InvalidInputError(
+            f"window_stride: a positive int, with long_documents='window' only; got {window_stride!r}"
+        )
 
 
 def _check_text(field: str, value: object) -> bytes:
@@ -74,8 +76,12 @@ def utf8_length(query: bytes, passage: bytes) -> int:
     return len(query) + len(passage)
 
 
-def chunk_bounds(lengths: Sequence[int], max_batch_size: int, request_cost: Optional[float] = None,
-                 max_rows: Optional[Callable[[int], int]] = None) -> List[Tuple[int, int]]:
+def chunk_bounds(
+    lengths: Sequence[int],
+    max_batch_size: int,
+    request_cost: Optional[float] = None,
+    max_rows: Optional[Callable[[int], int]] = None,
+) -> List[Tuple[int, int]]:
     """Cut ascending `lengths` into runs of at most max_batch_size (and at most max_rows(longest)
     rows, the server's batch for that length) that minimise padded size (each run is padded to
     its longest item) plus a fixed cost per run. Dynamic programming, O(n * max_batch_size)."""
@@ -102,14 +108,18 @@ def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int])
     for i, (query, document) in enumerate(pairs):
         for name, text in (("query", query), ("documents", document)):
             if max_text_bytes and len(text) > max_text_bytes:
-                raise InvalidInputError(f"{name}[{i}]: {len(text)} bytes exceeds the limit of "
-                                        f"{max_text_bytes} bytes per text")
+                raise InvalidInputError(
+                    f"{name}[{i}]: {len(text)} bytes exceeds the limit of {max_text_bytes} bytes per text"
+                )
 
 
-def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
-                length: Optional[Callable[[bytes, bytes], int]] = None,
-                buckets: Optional[Sequence[int]] = None,
-                class_batch: Optional[Callable[[int], int]] = None) -> List[Chunk]:
+def plan_chunks(
+    pairs: List[Tuple[bytes, bytes]],
+    max_batch_size: int,
+    length: Optional[Callable[[bytes, bytes], int]] = None,
+    buckets: Optional[Sequence[int]] = None,
+    class_batch: Optional[Callable[[int], int]] = None,
+) -> List[Chunk]:
     """Sort by length so each chunk holds similar lengths (the server pads a request to its
     longest pair), then cut where padding would cost more than another request. `length`
     gives a pair's tokens (a real tokenizer packs tightest; UTF-8 bytes are the fallback);
@@ -122,8 +132,9 @@ def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
     order = sorted(range(len(pairs)), key=lambda i: estimates[i])
     lengths = [estimates[i] for i in order]
     chunks = []
-    for start, end in chunk_bounds(lengths, max_batch_size,
-                                   max_rows=class_batch if length is not None and buckets else None):
+    for start, end in chunk_bounds(
+        lengths, max_batch_size, max_rows=class_batch if length is not None and buckets else None
+    ):
         rows = order[start:end]
         queries = np.array([[pairs[i][0]] for i in rows], dtype=np.object_)
         passages = np.array([[pairs[i][1]] for i in rows], dtype=np.object_)
@@ -131,8 +142,14 @@ def plan_chunks(pairs: List[Tuple[bytes, bytes]], max_batch_size: int,
     return chunks
 
 
-def estimate_windows(query_tokens: int, passage_tokens: int, max_length: int, query_max_length: int,
-                     special_tokens: int, stride: Optional[int]) -> int:
+def estimate_windows(
+    query_tokens: int,
+    passage_tokens: int,
+    max_length: int,
+    query_max_length: int,
+    special_tokens: int,
+    stride: Optional[int],
+) -> int:
     """Windows the server will cut a passage into, from token estimates: windows of
     max_length - query - special tokens, `stride` apart (default half a window). The server cuts
     at word boundaries, which can add a window; the client splits a request the server finds too
@@ -144,8 +161,13 @@ def estimate_windows(query_tokens: int, passage_tokens: int, max_length: int, qu
     return 1 + math.ceil((passage_tokens - width) / step)
 
 
-def plan_window_chunks(pairs: List[Tuple[bytes, bytes]], windows: Sequence[int], max_batch_size: int,
-                       max_windows_per_request: int, stride: Optional[int]) -> List[Chunk]:
+def plan_window_chunks(
+    pairs: List[Tuple[bytes, bytes]],
+    windows: Sequence[int],
+    max_batch_size: int,
+    max_windows_per_request: int,
+    stride: Optional[int],
+) -> List[Chunk]:
     """Window mode: passages sorted by their estimated windows, packed so a request holds at most
     max_batch_size passages and (by the estimates) max_windows_per_request windows."""
     order = sorted(range(len(pairs)), key=lambda i: windows[i])
@@ -158,9 +180,16 @@ def plan_window_chunks(pairs: List[Tuple[bytes, bytes]], windows: Sequence[int],
             load = 0
         groups[-1].append(i)
         load += cost
-    return [Chunk(rows, np.array([[pairs[i][0]] for i in rows], dtype=np.object_),
-                  np.array([[pairs[i][1]] for i in rows], dtype=np.object_),
-                  np.full((len(rows), 1), stride or 0, dtype=np.int32)) for rows in groups if rows]
+    return [
+        Chunk(
+            rows,
+            np.array([[pairs[i][0]] for i in rows], dtype=np.object_),
+            np.array([[pairs[i][1]] for i in rows], dtype=np.object_),
+            np.full((len(rows), 1), stride or 0, dtype=np.int32),
+        )
+        for rows in groups
+        if rows
+    ]
 
 
 def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
@@ -168,8 +197,15 @@ def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
     half = len(chunk.rows) // 2
     parts = []
     for part in (slice(0, half), slice(half, None)):
-        parts.append(replace(chunk, rows=chunk.rows[part], queries=chunk.queries[part], passages=chunk.passages[part],
-                             strides=None if chunk.strides is None else chunk.strides[part]))
+        parts.append(
+            replace(
+                chunk,
+                rows=chunk.rows[part],
+                queries=chunk.queries[part],
+                passages=chunk.passages[part],
+                strides=None if chunk.strides is None else chunk.strides[part],
+            )
+        )
     return parts[0], parts[1]
 
 
@@ -177,8 +213,9 @@ def join_outputs(first: Outputs, second: Outputs) -> Outputs:
     return {name: np.concatenate([np.asarray(first[name]), np.asarray(second[name])]) for name in first}
 
 
-def assemble(total: int, answered: Sequence[Tuple[Chunk, Outputs]], documents: Optional[Sequence[str]] = None
-             ) -> List[RerankResult]:
+def assemble(
+    total: int, answered: Sequence[Tuple[Chunk, Outputs]], documents: Optional[Sequence[str]] = None
+) -> List[RerankResult]:
     """Results in input order, from each chunk's output arrays; refuses to drop any row."""
     results: List[Optional[RerankResult]] = [None] * total
     for chunk, outputs in answered:
@@ -190,11 +227,15 @@ def assemble(total: int, answered: Sequence[Tuple[Chunk, Outputs]], documents: O
             raise RuntimeError(f"server returned {[len(a) for a in arrays.values()]} rows for a chunk of {n}")
         for j, row in enumerate(chunk.rows):
             results[row] = RerankResult(
-                index=row, score=float(arrays[contract.SCORE.name][j]), logit=float(arrays[contract.LOGIT.name][j]),
-                tokens=int(arrays[contract.TOKENS.name][j]), truncated=bool(arrays[contract.TRUNCATED.name][j]),
+                index=row,
+                score=float(arrays[contract.SCORE.name][j]),
+                logit=float(arrays[contract.LOGIT.name][j]),
+                tokens=int(arrays[contract.TOKENS.name][j]),
+                truncated=bool(arrays[contract.TRUNCATED.name][j]),
                 document=documents[row] if documents is not None else None,
                 span=(int(spans[j][0]), int(spans[j][1])) if spans is not None else None,
-                windows=int(windows[j]) if windows is not None else None)
+                windows=int(windows[j]) if windows is not None else None,
+            )
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"no result for rows {missing[:10]}")

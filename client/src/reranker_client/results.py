@@ -14,6 +14,7 @@ class _RerankResultFields(TypedDict):
 
 class RerankResultDict(_RerankResultFields, total=False):
     """RerankResult.to_dict(): span and windows in window mode, document when returned."""
+
     span: List[int]
     windows: Optional[int]
     document: str
@@ -34,8 +35,13 @@ class RerankResult:
     windows: Optional[int] = None
 
     def to_dict(self) -> RerankResultDict:
-        out: RerankResultDict = {"index": self.index, "score": self.score, "logit": self.logit,
-               "tokens": self.tokens, "truncated": self.truncated}
+        out: RerankResultDict = {
+            "index": self.index,
+            "score": self.score,
+            "logit": self.logit,
+            "tokens": self.tokens,
+            "truncated": self.truncated,
+        }
         if self.span is not None:
             out["span"] = list(self.span)
             out["windows"] = self.windows

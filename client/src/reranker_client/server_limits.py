@@ -37,6 +37,7 @@ ModelConfig = Union[Dict[str, Any], ModelConfigResponse]
 @dataclass(frozen=True)
 class ServerLimits:
     """What the served ensemble publishes (contract.Param); None where an older server does not."""
+
     max_batch_size: int
     max_length: Optional[int] = None
     buckets: Optional[List[int]] = None  # padded lengths the server uses
@@ -64,10 +65,13 @@ class ServerLimits:
         """Tokens the server's tokenizer keeps for a pair, by its published rules (FlagReranker's:
         the query cut to its share, special tokens added, the passage cut to fit max_length)."""
         if self.max_length is None or self.query_max_length is None or self.special_tokens_per_pair is None:
-            raise ModelNotReadyError("the server does not publish max_length, query_max_length and "
-                                     "special_tokens_per_pair: re-export it to count tokens client-side")
-        return min(min(query_tokens, self.query_max_length) + passage_tokens + self.special_tokens_per_pair,
-                   self.max_length)
+            raise ModelNotReadyError(
+                "the server does not publish max_length, query_max_length and "
+                "special_tokens_per_pair: re-export it to count tokens client-side"
+            )
+        return min(
+            min(query_tokens, self.query_max_length) + passage_tokens + self.special_tokens_per_pair, self.max_length
+        )
 
 
 def server_limits_from(response: ModelConfig) -> ServerLimits:
@@ -85,12 +89,21 @@ def server_limits_from(response: ModelConfig) -> ServerLimits:
 
     def number(key: str) -> Optional[int]:
         return int(params[key]) if params.get(key, "").isdigit() else None
+
     Param = contract.Param
     buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].split(",")] if params.get(Param.LENGTH_BUCKETS) else None
     classes: Optional[List[Tuple[int, int]]] = None
     if params.get(Param.LENGTH_CLASSES):
         classes = [(int(b), int(n)) for b, n in (item.split(":") for item in params[Param.LENGTH_CLASSES].split(","))]
-    return ServerLimits(batch, number(Param.MAX_LENGTH), buckets, number(Param.MAX_TEXT_BYTES),
-                        number(Param.QUERY_MAX_LENGTH), number(Param.SPECIAL_TOKENS_PER_PAIR),
-                        number(Param.MAX_BATCH_TOKENS), classes, number(Param.MAX_WINDOWS_PER_PASSAGE),
-                        number(Param.MAX_WINDOWS_PER_REQUEST))
+    return ServerLimits(
+        batch,
+        number(Param.MAX_LENGTH),
+        buckets,
+        number(Param.MAX_TEXT_BYTES),
+        number(Param.QUERY_MAX_LENGTH),
+        number(Param.SPECIAL_TOKENS_PER_PAIR),
+        number(Param.MAX_BATCH_TOKENS),
+        classes,
+        number(Param.MAX_WINDOWS_PER_PASSAGE),
+        number(Param.MAX_WINDOWS_PER_REQUEST),
+    )

@@ -37,13 +37,21 @@ class RerankClient(ClientBase):
         self._local = threading.local()  # tritonclient's HTTP client is not thread-safe
         self._executor = ThreadPoolExecutor(
             max_workers=max(MIN_POOL_THREADS, POOL_THREADS_PER_CONCURRENCY * self.max_concurrency),
-            thread_name_prefix="rerank")
+            thread_name_prefix="rerank",
+        )
         self._clients: List[SyncTritonClient] = []
         self._clients_lock = threading.Lock()
 
-    def rerank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None,
-               return_documents: bool = False, timeout: Optional[float] = None,
-               long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: Optional[int] = None,
+        return_documents: bool = False,
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         """Results sorted by score (best first); `index` is the document's input position.
 
         long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
@@ -54,8 +62,9 @@ class RerankClient(ClientBase):
         pairs = self._rerank_pairs(query, documents, top_k)
         if not pairs:
             return []
-        results = self._score_pairs(pairs, list(documents) if return_documents else None, timeout,
-                                    long_documents, window_stride)
+        results = self._score_pairs(
+            pairs, list(documents) if return_documents else None, timeout, long_documents, window_stride
+        )
         return planning.top(results, top_k)
 
     def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
@@ -63,8 +72,13 @@ class RerankClient(ClientBase):
         checked = planning.validate_pairs(pairs)
         return [r.score for r in self._score_pairs(checked, None, timeout)] if checked else []
 
-    def score_details(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None,
-                      long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+    def score_details(
+        self,
+        pairs: Sequence[Tuple[str, str]],
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         """Full results (score, logit, tokens, truncated, span) in input order."""
         planning.check_mode(long_documents, window_stride)
         checked = planning.validate_pairs(pairs)
@@ -90,9 +104,12 @@ class RerankClient(ClientBase):
     def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
         self._check_open()
         if self._limits is None:
+
             def call(client: SyncTritonClient) -> ModelConfig:
-                return client.get_model_config(self.model, headers=self.headers,
-                                               **self._infer_kwargs(self._remaining(deadline, budget)))
+                return client.get_model_config(
+                    self.model, headers=self.headers, **self._infer_kwargs(self._remaining(deadline, budget))
+                )
+
             return self._limits_from(self._call(call, deadline, budget))
         return self._limits
 
@@ -116,8 +133,9 @@ class RerankClient(ClientBase):
     def __enter__(self) -> RerankClient:
         return self
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 traceback: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> None:
         self.close()
 
     def _client(self, url: str) -> SyncTritonClient:
@@ -168,10 +186,17 @@ class RerankClient(ClientBase):
         def call(client: SyncTritonClient) -> Outputs:
             remaining = self._remaining(deadline, budget)
             inputs, outputs = self._request(chunk)
-            return tritonclient_adapter.read_outputs(client.infer(self._model_for(chunk), inputs, outputs=outputs,
-                                                                  headers=self.headers,
-                                                                  **self._infer_kwargs(remaining)),
-                                                     window=chunk.strides is not None)
+            return tritonclient_adapter.read_outputs(
+                client.infer(
+                    self._model_for(chunk),
+                    inputs,
+                    outputs=outputs,
+                    headers=self.headers,
+                    **self._infer_kwargs(remaining),
+                ),
+                window=chunk.strides is not None,
+            )
+
         try:
             return self._call(call, deadline, budget)
         except RerankError as err:
@@ -180,8 +205,14 @@ class RerankClient(ClientBase):
         first, second = planning.split(chunk)
         return planning.join_outputs(self._infer(first, deadline, budget), self._infer(second, deadline, budget))
 
-    def _score_pairs(self, pairs: List[Pair], documents: Optional[Sequence[str]], timeout: Optional[float] = None,
-                     long_documents: str = "truncate", window_stride: Optional[int] = None) -> List[RerankResult]:
+    def _score_pairs(
+        self,
+        pairs: List[Pair],
+        documents: Optional[Sequence[str]],
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> List[RerankResult]:
         self._check_open()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -205,12 +236,16 @@ class RerankClient(ClientBase):
             # Bounded wait: a chunk still queued behind other callers' work (every shared thread
             # busy) must not hold the caller past its deadline. The grace lets an in-flight
             # call's own deadline error arrive typed.
-            done, _ = wait_futures(list(in_flight), timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE_S,
-                                   return_when=FIRST_COMPLETED)
+            done, _ = wait_futures(
+                list(in_flight),
+                timeout=max(0.0, deadline - time.monotonic()) + DEADLINE_GRACE_S,
+                return_when=FIRST_COMPLETED,
+            )
             if not done:
                 give_up()
-                raise DeadlineExceededError(f"deadline of {budget}s passed with {len(in_flight)} requests "
-                                            f"unanswered (queued or in flight)")
+                raise DeadlineExceededError(
+                    f"deadline of {budget}s passed with {len(in_flight)} requests unanswered (queued or in flight)"
+                )
             for future in done:
                 chunk = in_flight.pop(future)
                 try:

@@ -52,22 +52,31 @@ class InferResult(Protocol):
 
 class InferKwargs(TypedDict, total=False):
     """Per-call keyword arguments: gRPC carries the remaining deadline (client_timeout)."""
+
     client_timeout: float
 
 
 class SyncTritonClient(Protocol):
     """tritonclient.grpc / tritonclient.http InferenceServerClient."""
 
-    def infer(self, model_name: str, inputs: List[InferInput], *, outputs: List[InferRequestedOutput],
-              headers: Mapping[str, str], client_timeout: float = ...) -> InferResult: ...
+    def infer(
+        self,
+        model_name: str,
+        inputs: List[InferInput],
+        *,
+        outputs: List[InferRequestedOutput],
+        headers: Mapping[str, str],
+        client_timeout: float = ...,
+    ) -> InferResult: ...
 
     def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
 
     def is_server_live(self, *, headers: Mapping[str, str], client_timeout: float = ...) -> bool: ...
 
     # A dict (HTTP) or a ModelConfigResponse proto (gRPC): see server_limits_from.
-    def get_model_config(self, model_name: str, *, headers: Mapping[str, str],
-                         client_timeout: float = ...) -> ModelConfig: ...
+    def get_model_config(
+        self, model_name: str, *, headers: Mapping[str, str], client_timeout: float = ...
+    ) -> ModelConfig: ...
 
     def close(self) -> None: ...
 
@@ -75,13 +84,21 @@ class SyncTritonClient(Protocol):
 class AsyncTritonClient(Protocol):
     """tritonclient.grpc.aio / tritonclient.http.aio InferenceServerClient."""
 
-    async def infer(self, model_name: str, inputs: List[InferInput], *, outputs: List[InferRequestedOutput],
-                    headers: Mapping[str, str], client_timeout: float = ...) -> InferResult: ...
+    async def infer(
+        self,
+        model_name: str,
+        inputs: List[InferInput],
+        *,
+        outputs: List[InferRequestedOutput],
+        headers: Mapping[str, str],
+        client_timeout: float = ...,
+    ) -> InferResult: ...
 
     async def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
 
-    async def get_model_config(self, model_name: str, *, headers: Mapping[str, str],
-                               client_timeout: float = ...) -> ModelConfig: ...
+    async def get_model_config(
+        self, model_name: str, *, headers: Mapping[str, str], client_timeout: float = ...
+    ) -> ModelConfig: ...
 
     async def close(self) -> None: ...
 
@@ -93,6 +110,7 @@ TritonClient = Union[SyncTritonClient, AsyncTritonClient]
 class TLSOptions:
     """gRPC: root_certificates/private_key/certificate_chain are PEM file paths.
     HTTP: ca_certs/certfile/keyfile as for Python's ssl module."""
+
     root_certificates: Optional[str] = None
     private_key: Optional[str] = None
     certificate_chain: Optional[str] = None
@@ -148,11 +166,16 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
     kwargs: Dict[str, object] = {}
     if protocol == "grpc":
         if tls is not None:
-            kwargs = dict(ssl=True, root_certificates=tls.root_certificates, private_key=tls.private_key,
-                          certificate_chain=tls.certificate_chain)
+            kwargs = dict(
+                ssl=True,
+                root_certificates=tls.root_certificates,
+                private_key=tls.private_key,
+                certificate_chain=tls.certificate_chain,
+            )
         return module.InferenceServerClient(url, **kwargs)
     if tls is not None:
         import ssl as _ssl
+
         context = _ssl.create_default_context(cafile=tls.root_certificates)
         if tls.certificate_chain:
             context.load_cert_chain(tls.certificate_chain, tls.private_key)
@@ -168,8 +191,13 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
     return module.InferenceServerClient(url, **kwargs)
 
 
-def make_inputs(protocol: str, asyncio: bool, queries: npt.NDArray[np.object_], passages: npt.NDArray[np.object_],
-                strides: Optional[npt.NDArray[np.int32]] = None) -> List[InferInput]:
+def make_inputs(
+    protocol: str,
+    asyncio: bool,
+    queries: npt.NDArray[np.object_],
+    passages: npt.NDArray[np.object_],
+    strides: Optional[npt.NDArray[np.int32]] = None,
+) -> List[InferInput]:
     """The `rerank` inputs, or with `strides` ([B, 1] int32) the `rerank_windows` inputs."""
     module = module_for(protocol, asyncio)
     inputs: List[InferInput] = []
@@ -225,26 +253,73 @@ TRANSLATION = (
     # gRPC's own size limit also answers RESOURCE_EXHAUSTED: that request can never pass, so it
     # must not look like overload (which is retried).
     (InvalidInputError, lambda err, status, text: "RESOURCE_EXHAUSTED" in status and _has(text, "larger than max")),
-    (PermissionDeniedError, lambda err, status, text: _has(text, "protocol is restricted", "api is restricted")
-        or _has(status, "PERMISSION_DENIED", "UNAUTHENTICATED") or status in ("401", "403")),
+    (
+        PermissionDeniedError,
+        lambda err, status, text: (
+            _has(text, "protocol is restricted", "api is restricted")
+            or _has(status, "PERMISSION_DENIED", "UNAUTHENTICATED")
+            or status in ("401", "403")
+        ),
+    ),
     # Load shed: Triton's queue full or its queue timeout, gRPC RESOURCE_EXHAUSTED (a gateway's
     # rate limit or a server out of capacity), HTTP 429 Too Many Requests. Retried.
-    (OverloadedError, lambda err, status, text: _has(text, "exceeds maximum queue size", "request timeout expired")
-        or "RESOURCE_EXHAUSTED" in status or status == "429"),
-    (DeadlineExceededError, lambda err, status, text: isinstance(err, TIMEOUT_TYPES)
-        or "DEADLINE_EXCEEDED" in status or "deadline exceeded" in text or status == "408"),
+    (
+        OverloadedError,
+        lambda err, status, text: (
+            _has(text, "exceeds maximum queue size", "request timeout expired")
+            or "RESOURCE_EXHAUSTED" in status
+            or status == "429"
+        ),
+    ),
+    (
+        DeadlineExceededError,
+        lambda err, status, text: (
+            isinstance(err, TIMEOUT_TYPES)
+            or "DEADLINE_EXCEEDED" in status
+            or "deadline exceeded" in text
+            or status == "408"
+        ),
+    ),
     # A model (re)loading or a server restarting: transient. "Server not ready" is what a step of
     # an ensemble (or a BLS call) answers while the server drains for shutdown.
-    (ServerUnavailableError, lambda err, status, text: _has(text, "has no available versions", "stub process",
-                                                            "not healthy", "server is shutting down",
-                                                            "server not ready")
-        or "CANCELLED" in status),
-    (ModelNotReadyError, lambda err, status, text: _has(text, "unknown model", "is not ready")
-        or ("not found" in text and "model" in text)),
-    (InvalidInputError, lambda err, status, text: "INVALID_ARG" in status or status in ("400", "413")
-        or _has(text, "unexpected shape", "unexpected datatype") or ("batch size" in text and "exceeds" in text)),
-    (ServerUnavailableError, lambda err, status, text: "UNAVAILABLE" in status or status in ("502", "503", "504")
-        or isinstance(err, (OSError, ConnectionError)) or _has(text, "connect", "socket", "broken pipe")),
+    (
+        ServerUnavailableError,
+        lambda err, status, text: (
+            _has(
+                text,
+                "has no available versions",
+                "stub process",
+                "not healthy",
+                "server is shutting down",
+                "server not ready",
+            )
+            or "CANCELLED" in status
+        ),
+    ),
+    (
+        ModelNotReadyError,
+        lambda err, status, text: (
+            _has(text, "unknown model", "is not ready") or ("not found" in text and "model" in text)
+        ),
+    ),
+    (
+        InvalidInputError,
+        lambda err, status, text: (
+            "INVALID_ARG" in status
+            or status in ("400", "413")
+            or _has(text, "unexpected shape", "unexpected datatype")
+            or ("batch size" in text and "exceeds" in text)
+        ),
+    ),
+    (
+        ServerUnavailableError,
+        lambda err, status, text: (
+            "UNAVAILABLE" in status
+            or status in ("502", "503", "504")
+            or isinstance(err, (OSError, ConnectionError))
+            or _has(text, "connect", "socket", "broken pipe")
+        ),
+    ),
 )
 
 
@@ -269,6 +344,7 @@ def deadline_guard(protocol: str, asyncio_client: bool, seconds: float) -> Conte
         return contextlib.nullcontext()
     import gevent
 
-    guard: ContextManager[object] = gevent.Timeout(max(seconds, 0.001),
-                                                   HttpDeadline(f"no answer within {seconds:.3f}s"))
+    guard: ContextManager[object] = gevent.Timeout(
+        max(seconds, 0.001), HttpDeadline(f"no answer within {seconds:.3f}s")
+    )
     return guard

@@ -41,8 +41,9 @@ from .tritonclient_adapter import InferKwargs, TLSOptions
 EXIT_PASS, EXIT_FAIL, EXIT_NO_VERDICT = 0, 1, 2
 
 
-def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: Dict[str, str],
-              timeout: float) -> Optional[str]:
+def reachable(
+    url: str, protocol: str, tls: Optional[TLSOptions], headers: Dict[str, str], timeout: float
+) -> Optional[str]:
     """None when the server answers `live` within `timeout`, else why not (fails in seconds,
     not after the client's whole retry budget)."""
     try:
@@ -58,18 +59,28 @@ def reachable(url: str, protocol: str, tls: Optional[TLSOptions], headers: Dict[
     return None
 
 
-def verify(url: str, fixture: Fixture, protocol: str = "grpc", model: str = "rerank",
-           tls: Optional[TLSOptions] = None, headers: Optional[Dict[str, str]] = None, timeout: float = 120.0,
-           precision: Optional[str] = None) -> Dict[str, Any]:
+def verify(
+    url: str,
+    fixture: Fixture,
+    protocol: str = "grpc",
+    model: str = "rerank",
+    tls: Optional[TLSOptions] = None,
+    headers: Optional[Dict[str, str]] = None,
+    timeout: float = 120.0,
+    precision: Optional[str] = None,
+) -> Dict[str, Any]:
     """The report as a dict (see certificate.Report) plus where and how it was measured."""
     precision = served_precision(fixture, precision)
     texts = all_texts(fixture)
-    with RerankClient(url, protocol=protocol, model=model, timeout=timeout, tls=tls, headers=headers,
-                      retries=1) as client:
+    with RerankClient(
+        url, protocol=protocol, model=model, timeout=timeout, tls=tls, headers=headers, retries=1
+    ) as client:
         limits = client.server_limits()
         if limits.max_length != fixture["max_length"]:
-            raise FixtureError(f"the server's {model} serves max_length {limits.max_length}, the certificate "
-                               f"was made for {fixture['max_length']}: it belongs to another export")
+            raise FixtureError(
+                f"the server's {model} serves max_length {limits.max_length}, the certificate "
+                f"was made for {fixture['max_length']}: it belongs to another export"
+            )
         start = time.perf_counter()
         results = client.score_details(texts, timeout=timeout)
         seconds = time.perf_counter() - start
@@ -80,23 +91,34 @@ def verify(url: str, fixture: Fixture, protocol: str = "grpc", model: str = "rer
     token_mismatches = [i for i, (r, t) in enumerate(zip(results, expected_tokens)) if r.tokens != t]
     doc = report.to_dict()
     if token_mismatches:
-        doc["failures"].append(f"{len(token_mismatches)} pairs tokenized to other lengths than at export "
-                               f"(first rows {token_mismatches[:5]}): the server's tokenizer differs")
+        doc["failures"].append(
+            f"{len(token_mismatches)} pairs tokenized to other lengths than at export "
+            f"(first rows {token_mismatches[:5]}): the server's tokenizer differs"
+        )
         doc["passed"] = False
-    doc.update(url=url, protocol=protocol, model=model, seconds=round(seconds, 3),
-               served=fixture.get("served"), certified_model=fixture.get("model"),
-               token_mismatches=len(token_mismatches))
+    doc.update(
+        url=url,
+        protocol=protocol,
+        model=model,
+        seconds=round(seconds, 3),
+        served=fixture.get("served"),
+        certified_model=fixture.get("model"),
+        token_mismatches=len(token_mismatches),
+    )
     return doc
 
 
 def summary(doc: Dict[str, Any]) -> str:
-    return (f"{'PASS' if doc['passed'] else 'FAIL'}: {doc['url']} ({doc['model']}) vs certificate, "
-            f"{doc['precision']} thresholds, {doc['pairs']} pairs in {doc['seconds']:.1f}s\n" + describe(doc))
+    return (
+        f"{'PASS' if doc['passed'] else 'FAIL'}: {doc['url']} ({doc['model']}) vs certificate, "
+        f"{doc['precision']} thresholds, {doc['pairs']} pairs in {doc['seconds']:.1f}s\n" + describe(doc)
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rerank-verify", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rerank-verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", required=True, help="host:port of the server (gRPC port unless --protocol http)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--model", default="rerank")
@@ -104,8 +126,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     source.add_argument("--repo", type=Path, help="the exported repository (reads <repo>/certificate.json)")
     source.add_argument("--fixture", type=Path, help="a certificate.json file")
     parser.add_argument("--report", type=Path, help="write the full report here as JSON")
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default=None,
-                        help="thresholds to apply (default: the precision the repository was exported for)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp16", "fp32"),
+        default=None,
+        help="thresholds to apply (default: the precision the repository was exported for)",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole certificate")
     parser.add_argument("--connect-timeout", type=float, default=5.0)
     parser.add_argument("--ca-cert", help="PEM root certificate: connect with TLS")
@@ -120,8 +146,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_NO_VERDICT
     problem = reachable(args.url, args.protocol, tls, headers, args.connect_timeout)
     if problem:
-        print(f"error: cannot reach {args.url} over {args.protocol} within {args.connect_timeout:g}s: {problem}",
-              file=sys.stderr)
+        print(
+            f"error: cannot reach {args.url} over {args.protocol} within {args.connect_timeout:g}s: {problem}",
+            file=sys.stderr,
+        )
         return EXIT_NO_VERDICT
     try:
         doc = verify(args.url, fixture, args.protocol, args.model, tls, headers, args.timeout, args.precision)

@@ -57,8 +57,10 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.record = ShapeRecord()
         # The families must outlive their metrics (the backend refuses a metric whose family is gone).
-        self.families = {name: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
-                         for name, text in METRIC_HELP.items()}
+        self.families = {
+            name: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.GAUGE)
+            for name, text in METRIC_HELP.items()
+        }
         self.gauges = {name: family.Metric(labels={"model": self.name}) for name, family in self.families.items()}
 
     def execute(self, requests):
@@ -71,8 +73,9 @@ class TritonPythonModel:
             try:
                 check_inputs(ids, mask, self.min_length, self.max_length, self.vocab_size, self.max_batch_size)
             except InvalidTokens as err:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"cross_encoder: {err}", pb_utils.TritonError.INVALID_ARG))
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"cross_encoder: {err}", pb_utils.TritonError.INVALID_ARG)
+                )
                 continue
             feeds[index] = (ids, mask)
         # Group requests by padded length: one run per shape, in case shapes are mixed.
@@ -85,8 +88,10 @@ class TritonPythonModel:
             for name, value in self.record.update(*ids.shape).items():
                 self.gauges[name].set(value)
             try:
-                logit, score = self.session.run([contract.LOGIT.name, contract.SCORE.name],
-                                                {contract.INPUT_IDS.name: ids, contract.ATTENTION_MASK.name: mask})
+                logit, score = self.session.run(
+                    [contract.LOGIT.name, contract.SCORE.name],
+                    {contract.INPUT_IDS.name: ids, contract.ATTENTION_MASK.name: mask},
+                )
             except Exception as err:  # noqa: BLE001 - report to these requests, keep serving
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"cross_encoder: {err}"))
@@ -94,9 +99,11 @@ class TritonPythonModel:
             start = 0
             for i in indices:
                 rows = feeds[i][0].shape[0]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(contract.LOGIT.name, logit[start:start + rows].astype(np.float32)),
-                    pb_utils.Tensor(contract.SCORE.name, score[start:start + rows].astype(np.float32)),
-                ])
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(contract.LOGIT.name, logit[start : start + rows].astype(np.float32)),
+                        pb_utils.Tensor(contract.SCORE.name, score[start : start + rows].astype(np.float32)),
+                    ]
+                )
                 start += rows
         return responses

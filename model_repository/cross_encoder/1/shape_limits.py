@@ -29,22 +29,30 @@ def check_inputs(ids, mask, min_length, max_length, vocab_size, max_batch_size):
     if ids is None or mask is None:
         raise InvalidTokens("input_ids and attention_mask are both required")
     if ids.ndim != 2 or ids.shape != mask.shape:
-        raise InvalidTokens(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
-                            f"[batch, length] of the same shape")
+        raise InvalidTokens(
+            f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
+            f"[batch, length] of the same shape"
+        )
     batch, length = ids.shape
     if not 1 <= batch <= max_batch_size:
         raise InvalidTokens(f"input_ids: batch of {batch} rows, must be 1..max_batch_size={max_batch_size}")
     if not 1 <= length <= max_length:
-        raise InvalidTokens(f"input_ids: {length} tokens per row exceeds max_length={max_length}"
-                            if length else "input_ids: rows hold no tokens")
+        raise InvalidTokens(
+            f"input_ids: {length} tokens per row exceeds max_length={max_length}"
+            if length
+            else "input_ids: rows hold no tokens"
+        )
     if length < min_length:
-        raise InvalidTokens(f"input_ids: {length} tokens per row is below this length class's "
-                            f"min_length={min_length} (rows of {length} tokens belong to a shorter class)")
+        raise InvalidTokens(
+            f"input_ids: {length} tokens per row is below this length class's "
+            f"min_length={min_length} (rows of {length} tokens belong to a shorter class)"
+        )
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
-        raise InvalidTokens(f"input_ids: id {bad} is outside the vocabulary [0, {vocab_size}) "
-                            f"(vocab_size={vocab_size})")
+        raise InvalidTokens(
+            f"input_ids: id {bad} is outside the vocabulary [0, {vocab_size}) (vocab_size={vocab_size})"
+        )
     if not np.isin(mask, (0, 1)).all():
         raise InvalidTokens("attention_mask: values must be 0 or 1")
 
@@ -61,5 +69,9 @@ class ShapeRecord:
         self.max_rows = max(self.max_rows, rows)
         self.max_length = max(self.max_length, length)
         self.min_length = length if self.min_length is None else min(self.min_length, length)
-        return {METRIC_MAX_TOKENS: self.max_tokens, METRIC_MAX_ROWS: self.max_rows,
-                METRIC_MAX_LENGTH: self.max_length, METRIC_MIN_LENGTH: self.min_length}
+        return {
+            METRIC_MAX_TOKENS: self.max_tokens,
+            METRIC_MAX_ROWS: self.max_rows,
+            METRIC_MAX_LENGTH: self.max_length,
+            METRIC_MIN_LENGTH: self.min_length,
+        }

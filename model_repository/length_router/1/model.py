@@ -49,8 +49,10 @@ class TritonPythonModel:
                     raise RouteError("input_ids and attention_mask are both required")
                 ids, mask = ids.as_numpy(), mask.as_numpy()
                 if ids.ndim != 2 or ids.shape != mask.shape:
-                    raise RouteError(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
-                                     f"[batch, length] of the same shape")
+                    raise RouteError(
+                        f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
+                        f"[batch, length] of the same shape"
+                    )
                 parts = plan(row_lengths(mask), self.buckets, self.classes)
             except RouteError as err:
                 responses[i] = _error(f"length_router: {err}", pb_utils.TritonError.INVALID_ARG)
@@ -58,9 +60,13 @@ class TritonPythonModel:
             shapes[i] = ids.shape[0]
             for part in parts:
                 call = pb_utils.InferenceRequest(
-                    model_name=self.models[part.length_class], requested_output_names=[contract.LOGIT.name, contract.SCORE.name],
-                    inputs=[pb_utils.Tensor(contract.INPUT_IDS.name, cut(ids, part.rows, part.width, PAD_ID)),
-                            pb_utils.Tensor(contract.ATTENTION_MASK.name, cut(mask, part.rows, part.width, 0))])
+                    model_name=self.models[part.length_class],
+                    requested_output_names=[contract.LOGIT.name, contract.SCORE.name],
+                    inputs=[
+                        pb_utils.Tensor(contract.INPUT_IDS.name, cut(ids, part.rows, part.width, PAD_ID)),
+                        pb_utils.Tensor(contract.ATTENTION_MASK.name, cut(mask, part.rows, part.width, 0)),
+                    ],
+                )
                 jobs.append((i, part.rows, call.async_exec()))
         answers = await asyncio.gather(*(job for _, _, job in jobs))
         outputs = {i: (np.zeros((rows, 1), np.float32), np.zeros((rows, 1), np.float32)) for i, rows in shapes.items()}
@@ -71,10 +77,18 @@ class TritonPythonModel:
                 error = answer.error()  # keep the class model's code (INVALID_ARG stays INVALID_ARG)
                 responses[i] = _error(error.message(), error.code() if hasattr(error, "code") else None)
                 continue
-            outputs[i][0][rows] = pb_utils.get_output_tensor_by_name(answer, contract.LOGIT.name).as_numpy().reshape(-1, 1)
-            outputs[i][1][rows] = pb_utils.get_output_tensor_by_name(answer, contract.SCORE.name).as_numpy().reshape(-1, 1)
+            outputs[i][0][rows] = (
+                pb_utils.get_output_tensor_by_name(answer, contract.LOGIT.name).as_numpy().reshape(-1, 1)
+            )
+            outputs[i][1][rows] = (
+                pb_utils.get_output_tensor_by_name(answer, contract.SCORE.name).as_numpy().reshape(-1, 1)
+            )
         for i, (logit, score) in outputs.items():
             if responses[i] is None:
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor(contract.LOGIT.name, logit), pb_utils.Tensor(contract.SCORE.name, score)])
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(contract.LOGIT.name, logit),
+                        pb_utils.Tensor(contract.SCORE.name, score),
+                    ]
+                )
         return responses

@@ -54,7 +54,7 @@ def plan(lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]]
         members.sort()
         batch = classes[index][1]
         for start in range(0, len(members), batch):
-            chunk = members[start:start + batch]
+            chunk = members[start : start + batch]
             width = buckets[bisect.bisect_left(buckets, chunk[-1][0])]
             parts.append(Part(index, width, np.asarray(sorted(row for _, row in chunk))))
     return parts

@@ -18,8 +18,8 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
-from pair_tokenization import InvalidInput, PairTokenizer, WindowBatch  # noqa: E402
 from padding_metrics import PaddingMetrics  # noqa: E402
+from pair_tokenization import InvalidInput, PairTokenizer, WindowBatch  # noqa: E402
 
 
 def _texts(request, name):
@@ -34,14 +34,16 @@ def _error(err):
 
 
 def _response(batch, owner, span):
-    return pb_utils.InferenceResponse(output_tensors=[
-        pb_utils.Tensor(contract.INPUT_IDS.name, batch.input_ids),
-        pb_utils.Tensor(contract.ATTENTION_MASK.name, batch.attention_mask),
-        pb_utils.Tensor(contract.TOKENS.name, batch.tokens),
-        pb_utils.Tensor(contract.TRUNCATED.name, batch.truncated),
-        pb_utils.Tensor(contract.OWNER.name, owner),
-        pb_utils.Tensor(contract.WINDOW_SPAN.name, span),
-    ])
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(contract.INPUT_IDS.name, batch.input_ids),
+            pb_utils.Tensor(contract.ATTENTION_MASK.name, batch.attention_mask),
+            pb_utils.Tensor(contract.TOKENS.name, batch.tokens),
+            pb_utils.Tensor(contract.TRUNCATED.name, batch.truncated),
+            pb_utils.Tensor(contract.OWNER.name, owner),
+            pb_utils.Tensor(contract.WINDOW_SPAN.name, span),
+        ]
+    )
 
 
 class TritonPythonModel:
@@ -83,7 +85,8 @@ class TritonPythonModel:
                 self.padding.record(result.pairs.attention_mask)
             else:  # truncate mode: every pair is its own "window" over the whole (cut) passage
                 rows = result.input_ids.shape[0]
-                responses[i] = _response(result, np.arange(rows, dtype=np.int32).reshape(-1, 1),
-                                         np.zeros((rows, 2), dtype=np.int32))
+                responses[i] = _response(
+                    result, np.arange(rows, dtype=np.int32).reshape(-1, 1), np.zeros((rows, 2), dtype=np.int32)
+                )
                 self.padding.record(result.attention_mask)
         return responses

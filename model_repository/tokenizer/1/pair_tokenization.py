@@ -79,6 +79,7 @@ class PairBatch:
 @dataclass(frozen=True)
 class WindowBatch:
     """Window mode: one row per window, and which passage (request row) each window belongs to."""
+
     pairs: PairBatch  # tokens: the window's pair; truncated: the query was cut
     owner: np.ndarray  # int32 [W, 1]: the request row of the passage
     span: np.ndarray  # int32 [W, 2]: (start, end) character offsets of the window in its passage
@@ -89,9 +90,16 @@ WINDOWS_PER_REQUEST_ERROR = contract.WINDOWS_PER_REQUEST_ERROR
 
 
 class PairTokenizer:
-    def __init__(self, tokenizer_json: str, max_length: int, query_max_length: int,
-                 buckets: list[int], max_text_bytes: int, max_windows_per_passage: int = 0,
-                 max_windows_per_request: int = 0) -> None:
+    def __init__(
+        self,
+        tokenizer_json: str,
+        max_length: int,
+        query_max_length: int,
+        buckets: list[int],
+        max_text_bytes: int,
+        max_windows_per_passage: int = 0,
+        max_windows_per_request: int = 0,
+    ) -> None:
         if not buckets or buckets[-1] != max_length:
             raise ValueError(f"the largest bucket must equal max_length={max_length}: {buckets}")
         self.tokenizer = Tokenizer.from_file(tokenizer_json)
@@ -121,8 +129,8 @@ class PairTokenizer:
             raise InvalidInput(f"{field}[{index}]: expected a UTF-8 string, got {type(raw).__name__}")
         if len(raw) > self.max_text_bytes:
             raise InvalidInput(
-                f"{field}[{index}]: {len(raw)} bytes exceeds the limit of {self.max_text_bytes} "
-                f"bytes per text")
+                f"{field}[{index}]: {len(raw)} bytes exceeds the limit of {self.max_text_bytes} bytes per text"
+            )
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as err:
@@ -169,11 +177,11 @@ class PairTokenizer:
             truncated=np.asarray([t for _, t in pairs], dtype=bool).reshape(-1, 1),
         )
 
-    def _decode_request(self, raw_queries: list[object], raw_passages: list[object]
-                        ) -> tuple[list[str], list[str]]:
+    def _decode_request(self, raw_queries: list[object], raw_passages: list[object]) -> tuple[list[str], list[str]]:
         if len(raw_queries) != len(raw_passages):
-            raise InvalidInput(f"query has {len(raw_queries)} items but passage has "
-                               f"{len(raw_passages)}: they must match")
+            raise InvalidInput(
+                f"query has {len(raw_queries)} items but passage has {len(raw_passages)}: they must match"
+            )
         if not raw_queries:
             raise InvalidInput("query: the request holds no pairs")
         queries = [self.decode_text("query", i, q) for i, q in enumerate(raw_queries)]
@@ -206,8 +214,7 @@ class PairTokenizer:
             pending = again
         return ids  # type: ignore[return-value]
 
-    def tokenize_requests(self, requests: list[tuple[list[object], list[object]]]
-                          ) -> list[PairBatch | InvalidInput]:
+    def tokenize_requests(self, requests: list[tuple[list[object], list[object]]]) -> list[PairBatch | InvalidInput]:
         """Tokenize many requests in one batch; a bad request fails alone. Each distinct text is
         tokenized once (a rerank request repeats its query for every pair), and only as far as a
         pair can use it: query_max_length + 1 tokens of a query, max_length + 1 of a passage (the
@@ -233,19 +240,26 @@ class PairTokenizer:
             except InvalidInput as err:
                 results[r] = err
                 continue
-            spans.append((r, [place(q, self.query_max_length + 1) for q in queries],
-                          [place(p, self.max_length + 1) for p in passages]))
+            spans.append(
+                (
+                    r,
+                    [place(q, self.query_max_length + 1) for q in queries],
+                    [place(p, self.max_length + 1) for p in passages],
+                )
+            )
         encoded = self.encode_bounded(texts, needs) if texts else []
         for r, query_slots, passage_slots in spans:
             try:
-                results[r] = self.pad([self.join(i, encoded[q], encoded[p])
-                                       for i, (q, p) in enumerate(zip(query_slots, passage_slots))])
+                results[r] = self.pad(
+                    [self.join(i, encoded[q], encoded[p]) for i, (q, p) in enumerate(zip(query_slots, passage_slots))]
+                )
             except InvalidInput as err:
                 results[r] = err
         return results  # type: ignore[return-value]
 
-    def window_rows(self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding,
-                    complete: bool, stride: int) -> list[tuple[list[int], bool, tuple[int, int]]]:
+    def window_rows(
+        self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding, complete: bool, stride: int
+    ) -> list[tuple[list[int], bool, tuple[int, int]]]:
         """(pair ids, query cut, character span) of every window of one passage, or InvalidInput.
         `complete`: the encoding holds the whole passage (else only a bounded prefix of it)."""
         query = query[: self.query_max_length]
@@ -254,19 +268,30 @@ class PairTokenizer:
             raise InvalidInput(f"passage[{index}]: produces no tokens")
         stride = stride or max(1, width // 2)  # 0: the default, half a window
         if not 1 <= stride <= width:
-            raise InvalidInput(f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
-                               f"of one window beside this query")
+            raise InvalidInput(
+                f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
+                f"of one window beside this query"
+            )
         bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride)
         if len(bounds) > self.max_windows_per_passage:
             needs = f"{len(bounds)}" if complete else f"more than {len(bounds) - 1}"
-            raise InvalidInput(f"passage[{index}]: needs {needs} windows of {width} tokens (stride {stride}), "
-                               f"over the limit of {self.max_windows_per_passage} windows per passage")
+            raise InvalidInput(
+                f"passage[{index}]: needs {needs} windows of {width} tokens (stride {stride}), "
+                f"over the limit of {self.max_windows_per_passage} windows per passage"
+            )
         ids = encoding.ids
-        return [([self.cls_id, *query, self.sep_id, self.sep_id, *ids[start:end], self.sep_id], query_cut,
-                 pair_windows.char_span(text, encoding.offsets, start, end)) for start, end in bounds]
+        return [
+            (
+                [self.cls_id, *query, self.sep_id, self.sep_id, *ids[start:end], self.sep_id],
+                query_cut,
+                pair_windows.char_span(text, encoding.offsets, start, end),
+            )
+            for start, end in bounds
+        ]
 
-    def tokenize_window_requests(self, requests: list[tuple[list[object], list[object], list[int]]]
-                                 ) -> list[WindowBatch | InvalidInput]:
+    def tokenize_window_requests(
+        self, requests: list[tuple[list[object], list[object], list[int]]]
+    ) -> list[WindowBatch | InvalidInput]:
         """Window mode: (queries, passages, strides) per request -> one row per window. Passages
         are tokenized as far as the window limit can use: a passage with more tokens than
         max_windows_per_passage windows of max_length could cover is refused unread."""
@@ -298,8 +323,9 @@ class PairTokenizer:
                         raise InvalidInput(f"query[{i}]: produces no tokens")
                     encoding = encodings[p]
                     complete = len(encoding.ids) < passage_need
-                    for ids, cut, span in self.window_rows(i, q_ids, len(q_ids) > self.query_max_length, p,
-                                                           encoding, complete, int(stride)):
+                    for ids, cut, span in self.window_rows(
+                        i, q_ids, len(q_ids) > self.query_max_length, p, encoding, complete, int(stride)
+                    ):
                         rows.append((ids, cut))
                         owner.append(i)
                         spans.append(span)
@@ -307,9 +333,13 @@ class PairTokenizer:
                     raise InvalidInput(
                         f"passage: the request needs {len(rows)} windows, over the limit of "
                         f"{self.max_windows_per_request} {WINDOWS_PER_REQUEST_ERROR} (send fewer passages "
-                        f"per request)")
-                results[r] = WindowBatch(self.pad(rows), np.asarray(owner, dtype=np.int32).reshape(-1, 1),
-                                         np.asarray(spans, dtype=np.int32).reshape(-1, 2))
+                        f"per request)"
+                    )
+                results[r] = WindowBatch(
+                    self.pad(rows),
+                    np.asarray(owner, dtype=np.int32).reshape(-1, 1),
+                    np.asarray(spans, dtype=np.int32).reshape(-1, 2),
+                )
             except InvalidInput as err:
                 results[r] = err
         return results  # type: ignore[return-value]

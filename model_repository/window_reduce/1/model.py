@@ -19,19 +19,28 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            arrays = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                      for name in (*PER_WINDOW, contract.OWNER.name, contract.WINDOW_SPAN.name)}
+            arrays = {
+                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in (*PER_WINDOW, contract.OWNER.name, contract.WINDOW_SPAN.name)
+            }
             try:
                 reduced = reduce_windows(arrays[contract.OWNER.name], arrays[contract.LOGIT.name])
             except ValueError as err:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"window_reduce: {err}", pb_utils.TritonError.INVALID_ARG)))
+                responses.append(
+                    pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"window_reduce: {err}", pb_utils.TritonError.INVALID_ARG)
+                    )
+                )
                 continue
             best = reduced.best
-            outputs = [pb_utils.Tensor(name, np.ascontiguousarray(arrays[name].reshape(-1, 1)[best]))
-                       for name in PER_WINDOW]
-            outputs.append(pb_utils.Tensor(contract.SPAN.name,
-                                           np.ascontiguousarray(arrays[contract.WINDOW_SPAN.name].reshape(-1, 2)[best])))
+            outputs = [
+                pb_utils.Tensor(name, np.ascontiguousarray(arrays[name].reshape(-1, 1)[best])) for name in PER_WINDOW
+            ]
+            outputs.append(
+                pb_utils.Tensor(
+                    contract.SPAN.name, np.ascontiguousarray(arrays[contract.WINDOW_SPAN.name].reshape(-1, 2)[best])
+                )
+            )
             outputs.append(pb_utils.Tensor(contract.WINDOWS.name, reduced.windows))
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

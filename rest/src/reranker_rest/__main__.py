@@ -18,12 +18,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--host", help="bind address (REST_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (REST_PORT, default 8080)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env(triton_urls=split_list(args.triton_url) if args.triton_url else None,
-                                 host=args.host, port=args.port)
+    settings = Settings.from_env(
+        triton_urls=split_list(args.triton_url) if args.triton_url else None, host=args.host, port=args.port
+    )
     # One process: the async client multiplexes every request over its gRPC channels; scale
     # with replicas (chart) rather than workers.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
     return 0
 
 

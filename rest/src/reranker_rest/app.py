@@ -30,9 +30,12 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         finally:
             await app.state.backend.close()
 
-    app = FastAPI(title="bge-reranker-v2-m3 rerank API",
-                  description="Cohere/Jina `/v1/rerank`, `/v2/rerank` and TEI `/rerank` on Triton.",
-                  version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="bge-reranker-v2-m3 rerank API",
+        description="Cohere/Jina `/v1/rerank`, `/v2/rerank` and TEI `/rerank` on Triton.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.keys = KeyChecker(settings.api_keys, settings.api_keys_file)
     app.state.metrics = metrics

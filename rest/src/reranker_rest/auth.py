@@ -28,8 +28,9 @@ class KeyChecker:
         mtime = os.stat(self._file).st_mtime  # a missing file is a startup error, not "no auth"
         if mtime != self._mtime:
             with open(self._file, encoding="utf-8") as handle:
-                self._file_keys = tuple(line.strip().encode() for line in handle
-                                        if line.strip() and not line.startswith("#"))
+                self._file_keys = tuple(
+                    line.strip().encode() for line in handle if line.strip() and not line.startswith("#")
+                )
             self._mtime = mtime
 
     def check(self, authorization: Optional[str]) -> None:
@@ -42,8 +43,12 @@ class KeyChecker:
             pass  # keep the last keys read: a Secret update replaces the file's symlink briefly
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "missing bearer API key (Authorization: Bearer <key>)", "Unauthorized",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing bearer API key (Authorization: Bearer <key>)",
+                "Unauthorized",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         given = token.strip().encode()
         # Compare against every key, each in constant time, so timing reveals neither a key
         # nor which key matched.

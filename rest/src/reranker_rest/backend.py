@@ -15,12 +15,19 @@ from .settings import Settings
 def make_client(settings: Settings) -> AsyncRerankClient:
     tls = None
     if settings.tls_enabled:
-        tls = TLSOptions(root_certificates=settings.tls_ca, private_key=settings.tls_key,
-                         certificate_chain=settings.tls_cert)
+        tls = TLSOptions(
+            root_certificates=settings.tls_ca, private_key=settings.tls_key, certificate_chain=settings.tls_cert
+        )
     urls = list(settings.triton_urls)
-    return AsyncRerankClient(urls[0] if len(urls) == 1 else urls, protocol="grpc", model=settings.triton_model,
-                             timeout=settings.timeout_s, retries=settings.retries,
-                             max_concurrency=settings.max_concurrency, tls=tls)
+    return AsyncRerankClient(
+        urls[0] if len(urls) == 1 else urls,
+        protocol="grpc",
+        model=settings.triton_model,
+        timeout=settings.timeout_s,
+        retries=settings.retries,
+        max_concurrency=settings.max_concurrency,
+        tls=tls,
+    )
 
 
 class Backend:
@@ -34,8 +41,12 @@ class Backend:
         if not texts:
             raise ApiError(400, f"{field}: must not be empty", "Empty")
         if len(texts) > self.settings.max_documents:
-            raise ApiError(400, f"{field}: {len(texts)} documents exceed the limit of "
-                                f"{self.settings.max_documents} per request (REST_MAX_DOCUMENTS)", "Validation")
+            raise ApiError(
+                400,
+                f"{field}: {len(texts)} documents exceed the limit of "
+                f"{self.settings.max_documents} per request (REST_MAX_DOCUMENTS)",
+                "Validation",
+            )
         try:
             results = await self.client.rerank(query, list(texts), top_k=top_n)
         except RerankError as err:

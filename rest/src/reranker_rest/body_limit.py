@@ -44,6 +44,10 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope, receive, send):
         # Connection: close - the unread rest of the body must not be parsed as a next request.
-        err = ApiError(413, f"request body: larger than the limit of {self.max_bytes} bytes "
-                            f"(REST_MAX_BODY_BYTES)", "Validation", headers={"Connection": "close"})
+        err = ApiError(
+            413,
+            f"request body: larger than the limit of {self.max_bytes} bytes (REST_MAX_BODY_BYTES)",
+            "Validation",
+            headers={"Connection": "close"},
+        )
         await response(scope["path"], err)(scope, receive, send)

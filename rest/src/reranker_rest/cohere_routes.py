@@ -31,25 +31,32 @@ async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> 
         await _check_max_tokens(backend, body.max_tokens_per_doc)
     ranked = await backend.rerank(body.query, body.texts(), body.top_n, "documents")
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
-    shown = ranked[:body.top_n] if body.top_n is not None else ranked
+    shown = ranked[: body.top_n] if body.top_n is not None else ranked
     results: List[CohereResult] = []
     for r in shown:
         document = None
         if body.return_documents:
             original = body.documents[r.index]
             document = dict(original) if isinstance(original, dict) else {"text": original}
-        results.append(CohereResult(index=r.index, relevance_score=r.score, document=document,
-                                    tokens=r.tokens, truncated=r.truncated))
+        results.append(
+            CohereResult(
+                index=r.index, relevance_score=r.score, document=document, tokens=r.tokens, truncated=r.truncated
+            )
+        )
     warnings = None
     cut = sum(r.truncated for r in shown)
     if cut:
-        warnings = [f"{cut} of the returned documents were cut to the server's max_length of "
-                    f"{await backend.max_length()} tokens per query+document pair (see `truncated`)"]
+        warnings = [
+            f"{cut} of the returned documents were cut to the server's max_length of "
+            f"{await backend.max_length()} tokens per query+document pair (see `truncated`)"
+        ]
     return CohereRerankResponse(
-        id=str(uuid.uuid4()), results=results,
+        id=str(uuid.uuid4()),
+        results=results,
         meta=Meta(api_version=ApiVersion(version=version), warnings=warnings),
         model=request.app.state.settings.served_model,
-        usage=Usage(total_tokens=sum(r.tokens for r in ranked)))
+        usage=Usage(total_tokens=sum(r.tokens for r in ranked)),
+    )
 
 
 async def _check_max_tokens(backend, value: int) -> None:
@@ -58,6 +65,9 @@ async def _check_max_tokens(backend, value: int) -> None:
     by the server and is refused rather than silently ignored."""
     max_length = await backend.max_length()
     if max_length is None or value < max_length:
-        raise ApiError(400, f"max_tokens_per_doc: {value} cannot be honoured: the server cuts each "
-                            f"query+document pair to its max_length ({max_length} tokens); send a value "
-                            f">= {max_length} or omit the field")
+        raise ApiError(
+            400,
+            f"max_tokens_per_doc: {value} cannot be honoured: the server cuts each "
+            f"query+document pair to its max_length ({max_length} tokens); send a value "
+            f">= {max_length} or omit the field",
+        )

@@ -25,8 +25,14 @@ TEI_PATHS = ("/rerank",)
 class ApiError(Exception):
     """An answer other than 200; `message` names the field when the input is at fault."""
 
-    def __init__(self, status: int, message: str, error_type: str = "Validation",
-                 retry_after: Optional[int] = None, headers: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "Validation",
+        retry_after: Optional[int] = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
         self.headers = dict(headers or {})

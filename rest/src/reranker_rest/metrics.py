@@ -14,13 +14,19 @@ ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/ready", "/metrics"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("reranker_rest_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("reranker_rest_request_seconds", "HTTP request latency by route", ["route"],
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-                                 registry=self.registry)
-        self.documents = Counter("reranker_rest_documents", "documents scored by Triton for this route", ["route"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "reranker_rest_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "reranker_rest_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.documents = Counter(
+            "reranker_rest_documents", "documents scored by Triton for this route", ["route"], registry=self.registry
+        )
 
 
 class MetricsMiddleware:

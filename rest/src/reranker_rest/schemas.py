@@ -13,14 +13,18 @@ from pydantic import BaseModel, Field, StrictStr, field_validator
 
 class CohereRerankRequest(BaseModel):
     """Cohere v1/v2 and Jina: `documents` are strings or objects with a string `text`."""
+
     model: Optional[str] = Field(None, description="accepted and ignored: this server runs one model")
     query: StrictStr
     documents: List[Any] = Field(description='strings or {"text": ...} objects (other keys are kept)')
     top_n: Optional[int] = Field(None, ge=1, description="answer only the best top_n (default: all)")
     return_documents: bool = Field(False, description="include each document in its result (Cohere's default: false)")
     max_tokens_per_doc: Optional[int] = Field(
-        None, ge=1, description="accepted when >= the server's max_length (documents are cut to the pair "
-                                "limit anyway); a smaller value is refused with 400: it cannot be honoured")
+        None,
+        ge=1,
+        description="accepted when >= the server's max_length (documents are cut to the pair "
+        "limit anyway); a smaller value is refused with 400: it cannot be honoured",
+    )
 
     @field_validator("documents")
     @classmethod
@@ -74,13 +78,16 @@ class CohereRerankResponse(BaseModel):
 
 class TeiRerankRequest(BaseModel):
     """Hugging Face text-embeddings-inference `/rerank`."""
+
     query: StrictStr
     texts: List[StrictStr]
     raw_scores: bool = Field(False, description="score = the raw logit instead of its sigmoid")
     return_text: bool = False
     truncate: Optional[bool] = Field(
-        None, description="false: refuse (400) a pair longer than the server's max_length; true or absent: "
-                          "cut it (as TEI started with --auto-truncate)")
+        None,
+        description="false: refuse (400) a pair longer than the server's max_length; true or absent: "
+        "cut it (as TEI started with --auto-truncate)",
+    )
     truncation_direction: Literal["Right", "right", "Left", "left"] = "Right"
 
 

@@ -15,17 +15,26 @@ router = APIRouter(dependencies=[Depends(require_key)], tags=["TEI"])
 async def rerank(body: TeiRerankRequest, request: Request) -> TeiRerankResponse:
     backend = request.app.state.backend
     if body.truncation_direction.lower() == "left":
-        raise ApiError(400, "truncation_direction: only Right is supported (the server keeps the "
-                            "start of each text)")
+        raise ApiError(400, "truncation_direction: only Right is supported (the server keeps the start of each text)")
     ranked = await backend.rerank(body.query, body.texts, None, "texts")
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     if body.truncate is False:
         cut = sorted(r.index for r in ranked if r.truncated)
         if cut:
-            raise ApiError(400, f"texts[{cut[0]}]: the query+text pair is longer than the server's max_length "
-                                f"of {await backend.max_length()} tokens ({len(cut)} text(s) affected); "
-                                f"send truncate=true to cut it")
+            raise ApiError(
+                400,
+                f"texts[{cut[0]}]: the query+text pair is longer than the server's max_length "
+                f"of {await backend.max_length()} tokens ({len(cut)} text(s) affected); "
+                f"send truncate=true to cut it",
+            )
     # TEI answers best first too.
-    return [TeiRank(index=r.index, score=r.logit if body.raw_scores else r.score,
-                    text=body.texts[r.index] if body.return_text else None,
-                    tokens=r.tokens, truncated=r.truncated) for r in ranked]
+    return [
+        TeiRank(
+            index=r.index,
+            score=r.logit if body.raw_scores else r.score,
+            text=body.texts[r.index] if body.return_text else None,
+            tokens=r.tokens,
+            truncated=r.truncated,
+        )
+        for r in ranked
+    ]

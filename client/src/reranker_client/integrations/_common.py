@@ -40,8 +40,18 @@ Ranked = List[Tuple[int, Optional[RerankResult]]]
 EMPTY_SCORE = 0.0
 
 # The options that describe a connection; a ready client replaces all of them.
-CONNECTION_OPTIONS = ("url", "protocol", "model", "timeout", "retries", "max_concurrency", "tls", "headers",
-                      "api_key", "token_counter")
+CONNECTION_OPTIONS = (
+    "url",
+    "protocol",
+    "model",
+    "timeout",
+    "retries",
+    "max_concurrency",
+    "tls",
+    "headers",
+    "api_key",
+    "token_counter",
+)
 
 
 def check_long_documents(value: str) -> str:
@@ -74,14 +84,32 @@ def tls_options(value: Any) -> Optional[TLSOptions]:
     raise TypeError(f"tls: expected TLSOptions or a dict of its fields, got {type(value).__name__}")
 
 
-def client_config(url: Any, protocol: str, model: str, timeout: float, retries: int, max_concurrency: int,
-                  tls: Optional[TLSOptions], headers: Optional[Mapping[str, str]], api_key: Optional[str],
-                  token_counter: Optional[Callable[[str], int]]) -> ClientConfig:
+def client_config(
+    url: Any,
+    protocol: str,
+    model: str,
+    timeout: float,
+    retries: int,
+    max_concurrency: int,
+    tls: Optional[TLSOptions],
+    headers: Optional[Mapping[str, str]],
+    api_key: Optional[str],
+    token_counter: Optional[Callable[[str], int]],
+) -> ClientConfig:
     all_headers = dict(headers or {})
     if api_key:
         all_headers[API_KEY_HEADER] = f"Bearer {api_key}"
-    return ClientConfig(url=url, protocol=protocol, model=model, timeout=timeout, retries=retries,
-                        max_concurrency=max_concurrency, tls=tls, headers=all_headers, token_counter=token_counter)
+    return ClientConfig(
+        url=url,
+        protocol=protocol,
+        model=model,
+        timeout=timeout,
+        retries=retries,
+        max_concurrency=max_concurrency,
+        tls=tls,
+        headers=all_headers,
+        token_counter=token_counter,
+    )
 
 
 def split_empty(texts: Sequence[Optional[str]]) -> Tuple[List[int], List[str], List[int]]:
@@ -98,8 +126,7 @@ def split_empty(texts: Sequence[Optional[str]]) -> Tuple[List[int], List[str], L
     return keep, kept, empty
 
 
-def ranked(results: Sequence[RerankResult], keep: List[int], empty: List[int],
-           top_n: Optional[int]) -> Ranked:
+def ranked(results: Sequence[RerankResult], keep: List[int], empty: List[int], top_n: Optional[int]) -> Ranked:
     """(caller's position, result or None for an empty text): scored best first, then the empty
     ones in input order, cut to top_n."""
     out: Ranked = [(keep[r.index], r) for r in results]
@@ -119,6 +146,7 @@ class Clients:
     ready client(s) the caller passed (never closed here: the caller owns them). An async client
     built here belongs to the event loop it was built on (gRPC's asyncio channels do): a call
     from another loop (a second asyncio.run) gets a new one."""
+
     config: Optional[ClientConfig] = None
     given_sync: Optional[RerankClient] = None
     given_async: Optional[AsyncRerankClient] = None
@@ -161,16 +189,17 @@ class Clients:
                 await client.close()
 
 
-def rerank_sync(clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int],
-                long_documents: str) -> Ranked:
+def rerank_sync(
+    clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int], long_documents: str
+) -> Ranked:
     keep, kept, empty = split_empty(texts)
     results = clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents)) if kept else []
     return ranked(results, keep, empty, top_n)
 
 
-async def rerank_async(clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int],
-                       long_documents: str) -> Ranked:
+async def rerank_async(
+    clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int], long_documents: str
+) -> Ranked:
     keep, kept, empty = split_empty(texts)
-    results = (await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents))
-               if kept else [])
+    results = await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents)) if kept else []
     return ranked(results, keep, empty, top_n)

@@ -28,21 +28,38 @@ from . import _common
 
 @component
 class TritonRanker:
-    def __init__(self, url: Union[str, List[str]] = "localhost:8001", protocol: Literal["grpc", "http"] = "grpc",
-                 model: str = "rerank", top_k: Optional[int] = 10, timeout: float = 30.0, retries: int = 3,
-                 max_concurrency: int = 4, tls: Union[TLSOptions, Dict[str, Any], None] = None,
-                 headers: Optional[Dict[str, str]] = None,
-                 api_key: Optional[Secret] = Secret.from_env_var(_common.API_KEY_ENV, strict=False),
-                 token_counter: Optional[Callable[[str], int]] = None, score_threshold: Optional[float] = None,
-                 meta_fields_to_embed: Optional[List[str]] = None, meta_data_separator: str = "\n",
-                 long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS,
-                 client: Optional[RerankClient] = None, async_client: Optional[AsyncRerankClient] = None) -> None:
+    def __init__(
+        self,
+        url: Union[str, List[str]] = "localhost:8001",
+        protocol: Literal["grpc", "http"] = "grpc",
+        model: str = "rerank",
+        top_k: Optional[int] = 10,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_concurrency: int = 4,
+        tls: Union[TLSOptions, Dict[str, Any], None] = None,
+        headers: Optional[Dict[str, str]] = None,
+        api_key: Optional[Secret] = Secret.from_env_var(_common.API_KEY_ENV, strict=False),
+        token_counter: Optional[Callable[[str], int]] = None,
+        score_threshold: Optional[float] = None,
+        meta_fields_to_embed: Optional[List[str]] = None,
+        meta_data_separator: str = "\n",
+        long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS,
+        client: Optional[RerankClient] = None,
+        async_client: Optional[AsyncRerankClient] = None,
+    ) -> None:
         """Unknown keywords raise TypeError (a plain signature, no **kwargs)."""
         if client is not None or async_client is not None:
             # Only what the caller set counts as a clash (the defaults are always there).
-            passed = {"url": url if url != "localhost:8001" else None, "protocol": None if protocol == "grpc" else protocol,
-                      "tls": tls, "headers": headers or None, "token_counter": token_counter,
-                      "client": client, "async_client": async_client}
+            passed = {
+                "url": url if url != "localhost:8001" else None,
+                "protocol": None if protocol == "grpc" else protocol,
+                "tls": tls,
+                "headers": headers or None,
+                "token_counter": token_counter,
+                "client": client,
+                "async_client": async_client,
+            }
             _common.check_client_or_options(passed)
         if protocol not in ("grpc", "http"):
             raise ValueError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
@@ -64,16 +81,28 @@ class TritonRanker:
 
     def to_dict(self) -> Dict[str, Any]:
         if self.client is not None or self.async_client is not None:
-            raise ValueError("TritonRanker with a ready client cannot be serialized: pass connection options "
-                             "(url, protocol, tls, headers, api_key, ...) instead")
+            raise ValueError(
+                "TritonRanker with a ready client cannot be serialized: pass connection options "
+                "(url, protocol, tls, headers, api_key, ...) instead"
+            )
         return default_to_dict(
-            self, url=self.url, protocol=self.protocol, model=self.model, top_k=self.top_k, timeout=self.timeout,
-            retries=self.retries, max_concurrency=self.max_concurrency,
-            tls=asdict(self.tls) if self.tls is not None else None, headers=self.headers,
+            self,
+            url=self.url,
+            protocol=self.protocol,
+            model=self.model,
+            top_k=self.top_k,
+            timeout=self.timeout,
+            retries=self.retries,
+            max_concurrency=self.max_concurrency,
+            tls=asdict(self.tls) if self.tls is not None else None,
+            headers=self.headers,
             api_key=self.api_key.to_dict() if self.api_key is not None else None,  # a token secret raises here
             token_counter=serialize_callable(self.token_counter) if self.token_counter is not None else None,
-            score_threshold=self.score_threshold, meta_fields_to_embed=self.meta_fields_to_embed,
-            meta_data_separator=self.meta_data_separator, long_documents=self.long_documents)
+            score_threshold=self.score_threshold,
+            meta_fields_to_embed=self.meta_fields_to_embed,
+            meta_data_separator=self.meta_data_separator,
+            long_documents=self.long_documents,
+        )
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> TritonRanker:
@@ -88,8 +117,18 @@ class TritonRanker:
             config = None
             if self.client is None and self.async_client is None:
                 key = self.api_key.resolve_value() if self.api_key is not None else None
-                config = _common.client_config(self.url, self.protocol, self.model, self.timeout, self.retries,
-                                               self.max_concurrency, self.tls, self.headers, key, self.token_counter)
+                config = _common.client_config(
+                    self.url,
+                    self.protocol,
+                    self.model,
+                    self.timeout,
+                    self.retries,
+                    self.max_concurrency,
+                    self.tls,
+                    self.headers,
+                    key,
+                    self.token_counter,
+                )
             self._clients = _common.Clients(config, self.client, self.async_client)
         return self._clients
 
@@ -123,8 +162,9 @@ class TritonRanker:
         return k, self.score_threshold if score_threshold is None else score_threshold
 
     @staticmethod
-    def _documents(documents: List[Document], ranked: _common.Ranked,
-                   threshold: Optional[float]) -> Dict[str, List[Document]]:
+    def _documents(
+        documents: List[Document], ranked: _common.Ranked, threshold: Optional[float]
+    ) -> Dict[str, List[Document]]:
         out = []
         for position, result in ranked:
             score = _common.EMPTY_SCORE if result is None else result.score
@@ -134,8 +174,13 @@ class TritonRanker:
         return {"documents": out}
 
     @component.output_types(documents=List[Document])
-    def run(self, query: str, documents: List[Document], top_k: Optional[int] = None,
-            score_threshold: Optional[float] = None) -> Dict[str, List[Document]]:
+    def run(
+        self,
+        query: str,
+        documents: List[Document],
+        top_k: Optional[int] = None,
+        score_threshold: Optional[float] = None,
+    ) -> Dict[str, List[Document]]:
         """The top_k documents, best first, `score` set (sigmoid, 0..1); documents without text
         score lowest and come last; below score_threshold they are dropped."""
         k, threshold = self._check(top_k, score_threshold)
@@ -145,12 +190,15 @@ class TritonRanker:
         return self._documents(documents, ranked, threshold)
 
     @component.output_types(documents=List[Document])
-    async def run_async(self, query: str, documents: List[Document], top_k: Optional[int] = None,
-                        score_threshold: Optional[float] = None) -> Dict[str, List[Document]]:
+    async def run_async(
+        self,
+        query: str,
+        documents: List[Document],
+        top_k: Optional[int] = None,
+        score_threshold: Optional[float] = None,
+    ) -> Dict[str, List[Document]]:
         k, threshold = self._check(top_k, score_threshold)
         if not documents:
             return {"documents": []}
-        ranked = await _common.rerank_async(self._get_clients(), query, self._texts(documents), k,
-                                            self.long_documents)
+        ranked = await _common.rerank_async(self._get_clients(), query, self._texts(documents), k, self.long_documents)
         return self._documents(documents, ranked, threshold)
-

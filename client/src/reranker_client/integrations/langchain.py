@@ -38,8 +38,9 @@ class TritonRerank(BaseDocumentCompressor):
     tls: Optional[TLSOptions] = None
     headers: Dict[str, str] = Field(default_factory=dict)
     # exclude=True: never in model_dump()/JSON; a round trip reads it from the environment again.
-    api_key: Optional[SecretStr] = Field(default_factory=secret_from_env(_common.API_KEY_ENV, default=None),
-                                         exclude=True)
+    api_key: Optional[SecretStr] = Field(
+        default_factory=secret_from_env(_common.API_KEY_ENV, default=None), exclude=True
+    )
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
     long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS
     client: Optional[RerankClient] = Field(default=None, exclude=True)
@@ -70,10 +71,18 @@ class TritonRerank(BaseDocumentCompressor):
         if self._clients is None:
             config = None
             if self.client is None and self.async_client is None:
-                config = _common.client_config(self.url, self.protocol, self.model, self.timeout, self.retries,
-                                               self.max_concurrency, self.tls, self.headers,
-                                               self.api_key.get_secret_value() if self.api_key else None,
-                                               self.token_counter)
+                config = _common.client_config(
+                    self.url,
+                    self.protocol,
+                    self.model,
+                    self.timeout,
+                    self.retries,
+                    self.max_concurrency,
+                    self.tls,
+                    self.headers,
+                    self.api_key.get_secret_value() if self.api_key else None,
+                    self.token_counter,
+                )
             self._clients = _common.Clients(config, self.client, self.async_client)
         return self._clients
 
@@ -86,21 +95,25 @@ class TritonRerank(BaseDocumentCompressor):
             out.append(Document(page_content=source.page_content, metadata={**source.metadata, **extra}, id=source.id))
         return out
 
-    def compress_documents(self, documents: Sequence[Document], query: str,
-                           callbacks: Callbacks = None) -> Sequence[Document]:
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks = None
+    ) -> Sequence[Document]:
         """The top_n documents by relevance, `metadata["relevance_score"]` set (Cohere's key)."""
         if not documents:
             return []
-        ranked = _common.rerank_sync(self._get_clients(), query, [d.page_content for d in documents], self.top_n,
-                                     self.long_documents)
+        ranked = _common.rerank_sync(
+            self._get_clients(), query, [d.page_content for d in documents], self.top_n, self.long_documents
+        )
         return self._documents(documents, ranked)
 
-    async def acompress_documents(self, documents: Sequence[Document], query: str,
-                                  callbacks: Callbacks = None) -> Sequence[Document]:
+    async def acompress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks = None
+    ) -> Sequence[Document]:
         if not documents:
             return []
-        ranked = await _common.rerank_async(self._get_clients(), query, [d.page_content for d in documents],
-                                            self.top_n, self.long_documents)
+        ranked = await _common.rerank_async(
+            self._get_clients(), query, [d.page_content for d in documents], self.top_n, self.long_documents
+        )
         return self._documents(documents, ranked)
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ dispatcher = instrument.get_dispatcher(__name__)
 
 def _env_api_key() -> Optional[SecretStr]:
     import os
+
     value = os.environ.get(_common.API_KEY_ENV)
     return SecretStr(value) if value else None
 
@@ -49,8 +50,9 @@ class TritonRerank(BaseNodePostprocessor):
     api_key: Optional[SecretStr] = Field(default_factory=_env_api_key, exclude=True)
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
     long_documents: _common.LongDocuments = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
-    keep_retrieval_score: bool = Field(default=False, description="keep the retriever's score in "
-                                                                  "metadata['retrieval_score']")
+    keep_retrieval_score: bool = Field(
+        default=False, description="keep the retriever's score in metadata['retrieval_score']"
+    )
     client: Optional[RerankClient] = Field(default=None, exclude=True)
     async_client: Optional[AsyncRerankClient] = Field(default=None, exclude=True)
 
@@ -83,22 +85,34 @@ class TritonRerank(BaseNodePostprocessor):
         if self._clients is None:
             config = None
             if self.client is None and self.async_client is None:
-                config = _common.client_config(self.url, self.protocol, self.model, self.timeout, self.retries,
-                                               self.max_concurrency, self.tls, self.headers,
-                                               self.api_key.get_secret_value() if self.api_key else None,
-                                               self.token_counter)
+                config = _common.client_config(
+                    self.url,
+                    self.protocol,
+                    self.model,
+                    self.timeout,
+                    self.retries,
+                    self.max_concurrency,
+                    self.tls,
+                    self.headers,
+                    self.api_key.get_secret_value() if self.api_key else None,
+                    self.token_counter,
+                )
             self._clients = _common.Clients(config, self.client, self.async_client)
         return self._clients
 
-    def _start(self, nodes: List[NodeWithScore],
-               query_bundle: Optional[QueryBundle]) -> Tuple[QueryBundle, List[str]]:
+    def _start(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]) -> Tuple[QueryBundle, List[str]]:
         """The query (required) and the texts to score; emits ReRankStartEvent."""
         if query_bundle is None:
             # As LlamaIndex's SentenceTransformerRerank and CohereRerank: no query, nothing to rank by.
             raise ValueError("Missing query bundle: pass query_bundle or query_str to rerank")
-        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes,
-                                          top_n=len(nodes) if self.top_n is None else self.top_n,
-                                          model_name=self.model))
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=len(nodes) if self.top_n is None else self.top_n,
+                model_name=self.model,
+            )
+        )
         # As LlamaIndex's own rerankers do: the text plus the metadata meant for embedding.
         return query_bundle, [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
 
@@ -112,26 +126,38 @@ class TritonRerank(BaseNodePostprocessor):
         return out
 
     def _event_payload(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Dict[str, Any]:
-        return {EventPayload.NODES: nodes, EventPayload.MODEL_NAME: self.model,
-                EventPayload.QUERY_STR: query_bundle.query_str, EventPayload.TOP_K: self.top_n}
+        return {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self.model,
+            EventPayload.QUERY_STR: query_bundle.query_str,
+            EventPayload.TOP_K: self.top_n,
+        }
 
-    def _postprocess_nodes(self, nodes: List[NodeWithScore],
-                           query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+    def _postprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
-            ranked = (_common.rerank_sync(self._get_clients(), query.query_str, texts, self.top_n,
-                                          self.long_documents) if nodes else [])
+            ranked = (
+                _common.rerank_sync(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
+                if nodes
+                else []
+            )
             out = self._nodes(nodes, ranked)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
         return out
 
-    async def _apostprocess_nodes(self, nodes: List[NodeWithScore],
-                                  query_bundle: Optional[QueryBundle] = None) -> List[NodeWithScore]:
+    async def _apostprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
-            ranked = (await _common.rerank_async(self._get_clients(), query.query_str, texts, self.top_n,
-                                                 self.long_documents) if nodes else [])
+            ranked = (
+                await _common.rerank_async(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
+                if nodes
+                else []
+            )
             out = self._nodes(nodes, ranked)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))
