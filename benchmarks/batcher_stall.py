@@ -31,7 +31,7 @@ def counters(url: str) -> tuple[float, float]:
 
     def total(name):
         return sum(float(v) for v in re.findall(rf'^{name}\{{[^}}]*model="cross_encoder"[^}}]*\}} ([0-9.e+]+)$',
-                                                 text, re.M))
+                                                 text, re.MULTILINE))
     return total("nv_inference_queue_duration_us"), total("nv_inference_request_success")
 
 
