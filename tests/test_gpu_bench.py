@@ -41,7 +41,9 @@ def test_dry_run_exports_verifies_and_benchmarks_both_backends_and_pytorch_fp16(
 
 
 def test_flag_embedding_in_the_gpu_step_is_the_pinned_version():
-    pinned = re.search(r"^FlagEmbedding==(\S+)$", (ROOT / "requirements" / "dev.txt").read_text(), re.M).group(1)
+    pinned = re.search(r"^FlagEmbedding==(\S+)$", (ROOT / "requirements" / "dev.txt").read_text(), re.MULTILINE).group(
+        1
+    )
     assert f'FLAG_EMBEDDING="FlagEmbedding=={pinned}"' in SCRIPT.read_text()
 
 

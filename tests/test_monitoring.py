@@ -28,7 +28,9 @@ def scrape(server) -> str:
 
 
 def counter(text: str, name: str) -> float:
-    return sum(float(v) for v in re.findall(rf'^{name}\{{[^}}]*model="tokenizer"[^}}]*\}} ([0-9.e+]+)$', text, re.M))
+    return sum(
+        float(v) for v in re.findall(rf'^{name}\{{[^}}]*model="tokenizer"[^}}]*\}} ([0-9.e+]+)$', text, re.MULTILINE)
+    )
 
 
 def buckets(repo: Path) -> list[int]:
@@ -80,7 +82,7 @@ def test_rejected_requests_are_not_counted(server):
 def test_grafana_dashboard_queries_only_metrics_the_server_exports(server):
     dashboard = json.loads(DASHBOARD.read_text())
     raw_rerank(server.grpc_url, ["warm"], ["one pair so every per-model counter exists"])
-    exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", scrape(server), re.M))
+    exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", scrape(server), re.MULTILINE))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     named = set()
     for expr in exprs:
