@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer_json = str(repo / "tokenizer" / "1" / "tokenizer.json")
     pair_tokenizer = load_pair_tokenizer(repo / "tokenizer" / "1", limits)
     raw = workload(tokenizer_json, args.requests, args.passages, limits.max_length)
-    inputs = same_inputs.prepare(pair_tokenizer, AutoTokenizer.from_pretrained(str(model_dir)), raw)
+    inputs = same_inputs.prepare(
+        pair_tokenizer, AutoTokenizer.from_pretrained(str(model_dir), use_safetensors=True), raw
+    )
     requests = inputs.requests
     lengths = [n for request in inputs.lengths for n in request]
     useful_flops = sum(machine.flops_per_pair(n, layers, hidden) for n in lengths)

@@ -52,7 +52,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="qrels/<split>.tsv (default test; MIRACL: dev)")
     p.add_argument("--depth", type=int, default=100, help="candidates reranked per query (default 100, the card's)")
     p.add_argument("--recall-at", type=_ks, default=None, help="Recall cut-offs, comma-separated (default 10,<depth>)")
-    p.add_argument("--mode", choices=MODES, default="truncate", help="how long documents are scored (window: issue 14)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="truncate",
+        help="how long documents are scored: truncated at max_length, or by their best window",
+    )
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--model", default="rerank")
     p.add_argument("--concurrency", type=int, default=4, help="queries in flight (default 4)")

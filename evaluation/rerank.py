@@ -5,10 +5,9 @@ into requests of at most max_batch_size pairs and sends them concurrently), seve
 in flight. Documents are ranked by the served logit (sigmoid would round nearby high scores
 to the same float32 and invent ties).
 
-Modes: `truncate` is what the server does today (FlagReranker's truncation at max_length).
-`window` (score long documents by overlapping windows, keep the best) belongs to the long
-document work (issue 14): a scorer for it plugs in through `make_scorer`, nothing else here
-changes.
+Modes: `truncate` (FlagReranker's truncation at max_length, the server's default) and `window`
+(the `rerank_windows` ensemble: a long document is scored by overlapping windows and keeps its
+best window's score). A scorer plugs in through `make_scorer`; nothing else here changes.
 """
 
 from __future__ import annotations
@@ -46,27 +45,23 @@ class Scorer(Protocol):
     def __call__(self, query: str, documents: Sequence[str]) -> List[Scored]: ...
 
 
-class TruncateScorer:
-    mode = "truncate"
+class ClientScorer:
+    """One score_details call per query, in the client's long-document mode."""
 
-    def __init__(self, client: RerankClient):
-        self.client = client
+    def __init__(self, client: RerankClient, mode: str):
+        self.client, self.mode = client, mode
 
     def __call__(self, query: str, documents: Sequence[str]) -> List[Scored]:
+        pairs = [(query, d) for d in documents]
         return [
-            Scored(r.logit, r.tokens, r.truncated) for r in self.client.score_details([(query, d) for d in documents])
+            Scored(r.logit, r.tokens, r.truncated) for r in self.client.score_details(pairs, long_documents=self.mode)
         ]
 
 
 def make_scorer(mode: str, client: RerankClient) -> Scorer:
-    if mode == "truncate":
-        return TruncateScorer(client)
-    if mode == "window":
-        raise EvalInputError(
-            "--mode window: the server does not score by windows yet (long documents, issue 14); "
-            "this evaluation would measure truncation at max_length. Use --mode truncate."
-        )
-    raise EvalInputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode not in MODES:
+        raise EvalInputError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    return ClientScorer(client, mode)
 
 
 @dataclass

@@ -15,7 +15,7 @@ def test_pretruncated_pairs_tokenize_identically_for_us_and_the_peers(python_rep
     limits = ServingLimits()
     ours = load_pair_tokenizer(python_repo / "tokenizer" / "1", limits)
     requests = bench.workload(str(python_repo / "tokenizer" / "1" / "tokenizer.json"), 4, 6, limits.max_length)
-    inputs = same_inputs.prepare(ours, AutoTokenizer.from_pretrained(str(tiny_model)), requests)
+    inputs = same_inputs.prepare(ours, AutoTokenizer.from_pretrained(str(tiny_model), use_safetensors=True), requests)
     assert inputs.cut >= 1  # the quota puts an over-long passage in: the cut is exercised
     for (query, passages), lengths in zip(inputs.requests, inputs.lengths):
         for passage, n in zip(passages, lengths):

@@ -24,6 +24,7 @@ import pytest
 
 from evaluation import dataset as ds
 from evaluation import first_stage, metrics
+from export.settings import ServingLimits
 from tests import eval_data
 from tests.references import flag_scores
 
@@ -210,7 +211,6 @@ def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
         ("bad_run_line", "candidates.trec:1: expected 6 columns"),
         ("no_judged_query", "nothing to evaluate"),
         ("unreachable", "cannot reach"),
-        ("window", "issue 14"),
     ],
 )
 def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message):
@@ -229,8 +229,6 @@ def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message)
         from tests.conftest import free_port
 
         args[1] = f"localhost:{free_port()}"
-    elif case == "window":
-        args += ["--mode", "window"]
     proc = cli(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert message in proc.stderr and proc.stderr.startswith("eval: ")
@@ -405,3 +403,34 @@ def test_ir_datasets_export_writes_the_layout_we_read(tmp_path):
     data = ds.load(tmp_path / "miracl-de", split="dev")
     assert data.qrels == {"q1": {"d1": 1, "d2": 0}} and data.queries == {"q1": "Wie hoch ist die Zugspitze?"}
     assert [(d, t) for d, t, _ in ds.scan_corpus(data)] == [("d1", "Zugspitze ist 2962 m hoch."), ("d2", "Berlin.")]
+
+
+def _run_scores(path: Path) -> dict:
+    scores = {}
+    for line in path.read_text("utf-8").splitlines():
+        qid, _, did, _, score, _ = line.split()
+        scores[(qid, did)] = float(score)
+    return scores
+
+
+def test_window_mode_runs_through_the_window_ensemble(server, tmp_path):
+    """--mode window scores through `rerank_windows`. A document that fits in one window (here:
+    fewer UTF-8 bytes than max_length tokens, since every token covers at least a byte) must get
+    exactly its truncate-mode score; the synthetic set's long documents may differ."""
+    data = eval_data.write(tmp_path / "d")
+    runs = {}
+    for mode in ("truncate", "window"):
+        proc = cli("--url", server.grpc_url, "--data", data, "--out", tmp_path / mode, "--mode", mode)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / mode / "report.json").read_text())["mode"] == mode
+        runs[mode] = _run_scores(tmp_path / mode / "reranked.trec")
+    queries = {q["_id"]: q["text"] for q in map(json.loads, (data / "queries.jsonl").read_text("utf-8").splitlines())}
+    docs = {d["_id"]: d for d in map(json.loads, (data / "corpus.jsonl").read_text("utf-8").splitlines())}
+    assert runs["truncate"].keys() == runs["window"].keys()
+    short = 0
+    for (qid, did), score in runs["truncate"].items():
+        size = len(queries[qid].encode()) + len(f"{docs[did]['title']} {docs[did]['text']}".encode()) + 8
+        if size < ServingLimits().max_length:
+            short += 1
+            assert abs(runs["window"][(qid, did)] - score) < 1e-5, (qid, did)
+    assert short >= len(runs["truncate"]) // 2  # the check covered most of the run

@@ -178,8 +178,10 @@ def test_probe_sees_a_dead_stub_and_launcher_stops_on_sigterm(launcher, python_r
 
     # Kill the cross-encoder's Python stub, as the OOM killer did once.
     stubs = [p for p in _children(launcher.server_pid()) if "triton_python_backend_stub" in _cmdline(p)]
-    [cross_encoder] = [p for p in stubs if "cross_encoder" in _cmdline(p)]
-    os.kill(cross_encoder, signal.SIGKILL)
+    cross_encoders = [p for p in stubs if "cross_encoder" in _cmdline(p)]
+    assert cross_encoders  # one stub per instance (settings.CROSS_ENCODER_INSTANCES)
+    for stub in cross_encoders:
+        os.kill(stub, signal.SIGKILL)
     killed_at = time.monotonic()
     # Triton's own health endpoint still says ready: the reason the probe exists.
     with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=5) as response:
@@ -198,3 +200,57 @@ def test_probe_sees_a_dead_stub_and_launcher_stops_on_sigterm(launcher, python_r
 def test_launcher_stops_server_on_sighup(launcher):
     launcher.wait_for("ready: model `rerank` is serving", 300)
     _stop_and_check(launcher, signal.SIGHUP)
+
+
+def test_sigterm_under_traffic_fails_nothing_a_client_cannot_retry(launcher):
+    """The local analogue of a rolling update: requests are in flight when the launcher gets
+    SIGTERM. Measured on Triton 2.51: it drains the ensemble, but refuses the length router's
+    in-server (BLS) calls once shutdown began ("Server not ready"), so a request caught inside
+    the router fails. What must hold: every failure is one our client types as retryable
+    (ServerUnavailableError: it goes to another endpoint), never a wrong or partial answer. In a
+    cluster the chart's preStop pause takes the pod out of the Service before SIGTERM, so
+    normally nothing is in flight."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from reranker_client.errors import ServerUnavailableError
+    from reranker_client.tritonclient_adapter import translate
+    from tests.server_helpers import rerank_inputs
+
+    launcher.wait_for("ready: model `rerank` is serving", 300)
+    url = f"127.0.0.1:{launcher.ports[1]}"
+    passages = [" ".join(["the tide rises and falls twice a day"] * 40)] * 64  # a few hundred ms each on CPU
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def caller() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        while not stop.is_set():
+            try:
+                result = client.infer("rerank", rerank_inputs(["why are there tides?"] * 64, passages))
+                logits = result.as_numpy("logit")
+                outcome = "ok" if logits.shape == (64, 1) and np.isfinite(logits).all() else "bad answer"
+            except InferenceServerException as err:
+                typed = translate(err)
+                outcome = "retryable" if isinstance(typed, ServerUnavailableError) else f"lost: {err}"
+            with lock:
+                outcomes.append(outcome)
+            if outcome != "ok":
+                return
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while outcomes.count("ok") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    launcher.proc.send_signal(signal.SIGTERM)  # requests are in flight now
+    assert launcher.proc.wait(timeout=90) == 0, "".join(launcher.lines)[-3000:]
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    print(f"\noutcomes around SIGTERM: {outcomes.count('ok')} ok, {outcomes.count('retryable')} retryable failures")
+    assert outcomes.count("ok") >= 4
+    assert all(o in ("ok", "retryable") for o in outcomes), outcomes

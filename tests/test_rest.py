@@ -297,3 +297,32 @@ def test_settings_from_env():
     assert settings.timeout_s == 2.5 and settings.api_keys == ("k1", "k2") and settings.host == "127.0.0.1"
     with pytest.raises(ValueError, match="max_documents"):
         Settings.from_env({"REST_MAX_DOCUMENTS": "0"})
+
+
+def test_window_mode_extra_on_both_routes(rest, server):
+    """`long_documents: "window"` (our extra): a long document keeps its best window's score and
+    says where that window is; the same request as the client's window mode gives the same
+    answer. Truncate mode (the default) answers without `span`, the standard shapes unchanged."""
+    from reranker_client import RerankClient
+
+    long_doc = " ".join(DOCS) * 6  # far past max_length: several windows
+    documents = [DOCS[0], long_doc]
+    with RerankClient(server.grpc_url) as client:
+        expected = {r.index: r for r in client.rerank(QUERY, documents, long_documents="window")}
+    cohere = httpx.post(
+        f"{rest}/v1/rerank", json={"query": QUERY, "documents": documents, "long_documents": "window"}, timeout=60
+    ).json()
+    tei = httpx.post(
+        f"{rest}/rerank", json={"query": QUERY, "texts": documents, "long_documents": "window"}, timeout=60
+    ).json()
+    for answer in (cohere["results"], tei):
+        by_index = {r["index"]: r for r in answer}
+        for i, r in expected.items():
+            assert tuple(by_index[i]["span"]) == r.span and by_index[i]["windows"] == r.windows
+        start, end = by_index[1]["span"]
+        assert by_index[1]["windows"] > 1 and 0 <= start < end <= len(long_doc)
+    assert [round(r["relevance_score"], 6) for r in cohere["results"]] == [
+        round(r.score, 6) for r in sorted(expected.values(), key=lambda r: -r.score)
+    ]
+    plain = httpx.post(f"{rest}/v1/rerank", json={"query": QUERY, "documents": documents}, timeout=60).json()
+    assert all("span" not in r and "windows" not in r for r in plain["results"])

@@ -35,7 +35,9 @@ class Backend:
         self.settings = settings
         self.client = make_client(settings)
 
-    async def rerank(self, query: str, texts: Sequence[str], top_n: Optional[int], field: str) -> List[RerankResult]:
+    async def rerank(
+        self, query: str, texts: Sequence[str], top_n: Optional[int], field: str, long_documents: str = "truncate"
+    ) -> List[RerankResult]:
         """Results best first. `field` is the request's name for the documents (Cohere
         `documents`, TEI `texts`), so messages name what the caller sent."""
         if not texts:
@@ -48,7 +50,7 @@ class Backend:
                 "Validation",
             )
         try:
-            results = await self.client.rerank(query, list(texts), top_k=top_n)
+            results = await self.client.rerank(query, list(texts), top_k=top_n, long_documents=long_documents)
         except RerankError as err:
             raise self._error(err, field) from err
         return results

@@ -29,7 +29,7 @@ async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> 
     backend = request.app.state.backend
     if body.max_tokens_per_doc is not None:
         await _check_max_tokens(backend, body.max_tokens_per_doc)
-    ranked = await backend.rerank(body.query, body.texts(), body.top_n, "documents")
+    ranked = await backend.rerank(body.query, body.texts(), body.top_n, "documents", body.long_documents)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     shown = ranked[: body.top_n] if body.top_n is not None else ranked
     results: List[CohereResult] = []
@@ -40,7 +40,13 @@ async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> 
             document = dict(original) if isinstance(original, dict) else {"text": original}
         results.append(
             CohereResult(
-                index=r.index, relevance_score=r.score, document=document, tokens=r.tokens, truncated=r.truncated
+                index=r.index,
+                relevance_score=r.score,
+                document=document,
+                tokens=r.tokens,
+                truncated=r.truncated,
+                span=r.span,
+                windows=r.windows,
             )
         )
     warnings = None

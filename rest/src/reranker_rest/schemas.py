@@ -1,14 +1,21 @@
 """Request and response bodies of the standard APIs (pydantic: validation and OpenAPI docs).
 
 Unknown request fields are ignored, as the peers do (Cohere's `rank_fields`, `priority`...).
-Our extras (`tokens`, `truncated`, Cohere `meta.warnings`) are additional fields only: every
-standard field keeps its name, type and meaning."""
+Our extras (`long_documents` in requests; `tokens`, `truncated`, `span`, `windows` and Cohere
+`meta.warnings` in answers) are additional fields only: every standard field keeps its name, type
+and meaning."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import BaseModel, Field, StrictStr, field_validator
+
+LongDocuments = Literal["truncate", "window"]
+LONG_DOCUMENTS_HELP = (
+    "extra: truncate (default: cut at the server's max_length, FlagReranker's behaviour) or window "
+    "(score overlapping windows of a long document, keep the best; `span` says where it is)"
+)
 
 
 class CohereRerankRequest(BaseModel):
@@ -19,6 +26,7 @@ class CohereRerankRequest(BaseModel):
     documents: List[Any] = Field(description='strings or {"text": ...} objects (other keys are kept)')
     top_n: Optional[int] = Field(None, ge=1, description="answer only the best top_n (default: all)")
     return_documents: bool = Field(False, description="include each document in its result (Cohere's default: false)")
+    long_documents: LongDocuments = Field("truncate", description=LONG_DOCUMENTS_HELP)
     max_tokens_per_doc: Optional[int] = Field(
         None,
         ge=1,
@@ -66,6 +74,10 @@ class CohereResult(BaseModel):
     document: Optional[Dict[str, Any]] = None
     tokens: int = Field(description="extra: tokens of the query+document pair the model saw")
     truncated: bool = Field(description="extra: the pair was cut to the server's max_length")
+    span: Optional[Tuple[int, int]] = Field(
+        None, description="extra, window mode: character offsets of the best window"
+    )
+    windows: Optional[int] = Field(None, description="extra, window mode: windows scored for this document")
 
 
 class CohereRerankResponse(BaseModel):
@@ -89,6 +101,7 @@ class TeiRerankRequest(BaseModel):
         "cut it (as TEI started with --auto-truncate)",
     )
     truncation_direction: Literal["Right", "right", "Left", "left"] = "Right"
+    long_documents: LongDocuments = Field("truncate", description=LONG_DOCUMENTS_HELP)
 
 
 class TeiRank(BaseModel):
@@ -97,6 +110,10 @@ class TeiRank(BaseModel):
     text: Optional[str] = None
     tokens: int = Field(description="extra: tokens of the query+text pair the model saw")
     truncated: bool = Field(description="extra: the pair was cut to the server's max_length")
+    span: Optional[Tuple[int, int]] = Field(
+        None, description="extra, window mode: character offsets of the best window"
+    )
+    windows: Optional[int] = Field(None, description="extra, window mode: windows scored for this text")
 
 
 TeiRerankResponse = List[TeiRank]

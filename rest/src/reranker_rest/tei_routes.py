@@ -16,7 +16,7 @@ async def rerank(body: TeiRerankRequest, request: Request) -> TeiRerankResponse:
     backend = request.app.state.backend
     if body.truncation_direction.lower() == "left":
         raise ApiError(400, "truncation_direction: only Right is supported (the server keeps the start of each text)")
-    ranked = await backend.rerank(body.query, body.texts, None, "texts")
+    ranked = await backend.rerank(body.query, body.texts, None, "texts", body.long_documents)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     if body.truncate is False:
         cut = sorted(r.index for r in ranked if r.truncated)
@@ -35,6 +35,8 @@ async def rerank(body: TeiRerankRequest, request: Request) -> TeiRerankResponse:
             text=body.texts[r.index] if body.return_text else None,
             tokens=r.tokens,
             truncated=r.truncated,
+            span=r.span,
+            windows=r.windows,
         )
         for r in ranked
     ]
