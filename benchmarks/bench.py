@@ -44,7 +44,7 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import machine, same_inputs, systems  # noqa: E402
-from export.__main__ import main as export_main  # noqa: E402
+from export.__main__ import cpu_export  # noqa: E402
 from export.pipeline import load_pair_tokenizer  # noqa: E402
 from export.settings import ServingLimits  # noqa: E402
 from loadtest.workload import LENGTH_MIX, make_pairs  # noqa: E402
@@ -80,20 +80,7 @@ def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
         model_factory.build(model_dir, shape)
     if not (repo / "manifest.json").exists():
         print("[bench] exporting it (python backend, fp32) ...", flush=True)
-        if export_main(
-            [
-                "--model",
-                str(model_dir),
-                "--repo",
-                str(repo),
-                "--backend",
-                "python",
-                "--precision",
-                "fp32",
-                "--cpu-threads",
-                str(threads),
-            ]
-        ):
+        if cpu_export(str(model_dir), str(repo), "--cpu-threads", str(threads)):
             raise SystemExit("export failed")
     return model_dir, repo
 

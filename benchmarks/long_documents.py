@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks import machine
-from export.__main__ import main as export_main
+from export.__main__ import cpu_export
 from export.calibration_texts import TOPICS, long_passage
 from export.pipeline import pair_tokenization_module
 from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
@@ -37,20 +37,7 @@ def ensure_repo(model_dir: Path, root: Path, shape: str, max_length: int) -> Pat
     repo = root / f"long-docs-repo-{shape}-{max_length}"
     if not (repo / "manifest.json").exists():
         print(f"[long_documents] exporting at max_length {max_length} (python backend, fp32) ...", flush=True)
-        if export_main(
-            [
-                "--model",
-                str(model_dir),
-                "--repo",
-                str(repo),
-                "--backend",
-                "python",
-                "--precision",
-                "fp32",
-                "--max-length",
-                str(max_length),
-            ]
-        ):
+        if cpu_export(str(model_dir), str(repo), "--max-length", str(max_length)):
             raise SystemExit("export failed")
     return repo
 

@@ -99,5 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cpu_export(model: Path | str, repo: Path | str, *extra: str) -> int:
+    """`python -m export --backend python --precision fp32`: a repository the local CPU server
+    (pip-installed Triton) serves; what the tests, the demo and the benchmarks export."""
+    return main(["--model", str(model), "--repo", str(repo), "--backend", "python", "--precision", "fp32", *extra])
+
+
 if __name__ == "__main__":
     sys.exit(main())

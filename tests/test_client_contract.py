@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from export.__main__ import main as export_main
+from export.__main__ import cpu_export
 from export.settings import ServingLimits
 from reranker_client import AsyncRerankClient, ClientConfig, RerankClient
 from reranker_client.lengths import token_counter
@@ -23,23 +23,7 @@ def changed_rules_server(tiny_model, tmp_path_factory, monkeypatch_module):
     """An export whose query share is 1/2 instead of FlagReranker's 3/4, at max_length 128."""
     monkeypatch_module.setattr(ServingLimits, "query_max_length", property(lambda self: self.max_length // 2))
     repo = tmp_path_factory.mktemp("rules") / "repo"
-    assert (
-        export_main(
-            [
-                "--model",
-                str(tiny_model),
-                "--repo",
-                str(repo),
-                "--backend",
-                "python",
-                "--precision",
-                "fp32",
-                "--max-length",
-                "128",
-            ]
-        )
-        == 0
-    )
+    assert cpu_export(str(tiny_model), str(repo), "--max-length", "128") == 0
     monkeypatch_module.undo()
     srv = start_server(repo, tmp_path_factory.mktemp("logs"))
     yield srv, repo

@@ -228,26 +228,10 @@ def test_mixed_concurrent_requests_stay_correct_and_batches_stay_under_the_token
 def test_full_export_at_8192_serves_a_6000_token_pair(tiny_model, tmp_path):
     """The real export path at max_length 8,192 (certificate and gates included, ~2 min and ~5 GB
     here since the gates batch by tokens), served and checked against FlagReranker."""
-    from export.__main__ import main as export_main
+    from export.__main__ import cpu_export
 
     repo = tmp_path / "repo"
-    assert (
-        export_main(
-            [
-                "--model",
-                str(tiny_model),
-                "--repo",
-                str(repo),
-                "--backend",
-                "python",
-                "--precision",
-                "fp32",
-                "--max-length",
-                "8192",
-            ]
-        )
-        == 0
-    )
+    assert cpu_export(str(tiny_model), str(repo), "--max-length", "8192") == 0
     assert sorted(p.name for p in repo.iterdir() if p.name.startswith("cross_encoder")) == [
         c.model for c in length_classes(LIMITS_8192)
     ]
