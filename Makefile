@@ -79,11 +79,15 @@ setup: $(STAMP) $(DEPLOY_STAMP) ## create .venv (+ .venv-deploy for the offline 
 validate-deploy: setup ## hadolint, compose-spec, helm render+lint, kubernetes-validate, checkov, yamllint
 	.venv-deploy/bin/python deploy/validate.py runs/rendered
 
+# The tests run without the variables exported above: a test that starts a script or `make`
+# must see its own defaults, not this invocation's MAX_LENGTH or MODEL.
+CLEAN_ENV := env $(foreach v,$(USER_VARS),-u $(v))
+
 test: setup ## the offline test suite, against a real local tritonserver
-	$(PY) -m pytest -q tests
+	$(CLEAN_ENV) $(PY) -m pytest -q tests
 
 test-slow: setup ## real-shape export (24 x 1024, 250k vocab), soak and overload runs
-	$(PY) -m pytest -q -m slow tests --run-slow
+	$(CLEAN_ENV) $(PY) -m pytest -q -m slow tests --run-slow
 
 export: check-vars setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32 MAX_LENGTH=512
 	$(PY) -m export --model "$${MODEL}" --repo "$${REPO}" --backend "$${BACKEND}" \
