@@ -18,16 +18,17 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.utils import secret_from_env
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from ..async_client import AsyncRerankClient
 from ..results import RerankResult
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
 from . import _common
+from ._pydantic import OptionChecks
 
 
-class TritonRerank(BaseDocumentCompressor):
+class TritonRerank(OptionChecks, BaseDocumentCompressor):
     url: Union[str, List[str]] = "localhost:8001"
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "rerank"
@@ -49,23 +50,6 @@ class TritonRerank(BaseDocumentCompressor):
     # extra="forbid": TritonRerank(top_k=5) raises instead of silently keeping top_n=3.
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
     _clients: Optional[_common.Clients] = PrivateAttr(default=None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _client_or_options(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            _common.check_client_or_options(data)
-        return data
-
-    @field_validator("top_n")
-    @classmethod
-    def _top_n(cls, value: Optional[int]) -> Optional[int]:
-        return _common.check_top(value, "top_n")
-
-    @field_validator("tls", mode="before")
-    @classmethod
-    def _tls(cls, value: Any) -> Optional[TLSOptions]:
-        return _common.tls_options(value)
 
     def _get_clients(self) -> _common.Clients:
         if self._clients is None:

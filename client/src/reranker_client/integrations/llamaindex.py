@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 import llama_index.core.instrumentation as instrument
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -25,6 +25,7 @@ from ..async_client import AsyncRerankClient
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
 from . import _common
+from ._pydantic import OptionChecks
 
 dispatcher = instrument.get_dispatcher(__name__)
 
@@ -36,7 +37,7 @@ def _env_api_key() -> Optional[SecretStr]:
     return SecretStr(value) if value else None
 
 
-class TritonRerank(BaseNodePostprocessor):
+class TritonRerank(OptionChecks, BaseNodePostprocessor):
     url: Union[str, List[str]] = Field(default="localhost:8001", description="host:port, or a list of them")
     protocol: Literal["grpc", "http"] = Field(default="grpc")
     model: str = Field(default="rerank", description="the Triton model (the `rerank` ensemble)")
@@ -59,23 +60,6 @@ class TritonRerank(BaseNodePostprocessor):
     # extra="forbid": a misspelt keyword raises instead of being silently ignored.
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
     _clients: Optional[_common.Clients] = PrivateAttr(default=None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _client_or_options(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            _common.check_client_or_options(data)
-        return data
-
-    @field_validator("top_n")
-    @classmethod
-    def _top_n(cls, value: Optional[int]) -> Optional[int]:
-        return _common.check_top(value, "top_n")
-
-    @field_validator("tls", mode="before")
-    @classmethod
-    def _tls(cls, value: Any) -> Optional[TLSOptions]:
-        return _common.tls_options(value)
 
     @classmethod
     def class_name(cls) -> str:
