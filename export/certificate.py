@@ -12,9 +12,6 @@ export gates, the TensorRT plan builders and the live verifier all judge the sam
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 
 from export import certificate_texts
@@ -137,11 +134,3 @@ def build(pair_tokenizer, reference_run, *, model: dict, served: dict, progress=
             "input_ids": [ids for ids, _ in tokenized[n:]],
         },
     }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

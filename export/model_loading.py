@@ -46,7 +46,7 @@ def resolve(model: str, revision: str | None = None) -> ModelSource:
         hint = f" (found pickle files {pickled}, which are never loaded)" if pickled else ""
         raise ModelRejected(f"{local_dir} has no *.safetensors weights{hint}")
     hashed = weights + [p for p in (local_dir / "tokenizer.json", local_dir / "config.json") if p.exists()]
-    return ModelSource(model, local_dir, resolved_revision, {p.name: _sha256(p) for p in hashed})
+    return ModelSource(model, local_dir, resolved_revision, {p.name: sha256(p) for p in hashed})
 
 
 def _download(repo_id: str, revision: str | None) -> tuple[Path, str | None]:
@@ -79,12 +79,21 @@ def _check_config(local_dir: Path) -> None:
         raise ModelRejected(f"expected a cross-encoder with one output label, found {labels}")
 
 
-def _sha256(path: Path) -> str:
+def sha256(*paths: Path) -> str:
+    """One digest over the files that exist among `paths`, in 1 MiB reads (the fp32 weights are
+    2.27 GB): a graph and its `.data` file hash as one artifact."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        if path.exists():
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
     return digest.hexdigest()
+
+
+def graph_sha256(graph: Path) -> str:
+    """The served ONNX graph with its external weights, if any."""
+    return sha256(graph, graph.with_name(graph.name + ".data"))
 
 
 def load_torch_model(source: ModelSource):

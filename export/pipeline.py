@@ -45,7 +45,7 @@ from export.tensorrt_build import (
     write_build_files,
 )
 from export.tensorrt_profiles import check_consistency, profiles_for
-from export.triton_config import RepositorySpec
+from export.triton_config import RepositorySpec, engine_cache_prefix
 
 
 class ParityFailed(RuntimeError):
@@ -389,9 +389,9 @@ def stage_tensorrt(ctx: ExportContext) -> None:
     )
 
 
-def served_sha256(ctx: ExportContext) -> dict[str, str]:
+def served_sha256(ctx: ExportContext, digest: str) -> dict[str, str]:
     name = "cross_encoder/tensorrt/model.onnx" if ctx.args.backend == "tensorrt" else ctx.served["file"]
-    return {name: certificate.sha256(ctx.served_onnx)}
+    return {name: digest}
 
 
 def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
@@ -410,9 +410,9 @@ def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
         )
 
 
-def manifest_of(ctx: ExportContext) -> dict:
+def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
     return {
-        "model": {**ctx.model_info, "served_sha256": served_sha256(ctx), **ctx.model_facts},
+        "model": {**ctx.model_info, "served_sha256": served, **ctx.model_facts},
         "served": ctx.served,
         "export_args": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(ctx.args).items()},
         "limits": asdict(ctx.spec.limits),
@@ -432,8 +432,13 @@ def manifest_of(ctx: ExportContext) -> dict:
 
 
 def stage_repository(ctx: ExportContext) -> None:
-    ctx.fixture["model"]["served_sha256"] = served_sha256(ctx)
-    manifest = manifest_of(ctx)
+    # Hashed once (2.27 GB for the real fp32 graph): the certificate, the manifest and the
+    # TensorRT EP's engine-cache key all read this digest.
+    digest = model_loading.graph_sha256(ctx.served_onnx)
+    ctx.fixture["model"]["served_sha256"] = served_sha256(ctx, digest)
+    manifest = manifest_of(ctx, ctx.fixture["model"]["served_sha256"])
+    if ctx.args.backend == "onnxruntime":
+        ctx.spec = replace(ctx.spec, engine_cache_prefix=engine_cache_prefix(digest))
     parity_doc = {
         "source": manifest["model"],
         "served": ctx.served,

@@ -7,7 +7,6 @@ module generates with the configs committed under `model_repository/` (golden fi
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export.model_loading import graph_sha256
 from export.settings import (
     CROSS_ENCODER_INSTANCES,
     GPU_MODEL_INTRA_OP_THREADS,
@@ -78,16 +78,14 @@ class RepositorySpec:
 ENGINE_CACHE_PREFIX = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
+def engine_cache_prefix(graph_digest: str) -> str:
+    """`bge_<16 hex>` from the served graph's sha256 (model_loading.graph_sha256): same bytes,
+    same prefix."""
+    return "bge_" + graph_digest[:16]
+
+
 def engine_cache_prefix_for(graph: Path) -> str:
-    """`bge_<16 hex>`: sha256 over the served ONNX graph and its external data file, in
-    1 MiB reads (the fp32 weights are 2.27 GB). Same bytes, same prefix: deterministic."""
-    digest = hashlib.sha256()
-    for path in (graph, graph.with_name(graph.name + ".data")):
-        if path.exists():
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return "bge_" + digest.hexdigest()[:16]
+    return engine_cache_prefix(graph_sha256(graph))
 
 
 # KServe v2 wire datatype -> config data type (BYTES travels as TYPE_STRING in a config).
