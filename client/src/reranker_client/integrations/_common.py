@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Callable, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict
+from typing import Any, Callable, List, Literal, Mapping, Optional, Protocol, Sequence, Tuple, TypedDict
 
 from ..async_client import AsyncRerankClient
 from ..base import ClientConfig
@@ -82,6 +82,62 @@ def tls_options(value: Any) -> Optional[TLSOptions]:
     if isinstance(value, Mapping):
         return TLSOptions(**value)  # TLSOptions rejects unknown keys
     raise TypeError(f"tls: expected TLSOptions or a dict of its fields, got {type(value).__name__}")
+
+
+class AdapterOptions(Protocol):
+    """The client options every adapter carries (its own fields, whatever the framework); read only."""
+
+    @property
+    def url(self) -> Any: ...
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def retries(self) -> int: ...
+
+    @property
+    def max_concurrency(self) -> int: ...
+
+    @property
+    def tls(self) -> Optional[TLSOptions]: ...
+
+    @property
+    def headers(self) -> Optional[Mapping[str, str]]: ...
+
+    @property
+    def token_counter(self) -> Optional[Callable[[str], int]]: ...
+
+    @property
+    def client(self) -> Optional[RerankClient]: ...
+
+    @property
+    def async_client(self) -> Optional[AsyncRerankClient]: ...
+
+
+def clients_for(options: AdapterOptions, api_key: Optional[str]) -> Clients:
+    """The adapter's clients: the ready ones it was given, or ones built from its options."""
+    config = None
+    if options.client is None and options.async_client is None:
+        config = client_config(
+            options.url,
+            options.protocol,
+            options.model,
+            options.timeout,
+            options.retries,
+            options.max_concurrency,
+            options.tls,
+            options.headers,
+            api_key,
+            options.token_counter,
+        )
+    return Clients(config, options.client, options.async_client)
 
 
 def client_config(

@@ -114,22 +114,9 @@ class TritonRanker:
 
     def _get_clients(self) -> _common.Clients:
         if self._clients is None:
-            config = None
-            if self.client is None and self.async_client is None:
-                key = self.api_key.resolve_value() if self.api_key is not None else None
-                config = _common.client_config(
-                    self.url,
-                    self.protocol,
-                    self.model,
-                    self.timeout,
-                    self.retries,
-                    self.max_concurrency,
-                    self.tls,
-                    self.headers,
-                    key,
-                    self.token_counter,
-                )
-            self._clients = _common.Clients(config, self.client, self.async_client)
+            self._clients = _common.clients_for(
+                self, self.api_key.resolve_value() if self.api_key is not None else None
+            )
         return self._clients
 
     def warm_up(self) -> None:

@@ -67,21 +67,7 @@ class TritonRerank(OptionChecks, BaseNodePostprocessor):
 
     def _get_clients(self) -> _common.Clients:
         if self._clients is None:
-            config = None
-            if self.client is None and self.async_client is None:
-                config = _common.client_config(
-                    self.url,
-                    self.protocol,
-                    self.model,
-                    self.timeout,
-                    self.retries,
-                    self.max_concurrency,
-                    self.tls,
-                    self.headers,
-                    self.api_key.get_secret_value() if self.api_key else None,
-                    self.token_counter,
-                )
-            self._clients = _common.Clients(config, self.client, self.async_client)
+            self._clients = _common.clients_for(self, self.api_key.get_secret_value() if self.api_key else None)
         return self._clients
 
     def _start(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]) -> Tuple[QueryBundle, List[str]]:
