@@ -22,27 +22,9 @@ TRIALS="${TRIALS:-5}"
 PASSAGES="${PASSAGES:-16}"
 BACKENDS="${BACKENDS:-tensorrt onnxruntime}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"   # a first TensorRT EP build takes minutes
-DOCKER="${DOCKER:-docker}"
-PY="${PY:-.venv/bin/python}"
-READY_URL="${READY_URL:-http://localhost:8000/v2/health/ready}"
 FLAG_EMBEDDING="FlagEmbedding==1.4.2"   # the version requirements/dev.txt pins (CPU bench, tests)
-run() { if [ -n "${DRY_RUN:-}" ]; then echo "+ $*"; else "$@"; fi; }
-
-wait_ready() {  # container, deadline in seconds: fail fast when the container is gone
-  local container="$1" deadline=$((SECONDS + $2))
-  until curl -fs "$READY_URL" >/dev/null 2>&1; do
-    if [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != "true" ]; then
-      echo "error: the Triton container exited before it was ready; its log:" >&2
-      "$DOCKER" logs "$container" 2>&1 | tail -50 >&2 || true
-      return 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "error: Triton not ready after $2 s" >&2
-      return 1
-    fi
-    sleep 2
-  done
-}
+# shellcheck source=scripts/lib/docker_triton.sh
+source scripts/lib/docker_triton.sh  # the working directory is the repository root (above)
 
 started=$SECONDS
 mkdir -p "$OUT"

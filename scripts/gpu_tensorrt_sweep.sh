@@ -25,26 +25,8 @@ BACKENDS="${BACKENDS:-tensorrt onnxruntime}"
 MAX_LENGTH="${MAX_LENGTH:-1024}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"   # a first TensorRT EP build on a small GPU takes minutes
 PERF_TIMEOUT="${PERF_TIMEOUT:-600}"
-DOCKER="${DOCKER:-docker}"
-PY="${PY:-.venv/bin/python}"
-READY_URL="${READY_URL:-http://localhost:8000/v2/health/ready}"
-run() { if [ -n "${DRY_RUN:-}" ]; then echo "+ $*"; else "$@"; fi; }
-
-wait_ready() {  # container, deadline in seconds: fail fast when the container is gone
-  local container="$1" deadline=$((SECONDS + $2))
-  until curl -fs "$READY_URL" >/dev/null 2>&1; do
-    if [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != "true" ]; then
-      echo "error: the Triton container exited before it was ready; its log:" >&2
-      "$DOCKER" logs "$container" 2>&1 | tail -50 >&2 || true
-      return 1
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "error: Triton not ready after $2 s" >&2
-      return 1
-    fi
-    sleep 2
-  done
-}
+# shellcheck source=scripts/lib/docker_triton.sh
+source scripts/lib/docker_triton.sh  # the working directory is the repository root (above)
 
 mkdir -p "$OUT"
 run "$DOCKER" build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
