@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = inputs.requests
     lengths = [n for request in inputs.lengths for n in request]
     useful_flops = sum(machine.flops_per_pair(n, layers, hidden) for n in lengths)
-    from export.settings import SPECIAL_TOKENS_PER_PAIR
+    from export.serving_code import pair_tokenization_module
     from reranker_client.lengths import token_counter
     from reranker_client.server_limits import ServerLimits
 
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         limits.buckets,
         limits.max_text_bytes,
         limits.query_max_length,
-        SPECIAL_TOKENS_PER_PAIR,
+        pair_tokenization_module().SPECIAL_TOKENS_PER_PAIR,
     )
 
     def token_length(query: str, passage: str) -> int:

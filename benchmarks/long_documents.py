@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks import machine
 from export.__main__ import cpu_export
 from export.calibration_texts import TOPICS, long_passage
-from export.pipeline import pair_tokenization_module
+from export.serving_code import pair_tokenization_module
 from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
 from local_triton.server import TritonServer, free_port
 from reranker_client import RerankClient

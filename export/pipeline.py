@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.util
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,7 +25,8 @@ import onnx
 from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
-from export.repository import SOURCE_REPOSITORY, copy_onnx, write_repository
+from export.repository import copy_onnx, write_repository
+from export.serving_code import pair_tokenization_module
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
@@ -94,18 +93,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-def pair_tokenization_module():
-    """The serving tokenizer code itself (model_repository/tokenizer/1/pair_tokenization.py),
-    imported once under the name the server uses."""
-    if "pair_tokenization" not in sys.modules:
-        path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
-        spec = importlib.util.spec_from_file_location("pair_tokenization", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["pair_tokenization"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["pair_tokenization"]
 
 
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):

@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from export.serving_code import SOURCE_REPOSITORY
 from export.tensorrt_profiles import length_classes
 from export.triton_config import (
     WARMUP_FOLDER,
@@ -37,7 +38,6 @@ from reranker_client import contract
 from reranker_client.certificate import FILENAME
 from reranker_client.contract import CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE
 
-SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 # The code each Python model's version folder carries, copied from the committed repository.
 MODEL_CODE = {
     TOKENIZER: ("model.py", "pair_tokenization.py", "pair_windows.py", "padding_metrics.py"),

@@ -26,10 +26,6 @@ SMALLEST_BUCKET = 16
 # cross-encoder warms up on it.
 TYPICAL_PAIR_TOKENS = 256
 
-# `<s> q </s></s> p </s>`: the special tokens FlagReranker's pair format adds (the tokenizer
-# model's join must agree; tests/test_pair_tokenization.py checks it does).
-SPECIAL_TOKENS_PER_PAIR = 4
-
 # Pairs per request and per batch the cross-encoder runs. A 100-passage rerank is two requests
 # from the client; 64 x 512 tokens is ~21 TFLOP, a few tens of ms on an H100.
 DEFAULT_MAX_BATCH_SIZE = 64

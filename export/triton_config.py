@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.model_loading import graph_sha256
+from export.serving_code import pair_tokenization_module
 from export.settings import (
     CROSS_ENCODER_INSTANCES,
     GPU_MODEL_INTRA_OP_THREADS,
@@ -25,7 +26,6 @@ from export.settings import (
     MAX_WINDOWS_PER_REQUEST,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
-    SPECIAL_TOKENS_PER_PAIR,
     TENSORRT_WORKSPACE_BYTES,
     TOKENIZER_INSTANCES,
     TOKENIZER_QUEUE_DELAY_US,
@@ -137,7 +137,8 @@ def published_limits(spec: RepositorySpec) -> dict[str, object]:
     return {
         Param.MAX_LENGTH: limits.max_length,
         Param.QUERY_MAX_LENGTH: limits.query_max_length,
-        Param.SPECIAL_TOKENS_PER_PAIR: SPECIAL_TOKENS_PER_PAIR,
+        # The join format's own count (`<s> q </s></s> p </s>`), from the serving tokenizer code.
+        Param.SPECIAL_TOKENS_PER_PAIR: pair_tokenization_module().SPECIAL_TOKENS_PER_PAIR,
         Param.LENGTH_BUCKETS: ",".join(map(str, limits.buckets)),
         Param.MAX_TEXT_BYTES: limits.max_text_bytes,
         Param.MAX_BATCH_TOKENS: MAX_BATCH_TOKENS,

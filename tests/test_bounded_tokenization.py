@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from export import calibration_texts, certificate_texts
-from export.pipeline import load_pair_tokenizer, pair_tokenization_module
+from export.pipeline import load_pair_tokenizer
+from export.serving_code import pair_tokenization_module
 from export.settings import MAX_TEXT_BYTES, ServingLimits
 
 pt = pair_tokenization_module()

@@ -106,7 +106,7 @@ def test_padding_module_counts_rows_times_width():
 
     import numpy as np
 
-    from export.pipeline import SOURCE_REPOSITORY
+    from export.serving_code import SOURCE_REPOSITORY
 
     spec = importlib.util.spec_from_file_location(
         "padding_metrics", SOURCE_REPOSITORY / "tokenizer" / "1" / "padding_metrics.py"

@@ -1,0 +1,23 @@
+"""The Python code Triton serves (model_repository/), imported here as the server imports it,
+so the export, its gates and the configs use the serving code itself rather than a copy."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+def pair_tokenization_module() -> ModuleType:
+    """model_repository/tokenizer/1/pair_tokenization.py, imported once under the name the server uses."""
+    if "pair_tokenization" not in sys.modules:
+        path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
+        spec = importlib.util.spec_from_file_location("pair_tokenization", path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pair_tokenization"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["pair_tokenization"]
