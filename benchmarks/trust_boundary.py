@@ -1,5 +1,6 @@
-"""Issue 13 measurements (printed, not asserted): tokenizer cost of 256 KiB passages before and
-after bounded tokenization, and what one large direct gRPC request does to the local server.
+"""Issue 13 measurements (printed, not asserted): tokenizer cost of 256 KiB passages against a
+max_length one, bounded and whole-text tokenization, and what one large direct gRPC request
+does to the local server.
 
     python -m benchmarks.trust_boundary [--direct-mib 256]
 """
@@ -30,20 +31,61 @@ def _best(fn, repeat=3):
     return min(times)
 
 
+class _TimedTokenizer:
+    """The `tokenizers` object, counting the characters handed to it and the time it takes."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.characters, self.seconds = inner, 0, 0.0
+
+    def encode_batch(self, texts, **kwargs):
+        start = time.perf_counter()
+        out = self.inner.encode_batch(texts, **kwargs)
+        self.seconds += time.perf_counter() - start
+        self.characters += sum(len(t) for t in texts)
+        return out
+
+
 def tokenizer_costs(tokenizer, calibration_texts) -> None:
+    """64 passages per request, as bytes (as the server receives them): a passage of exactly
+    max_length tokens against 256 KiB ones. Columns: the whole request (validation, UTF-8
+    decoding, tokenization, padding), the part spent inside the tokenizer, the characters handed
+    to it, and the old way (every text tokenized whole)."""
     spaced = calibration_texts.long_passage(4000)
     spaced = spaced.encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
     cjk = (
         ("東京は日本の首都です。人口は約千四百万人です。" * 5000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
     )
-    short = spaced[:2200]  # ~ max_length (512) tokens
-    print(f"{'64 passages of':<32} {'bounded (now)':>14} {'whole text (before)':>20}")
-    for name, text in [("~max_length (2.2 KB)", short), ("256 KiB, spaced", spaced), ("256 KiB, CJK no spaces", cjk)]:
-        passages = [f"{i} {text}" for i in range(64)]
-        queries = ["Wie hoch ist der Mount Everest?"] * 64
-        bounded = _best(lambda q=queries, p=passages: tokenizer.tokenize_request(q, p))
-        whole = _best(lambda q=queries, p=passages: tokenizer.tokenizer.encode_batch(q + p, add_special_tokens=False))
-        print(f"{name:<32} {bounded * 1000:>11.1f} ms {whole * 1000:>17.1f} ms")
+    inner = tokenizer.tokenizer
+    offsets = inner.encode(spaced, add_special_tokens=False).offsets
+    exact = spaced[: offsets[tokenizer.max_length - 1][1]]  # max_length tokens, no more
+    print(
+        f"{'64 passages of':<34} {'request':>9} {'in tokenizer':>13} {'chars tokenized':>16} "
+        f"{'whole-text tokenization (before)':>33}"
+    )
+    for name, text in [
+        (f"max_length tokens ({len(exact.encode()) / 1024:.1f} KiB)", exact),
+        ("256 KiB, spaced", spaced),
+        ("256 KiB, CJK no spaces", cjk),
+    ]:
+        passages = [f"{i} {text}".encode() for i in range(64)]
+        queries = [b"Wie hoch ist der Mount Everest?"] * 64
+        runs = []  # (request seconds, tokenizer seconds, characters), best of 3
+        for _ in range(3):
+            timed = _TimedTokenizer(inner)
+            tokenizer.tokenizer = timed
+            try:
+                start = time.perf_counter()
+                tokenizer.tokenize_request(queries, passages)
+                runs.append((time.perf_counter() - start, timed.seconds, timed.characters))
+            finally:
+                tokenizer.tokenizer = inner
+        request, in_tokenizer, characters = min(runs)
+        texts = [t.decode() for t in queries + passages]
+        whole = _best(lambda t=texts: inner.encode_batch(t, add_special_tokens=False))
+        print(
+            f"{name:<34} {request * 1000:>6.1f} ms {in_tokenizer * 1000:>10.1f} ms "
+            f"{characters:>16,} {whole * 1000:>30.1f} ms"
+        )
 
 
 def direct_request(server, mib: int) -> None:

@@ -26,42 +26,30 @@ from tokenizers import Encoding, Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # pair_windows.py sits beside this file
 import pair_windows  # noqa: E402
+import text_cuts  # noqa: E402
 
 SPECIAL_TOKENS_PER_PAIR = 4  # <s> q </s></s> p </s>
 
 # Tokenizer work is bounded by what a pair can keep, not by what a caller sends. A text is
-# tokenized from a prefix cut at a "safe" point (below): first FIRST_CUT_BYTES_PER_TOKEN bytes
-# for each token the text may need, then GROWTH times more while the prefix yields too few
-# tokens. 8 bytes per token covers every language of the calibration set in one round (XLM-R
-# averages 3-5 bytes per token); a text with few tokens per byte costs a few more rounds, at
-# most GROWTH/(GROWTH-1) times a whole-text tokenization in total.
-FIRST_CUT_BYTES_PER_TOKEN = 8
+# tokenized in chunks that end at safe cuts (text_cuts.py): the first holds about
+# FIRST_CHUNK_BYTES_PER_TOKEN bytes for each token the pair can use (XLM-R averages 4-5 bytes
+# per token in English and in CJK alike, more in Cyrillic or Devanagari); each further chunk is
+# sized from the bytes per token seen so far, CHUNK_MARGIN over what is still missing, until the
+# text has yielded enough tokens or ends. Undershooting costs one more small chunk, not a redo.
+FIRST_CHUNK_BYTES_PER_TOKEN = 2
+CHUNK_MARGIN = 1.15
+CHUNK_SLACK_BYTES = 64
+# From this round on a chunk is at least as long as everything before it: a text whose tokens
+# are much longer than it first looked still finishes in a few rounds.
+GEOMETRIC_FROM_ROUND = 3
+# Window mode needs character offsets and word ids, so it grows a prefix from the start
+# instead (by CUT_GROWTH while the prefix yields no token at all).
 CUT_GROWTH = 4
 
 
-def safe_cut(text: str, budget: int) -> int | None:
-    """An index i >= budget (nearest one) such that the tokens of text[:i] are exactly the first
-    tokens of text, or None when there is none (the whole text must be tokenized).
-
-    Why a prefix cut there keeps every token: XLM-R's pipeline is normalise (sentencepiece's
-    precompiled NFKC charsmap, collapsing runs of spaces, `` and '' to ") -> pre-tokenise on
-    spaces (Metaspace: each word becomes '▁word') -> Unigram (Viterbi) inside each word. Cut just
-    before an ASCII space whose left neighbour is a letter or digit: the normalisation of the
-    left part cannot involve the space or anything after it (none of its rewrites spans a letter
-    and a following space), the left part ends a word, and Unigram never looks across words, so
-    the left part's tokens are identical to the first tokens of the whole text. Cutting inside
-    a word is not safe (Viterbi over the word may segment it differently), nor after a run of
-    spaces or a character that normalises to nothing. `budget` is a byte budget applied as a
-    character count: a character is at least one byte, so the prefix is never shorter than
-    `budget` bytes would be."""
-    if budget >= len(text):
-        return None
-    i = text.find(" ", budget)
-    while i != -1:
-        if text[i - 1].isalnum():
-            return i
-        i = text.find(" ", i + 1)
-    return None
+def chars_for_bytes(text: str, start: int, nbytes: int) -> int:
+    """How many characters of text[start:] fit in nbytes of UTF-8 (at least one)."""
+    return max(1, len(text[start : start + nbytes].encode()[:nbytes].decode("utf-8", "ignore")))
 
 
 class InvalidInput(ValueError):
@@ -111,6 +99,7 @@ class PairTokenizer:
         self.max_text_bytes = max_text_bytes
         self.max_windows_per_passage = max_windows_per_passage
         self.max_windows_per_request = max_windows_per_request
+        self.cuts = text_cuts.TextCuts(self.tokenizer)
         self.cls_id = self._token_id("<s>")
         self.sep_id = self._token_id("</s>")
         self.pad_id = self._token_id("<pad>")
@@ -137,7 +126,7 @@ class PairTokenizer:
             raise InvalidInput(f"{field}[{index}]: not valid UTF-8 ({err.reason} at byte {err.start})") from None
         if "\x00" in text:
             raise InvalidInput(f"{field}[{index}]: contains a NUL character")
-        if not text.strip():
+        if text.isspace():
             raise InvalidInput(f"{field}[{index}]: is empty or whitespace only")
         return text
 
@@ -190,29 +179,72 @@ class PairTokenizer:
 
     def encode_bounded(self, texts: list[str], needs: list[int]) -> list[list[int]]:
         """Token ids of each text, exact for its first needs[i] tokens (all of them when the text
-        has fewer): each text is tokenized from a safe prefix (`safe_cut`) that grows until it
-        yields needs[i] tokens or is the whole text. One `encode_batch` call per round."""
-        return [encoding.ids for encoding in self.encode_bounded_full(texts, needs)]
+        has fewer), tokenized chunk by chunk. Every chunk starts at the text's start or at a space
+        cut (`text_cuts`), where the whole text's tokenization restarts too, so the chunks' ids
+        joined are the whole text's. A chunk that ends at a cut inside a word is kept only if it
+        completes the text's need; else the next round redoes it longer. One `encode_batch` call
+        per round, over every text still short of tokens."""
+        ids: list[list[int]] = [[] for _ in texts]
+        done = [0] * len(texts)  # characters whose tokens are in ids: 0 or a space cut
+        bytes_per_token = [0.0] * len(texts)  # seen in the text's latest chunk
+        chunk_bytes = [0] * len(texts)  # the size of that chunk
+        pending = [i for i, text in enumerate(texts) if text]
+        round_ = 1
+        while pending:
+            chunks, ends, again = [], [], []
+            for i in pending:
+                missing = needs[i] - len(ids[i])
+                if round_ == 1:
+                    nbytes = missing * FIRST_CHUNK_BYTES_PER_TOKEN
+                else:
+                    nbytes = int(missing * bytes_per_token[i] * CHUNK_MARGIN) + CHUNK_SLACK_BYTES
+                    if round_ >= GEOMETRIC_FROM_ROUND:
+                        nbytes = max(nbytes, 2 * chunk_bytes[i])
+                start = done[i]
+                end = self.cuts.cut(texts[i], start + chars_for_bytes(texts[i], start, nbytes))
+                chunks.append(texts[i][start:end])
+                ends.append(len(texts[i]) if end is None else end)
+            for i, chunk, end, encoding in zip(
+                pending, chunks, ends, self.tokenizer.encode_batch(chunks, add_special_tokens=False)
+            ):
+                got = encoding.ids
+                chunk_bytes[i] = len(chunk.encode())
+                bytes_per_token[i] = chunk_bytes[i] / max(1, len(got))
+                if len(ids[i]) + len(got) >= needs[i] or end == len(texts[i]):
+                    ids[i] += got
+                    continue
+                if texts[i][end] == " ":  # the next chunk goes on from here
+                    ids[i] += got
+                    done[i] = end
+                again.append(i)
+            pending = again
+            round_ += 1
+        return ids
 
     def encode_bounded_full(self, texts: list[str], needs: list[int]) -> list[Encoding]:
-        """`encode_bounded` with the whole Encoding (ids, character offsets, word ids). A prefix
-        cut ends a word, so offsets and word ids of its tokens are the whole text's."""
-        ids: list[Encoding | None] = [None] * len(texts)
-        budgets = [need * FIRST_CUT_BYTES_PER_TOKEN for need in needs]
+        """Like `encode_bounded`, with the whole Encoding (ids, character offsets, word ids) of a
+        prefix of each text that grows from a safe cut to a later one. Tokens before a safe cut
+        have the whole text's ids and offsets."""
+        encodings: list[Encoding | None] = [None] * len(texts)
+        budgets = [need * FIRST_CHUNK_BYTES_PER_TOKEN for need in needs]
         pending = list(range(len(texts)))
         while pending:
-            cuts = [safe_cut(texts[i], budgets[i]) for i in pending]
+            cuts = [self.cuts.cut(texts[i], chars_for_bytes(texts[i], 0, budgets[i])) for i in pending]
             prefixes = [texts[i] if cut is None else texts[i][:cut] for i, cut in zip(pending, cuts)]
-            encodings = self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
             again = []
-            for i, cut, encoding in zip(pending, cuts, encodings):
-                if cut is None or len(encoding.ids) >= needs[i]:
-                    ids[i] = encoding
+            for i, cut, prefix, encoding in zip(
+                pending, cuts, prefixes, self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
+            ):
+                got = len(encoding.ids)
+                if cut is None or got >= needs[i]:
+                    encodings[i] = encoding
                 else:
-                    budgets[i] = cut * CUT_GROWTH
+                    size = len(prefix.encode())
+                    budgets[i] = int(size * needs[i] / got * CHUNK_MARGIN) if got else size * CUT_GROWTH
+                    budgets[i] = max(budgets[i], size + CHUNK_SLACK_BYTES)
                     again.append(i)
             pending = again
-        return ids  # type: ignore[return-value]
+        return encodings  # type: ignore[return-value]
 
     def tokenize_requests(self, requests: list[tuple[list[object], list[object]]]) -> list[PairBatch | InvalidInput]:
         """Tokenize many requests in one batch; a bad request fails alone. Each distinct text is

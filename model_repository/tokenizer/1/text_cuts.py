@@ -1,0 +1,140 @@
+"""Where a text may be cut so that the tokens of the part before the cut are exactly the first
+tokens of the whole text.
+
+The tokenizer's work is bounded by what a pair can keep, not by what a caller sends: a 256 KiB
+passage is tokenized only as far as max_length tokens reach (pair_tokenization.encode_bounded).
+
+Why a cut is safe, for XLM-R's pipeline (`TextCuts.applies` checks the tokenizer has it):
+added tokens (<s>, <mask>, ...) split out of the raw text -> normalise (sentencepiece's
+precompiled NFKC charsmap, applied one grapheme cluster at a time; strip trailing spaces;
+collapse runs of spaces) -> pre-tokenise (Metaspace: split on spaces, each word becomes
+'▁word') -> Unigram (Viterbi over each word's lattice of vocabulary pieces). No cut falls inside
+an added token.
+
+- A *space cut*, before a space whose left neighbour is a letter or digit: no normalisation rule
+  spans a letter and the following space, the left part ends a word and Unigram never looks
+  across words. The whole text's tokenization restarts there too: a text that starts with that
+  space begins its first word with '▁' exactly as the whole does, so the text after a space cut
+  can be tokenized on its own and its tokens appended.
+- A *forced boundary* q inside a word: the characters within one longest piece of q each form
+  their own grapheme cluster and normalise to themselves (so the normalised text there is the
+  raw text, and the charsmap never works across q), the two at q are vocabulary pieces (no
+  unknown-character token is fused across q), and no vocabulary piece spans q (a word's leading
+  '▁' piece cannot reach q either: the window holds no space, so the word starts at least one
+  longest piece before q). Every segmentation of the word then splits at q, and Viterbi's best
+  path to q is the same in the prefix and in the whole: the prefix keeps its tokens. (The text
+  after q, tokenized alone, would get a '▁' the whole has not: it is never tokenized alone.)
+  This is what bounds CJK written without spaces.
+Anything else (no space, and every position inside a piece, e.g. 256 KiB of "aaaa") is not cut:
+the text is tokenized whole, which the byte limit per text still bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from functools import lru_cache
+
+from tokenizers import Tokenizer
+
+# Characters that form a grapheme cluster alone (grapheme break property Other): letters,
+# digits, punctuation and symbols, less those that join a neighbour (Unicode 15.1): Hangul
+# jamo, Lo/Lm letters that are SpacingMark, Prepend or Extend, emoji modifiers and regional
+# indicators. Marks, controls, format characters and spaces are never in a cut window.
+_LONE_CATEGORIES = frozenset("LNPS")
+_JOINING = frozenset(
+    [0x0E33, 0x0EB3, 0x0D4E, 0xFF9E, 0xFF9F, 0x111C2, 0x111C3, 0x1193F, 0x11941, 0x11A3A, 0x11D46]
+    + [*range(0x11A84, 0x11A8A), *range(0x1F3FB, 0x1F400), *range(0x1F1E6, 0x1F200)]
+)
+_JAMO = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+# How far past the budget a cut is looked for inside a word before settling for the next space.
+MID_WORD_SCAN = 256
+
+
+@lru_cache(maxsize=65536)
+def _lone_character(ch: str) -> bool:
+    code = ord(ch)
+    if code in _JOINING or any(lo <= code <= hi for lo, hi in _JAMO):
+        return False
+    return unicodedata.category(ch)[0] in _LONE_CATEGORIES
+
+
+class TextCuts:
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        spec = json.loads(tokenizer.to_str())
+        self.applies = self._is_xlmr_pipeline(spec)
+        self.pieces = {piece for piece, _ in spec["model"]["vocab"]} if self.applies else set()
+        # Only pieces made of lone characters (after a word's leading '▁') can cover characters of
+        # a cut window (they all are lone); the longest of them sets the window's width.
+        bodies = (piece.removeprefix("▁") for piece in self.pieces)
+        self.longest = max((len(b) for b in bodies if b and all(_lone_character(c) for c in b)), default=1)
+        self.normalizer = tokenizer.normalizer
+        self._identity: dict[str, bool] = {}
+        # Added tokens (<s>, <mask>, ...) are split out of the raw text before normalisation: a
+        # cut must not fall inside one.
+        self.added = [token["content"] for token in spec.get("added_tokens", [])]
+
+    @staticmethod
+    def _is_xlmr_pipeline(spec: dict) -> bool:
+        """The pipeline the safety argument above is about; any other tokenizer is never cut."""
+        normalizer = spec.get("normalizer") or {}
+        steps = normalizer.get("normalizers", [normalizer])
+        kinds = [step.get("type") for step in steps]
+        replaces_spaces_only = all(
+            step.get("pattern") in ({"Regex": " {2,}"}, {"String": "  "}) for step in steps if step["type"] == "Replace"
+        )
+        stripped_right_only = all(not step.get("strip_left") for step in steps if step["type"] == "Strip")
+        pre = spec.get("pre_tokenizer") or {}
+        return (
+            spec.get("model", {}).get("type") == "Unigram"
+            and not spec["model"].get("byte_fallback")
+            and set(kinds) <= {"Precompiled", "Strip", "Replace"}
+            and replaces_spaces_only
+            and stripped_right_only
+            and pre.get("type") == "Metaspace"
+            and pre.get("split", True)
+            and pre.get("prepend_scheme") == "always"
+        )
+
+    def _plain(self, ch: str) -> bool:
+        """A lone character (its own grapheme cluster) that normalises to itself."""
+        known = self._identity.get(ch)
+        if known is None:
+            known = _lone_character(ch) and self.normalizer.normalize_str(ch) == ch
+            self._identity[ch] = known
+        return known
+
+    def forced_boundary(self, text: str, q: int) -> bool:
+        """Every segmentation of the word around q splits at q (see the module docstring)."""
+        width = self.longest
+        start, end = q - width, q + width
+        if start < 0 or end > len(text) or text[q - 1] not in self.pieces or text[q] not in self.pieces:
+            return False
+        if not all(self._plain(ch) for ch in text[start:end]):
+            return False
+        pieces = self.pieces
+        for s in range(q - 1, q - width, -1):  # short spans first: most crossings are short
+            for e in range(q + 1, s + width + 1):
+                if text[s:e] in pieces:
+                    return False
+        return True
+
+    def _inside_added_token(self, text: str, q: int) -> bool:
+        return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
+
+    def cut(self, text: str, at: int) -> int | None:
+        """The nearest safe cut at index >= at, or None (tokenize to the end). A space cut is taken
+        when one is near; inside a long word a forced boundary within MID_WORD_SCAN is."""
+        if not self.applies or at >= len(text):
+            return None
+        at = max(at, 1)
+        space = text.find(" ", at)
+        while space != -1 and not (text[space - 1].isalnum() and not self._inside_added_token(text, space)):
+            space = text.find(" ", space + 1)
+        if space != -1 and space - at <= MID_WORD_SCAN:
+            return space
+        stop = min(len(text), at + MID_WORD_SCAN, space if space != -1 else len(text))
+        for q in range(at, stop):
+            if self._plain(text[q]) and self.forced_boundary(text, q) and not self._inside_added_token(text, q):
+                return q
+        return space if space != -1 else None
