@@ -104,7 +104,7 @@ rest-bench: setup ## added latency/throughput of the REST API vs the client, at 
 	$(PY) -m benchmarks.rest_overhead
 
 $(TEST_MODEL)/model.safetensors: | setup
-	$(PY) -m tests.model_factory $(TEST_MODEL)
+	$(PY) -m common.standin_model $(TEST_MODEL)
 
 demo: check-vars setup ## export MODEL (python backend, fp32) -> serve on HOST (127.0.0.1) -> rerank a multilingual sample
 	$(PY) -m local_triton.demo --model "$${MODEL}" --repo runs/demo_repository --host "$${HOST}" \

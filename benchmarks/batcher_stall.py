@@ -38,8 +38,8 @@ def counters(url: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.raw_rerank import raw_rerank
     from local_triton.server import TritonServer, free_port
-    from tests.server_helpers import raw_rerank
 
     argv = sys.argv[1:] if argv is None else argv
     if argv:

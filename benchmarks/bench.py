@@ -44,8 +44,8 @@ from typing import Any, Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import machine, same_inputs, systems  # noqa: E402
+from common.pair_tokenizer import load_pair_tokenizer  # noqa: E402
 from export.__main__ import cpu_export  # noqa: E402
-from export.pipeline import load_pair_tokenizer  # noqa: E402
 from export.settings import ServingLimits  # noqa: E402
 from loadtest.workload import LENGTH_MIX, make_pairs  # noqa: E402
 
@@ -72,12 +72,12 @@ SHARED_MACHINE_NOTE = (
 
 
 def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
-    from tests import model_factory
+    from common import standin_model
 
     model_dir, repo = root / f"bench-model-{shape}", root / f"bench-repo-{shape}-t{threads}"
     if not (model_dir / "model.safetensors").exists():
         print(f"[bench] building the {shape} stand-in model ...", flush=True)
-        model_factory.build(model_dir, shape)
+        standin_model.build(model_dir, shape)
     if not (repo / "manifest.json").exists():
         print("[bench] exporting it (python backend, fp32) ...", flush=True)
         if cpu_export(str(model_dir), str(repo), "--cpu-threads", str(threads)):
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = inputs.requests
     lengths = [n for request in inputs.lengths for n in request]
     useful_flops = sum(machine.flops_per_pair(n, layers, hidden) for n in lengths)
-    from export.serving_code import pair_tokenization_module
+    from common.serving_code import pair_tokenization_module
     from reranker_client.lengths import token_counter
     from reranker_client.server_limits import ServerLimits
 

@@ -38,7 +38,7 @@ def fixed_length_requests(
     """`requests` x (one query, `passages` passages), every pair exactly `tokens` tokens long."""
     from tokenizers import Tokenizer
 
-    from export import calibration_texts
+    from common import calibration_texts
 
     tok = Tokenizer.from_file(tokenizer_json)
     tok.no_truncation()

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from benchmarks import machine
+from common.calibration_texts import TOPICS, long_passage
+from common.serving_code import pair_tokenization_module
 from export.__main__ import cpu_export
-from export.calibration_texts import TOPICS, long_passage
-from export.serving_code import pair_tokenization_module
 from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
 from local_triton.server import TritonServer, free_port
 from reranker_client import RerankClient
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
-    from tests import model_factory
+    from common import standin_model
 
     model_dir = args.runs / f"bench-model-{args.shape}"
     if not (model_dir / "model.safetensors").exists():
-        model_factory.build(model_dir, args.shape)
+        standin_model.build(model_dir, args.shape)
     repos = {length: ensure_repo(model_dir, args.runs, args.shape, length) for length in (512, 8192)}
     module = pair_tokenization_module()
     tokenizers = {}

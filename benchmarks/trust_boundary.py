@@ -125,15 +125,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--direct-mib", type=int, default=256)
     args = parser.parse_args(argv)
-    from export import calibration_texts
+    from common import calibration_texts, standin_model
+    from common.pair_tokenizer import load_pair_tokenizer
     from export.__main__ import main as export_main
-    from export.pipeline import load_pair_tokenizer
     from export.settings import ServingLimits
     from local_triton.server import TritonServer, free_port
-    from tests import model_factory
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = model_factory.build(Path(tmp) / "tiny", "tiny")
+        model = standin_model.build(Path(tmp) / "tiny", "tiny")
         tokenizer_costs(load_pair_tokenizer(model, ServingLimits()), calibration_texts)
         repo = Path(tmp) / "repo"
         assert (

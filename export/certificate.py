@@ -1,6 +1,6 @@
 """Builds the parity certificate (`certificate.json`) that every exported repository carries.
 
-Held-out pairs (export/certificate_texts.py, never used to choose fp16 ranges) in 20+
+Held-out pairs (common/certificate_texts.py, never used to choose fp16 ranges) in 20+
 languages and scripts, a length ladder from 16 tokens to past max_length, a query long enough
 to be cut, and one query over 100 passages. Each pair is scored ALONE by fp32 PyTorch (no
 padding: the cleanest reference), and again batched and padded as a server would, which
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export import certificate_texts
+from common import certificate_texts
 from export.settings import gate_batch
 from reranker_client.certificate import FILENAME, FORMAT, Thresholds, score_rows  # noqa: F401 - FILENAME re-exported
 

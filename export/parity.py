@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from export import calibration_texts, certificate
+from common import calibration_texts
+from export import certificate
 from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
 from export.settings import gate_batch
 from reranker_client.certificate import compare, fixture_rows, score_rows

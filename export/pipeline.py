@@ -22,17 +22,15 @@ from typing import Any, Callable
 
 import onnx
 
+from common.pair_tokenizer import load_pair_tokenizer
 from export import certificate, model_loading, parity
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
-from export.serving_code import pair_tokenization_module
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
     DEFAULT_MODEL_ID,
-    MAX_WINDOWS_PER_PASSAGE,
-    MAX_WINDOWS_PER_REQUEST,
     TOKENIZER_INSTANCES,
     ServingLimits,
 )
@@ -93,18 +91,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
-    return pair_tokenization_module().PairTokenizer(
-        str(tokenizer_dir / "tokenizer.json"),
-        limits.max_length,
-        limits.query_max_length,
-        limits.buckets,
-        limits.max_text_bytes,
-        MAX_WINDOWS_PER_PASSAGE,
-        MAX_WINDOWS_PER_REQUEST,
-    )
 
 
 def ort_session(path: Path):

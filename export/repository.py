@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from export.serving_code import SOURCE_REPOSITORY
+from common.serving_code import SOURCE_REPOSITORY
 from export.tensorrt_profiles import length_classes
 from export.triton_config import (
     WARMUP_FOLDER,

@@ -14,8 +14,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from common.serving_code import pair_tokenization_module
 from export.model_loading import graph_sha256
-from export.serving_code import pair_tokenization_module
 from export.settings import (
     CROSS_ENCODER_INSTANCES,
     GPU_MODEL_INTRA_OP_THREADS,

@@ -15,7 +15,7 @@ import sys
 
 from tokenizers import Tokenizer
 
-from export import calibration_texts
+from common import calibration_texts
 
 
 def pairs_of_length(tokenizer_json: str, tokens: int, count: int = 64) -> list[tuple[str, str]]:

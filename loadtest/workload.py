@@ -6,7 +6,7 @@ RAG passages are mostly short chunks. Token lengths (passage alone, this model's
      7%  300-max_length    whole sections
      3%  > max_length      over-long documents, truncated by the server (flagged)
 Queries are real questions in 15 languages/scripts; passages are built from real
-multilingual paragraphs (export/calibration_texts.py) cut to the drawn token length.
+multilingual paragraphs (common/calibration_texts.py) cut to the drawn token length.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from export import calibration_texts
+from common import calibration_texts
 
 LENGTH_MIX = [(0.60, 40, 150), (0.30, 150, 300), (0.07, 300, None), (0.03, None, None)]
 

@@ -11,9 +11,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from common import standin_model  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402
 from local_triton.server import TritonServer, free_port  # noqa: E402,F401 - free_port: shared with tests
-from tests import model_factory  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return model_factory.build(tmp_path_factory.mktemp("models") / "tiny", "tiny")
+    return standin_model.build(tmp_path_factory.mktemp("models") / "tiny", "tiny")
 
 
 @pytest.fixture(scope="session")

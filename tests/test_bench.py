@@ -7,7 +7,7 @@ from __future__ import annotations
 from transformers import AutoTokenizer
 
 from benchmarks import bench, same_inputs
-from export.pipeline import load_pair_tokenizer
+from common.pair_tokenizer import load_pair_tokenizer
 from export.settings import ServingLimits
 
 

@@ -12,9 +12,9 @@ import random
 import numpy as np
 import pytest
 
-from export import calibration_texts, certificate_texts
-from export.pipeline import load_pair_tokenizer
-from export.serving_code import pair_tokenization_module
+from common import calibration_texts, certificate_texts
+from common.pair_tokenizer import load_pair_tokenizer
+from common.serving_code import pair_tokenization_module
 from export.settings import MAX_TEXT_BYTES, ServingLimits
 
 pt = pair_tokenization_module()

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import calibration_texts
+from common import calibration_texts, standin_model
 from export.__main__ import main as export_main
 from export.settings import ServingLimits
 from reranker_client import certificate as cert
 from reranker_client.verify import main as verify_main
-from tests import model_factory
 from tests.conftest import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def other_model_repo(tmp_path_factory) -> Path:
     """Same geometry and tokenizer recipe, other random weights: a model the server does not serve."""
-    model = model_factory.build(tmp_path_factory.mktemp("models") / "seed1", "tiny", seed=1)
+    model = standin_model.build(tmp_path_factory.mktemp("models") / "seed1", "tiny", seed=1)
     repo = tmp_path_factory.mktemp("repos") / "seed1"
     assert export_main(["--model", str(model), "--repo", str(repo), "--backend", "python", "--precision", "fp32"]) == 0
     return repo

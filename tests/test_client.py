@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import calibration_texts
+from common import calibration_texts
+from common.raw_rerank import raw_rerank
 from export.settings import MAX_TEXT_BYTES
 from reranker_client import (
     AsyncRerankClient,
@@ -25,7 +26,6 @@ from reranker_client import (
     ServerUnavailableError,
 )
 from tests.conftest import free_port, start_server
-from tests.server_helpers import raw_rerank
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY, DOCS = calibration_texts.hundred_passages()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from export import calibration_texts
-from tests.server_helpers import raw_rerank
+from common import calibration_texts
+from common.raw_rerank import raw_rerank
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "client"

@@ -39,5 +39,7 @@ def test_mypy_strict_on_the_client():
 
 
 def test_mypy_on_the_rest_of_the_project():
-    proc = _run(str(BIN / "mypy"), "export", "local_triton", "loadtest", "evaluation", "benchmarks", "rest/src")
+    proc = _run(
+        str(BIN / "mypy"), "common", "export", "local_triton", "loadtest", "evaluation", "benchmarks", "rest/src"
+    )
     assert proc.returncode == 0, proc.stdout[-4000:]

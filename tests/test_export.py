@@ -12,11 +12,12 @@ from pathlib import Path
 import onnx
 import pytest
 
+from common.pair_tokenizer import load_pair_tokenizer
 from export import certificate, parity
 from export.__main__ import main as export_main
 from export.model_loading import load_torch_model, resolve
 from export.onnx_export import INPUT_NAMES, export_onnx
-from export.pipeline import load_pair_tokenizer, ort_session
+from export.pipeline import ort_session
 from export.settings import ServingLimits
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,6 +4,7 @@ Checked here on the files the Dockerfile uses and on this environment's installe
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -45,6 +46,36 @@ def test_exporter_stage_installs_with_the_test_pins_on_the_test_python():
     assert python == ".".join(map(str, sys.version_info[:3])) or python == ".".join(map(str, sys.version_info[:2]))
     ignored = (ROOT / ".dockerignore").read_text()
     assert "!requirements/export.txt" in ignored and "!requirements/dev.txt" in ignored
+
+
+def _first_party_imports(package: str) -> set[str]:
+    """The repository's top-level packages that `package` imports, followed through each of them."""
+    found, todo = {package}, [package]
+    while todo:
+        for path in (ROOT / todo.pop()).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in found and (ROOT / top / "__init__.py").is_file():
+                        found.add(top)
+                        todo.append(top)
+    return found
+
+
+def test_exporter_stage_copies_every_package_the_export_imports():
+    stage = (ROOT / "docker" / "Dockerfile").read_text().split("AS exporter")[1].split("\nFROM ")[0]
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    packages = _first_party_imports("export")
+    assert "common" in packages  # the texts and the pair tokenizer
+    for package in packages:
+        assert f"COPY {package} {package}" in stage, package
+        assert f"!{package}/" in ignored, package
 
 
 def test_exporter_refuses_an_unwritable_output_before_exporting(tmp_path):

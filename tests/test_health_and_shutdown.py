@@ -214,9 +214,9 @@ def test_sigterm_under_traffic_fails_nothing_a_client_cannot_retry(launcher):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from common.raw_rerank import rerank_inputs
     from reranker_client.errors import ServerUnavailableError
     from reranker_client.tritonclient_adapter import translate
-    from tests.server_helpers import rerank_inputs
 
     launcher.wait_for("ready: model `rerank` is serving", 300)
     url = f"127.0.0.1:{launcher.ports[1]}"

@@ -14,7 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from export.calibration_texts import TOPICS, long_passage, pairs
+from common.calibration_texts import TOPICS, long_passage, pairs
+from common.raw_rerank import rerank_inputs
 from export.settings import MAX_BATCH_TOKENS, MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
 from export.tensorrt_profiles import length_classes
 from reranker_client import InvalidInputError, RerankClient
@@ -22,7 +23,7 @@ from reranker_client.contract import WINDOW_ENSEMBLE
 from tests.conftest import start_server
 from tests.long_context_repo import serve_at
 from tests.references import flag_reranker, flag_scores, flag_token_ids
-from tests.server_helpers import metric, rerank_inputs
+from tests.server_helpers import metric
 from tests.shape_metrics import class_shape_metrics
 from tests.window_reference import reference_windows
 

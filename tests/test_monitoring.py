@@ -12,7 +12,7 @@ import re
 import urllib.request
 from pathlib import Path
 
-from tests.server_helpers import raw_rerank
+from common.raw_rerank import raw_rerank
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "reranker-dashboard.json"
@@ -106,7 +106,7 @@ def test_padding_module_counts_rows_times_width():
 
     import numpy as np
 
-    from export.serving_code import SOURCE_REPOSITORY
+    from common.serving_code import SOURCE_REPOSITORY
 
     spec = importlib.util.spec_from_file_location(
         "padding_metrics", SOURCE_REPOSITORY / "tokenizer" / "1" / "padding_metrics.py"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import calibration_texts
-from export.pipeline import load_pair_tokenizer
+from common import calibration_texts
+from common.pair_tokenizer import load_pair_tokenizer
 from export.settings import MAX_TEXT_BYTES, ServingLimits
 from tests.references import flag_token_ids
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from common import standin_model
 from export.__main__ import main as export_main
-from tests import model_factory
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ from tests import model_factory
 def test_real_shape_export(tmp_path_factory, precision):
     model_dir = tmp_path_factory.getbasetemp() / "real-shape-model"
     if not (model_dir / "model.safetensors").exists():
-        model_factory.build(model_dir, "real")
+        standin_model.build(model_dir, "real")
     repo = tmp_path_factory.mktemp("real") / "repo"
     assert (
         export_main(["--model", str(model_dir), "--repo", str(repo), "--backend", "python", "--precision", precision])

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from cohere.core.api_error import ApiError as CohereApiError
 
+from common.raw_rerank import raw_rerank
 from reranker_client import RerankClient
 from reranker_rest.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, Settings
 from tests.conftest import free_port, start_server
 from tests.rest_helpers import rest_service
-from tests.server_helpers import raw_rerank
 from tests.test_robustness import _repository_with_small_queue
 
 QUERY = "what is the capital of France?"

@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from common.raw_rerank import raw_rerank, rerank_inputs
 from export.settings import DEFAULT_MAX_BATCH_SIZE as MAX_BATCH
 from export.settings import MAX_TEXT_BYTES, ServingLimits
 from export.triton_config import to_pbtxt
@@ -34,7 +35,7 @@ from reranker_client import (
     TLSOptions,
 )
 from tests.conftest import free_port, start_server
-from tests.server_helpers import bad_and_good_together, raw_rerank, rerank_inputs
+from tests.server_helpers import bad_and_good_together
 
 GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
 GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]

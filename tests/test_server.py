@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export import calibration_texts
+from common import calibration_texts
+from common.raw_rerank import raw_rerank, rerank_inputs
 from export.settings import ServingLimits
 from tests.references import flag_scores, flag_token_ids, torch_logits
-from tests.server_helpers import bad_and_good_together, metric, raw_rerank, rerank_inputs
+from tests.server_helpers import bad_and_good_together, metric
 
 
 def _pairs():

@@ -23,10 +23,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from common.raw_rerank import raw_rerank, rerank_inputs
 from export.proxy_config import COMMITTED, ProxySpec, render
 from export.settings import DEFAULT_MAX_BATCH_SIZE, MAX_TEXT_BYTES, PROXY_MAX_BODY_BYTES, ServingLimits
 from tests.conftest import free_port
-from tests.server_helpers import bad_and_good_together, raw_rerank, rerank_inputs
+from tests.server_helpers import bad_and_good_together
 
 GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
 GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]

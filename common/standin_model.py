@@ -5,7 +5,7 @@ The Hub is out of reach here, so tests, the offline demo and the benchmarks use 
 way XLM-R's own tokenizer.json was made: a sentencepiece Unigram model converted by
 transformers (`XLMRobertaTokenizerFast(vocab_file=...)`).
 
-    python -m tests.model_factory OUT_DIR [--shape tiny|bench|real]
+    python -m common.standin_model OUT_DIR [--shape tiny|bench|real]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.calibration_texts import corpus_lines, long_passage, pairs
+from common.calibration_texts import corpus_lines, long_passage, pairs
 
 
 @dataclass(frozen=True)

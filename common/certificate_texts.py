@@ -2,7 +2,7 @@
 
 These pairs exist only to certify that an exported BAAI bge-reranker-v2-m3 scores like the
 reference model. They were never used to choose fp16 ranges, to calibrate anything, or to
-tune any threshold: the calibration set lives in export/calibration_texts.py, and this module
+tune any threshold: the calibration set lives in common/calibration_texts.py, and this module
 deliberately shares none of its topics or sentences, so the certificate measures held-out text.
 
 The text is real, natural prose in many scripts (Latin, Cyrillic, Greek, Arabic, Hebrew,

@@ -1,5 +1,6 @@
 """The Python code Triton serves (model_repository/), imported here as the server imports it,
-so the export, its gates and the configs use the serving code itself rather than a copy."""
+so the export, its gates, the configs, the benchmarks and the tests use the serving code itself
+rather than a copy."""
 
 from __future__ import annotations
 
