@@ -5,6 +5,9 @@
         --pairs pairs.json --system "Triton tensorrt fp16" --out tensorrt.json
     python -m benchmarks.gpu_bench torch  --model MODEL --pairs pairs.json --out torch.json   (in the GPU container)
     python -m benchmarks.gpu_bench report --results tensorrt.json onnxruntime.json torch.json --out DIR
+    python -m benchmarks.gpu_bench long   --url localhost:8001 --max-length 512 --mode window \
+        --tokenizer REPO/tokenizer/1/tokenizer.json --system "Triton tensorrt fp16" --out long_512.json
+    python -m benchmarks.gpu_bench long-report --results long_512.json long_8192.json --out DIR
 
 The same pairs for everyone, of exactly 128 / 512 / 2,048 tokens each (query + passage + 4
 special tokens, checked with the served tokenizer), in requests of one query x --passages. Every
@@ -12,6 +15,11 @@ system runs at the same concurrencies with --trials trials per point, after the 
 (one untimed pass). Logits are compared with FlagReranker at fp32 on the same GPU: fp16 rows
 within export/certificate.py's fp16 bound (max |dlogit| 0.1) count, others are flagged and left
 out of the ratios. The report has the shape of bench.py's (JSON rows with `trials`, MD, PNG).
+
+`long` runs one case of benchmarks/long_documents.py (`make bench-long`) on a served repository:
+its workload (the same query and passages, sized with the served tokenizer), its measurement
+and its table row; `long-report` puts the cases side by side in long_documents_gpu.{json,md},
+refusing results that were not measured on the same texts.
 """
 
 from __future__ import annotations
@@ -19,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import long_documents
 from benchmarks.bench import measure, one_pass, plot, server_counters
 
 TOKENS = (128, 512, 2048)
@@ -242,6 +252,50 @@ def cmd_report(args) -> None:
     print("\n".join(lines))
 
 
+def cmd_long(args) -> None:
+    from reranker_client.lengths import token_counter
+
+    tokenizer = long_documents.pair_tokenizer(args.tokenizer, args.max_length)
+    passages, workload = long_documents.workload_of(tokenizer.tokenizer, args)
+    counter = token_counter(args.tokenizer)
+    measured = long_documents.measure(args.url, passages, args.mode, args.repeats, counter, args.max_length)
+    row = {"system": args.system, **long_documents.case_row(tokenizer, passages, args.mode, measured)}
+    print(f"[gpu_bench] {row['case']}: {row['passages_per_s']} passages/s, {row['seconds']} s per call", flush=True)
+    Path(args.out).write_text(json.dumps({"workload": workload, "rows": [row]}))
+
+
+def gpu_name() -> str | None:
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        return subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cmd_long_report(args) -> None:
+    results = [json.loads(Path(path).read_text()) for path in args.results]
+    workloads = {json.dumps(r["workload"], sort_keys=True) for r in results}
+    if len(workloads) != 1:
+        raise SystemExit(f"long-document results from different workloads (not the same texts): {workloads}")
+    rows = [row for r in results for row in r["rows"]]
+    systems = ", ".join(sorted({r["system"] for r in rows}))
+    facts = {"model": args.model_label, "system": systems, "gpu": gpu_name(), "host": os.uname().nodename}
+    note = (
+        f"{args.model_label} on the GPU, served by {systems} from a repository exported at each case's max_length; "
+        f"passages/s and windows/s are the best of {results[0]['workload']['repeats']} runs of one rerank call over "
+        f"all passages, one request in flight (s: that call; every call in the JSON's seconds_per_call). Padding and "
+        f"real-model TFLOP as in the CPU case (benchmarks/long_documents.py)."
+    )
+    long_documents.write_results(
+        Path(args.out),
+        "long_documents_gpu",
+        f"Long documents (GPU: {systems})",
+        {**facts, **results[0]["workload"]},
+        rows,
+        note,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,9 +327,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passages", type=int, default=16)
     p.add_argument("--model-label", default="BAAI/bge-reranker-v2-m3")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("long")
+    p.add_argument("--url", required=True)
+    p.add_argument("--tokenizer", required=True, help="the served tokenizer.json (REPO/tokenizer/1/)")
+    p.add_argument("--max-length", type=int, required=True, help="the served repository's (checked)")
+    p.add_argument("--mode", choices=("window", "truncate"), required=True)
+    p.add_argument("--system", required=True)
+    long_documents.add_workload_arguments(p)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("long-report")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--model-label", default="BAAI/bge-reranker-v2-m3")
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     started = time.time()
-    {"pairs": cmd_pairs, "triton": cmd_triton, "torch": cmd_torch, "report": cmd_report}[args.command](args)
+    commands = {"pairs": cmd_pairs, "triton": cmd_triton, "torch": cmd_torch, "report": cmd_report}
+    commands.update({"long": cmd_long, "long-report": cmd_long_report})
+    commands[args.command](args)
     print(f"[gpu_bench] {args.command} took {time.time() - started:.0f} s", flush=True)
     return 0
 

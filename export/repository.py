@@ -4,8 +4,8 @@ moved into place, so a failed export never leaves a half-written repository behi
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
     rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router
     rerank_windows/config.pbtxt, rerank_windows/1/...   ensemble: tokenizer -> length_router -> window_reduce
-    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, text_cuts.py, padding_metrics.py,
-                                         tokenizer.json, contract.py}
+    tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, text_cuts.py,
+                                         padding_metrics.py, tokenizer.json, contract.py}
     length_router/, window_reduce/                      Python models (code only)
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
     cross_encoder_<bound>/...                           the other length classes (max_length > 512):

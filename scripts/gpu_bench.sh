@@ -9,7 +9,12 @@
 #      reading the server's padding counters before/after each point,
 #   3. PyTorch fp16 (FlagReranker use_fp16=True) on the same pairs in the exporter image (its
 #      torch, FlagEmbedding pinned by requirements/dev.txt), plus fp32 logits as the reference,
-#   4. one report: bench_gpu.json / .md / .png (+ one PNG per length) in OUT.
+#   4. one report: bench_gpu.json / .md / .png (+ one PNG per length) in OUT,
+#   5. long documents (`make bench-long`'s case, benchmarks/long_documents.py), unless LONG_BACKEND
+#      is empty: LONG_BACKEND (tensorrt) exported fp16 at max_length 512 and at 8,192, each served
+#      alone; the same query x LONG_PASSAGES passages of 1,000-6,000 tokens through the client,
+#      window mode at 512 and one pass (truncate) at 8,192, each run at most LONG_TIMEOUT s;
+#      long_documents_gpu.json / .md in OUT (passages/s, windows/s, padding efficiency, s per call).
 # Pairs are exactly 128 / 512 / 2,048 tokens (TOKENS). DRY_RUN=1 prints every command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,43 +27,33 @@ TRIALS="${TRIALS:-5}"
 PASSAGES="${PASSAGES:-16}"
 BACKENDS="${BACKENDS:-tensorrt onnxruntime}"
 READY_TIMEOUT="${READY_TIMEOUT:-1200}"   # a first TensorRT EP build takes minutes
+LONG_BACKEND="${LONG_BACKEND-tensorrt}"
+LONG_CASES="512:window 8192:truncate"   # max_length:mode, benchmarks/long_documents.py CASES
+LONG_PASSAGES="${LONG_PASSAGES:-100}"
+LONG_REPEATS="${LONG_REPEATS:-2}"
+LONG_TIMEOUT="${LONG_TIMEOUT:-1800}"
 FLAG_EMBEDDING="FlagEmbedding==1.4.2"   # the version requirements/dev.txt pins (CPU bench, tests)
 # shellcheck source=scripts/lib/docker_triton.sh
 source scripts/lib/docker_triton.sh  # the working directory is the repository root (above)
 
 started=$SECONDS
 mkdir -p "$OUT"
-run "$DOCKER" build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
-run "$DOCKER" build -f docker/Dockerfile --target server -t bge-reranker-triton:0.1.0 .
-model_mount=()
-if [ -d "$MODEL" ]; then model_mount=(-v "$(realpath "$MODEL"):/model:ro"); MODEL=/model; fi
+build_images
 results=()
 for backend in $BACKENDS; do
   repo="$OUT/$backend/model_repository"
-  mkdir -p "$OUT/$backend"
-  run "$DOCKER" run --rm --gpus device=0 --user "$(id -u):$(id -g)" "${model_mount[@]}" \
-    -v "$(realpath "$OUT/$backend"):/out" bge-reranker-exporter:0.1.0 \
-    --model "$MODEL" --backend "$backend" --precision fp16 --max-length "$MAX_LENGTH" --repo /out/model_repository
+  export_repo "$backend" "$MAX_LENGTH" "$OUT/$backend"
   if [ ! -f "$OUT/pairs.json" ]; then  # one set of pairs for every system, from the served tokenizer
     run "$PY" -m benchmarks.gpu_bench pairs --tokenizer "$repo/tokenizer/1/tokenizer.json" --tokens "$TOKENS" \
       --passages "$PASSAGES" --out "$OUT/pairs.json"
   fi
-  if [ -n "${DRY_RUN:-}" ]; then server=dry-run; else
-    server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 \
-      -v "$(realpath "$repo"):/models:ro" bge-reranker-triton:0.1.0 \
-      tritonserver --model-repository=/models)
-  fi
-  trap '"$DOCKER" rm -f "$server" >/dev/null 2>&1 || true' EXIT
-  if [ -z "${DRY_RUN:-}" ]; then
-    wait_ready "$server" "$READY_TIMEOUT"
-  fi
+  serve "$repo"
   run make verify URL=localhost:8001 REPO="$repo" REPORT="$OUT/$backend/verify.json"
   run "$PY" -m benchmarks.gpu_bench triton --url localhost:8001 --metrics-url http://localhost:8002/metrics \
     --pairs "$OUT/pairs.json" --system "Triton $backend fp16" --concurrency "$CONCURRENCY" --trials "$TRIALS" \
     --out "$OUT/$backend/bench.json"
   results+=("$OUT/$backend/bench.json")
-  if [ -z "${DRY_RUN:-}" ]; then "$DOCKER" logs "$server" > "$OUT/$backend/triton.log" 2>&1 || true; fi
-  run "$DOCKER" rm -f "$server"
+  stop_server "$OUT/$backend/triton.log"
 done
 # PyTorch fp16 in the exporter image (CUDA torch, pinned versions): root inside this throw-away
 # container only to add FlagEmbedding to its venv; the output is handed back to the caller's uid.
@@ -69,4 +64,19 @@ run "$DOCKER" run --rm --gpus device=0 --user 0 --entrypoint bash "${model_mount
         --concurrency $CONCURRENCY --trials $TRIALS --out /out/torch.json && chown $(id -u):$(id -g) /out/torch.json"
 results+=("$OUT/torch.json")
 run "$PY" -m benchmarks.gpu_bench report --results "${results[@]}" --passages "$PASSAGES" --out "$OUT"
+if [ -n "$LONG_BACKEND" ]; then
+  long_results=()
+  for case in $LONG_CASES; do
+    length="${case%:*}" mode="${case#*:}"
+    dir="$OUT/long_documents/$length"
+    export_repo "$LONG_BACKEND" "$length" "$dir"
+    serve "$dir/model_repository"
+    run timeout "$LONG_TIMEOUT" "$PY" -m benchmarks.gpu_bench long --url localhost:8001 --max-length "$length" \
+      --mode "$mode" --tokenizer "$dir/model_repository/tokenizer/1/tokenizer.json" \
+      --system "Triton $LONG_BACKEND fp16" --passages "$LONG_PASSAGES" --repeats "$LONG_REPEATS" --out "$dir/long.json"
+    long_results+=("$dir/long.json")
+    stop_server "$dir/triton.log"
+  done
+  run "$PY" -m benchmarks.gpu_bench long-report --results "${long_results[@]}" --out "$OUT"
+fi
 echo "gpu_bench: took $((SECONDS - started)) s; report in $OUT/bench_gpu.md"

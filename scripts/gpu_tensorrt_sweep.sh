@@ -29,25 +29,11 @@ PERF_TIMEOUT="${PERF_TIMEOUT:-600}"
 source scripts/lib/docker_triton.sh  # the working directory is the repository root (above)
 
 mkdir -p "$OUT"
-run "$DOCKER" build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
-run "$DOCKER" build -f docker/Dockerfile --target server -t bge-reranker-triton:0.1.0 .
-model_mount=()
-if [ -d "$MODEL" ]; then model_mount=(-v "$(realpath "$MODEL"):/model:ro"); MODEL=/model; fi
+build_images
 for backend in $BACKENDS; do
   repo="$OUT/$backend/model_repository"
-  mkdir -p "$OUT/$backend"
-  run "$DOCKER" run --rm --gpus device=0 --user "$(id -u):$(id -g)" "${model_mount[@]}" \
-    -v "$(realpath "$OUT/$backend"):/out" bge-reranker-exporter:0.1.0 \
-    --model "$MODEL" --backend "$backend" --precision fp16 --max-length "$MAX_LENGTH" --repo /out/model_repository
-  if [ -n "${DRY_RUN:-}" ]; then server=dry-run; else
-    server=$("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 \
-      -v "$(realpath "$repo"):/models:ro" bge-reranker-triton:0.1.0 \
-      tritonserver --model-repository=/models --log-verbose=1)
-  fi
-  trap '"$DOCKER" rm -f "$server" >/dev/null 2>&1 || true' EXIT
-  if [ -z "${DRY_RUN:-}" ]; then
-    wait_ready "$server" "$READY_TIMEOUT"
-  fi
+  export_repo "$backend" "$MAX_LENGTH" "$OUT/$backend"
+  serve "$repo" --log-verbose=1
   run make verify URL=localhost:8001 REPO="$repo" REPORT="$OUT/$backend/verify.json"
   if [ -n "${EVAL_DATA:-}" ]; then
     run make eval URL=localhost:8001 DATA="$EVAL_DATA" EVAL_OUT="$OUT/$backend/eval" ${EVAL_CANDIDATES:+CANDIDATES="$EVAL_CANDIDATES"}
@@ -70,11 +56,10 @@ for backend in $BACKENDS; do
         --concurrency-range 1:8:1 -f "/out/perf_${model}_$tokens.csv"
     done
   done
+  stop_server "$OUT/$backend/triton.log"
   if [ -z "${DRY_RUN:-}" ]; then
-    "$DOCKER" logs "$server" > "$OUT/$backend/triton.log" 2>&1 || true
     echo "$backend: $(grep -ci tensorrt "$OUT/$backend/triton.log" || true) log lines mention TensorRT"
   fi
-  run "$DOCKER" rm -f "$server" >/dev/null
 done
 [ -n "${DRY_RUN:-}" ] && exit 0
 "$PY" - "$OUT" "$PEAK_TFLOPS" "$BATCH" "$BACKENDS" <<'PY'

@@ -1,7 +1,9 @@
 """scripts/gpu_bench.sh without a GPU: its dry run lists every step for both GPU backends and
-the PyTorch fp16 peer on one set of pairs; its Python steps run here on CPU against the real
-local tritonserver (pairs of exact length, the client measurement with server padding counters,
-the report), only the CUDA step (FlagReranker on the GPU) is replaced by a stand-in result."""
+the PyTorch fp16 peer on one set of pairs, and the long-document case (two exports, each
+served, each workload run); its Python steps run here on CPU against the real local
+tritonserver (pairs of exact length, the client measurement with server padding counters, the
+report, the long-document case and its report), only the CUDA step (FlagReranker on the GPU) is
+replaced by a stand-in result."""
 
 from __future__ import annotations
 
@@ -11,21 +13,34 @@ import re
 import subprocess
 from pathlib import Path
 
-from benchmarks import gpu_bench
+import pytest
+
+from benchmarks import gpu_bench, long_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_bench.sh"
 
 
-def test_dry_run_exports_verifies_and_benchmarks_both_backends_and_pytorch_fp16(tmp_path):
+def _dry_run(tmp_path: Path, **env: str) -> str:
     fake = tmp_path / "bin" / "docker"
     fake.parent.mkdir()
     fake.write_text("#!/usr/bin/env bash\nexit 0\n")
     fake.chmod(0o755)
-    env = {**os.environ, "DRY_RUN": "1", "DOCKER": str(fake), "OUT": str(tmp_path / "gpu"), "MODEL": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "DOCKER": str(fake),
+        "OUT": str(tmp_path / "gpu"),
+        "MODEL": str(tmp_path),
+        **env,
+    }
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_dry_run_exports_verifies_and_benchmarks_both_backends_and_pytorch_fp16(tmp_path):
+    out = _dry_run(tmp_path)
     for backend in ("tensorrt", "onnxruntime"):
         assert f"--backend {backend} --precision fp16 --max-length 2048" in out
         assert f"make verify URL=localhost:8001 REPO={tmp_path}/gpu/{backend}/model_repository" in out
@@ -38,6 +53,38 @@ def test_dry_run_exports_verifies_and_benchmarks_both_backends_and_pytorch_fp16(
     report = next(line for line in out.splitlines() if "gpu_bench report" in line)
     assert all(f"{tmp_path}/gpu/{b}/bench.json" in report for b in ("tensorrt", "onnxruntime"))
     assert f"{tmp_path}/gpu/torch.json" in report
+
+
+def test_dry_run_long_documents_exports_serves_and_runs_both_cases(tmp_path):
+    """`make bench-long`'s cases (benchmarks/long_documents.py CASES) on the GPU: for each, an
+    fp16 export at its max_length, Triton serving that repository on the GPU, then the workload
+    through the client in its mode against it (under a timeout), then the container removed;
+    one report over both results."""
+    lines = _dry_run(tmp_path).splitlines()
+    folder = (tmp_path / "gpu" / "long_documents").resolve()
+    steps = []
+    for length, mode in long_documents.CASES:
+        (export,) = [line for line in lines if f"-v {folder}/{length}:/out" in line]
+        assert f"--backend tensorrt --precision fp16 --max-length {length} --repo /out/model_repository" in export
+        (serve,) = [line for line in lines if f"-v {folder}/{length}/model_repository:/models:ro" in line]
+        assert " run -d --gpus device=0 " in serve and serve.endswith("tritonserver --model-repository=/models")
+        (workload,) = [line for line in lines if "gpu_bench long " in line and f"--max-length {length} " in line]
+        assert workload.startswith("+ timeout 1800 ") and f"--mode {mode} " in workload
+        assert f"--url localhost:8001 --max-length {length} --mode {mode} --tokenizer " in workload
+        assert f"long_documents/{length}/model_repository/tokenizer/1/tokenizer.json" in workload
+        assert "--passages 100 --repeats 2 " in workload and workload.endswith(f"long_documents/{length}/long.json")
+        after = lines.index(workload)
+        stop = after + next(i for i, line in enumerate(lines[after:]) if line.endswith(" rm -f dry-run"))
+        steps.append((lines.index(export), lines.index(serve), lines.index(workload), stop))
+    assert steps[0] == tuple(sorted(steps[0])) and steps[1] == tuple(sorted(steps[1])) and steps[0][3] < steps[1][0]
+    (report,) = [line for line in lines if "gpu_bench long-report" in line]
+    assert all(f"long_documents/{length}/long.json" in report for length, _ in long_documents.CASES)
+    assert lines.index(report) > steps[1][3]
+
+
+def test_dry_run_without_long_backend_skips_the_long_documents(tmp_path):
+    out = _dry_run(tmp_path, LONG_BACKEND="")
+    assert "long_documents" not in out and "gpu_bench report" in out
 
 
 def test_flag_embedding_in_the_gpu_step_is_the_pinned_version():
@@ -124,3 +171,33 @@ def test_python_steps_on_cpu_against_the_real_server(server, python_repo, tmp_pa
     assert all(r["same_inputs"] and r["max_abs_logit_vs_reference"] == 0 for r in report["rows"])
     assert {line["tokens"] for line in report["ratios"]} == {128, 256}
     assert (tmp_path / "report" / "bench_gpu.png").stat().st_size > 0
+
+
+def test_long_document_steps_on_cpu_against_the_real_server(server, python_repo, tmp_path):
+    """The GPU script's long-document steps, here on the session's CPU server (max_length 512,
+    both modes, a small workload): the same rows as benchmarks/long_documents.py, one report."""
+    args = ["long", "--url", server.grpc_url, "--tokenizer", str(python_repo / "tokenizer" / "1" / "tokenizer.json")]
+    args += ["--system", "Triton python fp32", "--passages", "3", "--min-tokens", "600", "--max-tokens", "1200"]
+    args += ["--repeats", "1"]
+    results = {}
+    for mode in ("window", "truncate"):
+        results[mode] = tmp_path / f"{mode}.json"
+        assert gpu_bench.main([*args, "--max-length", "512", "--mode", mode, "--out", str(results[mode])]) == 0
+    window, truncate = (json.loads(results[m].read_text()) for m in ("window", "truncate"))
+    assert window["workload"] == truncate["workload"] and window["workload"]["passages"] == 3
+    (w,), (t,) = window["rows"], truncate["rows"]
+    assert w["case"] == long_documents.label(512, "window") and w["model_rows"] > 3 and w["truncated"] == 0
+    assert t["mode"] == "truncate" and t["model_rows"] == 3 and t["truncated"] == 3
+    assert all(0 < r["padding_efficiency"] <= 1 and r["passages_per_s"] > 0 for r in (w, t))
+    assert gpu_bench.main(["long-report", "--results", *map(str, results.values()), "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "long_documents_gpu.json").read_text())
+    assert [r["case"] for r in report["rows"]] == [w["case"], t["case"]]
+    assert report["facts"]["texts_sha256"] == window["workload"]["texts_sha256"]
+    assert "| window mode, max_length 512 |" in (tmp_path / "long_documents_gpu.md").read_text()
+    # Results measured on other texts are refused, and so is a server of another max_length.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**truncate, "workload": {**truncate["workload"], "texts_sha256": "0"}}))
+    with pytest.raises(SystemExit, match="not the same texts"):
+        gpu_bench.main(["long-report", "--results", str(results["window"]), str(other), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="serves max_length 512, not 8192"):
+        gpu_bench.main([*args, "--max-length", "8192", "--mode", "truncate", "--out", str(other)])
