@@ -50,7 +50,8 @@ def bound_inputs(input_ids, attention_mask, max_length: int, vocab_size: int):
 
     input_ids = input_ids[:, :max_length]
     attention_mask = attention_mask[:, :max_length]
-    input_ids = torch.clamp(input_ids, min=0, max=vocab_size - 1)
+    # Max then Min, not Clip: onnx-tensorrt lists INT64 for Max/Min, and Clip for floats only.
+    input_ids = torch.minimum(torch.maximum(input_ids, input_ids.new_tensor(0)), input_ids.new_tensor(vocab_size - 1))
     return input_ids, attention_mask.gt(0).to(torch.int64)
 
 

@@ -3,7 +3,11 @@ and logged with its peak memory:
 
     resolve -> load -> onnx_fp32 -> certificate -> parity_fp32
       -> [fp16: convert + gate, escalating]      (python backend, fp16: the only one serving it)
-      -> [tensorrt_fp32_layers] -> [tensorrt]    (tensorrt backend; the plan is certified before use)
+      -> [fp16_weights]                          (onnxruntime backend, fp16: fp16-stored weights)
+      -> [tensorrt_fp32_layers]                  (tensorrt backend, fp16)
+      -> [tensorrt_parser]                       (tensorrt, onnxruntime: every node in TensorRT's
+                                                  ONNX support matrix at its type)
+      -> [tensorrt]                              (tensorrt backend; the plan is certified before use)
       -> repository
 """
 
@@ -23,7 +27,7 @@ from typing import Any, Callable
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, model_loading, parity
+from export import certificate, model_loading, parity, tensorrt_onnx_support
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
@@ -354,6 +358,11 @@ def plan_build(ctx: ExportContext) -> PlanBuild:
     )
 
 
+def stage_tensorrt_parser(ctx: ExportContext) -> None:
+    """Every node of the graph TensorRT will parse is in its ONNX support matrix at its type."""
+    tensorrt_onnx_support.check(ctx.fp32_path if ctx.args.backend == "tensorrt" else ctx.served_onnx)
+
+
 def stage_tensorrt(ctx: ExportContext) -> None:
     """Build and certify the plan here, before the repository is written: only a certified plan
     is ever placed. Without TensorRT the repository carries build_plan.sh, which does the same."""
@@ -439,6 +448,7 @@ STAGES: list[Stage] = [
     Stage("fp16", stage_fp16, _fp16_for("python")),
     Stage("fp16_weights", stage_fp16_weights, _fp16_for("onnxruntime")),
     Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
+    Stage("tensorrt_parser", stage_tensorrt_parser, lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime")),
     Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
     Stage("repository", stage_repository),
 ]

@@ -167,11 +167,23 @@ def test_exported_graph_bounds_what_it_computes(python_repo):
     assert np.isfinite(run(short, wild)).all()
 
 
+SALADS = {
+    "spaced": " ".join(["Der Mount Everest ist mit 8849 Metern der höchste Berg der Erde."] * 5000),
+    # CJK written without spaces: cut inside words (text_cuts.py forced boundaries).
+    "cjk": "東京は日本の首都です。人口は約千四百万人です。大阪は日本第二の都市で、食べ物が有名です。" * 3000,
+}
+
+
+@pytest.mark.parametrize("script", sorted(SALADS))
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_time(server, good_scores, protocol):
-    word_salad = " ".join(["Der Mount Everest ist mit 8849 Metern der höchste Berg der Erde."] * 5000)
+def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_time(
+    server, good_scores, protocol, script
+):
     # 64 distinct passages (identical ones would be tokenized once), each just under the limit.
-    passages = [f"Passage {i}: {word_salad}".encode()[: MAX_TEXT_BYTES - 16] for i in range(DEFAULT_MAX_BATCH_SIZE)]
+    passages = [
+        f"Passage {i}: {SALADS[script]}".encode()[: MAX_TEXT_BYTES - 16].decode("utf-8", "ignore").encode()
+        for i in range(DEFAULT_MAX_BATCH_SIZE)
+    ]
     passage = passages[0]
     module = grpcclient if protocol == "grpc" else httpclient
     client = module.InferenceServerClient(
@@ -182,7 +194,10 @@ def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_tim
     start = time.perf_counter()
     out = client.infer("tokenizer", inputs)
     elapsed = time.perf_counter() - start
-    print(f"direct tokenizer, {DEFAULT_MAX_BATCH_SIZE} x {len(passage)} B passages over {protocol}: {elapsed:.2f} s")
+    print(
+        f"direct tokenizer, {DEFAULT_MAX_BATCH_SIZE} x {len(passage)} B {script} passages over {protocol}: "
+        f"{elapsed:.2f} s"
+    )
     assert out.as_numpy("input_ids").shape == (DEFAULT_MAX_BATCH_SIZE, MAX_LENGTH)
     assert out.as_numpy("truncated").all()
     assert elapsed < TOKENIZER_64_X_256K_BOUND_S
@@ -279,3 +294,32 @@ def test_proxy_serves_only_the_ensemble_over_http(proxy):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{proxy.http_port}/v2/repository/index", data=b"{}", timeout=5)
     assert refused.value.code == 403
+
+
+def test_bounded_graph_parses_in_tensorrt_by_its_support_matrix(python_repo, tmp_path):
+    """The bounds use only operators TensorRT's ONNX parser lists at the types they run at
+    (Slice, Max/Min on INT64 ids, Greater, Cast): no int64 Clip, which the matrix lists for
+    floats only. The same check runs in the export for the tensorrt and onnxruntime backends."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.tensorrt_onnx_support import unsupported_nodes
+
+    graph = python_repo / "cross_encoder" / "1" / "model.onnx"
+    assert unsupported_nodes(graph) == []
+    ops = {node.op_type for node in onnx.load(str(graph), load_external_data=False).graph.node}
+    assert {"Max", "Min", "Greater", "Slice"} <= ops and "Clip" not in ops
+    # The check can fail: an int64 Clip (what torch.clamp exports) and an unknown operator.
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 8])
+    out = helper.make_tensor_value_info("out", TensorProto.INT64, [2, 8])
+    low = helper.make_tensor("low", TensorProto.INT64, [], [0])
+    high = helper.make_tensor("high", TensorProto.INT64, [], [9])
+    nodes = [
+        helper.make_node("Clip", ["ids", "low", "high"], ["c"], name="clamp"),
+        helper.make_node("CumSum", ["c", "low"], ["out"], name="cs"),
+    ]
+    bad = helper.make_model(
+        helper.make_graph(nodes, "bad", [ids], [out], [low, high]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    assert unsupported_nodes(tmp_path / "bad.onnx") == ["clamp: Clip at INT64", "cs: CumSum at INT64"]
