@@ -126,7 +126,7 @@ class PairTokenizer:
             raise InvalidInput(f"{field}[{index}]: not valid UTF-8 ({err.reason} at byte {err.start})") from None
         if "\x00" in text:
             raise InvalidInput(f"{field}[{index}]: contains a NUL character")
-        if text.isspace():
+        if not text or text.isspace():  # isspace stops at the first other character: no copy
             raise InvalidInput(f"{field}[{index}]: is empty or whitespace only")
         return text
 
