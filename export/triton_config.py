@@ -318,40 +318,43 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
     return config
 
 
-def _step(model: str, inputs, outputs, rename: dict[str, str] | None = None) -> mc.ModelEnsembling.Step:
-    """A step whose tensors keep their names inside the ensemble, except those in `rename`."""
-    rename = rename or {}
+def _step(
+    model: str, inputs, outputs, inputs_from: dict[str, str] | None = None, outputs_to: dict[str, str] | None = None
+) -> mc.ModelEnsembling.Step:
+    """A step whose tensors keep their names inside the ensemble, except the inputs it reads
+    from `inputs_from[name]` and the outputs it writes to `outputs_to[name]`."""
+    inputs_from, outputs_to = inputs_from or {}, outputs_to or {}
     return mc.ModelEnsembling.Step(
         model_name=model,
         model_version=-1,
-        input_map={t.name: rename.get(t.name, t.name) for t in inputs},
-        output_map={t.name: rename.get(t.name, t.name) for t in outputs},
+        input_map={t.name: inputs_from.get(t.name, t.name) for t in inputs},
+        output_map={t.name: outputs_to.get(t.name, t.name) for t in outputs},
     )
 
 
-def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
+def _ensemble(spec: RepositorySpec, name: str, inputs, outputs, steps: list) -> mc.ModelConfig:
     config = mc.ModelConfig(
-        name=ENSEMBLE,
+        name=name,
         platform="ensemble",
         max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(contract.ENSEMBLE_INPUTS),
-        output=_outputs(contract.ENSEMBLE_OUTPUTS),
-        ensemble_scheduling=mc.ModelEnsembling(
-            step=[
-                _step(
-                    TOKENIZER,
-                    contract.ENSEMBLE_INPUTS,
-                    (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKENS, contract.TRUNCATED),
-                ),
-                _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
-            ]
-        ),
+        input=_inputs(inputs),
+        output=_outputs(outputs),
+        ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     # The client reads these with the config it fetches anyway: it packs requests by bucket,
     # counts pair tokens with the server's own rules and rejects over-long texts before sending.
     _set_params(config, **published_limits(spec))
     return config
+
+
+def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
+    tokenized = (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKENS, contract.TRUNCATED)
+    steps = [
+        _step(TOKENIZER, contract.ENSEMBLE_INPUTS, tokenized),
+        _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
+    ]
+    return _ensemble(spec, ENSEMBLE, contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS, steps)
 
 
 # Inside `rerank_windows` the per-window tensors (one row per window) are renamed, so they do not
@@ -364,27 +367,12 @@ _PER_WINDOW = {
 def window_ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """`rerank_windows`: tokenizer (one row per window; the batch grows, bounded by
     MAX_WINDOWS_PER_REQUEST) -> length_router -> window_reduce (back to one row per passage)."""
-    config = mc.ModelConfig(
-        name=WINDOW_ENSEMBLE,
-        platform="ensemble",
-        max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(contract.WINDOW_ENSEMBLE_INPUTS),
-        output=_outputs(contract.WINDOW_ENSEMBLE_OUTPUTS),
-        ensemble_scheduling=mc.ModelEnsembling(
-            step=[
-                _step(TOKENIZER, contract.TOKENIZER_INPUTS, contract.TOKENIZER_OUTPUTS, _PER_WINDOW),
-                _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS, _PER_WINDOW),
-                mc.ModelEnsembling.Step(
-                    model_name=WINDOW_REDUCE,
-                    model_version=-1,
-                    input_map={t.name: _PER_WINDOW.get(t.name, t.name) for t in contract.WINDOW_REDUCE_INPUTS},
-                    output_map={t.name: t.name for t in contract.WINDOW_REDUCE_OUTPUTS},
-                ),
-            ]
-        ),
-    )
-    _set_params(config, **published_limits(spec))
-    return config
+    steps = [
+        _step(TOKENIZER, contract.TOKENIZER_INPUTS, contract.TOKENIZER_OUTPUTS, outputs_to=_PER_WINDOW),
+        _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS, outputs_to=_PER_WINDOW),
+        _step(WINDOW_REDUCE, contract.WINDOW_REDUCE_INPUTS, contract.WINDOW_REDUCE_OUTPUTS, inputs_from=_PER_WINDOW),
+    ]
+    return _ensemble(spec, WINDOW_ENSEMBLE, contract.WINDOW_ENSEMBLE_INPUTS, contract.WINDOW_ENSEMBLE_OUTPUTS, steps)
 
 
 def all_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:

@@ -54,18 +54,19 @@ def test_long_documents_is_passed_only_when_not_the_default():
 
 
 def test_api_key_becomes_a_bearer_header_and_options_reach_the_config():
-    config = _common.client_config(
-        ["a:1", "b:2"],
-        "http",
-        "m",
-        5.0,
-        7,
-        9,
-        TLSOptions(root_certificates="ca.pem"),
-        {"x-team": "search"},
-        SECRET,
-        len,
-    )
+    options = {
+        "url": ["a:1", "b:2"],
+        "protocol": "http",
+        "model": "m",
+        "timeout": 5.0,
+        "retries": 7,
+        "max_concurrency": 9,
+        "tls": TLSOptions(root_certificates="ca.pem"),
+        "headers": {"x-team": "search"},
+        "token_counter": len,
+    }
+    assert set(options) == set(_common.CONFIG_OPTIONS)
+    config = _common.client_config(options, SECRET)
     assert config.headers == {"x-team": "search", "authorization": f"Bearer {SECRET}"}
     assert (config.url, config.protocol, config.model, config.timeout, config.retries, config.max_concurrency) == (
         ["a:1", "b:2"],

@@ -1,17 +1,9 @@
 """Client for bge-reranker-v2-m3 served by Triton's `rerank` ensemble."""
 
+from . import errors
 from .async_client import AsyncRerankClient
 from .base import ClientConfig
-from .errors import (
-    ClientClosedError,
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotReadyError,
-    OverloadedError,
-    PermissionDeniedError,
-    RerankError,
-    ServerUnavailableError,
-)
+from .errors import *  # noqa: F403 - the typed errors, listed once: errors.__all__
 from .results import RerankResult
 from .sync_client import RerankClient
 from .tritonclient_adapter import TLSOptions
@@ -35,13 +27,6 @@ __all__ = [
     "ClientConfig",
     "RerankResult",
     "TLSOptions",
-    "RerankError",
-    "InvalidInputError",
-    "ServerUnavailableError",
-    "OverloadedError",
-    "ModelNotReadyError",
-    "PermissionDeniedError",
-    "DeadlineExceededError",
-    "ClientClosedError",
     "__version__",
 ]
+__all__ += errors.__all__

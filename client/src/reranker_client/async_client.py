@@ -8,10 +8,10 @@ from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from . import planning, tritonclient_adapter
-from .base import ClientBase, Pair
+from .base import ClientBase, Job
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
-from .server_limits import ModelConfig, ServerLimits
+from .server_limits import ServerLimits, server_limits_from
 from .sync_client import DEADLINE_GRACE_S
 from .tritonclient_adapter import AsyncTritonClient, Outputs
 
@@ -38,19 +38,13 @@ class AsyncRerankClient(ClientBase):
     ) -> List[RerankResult]:
         """Results sorted by score (best first); `index` is the document's input position.
         long_documents / window_stride: as RerankClient.rerank."""
-        planning.check_mode(long_documents, window_stride)
-        pairs = self._rerank_pairs(query, documents, top_k)
-        if not pairs:
-            return []
-        results = await self._score_pairs(
-            pairs, list(documents) if return_documents else None, timeout, long_documents, window_stride
-        )
-        return planning.top(results, top_k)
+        pairs = self._rerank_pairs(query, documents, top_k, long_documents, window_stride)
+        kept = list(documents) if return_documents else None
+        return planning.top(await self._score(Job(pairs, kept, timeout, long_documents, window_stride)), top_k)
 
     async def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
         """sigmoid scores in input order."""
-        checked = planning.validate_pairs(pairs)
-        return [r.score for r in await self._score_pairs(checked, None, timeout)] if checked else []
+        return [r.score for r in await self._score(Job(self._checked_pairs(pairs), timeout=timeout))]
 
     async def score_details(
         self,
@@ -60,9 +54,8 @@ class AsyncRerankClient(ClientBase):
         window_stride: Optional[int] = None,
     ) -> List[RerankResult]:
         """Full results (score, logit, tokens, truncated, span) in input order."""
-        planning.check_mode(long_documents, window_stride)
-        checked = planning.validate_pairs(pairs)
-        return await self._score_pairs(checked, None, timeout, long_documents, window_stride) if checked else []
+        checked = self._checked_pairs(pairs, long_documents, window_stride)
+        return await self._score(Job(checked, None, timeout, long_documents, window_stride))
 
     async def ready(self) -> bool:
         self._check_open()
@@ -79,16 +72,11 @@ class AsyncRerankClient(ClientBase):
 
     async def server_limits(self) -> ServerLimits:
         """Every limit the served ensemble publishes, read once."""
-        return await self._server_limits(time.monotonic() + self.timeout, self.timeout)
+        return await self._server_limits(*self._start(None))
 
     async def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
-        self._check_open()
         if self._limits is None:
-
-            def call(client: AsyncTritonClient, remaining: float) -> Awaitable[ModelConfig]:
-                return client.get_model_config(self.model, headers=self.headers, **self._infer_kwargs(remaining))
-
-            return self._limits_from(await self._call(call, deadline, budget))
+            self._limits = server_limits_from(await self._call(self._get_config, deadline, budget))
         return self._limits
 
     async def close(self) -> None:
@@ -133,11 +121,7 @@ class AsyncRerankClient(ClientBase):
         self, chunk: planning.Chunk, deadline: float, budget: float, limiter: asyncio.Semaphore
     ) -> Outputs:
         async def call(client: AsyncTritonClient, remaining: float) -> Outputs:
-            inputs, outputs = self._request(chunk)
-            result = await client.infer(
-                self._model_for(chunk), inputs, outputs=outputs, headers=self.headers, **self._infer_kwargs(remaining)
-            )
-            return tritonclient_adapter.read_outputs(result, window=chunk.strides is not None)
+            return self._outputs(chunk, await self._send(client, chunk, remaining))
 
         try:
             async with limiter:
@@ -150,23 +134,19 @@ class AsyncRerankClient(ClientBase):
             await self._infer(first, deadline, budget, limiter), await self._infer(second, deadline, budget, limiter)
         )
 
-    async def _score_pairs(
-        self,
-        pairs: List[Pair],
-        documents: Optional[Sequence[str]],
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        self._check_open()
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, await self._server_limits(deadline, budget), long_documents, window_stride)
+    async def _score(self, job: Job) -> List[RerankResult]:
+        """The job's results in input order. Its requests run concurrently, at most
+        max_concurrency of them at once; the first failure cancels the others."""
+        if not job.pairs:
+            return []
+        deadline, budget = self._start(job.timeout)
+        limits = await self._server_limits(deadline, budget)
+        chunks = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
         outputs = await _all_or_nothing(
             [self._infer(c, deadline, budget, limiter) for c in chunks], deadline + DEADLINE_GRACE_S, budget
         )
-        return planning.assemble(len(pairs), list(zip(chunks, outputs)), documents)
+        return planning.assemble(len(job.pairs), list(zip(chunks, outputs)), job.documents)
 
 
 async def _all_or_nothing(coroutines: Iterable[Awaitable[T]], deadline: float, budget: float) -> List[T]:

@@ -1,7 +1,7 @@
 """What the sync and async clients share: one constructor and configuration, input checks,
-chunk planning, the request tensors and the retry decision. The two subclasses add only how
-they wait (threads or asyncio) and their public methods, which have the same names and
-arguments."""
+a call's deadline, chunk planning, the requests and the retry decision. The two subclasses add
+only how they wait (threads or asyncio) and their public methods, which have the same names
+and arguments."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import contract, planning, tritonclient_adapter
 from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
 from .errors import ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankError
-from .server_limits import ModelConfig, ServerLimits, server_limits_from
-from .tritonclient_adapter import InferInput, InferKwargs, InferRequestedOutput, TLSOptions
+from .server_limits import ServerLimits
+from .tritonclient_adapter import InferKwargs, InferResult, Outputs, TLSOptions, TritonCalls
 
 Pair = Tuple[bytes, bytes]
 ClientT = TypeVar("ClientT", bound="ClientBase")
+T = TypeVar("T")
 
 # Standard logging: an endpoint marked down (once per rest, not per failed request) and a call
 # that gives up at WARNING; each retry and failover at INFO (under overload retries are routine
@@ -60,6 +61,17 @@ class ClientConfig:
     headers: Dict[str, str] = field(default_factory=dict)
     token_counter: Optional[Callable[[str], int]] = None
     resolver: Resolver = resolve_addresses
+
+
+@dataclass(frozen=True)
+class Job:
+    """One rerank/score call once its input is checked: the pairs to score and how."""
+
+    pairs: List[Pair]
+    documents: Optional[List[str]] = None  # given back in the results (rerank's return_documents)
+    timeout: Optional[float] = None  # seconds for the whole call; None: the client's timeout
+    long_documents: str = "truncate"
+    window_stride: Optional[int] = None
 
 
 class ClientBase:
@@ -116,19 +128,33 @@ class ClientBase:
         return cls(config=config)
 
     @staticmethod
-    def _rerank_pairs(query: str, documents: Sequence[str], top_k: Optional[int]) -> List[Pair]:
+    def _rerank_pairs(
+        query: str, documents: Sequence[str], top_k: Optional[int], long_documents: str, window_stride: Optional[int]
+    ) -> List[Pair]:
+        """rerank()'s input checks, all before any I/O."""
+        planning.check_mode(long_documents, window_stride)
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
-            planning.top([], top_k)  # validates top_k before any I/O
+            planning.top([], top_k)  # validates top_k
         return pairs
 
-    def _limits_from(self, response: ModelConfig) -> ServerLimits:
-        self._limits = server_limits_from(response)
-        return self._limits
+    @staticmethod
+    def _checked_pairs(
+        pairs: Sequence[Tuple[str, str]], long_documents: str = "truncate", window_stride: Optional[int] = None
+    ) -> List[Pair]:
+        """score()'s and score_details()'s input checks, all before any I/O."""
+        planning.check_mode(long_documents, window_stride)
+        return planning.validate_pairs(pairs)
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError(f"this {type(self).__name__} was closed; create a new one")
+
+    def _start(self, timeout: Optional[float]) -> Tuple[float, float]:
+        """(deadline, budget) of a call that starts now: `timeout` seconds, or the client's."""
+        self._check_open()
+        budget = self.timeout if timeout is None else timeout
+        return time.monotonic() + budget, budget
 
     def _chunks(
         self,
@@ -181,12 +207,24 @@ class ClientBase:
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
 
-    def _request(self, chunk: planning.Chunk) -> Tuple[List[InferInput], List[InferRequestedOutput]]:
-        inputs = tritonclient_adapter.make_inputs(
-            self.protocol, self.ASYNCIO, chunk.queries, chunk.passages, chunk.strides
+    # The two requests a client sends, to a sync tritonclient or an asyncio one: each returns
+    # what that client's call returns (the answer, or an awaitable of it).
+    def _get_config(self, client: TritonCalls[Any, Any, T, Any], remaining: float) -> T:
+        return client.get_model_config(self.model, headers=self.headers, **self._infer_kwargs(remaining))
+
+    def _send(self, client: TritonCalls[T, Any, Any, Any], chunk: planning.Chunk, remaining: float) -> T:
+        window = chunk.strides is not None
+        return client.infer(
+            self._model_for(chunk),
+            tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages, chunk.strides),
+            outputs=tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=window),
+            headers=self.headers,
+            **self._infer_kwargs(remaining),
         )
-        outputs = tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=chunk.strides is not None)
-        return inputs, outputs
+
+    @staticmethod
+    def _outputs(chunk: planning.Chunk, answer: InferResult) -> Outputs:
+        return tritonclient_adapter.read_outputs(answer, window=chunk.strides is not None)
 
     @staticmethod
     def _should_split(err: BaseException, chunk: planning.Chunk) -> bool:

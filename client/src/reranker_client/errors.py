@@ -1,4 +1,16 @@
-"""Typed errors: callers branch on the class, never on message text."""
+"""Typed errors: callers branch on the class, never on message text. The package exports
+every class listed in __all__."""
+
+__all__ = [
+    "RerankError",
+    "InvalidInputError",
+    "ServerUnavailableError",
+    "OverloadedError",
+    "ModelNotReadyError",
+    "PermissionDeniedError",
+    "DeadlineExceededError",
+    "ClientClosedError",
+]
 
 
 class RerankError(Exception):

@@ -10,10 +10,10 @@ from types import TracebackType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from . import planning, tritonclient_adapter
-from .base import ClientBase, Pair
+from .base import ClientBase, Job
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
-from .server_limits import ModelConfig, ServerLimits
+from .server_limits import ServerLimits, server_limits_from
 from .tritonclient_adapter import Outputs, SyncTritonClient
 
 T = TypeVar("T")
@@ -58,19 +58,13 @@ class RerankClient(ClientBase):
         max_length. "window": a long document is scored by overlapping windows of whole words
         (`window_stride` passage tokens apart; default half a window) and gets its best window's
         score; `span` gives that window's character offsets in the document."""
-        planning.check_mode(long_documents, window_stride)
-        pairs = self._rerank_pairs(query, documents, top_k)
-        if not pairs:
-            return []
-        results = self._score_pairs(
-            pairs, list(documents) if return_documents else None, timeout, long_documents, window_stride
-        )
-        return planning.top(results, top_k)
+        pairs = self._rerank_pairs(query, documents, top_k, long_documents, window_stride)
+        kept = list(documents) if return_documents else None
+        return planning.top(self._score(Job(pairs, kept, timeout, long_documents, window_stride)), top_k)
 
     def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
         """sigmoid scores in input order."""
-        checked = planning.validate_pairs(pairs)
-        return [r.score for r in self._score_pairs(checked, None, timeout)] if checked else []
+        return [r.score for r in self._score(Job(self._checked_pairs(pairs), timeout=timeout))]
 
     def score_details(
         self,
@@ -80,9 +74,8 @@ class RerankClient(ClientBase):
         window_stride: Optional[int] = None,
     ) -> List[RerankResult]:
         """Full results (score, logit, tokens, truncated, span) in input order."""
-        planning.check_mode(long_documents, window_stride)
-        checked = planning.validate_pairs(pairs)
-        return self._score_pairs(checked, None, timeout, long_documents, window_stride) if checked else []
+        checked = self._checked_pairs(pairs, long_documents, window_stride)
+        return self._score(Job(checked, None, timeout, long_documents, window_stride))
 
     def ready(self) -> bool:
         self._check_open()
@@ -99,18 +92,11 @@ class RerankClient(ClientBase):
 
     def server_limits(self) -> ServerLimits:
         """Every limit the served ensemble publishes, read once."""
-        return self._server_limits(time.monotonic() + self.timeout, self.timeout)
+        return self._server_limits(*self._start(None))
 
     def _server_limits(self, deadline: float, budget: float) -> ServerLimits:
-        self._check_open()
         if self._limits is None:
-
-            def call(client: SyncTritonClient) -> ModelConfig:
-                return client.get_model_config(
-                    self.model, headers=self.headers, **self._infer_kwargs(self._remaining(deadline, budget))
-                )
-
-            return self._limits_from(self._call(call, deadline, budget))
+            self._limits = server_limits_from(self._call(self._get_config, deadline, budget))
         return self._limits
 
     def close(self) -> None:
@@ -160,17 +146,18 @@ class RerankClient(ClientBase):
         except Exception:  # noqa: BLE001 - it is being discarded
             pass
 
-    def _call(self, fn: Callable[[SyncTritonClient], T], deadline: float, budget: float) -> T:
-        """fn(client) on an endpoint; retryable failures go to the next endpoint after a backoff,
-        within `retries` and the deadline."""
+    def _call(self, fn: Callable[[SyncTritonClient, float], T], deadline: float, budget: float) -> T:
+        """fn(client, remaining) on an endpoint, bounded by the call's deadline; retryable
+        failures go to the next endpoint after a backoff, within `retries` and the deadline."""
         attempt, avoid = 0, None
         while True:
             url = self._picked(self.pool.pick(avoid), avoid)
             client: Optional[SyncTritonClient] = None
             try:
                 client = self._client(url)
-                with tritonclient_adapter.deadline_guard(self.protocol, False, self._remaining(deadline, budget)):
-                    return fn(client)
+                remaining = self._remaining(deadline, budget)
+                with tritonclient_adapter.deadline_guard(self.protocol, False, remaining):
+                    return fn(client, remaining)
             except tritonclient_adapter.HttpDeadline as exc:
                 # The HTTP connection was interrupted mid-exchange: never reuse it.
                 if client is not None:
@@ -183,19 +170,8 @@ class RerankClient(ClientBase):
             attempt += 1
 
     def _infer(self, chunk: planning.Chunk, deadline: float, budget: float) -> Outputs:
-        def call(client: SyncTritonClient) -> Outputs:
-            remaining = self._remaining(deadline, budget)
-            inputs, outputs = self._request(chunk)
-            return tritonclient_adapter.read_outputs(
-                client.infer(
-                    self._model_for(chunk),
-                    inputs,
-                    outputs=outputs,
-                    headers=self.headers,
-                    **self._infer_kwargs(remaining),
-                ),
-                window=chunk.strides is not None,
-            )
+        def call(client: SyncTritonClient, remaining: float) -> Outputs:
+            return self._outputs(chunk, self._send(client, chunk, remaining))
 
         try:
             return self._call(call, deadline, budget)
@@ -205,19 +181,14 @@ class RerankClient(ClientBase):
         first, second = planning.split(chunk)
         return planning.join_outputs(self._infer(first, deadline, budget), self._infer(second, deadline, budget))
 
-    def _score_pairs(
-        self,
-        pairs: List[Pair],
-        documents: Optional[Sequence[str]],
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        self._check_open()
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
-        chunks = self._chunks(pairs, self._server_limits(deadline, budget), long_documents, window_stride)
-        queued = list(chunks)
+    def _score(self, job: Job) -> List[RerankResult]:
+        """The job's results in input order. Its requests run on the shared threads, at most
+        max_concurrency of them at once; the first failure ends the call."""
+        if not job.pairs:
+            return []
+        deadline, budget = self._start(job.timeout)
+        limits = self._server_limits(deadline, budget)
+        queued = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
         in_flight: Dict[Future[Outputs], planning.Chunk] = {}
         answered: List[Tuple[planning.Chunk, Outputs]] = []
 
@@ -256,4 +227,4 @@ class RerankClient(ClientBase):
                     give_up()
                     raise
             submit_next()
-        return planning.assemble(len(pairs), answered, documents)
+        return planning.assemble(len(job.pairs), answered, job.documents)

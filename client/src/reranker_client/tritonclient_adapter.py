@@ -10,21 +10,25 @@ import contextlib
 import socket
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, ContextManager, Dict, List, Mapping, Optional, Protocol, Tuple, TypedDict, Union
+from typing import (
+    Any,
+    Awaitable,
+    ContextManager,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Tuple,
+    TypedDict,
+    TypeVar,
+    Union,
+)
 
 import numpy as np
 import numpy.typing as npt
 
-from . import contract
-from .errors import (
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotReadyError,
-    OverloadedError,
-    PermissionDeniedError,
-    RerankError,
-    ServerUnavailableError,
-)
+from . import contract, errors
 from .server_limits import ModelConfig
 
 OUTPUTS = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
@@ -56,8 +60,16 @@ class InferKwargs(TypedDict, total=False):
     client_timeout: float
 
 
-class SyncTritonClient(Protocol):
-    """tritonclient.grpc / tritonclient.http InferenceServerClient."""
+# What a call answers: the value itself (sync clients) or an awaitable of it (asyncio clients).
+InferT_co = TypeVar("InferT_co", covariant=True)
+ReadyT_co = TypeVar("ReadyT_co", covariant=True)
+ConfigT_co = TypeVar("ConfigT_co", covariant=True)
+ClosedT_co = TypeVar("ClosedT_co", covariant=True)
+
+
+class TritonCalls(Protocol[InferT_co, ReadyT_co, ConfigT_co, ClosedT_co]):
+    """The InferenceServerClient calls this package makes, the same in every tritonclient flavour
+    (gRPC or HTTP, sync or asyncio) but for what they answer."""
 
     def infer(
         self,
@@ -67,40 +79,26 @@ class SyncTritonClient(Protocol):
         outputs: List[InferRequestedOutput],
         headers: Mapping[str, str],
         client_timeout: float = ...,
-    ) -> InferResult: ...
+    ) -> InferT_co: ...
 
-    def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
-
-    def is_server_live(self, *, headers: Mapping[str, str], client_timeout: float = ...) -> bool: ...
+    def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> ReadyT_co: ...
 
     # A dict (HTTP) or a ModelConfigResponse proto (gRPC): see server_limits_from.
     def get_model_config(
         self, model_name: str, *, headers: Mapping[str, str], client_timeout: float = ...
-    ) -> ModelConfig: ...
+    ) -> ConfigT_co: ...
 
-    def close(self) -> None: ...
+    def close(self) -> ClosedT_co: ...
 
 
-class AsyncTritonClient(Protocol):
-    """tritonclient.grpc.aio / tritonclient.http.aio InferenceServerClient."""
+class SyncTritonClient(TritonCalls[InferResult, bool, ModelConfig, None], Protocol):
+    """tritonclient.grpc / tritonclient.http InferenceServerClient."""
 
-    async def infer(
-        self,
-        model_name: str,
-        inputs: List[InferInput],
-        *,
-        outputs: List[InferRequestedOutput],
-        headers: Mapping[str, str],
-        client_timeout: float = ...,
-    ) -> InferResult: ...
+    def is_server_live(self, *, headers: Mapping[str, str], client_timeout: float = ...) -> bool: ...
 
-    async def is_model_ready(self, model_name: str, *, headers: Mapping[str, str]) -> bool: ...
 
-    async def get_model_config(
-        self, model_name: str, *, headers: Mapping[str, str], client_timeout: float = ...
-    ) -> ModelConfig: ...
-
-    async def close(self) -> None: ...
+# tritonclient.grpc.aio / tritonclient.http.aio InferenceServerClient.
+AsyncTritonClient = TritonCalls[Awaitable[InferResult], Awaitable[bool], Awaitable[ModelConfig], Awaitable[None]]
 
 
 TritonClient = Union[SyncTritonClient, AsyncTritonClient]
@@ -129,7 +127,7 @@ def module_for(protocol: str, asyncio: bool) -> ModuleType:
         else:
             import tritonclient.http as module
     else:
-        raise InvalidInputError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
+        raise errors.InvalidInputError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
     found: ModuleType = module
     return found
 
@@ -152,7 +150,7 @@ def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions
     except OSError as err:
         # A certificate or key file that cannot be read is a configuration error, not an
         # unavailable server: never retried, never marks an endpoint down.
-        raise InvalidInputError(f"tls: {err}") from err
+        raise errors.InvalidInputError(f"tls: {err}") from err
 
 
 def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float) -> Any:
@@ -252,9 +250,12 @@ def _has(text: str, *needles: str) -> bool:
 TRANSLATION = (
     # gRPC's own size limit also answers RESOURCE_EXHAUSTED: that request can never pass, so it
     # must not look like overload (which is retried).
-    (InvalidInputError, lambda err, status, text: "RESOURCE_EXHAUSTED" in status and _has(text, "larger than max")),
     (
-        PermissionDeniedError,
+        errors.InvalidInputError,
+        lambda err, status, text: "RESOURCE_EXHAUSTED" in status and _has(text, "larger than max"),
+    ),
+    (
+        errors.PermissionDeniedError,
         lambda err, status, text: (
             _has(text, "protocol is restricted", "api is restricted")
             or _has(status, "PERMISSION_DENIED", "UNAUTHENTICATED")
@@ -264,7 +265,7 @@ TRANSLATION = (
     # Load shed: Triton's queue full or its queue timeout, gRPC RESOURCE_EXHAUSTED (a gateway's
     # rate limit or a server out of capacity), HTTP 429 Too Many Requests. Retried.
     (
-        OverloadedError,
+        errors.OverloadedError,
         lambda err, status, text: (
             _has(text, "exceeds maximum queue size", "request timeout expired")
             or "RESOURCE_EXHAUSTED" in status
@@ -272,7 +273,7 @@ TRANSLATION = (
         ),
     ),
     (
-        DeadlineExceededError,
+        errors.DeadlineExceededError,
         lambda err, status, text: (
             isinstance(err, TIMEOUT_TYPES)
             or "DEADLINE_EXCEEDED" in status
@@ -283,7 +284,7 @@ TRANSLATION = (
     # A model (re)loading or a server restarting: transient. "Server not ready" is what a step of
     # an ensemble (or a BLS call) answers while the server drains for shutdown.
     (
-        ServerUnavailableError,
+        errors.ServerUnavailableError,
         lambda err, status, text: (
             _has(
                 text,
@@ -297,13 +298,13 @@ TRANSLATION = (
         ),
     ),
     (
-        ModelNotReadyError,
+        errors.ModelNotReadyError,
         lambda err, status, text: (
             _has(text, "unknown model", "is not ready") or ("not found" in text and "model" in text)
         ),
     ),
     (
-        InvalidInputError,
+        errors.InvalidInputError,
         lambda err, status, text: (
             "INVALID_ARG" in status
             or status in ("400", "413")
@@ -312,7 +313,7 @@ TRANSLATION = (
         ),
     ),
     (
-        ServerUnavailableError,
+        errors.ServerUnavailableError,
         lambda err, status, text: (
             "UNAVAILABLE" in status
             or status in ("502", "503", "504")
@@ -323,16 +324,16 @@ TRANSLATION = (
 )
 
 
-def translate(err: BaseException) -> RerankError:
+def translate(err: BaseException) -> errors.RerankError:
     """Map a tritonclient/transport exception to our typed errors (TRANSLATION)."""
-    if isinstance(err, RerankError):
+    if isinstance(err, errors.RerankError):
         return err
     message = str(err)
     status, text = _status(err), message.lower()
     for cls, matches in TRANSLATION:
         if matches(err, status, text):
             return cls(message or type(err).__name__)
-    return RerankError(message or type(err).__name__)
+    return errors.RerankError(message or type(err).__name__)
 
 
 def deadline_guard(protocol: str, asyncio_client: bool, seconds: float) -> ContextManager[object]:

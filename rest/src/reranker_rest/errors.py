@@ -9,15 +9,7 @@ from typing import Dict, Optional, Sequence
 
 from starlette.responses import JSONResponse
 
-from reranker_client import (
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotReadyError,
-    OverloadedError,
-    PermissionDeniedError,
-    RerankError,
-    ServerUnavailableError,
-)
+from reranker_client import errors as client_errors
 
 TEI_PATHS = ("/rerank",)
 
@@ -40,18 +32,18 @@ class ApiError(Exception):
             self.headers["Retry-After"] = str(retry_after)
 
 
-def from_client_error(err: RerankError, retry_after: int) -> ApiError:
+def from_client_error(err: client_errors.RerankError, retry_after: int) -> ApiError:
     """The client already retried what is retryable (within the deadline): what is left is final.
-    Order matters: OverloadedError is a ServerUnavailableError."""
-    if isinstance(err, InvalidInputError):
+    Order matters: client_errors.OverloadedError is a client_errors.ServerUnavailableError."""
+    if isinstance(err, client_errors.InvalidInputError):
         return ApiError(400, str(err), "Validation")
-    if isinstance(err, OverloadedError):
+    if isinstance(err, client_errors.OverloadedError):
         return ApiError(429, f"the model server is overloaded: {err}", "Overloaded", retry_after)
-    if isinstance(err, (ServerUnavailableError, ModelNotReadyError)):
+    if isinstance(err, (client_errors.ServerUnavailableError, client_errors.ModelNotReadyError)):
         return ApiError(503, f"the model server is unavailable: {err}", "Unhealthy", retry_after)
-    if isinstance(err, DeadlineExceededError):
+    if isinstance(err, client_errors.DeadlineExceededError):
         return ApiError(504, f"deadline exceeded: {err}", "Backend")
-    if isinstance(err, PermissionDeniedError):
+    if isinstance(err, client_errors.PermissionDeniedError):
         # Triton (or a gateway before it) refused *this service's* credentials: not the caller's fault.
         return ApiError(502, f"the model server refused this service's credentials: {err}", "Backend")
     return ApiError(502, f"the model server failed: {err}", "Backend")

@@ -1,12 +1,13 @@
 """What the three framework adapters share, so they cannot drift apart: the client options they
 expose, how an API key becomes a header, which texts are "empty", how results map back to the
-caller's list, and the sync/async client pair built from one ClientConfig."""
+caller's list, and the sync/async client pair built from one ClientConfig (ClientOwner)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, List, Literal, Mapping, Optional, Protocol, Sequence, Tuple, TypedDict
+from typing import TYPE_CHECKING, Any, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict
 
 from ..async_client import AsyncRerankClient
 from ..base import ClientConfig
@@ -39,19 +40,11 @@ Ranked = List[Tuple[int, Optional[RerankResult]]]
 # the sigmoid range) and goes after every scored document instead of failing the whole call.
 EMPTY_SCORE = 0.0
 
+# The ClientConfig fields every adapter has as options of its own, under the same names (all but
+# `resolver`, a hook for tests).
+CONFIG_OPTIONS = tuple(f.name for f in dataclasses.fields(ClientConfig) if f.name != "resolver")
 # The options that describe a connection; a ready client replaces all of them.
-CONNECTION_OPTIONS = (
-    "url",
-    "protocol",
-    "model",
-    "timeout",
-    "retries",
-    "max_concurrency",
-    "tls",
-    "headers",
-    "api_key",
-    "token_counter",
-)
+CONNECTION_OPTIONS = (*CONFIG_OPTIONS, "api_key")
 
 
 def check_long_documents(value: str) -> str:
@@ -84,88 +77,12 @@ def tls_options(value: Any) -> Optional[TLSOptions]:
     raise TypeError(f"tls: expected TLSOptions or a dict of its fields, got {type(value).__name__}")
 
 
-class AdapterOptions(Protocol):
-    """The client options every adapter carries (its own fields, whatever the framework); read only."""
-
-    @property
-    def url(self) -> Any: ...
-
-    @property
-    def protocol(self) -> str: ...
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def timeout(self) -> float: ...
-
-    @property
-    def retries(self) -> int: ...
-
-    @property
-    def max_concurrency(self) -> int: ...
-
-    @property
-    def tls(self) -> Optional[TLSOptions]: ...
-
-    @property
-    def headers(self) -> Optional[Mapping[str, str]]: ...
-
-    @property
-    def token_counter(self) -> Optional[Callable[[str], int]]: ...
-
-    @property
-    def client(self) -> Optional[RerankClient]: ...
-
-    @property
-    def async_client(self) -> Optional[AsyncRerankClient]: ...
-
-
-def clients_for(options: AdapterOptions, api_key: Optional[str]) -> Clients:
-    """The adapter's clients: the ready ones it was given, or ones built from its options."""
-    config = None
-    if options.client is None and options.async_client is None:
-        config = client_config(
-            options.url,
-            options.protocol,
-            options.model,
-            options.timeout,
-            options.retries,
-            options.max_concurrency,
-            options.tls,
-            options.headers,
-            api_key,
-            options.token_counter,
-        )
-    return Clients(config, options.client, options.async_client)
-
-
-def client_config(
-    url: Any,
-    protocol: str,
-    model: str,
-    timeout: float,
-    retries: int,
-    max_concurrency: int,
-    tls: Optional[TLSOptions],
-    headers: Optional[Mapping[str, str]],
-    api_key: Optional[str],
-    token_counter: Optional[Callable[[str], int]],
-) -> ClientConfig:
-    all_headers = dict(headers or {})
+def client_config(options: Mapping[str, Any], api_key: Optional[str]) -> ClientConfig:
+    """A ClientConfig from an adapter's CONFIG_OPTIONS; an API key becomes a bearer header."""
+    headers = dict(options.get("headers") or {})
     if api_key:
-        all_headers[API_KEY_HEADER] = f"Bearer {api_key}"
-    return ClientConfig(
-        url=url,
-        protocol=protocol,
-        model=model,
-        timeout=timeout,
-        retries=retries,
-        max_concurrency=max_concurrency,
-        tls=tls,
-        headers=all_headers,
-        token_counter=token_counter,
-    )
+        headers[API_KEY_HEADER] = f"Bearer {api_key}"
+    return ClientConfig(**{**options, "headers": headers})
 
 
 def split_empty(texts: Sequence[Optional[str]]) -> Tuple[List[int], List[str], List[int]]:
@@ -243,6 +160,37 @@ class Clients:
             client, self._async = self._async, None
             if self._async_loop is asyncio.get_running_loop():
                 await client.close()
+
+
+class ClientOwner:
+    """An adapter's clients: the ready ones it was given, or ones built on first use from its
+    CONFIG_OPTIONS (attributes of the same names), which it closes. The adapter says how its API
+    key is read."""
+
+    if TYPE_CHECKING:
+        client: Optional[RerankClient]
+        async_client: Optional[AsyncRerankClient]
+        _clients: Optional[Clients]
+
+    def _api_key(self) -> Optional[str]:
+        raise NotImplementedError
+
+    def _get_clients(self) -> Clients:
+        if self._clients is None:
+            config = None
+            if self.client is None and self.async_client is None:
+                config = client_config({name: getattr(self, name) for name in CONFIG_OPTIONS}, self._api_key())
+            self._clients = Clients(config, self.client, self.async_client)
+        return self._clients
+
+    def close(self) -> None:
+        """Close the clients this adapter built (a client you passed stays yours)."""
+        if self._clients is not None:
+            self._clients.close()
+
+    async def _close_async(self) -> None:
+        if self._clients is not None:
+            await self._clients.aclose()
 
 
 def rerank_sync(

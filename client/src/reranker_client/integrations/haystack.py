@@ -14,6 +14,7 @@ pipelines only from allowed modules: `Pipeline.loads(yaml, allowed_modules=["rer
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, replace
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
@@ -27,7 +28,7 @@ from . import _common
 
 
 @component
-class TritonRanker:
+class TritonRanker(_common.ClientOwner):
     def __init__(
         self,
         url: Union[str, List[str]] = "localhost:8001",
@@ -85,24 +86,15 @@ class TritonRanker:
                 "TritonRanker with a ready client cannot be serialized: pass connection options "
                 "(url, protocol, tls, headers, api_key, ...) instead"
             )
-        return default_to_dict(
-            self,
-            url=self.url,
-            protocol=self.protocol,
-            model=self.model,
-            top_k=self.top_k,
-            timeout=self.timeout,
-            retries=self.retries,
-            max_concurrency=self.max_concurrency,
+        # Every init parameter but the ready clients, each an attribute of the same name; three
+        # are not plain values.
+        params = {name: getattr(self, name) for name in _INIT_PARAMETERS}
+        params.update(
             tls=asdict(self.tls) if self.tls is not None else None,
-            headers=self.headers,
             api_key=self.api_key.to_dict() if self.api_key is not None else None,  # a token secret raises here
             token_counter=serialize_callable(self.token_counter) if self.token_counter is not None else None,
-            score_threshold=self.score_threshold,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            meta_data_separator=self.meta_data_separator,
-            long_documents=self.long_documents,
         )
+        return default_to_dict(self, **params)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> TritonRanker:
@@ -112,12 +104,8 @@ class TritonRanker:
             params["token_counter"] = deserialize_callable(params["token_counter"])
         return default_from_dict(cls, data)
 
-    def _get_clients(self) -> _common.Clients:
-        if self._clients is None:
-            self._clients = _common.clients_for(
-                self, self.api_key.resolve_value() if self.api_key is not None else None
-            )
-        return self._clients
+    def _api_key(self) -> Optional[str]:
+        return self.api_key.resolve_value() if self.api_key is not None else None
 
     def warm_up(self) -> None:
         """Connect and check that the server serves the model (reads its published limits), so a
@@ -127,14 +115,9 @@ class TritonRanker:
     async def warm_up_async(self) -> None:
         await self._get_clients().async_().server_limits()
 
-    def close(self) -> None:
-        """Close the clients this component built (a client you passed stays yours)."""
-        if self._clients is not None:
-            self._clients.close()
-
     async def close_async(self) -> None:
-        if self._clients is not None:
-            await self._clients.aclose()
+        """Close the clients this component built (a client you passed stays yours)."""
+        await self._close_async()
 
     def _texts(self, documents: List[Document]) -> List[str]:
         # As Haystack's TransformersSimilarityRanker: chosen meta values, then the content.
@@ -189,3 +172,11 @@ class TritonRanker:
             return {"documents": []}
         ranked = await _common.rerank_async(self._get_clients(), query, self._texts(documents), k, self.long_documents)
         return self._documents(documents, ranked, threshold)
+
+
+# What to_dict writes: every init parameter but the ready clients (not serializable).
+_INIT_PARAMETERS = tuple(
+    name
+    for name in inspect.signature(TritonRanker.__init__).parameters
+    if name not in ("self", "client", "async_client")
+)

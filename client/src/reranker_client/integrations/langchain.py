@@ -25,10 +25,10 @@ from ..results import RerankResult
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
 from . import _common
-from ._pydantic import OptionChecks
+from ._pydantic import PydanticAdapter
 
 
-class TritonRerank(OptionChecks, BaseDocumentCompressor):
+class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
     url: Union[str, List[str]] = "localhost:8001"
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "rerank"
@@ -50,11 +50,6 @@ class TritonRerank(OptionChecks, BaseDocumentCompressor):
     # extra="forbid": TritonRerank(top_k=5) raises instead of silently keeping top_n=3.
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
     _clients: Optional[_common.Clients] = PrivateAttr(default=None)
-
-    def _get_clients(self) -> _common.Clients:
-        if self._clients is None:
-            self._clients = _common.clients_for(self, self.api_key.get_secret_value() if self.api_key else None)
-        return self._clients
 
     @staticmethod
     def _documents(documents: Sequence[Document], ranked: _common.Ranked) -> List[Document]:
@@ -85,15 +80,6 @@ class TritonRerank(OptionChecks, BaseDocumentCompressor):
             self._get_clients(), query, [d.page_content for d in documents], self.top_n, self.long_documents
         )
         return self._documents(documents, ranked)
-
-    def close(self) -> None:
-        """Close the clients this compressor built (a client you passed stays yours)."""
-        if self._clients is not None:
-            self._clients.close()
-
-    async def aclose(self) -> None:
-        if self._clients is not None:
-            await self._clients.aclose()
 
 
 def _scored(result: Optional[RerankResult]) -> Dict[str, Any]:

@@ -12,11 +12,12 @@ meant for embedding. Every client option is a field, or pass a ready `client` / 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, List, Literal, Optional, Tuple, Union
 
 import llama_index.core.instrumentation as instrument
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.callbacks.base import EventContext
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
@@ -25,7 +26,7 @@ from ..async_client import AsyncRerankClient
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
 from . import _common
-from ._pydantic import OptionChecks
+from ._pydantic import PydanticAdapter
 
 dispatcher = instrument.get_dispatcher(__name__)
 
@@ -37,7 +38,7 @@ def _env_api_key() -> Optional[SecretStr]:
     return SecretStr(value) if value else None
 
 
-class TritonRerank(OptionChecks, BaseNodePostprocessor):
+class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     url: Union[str, List[str]] = Field(default="localhost:8001", description="host:port, or a list of them")
     protocol: Literal["grpc", "http"] = Field(default="grpc")
     model: str = Field(default="rerank", description="the Triton model (the `rerank` ensemble)")
@@ -65,11 +66,6 @@ class TritonRerank(OptionChecks, BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "TritonRerank"
 
-    def _get_clients(self) -> _common.Clients:
-        if self._clients is None:
-            self._clients = _common.clients_for(self, self.api_key.get_secret_value() if self.api_key else None)
-        return self._clients
-
     def _start(self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]) -> Tuple[QueryBundle, List[str]]:
         """The query (required) and the texts to score; emits ReRankStartEvent."""
         if query_bundle is None:
@@ -95,49 +91,43 @@ class TritonRerank(OptionChecks, BaseNodePostprocessor):
             out.append(NodeWithScore(node=node.node, score=_common.EMPTY_SCORE if result is None else result.score))
         return out
 
-    def _event_payload(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> Dict[str, Any]:
-        return {
+    def _callback_event(self, nodes: List[NodeWithScore], query_bundle: QueryBundle) -> ContextManager[EventContext]:
+        """The RERANKING callback event around one rerank."""
+        payload: Dict[str, Any] = {
             EventPayload.NODES: nodes,
             EventPayload.MODEL_NAME: self.model,
             EventPayload.QUERY_STR: query_bundle.query_str,
             EventPayload.TOP_K: self.top_n,
         }
+        return self.callback_manager.event(CBEventType.RERANKING, payload=payload)
+
+    def _end(self, event: EventContext, nodes: List[NodeWithScore], ranked: _common.Ranked) -> List[NodeWithScore]:
+        """The reranked nodes; ends the callback event and emits ReRankEndEvent."""
+        out = self._nodes(nodes, ranked)
+        event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
+        return out
 
     def _postprocess_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
     ) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
+        with self._callback_event(nodes, query) as event:
             ranked = (
                 _common.rerank_sync(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
                 if nodes
                 else []
             )
-            out = self._nodes(nodes, ranked)
-            event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
-        return out
+            return self._end(event, nodes, ranked)
 
     async def _apostprocess_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
     ) -> List[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=self._event_payload(nodes, query)) as event:
+        with self._callback_event(nodes, query) as event:
             ranked = (
                 await _common.rerank_async(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
                 if nodes
                 else []
             )
-            out = self._nodes(nodes, ranked)
-            event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
-        return out
-
-    def close(self) -> None:
-        """Close the clients this postprocessor built (a client you passed stays yours)."""
-        if self._clients is not None:
-            self._clients.close()
-
-    async def aclose(self) -> None:
-        if self._clients is not None:
-            await self._clients.aclose()
+            return self._end(event, nodes, ranked)
