@@ -67,7 +67,7 @@ def test_every_cut_keeps_the_whole_texts_tokens(setup):
     on its own, is the whole text's remaining tokens."""
     _, tokenizer = setup
     rng = random.Random(13)
-    kinds = {"space": 0, "inside a word": 0}
+    kinds = {"space": 0, "inside a word": 0, "head": 0}
     adversarial = ["abc<mask>def ghi <mask> jkl</s>mno " * 20, "a <s> b<pad>c " * 40]
     for text in multilingual_texts() + cjk_texts() + adversarial:
         full = encode(tokenizer, text)
@@ -83,7 +83,15 @@ def test_every_cut_keeps_the_whole_texts_tokens(setup):
                 assert prefix + encode(tokenizer, text[cut:]) == full, (text[max(0, cut - 20) : cut + 20], at)
             else:
                 kinds["inside a word"] += 1
-    assert kinds["space"] > 50 and kinds["inside a word"] > 20, kinds  # both kinds exercised
+        # A head (the text's start, as truncate mode decodes it) ends at its last safe cut,
+        # chosen without seeing the rest: still a cut of the whole text.
+        for end in sorted({rng.randrange(1, len(text) + 1) for _ in range(5)}):
+            cut = tokenizer.cuts.last_cut(text[:end])
+            if cut is not None:
+                kinds["head"] += 1
+                prefix = encode(tokenizer, text[:cut])
+                assert cut <= end and prefix == full[: len(prefix)], (text[max(0, cut - 20) : cut + 20], end)
+    assert min(kinds.values()) > 20, kinds  # every kind exercised
 
 
 def test_forced_boundaries_hold_on_random_words_built_from_the_vocabulary(setup):
@@ -152,6 +160,73 @@ def test_bounded_result_identical_to_full_tokenization(setup):
         got = tokenizer.tokenize_request(queries, passages)
         for name in ("input_ids", "attention_mask", "tokens", "truncated"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+
+
+def long_texts() -> list[str]:
+    """Texts past the head that truncate mode decodes (HEAD_BYTES_PER_TOKEN per needed token),
+    including one whose head yields too few tokens (runs of spaces collapse to one token), so its
+    request takes the whole-text path."""
+    spaced = calibration_texts.long_passage(400)
+    return [
+        spaced,
+        cjk_texts()[0] * 4,
+        ("word" + " " * 300) * 300,
+        "x" * 20 + spaced,
+        TRICKY[2] * 200,
+    ]
+
+
+def test_long_texts_read_in_part_give_the_full_tokenization(setup, monkeypatch):
+    _, tokenizer = setup
+    texts = long_texts()
+    assert min(len(t.encode()) for t in texts) > (tokenizer.max_length + 1) * pt.HEAD_BYTES_PER_TOKEN
+    redone = []
+    real = tokenizer.tokenize_requests
+
+    def spy(requests, heads=True):
+        if not heads:
+            redone.append(len(requests))
+        return real(requests, heads)
+
+    monkeypatch.setattr(tokenizer, "tokenize_requests", spy)
+    pairs = [(q, p) for q in ("Everest?", texts[0]) for p in texts]
+    for start in range(0, len(pairs), 4):
+        chunk = pairs[start : start + 4]
+        queries, passages = [q for q, _ in chunk], [p for _, p in chunk]
+        expected = full_tokenization(tokenizer, queries, passages)
+        got = tokenizer.tokenize_request(queries, passages)
+        for name in ("input_ids", "attention_mask", "tokens", "truncated"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+    assert redone  # the collapsed-spaces text sent its requests down the whole-text path
+
+
+def test_bad_bytes_past_the_head_are_refused_as_in_a_whole_decode(setup):
+    """Only the head is decoded to text, but every byte is validated: the same refusal, with the
+    same byte position, as decoding the whole item."""
+    _, tokenizer = setup
+    rng = random.Random(7)
+    base = ("Ärger über 東京 👩 " * 20000).encode()[:200_000]
+    refused = 0
+    for _ in range(100):
+        data = bytearray(base)
+        data[rng.randrange(len(data))] = rng.choice([0xFF, 0xC3, 0x80, 0xE6, 0xF0])
+        try:
+            bytes(data).decode()
+            expected = None
+        except UnicodeDecodeError as err:
+            expected = f"passage[0]: not valid UTF-8 ({err.reason} at byte {err.start})"
+        try:
+            tokenizer.decode_head("passage", 0, bytes(data), tokenizer.max_length + 1)
+            got = None
+        except pt.InvalidInput as err:
+            got = str(err)
+        assert got == expected
+        refused += expected is not None
+    assert refused > 50
+    with pytest.raises(pt.InvalidInput, match="unexpected end of data at byte 200000"):
+        tokenizer.decode_head("passage", 0, base + "東".encode()[:2], tokenizer.max_length + 1)
+    with pytest.raises(pt.InvalidInput, match=r"passage\[0\]: contains a NUL character"):
+        tokenizer.decode_head("passage", 0, base[:150_000] + b"\x00" + base[:10], tokenizer.max_length + 1)
 
 
 class SpyTokenizer:

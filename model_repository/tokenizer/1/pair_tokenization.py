@@ -13,6 +13,7 @@ the config carries it), the passage to `max_length`; the pair is joined as
 from __future__ import annotations
 
 import bisect
+import codecs
 import os
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ GEOMETRIC_FROM_ROUND = 3
 # Window mode needs character offsets and word ids, so it grows a prefix from the start
 # instead (by CUT_GROWTH while the prefix yields no token at all).
 CUT_GROWTH = 4
+
+
+# Truncate mode reads a long text only as far as a pair can use: its first HEAD_BYTES_PER_TOKEN
+# bytes per token the pair can keep (XLM-R averages 4-10), ended at a safe cut. The rest is only
+# validated as UTF-8, in VALIDATE_PIECE_BYTES pieces (a piece holding a 4-byte character costs a
+# 4-byte-per-character string; one whole 256 KiB text would). A head that yields too few tokens
+# sends its request down the whole-text path instead.
+HEAD_BYTES_PER_TOKEN = 16
+VALIDATE_PIECE_BYTES = 16384
 
 
 def chars_for_bytes(text: str, start: int, nbytes: int) -> int:
@@ -110,8 +120,7 @@ class PairTokenizer:
             raise ValueError(f"tokenizer has no {token!r} token: not an XLM-RoBERTa tokenizer")
         return token_id
 
-    def decode_text(self, field: str, index: int, raw: object) -> str:
-        """Validate one wire item (bytes) and return it as text, or raise InvalidInput."""
+    def _wire_bytes(self, field: str, index: int, raw: object) -> bytes:
         if isinstance(raw, str):
             raw = raw.encode("utf-8")
         if not isinstance(raw, (bytes, bytearray)):
@@ -120,15 +129,51 @@ class PairTokenizer:
             raise InvalidInput(
                 f"{field}[{index}]: {len(raw)} bytes exceeds the limit of {self.max_text_bytes} bytes per text"
             )
+        return bytes(raw)
+
+    @staticmethod
+    def _refuse_utf8(field: str, index: int, err: UnicodeDecodeError, offset: int = 0) -> InvalidInput:
+        return InvalidInput(f"{field}[{index}]: not valid UTF-8 ({err.reason} at byte {offset + err.start})")
+
+    def decode_text(self, field: str, index: int, raw: object) -> str:
+        """Validate one wire item (bytes) and return it as text, or raise InvalidInput."""
+        data = self._wire_bytes(field, index, raw)
         try:
-            text = bytes(raw).decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise InvalidInput(f"{field}[{index}]: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+            raise self._refuse_utf8(field, index, err) from None
         if "\x00" in text:
             raise InvalidInput(f"{field}[{index}]: contains a NUL character")
         if not text or text.isspace():  # isspace stops at the first other character: no copy
             raise InvalidInput(f"{field}[{index}]: is empty or whitespace only")
         return text
+
+    def decode_head(self, field: str, index: int, raw: object, need: int) -> tuple[str, bool]:
+        """Validate one wire item whole, as `decode_text` does, but decode only what `need` tokens
+        can use: (text, partial). partial: text is the item's start up to a safe cut within its
+        first need * HEAD_BYTES_PER_TOKEN bytes; else it is the whole text."""
+        data = self._wire_bytes(field, index, raw)
+        head_bytes = need * HEAD_BYTES_PER_TOKEN
+        if len(data) <= head_bytes or not self.cuts.applies:
+            return self.decode_text(field, index, data), False
+        if b"\x00" in data:
+            raise InvalidInput(f"{field}[{index}]: contains a NUL character")
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        start = 0  # the byte where the current decode call's input begins (a pending character's too)
+        try:
+            head = decoder.decode(data[:head_bytes])
+            if not data.isascii():
+                for piece in range(head_bytes, len(data), VALIDATE_PIECE_BYTES):
+                    start = piece - len(decoder.getstate()[0])
+                    decoder.decode(data[piece : piece + VALIDATE_PIECE_BYTES])
+                start = len(data) - len(decoder.getstate()[0])
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            raise self._refuse_utf8(field, index, err, start) from None
+        cut = self.cuts.last_cut(head) if not head.isspace() else None
+        if cut is None:  # no safe cut near the head's end (or a blank head): read it all
+            return self.decode_text(field, index, data), False
+        return head[:cut], True
 
     def join(self, index: int, q: list[int], p: list[int]) -> tuple[list[int], bool]:
         """`<s> q </s></s> p </s>` within max_length, and whether anything was cut."""
@@ -166,13 +211,17 @@ class PairTokenizer:
             truncated=np.asarray([t for _, t in pairs], dtype=bool).reshape(-1, 1),
         )
 
-    def _decode_request(self, raw_queries: list[object], raw_passages: list[object]) -> tuple[list[str], list[str]]:
+    @staticmethod
+    def _check_pairing(raw_queries: list[object], raw_passages: list[object]) -> None:
         if len(raw_queries) != len(raw_passages):
             raise InvalidInput(
                 f"query has {len(raw_queries)} items but passage has {len(raw_passages)}: they must match"
             )
         if not raw_queries:
             raise InvalidInput("query: the request holds no pairs")
+
+    def _decode_request(self, raw_queries: list[object], raw_passages: list[object]) -> tuple[list[str], list[str]]:
+        self._check_pairing(raw_queries, raw_passages)
         queries = [self.decode_text("query", i, q) for i, q in enumerate(raw_queries)]
         passages = [self.decode_text("passage", i, p) for i, p in enumerate(raw_passages)]
         return queries, passages
@@ -246,16 +295,20 @@ class PairTokenizer:
             pending = again
         return encodings  # type: ignore[return-value]
 
-    def tokenize_requests(self, requests: list[tuple[list[object], list[object]]]) -> list[PairBatch | InvalidInput]:
+    def tokenize_requests(
+        self, requests: list[tuple[list[object], list[object]]], heads: bool = True
+    ) -> list[PairBatch | InvalidInput]:
         """Tokenize many requests in one batch; a bad request fails alone. Each distinct text is
         tokenized once (a rerank request repeats its query for every pair), and only as far as a
         pair can use it: query_max_length + 1 tokens of a query, max_length + 1 of a passage (the
-        extra token tells whether the text was truncated)."""
+        extra token tells whether the text was truncated). heads: long texts are decoded only as
+        far as that (`decode_head`); a request where that was too little is redone whole."""
         results: list[PairBatch | InvalidInput | None] = [None] * len(requests)
         slot: dict[str, int] = {}  # text -> its index in `texts`
         texts: list[str] = []
         needs: list[int] = []
-        spans: list[tuple[int, list[int], list[int]]] = []  # (request, query slots, passage slots)
+        # (request, query slots, passage slots, slots read only in part)
+        spans: list[tuple[int, list[int], list[int], list[int]]] = []
 
         def place(text: str, need: int) -> int:
             index = slot.setdefault(text, len(texts))
@@ -268,25 +321,38 @@ class PairTokenizer:
 
         for r, (raw_queries, raw_passages) in enumerate(requests):
             try:
-                queries, passages = self._decode_request(raw_queries, raw_passages)
+                self._check_pairing(raw_queries, raw_passages)
+                slots: dict[str, list[int]] = {"query": [], "passage": []}
+                partial = []
+                for field, items, need in (
+                    ("query", raw_queries, self.query_max_length + 1),
+                    ("passage", raw_passages, self.max_length + 1),
+                ):
+                    for i, raw in enumerate(items):
+                        text, cut_short = (
+                            self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)
+                        )
+                        slots[field].append(place(text, need))
+                        if cut_short:
+                            partial.append(slots[field][-1])
             except InvalidInput as err:
                 results[r] = err
                 continue
-            spans.append(
-                (
-                    r,
-                    [place(q, self.query_max_length + 1) for q in queries],
-                    [place(p, self.max_length + 1) for p in passages],
-                )
-            )
+            spans.append((r, slots["query"], slots["passage"], partial))
         encoded = self.encode_bounded(texts, needs) if texts else []
-        for r, query_slots, passage_slots in spans:
+        redo = [r for r, _, _, partial in spans if any(len(encoded[s]) < needs[s] for s in partial)]
+        for r, query_slots, passage_slots, _ in spans:
+            if r in redo:
+                continue
             try:
                 results[r] = self.pad(
                     [self.join(i, encoded[q], encoded[p]) for i, (q, p) in enumerate(zip(query_slots, passage_slots))]
                 )
             except InvalidInput as err:
                 results[r] = err
+        if redo:
+            for r, result in zip(redo, self.tokenize_requests([requests[r] for r in redo], heads=False)):
+                results[r] = result
         return results  # type: ignore[return-value]
 
     def window_rows(

@@ -122,6 +122,22 @@ class TextCuts:
     def _inside_added_token(self, text: str, q: int) -> bool:
         return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
 
+    def _space_cut(self, text: str, i: int) -> bool:
+        return text[i - 1].isalnum() and not self._inside_added_token(text, i)
+
+    def last_cut(self, text: str) -> int | None:
+        """The last safe cut within 2 * MID_WORD_SCAN of the end of `text` that stays safe whatever
+        follows (`text` may be the start of a longer text: no check looks past its end), or None."""
+        limit = len(text) - max([1, *(len(token) for token in self.added)])
+        lowest = max(1, limit - 2 * MID_WORD_SCAN)
+        space = text.rfind(" ", lowest, limit + 1)
+        while space != -1 and not self._space_cut(text, space):
+            space = text.rfind(" ", lowest, space)
+        for q in range(limit, max(space, lowest - 1), -1):  # a later cut inside a word first
+            if self._plain(text[q]) and self.forced_boundary(text, q) and not self._inside_added_token(text, q):
+                return q
+        return space if space != -1 else None
+
     def cut(self, text: str, at: int) -> int | None:
         """The nearest safe cut at index >= at, or None (tokenize to the end). A space cut is taken
         when one is near; inside a long word a forced boundary within MID_WORD_SCAN is."""
@@ -129,7 +145,7 @@ class TextCuts:
             return None
         at = max(at, 1)
         space = text.find(" ", at)
-        while space != -1 and not (text[space - 1].isalnum() and not self._inside_added_token(text, space)):
+        while space != -1 and not self._space_cut(text, space):
             space = text.find(" ", space + 1)
         if space != -1 and space - at <= MID_WORD_SCAN:
             return space
