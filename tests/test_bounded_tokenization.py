@@ -58,6 +58,10 @@ def cjk_texts() -> list[str]:
         "東京は日本の首都です。人口は約千四百万人です。大阪は日本第二の都市で、食べ物が有名です。" * 40,
         "中文文本没有空格但是有很多字符我们需要切分它们。北京是中国的首都。" * 40,
         "日本語のテキストには空白がありません。<mask>東京</s>大阪" * 30,
+        # A word that starts at an added token, not at a space (found in review: a cut inside
+        # 富士山 right after <s> once kept '▁', '富' where the whole has '▁富士山').
+        "日本で一番高い山は<s>富士山</s>です。東京から近い日本で一番高い山" * 20,
+        "an" * 5 + "<s>العربي" + "an" * 300,
     ]
 
 
@@ -113,6 +117,31 @@ def test_forced_boundaries_hold_on_random_words_built_from_the_vocabulary(setup)
                 assert prefix == full[: len(prefix)], (text[max(0, q - 15) : q + 15], q)
                 checked += 1
     assert checked > 1000
+    for text in cjk_texts():  # every accepted position of the CJK texts, added tokens included
+        full = encode(tokenizer, text)
+        for q in range(1, len(text)):
+            if cuts.forced_boundary(text, q):
+                prefix = encode(tokenizer, text[:q])
+                assert prefix == full[: len(prefix)], (text[max(0, q - 15) : q + 15], q)
+
+
+def test_a_piece_longer_than_the_window_through_a_mark_cannot_hide_a_crossing(tiny_model, tmp_path):
+    """Found in review: the window's width once counted only pieces made wholly of lone
+    characters, so a piece of 13 letters plus a combining mark could span a cut unchecked. The
+    width is now one more than the longest run of lone characters in any piece."""
+    import json
+
+    spec = json.loads((tiny_model / "tokenizer.json").read_text())
+    spec["model"]["vocab"].append(["q" * 13 + "\u0301", 0.0])
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    tokenizer = load_pair_tokenizer(tmp_path, ServingLimits())
+    text = "q" * 30 + "\u0301qqqqq" + " tail" * 50
+    full = encode(tokenizer, text)
+    accepted = [q for q in range(1, len(text)) if tokenizer.cuts.forced_boundary(text, q)]
+    for q in accepted:
+        prefix = encode(tokenizer, text[:q])
+        assert prefix == full[: len(prefix)], q
+    assert tokenizer.cuts.longest >= 14 and 18 not in accepted
 
 
 def test_where_cuts_are_and_are_not_taken(setup):

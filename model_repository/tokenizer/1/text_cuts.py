@@ -16,15 +16,17 @@ an added token.
   across words. The whole text's tokenization restarts there too: a text that starts with that
   space begins its first word with '▁' exactly as the whole does, so the text after a space cut
   can be tokenized on its own and its tokens appended.
-- A *forced boundary* q inside a word: the characters within one longest piece of q each form
-  their own grapheme cluster and normalise to themselves (so the normalised text there is the
-  raw text, and the charsmap never works across q), the two at q are vocabulary pieces (no
-  unknown-character token is fused across q), and no vocabulary piece spans q (a word's leading
-  '▁' piece cannot reach q either: the window holds no space, so the word starts at least one
-  longest piece before q). Every segmentation of the word then splits at q, and Viterbi's best
-  path to q is the same in the prefix and in the whole: the prefix keeps its tokens. (The text
-  after q, tokenized alone, would get a '▁' the whole has not: it is never tokenized alone.)
-  This is what bounds CJK written without spaces.
+- A *forced boundary* q inside a word: the characters of a window around q (one more than the
+  longest run of such characters in any vocabulary piece, each side) each form their own
+  grapheme cluster and normalise to themselves (so the normalised text there is the raw text,
+  and the charsmap never works across q), the two at q are vocabulary pieces (no unknown-
+  character token is fused across q), no added token ends in the window or spans q, and no
+  vocabulary piece spans q (a piece reaching past the window would need a longer run; a word's
+  leading '▁' piece cannot reach q either: the window holds no space and no added token's end,
+  so the word starts at least one window before q). Every segmentation of the word then splits
+  at q, and Viterbi's best path to q is the same in the prefix and in the whole: the prefix
+  keeps its tokens. (The text after q, tokenized alone, would get a '▁' the whole has not: it
+  is never tokenized alone.) This is what bounds CJK written without spaces.
 Anything else (no space, and every position inside a piece, e.g. 256 KiB of "aaaa") is not cut:
 the text is tokenized whole, which the byte limit per text still bounds.
 """
@@ -38,17 +40,27 @@ from functools import lru_cache
 from tokenizers import Tokenizer
 
 # Characters that form a grapheme cluster alone (grapheme break property Other): letters,
-# digits, punctuation and symbols, less those that join a neighbour (Unicode 15.1): Hangul
-# jamo, Lo/Lm letters that are SpacingMark, Prepend or Extend, emoji modifiers and regional
-# indicators. Marks, controls, format characters and spaces are never in a cut window.
+# digits, punctuation and symbols, less those that join a neighbour (Unicode 16, what the
+# tokenizers library segments by): Hangul jamo, Lo/Lm letters that are SpacingMark, Prepend or
+# Extend, emoji modifiers and regional indicators. Marks, controls, format characters and
+# spaces are never in a cut window, nor is a character Python's Unicode data does not know
+# (category Cn), nor '▁', the pre-tokenizer's word mark.
 _LONE_CATEGORIES = frozenset("LNPS")
 _JOINING = frozenset(
-    [0x0E33, 0x0EB3, 0x0D4E, 0xFF9E, 0xFF9F, 0x111C2, 0x111C3, 0x1193F, 0x11941, 0x11A3A, 0x11D46]
-    + [*range(0x11A84, 0x11A8A), *range(0x1F3FB, 0x1F400), *range(0x1F1E6, 0x1F200)]
+    [0x0E33, 0x0EB3, 0x0D4E, 0xFF9E, 0xFF9F, 0x111C2, 0x111C3, 0x1193F, 0x11941, 0x11A3A, 0x11D46, 0x11F02]
+    + [*range(0x11A84, 0x11A8A), *range(0x1F3FB, 0x1F400), *range(0x1F1E6, 0x1F200), ord("▁")]
 )
 _JAMO = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
 # How far past the budget a cut is looked for inside a word before settling for the next space.
 MID_WORD_SCAN = 256
+
+
+def _longest_lone_run(piece: str) -> int:
+    longest = run = 0
+    for ch in piece:
+        run = run + 1 if _lone_character(ch) else 0
+        longest = max(longest, run)
+    return longest
 
 
 @lru_cache(maxsize=65536)
@@ -64,15 +76,19 @@ class TextCuts:
         spec = json.loads(tokenizer.to_str())
         self.applies = self._is_xlmr_pipeline(spec)
         self.pieces = {piece for piece, _ in spec["model"]["vocab"]} if self.applies else set()
-        # Only pieces made of lone characters (after a word's leading '▁') can cover characters of
-        # a cut window (they all are lone); the longest of them sets the window's width.
-        bodies = (piece.removeprefix("▁") for piece in self.pieces)
-        self.longest = max((len(b) for b in bodies if b and all(_lone_character(c) for c in b)), default=1)
+        # The window's width: one more than the longest run of lone characters in any piece (after
+        # a word's leading '▁'). A piece spanning q and reaching past the window would hold a run
+        # of width + 1 window characters (all lone), so every piece that can span q lies inside
+        # the window, where `forced_boundary` looks each one up.
+        self.longest = 1 + max((_longest_lone_run(piece.removeprefix("▁")) for piece in self.pieces), default=0)
         self.normalizer = tokenizer.normalizer
         self._identity: dict[str, bool] = {}
-        # Added tokens (<s>, <mask>, ...) are split out of the raw text before normalisation: a
-        # cut must not fall inside one.
+        # Added tokens (<s>, <mask>, ...) are split out of the text (raw, or normalised for
+        # `normalized` ones) before pre-tokenization: a cut must not fall inside one, and the text
+        # after one starts a new word (with its own '▁'), so none may end inside a cut window.
         self.added = [token["content"] for token in spec.get("added_tokens", [])]
+        self.added_reach = max([1, *(len(token) for token in self.added)])
+        self.added_ends = {token[-1] for token in self.added if token}
 
     @staticmethod
     def _is_xlmr_pipeline(spec: dict) -> bool:
@@ -107,10 +123,15 @@ class TextCuts:
     def forced_boundary(self, text: str, q: int) -> bool:
         """Every segmentation of the word around q splits at q (see the module docstring)."""
         width = self.longest
-        start, end = q - width, q + width
+        start, end = q - width, q + max(width, self.added_reach)
         if start < 0 or end > len(text) or text[q - 1] not in self.pieces or text[q] not in self.pieces:
             return False
-        if not all(self._plain(ch) for ch in text[start:end]):
+        window = text[start:end]
+        if not all(self._plain(ch) for ch in window):
+            return False
+        # Window characters normalise to themselves, so an added token (raw or normalised) that
+        # ends in the window, or spans q, shows its last character there.
+        if any(ch in self.added_ends for ch in text[start : q + self.added_reach]):
             return False
         pieces = self.pieces
         for s in range(q - 1, q - width, -1):  # short spans first: most crossings are short
@@ -128,7 +149,7 @@ class TextCuts:
     def last_cut(self, text: str) -> int | None:
         """The last safe cut within 2 * MID_WORD_SCAN of the end of `text` that stays safe whatever
         follows (`text` may be the start of a longer text: no check looks past its end), or None."""
-        limit = len(text) - max([1, *(len(token) for token in self.added)])
+        limit = len(text) - self.added_reach
         lowest = max(1, limit - 2 * MID_WORD_SCAN)
         space = text.rfind(" ", lowest, limit + 1)
         while space != -1 and not self._space_cut(text, space):
