@@ -182,8 +182,12 @@ def test_bounded_result_identical_to_full_tokenization(setup):
     pairs = calibration_texts.pairs()
     pairs += [(texts[i], texts[-1 - i]) for i in range(len(texts))]
     pairs += [(q, p * 40) for q, p in pairs[:10]]  # over max_length: cut, truncated flag set
-    for start in range(0, len(pairs), 16):  # the tokenizer's real request size range
-        chunk = pairs[start : start + 16]
+    assert_same_as_full_tokenization(tokenizer, pairs, 16)  # the tokenizer's real request size range
+
+
+def assert_same_as_full_tokenization(tokenizer, pairs, per_request):
+    for start in range(0, len(pairs), per_request):
+        chunk = pairs[start : start + per_request]
         queries, passages = [q for q, _ in chunk], [p for _, p in chunk]
         expected = full_tokenization(tokenizer, queries, passages)
         got = tokenizer.tokenize_request(queries, passages)
@@ -218,14 +222,7 @@ def test_long_texts_read_in_part_give_the_full_tokenization(setup, monkeypatch):
         return real(requests, heads)
 
     monkeypatch.setattr(tokenizer, "tokenize_requests", spy)
-    pairs = [(q, p) for q in ("Everest?", texts[0]) for p in texts]
-    for start in range(0, len(pairs), 4):
-        chunk = pairs[start : start + 4]
-        queries, passages = [q for q, _ in chunk], [p for _, p in chunk]
-        expected = full_tokenization(tokenizer, queries, passages)
-        got = tokenizer.tokenize_request(queries, passages)
-        for name in ("input_ids", "attention_mask", "tokens", "truncated"):
-            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+    assert_same_as_full_tokenization(tokenizer, [(q, p) for q in ("Everest?", texts[0]) for p in texts], 4)
     assert redone  # the collapsed-spaces text sent its requests down the whole-text path
 
 
