@@ -62,6 +62,7 @@ def cjk_texts() -> list[str]:
         # 富士山 right after <s> once kept '▁', '富' where the whole has '▁富士山').
         "日本で一番高い山は<s>富士山</s>です。東京から近い日本で一番高い山" * 20,
         "an" * 5 + "<s>العربي" + "an" * 300,
+        "東京" + "龘" * 300 + "は日本の首都です。" + "龘!" * 200 + "大阪",  # unknown characters, fused
     ]
 
 
@@ -72,7 +73,11 @@ def test_every_cut_keeps_the_whole_texts_tokens(setup):
     _, tokenizer = setup
     rng = random.Random(13)
     kinds = {"space": 0, "inside a word": 0, "head": 0}
-    adversarial = ["abc<mask>def ghi <mask> jkl</s>mno " * 20, "a <s> b<pad>c " * 40]
+    adversarial = [
+        "abc<mask>def ghi <mask> jkl</s>mno " * 20,
+        "a <s> b<pad>c " * 40,
+        ". ! ? 👍 e\u0301 ﬁ ＡＢ ½ \u0301 ‍ \u00a0 \u3000 ▁ " * 30,
+    ]
     for text in multilingual_texts() + cjk_texts() + adversarial:
         full = encode(tokenizer, text)
         for at in sorted({rng.randrange(1, len(text) + 1) for _ in range(20)}):
@@ -149,13 +154,17 @@ def test_where_cuts_are_and_are_not_taken(setup):
     cut = tokenizer.cuts.cut
     assert cut("abc  def ghi", 1) == 3  # before the run of spaces, not inside it
     assert cut("abc  def ghi", 4) == 8
-    assert cut("abc ) def ghi", 4) == 9  # not after ")": only after a letter or digit
+    assert cut("abc \u200b def ghi", 4) == 9  # not after a zero-width space (format, normalised away)
+    assert cut("abc \u00a0 def ghi", 4) == 9  # not after NBSP: it normalises to a space
+    assert cut(". " * 1000, 10) == 11  # after punctuation: it ends its own grapheme cluster
     assert cut("short", 100) is None
     cjk = cjk_texts()[0]
     inside = cut(cjk, 200)
     assert inside is not None and 200 <= inside < 200 + 256 and cjk[inside] != " "
-    # Characters the vocabulary lacks become one fused unknown token: no cut, tokenized whole.
-    assert "龘" not in tokenizer.cuts.pieces and cut("龘" * 5000, 100) is None
+    # Every position inside a piece ("ss" is one): no cut, the text is tokenized whole.
+    assert "ss" in tokenizer.cuts.pieces and cut("s" * 5000, 100) is None
+    # Characters the vocabulary lacks fuse into one unknown token: cut all the same (same ids).
+    assert "龘" not in tokenizer.cuts.pieces and cut("龘" * 5000, 100) == 100
 
 
 def test_a_tokenizer_of_another_kind_is_never_cut(tiny_model, tmp_path):

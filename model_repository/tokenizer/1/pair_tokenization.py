@@ -121,8 +121,13 @@ class PairTokenizer:
         return token_id
 
     def _wire_bytes(self, field: str, index: int, raw: object) -> bytes:
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8")
+        if isinstance(raw, str):  # a Python caller's text (Triton sends bytes)
+            try:
+                raw = raw.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InvalidInput(
+                    f"{field}[{index}]: not valid UTF-8 ({err.reason} at character {err.start})"
+                ) from None
         if not isinstance(raw, (bytes, bytearray)):
             raise InvalidInput(f"{field}[{index}]: expected a UTF-8 string, got {type(raw).__name__}")
         if len(raw) > self.max_text_bytes:
@@ -156,8 +161,6 @@ class PairTokenizer:
         head_bytes = need * HEAD_BYTES_PER_TOKEN
         if len(data) <= head_bytes or not self.cuts.applies:
             return self.decode_text(field, index, data), False
-        if b"\x00" in data:
-            raise InvalidInput(f"{field}[{index}]: contains a NUL character")
         decoder = codecs.getincrementaldecoder("utf-8")()
         start = 0  # the byte where the current decode call's input begins (a pending character's too)
         try:
@@ -170,6 +173,8 @@ class PairTokenizer:
                 decoder.decode(b"", final=True)
         except UnicodeDecodeError as err:
             raise self._refuse_utf8(field, index, err, start) from None
+        if b"\x00" in data:  # after UTF-8, in decode_text's order of refusals
+            raise InvalidInput(f"{field}[{index}]: contains a NUL character")
         cut = self.cuts.last_cut(head) if not head.isspace() else None
         if cut is None:  # no safe cut near the head's end (or a blank head): read it all
             return self.decode_text(field, index, data), False
@@ -320,25 +325,26 @@ class PairTokenizer:
             return index
 
         for r, (raw_queries, raw_passages) in enumerate(requests):
-            try:
+            try:  # the whole request is read before any of it is placed: a bad item costs no tokenizing
                 self._check_pairing(raw_queries, raw_passages)
-                slots: dict[str, list[int]] = {"query": [], "passage": []}
-                partial = []
-                for field, items, need in (
-                    ("query", raw_queries, self.query_max_length + 1),
-                    ("passage", raw_passages, self.max_length + 1),
-                ):
-                    for i, raw in enumerate(items):
-                        text, cut_short = (
-                            self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)
-                        )
-                        slots[field].append(place(text, need))
-                        if cut_short:
-                            partial.append(slots[field][-1])
+                read = [
+                    (
+                        field,
+                        need,
+                        *(self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)),
+                    )
+                    for field, items, need in (
+                        ("query", raw_queries, self.query_max_length + 1),
+                        ("passage", raw_passages, self.max_length + 1),
+                    )
+                    for i, raw in enumerate(items)
+                ]
             except InvalidInput as err:
                 results[r] = err
                 continue
-            spans.append((r, slots["query"], slots["passage"], partial))
+            slots = [place(text, need) for _, need, text, _ in read]
+            partial = [s for s, (_, _, _, cut_short) in zip(slots, read) if cut_short]
+            spans.append((r, slots[: len(raw_queries)], slots[len(raw_queries) :], partial))
         encoded = self.encode_bounded(texts, needs) if texts else []
         redo = [r for r, _, _, partial in spans if any(len(encoded[s]) < needs[s] for s in partial)]
         for r, query_slots, passage_slots, _ in spans:
@@ -372,7 +378,9 @@ class PairTokenizer:
             )
         bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride)
         if len(bounds) > self.max_windows_per_passage:
-            needs = f"{len(bounds)}" if complete else f"more than {len(bounds) - 1}"
+            # A prefix read only this far already needs more windows than allowed: say so, with a
+            # number that does not depend on how far it was read.
+            needs = f"{len(bounds)}" if complete else f"more than {self.max_windows_per_passage}"
             raise InvalidInput(
                 f"passage[{index}]: needs {needs} windows of {width} tokens (stride {stride}), "
                 f"over the limit of {self.max_windows_per_passage} windows per passage"

@@ -11,22 +11,26 @@ collapse runs of spaces) -> pre-tokenise (Metaspace: split on spaces, each word 
 '▁word') -> Unigram (Viterbi over each word's lattice of vocabulary pieces). No cut falls inside
 an added token.
 
-- A *space cut*, before a space whose left neighbour is a letter or digit: no normalisation rule
-  spans a letter and the following space, the left part ends a word and Unigram never looks
-  across words. The whole text's tokenization restarts there too: a text that starts with that
-  space begins its first word with '▁' exactly as the whole does, so the text after a space cut
-  can be tokenized on its own and its tokens appended.
+- A *space cut*, before a space whose left neighbour ends its grapheme cluster (a letter,
+  digit, mark, punctuation or symbol; not a control, format character or joining letter) and
+  normalises to neither nothing nor white space: the charsmap works within grapheme clusters
+  and the space starts one of its own, so the left part normalises as it does in the whole; it
+  ends a word there, and Unigram never looks across words. The whole text's tokenization
+  restarts there too: a text that starts with that space begins its first word with '▁' exactly
+  as the whole does, so the text after a space cut can be tokenized on its own and its tokens
+  appended.
 - A *forced boundary* q inside a word: the characters of a window around q (one more than the
   longest run of such characters in any vocabulary piece, each side) each form their own
   grapheme cluster and normalise to themselves (so the normalised text there is the raw text,
-  and the charsmap never works across q), the two at q are vocabulary pieces (no unknown-
-  character token is fused across q), no added token ends in the window or spans q, and no
+  and the charsmap never works across q), no added token ends in the window or spans q, and no
   vocabulary piece spans q (a piece reaching past the window would need a longer run; a word's
   leading '▁' piece cannot reach q either: the window holds no space and no added token's end,
   so the word starts at least one window before q). Every segmentation of the word then splits
   at q, and Viterbi's best path to q is the same in the prefix and in the whole: the prefix
-  keeps its tokens. (The text after q, tokenized alone, would get a '▁' the whole has not: it
-  is never tokenized alone.) This is what bounds CJK written without spaces.
+  keeps its tokens. A character no piece holds is a one-character unknown node: fusing unknown
+  neighbours afterwards only stretches the prefix's last token, whose id (unk) the whole has at
+  the same place. (The text after q, tokenized alone, would get a '▁' the whole has not: it is
+  never tokenized alone.) This is what bounds CJK written without spaces.
 Anything else (no space, and every position inside a piece, e.g. 256 KiB of "aaaa") is not cut:
 the text is tokenized whole, which the byte limit per text still bounds.
 """
@@ -83,6 +87,7 @@ class TextCuts:
         self.longest = 1 + max((_longest_lone_run(piece.removeprefix("▁")) for piece in self.pieces), default=0)
         self.normalizer = tokenizer.normalizer
         self._identity: dict[str, bool] = {}
+        self._word_end: dict[str, bool] = {}
         # Added tokens (<s>, <mask>, ...) are split out of the text (raw, or normalised for
         # `normalized` ones) before pre-tokenization: a cut must not fall inside one, and the text
         # after one starts a new word (with its own '▁'), so none may end inside a cut window.
@@ -124,7 +129,10 @@ class TextCuts:
         """Every segmentation of the word around q splits at q (see the module docstring)."""
         width = self.longest
         start, end = q - width, q + max(width, self.added_reach)
-        if start < 0 or end > len(text) or text[q - 1] not in self.pieces or text[q] not in self.pieces:
+        # Unknown characters need no check: each is a one-character unknown node, and fusing
+        # neighbouring unknown tokens afterwards only stretches the prefix's last token, whose id
+        # (unk) the whole text has at the same place.
+        if start < 0 or end > len(text):
             return False
         window = text[start:end]
         if not all(self._plain(ch) for ch in window):
@@ -143,8 +151,21 @@ class TextCuts:
     def _inside_added_token(self, text: str, q: int) -> bool:
         return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
 
+    def _ends_word(self, ch: str) -> bool:
+        """A character that can end the text before a space cut: its grapheme cluster ends there
+        (anything but a control, a format character, a space or a joining letter), and it
+        normalises to something that is neither empty nor white space."""
+        known = self._word_end.get(ch)
+        if known is None:
+            known = ord(ch) not in _JOINING and unicodedata.category(ch)[0] in "LMNPS"
+            if known:
+                normal = self.normalizer.normalize_str(ch)
+                known = bool(normal) and not any(c.isspace() or c == "▁" for c in normal)
+            self._word_end[ch] = known
+        return known
+
     def _space_cut(self, text: str, i: int) -> bool:
-        return text[i - 1].isalnum() and not self._inside_added_token(text, i)
+        return self._ends_word(text[i - 1]) and not self._inside_added_token(text, i)
 
     def last_cut(self, text: str) -> int | None:
         """The last safe cut within 2 * MID_WORD_SCAN of the end of `text` that stays safe whatever
