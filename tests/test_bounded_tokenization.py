@@ -262,6 +262,11 @@ def test_bad_bytes_past_the_head_are_refused_as_in_a_whole_decode(setup):
         tokenizer.decode_head("passage", 0, base + "東".encode()[:2], tokenizer.max_length + 1)
     with pytest.raises(pt.InvalidInput, match=r"passage\[0\]: contains a NUL character"):
         tokenizer.decode_head("passage", 0, base[:150_000] + b"\x00" + base[:10], tokenizer.max_length + 1)
+    # Both faults: UTF-8 is refused first, as a whole decode does (found in review).
+    with pytest.raises(pt.InvalidInput, match="invalid start byte at byte 2000"):
+        tokenizer.decode_head("passage", 0, b"a " * 1000 + b"\xff" + b"b\x00" + b"c" * 20_000, tokenizer.max_length + 1)
+    with pytest.raises(pt.InvalidInput, match=r"query\[0\]: not valid UTF-8 \(surrogates not allowed at character 1\)"):
+        tokenizer.tokenize_request(["a\ud800b"], ["passage"])
 
 
 class SpyTokenizer:
@@ -273,6 +278,18 @@ class SpyTokenizer:
     def encode_batch(self, texts, **kwargs):
         self.calls.append(list(texts))
         return self.inner.encode_batch(texts, **kwargs)
+
+
+def test_a_bad_item_costs_no_tokenizing(setup, monkeypatch):
+    """A request is placed for tokenizing only once every item has decoded (found in review:
+    the items before a bad one were tokenized for nothing)."""
+    _, tokenizer = setup
+    spy = SpyTokenizer(tokenizer.tokenizer)
+    monkeypatch.setattr(tokenizer, "tokenizer", spy)
+    big = calibration_texts.long_passage(200).encode()
+    results = tokenizer.tokenize_requests([(["q"] * 3, [big, big + b" x", b"\xff"])])
+    assert isinstance(results[0], pt.InvalidInput) and "passage[2]: not valid UTF-8" in str(results[0])
+    assert spy.calls == []
 
 
 def test_each_distinct_query_is_tokenized_once(setup, monkeypatch):
