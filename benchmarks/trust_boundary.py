@@ -62,10 +62,20 @@ def tokenizer_costs(tokenizer, calibration_texts) -> None:
         f"{'64 passages of':<34} {'request':>9} {'in tokenizer':>13} {'chars tokenized':>16} "
         f"{'whole-text tokenization (before)':>33}"
     )
+    # Worst cases: no safe cut at all (a character whose double is a piece, repeated: every
+    # position lies inside a piece), and characters the vocabulary lacks (one fused token).
+    cuts = tokenizer.cuts
+    doubled = min(p[0] for p in cuts.pieces if len(p) == 2 and p[0] == p[1] and cuts._plain(p[0]))
+    unknown = next(c for c in "龘鬱齉" if c not in cuts.pieces)
     for name, text in [
         (f"max_length tokens ({len(exact.encode()) / 1024:.1f} KiB)", exact),
         ("256 KiB, spaced", spaced),
         ("256 KiB, CJK no spaces", cjk),
+        (f"256 KiB of {doubled!r}: no safe cut", (doubled * 262144)[: 256 * 1024 - 64]),
+        (
+            "256 KiB of a character not in vocab",
+            (unknown * 90000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore"),
+        ),
     ]:
         passages = [f"{i} {text}".encode() for i in range(64)]
         queries = [b"Wie hoch ist der Mount Everest?"] * 64
@@ -81,7 +91,7 @@ def tokenizer_costs(tokenizer, calibration_texts) -> None:
                 tokenizer.tokenizer = inner
         request, in_tokenizer, characters = min(runs)
         texts = [t.decode() for t in queries + passages]
-        whole = _best(lambda t=texts: inner.encode_batch(t, add_special_tokens=False))
+        whole = _best(lambda t=texts: inner.encode_batch(t, add_special_tokens=False), repeat=1)
         print(
             f"{name:<34} {request * 1000:>6.1f} ms {in_tokenizer * 1000:>10.1f} ms "
             f"{characters:>16,} {whole * 1000:>30.1f} ms"
