@@ -27,6 +27,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,9 @@ class TritonServer:
     # Loopback unless asked otherwise: tritonserver binds every interface by default, which on a
     # laptop or a shared box exposes every model of the repository to the network.
     host: str = "127.0.0.1"
+    # The Python backend's shared-memory regions (/dev/shm, ~100 MB each here) outlive a server
+    # that is killed; named with this server's own prefix, `stop` removes what it leaves behind.
+    shm_prefix: str = field(default_factory=lambda: f"triton_python_backend_shm_region_local_{uuid.uuid4().hex[:12]}_")
 
     @property
     def _client_host(self) -> str:
@@ -154,6 +158,7 @@ class TritonServer:
             # The deployment's Python backend shm sizing (export/settings.py), so the
             # flags the chart passes are exercised by every local run.
             *python_backend_flags(),
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -188,14 +193,22 @@ class TritonServer:
         raise TimeoutError(f"tritonserver not ready after {timeout:.0f}s")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGINT)  # Triton drains in-flight requests on SIGINT
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)  # Triton drains in-flight requests on SIGINT
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.release_shm()
+
+    def release_shm(self) -> None:
+        """Remove the shared-memory regions this server's Python models left (a killed stub or
+        server never unlinks its own); the memory is freed once nothing maps it."""
+        for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -61,3 +61,22 @@ def test_make_refuses_shell_in_variables(tmp_path, assignment, target):
     assert proc.returncode != 0
     assert "must be" in proc.stderr or "characters outside" in proc.stderr, proc.stderr
     assert not marker.exists()
+
+
+def test_a_killed_server_leaves_no_shared_memory_behind(python_repo, tmp_path):
+    """The Python backend's /dev/shm regions outlive a killed server (Triton never unlinks them;
+    at ~100 MB each, every killed local server used to leak a few hundred MB of RAM until reboot).
+    Each local server names its regions with its own prefix and `stop` removes them."""
+    import os
+    import signal
+
+    from tests.conftest import start_server
+
+    server = start_server(python_repo, tmp_path)
+    regions = list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
+    assert regions, "the Python backend created no region under this server's prefix"
+    os.killpg(server.process.pid, signal.SIGKILL)  # a crash: nothing gets to clean up
+    server.process.wait()
+    assert all(region.exists() for region in regions)
+    server.stop()
+    assert not list(Path("/dev/shm").glob(f"{server.shm_prefix}*"))
