@@ -18,6 +18,9 @@ every later start that reads it. So:
   wins, and a reader never sees half a file. Engine names carry the model's hash
   (`trt_engine_cache_prefix`), so models do not collide.
 
+Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
+starts (`clear_stale_shm`).
+
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
@@ -37,6 +40,8 @@ import urllib.request
 from pathlib import Path
 
 MARKER = ".complete"
+# The Python backend's default name for its shared-memory regions.
+SHM_REGION_PREFIX = "triton_python_backend_shm_region"
 
 
 def gpu_key() -> str:
@@ -95,6 +100,19 @@ def ready(url: str) -> bool:
         return False
 
 
+def clear_stale_shm(shm_dir: Path) -> list[str]:
+    """Remove the regions a killed predecessor's Python models left in /dev/shm. On Kubernetes
+    that is the pod's memory-backed emptyDir, which outlives a container restart and counts
+    against its sizeLimit: after a few restarts (a killed stub fails the probe) the leftovers
+    would fill it and the next tritonserver could not create its own regions. Nothing in this
+    container uses them yet: tritonserver starts after this."""
+    removed = []
+    for region in sorted(shm_dir.glob(f"{SHM_REGION_PREFIX}*")):
+        region.unlink(missing_ok=True)
+        removed.append(region.name)
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
@@ -105,8 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
+    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
     args = parser.parse_args(argv[:split])
     command = argv[split + 1 :]
+    stale = clear_stale_shm(args.shm_dir)
+    if stale:
+        print(
+            f"[serve] removed {len(stale)} shared-memory region(s) left in {args.shm_dir} by a killed server",
+            flush=True,
+        )
     shared_dir = args.shared / gpu_key() if args.shared else None
     seeded = prepare_local(args.local, shared_dir)
     print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)

@@ -119,7 +119,7 @@ class TritonServer:
     host: str = "127.0.0.1"
     # The Python backend's shared-memory regions (/dev/shm, ~100 MB each here) outlive a server
     # that is killed; named with this server's own prefix, `stop` removes what it leaves behind.
-    shm_prefix: str = field(default_factory=lambda: f"triton_python_backend_shm_region_local_{uuid.uuid4().hex[:12]}_")
+    shm_prefix: str = field(default_factory=lambda: f"reranker_local_shm_{uuid.uuid4().hex[:12]}_")
 
     @property
     def _client_host(self) -> str:

@@ -47,6 +47,19 @@ def test_publish_never_overwrites_and_leaves_no_partial_file(tmp_path):
     assert (fresh / "bge_a.engine").read_bytes() == b"A" * 4096
 
 
+def test_stale_shared_memory_is_removed_before_the_server_starts(tmp_path):
+    """A restarted container's /dev/shm (the pod's emptyDir) still holds the regions of the
+    killed server before it; they go, and nothing else in that folder does."""
+    (tmp_path / f"{serve.SHM_REGION_PREFIX}_0aed9cfa").write_bytes(b"x" * 1024)
+    (tmp_path / f"{serve.SHM_REGION_PREFIX}_17702c80").write_bytes(b"x")
+    (tmp_path / "someone_else").write_bytes(b"kept")
+    assert serve.clear_stale_shm(tmp_path) == [
+        f"{serve.SHM_REGION_PREFIX}_0aed9cfa",
+        f"{serve.SHM_REGION_PREFIX}_17702c80",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["someone_else"]
+
+
 def test_gpu_key_is_a_safe_folder_name():
     key = serve.gpu_key()
     assert key and "/" not in key and " " not in key and "-trt" in key
@@ -70,6 +83,8 @@ def test_wrapper_around_the_real_server(python_repo, tmp_path):
             str(shared),
             "--ready-url",
             f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+            "--shm-dir",
+            str(tmp_path / "shm"),
             "--",
             *server.command(),
         ],
