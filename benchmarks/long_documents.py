@@ -26,9 +26,9 @@ from pathlib import Path
 
 from benchmarks import machine
 from common.calibration_texts import TOPICS, long_passage
-from common.serving_code import pair_tokenization_module
+from common.pair_tokenizer import pair_tokenizer_from_json
 from export.__main__ import cpu_export
-from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, ServingLimits
+from export.settings import ServingLimits
 from local_triton.server import TritonServer, free_port
 from reranker_client import RerankClient
 from reranker_client.lengths import token_counter
@@ -83,16 +83,7 @@ def padding(row_lengths: list[int], buckets: list[int]) -> tuple[int, int]:
 
 def pair_tokenizer(tokenizer_json: str, max_length: int):
     """The served tokenizer code (model_repository/tokenizer/1/pair_tokenization.py) at max_length."""
-    limits = ServingLimits(max_length=max_length)
-    return pair_tokenization_module().PairTokenizer(
-        tokenizer_json,
-        max_length,
-        limits.query_max_length,
-        limits.buckets,
-        limits.max_text_bytes,
-        MAX_WINDOWS_PER_PASSAGE,
-        MAX_WINDOWS_PER_REQUEST,
-    )
+    return pair_tokenizer_from_json(tokenizer_json, ServingLimits(max_length=max_length))
 
 
 def workload_of(tokenizer, args: argparse.Namespace) -> tuple[list[str], dict]:

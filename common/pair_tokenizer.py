@@ -10,8 +10,12 @@ from export.settings import MAX_WINDOWS_PER_PASSAGE, MAX_WINDOWS_PER_REQUEST, Se
 
 
 def load_pair_tokenizer(tokenizer_dir: Path, limits: ServingLimits):
+    return pair_tokenizer_from_json(tokenizer_dir / "tokenizer.json", limits)
+
+
+def pair_tokenizer_from_json(tokenizer_json: Path | str, limits: ServingLimits):
     return pair_tokenization_module().PairTokenizer(
-        str(tokenizer_dir / "tokenizer.json"),
+        str(tokenizer_json),
         limits.max_length,
         limits.query_max_length,
         limits.buckets,
