@@ -170,9 +170,8 @@ def test_async_timeout_is_deadline_not_unavailable(silent, protocol, caplog):
     assert not [r for r in caplog.records if "retry" in r.getMessage() or "marked down" in r.getMessage()]
 
 
-def test_one_failed_request_cancels_the_others():
-    """_all_or_nothing is what AsyncRerankClient runs a call's requests with."""
-    cancelled = []
+def _sleeper_recording_cancellation(cancelled: list[int]):
+    """A request that never finishes on its own: records its number when cancelled."""
 
     async def slow(i):
         try:
@@ -180,6 +179,14 @@ def test_one_failed_request_cancels_the_others():
         except asyncio.CancelledError:
             cancelled.append(i)
             raise
+
+    return slow
+
+
+def test_one_failed_request_cancels_the_others():
+    """_all_or_nothing is what AsyncRerankClient runs a call's requests with."""
+    cancelled: list[int] = []
+    slow = _sleeper_recording_cancellation(cancelled)
 
     async def fails():
         await asyncio.sleep(0.05)
@@ -196,14 +203,8 @@ def test_one_failed_request_cancels_the_others():
 
 
 def test_deadline_and_caller_cancellation_cancel_every_request():
-    cancelled = []
-
-    async def slow(i):
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.append(i)
-            raise
+    cancelled: list[int] = []
+    slow = _sleeper_recording_cancellation(cancelled)
 
     async def run():
         with pytest.raises(DeadlineExceededError):
