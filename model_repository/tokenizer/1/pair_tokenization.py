@@ -329,7 +329,6 @@ class PairTokenizer:
                 self._check_pairing(raw_queries, raw_passages)
                 read = [
                     (
-                        field,
                         need,
                         *(self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)),
                     )
@@ -342,13 +341,14 @@ class PairTokenizer:
             except InvalidInput as err:
                 results[r] = err
                 continue
-            slots = [place(text, need) for _, need, text, _ in read]
-            partial = [s for s, (_, _, _, cut_short) in zip(slots, read) if cut_short]
+            slots = [place(text, need) for need, text, _ in read]
+            partial = [s for s, (_, _, cut_short) in zip(slots, read) if cut_short]
             spans.append((r, slots[: len(raw_queries)], slots[len(raw_queries) :], partial))
         encoded = self.encode_bounded(texts, needs) if texts else []
         redo = [r for r, _, _, partial in spans if any(len(encoded[s]) < needs[s] for s in partial)]
+        redone = set(redo)
         for r, query_slots, passage_slots, _ in spans:
-            if r in redo:
+            if r in redone:
                 continue
             try:
                 results[r] = self.pad(

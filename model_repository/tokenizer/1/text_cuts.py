@@ -176,7 +176,7 @@ class TextCuts:
         while space != -1 and not self._space_cut(text, space):
             space = text.rfind(" ", lowest, space)
         for q in range(limit, max(space, lowest - 1), -1):  # a later cut inside a word first
-            if self._plain(text[q]) and self.forced_boundary(text, q) and not self._inside_added_token(text, q):
+            if self._plain(text[q]) and self.forced_boundary(text, q):
                 return q
         return space if space != -1 else None
 
@@ -193,6 +193,6 @@ class TextCuts:
             return space
         stop = min(len(text), at + MID_WORD_SCAN, space if space != -1 else len(text))
         for q in range(at, stop):
-            if self._plain(text[q]) and self.forced_boundary(text, q) and not self._inside_added_token(text, q):
+            if self._plain(text[q]) and self.forced_boundary(text, q):
                 return q
         return space if space != -1 else None
