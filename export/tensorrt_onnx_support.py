@@ -20,7 +20,10 @@ ANY = FLOATS | INTS | {"BOOL"}
 # op -> input types its row lists (TensorRT 10.x). Clip lists floats only: the ids are clamped
 # with Max/Min, which list INT64 (export/onnx_export.py bound_inputs).
 SUPPORT: dict[str, set[str]] = {
-    **dict.fromkeys(["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater", "Range"], FLOATS | INTS),
+    **dict.fromkeys(
+        ["Add", "Sub", "Mul", "Div", "Max", "Min", "Equal", "Greater", "Range", "ReduceMean", "Relu", "Neg"],
+        FLOATS | INTS,
+    ),
     **dict.fromkeys(
         ["Cast", "Concat", "ConstantOfShape", "Expand", "Gather", "Identity", "Reshape", "Shape", "Slice"], ANY
     ),
@@ -28,7 +31,7 @@ SUPPORT: dict[str, set[str]] = {
     **dict.fromkeys(
         ["Erf", "Gemm", "LayerNormalization", "MatMul", "Sigmoid", "Softmax", "Sqrt", "Tanh", "Clip", "Pow"], FLOATS
     ),
-    **dict.fromkeys(["ReduceMean", "Relu", "Neg", "Reciprocal"], FLOATS),
+    "Reciprocal": FLOATS,
     "Not": {"BOOL"},
 }
 OPSET_RANGE = (9, 20)  # "TensorRT 10.0 supports operators in the inclusive range of opset 9 to 20"
