@@ -8,11 +8,14 @@ does to the local server.
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common import adversarial_texts
 
 
 def _status(pid: int, key: str) -> float:
@@ -45,38 +48,44 @@ class _TimedTokenizer:
         return out
 
 
-def tokenizer_costs(tokenizer, calibration_texts) -> None:
-    """64 passages per request, as bytes (as the server receives them): a passage of exactly
-    max_length tokens against 256 KiB ones. Columns: the whole request (validation, UTF-8
-    decoding, tokenization, padding), the part spent inside the tokenizer, the characters handed
-    to it, and the old way (every text tokenized whole)."""
+def passage_kinds(tokenizer, calibration_texts) -> list[tuple[str, str]]:
+    """(name, text): a passage of exactly max_length tokens, then 256 KiB ones. A word with no
+    space and no forced boundary (base64's shape: every position inside a piece) is read up to a
+    coalesced cut. Worst cases: a run whose first tokens depend on its length (a character whose
+    double is a piece: ties), and characters the vocabulary lacks (one fused token)."""
     spaced = calibration_texts.long_passage(4000)
     spaced = spaced.encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
     cjk = (
         ("東京は日本の首都です。人口は約千四百万人です。" * 5000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore")
     )
-    inner = tokenizer.tokenizer
-    offsets = inner.encode(spaced, add_special_tokens=False).offsets
+    offsets = tokenizer.tokenizer.encode(spaced, add_special_tokens=False).offsets
     exact = spaced[: offsets[tokenizer.max_length - 1][1]]  # max_length tokens, no more
-    print(
-        f"{'64 passages of':<34} {'request':>9} {'in tokenizer':>13} {'chars tokenized':>16} "
-        f"{'whole-text tokenization (before)':>33}"
-    )
-    # Worst cases: no safe cut at all (a character whose double is a piece, repeated: every
-    # position lies inside a piece), and characters the vocabulary lacks (one fused token).
     cuts = tokenizer.cuts
-    doubled = min(p[0] for p in cuts.pieces if len(p) == 2 and p[0] == p[1] and cuts._plain(p[0]))
+    doubled = adversarial_texts.doubled_character(cuts)
     unknown = next(c for c in "龘鬱齉" if c not in cuts.pieces)
-    for name, text in [
+    return [
         (f"max_length tokens ({len(exact.encode()) / 1024:.1f} KiB)", exact),
         ("256 KiB, spaced", spaced),
         ("256 KiB, CJK no spaces", cjk),
-        (f"256 KiB of {doubled!r}: no safe cut", (doubled * 262144)[: 256 * 1024 - 64]),
+        ("256 KiB glued word", adversarial_texts.glued_word(cuts, random.Random(3), 256 * 1024 - 64)),
+        (f"256 KiB of {doubled!r}: ties", (doubled * 262144)[: 256 * 1024 - 64]),
         (
             "256 KiB of a character not in vocab",
             (unknown * 90000).encode()[: 256 * 1024 - 64].decode("utf-8", "ignore"),
         ),
-    ]:
+    ]
+
+
+def tokenizer_costs(tokenizer, kinds) -> None:
+    """64 passages per request, as bytes (as the server receives them). Columns: the whole request
+    (validation, UTF-8 decoding, tokenization, padding), the part spent inside the tokenizer, the
+    characters handed to it, and the old way (every text tokenized whole)."""
+    inner = tokenizer.tokenizer
+    print(
+        f"{'64 passages of':<34} {'request':>9} {'in tokenizer':>13} {'chars tokenized':>16} "
+        f"{'whole-text tokenization (before)':>33}"
+    )
+    for name, text in kinds:
         passages = [f"{i} {text}".encode() for i in range(64)]
         queries = [b"Wie hoch ist der Mount Everest?"] * 64
         runs = []  # (request seconds, tokenizer seconds, characters), best of 3
@@ -96,6 +105,21 @@ def tokenizer_costs(tokenizer, calibration_texts) -> None:
             f"{name:<34} {request * 1000:>6.1f} ms {in_tokenizer * 1000:>10.1f} ms "
             f"{characters:>16,} {whole * 1000:>30.1f} ms"
         )
+
+
+def direct_tokenizer(server, kinds) -> None:
+    """Each kind as 64 distinct passages in one direct gRPC request to the served `tokenizer`."""
+    import tritonclient.grpc as grpcclient
+
+    from common.raw_rerank import rerank_inputs
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    for name, text in kinds:
+        passages = [f"{i} {text}".encode() for i in range(64)]
+        inputs = rerank_inputs(["Wie hoch ist der Mount Everest?"] * 64, passages, grpcclient)
+        start = time.perf_counter()
+        client.infer("tokenizer", inputs, client_timeout=300)
+        print(f"direct gRPC tokenizer request, 64 x {name}: answered in {time.perf_counter() - start:.2f} s")
 
 
 def direct_request(server, mib: int) -> None:
@@ -143,13 +167,16 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = standin_model.build(Path(tmp) / "tiny", "tiny")
-        tokenizer_costs(load_pair_tokenizer(model, ServingLimits()), calibration_texts)
+        tokenizer = load_pair_tokenizer(model, ServingLimits())
+        kinds = passage_kinds(tokenizer, calibration_texts)
+        tokenizer_costs(tokenizer, kinds)
         repo = Path(tmp) / "repo"
         assert (
             export_main(["--model", str(model), "--repo", str(repo), "--backend", "python", "--precision", "fp32"]) == 0
         )
         server = TritonServer(repo, free_port(), free_port(), free_port(), log_path=Path(tmp) / "log").start(240)
         try:
+            direct_tokenizer(server, kinds)
             direct_request(server, args.direct_mib)
         finally:
             server.stop()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from common import calibration_texts, certificate_texts
+from common.adversarial_texts import doubled_character, glued_word
 from common.pair_tokenizer import load_pair_tokenizer
 from common.serving_code import pair_tokenization_module
 from export.settings import MAX_TEXT_BYTES, ServingLimits
@@ -325,3 +326,72 @@ def test_a_256_kib_passage_reaches_the_tokenizer_only_as_far_as_a_pair_can_use(s
     margin = 256 + pt.CHUNK_SLACK_BYTES  # a cut may fall up to 256 characters past its target
     bound = (2.3 if script == "cjk" else 1.2) * needed_chars + margin
     assert per_passage <= bound < len(huge) // 20, (per_passage, needed_chars, len(huge))
+
+
+def test_coalesced_cuts_keep_the_whole_texts_tokens(setup):
+    """Where a word has no space and no forced boundary, a coalesced cut (text_cuts.py) still ends
+    a prefix whose tokens are the whole text's first tokens, at least `need` of them. Checked on
+    glued words, alone and with marks, unknown characters, added tokens and NBSP strewn in."""
+    _, tokenizer = setup
+    cuts = tokenizer.cuts
+    rng = random.Random(11)
+    strewn = ["\u0301", "龘", "<mask>", "\u00a0", "ﬁ", "é", "!"]
+    accepted = declined = 0
+    for trial in range(120):
+        word = glued_word(cuts, rng, rng.randint(300, 4000))
+        if trial % 2:
+            chars = list(word)
+            for _ in range(rng.randint(1, 12)):
+                chars.insert(rng.randrange(len(chars)), rng.choice(strewn))
+            word = "".join(chars)
+        else:
+            assert not any(cuts.forced_boundary(word, q) for q in range(1, len(word)))
+        text = rng.choice(["", "Intro words. "]) + word
+        need = rng.randint(5, 700)
+        cut = tokenizer.coalesced_cut(text, need)
+        if cut is None:
+            declined += 1
+            continue
+        full = encode(tokenizer, text)
+        prefix = encode(tokenizer, text[:cut])
+        assert len(prefix) >= need and prefix == full[: len(prefix)], (trial, need, text[cut - 20 : cut + 20])
+        accepted += 1
+    assert accepted > 80, (accepted, declined)
+
+
+def test_ties_only_the_whole_text_decides_get_no_coalesced_cut(setup):
+    """256 KiB of one character whose double is a piece: whether the odd one goes first depends
+    on the run's length, so the first token depends on the last byte. No cut is exact there;
+    the coalesced cut declines after one try, and the text is tokenized whole."""
+    _, tokenizer = setup
+    doubled = doubled_character(tokenizer.cuts)
+    assert encode(tokenizer, doubled * 4001)[:2] != encode(tokenizer, doubled * 4000)[:2]
+    spy = SpyTokenizer(tokenizer.tokenizer)
+    tokenizer.tokenizer, real = spy, tokenizer.tokenizer
+    try:
+        assert tokenizer.coalesced_cut(doubled * 20000, tokenizer.max_length + 1) is None
+    finally:
+        tokenizer.tokenizer = real
+    assert len(spy.calls) == 1 and len(spy.calls[0]) == tokenizer.cuts.longest  # one try of `longest` prefixes
+
+
+def test_a_256_kib_glued_word_is_read_only_as_far_as_a_pair_can_use(setup, monkeypatch):
+    """A 256 KiB word with no space and no forced boundary (base64's shape): the tokenizer sees
+    `longest` prefixes of about what max_length + 1 tokens need, not the whole, and the pairs are
+    those of tokenizing everything."""
+    limits, tokenizer = setup
+    huge = glued_word(tokenizer.cuts, random.Random(3), MAX_TEXT_BYTES - 64)
+    need = limits.max_length + 1
+    needed_chars = tokenizer.tokenizer.encode(huge[:20000], add_special_tokens=False).offsets[need - 1][1]
+    passages = [huge, "0" + huge]
+    expected = full_tokenization(tokenizer, ["what is this?"] * 2, passages)
+    spy = SpyTokenizer(tokenizer.tokenizer)
+    monkeypatch.setattr(tokenizer, "tokenizer", spy)
+    got = tokenizer.tokenize_request(["what is this?"] * 2, passages)
+    for name in ("input_ids", "attention_mask", "tokens", "truncated"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+    handed = sum(len(text) for call in spy.calls for text in call) / 2
+    # Per passage: up to two tries of `longest` prefixes, each about 3 bytes per needed token,
+    # then the cut head itself.
+    bound = (2 * tokenizer.cuts.longest + 1) * (3 * need + 64 + tokenizer.cuts.longest) * pt.CHUNK_MARGIN
+    assert needed_chars < handed <= bound < len(huge) // 5, (handed, bound, needed_chars)

@@ -8,6 +8,7 @@ over-size request with a size message and passes a normal one."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from common.adversarial_texts import glued_word
+from common.pair_tokenizer import load_pair_tokenizer
 from common.raw_rerank import raw_rerank, rerank_inputs
 from export.proxy_config import COMMITTED, ProxySpec, render
 from export.settings import DEFAULT_MAX_BATCH_SIZE, MAX_TEXT_BYTES, PROXY_MAX_BODY_BYTES, ServingLimits
@@ -171,17 +174,22 @@ SALADS = {
     "spaced": " ".join(["Der Mount Everest ist mit 8849 Metern der höchste Berg der Erde."] * 5000),
     # CJK written without spaces: cut inside words (text_cuts.py forced boundaries).
     "cjk": "東京は日本の首都です。人口は約千四百万人です。大阪は日本第二の都市で、食べ物が有名です。" * 3000,
+    # One 256 KiB word with no space and no forced boundary (base64's shape): coalesced cuts.
+    "glued": None,
 }
 
 
 @pytest.mark.parametrize("script", sorted(SALADS))
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_direct_tokenizer_with_64_passages_of_256_kib_is_answered_in_bounded_time(
-    server, good_scores, protocol, script
+    server, good_scores, protocol, script, tiny_model
 ):
+    salad = SALADS[script] or glued_word(
+        load_pair_tokenizer(tiny_model, ServingLimits()).cuts, random.Random(3), MAX_TEXT_BYTES
+    )
     # 64 distinct passages (identical ones would be tokenized once), each just under the limit.
     passages = [
-        f"Passage {i}: {SALADS[script]}".encode()[: MAX_TEXT_BYTES - 16].decode("utf-8", "ignore").encode()
+        f"Passage {i}: {salad}".encode()[: MAX_TEXT_BYTES - 16].decode("utf-8", "ignore").encode()
         for i in range(DEFAULT_MAX_BATCH_SIZE)
     ]
     passage = passages[0]

@@ -55,6 +55,14 @@ CUT_GROWTH = 4
 # sends its request down the whole-text path instead.
 HEAD_BYTES_PER_TOKEN = 16
 VALIDATE_PIECE_BYTES = 16384
+# A head with no space cut or forced boundary near its end gets this many tries at a coalesced
+# cut (text_cuts.py), each sized from the last, before it is read whole.
+COALESCE_TRIES = 3
+# The first try's prefixes hold this many bytes per needed token: words without a cut (base64,
+# hex, glued identifiers) run 1.5-3 bytes a token; a second try costs as much as the first.
+COALESCE_BYTES_PER_TOKEN = 3
+# How far past its target end a coalesced cut looks for a plain window to end its prefixes in.
+COALESCE_SCAN = 64
 
 
 def chars_for_bytes(text: str, start: int, nbytes: int) -> int:
@@ -175,10 +183,38 @@ class PairTokenizer:
             raise self._refuse_utf8(field, index, err, start) from None
         if b"\x00" in data:  # after UTF-8, in decode_text's order of refusals
             raise InvalidInput(f"{field}[{index}]: contains a NUL character")
-        cut = self.cuts.last_cut(head) if not head.isspace() else None
-        if cut is None:  # no safe cut near the head's end (or a blank head): read it all
+        cut = None
+        if not head.isspace():
+            cut = self.cuts.last_cut(head)
+            if cut is None:  # a long word with no space and no forced boundary near the head's end
+                cut = self.coalesced_cut(head, need)
+        if cut is None:  # no safe cut in the head (or a blank head): read it all
             return self.decode_text(field, index, data), False
         return head[:cut], True
+
+    def coalesced_cut(self, head: str, need: int) -> int | None:
+        """A coalesced cut (text_cuts.py) in `head` with at least `need` tokens before it, or None.
+        Each try tokenizes `longest` prefixes of about the length that holds `need` tokens; where
+        the prefixes' paths part long before their ends (ties that only the rest of the text
+        decides), it gives up at once rather than grow."""
+        cuts = self.cuts
+        limit = len(head) - cuts.added_reach
+        m = chars_for_bytes(head, 0, need * COALESCE_BYTES_PER_TOKEN) + cuts.longest
+        for _ in range(COALESCE_TRIES):
+            m = min(m, limit)
+            windows = (cuts.coalescence_ends(head, end) for end in range(m, min(m + COALESCE_SCAN, limit) + 1))
+            ends = next(filter(None, windows), None)
+            if ends is None:
+                return None
+            encodings = self.tokenizer.encode_batch([head[:j] for j in ends], add_special_tokens=False)
+            common = cuts.common_ends(encodings, ends[0])
+            for b in reversed(common[need - 1 :]):
+                if cuts.prefix_cut(head, b):
+                    return b
+            if not common or common[-1] < ends[0] // 2 or ends[-1] >= limit:
+                return None
+            m = int(ends[-1] * need / len(common) * CHUNK_MARGIN) + cuts.longest
+        return None
 
     def join(self, index: int, q: list[int], p: list[int]) -> tuple[list[int], bool]:
         """`<s> q </s></s> p </s>` within max_length, and whether anything was cut."""

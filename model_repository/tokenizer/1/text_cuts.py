@@ -31,8 +31,20 @@ an added token.
   neighbours afterwards only stretches the prefix's last token, whose id (unk) the whole has at
   the same place. (The text after q, tokenized alone, would get a '▁' the whole has not: it is
   never tokenized alone.) This is what bounds CJK written without spaces.
-Anything else (no space, and every position inside a piece, e.g. 256 KiB of "aaaa") is not cut:
-the text is tokenized whole, which the byte limit per text still bounds.
+- A *coalesced cut* b, for a head with neither (a long word where every position lies inside
+  some piece: base64, hex, identifiers glued from the vocabulary's pieces). Take an end m whose
+  window (`longest` characters before it, `added_reach` after) holds only plain characters and
+  no added token's end, and tokenize every prefix text[:j], j in (m - longest, m]. Each is
+  Viterbi's best path to j, the same in the whole text (the forward pass up to j sees the same
+  characters in the same order). Every segmentation of the whole has a boundary at some such j
+  (a piece spanning them all would hold a run of longest + 1 plain characters), and its tokens
+  up to there are that best path. So the tokens all the prefixes share, identical in id and
+  offsets, are the whole's first tokens. b is the end of one of them where text[:b] itself is
+  a valid prefix (plain characters on both sides, no added token across it): its tokens are
+  Viterbi's best path to b, which the whole takes. Where paths do not coalesce (ties: in 256
+  KiB of "aaaa", whether the odd 'a' goes first depends on the run's length), there is no cut.
+Anything else is not cut: the text is tokenized whole, which the byte limit per text still
+bounds.
 """
 
 from __future__ import annotations
@@ -147,6 +159,38 @@ class TextCuts:
                 if text[s:e] in pieces:
                     return False
         return True
+
+    def coalescence_ends(self, text: str, m: int) -> range | None:
+        """The prefix ends j a coalesced cut at m tokenizes (see the module docstring), or None
+        where the window around m is not plain."""
+        start, end = m - self.longest, m + self.added_reach
+        if start < 0 or end > len(text):
+            return None
+        if not all(self._plain(ch) for ch in text[start:end]) or any(ch in self.added_ends for ch in text[start:end]):
+            return None
+        return range(start + 1, m + 1)
+
+    def prefix_cut(self, text: str, b: int) -> bool:
+        """text[:b] normalises and splits as the whole text's start does: plain characters on both
+        sides of b (own grapheme clusters, each normalising to itself, never to white space), and
+        no added token (raw or normalised) ending in the `added_reach` characters from b, so none
+        spans b."""
+        end = b + self.added_reach
+        if b < 1 or end > len(text):
+            return False
+        return all(self._plain(ch) for ch in text[b - 1 : end]) and not any(ch in self.added_ends for ch in text[b:end])
+
+    @staticmethod
+    def common_ends(encodings: list, before: int) -> list[int]:
+        """The end offsets of the leading tokens every encoding shares (same id, same offsets),
+        keeping only tokens that end before `before`."""
+        ends = []
+        for tokens in zip(*(zip(e.ids, e.offsets) for e in encodings)):
+            first = tokens[0]
+            if first[1][1] >= before or any(token != first for token in tokens[1:]):
+                break
+            ends.append(first[1][1])
+        return ends
 
     def _inside_added_token(self, text: str, q: int) -> bool:
         return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
