@@ -275,6 +275,32 @@ def test_haystack_contract(monkeypatch):
     assert asyncio.run(TritonRanker(url=dead_url()).run_async("q", docs[:2], top_k=1))["documents"][0].score == 0.0
 
 
+def test_haystack_run_and_run_async_take_the_same_inputs():
+    """Haystack builds the input sockets from run()'s signature and requires run_async()'s to be
+    the same; both come from one declaration (signatures.same_parameters)."""
+    import inspect
+    from typing import List, Optional, get_type_hints
+
+    from haystack import Document, Pipeline
+
+    from reranker_client.integrations.haystack import TritonRanker
+
+    run, run_async = TritonRanker.run, TritonRanker.run_async
+    assert inspect.signature(run) == inspect.signature(run_async)
+    assert get_type_hints(run) == get_type_hints(run_async)
+    assert inspect.iscoroutinefunction(run_async) and not inspect.iscoroutinefunction(run)
+    pipeline = Pipeline()
+    pipeline.add_component("ranker", TritonRanker(url=dead_url()))
+    inputs = pipeline.inputs(include_components_with_connected_inputs=True)["ranker"]
+    assert {name: socket["type"] for name, socket in inputs.items()} == {
+        "query": str,
+        "documents": List[Document],
+        "top_k": Optional[int],
+        "score_threshold": Optional[float],
+    }
+    assert [name for name, socket in inputs.items() if socket["is_mandatory"]] == ["query", "documents"]
+
+
 def test_haystack_warm_up_checks_the_server_and_async_uses_the_async_client():
     from haystack import Document
 

@@ -8,6 +8,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from typing import get_type_hints
 
 import pytest
 
@@ -66,6 +67,21 @@ def test_sync_and_async_clients_share_constructor_and_api():
     for cls in (RerankClient, AsyncRerankClient):
         client = cls.from_config(config)
         assert client.config is config and client.timeout == 3.0 and client.max_concurrency == 2
+
+
+def test_call_methods_show_their_declared_parameters():
+    """Both clients' rerank/score/score_details take their parameters from one declaration
+    (signatures.same_parameters): inspect and typing see those, not (*args, **kwargs), and the
+    async ones stay coroutine functions."""
+    assert list(inspect.signature(RerankClient.rerank).parameters) == [
+        "self", "query", "documents", "top_k", "return_documents", "timeout", "long_documents", "window_stride"
+    ]  # fmt: skip
+    for name in ("rerank", "score", "score_details"):
+        sync, asyn = getattr(RerankClient, name), getattr(AsyncRerankClient, name)
+        kinds = {p.kind for p in inspect.signature(sync).parameters.values()}
+        assert kinds == {inspect.Parameter.POSITIONAL_OR_KEYWORD}, name
+        assert get_type_hints(sync) == get_type_hints(asyn), name
+        assert inspect.iscoroutinefunction(asyn) and not inspect.iscoroutinefunction(sync), name
 
 
 def test_close_leaves_nothing_for_interpreter_shutdown(server):

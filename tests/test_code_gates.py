@@ -38,6 +38,26 @@ def test_mypy_strict_on_the_client():
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+def test_mypy_checks_the_arguments_of_client_calls(tmp_path):
+    """The clients' calls take their parameters from one declaration through a ParamSpec
+    (signatures.same_parameters): a caller's arguments are still type-checked."""
+    caller = tmp_path / "caller.py"
+    caller.write_text(
+        "from reranker_client import AsyncRerankClient, RerankClient\n"
+        "async def caller(client: AsyncRerankClient, sync: RerankClient) -> None:\n"
+        "    reveal_type(await client.rerank('q', ['d'], top_k=2))\n"
+        "    await client.rerank('q', ['d'], top_k='2')\n"
+        "    sync.score_details([('q', 'd')], window_stride='8')\n"
+    )
+    proc = _run(
+        str(BIN / "mypy"), "--config-file", str(ROOT / "pyproject.toml"), str(caller), cwd=ROOT / "client" / "src"
+    )
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    assert 'caller.py:3: note: Revealed type is "list[reranker_client.results.RerankResult]"' in proc.stdout
+    assert 'caller.py:4: error: Argument "top_k" to "rerank" of "AsyncRerankClient"' in proc.stdout
+    assert 'caller.py:5: error: Argument "window_stride" to "score_details" of "RerankClient"' in proc.stdout
+
+
 def test_mypy_on_the_rest_of_the_project():
     proc = _run(
         str(BIN / "mypy"), "common", "export", "local_triton", "loadtest", "evaluation", "benchmarks", "rest/src"

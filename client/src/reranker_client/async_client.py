@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Type, TypeVar
 
 from . import planning, tritonclient_adapter
 from .base import ClientBase, Job
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
 from .server_limits import ServerLimits, server_limits_from
+from .signatures import same_parameters
 from .sync_client import DEADLINE_GRACE_S
 from .tritonclient_adapter import AsyncTritonClient, Outputs
 
@@ -26,36 +27,18 @@ class AsyncRerankClient(ClientBase):
         super().__init__(*args, **kwargs)
         self._clients: Dict[str, AsyncTritonClient] = {}
 
-    async def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        top_k: Optional[int] = None,
-        return_documents: bool = False,
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        """Results sorted by score (best first); `index` is the document's input position.
-        long_documents / window_stride: as RerankClient.rerank."""
-        pairs = self._rerank_pairs(query, documents, top_k, long_documents, window_stride)
-        kept = list(documents) if return_documents else None
-        return planning.top(await self._score(Job(pairs, kept, timeout, long_documents, window_stride)), top_k)
+    @same_parameters(ClientBase._rerank_job)
+    async def rerank(self, *args: Any, **kwargs: Any) -> List[RerankResult]:
+        job = self._rerank_job(*args, **kwargs)
+        return planning.top(await self._score(job), job.top_k)
 
-    async def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
-        """sigmoid scores in input order."""
-        return [r.score for r in await self._score(Job(self._checked_pairs(pairs), timeout=timeout))]
+    @same_parameters(ClientBase._score_job)
+    async def score(self, *args: Any, **kwargs: Any) -> List[float]:
+        return [r.score for r in await self._score(self._score_job(*args, **kwargs))]
 
-    async def score_details(
-        self,
-        pairs: Sequence[Tuple[str, str]],
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        """Full results (score, logit, tokens, truncated, span) in input order."""
-        checked = self._checked_pairs(pairs, long_documents, window_stride)
-        return await self._score(Job(checked, None, timeout, long_documents, window_stride))
+    @same_parameters(ClientBase._score_details_job)
+    async def score_details(self, *args: Any, **kwargs: Any) -> List[RerankResult]:
+        return await self._score(self._score_details_job(*args, **kwargs))
 
     async def ready(self) -> bool:
         self._check_open()

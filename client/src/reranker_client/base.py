@@ -1,7 +1,7 @@
-"""What the sync and async clients share: one constructor and configuration, input checks,
-a call's deadline, chunk planning, the requests and the retry decision. The two subclasses add
-only how they wait (threads or asyncio) and their public methods, which have the same names
-and arguments."""
+"""What the sync and async clients share: one constructor and configuration, the parameters and
+input checks of each call, a call's deadline, chunk planning, the requests and the retry
+decision. The two subclasses add only how they wait (threads or asyncio): their public methods
+have the same names, and the calls take their parameters from here."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ class Job:
     timeout: Optional[float] = None  # seconds for the whole call; None: the client's timeout
     long_documents: str = "truncate"
     window_stride: Optional[int] = None
+    top_k: Optional[int] = None  # rerank's: how many of the best results it returns (None: all)
 
 
 class ClientBase:
@@ -127,24 +128,46 @@ class ClientBase:
     def from_config(cls: Type[ClientT], config: ClientConfig) -> ClientT:
         return cls(config=config)
 
-    @staticmethod
-    def _rerank_pairs(
-        query: str, documents: Sequence[str], top_k: Optional[int], long_documents: str, window_stride: Optional[int]
-    ) -> List[Pair]:
-        """rerank()'s input checks, all before any I/O."""
+    # The parameters and docstrings of rerank(), score() and score_details(), declared once here
+    # for both clients (signatures.same_parameters): each checks the call's input, before any
+    # I/O, and returns its Job.
+    def _rerank_job(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: Optional[int] = None,
+        return_documents: bool = False,
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> Job:
+        """Results sorted by score (best first); `index` is the document's input position.
+
+        long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
+        max_length. "window": a long document is scored by overlapping windows of whole words
+        (`window_stride` passage tokens apart; default half a window) and gets its best window's
+        score; `span` gives that window's character offsets in the document."""
         planning.check_mode(long_documents, window_stride)
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)  # validates top_k
-        return pairs
+        kept = list(documents) if return_documents else None
+        return Job(pairs, kept, timeout, long_documents, window_stride, top_k)
 
-    @staticmethod
-    def _checked_pairs(
-        pairs: Sequence[Tuple[str, str]], long_documents: str = "truncate", window_stride: Optional[int] = None
-    ) -> List[Pair]:
-        """score()'s and score_details()'s input checks, all before any I/O."""
+    def _score_job(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> Job:
+        """sigmoid scores in input order."""
+        return self._score_details_job(pairs, timeout)
+
+    def _score_details_job(
+        self,
+        pairs: Sequence[Tuple[str, str]],
+        timeout: Optional[float] = None,
+        long_documents: str = "truncate",
+        window_stride: Optional[int] = None,
+    ) -> Job:
+        """Full results (score, logit, tokens, truncated, span) in input order."""
         planning.check_mode(long_documents, window_stride)
-        return planning.validate_pairs(pairs)
+        return Job(planning.validate_pairs(pairs), None, timeout, long_documents, window_stride)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -7,13 +7,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from types import TracebackType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from . import planning, tritonclient_adapter
 from .base import ClientBase, Job
 from .errors import DeadlineExceededError, RerankError
 from .results import RerankResult
 from .server_limits import ServerLimits, server_limits_from
+from .signatures import same_parameters
 from .tritonclient_adapter import Outputs, SyncTritonClient
 
 T = TypeVar("T")
@@ -42,40 +43,18 @@ class RerankClient(ClientBase):
         self._clients: List[SyncTritonClient] = []
         self._clients_lock = threading.Lock()
 
-    def rerank(
-        self,
-        query: str,
-        documents: Sequence[str],
-        top_k: Optional[int] = None,
-        return_documents: bool = False,
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        """Results sorted by score (best first); `index` is the document's input position.
+    @same_parameters(ClientBase._rerank_job)
+    def rerank(self, *args: Any, **kwargs: Any) -> List[RerankResult]:
+        job = self._rerank_job(*args, **kwargs)
+        return planning.top(self._score(job), job.top_k)
 
-        long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
-        max_length. "window": a long document is scored by overlapping windows of whole words
-        (`window_stride` passage tokens apart; default half a window) and gets its best window's
-        score; `span` gives that window's character offsets in the document."""
-        pairs = self._rerank_pairs(query, documents, top_k, long_documents, window_stride)
-        kept = list(documents) if return_documents else None
-        return planning.top(self._score(Job(pairs, kept, timeout, long_documents, window_stride)), top_k)
+    @same_parameters(ClientBase._score_job)
+    def score(self, *args: Any, **kwargs: Any) -> List[float]:
+        return [r.score for r in self._score(self._score_job(*args, **kwargs))]
 
-    def score(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> List[float]:
-        """sigmoid scores in input order."""
-        return [r.score for r in self._score(Job(self._checked_pairs(pairs), timeout=timeout))]
-
-    def score_details(
-        self,
-        pairs: Sequence[Tuple[str, str]],
-        timeout: Optional[float] = None,
-        long_documents: str = "truncate",
-        window_stride: Optional[int] = None,
-    ) -> List[RerankResult]:
-        """Full results (score, logit, tokens, truncated, span) in input order."""
-        checked = self._checked_pairs(pairs, long_documents, window_stride)
-        return self._score(Job(checked, None, timeout, long_documents, window_stride))
+    @same_parameters(ClientBase._score_details_job)
+    def score_details(self, *args: Any, **kwargs: Any) -> List[RerankResult]:
+        return self._score(self._score_details_job(*args, **kwargs))
 
     def ready(self) -> bool:
         self._check_open()

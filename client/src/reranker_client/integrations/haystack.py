@@ -22,6 +22,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import Secret, deserialize_callable, deserialize_secrets_inplace, serialize_callable
 
 from ..async_client import AsyncRerankClient
+from ..signatures import same_parameters
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
 from . import _common
@@ -127,10 +128,6 @@ class TritonRanker(_common.ClientOwner):
             texts.append(self.meta_data_separator.join([*meta, doc.content or ""]))
         return texts
 
-    def _check(self, top_k: Optional[int], score_threshold: Optional[float]) -> Tuple[Optional[int], Optional[float]]:
-        k = _common.check_top(self.top_k if top_k is None else top_k, "top_k")
-        return k, self.score_threshold if score_threshold is None else score_threshold
-
     @staticmethod
     def _documents(
         documents: List[Document], ranked: _common.Ranked, threshold: Optional[float]
@@ -143,31 +140,34 @@ class TritonRanker(_common.ClientOwner):
             out.append(replace(documents[position], score=score))
         return {"documents": out}
 
-    @component.output_types(documents=List[Document])
-    def run(
+    # The parameters and docstring of run() and run_async(), declared once (Haystack requires
+    # them to be the same, and builds the component's input sockets from them): the inputs of a
+    # run, checked, with the component's defaults for top_k and score_threshold.
+    def _inputs(
         self,
         query: str,
         documents: List[Document],
         top_k: Optional[int] = None,
         score_threshold: Optional[float] = None,
-    ) -> Dict[str, List[Document]]:
+    ) -> Tuple[str, List[Document], Optional[int], Optional[float]]:
         """The top_k documents, best first, `score` set (sigmoid, 0..1); documents without text
         score lowest and come last; below score_threshold they are dropped."""
-        k, threshold = self._check(top_k, score_threshold)
+        k = _common.check_top(self.top_k if top_k is None else top_k, "top_k")
+        return query, documents, k, self.score_threshold if score_threshold is None else score_threshold
+
+    @component.output_types(documents=List[Document])
+    @same_parameters(_inputs)
+    def run(self, *args: Any, **kwargs: Any) -> Dict[str, List[Document]]:
+        query, documents, k, threshold = self._inputs(*args, **kwargs)
         if not documents:
             return {"documents": []}
         ranked = _common.rerank_sync(self._get_clients(), query, self._texts(documents), k, self.long_documents)
         return self._documents(documents, ranked, threshold)
 
     @component.output_types(documents=List[Document])
-    async def run_async(
-        self,
-        query: str,
-        documents: List[Document],
-        top_k: Optional[int] = None,
-        score_threshold: Optional[float] = None,
-    ) -> Dict[str, List[Document]]:
-        k, threshold = self._check(top_k, score_threshold)
+    @same_parameters(_inputs)
+    async def run_async(self, *args: Any, **kwargs: Any) -> Dict[str, List[Document]]:
+        query, documents, k, threshold = self._inputs(*args, **kwargs)
         if not documents:
             return {"documents": []}
         ranked = await _common.rerank_async(self._get_clients(), query, self._texts(documents), k, self.long_documents)
