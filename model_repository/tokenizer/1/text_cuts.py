@@ -50,6 +50,7 @@ bounds.
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from functools import lru_cache
 
@@ -146,6 +147,8 @@ class TextCuts:
         # (unk) the whole text has at the same place.
         if start < 0 or end > len(text):
             return False
+        if text[q - 1 : q + 1] in self.pieces:  # the shortest crossing, and in glued words the usual one
+            return False
         window = text[start:end]
         if not all(self._plain(ch) for ch in window):
             return False
@@ -184,13 +187,8 @@ class TextCuts:
     def common_ends(encodings: list, before: int) -> list[int]:
         """The end offsets of the leading tokens every encoding shares (same id, same offsets),
         keeping only tokens that end before `before`."""
-        ends = []
-        for tokens in zip(*(zip(e.ids, e.offsets) for e in encodings)):
-            first = tokens[0]
-            if first[1][1] >= before or any(token != first for token in tokens[1:]):
-                break
-            ends.append(first[1][1])
-        return ends
+        shared = os.path.commonprefix([list(zip(e.ids, e.offsets)) for e in encodings])
+        return [end for _, (_, end) in shared if end < before]  # ends never decrease
 
     def _inside_added_token(self, text: str, q: int) -> bool:
         return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
