@@ -346,8 +346,8 @@ def test_coalesced_cuts_keep_the_whole_texts_tokens(setup):
             word = "".join(chars)
         else:
             assert not any(cuts.forced_boundary(word, q) for q in range(1, len(word)))
-        text = rng.choice(["", "Intro words. "]) + word
-        need = rng.randint(5, 700)
+        text = rng.choice(["", "Intro words. ", "<s>", "x <mask>"]) + word
+        need = rng.choice([1, 2, 3, rng.randint(4, 700)])  # small needs end near a word's start
         cut = tokenizer.coalesced_cut(text, need)
         if cut is None:
             declined += 1
@@ -391,7 +391,44 @@ def test_a_256_kib_glued_word_is_read_only_as_far_as_a_pair_can_use(setup, monke
     for name in ("input_ids", "attention_mask", "tokens", "truncated"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
     handed = sum(len(text) for call in spy.calls for text in call) / 2
-    # Per passage: up to two tries of `longest` prefixes, each about 3 bytes per needed token,
-    # then the cut head itself.
-    bound = (2 * tokenizer.cuts.longest + 1) * (3 * need + 64 + tokenizer.cuts.longest) * pt.CHUNK_MARGIN
+    # Per passage: up to two tries of `longest` prefixes, each about 3 bytes per needed token (plus
+    # room for the paths to meet and the scan for a plain window), then the cut head itself.
+    longest = tokenizer.cuts.longest
+    prefix = pt.COALESCE_BYTES_PER_TOKEN * need + 4 * longest + pt.COALESCE_SCAN
+    bound = (2 * longest + 1) * prefix * pt.CHUNK_MARGIN
     assert needed_chars < handed <= bound < len(huge) // 5, (handed, bound, needed_chars)
+
+
+def shared_ends_checked(tokenizer, text: str, m: int) -> int:
+    """Every end `common_ends` offers at m that `prefix_cut` accepts is a cut: text[:b] has the
+    whole text's first tokens. Returns how many were checked."""
+    cuts = tokenizer.cuts
+    ends = cuts.coalescence_ends(text, m)
+    if ends is None:
+        return 0
+    encodings = tokenizer.tokenizer.encode_batch([text[:j] for j in ends], add_special_tokens=False)
+    full = encode(tokenizer, text)
+    checked = 0
+    for b in cuts.common_ends(encodings, ends[0]):
+        if cuts.prefix_cut(text, b):
+            prefix = encode(tokenizer, text[:b])
+            assert prefix == full[: len(prefix)], (text[max(0, b - 20) : b + 20], b, m)
+            checked += 1
+    return checked
+
+
+def test_a_shared_token_end_is_a_cut_only_where_the_next_token_starts(tiny_model):
+    """Found in review: the '▁' Metaspace prepends to a word carries its first character's
+    offsets, so a lone '▁' token seemed to end after that character, and text[:1] of "ar..."
+    gave '▁a' where the whole has '▁', 'ar'. Every shared end offered, at every window, on the
+    review's texts and on glued words after added tokens and spaces."""
+    tokenizer = load_pair_tokenizer(tiny_model, ServingLimits(max_length=64))
+    rng = random.Random(17)
+    texts = [
+        "argengesteitaredagusluanainsuathtasthepi",
+        "<s>argengesteitaredagusluanainsuathtasthepi",
+        "x <mask>anseprminthteligeprongeiourbothtetorarad",
+    ]
+    texts += [rng.choice(["", "<s>", "x <mask>", "a b "]) + glued_word(tokenizer.cuts, rng, 80) for _ in range(30)]
+    checked = sum(shared_ends_checked(tokenizer, text, m) for text in texts for m in range(14, len(text) - 6))
+    assert checked > 1000

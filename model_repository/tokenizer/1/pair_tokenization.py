@@ -199,7 +199,8 @@ class PairTokenizer:
         decides), it gives up at once rather than grow."""
         cuts = self.cuts
         limit = len(head) - cuts.added_reach
-        m = chars_for_bytes(head, 0, need * COALESCE_BYTES_PER_TOKEN) + cuts.longest
+        # Room for the paths to meet before the prefixes' ends, however few tokens are needed.
+        m = chars_for_bytes(head, 0, need * COALESCE_BYTES_PER_TOKEN) + 4 * cuts.longest
         for _ in range(COALESCE_TRIES):
             m = min(m, limit)
             windows = (cuts.coalescence_ends(head, end) for end in range(m, min(m + COALESCE_SCAN, limit) + 1))

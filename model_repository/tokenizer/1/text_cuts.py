@@ -6,8 +6,8 @@ passage is tokenized only as far as max_length tokens reach (pair_tokenization.e
 
 Why a cut is safe, for XLM-R's pipeline (`TextCuts.applies` checks the tokenizer has it):
 added tokens (<s>, <mask>, ...) split out of the raw text -> normalise (sentencepiece's
-precompiled NFKC charsmap, applied one grapheme cluster at a time; strip trailing spaces;
-collapse runs of spaces) -> pre-tokenise (Metaspace: split on spaces, each word becomes
+precompiled NFKC charsmap, applied one grapheme cluster at a time; strip trailing white space
+of each part; replace runs of spaces with one '▁') -> pre-tokenise (Metaspace: split on spaces, each word becomes
 '▁word') -> Unigram (Viterbi over each word's lattice of vocabulary pieces). No cut falls inside
 an added token.
 
@@ -27,7 +27,8 @@ an added token.
   leading '▁' piece cannot reach q either: the window holds no space and no added token's end,
   so the word starts at least one window before q). Every segmentation of the word then splits
   at q, and Viterbi's best path to q is the same in the prefix and in the whole: the prefix
-  keeps its tokens. A character no piece holds is a one-character unknown node: fusing unknown
+  keeps its tokens. A character where no single-character piece starts is a one-character
+  unknown node: fusing unknown
   neighbours afterwards only stretches the prefix's last token, whose id (unk) the whole has at
   the same place. (The text after q, tokenized alone, would get a '▁' the whole has not: it is
   never tokenized alone.) This is what bounds CJK written without spaces.
@@ -40,8 +41,12 @@ an added token.
   (a piece spanning them all would hold a run of longest + 1 plain characters), and its tokens
   up to there are that best path. So the tokens all the prefixes share, identical in id and
   offsets, are the whole's first tokens. b is the end of one of them where text[:b] itself is
-  a valid prefix (plain characters on both sides, no added token across it): its tokens are
-  Viterbi's best path to b, which the whole takes. Where paths do not coalesce (ties: in 256
+  a valid prefix (plain characters on both sides, no added token across it) and the next
+  shared token starts at b: its tokens are Viterbi's best path to b, which the whole takes. (A
+  token's end offset is not always a lattice position: the '▁' Metaspace prepends to a word is
+  aligned with the word's first character, so a lone '▁' token "ends" after that character;
+  found in review, where text[:1] of "ar..." gave '▁a' and the whole '▁', 'ar'.) Where paths
+  do not coalesce (ties: in 256
   KiB of "aaaa", whether the odd 'a' goes first depends on the run's length), there is no cut.
 Anything else is not cut: the text is tokenized whole, which the byte limit per text still
 bounds.
@@ -119,8 +124,11 @@ class TextCuts:
         )
         stripped_right_only = all(not step.get("strip_left") for step in steps if step["type"] == "Strip")
         pre = spec.get("pre_tokenizer") or {}
+        # A single_word added token would look at the character before it: no cut window checks that.
+        no_single_word = not any(token.get("single_word") for token in spec.get("added_tokens", []))
         return (
-            spec.get("model", {}).get("type") == "Unigram"
+            no_single_word
+            and spec.get("model", {}).get("type") == "Unigram"
             and not spec["model"].get("byte_fallback")
             and set(kinds) <= {"Precompiled", "Strip", "Replace"}
             and replaces_spaces_only
@@ -185,10 +193,12 @@ class TextCuts:
 
     @staticmethod
     def common_ends(encodings: list, before: int) -> list[int]:
-        """The end offsets of the leading tokens every encoding shares (same id, same offsets),
-        keeping only tokens that end before `before`."""
+        """The end offsets of the leading tokens every encoding shares (same id, same offsets) that
+        end before `before` and where the next shared token starts."""
         shared = os.path.commonprefix([list(zip(e.ids, e.offsets)) for e in encodings])
-        return [end for _, (_, end) in shared if end < before]  # ends never decrease
+        # Only where the next shared token starts at or after the end: a lone '▁' token's offsets
+        # cover the word's first character, which the next token starts with (module docstring).
+        return [end for (_, (_, end)), (_, (start, _)) in zip(shared, shared[1:]) if start >= end and end < before]
 
     def _inside_added_token(self, text: str, q: int) -> bool:
         return any(text.find(token, max(0, q - len(token) + 1), q + len(token) - 1) != -1 for token in self.added)
