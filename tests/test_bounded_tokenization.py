@@ -177,6 +177,11 @@ def test_a_tokenizer_of_another_kind_is_never_cut(tiny_model, tmp_path):
     (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
     other = load_pair_tokenizer(tmp_path, ServingLimits())
     assert not other.cuts.applies and other.cuts.cut("abc def " * 1000, 10) is None
+    # A single_word added token looks at the character before it, which no cut window checks.
+    spec = json.loads((tiny_model / "tokenizer.json").read_text())
+    next(token for token in spec["added_tokens"] if token["content"] == "<mask>")["single_word"] = True
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    assert not load_pair_tokenizer(tmp_path, ServingLimits()).cuts.applies
 
 
 def full_tokenization(tokenizer, queries, passages):
