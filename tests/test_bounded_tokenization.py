@@ -437,3 +437,18 @@ def test_a_shared_token_end_is_a_cut_only_where_the_next_token_starts(tiny_model
     texts += [rng.choice(["", "<s>", "x <mask>", "a b "]) + glued_word(tokenizer.cuts, rng, 80) for _ in range(30)]
     checked = sum(shared_ends_checked(tokenizer, text, m) for text in texts for m in range(14, len(text) - 6))
     assert checked > 1000
+
+
+def test_at_a_large_max_length_a_glued_word_is_read_whole_not_coalesced(tiny_model, monkeypatch):
+    """Found in review: at max_length 8,192, `longest` prefixes of ~3 bytes per needed token hand
+    the tokenizer more than the whole 256 KiB word. Coalescing is tried only within half the
+    whole text's characters; past that the word is read whole, once."""
+    tokenizer = load_pair_tokenizer(tiny_model, ServingLimits(max_length=8192))
+    huge = glued_word(tokenizer.cuts, random.Random(5), MAX_TEXT_BYTES - 64)
+    expected = full_tokenization(tokenizer, ["what is this?"], [huge])
+    spy = SpyTokenizer(tokenizer.tokenizer)
+    monkeypatch.setattr(tokenizer, "tokenizer", spy)
+    got = tokenizer.tokenize_request(["what is this?"], [huge])
+    np.testing.assert_array_equal(got.input_ids, expected.input_ids)
+    handed = sum(len(text) for call in spy.calls for text in call) - len("what is this?")
+    assert len(huge) <= handed <= 1.05 * len(huge), (handed, len(huge))

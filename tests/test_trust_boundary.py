@@ -40,7 +40,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # Measured on the 2-core shared CI box (tokenizer: 2 Python instances): 64 x 256 KiB passages
 # through the direct tokenizer take 0.06-0.2 s (spaced, CJK) and ~0.5 s (a glued word: coalesced
 # cuts) with bounded tokenization (the 16 MiB still cross gRPC and shared memory); whole-text
-# tokenization took 1.4-4.4 s in-process (benchmarks/trust_boundary.py prints both).
+# tokenization took 1.1-3.2 s in-process (benchmarks/trust_boundary.py prints both).
 TOKENIZER_64_X_256K_BOUND_S = 5.0
 REFUSAL_BOUND_S = 1.0
 

@@ -7,9 +7,13 @@ builds a component's input sockets from them). Written out twice, the lists coul
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any, Callable, TypeVar, get_type_hints
 
-from typing_extensions import Concatenate, ParamSpec
+if sys.version_info >= (3, 10):
+    from typing import Concatenate, ParamSpec
+else:  # typing_extensions before 4.12 breaks on 3.13 (ParamSpec.__default__), so only where needed
+    from typing_extensions import Concatenate, ParamSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,16 +36,22 @@ def same_parameters(
     and typing.get_type_hints read `declared`'s parameters, with the method's own return
     annotation, and its docstring is `declared`'s unless it has one. The method itself is
     returned, not a wrapper: an `async def` stays a coroutine function, and a call costs nothing
-    more."""
+    more. A call with arguments that do not fit raises `declared`'s TypeError (it names
+    `declared` and the argument), for an async method when awaited, as its other input errors."""
 
     def same(method: Callable[..., R]) -> Callable[Concatenate[Any, P], R]:
-        returns = inspect.signature(method).return_annotation
-        method.__signature__ = inspect.signature(declared).replace(  # type: ignore[attr-defined]
-            return_annotation=returns
-        )
+        returns = get_type_hints(method).get("return", inspect.Signature.empty)
         # Resolved now, where `declared` is defined: the method's module need not import the
-        # names its parameters' annotations use.
+        # names its parameters' annotations use, and the signature carries types, not strings
+        # that only make sense in `declared`'s module.
         hints = get_type_hints(declared, include_extras=True)
+        declared_signature = inspect.signature(declared)
+        parameters = [
+            p.replace(annotation=hints.get(p.name, p.annotation)) for p in declared_signature.parameters.values()
+        ]
+        method.__signature__ = declared_signature.replace(  # type: ignore[attr-defined]
+            parameters=parameters, return_annotation=returns
+        )
         hints.pop("return", None)
         if returns is not inspect.Signature.empty:
             hints["return"] = returns

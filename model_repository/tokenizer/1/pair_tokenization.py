@@ -187,25 +187,36 @@ class PairTokenizer:
         if not head.isspace():
             cut = self.cuts.last_cut(head)
             if cut is None:  # a long word with no space and no forced boundary near the head's end
-                cut = self.coalesced_cut(head, need)
+                # What reading the whole text would cost, in characters (at the head's bytes per
+                # character): coalescing is tried only where it is cheaper.
+                whole_chars = len(data) * len(head) // max(1, len(head.encode()))
+                cut = self.coalesced_cut(head, need, whole_chars // 2)
         if cut is None:  # no safe cut in the head (or a blank head): read it all
             return self.decode_text(field, index, data), False
         return head[:cut], True
 
-    def coalesced_cut(self, head: str, need: int) -> int | None:
+    def coalesced_cut(self, head: str, need: int, budget: int | None = None) -> int | None:
         """A coalesced cut (text_cuts.py) in `head` with at least `need` tokens before it, or None.
         Each try tokenizes `longest` prefixes of about the length that holds `need` tokens; where
         the prefixes' paths part long before their ends (ties that only the rest of the text
-        decides), it gives up at once rather than grow."""
+        decides), it gives up at once rather than grow. budget: the characters all tries may hand
+        the tokenizer (None: no limit); a try that would pass it is not made (at a large
+        max_length, reading a 256 KiB word whole is cheaper than `longest` long prefixes)."""
         cuts = self.cuts
         limit = len(head) - cuts.added_reach
-        # Room for the paths to meet before the prefixes' ends, however few tokens are needed.
+        # Room for the paths to meet before the prefixes' ends, however few tokens are needed, and
+        # past the head's last space: a blob after some prose is coalesced within the blob.
         m = chars_for_bytes(head, 0, need * COALESCE_BYTES_PER_TOKEN) + 4 * cuts.longest
+        m = max(m, head.rfind(" ") + 1 + 4 * cuts.longest)
+        spent = 0
         for _ in range(COALESCE_TRIES):
             m = min(m, limit)
             windows = (cuts.coalescence_ends(head, end) for end in range(m, min(m + COALESCE_SCAN, limit) + 1))
             ends = next(filter(None, windows), None)
             if ends is None:
+                return None
+            spent += sum(ends)
+            if budget is not None and spent > budget:
                 return None
             encodings = self.tokenizer.encode_batch([head[:j] for j in ends], add_special_tokens=False)
             common = cuts.common_ends(encodings, ends[0])
