@@ -364,7 +364,7 @@ def test_coalesced_cuts_keep_the_whole_texts_tokens(setup):
     assert accepted > 80, (accepted, declined)
 
 
-def test_ties_only_the_whole_text_decides_get_no_coalesced_cut(setup):
+def test_ties_only_the_whole_text_decides_get_no_coalesced_cut(setup, monkeypatch):
     """256 KiB of one character whose double is a piece: whether the odd one goes first depends
     on the run's length, so the first token depends on the last byte. No cut is exact there;
     the coalesced cut declines after one try, and the text is tokenized whole."""
@@ -372,11 +372,8 @@ def test_ties_only_the_whole_text_decides_get_no_coalesced_cut(setup):
     doubled = doubled_character(tokenizer.cuts)
     assert encode(tokenizer, doubled * 4001)[:2] != encode(tokenizer, doubled * 4000)[:2]
     spy = SpyTokenizer(tokenizer.tokenizer)
-    tokenizer.tokenizer, real = spy, tokenizer.tokenizer
-    try:
-        assert tokenizer.coalesced_cut(doubled * 20000, tokenizer.max_length + 1) is None
-    finally:
-        tokenizer.tokenizer = real
+    monkeypatch.setattr(tokenizer, "tokenizer", spy)
+    assert tokenizer.coalesced_cut(doubled * 20000, tokenizer.max_length + 1) is None
     assert len(spy.calls) == 1 and len(spy.calls[0]) == tokenizer.cuts.longest  # one try of `longest` prefixes
 
 

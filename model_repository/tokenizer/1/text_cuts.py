@@ -153,16 +153,11 @@ class TextCuts:
         # Unknown characters need no check: each is a one-character unknown node, and fusing
         # neighbouring unknown tokens afterwards only stretches the prefix's last token, whose id
         # (unk) the whole text has at the same place.
-        if start < 0 or end > len(text):
-            return False
         if text[q - 1 : q + 1] in self.pieces:  # the shortest crossing, and in glued words the usual one
-            return False
-        window = text[start:end]
-        if not all(self._plain(ch) for ch in window):
             return False
         # Window characters normalise to themselves, so an added token (raw or normalised) that
         # ends in the window, or spans q, shows its last character there.
-        if any(ch in self.added_ends for ch in text[start : q + self.added_reach]):
+        if not self._plain_run(text, start, end) or self._added_end_in(text, start, q + self.added_reach):
             return False
         pieces = self.pieces
         for s in range(q - 1, q - width, -1):  # short spans first: most crossings are short
@@ -175,9 +170,7 @@ class TextCuts:
         """The prefix ends j a coalesced cut at m tokenizes (see the module docstring), or None
         where the window around m is not plain."""
         start, end = m - self.longest, m + self.added_reach
-        if start < 0 or end > len(text):
-            return None
-        if not all(self._plain(ch) for ch in text[start:end]) or any(ch in self.added_ends for ch in text[start:end]):
+        if not self._plain_run(text, start, end) or self._added_end_in(text, start, end):
             return None
         return range(start + 1, m + 1)
 
@@ -187,9 +180,15 @@ class TextCuts:
         no added token (raw or normalised) ending in the `added_reach` characters from b, so none
         spans b."""
         end = b + self.added_reach
-        if b < 1 or end > len(text):
-            return False
-        return all(self._plain(ch) for ch in text[b - 1 : end]) and not any(ch in self.added_ends for ch in text[b:end])
+        return self._plain_run(text, b - 1, end) and not self._added_end_in(text, b, end)
+
+    def _plain_run(self, text: str, start: int, end: int) -> bool:
+        """text[start:end] lies inside the text and holds only plain characters."""
+        return start >= 0 and end <= len(text) and all(self._plain(ch) for ch in text[start:end])
+
+    def _added_end_in(self, text: str, start: int, end: int) -> bool:
+        """Some character of text[start:end] is the last character of an added token."""
+        return any(ch in self.added_ends for ch in text[start:end])
 
     @staticmethod
     def common_ends(encodings: list, before: int) -> list[int]:
