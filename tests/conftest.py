@@ -75,3 +75,51 @@ def server(python_repo, tmp_path_factory):
     srv = start_server(python_repo, tmp_path_factory.mktemp("logs"))
     yield srv
     srv.stop()
+
+
+def start_proxy(server: TritonServer, state: Path):
+    """A real NGINX front proxy, rendered as the chart ships it, in front of `server` on
+    loopback ports. Returns (spec, process)."""
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    from export.proxy_config import ProxySpec, render
+
+    spec = ProxySpec(
+        http_port=free_port(),
+        grpc_port=free_port(),
+        listen_address="127.0.0.1",
+        triton_http=f"127.0.0.1:{server.http_port}",
+        triton_grpc=f"127.0.0.1:{server.grpc_port}",
+        state_dir=str(state),
+    )
+    conf = state / "nginx.conf"
+    conf.write_text(render(spec))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    process = subprocess.Popen(
+        [nginx, "-c", str(conf), "-p", str(state), "-e", "stderr", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(state / "nginx.log", "wb"),  # noqa: SIM115 - nginx writes it while it runs
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{spec.http_port}/v2/health/ready", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return spec, process
+
+
+@pytest.fixture(scope="session")
+def proxy(server, tmp_path_factory):
+    """The session server behind the real front proxy (shared by the trust-boundary and
+    hostile-request tests)."""
+    import signal
+
+    spec, process = start_proxy(server, tmp_path_factory.mktemp("nginx"))
+    yield spec
+    process.send_signal(signal.SIGQUIT)  # graceful stop of this nginx master and its worker
+    process.wait(20)

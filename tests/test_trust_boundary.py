@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -29,7 +28,6 @@ from common.pair_tokenizer import load_pair_tokenizer
 from common.raw_rerank import raw_rerank, rerank_inputs
 from export.proxy_config import COMMITTED, ProxySpec, render
 from export.settings import DEFAULT_MAX_BATCH_SIZE, MAX_TEXT_BYTES, PROXY_MAX_BODY_BYTES, ServingLimits
-from tests.conftest import free_port
 from tests.server_helpers import bad_and_good_together
 
 GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
@@ -229,36 +227,6 @@ def test_committed_proxy_config_is_generated_and_valid(tmp_path):
     assert check.returncode == 0, check.stderr
     assert f"client_max_body_size {PROXY_MAX_BODY_BYTES};" in COMMITTED.read_text()
     assert PROXY_MAX_BODY_BYTES >= 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
-
-
-@pytest.fixture(scope="module")
-def proxy(server, tmp_path_factory):
-    state = tmp_path_factory.mktemp("nginx")
-    spec = ProxySpec(
-        http_port=free_port(),
-        grpc_port=free_port(),
-        listen_address="127.0.0.1",
-        triton_http=f"127.0.0.1:{server.http_port}",
-        triton_grpc=f"127.0.0.1:{server.grpc_port}",
-        state_dir=str(state),
-    )
-    conf = state / "nginx.conf"
-    conf.write_text(render(spec))
-    process = subprocess.Popen(
-        [NGINX, "-c", str(conf), "-p", str(state), "-e", "stderr", "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(state / "nginx.log", "wb"),  # noqa: SIM115 - nginx writes it while it runs
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{spec.http_port}/v2/health/ready", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield spec
-    process.send_signal(signal.SIGQUIT)  # graceful stop of this nginx master and its worker
-    process.wait(20)
 
 
 def test_proxy_passes_a_normal_request(proxy, good_scores):

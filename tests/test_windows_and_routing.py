@@ -98,7 +98,21 @@ def test_reduction_takes_the_best_window_and_the_first_on_a_tie():
     assert reduced.best.tolist() == [1, 3, 5]
     assert reduced.windows.reshape(-1).tolist() == [3, 3, 1]
     with pytest.raises(ValueError, match="no window"):
-        reduction.reduce_windows(np.array([0, 2]), np.array([1.0, 2.0]))
+        reduction.reduce_windows(np.array([0, 2, 2]), np.array([1.0, 2.0, 3.0]))
+
+
+def test_reduction_work_is_bounded_by_the_request_size_not_an_owner_value():
+    """Issue 26: owner [0, 2**25] made bincount allocate 2**25 counters (3 s, 1.6 GB) for a
+    2-row request. An owner value at or past the number of windows is refused before any
+    allocation sized by it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"owner: 33554432 .* below 2"):
+        reduction.reduce_windows(np.array([0, 2**25]), np.array([1.0, 2.0]))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20, f"refusing a 2-row request allocated {peak} bytes"
 
 
 def test_class_model_shape_checks():

@@ -19,9 +19,10 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
-from routing import RouteError, cut, parse_classes, plan, row_lengths  # noqa: E402
+from routing import RouteError, cut, parse_classes, plan, relayed_code, row_lengths  # noqa: E402
 
 PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
+CLASS_INPUTS = tuple(t.name for t in contract.CROSS_ENCODER_INPUTS)
 
 
 def _error(message, code=None):
@@ -74,8 +75,9 @@ class TritonPythonModel:
             if responses[i] is not None:
                 continue
             if answer.has_error():
-                error = answer.error()  # keep the class model's code (INVALID_ARG stays INVALID_ARG)
-                responses[i] = _error(error.message(), error.code() if hasattr(error, "code") else None)
+                message = answer.error().message()
+                code = relayed_code(message, contract.CROSS_ENCODER, CLASS_INPUTS)
+                responses[i] = _error(message, getattr(pb_utils.TritonError, code))
                 continue
             outputs[i][0][rows] = (
                 pb_utils.get_output_tensor_by_name(answer, contract.LOGIT.name).as_numpy().reshape(-1, 1)

@@ -16,6 +16,32 @@ class RouteError(ValueError):
     """A row no class can take; the message names the length and the limit."""
 
 
+# How a class model's error is relayed. A BLS response's error reaches this model as text only
+# (tritonserver 2.51 gives it INTERNAL whatever the class model said), so the code is recovered
+# from the text: Triton's load-shedding answers and a dead or draining step are UNAVAILABLE
+# (retry, elsewhere if need be), the class model's own refusals - "cross_encoder: input_ids: ...",
+# "cross_encoder: attention_mask: ..." - are INVALID_ARG (the caller's input), anything else
+# stays INTERNAL.
+UNAVAILABLE_MARKS = (
+    "request timeout expired",
+    "exceeds maximum queue size",
+    "stub process",
+    "is not healthy",
+    "server not ready",
+    "server is shutting down",
+)
+
+
+def relayed_code(message: str, model_prefix: str, input_names: tuple[str, ...]) -> str:
+    """'UNAVAILABLE', 'INVALID_ARG' or 'INTERNAL' for a class model's error message."""
+    text = message.lower()
+    if any(mark in text for mark in UNAVAILABLE_MARKS):
+        return "UNAVAILABLE"
+    if any(message.startswith(f"{model_prefix}: {name}") for name in input_names):
+        return "INVALID_ARG"
+    return "INTERNAL"
+
+
 @dataclass(frozen=True)
 class Part:
     length_class: int  # index into the classes (and the class models)

@@ -21,6 +21,14 @@ def reduce_windows(owner: np.ndarray, logit: np.ndarray) -> Reduced:
     logit = logit.reshape(-1)
     if owner.size == 0 or owner.min() < 0:
         raise ValueError("owner: expected one or more windows with owner >= 0")
+    # Work is bounded by the request's size, never by a value in it: every passage has a window,
+    # so a passage index is below the number of windows. Checked before bincount, whose output
+    # is sized by the largest value (owner [0, 2**25] would allocate 2**25 counters).
+    if int(owner.max()) >= owner.size:
+        raise ValueError(
+            f"owner: {int(owner.max())} is not a passage index of this request "
+            f"(it has {owner.size} windows, so owner must be below {owner.size})"
+        )
     passages = int(owner.max()) + 1
     counts = np.bincount(owner, minlength=passages)
     if (counts == 0).any():

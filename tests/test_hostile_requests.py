@@ -1,0 +1,310 @@
+"""Issue 26: hostile requests through the shipped front door cannot kill, bloat or wedge the server.
+
+Against the real tritonserver (the session's) behind the real NGINX front proxy rendered as the
+chart ships it. Each case asserts: refused (with a message that says why) or bounded, how long
+the refusal took, the server's memory delta (tritonserver and its Python stubs), that the
+server is still ready, and that a known-good request scores identically afterwards.
+
+The crashes these guard against are tritonserver 2.51's own (its HTTP/JSON parser); they are
+reproduced against a bare server, once, in test_bare_triton_http_json_crashes (slow).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
+
+from common.raw_rerank import raw_rerank, rerank_inputs
+from export.settings import PROXY_MAX_INFER_HEADER_BYTES
+
+GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
+GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]
+REFUSAL_BOUND_S = 2.0  # a refusal reads no more than the request's own bytes
+MEMORY_BOUND_BYTES = 64 << 20  # what a refused request may leave behind, server-wide
+
+
+def server_rss(pid: int) -> int:
+    """Resident bytes of tritonserver and every process under it (the Python stubs)."""
+    children = {pid}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            children.add(int(entry.name))
+    total = 0
+    for p in children:
+        try:
+            total += int((Path(f"/proc/{p}/statm")).read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+@pytest.fixture(scope="module")
+def good_scores(server):
+    return raw_rerank(server.grpc_url, GOOD_Q, GOOD_P)["score"]
+
+
+@pytest.fixture
+def unharmed(server, proxy, good_scores):
+    """Yields a timer; afterwards: still ready, memory bounded, the good request unchanged."""
+    before = server_rss(server.process.pid)
+    timer: dict[str, float] = {}
+    yield timer
+    assert server.process.poll() is None, "tritonserver died"
+    assert server.is_ready()
+    grew = server_rss(server.process.pid) - before
+    assert grew < MEMORY_BOUND_BYTES, f"server memory grew by {grew / 2**20:.0f} MiB"
+    scores = raw_rerank(f"127.0.0.1:{proxy.grpc_port}", GOOD_Q, GOOD_P)["score"]
+    np.testing.assert_allclose(scores, good_scores, atol=1e-6)
+    if "s" in timer:
+        assert timer["s"] < REFUSAL_BOUND_S, f"refusal took {timer['s']:.2f} s"
+
+
+def http_post(port: int, path: str, body: bytes, headers: dict[str, str], timer: dict) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    start = time.perf_counter()
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        timer["s"] = time.perf_counter() - start
+        conn.close()
+
+
+DEPTH = 200_000  # 400 KB: crashes tritonserver 2.51 (SIGSEGV) when its JSON parser reads it
+JSON_ONLY = {
+    "nested 200,000 deep": ('{"inputs":' + "[" * DEPTH + "]" * DEPTH + "}").encode(),
+    # Allocated before any check on 2.51 (SIGABRT at 2^33 elements).
+    "INT32 shape [8589934592, 1]": json.dumps(
+        {"inputs": [{"name": "window_stride", "shape": [8589934592, 1], "datatype": "INT32", "data": [1]}]}
+    ).encode(),
+    "a plain JSON rerank request": json.dumps(
+        {
+            "inputs": [
+                {"name": "query", "shape": [1, 1], "datatype": "BYTES", "data": ["q"]},
+                {"name": "passage", "shape": [1, 1], "datatype": "BYTES", "data": ["p"]},
+            ]
+        }
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("model", ["rerank", "rerank_windows"])
+@pytest.mark.parametrize("case", sorted(JSON_ONLY))
+def test_json_only_inference_is_refused_by_the_proxy(proxy, unharmed, case, model):
+    status, body = http_post(proxy.http_port, f"/v2/models/{model}/infer", JSON_ONLY[case], {}, unharmed)
+    assert status == 415, (status, body)
+    assert "binary tensor data" in body and str(PROXY_MAX_INFER_HEADER_BYTES) in body, body
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [str(PROXY_MAX_INFER_HEADER_BYTES + 1), "-5", "0x10", "99999999999999999999", "12 34"],
+)
+def test_a_header_length_past_the_limit_or_malformed_is_refused(proxy, unharmed, declared):
+    """The deep body with a header length that would hand Triton's parser more than the limit."""
+    status, body = http_post(
+        proxy.http_port,
+        "/v2/models/rerank/infer",
+        JSON_ONLY["nested 200,000 deep"],
+        {"Inference-Header-Content-Length": declared},
+        unharmed,
+    )
+    assert status == 415, (declared, status, body)
+
+
+def test_a_deep_body_behind_a_small_declared_header_is_bounded_by_triton(proxy, unharmed):
+    """Triton parses only the declared header bytes: the nesting past them is never read."""
+    status, body = http_post(
+        proxy.http_port,
+        "/v2/models/rerank/infer",
+        JSON_ONLY["nested 200,000 deep"],
+        {"Inference-Header-Content-Length": "100"},
+        unharmed,
+    )
+    assert status in (400, 500) and "JSON" in body, (status, body)
+
+
+def _binary_request(shapes: dict[str, list[int]], payload: dict[str, bytes]) -> tuple[bytes, str]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": shape,
+                    "datatype": "INT32" if name == "window_stride" else "BYTES",
+                    "parameters": {"binary_data_size": len(payload[name])},
+                }
+                for name, shape in shapes.items()
+            ]
+        }
+    ).encode()
+    return header + b"".join(payload[name] for name in shapes), str(len(header))
+
+
+def _bytes_element(text: bytes) -> bytes:
+    return len(text).to_bytes(4, "little") + text
+
+
+@pytest.mark.parametrize(
+    "model,shapes",
+    [
+        (
+            "rerank_windows",
+            {"query": [1, 1], "passage": [1, 1], "window_stride": [8589934592, 1]},
+        ),
+        ("rerank_windows", {"query": [1, 1], "passage": [1, 1], "window_stride": [1, 4294967312]}),
+        ("rerank", {"query": [1, 1], "passage": [8589934592, 1]}),
+        ("rerank", {"query": [67108864, 1], "passage": [67108864, 1]}),
+    ],
+)
+def test_binary_requests_with_lying_shapes_cost_nothing(proxy, unharmed, model, shapes):
+    """A binary request whose declared shape disagrees with its bytes: refused, or answered for
+    the elements actually sent, never allocated by the declared shape."""
+    payload = {"query": _bytes_element(b"q"), "passage": _bytes_element(b"p"), "window_stride": b"\0" * 4}
+    body, header_length = _binary_request(shapes, payload)
+    status, text = http_post(
+        proxy.http_port, f"/v2/models/{model}/infer", body, {"Inference-Header-Content-Length": header_length}, unharmed
+    )
+    if status == 200:  # answered for the elements actually sent (2^33 reads as 0 in 32 bits)
+        outputs = json.loads(text)["outputs"]
+        assert outputs and all(output["shape"][0] <= 1 for output in outputs), text[:300]
+    else:
+        assert 400 <= status < 500, (status, text[:300])
+
+
+@pytest.mark.parametrize(
+    "model,name,datatype,shape",
+    [
+        ("rerank_windows", "window_stride", "INT32", [8589934592, 1]),
+        ("rerank", "passage", "BYTES", [8589934592, 1]),
+        ("cross_encoder", "input_ids", "INT64", [1, 2**32 + 16]),
+        ("tokenizer", "passage", "BYTES", [2**31, 1]),
+    ],
+)
+def test_grpc_requests_with_lying_shapes_are_refused(proxy, unharmed, model, name, datatype, shape):
+    """Over gRPC (the proxy passes every model): a declared shape larger than the raw bytes sent."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    request = service_pb2.ModelInferRequest(model_name=model)
+    sizes = {"query": [1, 1], "passage": [1, 1], "window_stride": [1, 1], "input_ids": [1, 16]}
+    sizes["attention_mask"] = [1, 16]
+    needed = {
+        "rerank": ["query", "passage"],
+        "rerank_windows": ["query", "passage", "window_stride"],
+        "tokenizer": ["query", "passage"],
+        "cross_encoder": ["input_ids", "attention_mask"],
+    }[model]
+    for input_name in needed:
+        tensor = request.inputs.add()
+        tensor.name = input_name
+        tensor.datatype = {"window_stride": "INT32", "input_ids": "INT64", "attention_mask": "INT64"}.get(
+            input_name, "BYTES"
+        )
+        tensor.shape.extend(shape if input_name == name else sizes[input_name])
+        raw = {"INT32": b"\0" * 4, "INT64": b"\1" + b"\0" * 127, "BYTES": _bytes_element(b"x")}[tensor.datatype]
+        request.raw_input_contents.append(raw)
+    start = time.perf_counter()
+    try:
+        answer = client._client_stub.ModelInfer(request, timeout=60)
+    except Exception as refused:  # noqa: BLE001 - grpc's own error type, checked here
+        assert "INVALID_ARGUMENT" in str(refused), str(refused)[:400]
+    else:
+        # tritonserver 2.51 compares batch sizes in 32 bits (2^33 reads as 0) and answers for the
+        # elements actually sent: bounded, if not refused.
+        assert all(output.shape[0] <= 1 for output in answer.outputs), answer.outputs
+    unharmed["s"] = time.perf_counter() - start
+
+
+def test_compressed_http_bodies_are_refused(proxy, unharmed):
+    """The size cap counts compressed bytes; Triton would inflate a 33 MB gzip without a bound."""
+    bomb = gzip.compress(b"[" * (64 << 20), compresslevel=9)  # 64 MiB of nesting in ~64 KiB
+    status, body = http_post(
+        proxy.http_port,
+        "/v2/models/rerank/infer",
+        bomb,
+        {"Content-Encoding": "gzip", "Inference-Header-Content-Length": "100"},
+        unharmed,
+    )
+    assert status == 415 and "compressed" in body, (status, body)
+
+
+def test_compressed_grpc_messages_are_refused(proxy, unharmed):
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    start = time.perf_counter()
+    with pytest.raises(InferenceServerException, match="compressed request bodies are refused"):
+        client.infer("rerank", rerank_inputs(GOOD_Q, GOOD_P), compression_algorithm="gzip")
+    unharmed["s"] = time.perf_counter() - start
+
+
+def test_window_reduce_work_is_bounded_by_request_size_not_by_owner_values(proxy, unharmed):
+    """Issue 26 finding 3: owner [0, 2^25] made window_reduce allocate by the value (3.1 s, 1.6 GB)."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    arrays = {
+        "logit": np.zeros((2, 1), np.float32),
+        "score": np.zeros((2, 1), np.float32),
+        "tokens": np.ones((2, 1), np.int32),
+        "truncated": np.zeros((2, 1), bool),
+        "owner": np.array([[0], [2**25]], np.int32),
+        "window_span": np.zeros((2, 2), np.int32),
+    }
+    dtypes = {np.float32: "FP32", np.int32: "INT32", np.bool_: "BOOL"}
+    inputs = []
+    for name, value in arrays.items():
+        tensor = grpcclient.InferInput(name, list(value.shape), dtypes[value.dtype.type])
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    start = time.perf_counter()
+    with pytest.raises(InferenceServerException, match=r"owner: 33554432 is not a passage index") as refused:
+        client.infer("window_reduce", inputs)
+    unharmed["s"] = time.perf_counter() - start
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_a_class_models_refusal_stays_invalid_argument_through_the_router(proxy, unharmed):
+    """Issue 26 finding 7: the router relayed the class model's INVALID_ARG as INTERNAL."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    ids = np.full((1, 16), 5, np.int64)
+    ids[0, 3] = 10**9  # outside the vocabulary: the class model refuses it
+    inputs = [
+        grpcclient.InferInput("input_ids", [1, 16], "INT64"),
+        grpcclient.InferInput("attention_mask", [1, 16], "INT64"),
+    ]
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(np.ones_like(ids))
+    start = time.perf_counter()
+    with pytest.raises(InferenceServerException, match="outside the vocabulary") as refused:
+        client.infer("length_router", inputs)
+    unharmed["s"] = time.perf_counter() - start
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_metadata_routes_take_no_request_body(proxy, unharmed):
+    status, body = http_post(
+        proxy.http_port, "/v2/models/rerank/config", JSON_ONLY["nested 200,000 deep"], {}, unharmed
+    )
+    assert status == 403, (status, body)  # nginx limit_except: only GET reaches Triton
+
+
+def test_http_binary_clients_still_work_through_the_proxy(proxy, good_scores):
+    """tritonclient's HTTP client sends binary tensor data by default: the door stays open to it."""
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{proxy.http_port}")
+    out = client.infer("rerank", rerank_inputs(GOOD_Q, GOOD_P, httpclient))
+    np.testing.assert_allclose(out.as_numpy("score").reshape(-1), good_scores, atol=1e-6)
