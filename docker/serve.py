@@ -21,6 +21,10 @@ every later start that reads it. So:
 Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
 starts (`clear_stale_shm`).
 
+Dead stubs: once ready, the Python-backend stubs are watched (stub_watch.py); when one dies
+tritonserver is stopped and this script exits 75, so the kubelet restarts the container
+(Triton never restarts a stub, and its health endpoints keep saying 200).
+
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
@@ -39,7 +43,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stub_watch import StubWatch, describe, own_pid_is_watchable  # noqa: E402 - shipped beside this file
+
 MARKER = ".complete"
+# A dead Python-backend stub: checked every STUB_POLL_S once ready; in-flight requests on the
+# healthy instances get STUB_DEATH_DRAIN_S, then tritonserver is killed and we exit with
+# EXIT_STUB_DIED (EX_TEMPFAIL) for the kubelet to restart the container.
+STUB_POLL_S = 1.0
+STUB_DEATH_DRAIN_S = 5.0
+EXIT_STUB_DIED = 75
 # The Python backend's default name for its shared-memory regions.
 SHM_REGION_PREFIX = "triton_python_backend_shm_region"
 
@@ -154,11 +167,35 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
             except OSError as err:  # read-only or full shared volume: serving goes on
                 print(f"[serve] not published to {shared_dir}: {err}", flush=True)
+    return watch_until_exit(server)
+
+
+def watch_until_exit(server: subprocess.Popen, poll_s: float = STUB_POLL_S) -> int:
+    """tritonserver's exit code; or, when one of its Python-backend stubs dies (Triton never
+    restarts one: docker/stub_watch.py), stop it and return EXIT_STUB_DIED so the kubelet
+    starts a fresh container instead of leaving a pod that fails part of its requests."""
+    watch = StubWatch(server.pid) if server.poll() is None and own_pid_is_watchable() else None
     while True:
         try:
-            return server.wait()
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-            continue
+            return server.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        dead = watch.dead() if watch is not None else []
+        if dead:
+            print(f"[serve] {describe(dead)}: stopping tritonserver so a fresh one starts", flush=True)
+            stop_fast(server)
+            return EXIT_STUB_DIED
+
+
+def stop_fast(server: subprocess.Popen) -> None:
+    """SIGINT (Triton drains what healthy instances hold), then SIGKILL after STUB_DEATH_DRAIN_S:
+    with a dead stub Triton would otherwise wait out its whole --exit-timeout-secs."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=STUB_DEATH_DRAIN_S)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ The launcher stops its server on Ctrl-C, SIGTERM and SIGHUP alike (the server ru
 session, so a signal to the launcher alone would otherwise leave it running and holding the
 ports), and the server gets SIGTERM from the kernel if the launcher dies without cleaning up.
 While serving, it runs the deployment's health probe (docker/probe.py: one pair through the
-ensemble) every few seconds and says when the answer changes.
+ensemble) every few seconds and says when the answer changes, and restarts tritonserver when
+one of its Python-backend stubs dies (Triton never restarts one: docker/stub_watch.py).
 """
 
 from __future__ import annotations
@@ -36,15 +37,28 @@ from export.settings import PROBE_TIMEOUT_S, python_backend_flags
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".cache" / "triton"
 PROBE_SCRIPT = ROOT / "docker" / "probe.py"
+STUB_WATCH_SCRIPT = ROOT / "docker" / "stub_watch.py"
 PROBE_PERIOD_S = 10.0  # the chart's liveness period
+STUB_POLL_S = 1.0  # how often the stubs are checked (docker/serve.py uses the same)
+STUB_DEATH_DRAIN_S = 5.0  # a server with a dead stub gets this long to drain, then is killed
+
+
+def _image_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def probe_module():
     """docker/probe.py, the exec probe shipped in the image, loaded from its file."""
-    spec = importlib.util.spec_from_file_location("reranker_probe", PROBE_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _image_module("reranker_probe", PROBE_SCRIPT)
+
+
+def stub_watch_module():
+    """docker/stub_watch.py, the image launcher's dead-stub watch, loaded from its file."""
+    return _image_module("reranker_stub_watch", STUB_WATCH_SCRIPT)
 
 
 def _die_with_parent() -> None:
@@ -258,7 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         server.wait_ready(600)
         print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
-        watch_health(server, probe, args.probe_period)
+        stub_watch = stub_watch_module()
+        while dead := watch_health(server, probe, args.probe_period, stub_watch):
+            # Triton never restarts a dead stub: only a new server heals the model.
+            print(f"{stub_watch.describe(dead)}: restarting tritonserver ...", flush=True)
+            died_at = time.monotonic()
+            server.stop(timeout=STUB_DEATH_DRAIN_S)
+            server.process = subprocess.Popen(
+                server.command(), env=server_environment(), start_new_session=True, preexec_fn=_die_with_parent
+            )
+            server.wait_ready(600)
+            print(f"ready again {time.monotonic() - died_at:.1f} s after the stub died", flush=True)
     except (KeyboardInterrupt, Stop) as reason:
         print(f"\nstopping tritonserver ({reason or 'Ctrl-C'}) ...", flush=True)
     finally:
@@ -270,17 +294,23 @@ def main(argv: list[str] | None = None) -> int:
     return server.process.returncode or 0
 
 
-def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) -> None:
-    """Until the server exits: the health probe every `period` s; report each change."""
+def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S, stub_watch=None) -> list:
+    """Until the server exits (returns []) or one of its Python stubs dies (returns the dead
+    stubs, checked every STUB_POLL_S): the health probe every `period` s; report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
     assert server.process is not None, "start() the server first"
+    watch = stub_watch.StubWatch(server.process.pid) if stub_watch and stub_watch.own_pid_is_watchable() else None
     was_healthy = True
     while True:
-        try:
-            server.process.wait(period)
-            return
-        except subprocess.TimeoutExpired:
-            pass
+        next_probe = time.monotonic() + period
+        while (left := next_probe - time.monotonic()) > 0:
+            try:
+                server.process.wait(min(left, STUB_POLL_S))
+                return []
+            except subprocess.TimeoutExpired:
+                pass
+            if watch is not None and (dead := watch.dead()):
+                return dead
         healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
         if healthy != was_healthy:
             print(f"health probe: {'healthy again' if healthy else 'UNHEALTHY'}: {reason}", flush=True)

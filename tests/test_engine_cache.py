@@ -5,6 +5,7 @@ once around the real local tritonserver (SIGTERM passed through)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -108,3 +109,54 @@ def test_wrapper_around_the_real_server(python_repo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_wrapper_exits_for_a_restart_when_a_stub_dies(python_repo, tmp_path):
+    """Issue 26 finding 4, the image's side: a dead Python stub makes serve.py stop tritonserver
+    (without waiting out Triton's exit timeout, which a dead stub always runs into) and exit
+    EXIT_STUB_DIED, so the kubelet starts a fresh container."""
+    server = TritonServer(python_repo, free_port(), free_port(), free_port(), ["--exit-timeout-secs=60"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "docker" / "serve.py"),
+            "--local",
+            str(tmp_path / "trt-cache"),
+            "--ready-url",
+            f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+            "--shm-dir",
+            str(tmp_path / "shm"),
+            "--",
+            *server.command(),
+        ],
+        env=server_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "trt-cache" / serve.MARKER).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.25)
+        time.sleep(2 * serve.STUB_POLL_S)  # the watch has taken its snapshot
+        import stub_watch  # docker/, on the path since serve.py was loaded
+
+        [triton] = stub_watch.children(proc.pid)
+        watch = stub_watch.StubWatch(triton)
+        victim = next(s for s in watch.watched if s.instance.startswith("cross_encoder"))
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert proc.wait(timeout=60) == serve.EXIT_STUB_DIED
+        took = time.monotonic() - killed_at
+        output = proc.stdout.read()
+        assert victim.instance in output and "died" in output, output[-3000:]
+        # Triton's exit timeout (60 s here) was not waited out.
+        assert took < serve.STUB_POLL_S + serve.STUB_DEATH_DRAIN_S + 10, took
+        print(f"\nstub killed -> serve.py exited {serve.EXIT_STUB_DIED} after {took:.1f} s")
+        assert not server.is_ready()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.release_shm()
