@@ -308,3 +308,99 @@ def test_http_binary_clients_still_work_through_the_proxy(proxy, good_scores):
     client = httpclient.InferenceServerClient(f"127.0.0.1:{proxy.http_port}")
     out = client.infer("rerank", rerank_inputs(GOOD_Q, GOOD_P, httpclient))
     np.testing.assert_allclose(out.as_numpy("score").reshape(-1), good_scores, atol=1e-6)
+
+
+FUZZ_SECONDS = 120.0
+FUZZ_SEED = 26
+
+
+def _mutated_inputs(rng: np.random.Generator, vocab: int):
+    """One random, mostly malformed request: (model, [(name, datatype, shape, raw bytes)])."""
+    model = rng.choice(["rerank", "rerank_windows", "tokenizer", "length_router", "cross_encoder", "window_reduce"])
+    names = {
+        "rerank": ["query", "passage"],
+        "rerank_windows": ["query", "passage", "window_stride"],
+        "tokenizer": ["query", "passage", "window_stride"],
+        "length_router": ["input_ids", "attention_mask"],
+        "cross_encoder": ["input_ids", "attention_mask"],
+        "window_reduce": ["logit", "score", "tokens", "truncated", "owner", "window_span"],
+    }[str(model)]
+    types = {"query": "BYTES", "passage": "BYTES", "window_stride": "INT32", "input_ids": "INT64"}
+    types |= {"attention_mask": "INT64", "logit": "FP32", "score": "FP32", "tokens": "INT32", "truncated": "BOOL"}
+    types |= {"owner": "INT32", "window_span": "INT32"}
+    rows = int(rng.choice([0, 1, 2, 3, 64, 65, 1000]))
+    inputs = []
+    for name in names:
+        if rng.random() < 0.1:
+            continue  # a missing input
+        datatype = types[name] if rng.random() > 0.1 else str(rng.choice(["INT8", "FP64", "BYTES", "UINT64"]))
+        width = int(rng.choice([1, 2, 16, 513, 9000]))
+        shape = [rows, 1 if datatype == "BYTES" or name not in ("input_ids", "attention_mask") else width]
+        if rng.random() < 0.15:
+            shape = [int(rng.choice([2**31, 2**33, 2**40, -1])), 1]
+        if datatype == "BYTES":
+            texts = [
+                bytes(rng.integers(0, 256, size=int(rng.choice([0, 3, 100, 5000])), dtype=np.uint8))
+                for _ in range(min(max(rows, 0), 70))
+            ]
+            raw = b"".join(len(t).to_bytes(4, "little") + t for t in texts)
+        else:
+            size = {"INT64": 8, "FP64": 8, "UINT64": 8, "INT8": 1, "BOOL": 1}.get(datatype, 4)
+            count = min(max(shape[0], 0) * max(shape[1], 0), 200_000)
+            values = rng.integers(-(2**40), 2**40, size=count) if rng.random() < 0.5 else rng.integers(0, vocab, count)
+            raw = values.astype(np.int64).tobytes()[: count * size]
+            if rng.random() < 0.2:
+                raw = raw[: len(raw) // 2]  # fewer bytes than the shape says
+        inputs.append((name, datatype, shape, raw))
+    return str(model), inputs
+
+
+@pytest.mark.slow
+def test_seeded_fuzz_of_the_wire_inputs_never_harms_the_server(server, proxy, good_scores):
+    """A seeded, time-bounded fuzz over gRPC (every model, through the proxy) and HTTP binary
+    requests (the ensembles, through the proxy): after every request the server is alive; at
+    the end it is ready, its memory bounded, and the good request scores as before."""
+    rng = np.random.default_rng(FUZZ_SEED)
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    before = server_rss(server.process.pid)
+    sent, answered, deadline = 0, 0, time.monotonic() + FUZZ_SECONDS
+    while time.monotonic() < deadline:
+        model, inputs = _mutated_inputs(rng, 1000)
+        if rng.random() < 0.5 or model not in ("rerank", "rerank_windows"):
+            request = service_pb2.ModelInferRequest(model_name=model)
+            for name, datatype, shape, raw in inputs:
+                tensor = request.inputs.add()
+                tensor.name, tensor.datatype = name, datatype
+                tensor.shape.extend(shape)
+                request.raw_input_contents.append(raw)
+            try:
+                grpc._client_stub.ModelInfer(request, timeout=60)
+                answered += 1
+            except Exception as err:  # noqa: BLE001 - any refusal is fine; a dead server is not
+                assert "UNAVAILABLE" not in str(err) or "not healthy" not in str(err), str(err)[:300]
+        else:
+            header = json.dumps(
+                {
+                    "inputs": [
+                        {"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(r)}}
+                        for n, d, s, r in inputs
+                    ]
+                }
+            ).encode()
+            body = header + b"".join(r for *_, r in inputs)
+            status, _ = http_post(
+                proxy.http_port,
+                f"/v2/models/{model}/infer",
+                body,
+                {"Inference-Header-Content-Length": str(len(header))},
+                {},
+            )
+            answered += status == 200
+        sent += 1
+        assert server.process.poll() is None, f"tritonserver died after {sent} fuzzed requests (seed {FUZZ_SEED})"
+    grew = server_rss(server.process.pid) - before
+    print(f"\nfuzz: {sent} requests in {FUZZ_SECONDS:.0f} s, {answered} answered; memory {grew / 2**20:+.0f} MiB")
+    assert server.is_ready()
+    assert grew < 4 * MEMORY_BOUND_BYTES, f"server memory grew by {grew / 2**20:.0f} MiB"
+    scores = raw_rerank(f"127.0.0.1:{proxy.grpc_port}", GOOD_Q, GOOD_P)["score"]
+    np.testing.assert_allclose(scores, good_scores, atol=1e-6)
