@@ -16,14 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_PYTHON = ROOT / ".venv-deploy" / "bin" / "python"
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, list[dict]]:
-    out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run(
-        [str(DEPLOY_PYTHON), "deploy/validate.py", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(out.glob("*.yaml"))}
+# `rendered` (every values file rendered and validated by deploy/validate.py, once per session):
+# tests/conftest.py, shared with tests/test_deploy_network.py.
 
 
 def _one(objects, kind):
