@@ -315,3 +315,17 @@ def test_cloud_files(rendered):
     assert any(v["name"] == "cloud-credentials" for v in aks["volumes"])  # Triton's own Azure credential file
     classes = {v: _one(rendered[v], "PersistentVolumeClaim")["spec"]["storageClassName"] for v in CLOUD_VARIANTS}
     assert classes == {"eks": "efs-sc", "gke": "standard-rwx", "gke-autopilot": "standard-rwx", "aks": "azurefile-csi-premium"}
+
+
+def test_proxy_recycles_at_the_same_age(rendered):
+    """With the proxy on, clients connect to nginx: its gRPC server closes connections after
+    the same age Triton's flag uses (tests/test_probe_overload.py runs both for real)."""
+    import yaml
+
+    from export.proxy_config import ProxySpec
+
+    values = yaml.safe_load((ROOT / "deploy/helm/bge-reranker/values.yaml").read_text())
+    assert values["triton"]["grpcMaxConnectionAgeSeconds"] == ProxySpec().grpc_connection_age_s
+    config = _one(rendered["proxy"], "ConfigMap")["data"]["nginx.conf"]
+    grpc_server = config.split(f"listen {ProxySpec().grpc_port} http2;")[1].split("server {")[0]
+    assert f"keepalive_time {ProxySpec().grpc_connection_age_s}s;" in grpc_server

@@ -167,3 +167,69 @@ def test_grpc_connections_get_a_goaway_and_reconnect(slow_server):
     assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live  # reconnected
     assert states.count(grpc.ChannelConnectivity.READY) >= 2, states
     channel.close()
+
+
+def _wait_idle(states, since: int, seconds: float) -> bool:
+    import grpc
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if grpc.ChannelConnectivity.IDLE in states[since:]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_proxy_recycles_grpc_connections(slow_server, tmp_path):
+    """With the front proxy, clients hold their connection to nginx: its gRPC server block's
+    keepalive_time (export/proxy_config.py) closes it after the age, at the end of a request,
+    and the next call reconnects. Real nginx, the generated config with a 1 s age."""
+    import shutil
+    import signal
+
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from export.proxy_config import ProxySpec, render
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    spec = ProxySpec(
+        http_port=free_port(),
+        grpc_port=free_port(),
+        listen_address="127.0.0.1",
+        triton_http=slow_server.http_url,
+        triton_grpc=slow_server.grpc_url,
+        state_dir=str(tmp_path),
+        grpc_connection_age_s=1,
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render(spec))
+    process = subprocess.Popen(
+        [nginx, "-c", str(conf), "-p", str(tmp_path), "-e", "stderr", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        states: list = []
+        channel = grpc.insecure_channel(f"127.0.0.1:{spec.grpc_port}")
+        channel.subscribe(states.append, try_to_connect=True)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        deadline = time.monotonic() + 20
+        while True:  # nginx starting
+            try:
+                assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        since = len(states)
+        assert not _wait_idle(states, since, 0.5)  # young: kept open
+        time.sleep(1.0)  # past the age; the next request is the connection's last
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live
+        assert _wait_idle(states, since, 5), states  # GOAWAY: the channel dropped to IDLE
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live  # reconnected
+        channel.close()
+    finally:
+        process.send_signal(signal.SIGQUIT)
+        process.wait(20)
