@@ -329,3 +329,28 @@ def test_proxy_recycles_at_the_same_age(rendered):
     config = _one(rendered["proxy"], "ConfigMap")["data"]["nginx.conf"]
     grpc_server = config.split(f"listen {ProxySpec().grpc_port} http2;")[1].split("server {")[0]
     assert f"keepalive_time {ProxySpec().grpc_connection_age_s}s;" in grpc_server
+
+
+def test_kserve_manifest_follows_the_chart(rendered):
+    """The KServe InferenceService carries the same fixes: requests, tolerations, probes,
+    connection recycling, and Triton's metrics announced for scraping."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/kserve/inferenceservice.yaml").read_text()) if d]
+    [isvc] = [d for d in docs if d["kind"] == "InferenceService"]
+    predictor = isvc["spec"]["predictor"]
+    [container] = predictor["containers"]
+    chart = _triton(rendered["default"])["spec"]["template"]["spec"]
+    chart_triton = chart["containers"][0]
+    normalise = lambda r: {k: str(v) for k, v in r.items()}  # noqa: E731
+    for kind in ("requests", "limits"):
+        assert normalise(container["resources"][kind]) == normalise(chart_triton["resources"][kind])
+    assert predictor["tolerations"] == chart["tolerations"]
+    for name in ("readinessProbe", "livenessProbe"):
+        ours, theirs = container[name], chart_triton[name]
+        assert {k: v for k, v in ours.items() if k != "exec"} == {k: v for k, v in theirs.items() if k != "exec"}
+        assert _probe_timeout(ours) == _probe_timeout(theirs)
+    assert _flag(container["args"], "grpc-max-connection-age") == _flag(chart_triton["args"], "grpc-max-connection-age")
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert annotations["prometheus.kserve.io/port"] == "8002" and "--metrics-port=8002" in container["args"]
