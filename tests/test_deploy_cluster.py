@@ -354,3 +354,19 @@ def test_kserve_manifest_follows_the_chart(rendered):
     annotations = isvc["metadata"]["annotations"]
     assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
     assert annotations["prometheus.kserve.io/port"] == "8002" and "--metrics-port=8002" in container["args"]
+
+
+def test_adapter_rule_counts_like_with_like():
+    """Numerator and denominator cover the same requests: the composing models' queue time of
+    both ensembles over requests to both ensembles; the 0/0 floor is far below 1 request/s."""
+    import yaml
+
+    from reranker_client.contract import ENSEMBLE, WINDOW_ENSEMBLE
+
+    rule = yaml.safe_load((ROOT / "deploy/prometheus-adapter-rules.yaml").read_text())["rules"]["custom"][0]
+    numerator, denominator = rule["metricsQuery"].split(" / ")  # folded: one line
+    ensembles = f"{ENSEMBLE}|{WINDOW_ENSEMBLE}"
+    assert f'model!~"{ensembles}"' in numerator and "nv_inference_queue_duration_us" in numerator
+    assert f'model=~"{ensembles}"' in denominator and "nv_inference_request_success" in denominator
+    [floor] = re.findall(r",\s*([0-9.e-]+)\)\s*$", denominator.strip())
+    assert float(floor) <= 0.01
