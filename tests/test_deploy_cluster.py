@@ -370,3 +370,20 @@ def test_adapter_rule_counts_like_with_like():
     assert f'model=~"{ensembles}"' in denominator and "nv_inference_request_success" in denominator
     [floor] = re.findall(r",\s*([0-9.e-]+)\)\s*$", denominator.strip())
     assert float(floor) <= 0.01
+
+
+def test_dashboard_filters_by_namespace_and_pod():
+    """Every query of the Grafana dashboard is scoped by the namespace and pod variables (one
+    release among many in a shared Prometheus), and no query pins one model name: the cross
+    encoders are one model per length class."""
+    import json
+
+    dashboard = json.loads((ROOT / "deploy/grafana/reranker-dashboard.json").read_text())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"namespace", "pod", "model"} <= variables
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            selectors = re.findall(r"\b(?:nv|reranker)_[a-z0-9_]+(\{[^}]*\})?", expr)
+            assert selectors and all('namespace=~"$namespace"' in s and 'pod=~"$pod"' in s for s in selectors), expr
+            assert 'model="' not in expr, expr
