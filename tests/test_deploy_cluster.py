@@ -387,3 +387,26 @@ def test_dashboard_filters_by_namespace_and_pod():
             selectors = re.findall(r"\b(?:nv|reranker)_[a-z0-9_]+(\{[^}]*\})?", expr)
             assert selectors and all('namespace=~"$namespace"' in s and 'pod=~"$pod"' in s for s in selectors), expr
             assert 'model="' not in expr, expr
+
+
+@pytest.mark.parametrize("variant", ["rest", "proxy-rest"])
+def test_rest_door_survives_drains_and_zone_loss(rendered, variant):
+    """The REST Deployment, the public door when rest.exclusive: spread over nodes and zones, a
+    PDB that keeps all but one up, and (rest.yaml) a CPU HPA that owns its replica count."""
+    objects = rendered[variant]
+    rest = _one(objects, "Deployment", "rr-bge-reranker-rest")
+    labels = rest["spec"]["template"]["metadata"]["labels"]
+    spread = rest["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert all(c["labelSelector"]["matchLabels"].items() <= labels.items() for c in spread)
+    pdb = _one(objects, "PodDisruptionBudget", "rr-bge-reranker-rest")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items() and pdb["spec"]["maxUnavailable"] == 1
+    triton_pdb = _one(objects, "PodDisruptionBudget", "rr-bge-reranker")
+    assert not triton_pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"].endswith("-rest")]
+    if variant == "rest":
+        [hpa] = hpas
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "rr-bge-reranker-rest" and "replicas" not in rest["spec"]
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    else:
+        assert not hpas and rest["spec"]["replicas"] == 2
