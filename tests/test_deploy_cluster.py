@@ -410,3 +410,31 @@ def test_rest_door_survives_drains_and_zone_loss(rendered, variant):
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     else:
         assert not hpas and rest["spec"]["replicas"] == 2
+
+
+def test_alert_rules(rendered):
+    """monitoring.yaml: a PrometheusRule with the alerts docs/DEPLOYMENT.md's runbook covers,
+    scoped to this release's namespace and pods (every shipped query parses: deploy/validate.py)."""
+    rule = _one(rendered["monitoring"], "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"RerankerQueueTimeHigh", "RerankerRequestsFailing", "RerankerPodsRestarting", "RerankerPodsNotReady"}
+    for alert in alerts.values():
+        assert 'namespace="search"' in alert["expr"]
+    # Not ready for longer than the startup budget (a first engine build is not an incident).
+    startup = _triton(rendered["monitoring"])["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert int(alerts["RerankerPodsNotReady"]["for"].rstrip("m")) * 60 > startup["periodSeconds"] * startup["failureThreshold"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    runbook = (ROOT / "docs/DEPLOYMENT.md").read_text()
+    assert all(f"`{name}`" in runbook for name in alerts)
+    assert not [o for o in rendered["default"] if o["kind"] == "PrometheusRule"]
+
+
+def test_promql_check_refuses_a_broken_query():
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\n"
+        "print(validate.check_promql([('x', 'sum(rate(x[5m])')]))\n"
+        "print(validate.check_promql([('y', 'sum(rate(x{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)')]))"
+    )
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    broken, fine = proc.stdout.strip().splitlines()
+    assert "promql (x)" in broken and fine == "[]", proc.stdout + proc.stderr
