@@ -27,6 +27,7 @@ ALL_VARIANTS = [
     "proxy",
     "rest",
     "proxy-rest",
+    "gateway",
     *CLOUD_VARIANTS,
 ]
 GI = 2**30
@@ -438,3 +439,31 @@ def test_promql_check_refuses_a_broken_query():
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     broken, fine = proc.stdout.strip().splitlines()
     assert "promql (x)" in broken and fine == "[]", proc.stdout + proc.stderr
+
+
+def test_edge_routes(rendered):
+    """gateway.yaml: an HTTPRoute to the REST Service and a GRPCRoute to Triton's Service on an
+    existing Gateway, on separate hostnames (the Gateway API forbids sharing one between the two
+    kinds on a listener); none unless asked; REST-only when rest.exclusive. Reachability from the
+    Gateway's namespace: tests/test_deploy_network.py."""
+    objects = rendered["gateway"]
+    http = _one(objects, "HTTPRoute")
+    grpc = _one(objects, "GRPCRoute")
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    [http_backend] = http["spec"]["rules"][0]["backendRefs"]
+    [grpc_backend] = grpc["spec"]["rules"][0]["backendRefs"]
+    assert http_backend["port"] in [p["port"] for p in services[http_backend["name"]]["spec"]["ports"]]
+    grpc_ports = {p["port"]: p for p in services[grpc_backend["name"]]["spec"]["ports"]}
+    assert grpc_ports[grpc_backend["port"]].get("appProtocol") == "grpc"
+    assert not set(http["spec"]["hostnames"]) & set(grpc["spec"]["hostnames"])
+    assert http["spec"]["parentRefs"] == grpc["spec"]["parentRefs"] and http["spec"]["parentRefs"]
+    for variant in ("default", "rest", "proxy-rest"):
+        assert not [o for o in rendered[variant] if o["kind"] in ("HTTPRoute", "GRPCRoute")]
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\n"
+        "objs = validate.render({'gateway': {'enabled': True, 'parentRefs': [{'name': 'g'}]},"
+        " 'rest': {'enabled': True, 'exclusive': True}})\n"
+        "print(sorted(o['kind'] for o in objs if o['kind'].endswith('Route')))"
+    )
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "['HTTPRoute']", proc.stdout + proc.stderr

@@ -20,7 +20,7 @@ from tests.netpol import Cluster, Endpoint, pod, resolve, selector_matches
 from tests.test_deploy import VARIANTS
 
 NAMESPACE = "search"  # deploy/validate.py renders every variant into it
-NETWORK_VARIANTS = [*VARIANTS, "proxy", "rest", "proxy-rest", "eks", "gke", "gke-autopilot", "aks"]
+NETWORK_VARIANTS = [*VARIANTS, "proxy", "rest", "proxy-rest", "gateway", "eks", "gke", "gke-autopilot", "aks"]
 
 KUBE_DNS = pod("kube-dns", "10.0.0.10", "kube-system", {"k8s-app": "kube-dns"}, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])
 OBJECT_STORE = Endpoint("object-store", "52.216.8.1")  # an S3/GCS/Blob address on the internet
@@ -84,6 +84,9 @@ class World:
         self.remote_clients = [
             pod(f"client-{ns}", f"10.2.{i}.1", ns, {"app": "caller"}) for i, ns in enumerate(self.client_namespaces)
         ]
+        self.routes = [o for o in objects if o["kind"] in ("HTTPRoute", "GRPCRoute")]
+        if self.routes:  # the Gateway's data plane, in the namespace the policies admit
+            self.remote_clients.append(pod("gateway", "10.5.0.1", "gateway-system", {"app": "envoy"}))
         self.prometheus = pod("prometheus", "10.3.0.1", self.prometheus_namespace, {"app.kubernetes.io/name": "prometheus"})
         self.stranger = pod("stranger", "10.4.0.1", "elsewhere", {"app": "search-frontend"})
         self.chart_pods = [*self.triton, *self.rest, self.test]
@@ -98,8 +101,12 @@ class World:
         self.cluster = Cluster(self.policies)
 
     def _prometheus_namespace(self) -> str:
+        """The namespace the metrics rule (Triton's :8002) admits."""
+        metrics = int(self.triton_deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
         for policy in self.policies:
             for rule in policy["spec"].get("ingress", []):
+                if not any(p.get("port") == metrics for p in rule.get("ports", [])):
+                    continue
                 for peer in rule.get("from", []):
                     name = (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
                     if name:
@@ -183,6 +190,12 @@ def _intended_flows(world: World, variant_values: dict) -> set[tuple[str, str, i
             if headless:
                 [grpc] = [p for p in headless[0]["spec"]["ports"] if p["name"] == "grpc"]
                 add(caller, world.dial(caller, f"dns:///rr-bge-reranker-headless.{NAMESPACE}.svc.cluster.local:{grpc['port']}"))
+    # The Gateway -> every route's backend.
+    gateways = [c for c in world.remote_clients if c.name == "gateway"]
+    for route, gateway in itertools.product(world.routes, gateways):
+        for rule in route["spec"]["rules"]:
+            for backend in rule["backendRefs"]:
+                add(gateway, world.dial(gateway, f"{backend['name']}.{NAMESPACE}:{backend['port']}"))
     # Every chart pod resolves names.
     for source in world.chart_pods:
         for protocol in ("UDP", "TCP"):
