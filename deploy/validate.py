@@ -8,6 +8,8 @@ Runs in .venv-deploy (requirements/deploy.txt):
                   a missing schema fails except for the CRD kinds in CRD_KINDS
   checkov         rendered manifests (+ Dockerfile), skips justified in deploy/checkov-skips.yaml
   yamllint        chart values, compose, rendered manifests, KServe manifest
+  promql          every PromQL expression we ship (adapter rule, alert rules, dashboard), parsed
+                  by promql-parser (Prometheus's grammar)
 
     python deploy/validate.py OUT_DIR       # writes OUT_DIR/<variant>.yaml, exits 1 on any failure
 """
@@ -20,6 +22,7 @@ import sys
 from pathlib import Path
 
 import kubernetes_validate
+import promql_parser
 import yaml
 from helm_python import chart as helm_chart
 
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "bge-reranker"
 VALUES_DIR = ROOT / "deploy" / "helm" / "values"
 KUBERNETES_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
-CRD_KINDS = {"ServiceMonitor", "InferenceService"}  # no schema in kubernetes-validate: CRDs
+CRD_KINDS = {"ServiceMonitor", "PodMonitoring", "PrometheusRule", "HTTPRoute", "GRPCRoute", "InferenceService"}  # no schema in kubernetes-validate: CRDs
 BIN = Path(sys.executable).parent
 
 
@@ -83,6 +86,52 @@ def strictness_canary() -> list[str]:
     return []
 
 
+# Template placeholders in shipped queries, replaced by something of the same kind to parse.
+PROMQL_PLACEHOLDERS = {
+    "<<.LabelMatchers>>": 'namespace="search",pod="p"',
+    "<<.GroupBy>>": "pod",
+    "$__rate_interval": "5m",
+}
+
+
+def promql_expressions(objects_by_variant: dict[str, list[dict]]) -> list[tuple[str, str]]:
+    """(where, expression) for every PromQL query in the repository's deploy files."""
+    out = []
+    rules = yaml.safe_load((ROOT / "deploy/prometheus-adapter-rules.yaml").read_text())
+    out += [(f"adapter rule {r['name']['as']}", r["metricsQuery"]) for r in rules["rules"]["custom"]]
+    dashboard = json.loads((ROOT / "deploy/grafana/reranker-dashboard.json").read_text())
+    out += [(f"dashboard panel {p['title']!r}", t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    for variant, objects in objects_by_variant.items():
+        for obj in objects:
+            if obj["kind"] == "PrometheusRule":
+                for group in obj["spec"]["groups"]:
+                    out += [(f"{variant}: alert {r['alert']}", r["expr"]) for r in group["rules"]]
+    return out
+
+
+def check_promql(expressions: list[tuple[str, str]]) -> list[str]:
+    problems = []
+    for where, expr in expressions:
+        for placeholder, value in PROMQL_PLACEHOLDERS.items():
+            expr = expr.replace(placeholder, value)
+        try:
+            promql_parser.parse(expr)
+        except ValueError as err:
+            problems.append(f"promql ({where}): {err}: {expr}")
+    # Canary: a broken expression must be refused, or the check proves nothing.
+    if not check_promql_canary():
+        problems.append("promql-parser accepted an unbalanced expression: the check is off")
+    return problems
+
+
+def check_promql_canary() -> bool:
+    try:
+        promql_parser.parse("sum(rate(x[5m])")
+    except ValueError:
+        return True
+    return False
+
+
 def run(cmd: list[str], label: str) -> list[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -100,15 +149,18 @@ def main(out_dir: str) -> int:
         "compose-spec",
     )
     summary = {}
+    rendered = {}
     for name, values in variants().items():
         report = helm_chart.lint(str(CHART), values, strict=True, kube_version="v1.33.0")
         errors = report.get("errors") or []
         errors += [m["error"] for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         problems += [f"helm lint ({name}): {e}" for e in errors]
         objects = render(values)
+        rendered[name] = objects
         problems += check_kubernetes(objects, f"kubernetes ({name})")
         (out / f"{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
         summary[name] = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+    problems += check_promql(promql_expressions(rendered))
     kserve = [d for d in yaml.safe_load_all((ROOT / "deploy/kserve/inferenceservice.yaml").read_text()) if d]
     problems += check_kubernetes(kserve, "kserve")
     problems += run(

@@ -43,6 +43,11 @@ class ProxySpec:
     max_body_bytes: int = PROXY_MAX_BODY_BYTES
     max_infer_header_bytes: int = PROXY_MAX_INFER_HEADER_BYTES
     listen_address: str = ""  # "" = every interface (in the pod); tests use 127.0.0.1
+    # gRPC connection recycling: nginx closes a client's HTTP/2 connection (GOAWAY) at the end
+    # of the first request after this many seconds, so long-lived clients (grpc-go, grpc-java)
+    # reconnect and re-resolve, and pods the HPA adds get traffic. Same age as Triton's
+    # --grpc-max-connection-age in the chart (values triton.grpcMaxConnectionAgeSeconds).
+    grpc_connection_age_s: int = 300
 
 
 def too_large_message(spec: ProxySpec) -> str:
@@ -130,6 +135,7 @@ http {{
 
     server {{
         listen {listen}{spec.grpc_port} http2;
+        keepalive_time {spec.grpc_connection_age_s}s;
         error_page 413 = @grpc_too_large;
         location @grpc_too_large {{
             default_type application/grpc;

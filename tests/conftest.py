@@ -123,3 +123,25 @@ def proxy(server, tmp_path_factory):
     yield spec
     process.send_signal(signal.SIGQUIT)  # graceful stop of this nginx master and its worker
     process.wait(20)
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    """Every chart values file rendered and validated by the real tools (deploy/validate.py in
+    .venv-deploy: helm, strict kubernetes-validate, checkov, yamllint), once per session:
+    {variant: [objects]}."""
+    import subprocess
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path_factory.mktemp("rendered")
+    proc = subprocess.run(
+        [str(root / ".venv-deploy" / "bin" / "python"), "deploy/validate.py", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(out.glob("*.yaml"))}

@@ -16,20 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_PYTHON = ROOT / ".venv-deploy" / "bin" / "python"
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, list[dict]]:
-    out = tmp_path_factory.mktemp("rendered")
-    proc = subprocess.run(
-        [str(DEPLOY_PYTHON), "deploy/validate.py", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(out.glob("*.yaml"))}
+# `rendered` (every values file rendered and validated by deploy/validate.py, once per session):
+# tests/conftest.py, shared with tests/test_deploy_network.py.
 
 
-def _one(objects, kind):
-    found = [o for o in objects if o["kind"] == kind]
+def _one(objects, kind, name=None):
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     assert len(found) == 1, kind
     return found[0]
+
+
+TRITON_POLICY = "rr-bge-reranker"  # the Triton pods' NetworkPolicy (beside REST's and the test pod's)
 
 
 def test_every_variant_rendered(rendered):
@@ -182,12 +179,13 @@ def test_scheduling_for_a_prebuilt_plan(rendered):
 
 def test_network_policy_namespaces_are_values(rendered):
     for variant, prometheus in (("default", "monitoring"), ("shared-cache", "gmp-system")):
-        policy = _one(rendered[variant], "NetworkPolicy")
+        policy = _one(rendered[variant], "NetworkPolicy", TRITON_POLICY)
         inference, metrics = policy["spec"]["ingress"]
         assert {p["port"] for p in metrics["ports"]} == {8002}
-        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}} in metrics["from"]
+        # Only Prometheus's namespace scrapes (tests/test_deploy_network.py: nothing else).
+        assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}}]
         assert {"podSelector": {}} in inference["from"]
-    inference = _one(rendered["shared-cache"], "NetworkPolicy")["spec"]["ingress"][0]
+    inference = _one(rendered["shared-cache"], "NetworkPolicy", TRITON_POLICY)["spec"]["ingress"][0]
     [selector] = [p["namespaceSelector"] for p in inference["from"] if "namespaceSelector" in p]
     assert selector["matchExpressions"][0]["values"] == ["search-api", "rag"]
 
@@ -226,7 +224,9 @@ def test_model_repository_placeholder():
 
 
 def test_hpa_scales_on_queue_time(rendered):
-    hpa = _one(rendered["default"], "HorizontalPodAutoscaler")
+    # Off by default: without Prometheus Adapter serving the metric it never scales.
+    assert not [o for o in rendered["default"] if o["kind"] == "HorizontalPodAutoscaler"]
+    hpa = _one(rendered["monitoring"], "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     [metric] = hpa["spec"]["metrics"]
     assert metric["pods"]["metric"]["name"] == "triton_queue_time_per_request_us"
@@ -241,7 +241,8 @@ def test_hpa_scales_on_queue_time(rendered):
     # rate() needs two samples per window: with 30 s scrapes the window must be >= 4 scrapes.
     windows = re.findall(r"\[(\d+)([sm])\]", rule["metricsQuery"])
     assert windows and all(int(n) * (60 if unit == "m" else 1) >= 4 * 30 for n, unit in windows)
-    assert "replicas" not in _one(rendered["default"], "Deployment")["spec"]  # the HPA owns it
+    assert "replicas" not in _one(rendered["monitoring"], "Deployment")["spec"]  # the HPA owns it
+    assert _one(rendered["default"], "Deployment")["spec"]["replicas"] == 2
     assert _one(rendered["fixed-replicas"], "Deployment")["spec"]["replicas"] == 1
 
 
@@ -256,7 +257,7 @@ def test_pdb_and_services_select_the_pods(rendered):
         assert service["spec"]["selector"].items() <= labels.items()
     headless = next(s for s in services if s["metadata"]["name"].endswith("headless"))
     assert headless["spec"]["clusterIP"] == "None"
-    policy = _one(objects, "NetworkPolicy")
+    policy = _one(objects, "NetworkPolicy", TRITON_POLICY)
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
 
 
@@ -362,8 +363,6 @@ def test_chart_values_match_settings():
         settings.EXIT_TIMEOUT_S,
         settings.SHUTDOWN_MARGIN_S,
     )
-    for probe in ("readiness", "liveness"):
-        assert values["probes"][probe]["timeoutSeconds"] == settings.PROBE_KUBELET_TIMEOUT_S
     assert values["trtCache"]["type"] == "emptyDir"  # binds on every cluster
 
 
@@ -384,11 +383,11 @@ def test_front_proxy_variant(rendered):
             "proxy-http",
             "proxy-grpc",
         }
-    policy = _one(objects, "NetworkPolicy")
+    policy = _one(objects, "NetworkPolicy", TRITON_POLICY)
     inference_ports = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
     assert inference_ports == {settings.PROXY_HTTP_PORT, settings.PROXY_GRPC_PORT}
     # Without the flag, nothing changes: one container, Triton's own ports.
-    default_policy = _one(rendered["default"], "NetworkPolicy")
+    default_policy = _one(rendered["default"], "NetworkPolicy", TRITON_POLICY)
     assert {p["port"] for p in default_policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
 
 

@@ -73,11 +73,31 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- /* Triton's gRPC address for the REST pods: every Triton pod through the headless Service
-(the client re-resolves it), else the ClusterIP Service. */ -}}
+(the client re-resolves it; pod IPs, so the port the pods listen on: the proxy's when it runs),
+else the ClusterIP Service (its port 8001 forwards to the proxy when it runs). */ -}}
 {{- define "bge-reranker.restTritonUrl" -}}
 {{- if .Values.headlessService.enabled -}}
-dns:///{{ include "bge-reranker.fullname" . }}-headless.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.ports.grpc }}
+dns:///{{ include "bge-reranker.fullname" . }}-headless.{{ .Release.Namespace }}.svc.cluster.local:{{ include "bge-reranker.podGrpcPort" . }}
 {{- else -}}
 {{ include "bge-reranker.fullname" . }}.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.ports.grpc }}
 {{- end -}}
+{{- end -}}
+
+{{- /* The `helm test` pod: labels of its own, so the Deployment's Services, PDB, HPA pod list
+and NetworkPolicy never select it (a pod under Triton's policy could reach DNS only). */ -}}
+{{- define "bge-reranker.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "bge-reranker.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+{{- end -}}
+
+{{- /* The ports Triton's pods actually listen on for inference: the proxy's when it runs
+(Triton's own then bind loopback). A headless Service's DNS answers pod IPs, so its callers
+dial these numbers directly; NetworkPolicies match them too. */ -}}
+{{- define "bge-reranker.podGrpcPort" -}}
+{{ ternary .Values.proxy.ports.grpc .Values.ports.grpc .Values.proxy.enabled }}
+{{- end -}}
+
+{{- define "bge-reranker.podHttpPort" -}}
+{{ ternary .Values.proxy.ports.http .Values.ports.http .Values.proxy.enabled }}
 {{- end -}}
