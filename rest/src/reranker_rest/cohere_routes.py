@@ -46,8 +46,28 @@ async def rerank_v2(request: Request) -> CohereRerankResponse:
     return await answer(parse(CohereRerankRequest, await read_object(request)), request, "2")
 
 
+@router.post(
+    "/infinity/rerank",
+    response_model=CohereRerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(CohereRerankRequest),
+)
+async def rerank_infinity(request: Request) -> CohereRerankResponse:
+    """Infinity's answer: a returned `document` is the text itself, not `{"text": ...}`.
+    LiteLLM's infinity/ provider posts the very body its hosted_vllm/ provider posts (same
+    path, same fields, same headers) but reads `document` as a string, where hosted_vllm/
+    reads `document.text`: no answer on /rerank satisfies both, so Infinity's dialect has its
+    own path (api_base = http://HOST:PORT/infinity)."""
+    body = parse(CohereRerankRequest, await read_object(request))
+    return await answer(body, request, "1", return_documents=False, documents_as_text=True)
+
+
 async def answer(
-    body: CohereRerankRequest, request: Request, version: str, return_documents: bool = False
+    body: CohereRerankRequest,
+    request: Request,
+    version: str,
+    return_documents: bool = False,
+    documents_as_text: bool = False,
 ) -> CohereRerankResponse:
     """`return_documents` is the default when the body does not say: false for Cohere's routes
     (Cohere's default; a Jina caller on /v1/rerank cannot be told from a Cohere v1 caller, the
@@ -61,7 +81,8 @@ async def answer(
         await _check_token_limit(backend, "truncate_prompt_tokens", body.truncate_prompt_tokens)
     top_n = body.top_n or None  # vLLM: 0 = all
     # Every document is scored whatever top_n says: usage counts them all, as Jina's does.
-    ranked = await backend.rerank(body.query, body.texts(), None, "documents", body.long_documents)
+    texts = body.texts()
+    ranked = await backend.rerank(body.query, texts, None, "documents", body.long_documents)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     shown = ranked[:top_n] if top_n is not None else ranked
     with_documents = return_documents if body.return_documents is None else body.return_documents
@@ -71,6 +92,8 @@ async def answer(
         if with_documents:
             original = body.documents[r.index]
             document = dict(original) if isinstance(original, dict) else {"text": original}
+            if documents_as_text:
+                document = texts[r.index]
         results.append(
             CohereResult(
                 index=r.index,

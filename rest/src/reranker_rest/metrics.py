@@ -8,7 +8,17 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Known paths only as label values: an unknown path must not create a new time series.
-ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/v1/models", "/health", "/ready", "/metrics")
+ROUTES = (
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/infinity/rerank",
+    "/info",
+    "/v1/models",
+    "/health",
+    "/ready",
+    "/metrics",
+)
 
 
 class Metrics:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, Field, StrictStr, model_validator
 
@@ -123,7 +123,9 @@ class Usage(BaseModel):
 class CohereResult(BaseModel):
     index: int
     relevance_score: float = Field(description="sigmoid of the model's logit, in [0, 1]")
-    document: Optional[Dict[str, Any]] = None
+    document: Optional[Union[Dict[str, Any], str]] = Field(
+        None, description='the document as sent ({"text": ...} for a string); the text itself on /infinity/rerank'
+    )
     tokens: int = Field(description="extra: tokens of the query+document pair the model saw")
     truncated: bool = Field(description="extra: the pair was cut to the server's max_length")
     span: Optional[Tuple[int, int]] = Field(
