@@ -4,6 +4,8 @@ the official Cohere SDK, httpx for TEI's and Jina's shapes, our own client as th
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import cohere
@@ -511,3 +513,56 @@ def test_api_key_is_checked_before_the_body_is_read(server):
             head = sock.recv(4096).decode("latin-1")
         assert head.startswith("HTTP/1.1 401"), head
         assert "invalid API key" in head
+
+
+def _triton_rerank_requests(server) -> float:
+    """Requests the `rerank` ensemble has finished (succeeded or failed), from Triton's metrics."""
+    text = httpx.get(server.metrics_url, timeout=5).text
+    pattern = r'^nv_inference_request_(?:success|failure)\{model="rerank",[^}]*\} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def _settled_triton_requests(server) -> float:
+    last = _triton_rerank_requests(server)
+    while True:
+        time.sleep(1.0)
+        now = _triton_rerank_requests(server)
+        if now == last:
+            return now
+        last = now
+
+
+def test_client_disconnect_cancels_its_triton_requests(rest, server):
+    """Issue 26: a caller that gives up must not leave its work running. The same 1,000-document
+    request is sent whole, then again with the connection closed as soon as Triton has answered
+    its first chunk: the second is recorded as 499 (client closed) and Triton serves fewer of its
+    chunks than the whole request needed."""
+    import socket
+
+    docs = [f"{i}: " + "Paris is the capital and largest city of France. " * 20 for i in range(DEFAULT_MAX_DOCUMENTS)]
+    payload = json.dumps({"query": QUERY, "documents": docs}).encode()
+    start = _settled_triton_requests(server)
+    assert httpx.post(f"{rest}/v2/rerank", content=payload, timeout=300).status_code == 200
+    whole = _settled_triton_requests(server) - start
+    assert whole >= 2
+
+    host, port = rest.removeprefix("http://").split(":")
+    base = _triton_rerank_requests(server)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        deadline = time.monotonic() + 120
+        while _triton_rerank_requests(server) == base:  # the request is under way
+            assert time.monotonic() < deadline, "Triton never saw the request"
+            time.sleep(0.01)
+    # The socket is closed: the service hears the disconnect and cancels the handler.
+    deadline = time.monotonic() + 60
+    while 'reranker_rest_requests_total{route="/v2/rerank",status="499"}' not in httpx.get(f"{rest}/metrics").text:
+        assert time.monotonic() < deadline, "the abandoned request was never cancelled"
+        time.sleep(0.1)
+    cut = _settled_triton_requests(server) - base
+    print(f"\nTriton requests: {whole:.0f} for the whole request, {cut:.0f} once its caller left")
+    assert cut < whole
