@@ -420,20 +420,24 @@ def test_search_units_are_billed_per_100_documents(rest, documents, units):
     assert len(body["results"]) == 1
 
 
-def test_top_n_zero_is_all_and_truncate_prompt_tokens(rest, server):
-    """vLLM: top_n 0 = every document; truncate_prompt_tokens -1 or >= max_length holds already,
-    a smaller value cannot be served and is refused, naming the field and the limit."""
-    all_of_them = httpx.post(f"{rest}/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 0}, timeout=30)
+def test_top_n_zero_is_all(rest):
+    """vLLM: top_n 0 = every document."""
+    all_of_them = httpx.post(f"{rest}/v2/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 0}, timeout=30)
     assert all_of_them.status_code == 200 and len(all_of_them.json()["results"]) == len(DOCS)
+
+
+def test_truncate_prompt_tokens_is_not_ignored(rest, server):
+    """vLLM's truncate_prompt_tokens: -1 or >= max_length holds already; a smaller value cannot
+    be served and is refused, naming the field and the limit."""
     with RerankClient(server.grpc_url) as client:
         max_length = client.server_limits().max_length
     for ok in (-1, max_length, max_length + 1):
         answer = httpx.post(
-            f"{rest}/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": ok}, timeout=30
+            f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": ok}, timeout=30
         )
         assert answer.status_code == 200, (ok, answer.text)
     refused = httpx.post(
-        f"{rest}/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": 16}, timeout=30
+        f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": 16}, timeout=30
     )
     assert refused.status_code == 400, refused.text
     message = refused.json()["message"]
@@ -455,8 +459,7 @@ def test_base_url_ending_in_v1_gets_a_helpful_error(rest):
     assert "without /v1" in err.value.body["message"]
 
 
-def test_error_messages_in_plain_words(rest, server):
-    """Each field named once, in the caller's terms; none of Triton's internal wording."""
+def test_malformed_body_is_described_in_plain_words(rest):
     malformed = httpx.post(
         f"{rest}/v1/rerank",
         content=b'{"query": "q", "documents": ["a",]}',
@@ -464,20 +467,27 @@ def test_error_messages_in_plain_words(rest, server):
     )
     assert malformed.status_code == 422
     assert malformed.json()["message"].startswith("request body: not valid JSON: Expecting value at line 1")
-    not_object = httpx.post(f"{rest}/rerank", json=["q", "a"])
-    assert not_object.status_code == 422 and "expected a JSON object, got a JSON array" in not_object.json()["error"]
+    not_object = httpx.post(f"{rest}/v2/rerank", json=["q", "a"])
+    assert not_object.status_code == 422
+    assert not_object.json()["message"] == "request body: expected a JSON object, got a JSON array"
 
+
+def test_a_field_is_named_once(rest):
     repeated = httpx.post(f"{rest}/v1/rerank", json={"query": QUERY, "documents": ["ok", 7]}).json()["message"]
     assert (
         repeated.startswith("documents[1]: expected a string or an object") and "documents: documents" not in repeated
     )
 
+
+def test_an_oversized_query_is_called_query(rest, server):
     with RerankClient(server.grpc_url) as client:
         limit = client.server_limits().max_text_bytes
     big_query = httpx.post(f"{rest}/v2/rerank", json={"query": "q" * (limit + 1), "documents": DOCS}, timeout=30)
     assert big_query.status_code == 400
     assert big_query.json()["message"] == f"query: {limit + 1} bytes exceeds the limit of {limit} bytes per text"
 
+
+def test_a_nul_is_named_by_field_and_index_in_our_words(rest):
     for route, field, key in (("/v2/rerank", "documents", "message"), ("/rerank", "texts", "error")):
         nul = httpx.post(f"{rest}{route}", json={"query": QUERY, field: ["ok", "Par\x00is"]}, timeout=30)
         assert nul.status_code == 400, nul.text
