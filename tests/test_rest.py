@@ -552,7 +552,8 @@ def test_client_disconnect_cancels_its_triton_requests(rest, server):
     docs = [f"{i}: " + "Paris is the capital and largest city of France. " * 20 for i in range(DEFAULT_MAX_DOCUMENTS)]
     payload = json.dumps({"query": QUERY, "documents": docs}).encode()
     start = _settled_triton_requests(server)
-    assert httpx.post(f"{rest}/v2/rerank", content=payload, timeout=300).status_code == 200
+    headers = {"content-type": "application/json"}
+    assert httpx.post(f"{rest}/v2/rerank", content=payload, headers=headers, timeout=300).status_code == 200
     whole = _settled_triton_requests(server) - start
     assert whole >= 2
 
