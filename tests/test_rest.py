@@ -549,7 +549,7 @@ def test_client_disconnect_cancels_its_triton_requests(rest, server):
     chunks than the whole request needed."""
     import socket
 
-    docs = [f"{i}: " + "Paris is the capital and largest city of France. " * 20 for i in range(DEFAULT_MAX_DOCUMENTS)]
+    docs = [f"{i}: " + "Paris is the capital and largest city of France. " * 5 for i in range(DEFAULT_MAX_DOCUMENTS)]
     payload = json.dumps({"query": QUERY, "documents": docs}).encode()
     start = _settled_triton_requests(server)
     headers = {"content-type": "application/json"}
