@@ -4,6 +4,8 @@ the official Cohere SDK, httpx for TEI's and Jina's shapes, our own client as th
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import cohere
@@ -140,7 +142,7 @@ def test_tei_route(rest, ensemble, reference):
         ("/v2/rerank", {"query": QUERY, "documents": ["ok", "  "]}, 400, "documents[1]: is empty"),
         ("/rerank", {"query": QUERY, "texts": ["ok", "  "]}, 400, "texts[1]: is empty"),
         ("/v2/rerank", {"documents": ["ok"]}, 422, "query: Field required"),
-        ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "top_n": 0}, 422, "top_n"),
+        ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "top_n": -1}, 422, "top_n"),
         ("/v2/rerank", {"query": QUERY, "documents": ["ok"], "max_tokens_per_doc": 16}, 400, "max_tokens_per_doc: 16"),
         (
             "/v2/rerank",
@@ -223,7 +225,8 @@ def test_api_keys_from_env_and_file(server, tmp_path):
 
 
 def test_triton_down_is_503_quickly():
-    with rest_service(f"localhost:{free_port()}") as url:  # nothing listens there
+    triton_port = free_port()
+    with rest_service(f"localhost:{triton_port}") as url:  # nothing listens there
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200
         assert httpx.get(f"{url}/ready", timeout=5).status_code == 503
         start = time.perf_counter()
@@ -231,6 +234,9 @@ def test_triton_down_is_503_quickly():
         elapsed = time.perf_counter() - start
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text
         assert elapsed < 2.0, elapsed
+        # Triton's address is the operator's business (issue 26): the log has it, the answer not.
+        for internal in (str(triton_port), "localhost", "StatusCode"):
+            assert internal not in answer.text, answer.text
         with pytest.raises(CohereApiError) as err:  # the SDK sees Cohere's 503 too
             cohere.ClientV2(api_key="k", base_url=url).rerank(
                 model="m", query=QUERY, documents=DOCS, request_options=NO_RETRY
@@ -326,3 +332,248 @@ def test_window_mode_extra_on_both_routes(rest, server):
     ]
     plain = httpx.post(f"{rest}/v1/rerank", json={"query": QUERY, "documents": documents}, timeout=60).json()
     assert all("span" not in r and "windows" not in r for r in plain["results"])
+
+
+# --- issue 28: the ecosystem's calls, and messages in plain words ---------------------------
+
+
+def test_rerank_route_speaks_both_dialects(rest, reference):
+    """vLLM, Infinity, RAGFlow and LiteLLM's hosted_vllm/ post Cohere/Jina bodies to /rerank:
+    answered in that shape (documents returned by default, as vLLM and Jina do); TEI bodies
+    keep TEI's answer."""
+    cohere_body = httpx.post(f"{rest}/rerank", json={"model": "m", "query": QUERY, "documents": DOCS}, timeout=30)
+    assert cohere_body.status_code == 200, cohere_body.text
+    results = cohere_body.json()["results"]
+    assert [(r["index"], r["relevance_score"]) for r in results] == [(r.index, r.score) for r in reference]
+    assert [r["document"] for r in results] == [{"text": DOCS[r.index]} for r in reference]
+    plain = httpx.post(
+        f"{rest}/rerank", json={"query": QUERY, "documents": DOCS, "return_documents": False}, timeout=30
+    ).json()
+    assert all("document" not in r for r in plain["results"])
+    # Cohere's own routes keep Cohere's default (the same body from a Jina caller cannot be told apart).
+    cohere_route = httpx.post(f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=30).json()
+    assert all("document" not in r for r in cohere_route["results"])
+    tei = httpx.post(f"{rest}/rerank", json={"query": QUERY, "texts": DOCS}, timeout=30).json()
+    assert [(r["index"], r["score"]) for r in tei] == [(r.index, r.score) for r in reference]
+    neither = httpx.post(f"{rest}/rerank", json={"query": QUERY}, timeout=30)
+    assert (
+        neither.status_code == 422
+        and "`texts`" in neither.json()["error"]
+        and "`documents`" in neither.json()["message"]
+    )
+
+
+def test_info_as_tei_answers_it_and_models(rest, server):
+    """Dify's TEI provider reads GET /info's model_type (must be `reranker`) and limits."""
+    with RerankClient(server.grpc_url) as client:
+        limits = client.server_limits()
+    info = httpx.get(f"{rest}/info", timeout=10)
+    assert info.status_code == 200, info.text
+    body = info.json()
+    assert list(body["model_type"]) == ["reranker"] and body["model_id"] == Settings().served_model
+    assert body["max_input_length"] == limits.max_length and body["max_client_batch_size"] == DEFAULT_MAX_DOCUMENTS
+    models = httpx.get(f"{rest}/v1/models", timeout=10).json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == [Settings().served_model]
+
+
+def test_model_policy(server):
+    """Default: any `model` is accepted (clients send Cohere's or their user's names). With
+    REST_MODEL_ALIASES: the served names only, others 404 naming them."""
+    with rest_service(server.grpc_url, model_aliases=("bge-m3-rerank",)) as url:
+        listed = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+        assert listed == [Settings().served_model, "bge-m3-rerank"]
+        for name in listed:
+            ok = httpx.post(f"{url}/v2/rerank", json={"model": name, "query": QUERY, "documents": DOCS}, timeout=30)
+            assert ok.status_code == 200, ok.text
+        other = httpx.post(f"{url}/v2/rerank", json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS})
+        assert other.status_code == 404 and "model: 'rerank-v3.5' is not served here" in other.json()["message"]
+        assert "bge-m3-rerank" in other.json()["message"]
+
+
+def test_rank_fields_join_the_named_fields(rest, server):
+    """Cohere v1 objects without `text`: the fields named in rank_fields, in that order, as
+    `field: value` lines (Cohere's YAML form for structured documents)."""
+    docs = [{"title": t, "body": b, "id": i} for i, (t, b) in enumerate(zip(["Paris", "Bananas", "Berlin"], DOCS))]
+    joined = [f"title: {d['title']}\nbody: {d['body']}" for d in docs]
+    with RerankClient(server.grpc_url) as client:
+        expected = client.rerank(QUERY, joined)
+    answer = httpx.post(
+        f"{rest}/v1/rerank",
+        json={"query": QUERY, "documents": docs, "rank_fields": ["title", "body"], "return_documents": True},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["index"], r["relevance_score"]) for r in results] == [(r.index, r.score) for r in expected]
+    assert [r["document"] for r in results] == [docs[r.index] for r in expected]  # the object as sent
+    missing = httpx.post(
+        f"{rest}/v1/rerank", json={"query": QUERY, "documents": docs + [{"id": 9}], "rank_fields": ["title"]}
+    )
+    assert missing.status_code == 422 and missing.json()["message"].startswith("documents[3]: has none of")
+
+
+@pytest.mark.parametrize("documents,units", [(1, 1), (100, 1), (101, 2), (250, 3)])
+def test_search_units_are_billed_per_100_documents(rest, documents, units):
+    docs = [f"document {i} about Paris" for i in range(documents)]
+    body = httpx.post(f"{rest}/v2/rerank", json={"query": QUERY, "documents": docs, "top_n": 1}, timeout=60).json()
+    assert body["meta"]["billed_units"]["search_units"] == units
+    assert len(body["results"]) == 1
+
+
+def test_top_n_zero_is_all(rest):
+    """vLLM: top_n 0 = every document."""
+    all_of_them = httpx.post(f"{rest}/v2/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 0}, timeout=30)
+    assert all_of_them.status_code == 200 and len(all_of_them.json()["results"]) == len(DOCS)
+
+
+def test_truncate_prompt_tokens_is_not_ignored(rest, server):
+    """vLLM's truncate_prompt_tokens: -1 or >= max_length holds already; a smaller value cannot
+    be served and is refused, naming the field and the limit."""
+    with RerankClient(server.grpc_url) as client:
+        max_length = client.server_limits().max_length
+    for ok in (-1, max_length, max_length + 1):
+        answer = httpx.post(
+            f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": ok}, timeout=30
+        )
+        assert answer.status_code == 200, (ok, answer.text)
+    refused = httpx.post(
+        f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": 16}, timeout=30
+    )
+    assert refused.status_code == 400, refused.text
+    message = refused.json()["message"]
+    assert message.startswith("truncate_prompt_tokens: 16 cannot be honoured") and f"{max_length} tokens" in message
+
+
+def test_base_url_ending_in_v1_gets_a_helpful_error(rest):
+    """The SDKs add /v1 or /v2 themselves; a base URL with /v1 reaches /v1/v2/rerank."""
+    with pytest.raises(cohere.NotFoundError) as err:
+        cohere.ClientV2(api_key="k", base_url=f"{rest}/v1").rerank(
+            model="m", query=QUERY, documents=DOCS, request_options=NO_RETRY
+        )
+    message = err.value.body["message"]
+    assert "/v1/v2/rerank" in message and "bare host" in message, message
+    with pytest.raises(cohere.NotFoundError) as err:
+        cohere.Client(api_key="k", base_url=f"{rest}/v1").rerank(
+            model="m", query=QUERY, documents=DOCS, request_options=NO_RETRY
+        )
+    assert "without /v1" in err.value.body["message"]
+
+
+def test_malformed_body_is_described_in_plain_words(rest):
+    malformed = httpx.post(
+        f"{rest}/v1/rerank",
+        content=b'{"query": "q", "documents": ["a",]}',
+        headers={"content-type": "application/json"},
+    )
+    assert malformed.status_code == 422
+    assert malformed.json()["message"].startswith("request body: not valid JSON: Expecting value at line 1")
+    not_object = httpx.post(f"{rest}/v2/rerank", json=["q", "a"])
+    assert not_object.status_code == 422
+    assert not_object.json()["message"] == "request body: expected a JSON object, got a JSON array"
+
+
+def test_a_field_is_named_once(rest):
+    repeated = httpx.post(f"{rest}/v1/rerank", json={"query": QUERY, "documents": ["ok", 7]}).json()["message"]
+    assert (
+        repeated.startswith("documents[1]: expected a string or an object") and "documents: documents" not in repeated
+    )
+
+
+def test_an_oversized_query_is_called_query(rest, server):
+    with RerankClient(server.grpc_url) as client:
+        limit = client.server_limits().max_text_bytes
+    big_query = httpx.post(f"{rest}/v2/rerank", json={"query": "q" * (limit + 1), "documents": DOCS}, timeout=30)
+    assert big_query.status_code == 400
+    assert big_query.json()["message"] == f"query: {limit + 1} bytes exceeds the limit of {limit} bytes per text"
+
+
+def test_a_nul_is_named_by_field_and_index_in_our_words(rest):
+    for route, field, key in (("/v2/rerank", "documents", "message"), ("/rerank", "texts", "error")):
+        nul = httpx.post(f"{rest}{route}", json={"query": QUERY, field: ["ok", "Par\x00is"]}, timeout=30)
+        assert nul.status_code == 400, nul.text
+        assert nul.json()[key] == f"{field}[1]: contains a NUL character (\\u0000) at position 3; remove it"
+    nul_query = httpx.post(f"{rest}/v2/rerank", json={"query": "q\x00", "documents": DOCS}, timeout=30)
+    assert nul_query.status_code == 400 and nul_query.json()["message"].startswith("query: contains a NUL")
+
+
+def test_lone_surrogate_is_400_naming_the_field_and_the_connection_stays(rest):
+    """Issue 26: JSON's \\ud800 escape decodes to a lone surrogate, which has no UTF-8 form."""
+    with httpx.Client(base_url=rest, timeout=30) as client:
+        for route, field, key in (("/v1/rerank", "documents", "message"), ("/rerank", "texts", "error")):
+            body = b'{"query": "q", "' + field.encode() + b'": ["ok", "\\ud800"]}'
+            answer = client.post(route, content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()[key].startswith(f"{field}[1]: contains a lone UTF-16 surrogate (\\ud800)")
+            assert client.post(route, json={"query": QUERY, field: DOCS}).status_code == 200  # same connection
+
+
+def test_api_key_is_checked_before_the_body_is_read(server):
+    """Issue 26: a caller without a key cannot make the service wait for (and buffer) a body:
+    the 401 comes back at once although the declared body never arrives."""
+    import socket
+
+    with rest_service(server.grpc_url, api_keys=("k",)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer wrong\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            sock.settimeout(5)
+            head = sock.recv(4096).decode("latin-1")
+        assert head.startswith("HTTP/1.1 401"), head
+        assert "invalid API key" in head
+
+
+def _triton_rerank_requests(server) -> float:
+    """Requests the `rerank` ensemble has finished (succeeded or failed), from Triton's metrics."""
+    text = httpx.get(server.metrics_url, timeout=5).text
+    pattern = r'^nv_inference_request_(?:success|failure)\{model="rerank",[^}]*\} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def _settled_triton_requests(server) -> float:
+    last = _triton_rerank_requests(server)
+    while True:
+        time.sleep(1.0)
+        now = _triton_rerank_requests(server)
+        if now == last:
+            return now
+        last = now
+
+
+def test_client_disconnect_cancels_its_triton_requests(rest, server):
+    """Issue 26: a caller that gives up must not leave its work running. The same 1,000-document
+    request is sent whole, then again with the connection closed as soon as Triton has answered
+    its first chunk: the second is recorded as 499 (client closed) and Triton serves fewer of its
+    chunks than the whole request needed."""
+    import socket
+
+    docs = [f"{i}: " + "Paris is the capital and largest city of France. " * 5 for i in range(DEFAULT_MAX_DOCUMENTS)]
+    payload = json.dumps({"query": QUERY, "documents": docs}).encode()
+    start = _settled_triton_requests(server)
+    headers = {"content-type": "application/json"}
+    assert httpx.post(f"{rest}/v2/rerank", content=payload, headers=headers, timeout=300).status_code == 200
+    whole = _settled_triton_requests(server) - start
+    assert whole >= 2
+
+    host, port = rest.removeprefix("http://").split(":")
+    base = _triton_rerank_requests(server)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        deadline = time.monotonic() + 120
+        while _triton_rerank_requests(server) == base:  # the request is under way
+            assert time.monotonic() < deadline, "Triton never saw the request"
+            time.sleep(0.01)
+    # The socket is closed: the service hears the disconnect and cancels the handler.
+    deadline = time.monotonic() + 60
+    while 'reranker_rest_requests_total{route="/v2/rerank",status="499"}' not in httpx.get(f"{rest}/metrics").text:
+        assert time.monotonic() < deadline, "the abandoned request was never cancelled"
+        time.sleep(0.1)
+    cut = _settled_triton_requests(server) - base
+    print(f"\nTriton requests: {whole:.0f} for the whole request, {cut:.0f} once its caller left")
+    assert cut < whole

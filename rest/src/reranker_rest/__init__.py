@@ -1,7 +1,8 @@
 """Cohere/Jina and TEI rerank REST API in front of Triton, on triton-reranker-client."""
 
-from .app import create_app
-from .settings import Settings
+__version__ = "0.1.0"  # before the imports: the routes report it
 
-__version__ = "0.1.0"
+from .app import create_app  # noqa: E402
+from .settings import Settings  # noqa: E402
+
 __all__ = ["create_app", "Settings"]

@@ -7,7 +7,7 @@ import hmac
 import os
 from typing import Optional, Tuple
 
-from .errors import ApiError
+from .errors import ApiError, response
 
 
 class KeyChecker:
@@ -57,3 +57,28 @@ class KeyChecker:
             matched |= hmac.compare_digest(given, key)
         if not matched:
             raise ApiError(401, "invalid API key", "Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+# Open to anyone who reaches the port: probes, Prometheus, the API docs.
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+class AuthMiddleware:
+    """The key check, from the request's headers, before its body is read: a caller without
+    a valid key cannot make the service buffer (up to REST_MAX_BODY_BYTES) or parse anything.
+    Placed outside BodyLimitMiddleware, which reads the body."""
+
+    def __init__(self, app, keys: KeyChecker) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and self.keys.enabled:
+            headers = dict(scope.get("headers", ()))
+            authorization = headers.get(b"authorization")
+            try:
+                self.keys.check(authorization.decode("latin-1") if authorization is not None else None)
+            except ApiError as err:
+                # Connection: close - the unread body must not be parsed as a next request.
+                err.headers["Connection"] = "close"
+                return await response(scope, err)(scope, receive, send)
+        return await self.app(scope, receive, send)

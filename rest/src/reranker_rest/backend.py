@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from reranker_client import AsyncRerankClient, RerankError, RerankResult, TLSOptions
+from reranker_client.server_limits import ServerLimits
 
 from .errors import ApiError, from_client_error
 from .settings import Settings
@@ -30,6 +31,23 @@ def make_client(settings: Settings) -> AsyncRerankClient:
     )
 
 
+def check_text(field: str, text: str) -> None:
+    """What the model server cannot take, said in the caller's terms before anything is sent:
+    a NUL (the tokenizer model refuses it, in Triton's words naming its own tensors) and a lone
+    UTF-16 surrogate (JSON's `\\ud800` escape decodes to one; it has no UTF-8 form)."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ApiError(400, f"{field}: contains a NUL character (\\u0000) at position {nul}; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(
+            400,
+            f"{field}: contains a lone UTF-16 surrogate (\\u{ord(text[err.start]):04x}) at position "
+            f"{err.start}, which is not valid Unicode text",
+        ) from None
+
+
 class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -49,17 +67,32 @@ class Backend:
                 f"{self.settings.max_documents} per request (REST_MAX_DOCUMENTS)",
                 "Validation",
             )
+        check_text("query", query)
+        for i, text in enumerate(texts):
+            check_text(f"{field}[{i}]", text)
+        await self._check_query_size(query)
         try:
             results = await self.client.rerank(query, list(texts), top_k=top_n, long_documents=long_documents)
         except RerankError as err:
             raise self._error(err, field) from err
         return results
 
-    async def max_length(self) -> Optional[int]:
+    async def _check_query_size(self, query: str) -> None:
+        """The client checks each text against the server's byte limit but names the query by
+        the document it is paired with; the query is one field, checked once here."""
+        limit = (await self.limits()).max_text_bytes
+        size = len(query.encode("utf-8"))
+        if limit and size > limit:
+            raise ApiError(400, f"query: {size} bytes exceeds the limit of {limit} bytes per text")
+
+    async def limits(self) -> ServerLimits:
         try:
-            return (await self.client.server_limits()).max_length
+            return await self.client.server_limits()
         except RerankError as err:
             raise self._error(err, "") from err
+
+    async def max_length(self) -> Optional[int]:
+        return (await self.limits()).max_length
 
     async def ready(self) -> bool:
         return await self.client.ready()
@@ -68,7 +101,7 @@ class Backend:
         await self.client.close()
 
     def _error(self, err: RerankError, field: str) -> ApiError:
-        api = from_client_error(err, self.settings.retry_after_s)
+        api = from_client_error(err, self.settings.retry_after_s, self.settings.timeout_s)
         if field and field != "documents" and api.status == 400:
             # The client names documents `documents[i]`; say the caller's field instead.
             api.message = api.message.replace("documents[", f"{field}[")

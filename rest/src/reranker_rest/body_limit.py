@@ -2,11 +2,23 @@
 
 A declared Content-Length over the limit is refused without reading the body; a body of
 unknown length (chunked) is read up to the limit and refused when it crosses it. The body is
-then handed on whole (FastAPI buffers it anyway), so nothing here holds more than the limit."""
+then handed on whole (FastAPI buffers it anyway), so nothing here holds more than the limit.
+
+Once the body is read, this layer is also the one that hears the client leave: uvicorn does
+not cancel a handler whose client disconnected, so a caller that gave up would keep its Triton
+requests (up to REST_MAX_DOCUMENTS documents' worth) running for nobody. The handler runs as a
+task that is cancelled on `http.disconnect`; cancelling it cancels the client's in-flight gRPC
+calls."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from .errors import ApiError, response
+
+# The status the metrics record for a request whose caller left (nginx's convention).
+CLIENT_CLOSED = 499
 
 
 class BodyLimitMiddleware:
@@ -32,15 +44,35 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         replayed = False
+        gone = asyncio.Event()
 
         async def replay():
             nonlocal replayed
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()  # later calls wait for the disconnect, as the server's would
+            await gone.wait()  # later calls wait for the disconnect, as the server's would
+            return {"type": "http.disconnect"}
 
-        await self.app(scope, replay, send)
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        handler = asyncio.ensure_future(self.app(scope, replay, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not handler.done():  # the caller left: stop its work
+                scope.setdefault("state", {})["status"] = CLIENT_CLOSED
+                handler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handler
+            else:
+                handler.result()  # re-raise what the app raised
+        finally:
+            watcher.cancel()
+            handler.cancel()
 
     async def _refuse(self, scope, receive, send):
         # Connection: close - the unread rest of the body must not be parsed as a next request.
@@ -50,4 +82,4 @@ class BodyLimitMiddleware:
             "Validation",
             headers={"Connection": "close"},
         )
-        await response(scope["path"], err)(scope, receive, send)
+        await response(scope, err)(scope, receive, send)

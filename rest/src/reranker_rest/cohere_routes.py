@@ -1,5 +1,6 @@
 """Cohere `/v1/rerank` and `/v2/rerank`, and Jina's `/v1/rerank` (same request; its `model`
-and `usage` are in every answer)."""
+and `usage` are in every answer). `answer` also serves Cohere/Jina-shaped bodies on `/rerank`
+(vLLM, Infinity, RAGFlow, LiteLLM's hosted_vllm/ and infinity/ providers post them there)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,91 @@ from typing import List
 
 from fastapi import APIRouter, Depends, Request
 
+from .body import openapi_body, parse, read_object
 from .errors import ApiError
-from .schemas import ApiVersion, CohereRerankRequest, CohereRerankResponse, CohereResult, Meta, Usage
+from .schemas import (
+    ApiVersion,
+    BilledUnits,
+    CohereRerankRequest,
+    CohereRerankResponse,
+    CohereResult,
+    Meta,
+    Usage,
+    search_units,
+)
 from .security import require_key
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["Cohere / Jina"])
 
 
-@router.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-async def rerank_v1(body: CohereRerankRequest, request: Request) -> CohereRerankResponse:
-    return await _rerank(body, request, "1")
+@router.post(
+    "/v1/rerank",
+    response_model=CohereRerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(CohereRerankRequest),
+)
+async def rerank_v1(request: Request) -> CohereRerankResponse:
+    return await answer(parse(CohereRerankRequest, await read_object(request)), request, "1")
 
 
-@router.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-async def rerank_v2(body: CohereRerankRequest, request: Request) -> CohereRerankResponse:
-    return await _rerank(body, request, "2")
+@router.post(
+    "/v2/rerank",
+    response_model=CohereRerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(CohereRerankRequest),
+)
+async def rerank_v2(request: Request) -> CohereRerankResponse:
+    return await answer(parse(CohereRerankRequest, await read_object(request)), request, "2")
 
 
-async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> CohereRerankResponse:
+@router.post(
+    "/infinity/rerank",
+    response_model=CohereRerankResponse,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(CohereRerankRequest),
+)
+async def rerank_infinity(request: Request) -> CohereRerankResponse:
+    """Infinity's answer: a returned `document` is the text itself, not `{"text": ...}`.
+    LiteLLM's infinity/ provider posts the very body its hosted_vllm/ provider posts (same
+    path, same fields, same headers) but reads `document` as a string, where hosted_vllm/
+    reads `document.text`: no answer on /rerank satisfies both, so Infinity's dialect has its
+    own path (api_base = http://HOST:PORT/infinity)."""
+    body = parse(CohereRerankRequest, await read_object(request))
+    return await answer(body, request, "1", return_documents=False, documents_as_text=True)
+
+
+async def answer(
+    body: CohereRerankRequest,
+    request: Request,
+    version: str,
+    return_documents: bool = False,
+    documents_as_text: bool = False,
+) -> CohereRerankResponse:
+    """`return_documents` is the default when the body does not say: false for Cohere's routes
+    (Cohere's default; a Jina caller on /v1/rerank cannot be told from a Cohere v1 caller, the
+    body is the same), true on /rerank (vLLM and Jina return documents)."""
+    settings = request.app.state.settings
     backend = request.app.state.backend
+    check_model(body.model, settings)
     if body.max_tokens_per_doc is not None:
-        await _check_max_tokens(backend, body.max_tokens_per_doc)
-    ranked = await backend.rerank(body.query, body.texts(), body.top_n, "documents", body.long_documents)
+        await _check_token_limit(backend, "max_tokens_per_doc", body.max_tokens_per_doc)
+    if body.truncate_prompt_tokens is not None and body.truncate_prompt_tokens != -1:
+        await _check_token_limit(backend, "truncate_prompt_tokens", body.truncate_prompt_tokens)
+    top_n = body.top_n or None  # vLLM: 0 = all
+    # Every document is scored whatever top_n says: usage counts them all, as Jina's does.
+    texts = body.texts()
+    ranked = await backend.rerank(body.query, texts, None, "documents", body.long_documents)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
-    shown = ranked[: body.top_n] if body.top_n is not None else ranked
+    shown = ranked[:top_n] if top_n is not None else ranked
+    with_documents = return_documents if body.return_documents is None else body.return_documents
     results: List[CohereResult] = []
     for r in shown:
         document = None
-        if body.return_documents:
+        if with_documents:
             original = body.documents[r.index]
             document = dict(original) if isinstance(original, dict) else {"text": original}
+            if documents_as_text:
+                document = texts[r.index]
         results.append(
             CohereResult(
                 index=r.index,
@@ -59,21 +115,38 @@ async def _rerank(body: CohereRerankRequest, request: Request, version: str) -> 
     return CohereRerankResponse(
         id=str(uuid.uuid4()),
         results=results,
-        meta=Meta(api_version=ApiVersion(version=version), warnings=warnings),
-        model=request.app.state.settings.served_model,
+        meta=Meta(
+            api_version=ApiVersion(version=version),
+            billed_units=BilledUnits(search_units=search_units(len(body.documents))),
+            warnings=warnings,
+        ),
+        model=settings.served_model,
         usage=Usage(total_tokens=sum(r.tokens for r in ranked)),
     )
 
 
-async def _check_max_tokens(backend, value: int) -> None:
+def check_model(model, settings) -> None:
+    """The documented `model` policy (settings.model_aliases): any name when no aliases are
+    configured, else only the served names."""
+    if model is None or not settings.model_aliases or model in settings.model_names:
+        return
+    raise ApiError(
+        404,
+        f"model: {model!r} is not served here; served: {', '.join(settings.model_names)} (GET /v1/models)",
+        "NotFound",
+    )
+
+
+async def _check_token_limit(backend, field: str, value: int) -> None:
     """Documents are cut only as part of the pair (query + document <= max_length), so a
-    per-document limit at or above max_length holds already; a smaller one cannot be applied
+    per-request limit at or above max_length holds already; a smaller one cannot be applied
     by the server and is refused rather than silently ignored."""
     max_length = await backend.max_length()
     if max_length is None or value < max_length:
         raise ApiError(
             400,
-            f"max_tokens_per_doc: {value} cannot be honoured: the server cuts each "
-            f"query+document pair to its max_length ({max_length} tokens); send a value "
-            f">= {max_length} or omit the field",
+            f"{field}: {value} cannot be honoured: the server cuts each query+document pair to "
+            f"its max_length ({max_length} tokens); send a value >= {max_length}"
+            + (" or -1" if field == "truncate_prompt_tokens" else "")
+            + " or omit the field",
         )

@@ -8,7 +8,17 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Known paths only as label values: an unknown path must not create a new time series.
-ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/health", "/ready", "/metrics")
+ROUTES = (
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/infinity/rerank",
+    "/info",
+    "/v1/models",
+    "/health",
+    "/ready",
+    "/metrics",
+)
 
 
 class Metrics:
@@ -51,4 +61,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, recording_send)
         finally:
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(route, str(status[0])).inc()
+            # A caller that left before its answer is counted as 499 (set by BodyLimitMiddleware).
+            status_code = (scope.get("state") or {}).get("status", status[0])
+            self.metrics.requests.labels(route, str(status_code)).inc()

@@ -48,6 +48,10 @@ class Settings:
     triton_urls: Tuple[str, ...] = (DEFAULT_TRITON_URL,)
     triton_model: str = DEFAULT_TRITON_MODEL
     served_model: str = DEFAULT_SERVED_MODEL  # the `model` in answers (Jina's shape)
+    # The `model` policy. Unset: any name is accepted (clients send whatever their user typed,
+    # Cohere's defaults or LiteLLM's suffix after the provider; this server runs one model).
+    # Set: only served_model and these names; another is 404 naming the served ones.
+    model_aliases: Tuple[str, ...] = ()
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_documents: int = DEFAULT_MAX_DOCUMENTS
@@ -78,6 +82,11 @@ class Settings:
             raise ValueError("REST_TRITON_TLS_CERT and REST_TRITON_TLS_KEY go together")
 
     @property
+    def model_names(self) -> Tuple[str, ...]:
+        """The names GET /v1/models lists (served_model first)."""
+        return (self.served_model,) + tuple(a for a in self.model_aliases if a != self.served_model)
+
+    @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_ca or self.tls_cert)
 
@@ -93,6 +102,7 @@ class Settings:
             triton_urls=split_list(env.get("REST_TRITON_URL", DEFAULT_TRITON_URL)),
             triton_model=get("TRITON_MODEL", DEFAULT_TRITON_MODEL),
             served_model=get("SERVED_MODEL", DEFAULT_SERVED_MODEL),
+            model_aliases=split_list(env.get("REST_MODEL_ALIASES", "")),
             host=get("HOST", DEFAULT_HOST),
             port=get("PORT", DEFAULT_PORT),
             max_documents=get("MAX_DOCUMENTS", DEFAULT_MAX_DOCUMENTS),
