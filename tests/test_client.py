@@ -120,7 +120,7 @@ def test_server_side_errors_are_typed(server):
             client.rerank("q", ["d"])
     with RerankClient(server.grpc_url, retries=0) as client:
         with pytest.raises(InvalidInputError, match=f"exceeds the limit of {MAX_TEXT_BYTES}"):
-            client.rerank("q", ["x" * (MAX_TEXT_BYTES + 1)])
+            client.rerank("q", ["x" * (MAX_TEXT_BYTES + 1)], strict=True)  # default: cut, flagged
         assert client.rerank("q", ["fine"])[0].index == 0  # the server is still fine
 
 
@@ -224,7 +224,10 @@ def test_llamaindex_postprocessor_sync_and_async(server, raw_scores):
     assert isinstance(post, BaseNodePostprocessor)
     expected = list(np.argsort(-raw_scores["score"][:30], kind="stable"))
     out = post.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
-    assert [int(n.node.id_) for n in out] == expected[:5] and out[0].node.metadata == {"k": expected[0]}
+    assert [int(n.node.id_) for n in out] == expected[:5]
+    metadata = out[0].node.metadata  # the node's own, plus the result's rerank_* fields
+    assert metadata == {"k": expected[0], "rerank_logit": metadata["rerank_logit"], "rerank_truncated": False}
+    assert abs(metadata["rerank_logit"] - raw_scores["logit"][expected[0]]) < 1e-4
     assert abs(out[0].score - raw_scores["score"][expected[0]]) < 1e-5
     every = asyncio.run(TritonRerank(url=server.grpc_url, top_n=None).apostprocess_nodes(nodes, query_str=QUERY))
     assert [n.node.id_ for n in every] == [str(i) for i in expected] + ["empty0", "empty1"]

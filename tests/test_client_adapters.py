@@ -64,6 +64,8 @@ def test_api_key_becomes_a_bearer_header_and_options_reach_the_config():
         "tls": TLSOptions(root_certificates="ca.pem"),
         "headers": {"x-team": "search"},
         "token_counter": len,
+        "backoff_base": 0.2,
+        "backoff_max": 3.0,
     }
     assert set(options) == set(_common.CONFIG_OPTIONS)
     config = _common.client_config(options, SECRET)
@@ -77,6 +79,7 @@ def test_api_key_becomes_a_bearer_header_and_options_reach_the_config():
         9,
     )
     assert config.tls.root_certificates == "ca.pem" and config.token_counter is len
+    assert (config.backoff_base, config.backoff_max) == (0.2, 3.0)
 
 
 # ---------------------------------------------------------------- LangChain

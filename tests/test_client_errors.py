@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import socket
 import threading
 import time
@@ -145,7 +146,7 @@ def test_sync_per_call_timeout_holds_and_is_typed(silent, protocol):
     client's deadline guard). The endpoint is not marked down and the call is not retried."""
     with RerankClient(silent.url, protocol=protocol, timeout=30, retries=3) as client:
         begin = time.monotonic()
-        with pytest.raises(DeadlineExceededError):
+        with pytest.raises(DeadlineExceededError, match=re.escape(silent.url)):  # names the endpoint
             client.rerank("q", ["d"], timeout=0.5)
         took = time.monotonic() - begin
         assert took < 2.0, took
@@ -160,7 +161,7 @@ def test_async_timeout_is_deadline_not_unavailable(silent, protocol, caplog):
     async def run():
         async with AsyncRerankClient(silent.url, protocol=protocol, timeout=30, retries=3) as client:
             begin = time.monotonic()
-            with pytest.raises(DeadlineExceededError):
+            with pytest.raises(DeadlineExceededError, match=re.escape(silent.url)):  # names the endpoint
                 await client.rerank("q", ["d"], timeout=0.5)
             return time.monotonic() - begin, dict(client.pool._down_until)
 

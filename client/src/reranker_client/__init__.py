@@ -1,5 +1,7 @@
 """Client for bge-reranker-v2-m3 served by Triton's `rerank` ensemble."""
 
+import logging
+
 from . import errors
 from .async_client import AsyncRerankClient
 from .base import ClientConfig
@@ -7,6 +9,11 @@ from .errors import *  # noqa: F403 - the typed errors, listed once: errors.__al
 from .results import RerankResult
 from .sync_client import RerankClient
 from .tritonclient_adapter import TLSOptions
+
+# A library adds only a NullHandler (the logging HOWTO's rule for libraries): without it, an
+# application that never configured logging gets every WARNING (endpoint down, giving up)
+# printed to stderr by logging's last-resort handler, hundreds of lines under overload.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def _version() -> str:

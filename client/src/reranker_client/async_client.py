@@ -1,9 +1,20 @@
-"""AsyncRerankClient: the same API as RerankClient on tritonclient's asyncio clients."""
+"""AsyncRerankClient: the same API as RerankClient on tritonclient's asyncio clients.
+
+tritonclient's asyncio clients belong to the event loop they were created on (gRPC's aio
+channel and aiohttp's session bind to it), and a loop's end leaves them unusable. So one
+AsyncRerankClient keeps its tritonclient clients per event loop: shared across two
+`asyncio.run` calls (or loops in two threads) it opens new connections on each loop, and each
+loop's connections are closed when that loop shuts down: asyncio.run cancels every pending task
+before closing its loop (asyncio.runners.Runner.close -> _cancel_all_tasks), and a small task
+per loop waits for exactly that cancellation and then awaits the clients' close(). Without it,
+aiohttp prints "Unclosed client session" at exit for every loop that used HTTP."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Type, TypeVar
 
@@ -19,13 +30,24 @@ from .tritonclient_adapter import AsyncTritonClient, Outputs
 T = TypeVar("T")
 
 
+@dataclass
+class _LoopClients:
+    """The tritonclient clients of one event loop, and the task that closes them when the loop
+    shuts down (or when the AsyncRerankClient is closed)."""
+
+    loop: asyncio.AbstractEventLoop
+    clients: Dict[str, AsyncTritonClient] = field(default_factory=dict)
+    closer: Optional[asyncio.Task[None]] = None
+
+
 class AsyncRerankClient(ClientBase):
     ASYNCIO = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """The arguments of ClientBase, or config=ClientConfig(...): the same as RerankClient."""
         super().__init__(*args, **kwargs)
-        self._clients: Dict[str, AsyncTritonClient] = {}
+        self._loops: Dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops_lock = threading.Lock()  # loops in several threads may share one client
 
     @same_parameters(ClientBase._rerank_job)
     async def rerank(self, *args: Any, **kwargs: Any) -> List[RerankResult]:
@@ -63,14 +85,27 @@ class AsyncRerankClient(ClientBase):
         return self._limits
 
     async def close(self) -> None:
-        """Close every connection; later calls raise ClientClosedError."""
+        """Close every connection, on every event loop it was used on; later calls raise
+        ClientClosedError."""
         self._closed = True
-        for client in self._clients.values():
-            try:
-                await client.close()
-            except Exception:  # noqa: BLE001
-                pass
-        self._clients.clear()
+        with self._loops_lock:
+            bound, self._loops = list(self._loops.values()), {}
+        here = asyncio.get_running_loop()
+        for entry in bound:
+            if entry.loop is here:
+                await _stop(entry.closer)  # its finally closes this loop's clients
+            else:
+                _stop_soon(entry)
+
+    def _close_soon(self) -> None:
+        """close() for synchronous callers (an adapter's close()): each loop's clients are closed
+        on their own loop, as soon as it runs (at once where it is running in another thread or
+        is this thread's loop; at its shutdown at the latest). Later calls raise ClientClosedError."""
+        self._closed = True
+        with self._loops_lock:
+            bound, self._loops = list(self._loops.values()), {}
+        for entry in bound:
+            _stop_soon(entry)
 
     async def __aenter__(self) -> AsyncRerankClient:
         return self
@@ -81,9 +116,23 @@ class AsyncRerankClient(ClientBase):
         await self.close()
 
     def _client(self, url: str) -> AsyncTritonClient:
-        if url not in self._clients:
-            self._clients[url] = tritonclient_adapter.make_async_client(self.protocol, url, self.tls, self.timeout)
-        return self._clients[url]
+        entry = self._bound(asyncio.get_running_loop())
+        if url not in entry.clients:
+            entry.clients[url] = tritonclient_adapter.make_async_client(self.protocol, url, self.tls, self.timeout)
+        return entry.clients[url]
+
+    def _bound(self, loop: asyncio.AbstractEventLoop) -> _LoopClients:
+        """This loop's clients; the first use on a loop starts the task that closes them when
+        the loop shuts down. Loops already closed are forgotten (their clients were closed by
+        that task at shutdown)."""
+        with self._loops_lock:
+            for gone in [other for other in self._loops if other.is_closed()]:
+                del self._loops[gone]
+            entry = self._loops.get(loop)
+            if entry is None:
+                entry = self._loops[loop] = _LoopClients(loop)
+                entry.closer = loop.create_task(_close_at_shutdown(entry))
+            return entry
 
     async def _call(self, fn: Callable[[AsyncTritonClient, float], Awaitable[T]], deadline: float, budget: float) -> T:
         """fn(client, remaining) on an endpoint, bounded by the call's deadline; retryable
@@ -124,12 +173,43 @@ class AsyncRerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = await self._server_limits(deadline, budget)
-        chunks = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
+        chunks, cut = self._plan(job, limits)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
         outputs = await _all_or_nothing(
             [self._infer(c, deadline, budget, limiter) for c in chunks], deadline + DEADLINE_GRACE_S, budget
         )
-        return planning.assemble(len(job.pairs), list(zip(chunks, outputs)), job.documents)
+        return planning.assemble(len(job.pairs), list(zip(chunks, outputs)), job.documents, cut)
+
+
+async def _close_at_shutdown(entry: _LoopClients) -> None:
+    """Waits until cancelled (the loop shutting down, or close()), then closes the loop's clients
+    on that loop, while it can still run them."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        clients, entry.clients = list(entry.clients.values()), {}
+        for client in clients:
+            try:
+                await client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+async def _stop(task: Optional[asyncio.Task[None]]) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _stop_soon(entry: _LoopClients) -> None:
+    """Cancel a loop's closer task from any thread; it closes the clients on its loop."""
+    task = entry.closer
+    if task is None or task.done() or entry.loop.is_closed():
+        return
+    try:
+        entry.loop.call_soon_threadsafe(task.cancel)
+    except RuntimeError:  # the loop closed meanwhile: its shutdown already ran the closer
+        pass
 
 
 async def _all_or_nothing(coroutines: Iterable[Awaitable[T]], deadline: float, budget: float) -> List[T]:

@@ -9,10 +9,20 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import contract, planning, tritonclient_adapter
-from .endpoints import RETRYABLE, EndpointPool, Resolver, backoff_seconds, resolve_addresses, split_dns_url
+from .endpoints import (
+    DEFAULT_BACKOFF_BASE_S,
+    DEFAULT_BACKOFF_MAX_S,
+    RETRYABLE,
+    EndpointPool,
+    Resolver,
+    backoff_seconds,
+    bare_url,
+    resolve_addresses,
+    split_dns_url,
+)
 from .errors import ClientClosedError, DeadlineExceededError, InvalidInputError, ModelNotReadyError, RerankError
 from .server_limits import ServerLimits
 from .tritonclient_adapter import InferKwargs, InferResult, Outputs, TLSOptions, TritonCalls
@@ -61,6 +71,10 @@ class ClientConfig:
     headers: Dict[str, str] = field(default_factory=dict)
     token_counter: Optional[Callable[[str], int]] = None
     resolver: Resolver = resolve_addresses
+    # Pause before retry n (seconds): between half and all of min(backoff_max, backoff_base * 2**n)
+    # (endpoints.backoff_seconds). Raise both when many callers share an overloaded server.
+    backoff_base: float = DEFAULT_BACKOFF_BASE_S
+    backoff_max: float = DEFAULT_BACKOFF_MAX_S
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class Job:
     long_documents: str = "truncate"
     window_stride: Optional[int] = None
     top_k: Optional[int] = None  # rerank's: how many of the best results it returns (None: all)
+    strict: bool = False  # refuse a text over the server's byte limit instead of cutting it
 
 
 class ClientBase:
@@ -91,6 +106,8 @@ class ClientBase:
         token_counter: Optional[Callable[[str], int]] = None,
         resolver: Resolver = resolve_addresses,
         config: Optional[ClientConfig] = None,
+        backoff_base: float = DEFAULT_BACKOFF_BASE_S,
+        backoff_max: float = DEFAULT_BACKOFF_MAX_S,
     ) -> None:
         """Keyword arguments, or one ClientConfig (shared by sync and async clients)."""
         if config is None:
@@ -105,14 +122,22 @@ class ClientBase:
                 dict(headers or {}),
                 token_counter,
                 resolver,
+                backoff_base,
+                backoff_max,
             )
         if config.max_concurrency < 1:
             raise InvalidInputError(f"max_concurrency: must be >= 1, got {config.max_concurrency}")
         if config.retries < 0 or config.timeout <= 0:
             raise InvalidInputError(f"retries must be >= 0 and timeout > 0, got {config.retries}, {config.timeout}")
+        if not (0 < config.backoff_base <= config.backoff_max):
+            raise InvalidInputError(
+                f"backoff_base, backoff_max: need 0 < backoff_base <= backoff_max, got "
+                f"{config.backoff_base}, {config.backoff_max}"
+            )
         self.config = config
         self._closed = False
-        urls = [config.url] if isinstance(config.url, str) else list(config.url)
+        given = [config.url] if isinstance(config.url, str) else list(config.url)
+        urls = [bare_url(u, config.tls is not None) for u in given]
         if not urls:
             raise ValueError("url: at least one endpoint is required")
         tritonclient_adapter.module_for(config.protocol, asyncio=self.ASYNCIO)  # validates the protocol early
@@ -140,23 +165,30 @@ class ClientBase:
         timeout: Optional[float] = None,
         long_documents: str = "truncate",
         window_stride: Optional[int] = None,
+        strict: bool = False,
     ) -> Job:
         """Results sorted by score (best first); `index` is the document's input position.
 
         long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
         max_length. "window": a long document is scored by overlapping windows of whole words
         (`window_stride` passage tokens apart; default half a window) and gets its best window's
-        score; `span` gives that window's character offsets in the document."""
+        score; `span` gives that window's character offsets in the document.
+
+        A text over the server's byte limit (server_limits().max_text_bytes) is cut to its head
+        on a UTF-8 boundary before sending and reported `truncated` (the server reads only the
+        head); strict=True raises InvalidInputError for it instead."""
         planning.check_mode(long_documents, window_stride)
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)  # validates top_k
         kept = list(documents) if return_documents else None
-        return Job(pairs, kept, timeout, long_documents, window_stride, top_k)
+        return Job(pairs, kept, timeout, long_documents, window_stride, top_k, bool(strict))
 
-    def _score_job(self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None) -> Job:
-        """sigmoid scores in input order."""
-        return self._score_details_job(pairs, timeout)
+    def _score_job(
+        self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None, strict: bool = False
+    ) -> Job:
+        """sigmoid scores in input order (a text over the byte limit: see rerank's `strict`)."""
+        return self._score_details_job(pairs, timeout, strict=strict)
 
     def _score_details_job(
         self,
@@ -164,10 +196,12 @@ class ClientBase:
         timeout: Optional[float] = None,
         long_documents: str = "truncate",
         window_stride: Optional[int] = None,
+        strict: bool = False,
     ) -> Job:
-        """Full results (score, logit, tokens, truncated, span) in input order."""
+        """Full results (score, logit, tokens, truncated, span) in input order (a text over the
+        byte limit: see rerank's `strict`)."""
         planning.check_mode(long_documents, window_stride)
-        return Job(planning.validate_pairs(pairs), None, timeout, long_documents, window_stride)
+        return Job(planning.validate_pairs(pairs), None, timeout, long_documents, window_stride, strict=bool(strict))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -227,6 +261,11 @@ class ClientBase:
         ]
         return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride)
 
+    def _plan(self, job: Job, limits: ServerLimits) -> Tuple[List[planning.Chunk], FrozenSet[int]]:
+        """The job's requests, and the rows whose text was cut to the server's byte limit."""
+        pairs, cut = planning.fit_sizes(job.pairs, limits.max_text_bytes, job.strict)
+        return self._chunks(pairs, limits, job.long_documents, job.window_stride), cut
+
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
 
@@ -271,6 +310,7 @@ class ClientBase:
         so repeating it is safe), and a missing model when another endpoint may have it."""
         err: RerankError = tritonclient_adapter.translate(exc)
         if err is not exc:
+            err = _naming_endpoint(err, exc, url)
             err.__cause__ = exc  # keep tritonclient's error (and its traceback) for debugging
         retryable = isinstance(err, RETRYABLE) or (isinstance(err, ModelNotReadyError) and len(self.pool.urls) > 1)
         if not retryable:
@@ -284,7 +324,7 @@ class ClientBase:
         if attempt >= self.retries:
             logger.warning("giving up after %d tries (retries=%d): %s", attempt + 1, self.retries, err)
             raise err
-        pause = backoff_seconds(attempt)
+        pause = backoff_seconds(attempt, self.config.backoff_base, self.config.backoff_max)
         if time.monotonic() + pause >= deadline:
             raise DeadlineExceededError(f"deadline of {budget}s passed after {attempt + 1} tries: {err}") from err
         logger.info("retry %d/%d in %.3fs after %s on %s", attempt + 1, self.retries, pause, type(err).__name__, url)
@@ -300,3 +340,19 @@ class ClientBase:
         if remaining <= 0:
             raise DeadlineExceededError(f"deadline of {budget}s passed")
         return remaining
+
+
+def _naming_endpoint(err: RerankError, exc: BaseException, url: str) -> RerankError:
+    """A transport error says which endpoint failed ("cannot connect to 10.0.0.7:8001:
+    Connection refused", "no answer from 10.0.0.7:8001 ..."): with several endpoints, or DNS
+    discovery, a bare "[Errno 111] Connection refused" or "TimeoutError" names none."""
+    message = str(err)
+    if isinstance(err, InvalidInputError) or url in message:
+        return err  # the request's own fault, the same on every endpoint
+    if isinstance(exc, tritonclient_adapter.TIMEOUT_TYPES):
+        message = f"no answer from {url} within the call's deadline"
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = f"cannot connect to {url}: {exc.strerror}"
+    else:
+        message = f"{url}: {message}"
+    return type(err)(message)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import replace
 from typing import List, Optional
 
 from . import __version__
-from .errors import RerankError
+from .errors import InvalidInputError, RerankError
 from .sync_client import RerankClient
 from .tritonclient_adapter import TLSOptions
 
@@ -37,7 +39,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=None,
         help="window mode: passage tokens between window starts (default: half a window)",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a document over the server's byte limit (default: cut it to its head, marked truncated)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log retries and failovers to stderr")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON list instead of a table; index = input line from 0"
+    )
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-cert)")
@@ -49,6 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     headers = {}
     for header in args.header:
         name, sep, value = header.partition("=")
@@ -62,7 +74,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         tls = TLSOptions(
             root_certificates=args.ca_cert, certificate_chain=args.client_cert, private_key=args.client_key
         )
-    documents = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    # `index` is the document's input line (from 0, blank lines counted, as an editor's line
+    # number minus one); blank lines are skipped, not renumbered.
+    lines = [line.rstrip("\r\n") for line in sys.stdin]
+    line_of = [n for n, line in enumerate(lines) if line.strip()]
+    documents = [lines[n] for n in line_of]
     urls = args.url or ["localhost:8001" if args.protocol == "grpc" else "localhost:8000"]
     try:
         with RerankClient(
@@ -74,16 +90,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             tls=tls,
             headers=headers,
         ) as client:
-            results = client.rerank(
+            found = client.rerank(
                 args.query,
                 documents,
                 top_k=args.top_k,
                 long_documents=args.long_documents,
                 window_stride=args.window_stride,
+                strict=args.strict,
             )
     except RerankError as err:
+        # Printed once: the library's own log records (retries, endpoint down) reach stderr only
+        # with --verbose (the package logger has a NullHandler).
+        if isinstance(err, InvalidInputError) and err.index is not None and err.index < len(line_of):
+            line = line_of[err.index]
+            where = f"documents[{line}] (input line {line + 1})"
+            err = InvalidInputError(str(err).replace(f"documents[{err.index}]", where, 1), index=line)
         print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
+    results = [replace(r, index=line_of[r.index]) for r in found]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
         return 0
@@ -96,16 +120,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if window:
             assert r.span is not None  # window mode always answers a span
             start, end = r.span
-            text, where = documents[r.index][start:end], f"{start:>6}-{end:<6}  {r.windows:>7}  "
+            text, where = lines[r.index][start:end], f"{start:>6}-{end:<6}  {r.windows:>7}  "
         else:
-            text, where = documents[r.index], ""
+            text, where = lines[r.index], ""
         text = text if len(text) <= 70 else text[:67] + "..."
         print(
             f"{rank:>4}  {r.index:>5}  {r.score:7.4f}  {r.logit:8.3f}  {r.tokens:>6}{'*' if r.truncated else ' '} "
             f"{where}{text}"
         )
     if any(r.truncated for r in results):
-        print("* truncated to the server's max_length")
+        print("* truncated (to the server's max_length, or a text over its byte limit cut to its head)")
     return 0
 
 

@@ -29,6 +29,32 @@ DNS_REFRESH_S = 5.0
 Resolver = Callable[[str, int], List[str]]
 
 
+# Schemes a user may paste from a browser or another SDK. tritonclient wants a bare host:port (its
+# HTTP client raises "url should not include the scheme" from a half-built object whose __del__
+# then prints an ignored exception; gRPC fails to resolve). Plain ones are dropped; TLS ones need
+# tls=TLSOptions(...), which is where certificates are given.
+PLAIN_SCHEMES = ("http://", "grpc://")
+TLS_SCHEMES = ("https://", "grpcs://")
+
+
+def bare_url(url: str, tls: bool) -> str:
+    """`url` as tritonclient takes it: host:port (an HTTP path prefix is kept), a scheme
+    dropped, or InvalidInputError saying what to write instead."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInputError(f"url: expected 'host:port', got {url!r}")
+    if url.startswith(DNS_SCHEME) or "://" not in url:
+        return url
+    scheme = url[: url.index("://") + 3]
+    rest = url[len(scheme) :].rstrip("/")
+    if scheme in TLS_SCHEMES and not tls:
+        raise InvalidInputError(
+            f"url: {url!r} asks for TLS: pass url={rest!r} with tls=TLSOptions(...) (TLSOptions() for the system roots)"
+        )
+    if scheme not in PLAIN_SCHEMES + TLS_SCHEMES or not rest:
+        raise InvalidInputError(f"url: expected 'host:port' (or dns:///host:port), got {url!r}")
+    return rest
+
+
 def resolve_addresses(host: str, port: int) -> List[str]:
     """Every address `host` resolves to, as sorted unique IPs (the system resolver)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -110,6 +136,15 @@ class EndpointPool:
             return was_up
 
 
-def backoff_seconds(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
+# Retry pauses (ClientConfig.backoff_base / backoff_max): attempt n waits between half and all
+# of min(backoff_max, backoff_base * 2**n). "Equal jitter": the random half spreads callers that
+# failed together, the fixed half guarantees a real pause (full jitter, uniform from 0, retried
+# an overloaded server almost at once about half the time, and the retries were shed again).
+DEFAULT_BACKOFF_BASE_S = 0.05
+DEFAULT_BACKOFF_MAX_S = 2.0
+
+
+def backoff_seconds(attempt: int, base: float = DEFAULT_BACKOFF_BASE_S, cap: float = DEFAULT_BACKOFF_MAX_S) -> float:
+    """Exponential backoff with equal jitter: in [d/2, d], d = min(cap, base * 2**attempt)."""
+    ceiling = min(cap, base * 2.0 ** min(attempt, 62))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)

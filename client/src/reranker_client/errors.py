@@ -1,6 +1,8 @@
 """Typed errors: callers branch on the class, never on message text. The package exports
 every class listed in __all__."""
 
+from typing import Optional
+
 __all__ = [
     "RerankError",
     "InvalidInputError",
@@ -18,7 +20,13 @@ class RerankError(Exception):
 
 
 class InvalidInputError(RerankError, ValueError):
-    """The request is malformed; the message names the field and the limit. Never retried."""
+    """The request is malformed; the message names the field and the limit. Never retried.
+    `index`: the caller's document that is at fault, where one is (else None), so a wrapper
+    that sends a subset of its caller's documents can name the caller's own position."""
+
+    def __init__(self, message: str = "", *, index: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class ServerUnavailableError(RerankError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -40,12 +40,20 @@ def check_mode(long_documents: str, window_stride: Optional[int]) -> None:
         )
 
 
-def _check_text(field: str, value: object) -> bytes:
+def _check_text(field: str, value: object, index: Optional[int] = None) -> bytes:
     if not isinstance(value, str):
-        raise InvalidInputError(f"{field}: expected str, got {type(value).__name__}")
+        raise InvalidInputError(f"{field}: expected str, got {type(value).__name__}", index=index)
     if not value.strip():
-        raise InvalidInputError(f"{field}: is empty or whitespace only")
-    return value.encode("utf-8")
+        raise InvalidInputError(f"{field}: is empty or whitespace only", index=index)
+    if "\x00" in value:
+        # The server refuses it too, but names the row inside one request (passage[j]), not
+        # the caller's document.
+        raise InvalidInputError(f"{field}: contains a NUL character", index=index)
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as err:  # a lone surrogate: no UTF-8 for it
+        message = f"{field}: not valid UTF-8 ({err.reason} at character {err.start})"
+        raise InvalidInputError(message, index=index) from None
 
 
 def validate_pairs(pairs: Sequence[Tuple[str, str]]) -> List[Tuple[bytes, bytes]]:
@@ -61,7 +69,7 @@ def validate_query_documents(query: object, documents: Sequence[object]) -> List
     if isinstance(documents, (str, bytes)):
         raise InvalidInputError("documents: expected a list of strings, got a single string")
     q = _check_text("query", query)
-    return [(q, _check_text(f"documents[{i}]", d)) for i, d in enumerate(documents)]
+    return [(q, _check_text(f"documents[{i}]", d, i)) for i, d in enumerate(documents)]
 
 
 # What one more request costs, as a number of average-length pairs computed for nothing:
@@ -103,14 +111,51 @@ def chunk_bounds(
     return bounds[::-1]
 
 
-def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int]) -> None:
-    """The server's per-text limit, enforced before anything is sent."""
+def utf8_head(text: bytes, limit: int) -> bytes:
+    """The longest prefix of UTF-8 `text` within `limit` bytes that ends on a character
+    boundary (a continuation byte is 0b10xxxxxx), so the head is valid UTF-8 itself."""
+    if len(text) <= limit:
+        return text
+    end = limit
+    while end > 0 and (text[end] & 0xC0) == 0x80:
+        end -= 1
+    return text[:end]
+
+
+def fit_sizes(
+    pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int], strict: bool = False
+) -> Tuple[List[Tuple[bytes, bytes]], FrozenSet[int]]:
+    """The server's per-text byte limit, applied before anything is sent: (pairs to send, rows
+    cut). A text over it is cut to its head at the limit (on a UTF-8 character boundary): the
+    server reads only a text's head anyway (max_length tokens need far fewer bytes than the
+    limit), so the head scores as the whole text would, and the row is reported truncated, as
+    the frameworks' built-in rerankers truncate. strict=True refuses such a text instead, naming
+    it (the caller's index) and the limit."""
+    if not max_text_bytes:
+        return pairs, frozenset()
+    out, cut = [], set()
     for i, (query, document) in enumerate(pairs):
-        for name, text in (("query", query), ("documents", document)):
-            if max_text_bytes and len(text) > max_text_bytes:
-                raise InvalidInputError(
-                    f"{name}[{i}]: {len(text)} bytes exceeds the limit of {max_text_bytes} bytes per text"
-                )
+        texts = []
+        for name, index, text in (("query", None, query), (f"documents[{i}]", i, document)):
+            if len(text) > max_text_bytes:
+                head = utf8_head(text, max_text_bytes)
+                if strict or not head.strip():
+                    why = "strict=True" if strict else "its head is blank"
+                    raise InvalidInputError(
+                        f"{name}: {len(text)} bytes exceeds the limit of {max_text_bytes} bytes per text "
+                        f"(not cut: {why})",
+                        index=index,
+                    )
+                text = head
+                cut.add(i)
+            texts.append(text)
+        out.append((texts[0], texts[1]))
+    return out, frozenset(cut)
+
+
+def check_sizes(pairs: List[Tuple[bytes, bytes]], max_text_bytes: Optional[int]) -> None:
+    """The server's per-text limit, enforced before anything is sent (fit_sizes with strict)."""
+    fit_sizes(pairs, max_text_bytes, strict=True)
 
 
 def plan_chunks(
@@ -214,9 +259,13 @@ def join_outputs(first: Outputs, second: Outputs) -> Outputs:
 
 
 def assemble(
-    total: int, answered: Sequence[Tuple[Chunk, Outputs]], documents: Optional[Sequence[str]] = None
+    total: int,
+    answered: Sequence[Tuple[Chunk, Outputs]],
+    documents: Optional[Sequence[str]] = None,
+    cut: AbstractSet[int] = frozenset(),
 ) -> List[RerankResult]:
-    """Results in input order, from each chunk's output arrays; refuses to drop any row."""
+    """Results in input order, from each chunk's output arrays; refuses to drop any row. Rows in
+    `cut` had a text cut client-side (fit_sizes): reported truncated whatever the server says."""
     results: List[Optional[RerankResult]] = [None] * total
     for chunk, outputs in answered:
         n = len(chunk.rows)
@@ -231,7 +280,7 @@ def assemble(
                 score=float(arrays[contract.SCORE.name][j]),
                 logit=float(arrays[contract.LOGIT.name][j]),
                 tokens=int(arrays[contract.TOKENS.name][j]),
-                truncated=bool(arrays[contract.TRUNCATED.name][j]),
+                truncated=bool(arrays[contract.TRUNCATED.name][j]) or row in cut,
                 document=documents[row] if documents is not None else None,
                 span=(int(spans[j][0]), int(spans[j][1])) if spans is not None else None,
                 windows=int(windows[j]) if windows is not None else None,

@@ -141,7 +141,7 @@ class RerankClient(ClientBase):
                 # The HTTP connection was interrupted mid-exchange: never reuse it.
                 if client is not None:
                     self._drop_client(url, client)
-                raise DeadlineExceededError(f"deadline of {budget}s passed: {exc}") from exc
+                raise DeadlineExceededError(f"deadline of {budget}s passed waiting for {url}: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 - typed by _retry_pause
                 pause = self._retry_pause(exc, url, attempt, deadline, budget)
             avoid = url
@@ -167,7 +167,7 @@ class RerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = self._server_limits(deadline, budget)
-        queued = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
+        queued, cut = self._plan(job, limits)
         in_flight: Dict[Future[Outputs], planning.Chunk] = {}
         answered: List[Tuple[planning.Chunk, Outputs]] = []
 
@@ -206,4 +206,4 @@ class RerankClient(ClientBase):
                     give_up()
                     raise
             submit_next()
-        return planning.assemble(len(job.pairs), answered, job.documents)
+        return planning.assemble(len(job.pairs), answered, job.documents, cut)

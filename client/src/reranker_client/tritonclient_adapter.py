@@ -106,8 +106,13 @@ TritonClient = Union[SyncTritonClient, AsyncTritonClient]
 
 @dataclass(frozen=True)
 class TLSOptions:
-    """gRPC: root_certificates/private_key/certificate_chain are PEM file paths.
-    HTTP: ca_certs/certfile/keyfile as for Python's ssl module."""
+    """TLS for both protocols, with the same four fields (there are no HTTP-specific keys):
+    root_certificates: PEM file of the CA(s) to trust (None: the system's roots);
+    certificate_chain and private_key: PEM files of the client certificate and its key, for
+    mutual TLS (give both or neither). gRPC passes them to grpc.ssl_channel_credentials; HTTP
+    builds an ssl.SSLContext from them (cafile=root_certificates, load_cert_chain(
+    certificate_chain, private_key)). insecure_skip_verify (HTTP only) turns off certificate and
+    host name checks, for tests against self-signed servers."""
 
     root_certificates: Optional[str] = None
     private_key: Optional[str] = None
@@ -116,18 +121,25 @@ class TLSOptions:
 
 
 def module_for(protocol: str, asyncio: bool) -> ModuleType:
-    if protocol == "grpc":
-        if asyncio:
-            import tritonclient.grpc.aio as module
-        else:
-            import tritonclient.grpc as module
-    elif protocol == "http":
-        if asyncio:
+    if protocol not in ("grpc", "http"):
+        raise errors.InvalidInputError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
+    try:
+        if protocol == "grpc":
+            if asyncio:
+                import tritonclient.grpc.aio as module
+            else:
+                import tritonclient.grpc as module
+        elif asyncio:
             import tritonclient.http.aio as module
         else:
             import tritonclient.http as module
-    else:
-        raise errors.InvalidInputError(f"protocol: must be 'grpc' or 'http', got {protocol!r}")
+    except (ImportError, RuntimeError) as err:
+        # tritonclient answers a missing transport package (geventhttpclient, aiohttp, grpcio)
+        # with a RuntimeError about its own extras; ours name the package to install.
+        extra = "triton-reranker-client[http]" if protocol == "http" else "tritonclient[grpc]"
+        raise errors.InvalidInputError(
+            f"protocol={protocol!r}: tritonclient's {protocol} support is not installed (pip install '{extra}'): {err}"
+        ) from err
     found: ModuleType = module
     return found
 

@@ -4,13 +4,15 @@ caller's list, and the sync/async client pair built from one ClientConfig (Clien
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypedDict
 
 from ..async_client import AsyncRerankClient
 from ..base import ClientConfig
+from ..errors import InvalidInputError
 from ..results import RerankResult
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
@@ -20,9 +22,9 @@ from ..tritonclient_adapter import TLSOptions
 API_KEY_ENV = "TRITON_RERANK_API_KEY"
 API_KEY_HEADER = "authorization"
 
-# How the server treats a document longer than max_length. "truncate" is what it does today;
-# "window" (score windows, keep the best) is being added to the client's rerank(); it is passed
-# on only when asked for, so the default works with a client that does not have the keyword.
+# How the server treats a document longer than max_length: "truncate" (FlagReranker's scoring)
+# or "window" (score overlapping windows, keep the best). Passed to the client's rerank() only
+# when it is not the default.
 LongDocuments = Literal["truncate", "window"]
 LONG_DOCUMENTS: Tuple[LongDocuments, ...] = ("truncate", "window")
 DEFAULT_LONG_DOCUMENTS: LongDocuments = "truncate"
@@ -30,21 +32,54 @@ DEFAULT_LONG_DOCUMENTS: LongDocuments = "truncate"
 
 class RerankKwargs(TypedDict, total=False):
     long_documents: str
+    strict: bool
+
+
+def missing_extra(extra: str, err: ImportError) -> ImportError:
+    """An adapter imported without its framework: an ImportError that says which pip extra
+    installs it (a bare ModuleNotFoundError names only the missing module)."""
+    return ImportError(
+        f"reranker_client.integrations.{extra} needs {err.name or 'its framework'}: "
+        f'pip install "triton-reranker-client[{extra}]"'
+    )
 
 
 # (caller's position, result or None for an empty text), best first: what the adapters map back.
 Ranked = List[Tuple[int, Optional[RerankResult]]]
 
-# An empty, whitespace-only or missing text (a bad PDF parse, an empty chunk) cannot be scored
-# by the model; like the frameworks' built-in rerankers, it gets the lowest score (the bottom of
-# the sigmoid range) and goes after every scored document instead of failing the whole call.
+# An empty, whitespace-only or missing text (a bad PDF parse, an empty chunk) is not sent: the
+# client refuses empty text, and a blank passage says nothing about the query. It gets the
+# lowest score (0.0, the bottom of the sigmoid range; -inf where a logit is the score) and goes
+# after every scored document instead of failing the whole call. This differs on purpose from the
+# frameworks' built-in rerankers, which score an empty text like any other (client/README.md).
 EMPTY_SCORE = 0.0
+EMPTY_LOGIT = float("-inf")
 
 # The ClientConfig fields every adapter has as options of its own, under the same names (all but
 # `resolver`, a hook for tests).
 CONFIG_OPTIONS = tuple(f.name for f in dataclasses.fields(ClientConfig) if f.name != "resolver")
 # The options that describe a connection; a ready client replaces all of them.
 CONNECTION_OPTIONS = (*CONFIG_OPTIONS, "api_key")
+
+# Result fields every adapter adds to a document's metadata (LangChain's metadata, LlamaIndex's
+# node metadata, Haystack's meta), under these keys; span and windows in window mode only.
+META_LOGIT = "rerank_logit"
+META_TRUNCATED = "rerank_truncated"
+META_SPAN = "rerank_span"
+META_WINDOWS = "rerank_windows"
+META_KEYS = (META_LOGIT, META_TRUNCATED, META_SPAN, META_WINDOWS)
+
+
+def result_meta(result: Optional[RerankResult]) -> Dict[str, Any]:
+    """The rerank fields of one document's metadata. An empty text (result None): no logit
+    (None: metadata is often stored as JSON, which has no -inf), not truncated."""
+    if result is None:
+        return {META_LOGIT: None, META_TRUNCATED: False}
+    meta: Dict[str, Any] = {META_LOGIT: result.logit, META_TRUNCATED: result.truncated}
+    if result.span is not None:
+        meta[META_SPAN] = list(result.span)
+        meta[META_WINDOWS] = result.windows
+    return meta
 
 
 def check_long_documents(value: str) -> str:
@@ -53,8 +88,14 @@ def check_long_documents(value: str) -> str:
     return value
 
 
-def rerank_kwargs(long_documents: str) -> RerankKwargs:
-    return {} if long_documents == DEFAULT_LONG_DOCUMENTS else {"long_documents": long_documents}
+def rerank_kwargs(long_documents: str, strict: bool = False) -> RerankKwargs:
+    """Only what differs from the client's defaults is passed on."""
+    kwargs: RerankKwargs = {}
+    if long_documents != DEFAULT_LONG_DOCUMENTS:
+        kwargs["long_documents"] = long_documents
+    if strict:
+        kwargs["strict"] = True
+    return kwargs
 
 
 def check_client_or_options(given: Mapping[str, Any]) -> None:
@@ -107,25 +148,40 @@ def ranked(results: Sequence[RerankResult], keep: List[int], empty: List[int], t
     return out if top_n is None else out[:top_n]
 
 
+def in_caller_terms(err: InvalidInputError, keep: List[int]) -> InvalidInputError:
+    """The client names a document by its index in the list it was sent: the non-empty texts.
+    The adapter's caller knows its own list (empty documents included): name that position."""
+    if err.index is None or not 0 <= err.index < len(keep):
+        return err
+    position = keep[err.index]
+    message = str(err).replace(f"documents[{err.index}]", f"documents[{position}]", 1)
+    return InvalidInputError(message, index=position)
+
+
 def check_top(top_n: Optional[int], name: str) -> Optional[int]:
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
         raise ValueError(f"{name}: must be an int >= 0 or None, got {top_n!r}")
     return top_n
 
 
+# Guards the first _get_clients() of every adapter: two threads using a fresh adapter at once
+# must build one Clients (and so one client), not one each.
+_CREATE_LOCK = threading.Lock()
+
+
 @dataclass
 class Clients:
-    """The sync and async clients of one adapter, built lazily from one ClientConfig, or the
-    ready client(s) the caller passed (never closed here: the caller owns them). An async client
-    built here belongs to the event loop it was built on (gRPC's asyncio channels do): a call
-    from another loop (a second asyncio.run) gets a new one."""
+    """The sync and async clients of one adapter, built lazily (once, whatever the number of
+    threads asking at the same moment) from one ClientConfig, or the ready client(s) the caller
+    passed (never closed here: the caller owns them). One AsyncRerankClient serves every event
+    loop (it keeps connections per loop and closes each loop's at that loop's shutdown)."""
 
     config: Optional[ClientConfig] = None
     given_sync: Optional[RerankClient] = None
     given_async: Optional[AsyncRerankClient] = None
     _sync: Optional[RerankClient] = None
     _async: Optional[AsyncRerankClient] = None
-    _async_loop: Optional[asyncio.AbstractEventLoop] = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _config(self) -> ClientConfig:
         if self.config is not None:
@@ -137,35 +193,47 @@ class Clients:
     def sync(self) -> RerankClient:
         if self.given_sync is not None:
             return self.given_sync
-        if self._sync is None:
-            self._sync = RerankClient.from_config(self._config())
-        return self._sync
+        with self._lock:
+            if self._sync is None:
+                self._sync = RerankClient.from_config(self._config())
+            return self._sync
 
     def async_(self) -> AsyncRerankClient:
         if self.given_async is not None:
             return self.given_async
-        loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            self._async, self._async_loop = AsyncRerankClient.from_config(self._config()), loop
-        return self._async
+        with self._lock:
+            if self._async is None:
+                self._async = AsyncRerankClient.from_config(self._config())
+            return self._async
+
+    def _take(self) -> Tuple[Optional[RerankClient], Optional[AsyncRerankClient]]:
+        with self._lock:
+            taken = self._sync, self._async
+            self._sync = self._async = None
+        return taken
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        """Close both clients built here, from synchronous code: the async one's connections are
+        closed on their own event loop (at once if it runs, at its shutdown otherwise)."""
+        sync, async_ = self._take()
+        if sync is not None:
+            sync.close()
+        if async_ is not None:
+            async_._close_soon()
 
     async def aclose(self) -> None:
-        self.close()
-        if self._async is not None:
-            client, self._async = self._async, None
-            if self._async_loop is asyncio.get_running_loop():
-                await client.close()
+        sync, async_ = self._take()
+        if sync is not None:
+            sync.close()
+        if async_ is not None:
+            await async_.close()
 
 
 class ClientOwner:
     """An adapter's clients: the ready ones it was given, or ones built on first use from its
-    CONFIG_OPTIONS (attributes of the same names), which it closes. The adapter says how its API
-    key is read."""
+    CONFIG_OPTIONS (attributes of the same names), which it closes: close() / aclose(), or use
+    the adapter as a context manager (`with` / `async with`). After closing, the next use
+    builds new clients. The adapter says how its API key is read."""
 
     if TYPE_CHECKING:
         client: Optional[RerankClient]
@@ -176,15 +244,20 @@ class ClientOwner:
         raise NotImplementedError
 
     def _get_clients(self) -> Clients:
-        if self._clients is None:
-            config = None
-            if self.client is None and self.async_client is None:
-                config = client_config({name: getattr(self, name) for name in CONFIG_OPTIONS}, self._api_key())
-            self._clients = Clients(config, self.client, self.async_client)
-        return self._clients
+        clients = self._clients
+        if clients is not None:
+            return clients
+        with _CREATE_LOCK:
+            if self._clients is None:
+                config = None
+                if self.client is None and self.async_client is None:
+                    config = client_config({name: getattr(self, name) for name in CONFIG_OPTIONS}, self._api_key())
+                self._clients = Clients(config, self.client, self.async_client)
+            return self._clients
 
     def close(self) -> None:
-        """Close the clients this adapter built (a client you passed stays yours)."""
+        """Close the clients this adapter built (a client you passed stays yours), the async one
+        included."""
         if self._clients is not None:
             self._clients.close()
 
@@ -192,18 +265,56 @@ class ClientOwner:
         if self._clients is not None:
             await self._clients.aclose()
 
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        await self._close_async()
+
 
 def rerank_sync(
-    clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int], long_documents: str
+    clients: Clients,
+    query: str,
+    texts: Sequence[Optional[str]],
+    top_n: Optional[int],
+    long_documents: str,
+    strict: bool = False,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
-    results = clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents)) if kept else []
+    try:
+        results = (
+            clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict)) if kept else []
+        )
+    except InvalidInputError as err:
+        raise in_caller_terms(err, keep) from err
     return ranked(results, keep, empty, top_n)
 
 
 async def rerank_async(
-    clients: Clients, query: str, texts: Sequence[Optional[str]], top_n: Optional[int], long_documents: str
+    clients: Clients,
+    query: str,
+    texts: Sequence[Optional[str]],
+    top_n: Optional[int],
+    long_documents: str,
+    strict: bool = False,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
-    results = await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents)) if kept else []
+    try:
+        results = (
+            await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict))
+            if kept
+            else []
+        )
+    except InvalidInputError as err:
+        raise in_caller_terms(err, keep) from err
     return ranked(results, keep, empty, top_n)

@@ -1,30 +1,41 @@
 """LangChain: a document compressor that reranks retrieved documents.
 
+    from langchain_classic.retrievers import ContextualCompressionRetriever  # LangChain 1.x
     from reranker_client.integrations.langchain import TritonRerank
     compressor = TritonRerank(url="localhost:8001", top_n=5)
     ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever)
 
 Every client option is a field (url, protocol, model, timeout, retries, max_concurrency, tls,
-headers, token_counter), or pass a ready `client=RerankClient(...)` and/or
-`async_client=AsyncRerankClient(...)`. `api_key` (SecretStr, default from the environment
+headers, token_counter, backoff_base, backoff_max), or pass a ready `client=RerankClient(...)`
+and/or `async_client=AsyncRerankClient(...)`. `api_key` (SecretStr, default from the environment
 variable TRITON_RERANK_API_KEY) is sent as `authorization: Bearer <key>` and never serialized.
 `acompress_documents` runs on AsyncRerankClient (no thread hop). Unknown keywords raise.
+
+LangChain has no lifecycle hook for a compressor: close the clients it built with `close()` /
+`await aclose()`, or use it as a context manager (`with TritonRerank(...) as compressor:`,
+`async with`). An unclosed async client's connections are still closed when the event loop run
+by asyncio.run ends.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
-from langchain_core.callbacks import Callbacks
-from langchain_core.documents import BaseDocumentCompressor, Document
-from langchain_core.utils import secret_from_env
+from . import _common
+
+try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.utils import secret_from_env
+except ImportError as err:  # the [langchain] extra is not installed
+    raise _common.missing_extra("langchain", err) from err
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from ..async_client import AsyncRerankClient
+from ..endpoints import DEFAULT_BACKOFF_BASE_S, DEFAULT_BACKOFF_MAX_S
 from ..results import RerankResult
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
-from . import _common
 from ._pydantic import PydanticAdapter
 
 
@@ -43,7 +54,12 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
         default_factory=secret_from_env(_common.API_KEY_ENV, default=None), exclude=True
     )
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
+    backoff_base: float = DEFAULT_BACKOFF_BASE_S
+    backoff_max: float = DEFAULT_BACKOFF_MAX_S
     long_documents: _common.LongDocuments = _common.DEFAULT_LONG_DOCUMENTS
+    # False: a text over the server's byte limit is cut to its head and marked truncated (as the
+    # built-in rerankers truncate); True: it fails the call, naming the document.
+    strict: bool = False
     client: Optional[RerankClient] = Field(default=None, exclude=True)
     async_client: Optional[AsyncRerankClient] = Field(default=None, exclude=True)
 
@@ -56,8 +72,9 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
         out = []
         for position, result in ranked:
             source = documents[position]
-            extra = _scored(result)
-            out.append(Document(page_content=source.page_content, metadata={**source.metadata, **extra}, id=source.id))
+            kept = {k: v for k, v in source.metadata.items() if k not in _common.META_KEYS}  # no stale span
+            metadata = {**kept, **_scored(result)}
+            out.append(Document(page_content=source.page_content, metadata=metadata, id=source.id))
         return out
 
     def compress_documents(
@@ -67,7 +84,12 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
         if not documents:
             return []
         ranked = _common.rerank_sync(
-            self._get_clients(), query, [d.page_content for d in documents], self.top_n, self.long_documents
+            self._get_clients(),
+            query,
+            [d.page_content for d in documents],
+            self.top_n,
+            self.long_documents,
+            self.strict,
         )
         return self._documents(documents, ranked)
 
@@ -77,12 +99,16 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
         if not documents:
             return []
         ranked = await _common.rerank_async(
-            self._get_clients(), query, [d.page_content for d in documents], self.top_n, self.long_documents
+            self._get_clients(),
+            query,
+            [d.page_content for d in documents],
+            self.top_n,
+            self.long_documents,
+            self.strict,
         )
         return self._documents(documents, ranked)
 
 
 def _scored(result: Optional[RerankResult]) -> Dict[str, Any]:
-    if result is None:
-        return {"relevance_score": _common.EMPTY_SCORE, "rerank_logit": None, "rerank_truncated": False}
-    return {"relevance_score": result.score, "rerank_logit": result.logit, "rerank_truncated": result.truncated}
+    score = _common.EMPTY_SCORE if result is None else result.score
+    return {"relevance_score": score, **_common.result_meta(result)}

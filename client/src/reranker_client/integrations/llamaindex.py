@@ -7,25 +7,33 @@ As LlamaIndex's own rerankers: ReRankStartEvent/ReRankEndEvent through the instr
 dispatcher and a RERANKING callback event, `keep_retrieval_score`, the text plus the metadata
 meant for embedding. Every client option is a field, or pass a ready `client` / `async_client`;
 `api_key` (SecretStr, default from TRITON_RERANK_API_KEY) is never serialized. The async path
-(`apostprocess_nodes`, used by async query engines) runs on AsyncRerankClient.
+(`apostprocess_nodes`, used by async query engines) runs on AsyncRerankClient. The node's
+metadata gets `rerank_logit`, `rerank_truncated` (and `rerank_span`, `rerank_windows` in window
+mode), excluded from the text the embedding and the LLM see. `close()` / `await aclose()` or
+`with` / `async with` close the clients it built.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, ContextManager, Dict, List, Literal, Optional, Tuple, Union
 
-import llama_index.core.instrumentation as instrument
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
-from llama_index.core.callbacks import CBEventType, EventPayload
-from llama_index.core.callbacks.base import EventContext
-from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
-from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from . import _common
+
+try:
+    import llama_index.core.instrumentation as instrument
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, SecretStr
+    from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.callbacks.base import EventContext
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+except ImportError as err:  # the [llamaindex] extra is not installed
+    raise _common.missing_extra("llamaindex", err) from err
 
 from ..async_client import AsyncRerankClient
+from ..endpoints import DEFAULT_BACKOFF_BASE_S, DEFAULT_BACKOFF_MAX_S
 from ..sync_client import RerankClient
 from ..tritonclient_adapter import TLSOptions
-from . import _common
 from ._pydantic import PydanticAdapter
 
 dispatcher = instrument.get_dispatcher(__name__)
@@ -51,7 +59,12 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     # exclude=True: never in to_dict()/to_json(); from_dict() reads the environment again.
     api_key: Optional[SecretStr] = Field(default_factory=_env_api_key, exclude=True)
     token_counter: Optional[Callable[[str], int]] = Field(default=None, exclude=True)
+    backoff_base: float = Field(default=DEFAULT_BACKOFF_BASE_S, description="seconds; retry pauses grow from it")
+    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX_S, description="seconds; the longest retry pause")
     long_documents: _common.LongDocuments = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
+    strict: bool = Field(
+        default=False, description="refuse a text over the server's byte limit instead of cutting it (truncated)"
+    )
     keep_retrieval_score: bool = Field(
         default=False, description="keep the retriever's score in metadata['retrieval_score']"
     )
@@ -88,6 +101,11 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
             node = nodes[position]
             if self.keep_retrieval_score:
                 node.node.metadata["retrieval_score"] = node.score
+            for key in _common.META_KEYS:  # a span from an earlier window-mode call must not linger
+                node.node.metadata.pop(key, None)
+            node.node.metadata.update(_common.result_meta(result))
+            for excluded in (node.node.excluded_embed_metadata_keys, node.node.excluded_llm_metadata_keys):
+                excluded.extend(k for k in _common.META_KEYS if k not in excluded)
             out.append(NodeWithScore(node=node.node, score=_common.EMPTY_SCORE if result is None else result.score))
         return out
 
@@ -114,7 +132,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         query, texts = self._start(nodes, query_bundle)
         with self._callback_event(nodes, query) as event:
             ranked = (
-                _common.rerank_sync(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
+                _common.rerank_sync(
+                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                )
                 if nodes
                 else []
             )
@@ -126,7 +146,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         query, texts = self._start(nodes, query_bundle)
         with self._callback_event(nodes, query) as event:
             ranked = (
-                await _common.rerank_async(self._get_clients(), query.query_str, texts, self.top_n, self.long_documents)
+                await _common.rerank_async(
+                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                )
                 if nodes
                 else []
             )
