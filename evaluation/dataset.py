@@ -177,7 +177,7 @@ def _id_hash(did: str) -> int:
     return int.from_bytes(hashlib.blake2b(did.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
-def repeated_ids(path: Path, hashes: "array[int]") -> Dict[str, int]:
+def repeated_ids(path: Path, hashes: array[int]) -> Dict[str, int]:
     """{id: copies} for every id on more than one line of `path`, given each line's id hash in
     file order. Equal hashes are only candidates; a second pass (only when there are some)
     compares the ids themselves."""

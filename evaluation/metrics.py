@@ -36,7 +36,7 @@ def names(recall_at: Sequence[int]) -> List[str]:
 
 
 def identical_ids(run: Run) -> List[str]:
-    """"qid/doc id" for every candidate whose id is its query's."""
+    """`qid/doc id` for every candidate whose id is its query's."""
     return [f"{qid}/{qid}" for qid, docs in run.items() if qid in docs]
 
 

@@ -66,6 +66,24 @@ def ndcg10(ranked_grades) -> float:
     return dcg(ranked_grades) / ideal if ideal else 0.0
 
 
+def oracle_metrics(judged, scores, ks) -> dict:
+    """Independent of pytrec_eval and of evaluation/metrics.py, from the definitions trec_eval
+    uses: rank by score descending, ties by doc id descending; nDCG@10 with linear gain, 1/log2
+    discount and the ideal from every judged document; relevant = grade >= 1; MRR@10 and
+    Recall@k over that ranking."""
+    ranking = [d for d, _ in sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
+    grades = [judged.get(d, 0) for d in ranking]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(grades[:10]))
+    ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    relevant = {d for d, g in judged.items() if g > 0}
+    rr = next((1 / (i + 1) for i, d in enumerate(ranking[:10]) if d in relevant), 0.0)
+    row = {"nDCG@10": dcg / idcg if idcg else 0.0, "MRR@10": rr}
+    for k in ks:
+        row[f"Recall@{k}"] = len(relevant & set(ranking[:k])) / len(relevant) if relevant else 0.0
+    return row
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     return eval_data.write(tmp_path_factory.mktemp("eval") / "synth")
@@ -160,10 +178,16 @@ def test_served_metrics_equal_flagreranker_on_the_same_candidates(bm25_run, tiny
     for q, docs in reference.items():  # a near tie could swap legitimately; none here, so ranks must agree
         values = sorted(docs.values())
         assert min((b - a for a, b in zip(values, values[1:])), default=1.0) > 1e-3, q
-    expected = metrics.evaluate(eval_data.qrels(), reference, [10, 100])
+    qrels = eval_data.qrels()
+    expected = {q: oracle_metrics(qrels[q], reference.get(q, {}), [10, 100]) for q in qrels}
     for qid, row in expected.items():
-        assert report["per_query"][qid]["reranked"] == row, qid
-    assert report["overall"]["reranked"] == metrics.mean(expected, metrics.names([10, 100]))
+        for name, value in row.items():
+            assert report["per_query"][qid]["reranked"][name] == pytest.approx(value, abs=1e-12), (qid, name)
+    for name in metrics.names([10, 100]):
+        mean = sum(row[name] for row in expected.values()) / len(expected)
+        assert report["overall"]["reranked"][name] == pytest.approx(mean, abs=1e-12), name
+    # Reranking reorders: at least one query's reranked nDCG differs from its first stage's.
+    assert any(r["reranked"]["nDCG@10"] != r["first_stage"]["nDCG@10"] for r in report["per_query"].values())
 
 
 def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
@@ -283,8 +307,20 @@ def test_published_figures_match_by_name_and_say_what_differs():
     assert published.match("webis-touche2020") == (published.BEIR, "touche")
     assert published.match("dbpedia-entity") == (published.BEIR, "dbpedia")
     assert published.match("T2Retrieval") == (published.CMTEB, "T2Retrieval")
-    for other in ("MIRACLReranking", "MIRACLRetrieval", "miracl", "miracl-xx", "bioasq", "robust04", "signal1m",
-                  "trec-news", "synth", "my-scifact-copy", "scifact2", "cqadupstack-android"):
+    for other in (
+        "MIRACLReranking",
+        "MIRACLRetrieval",
+        "miracl",
+        "miracl-xx",
+        "bioasq",
+        "robust04",
+        "signal1m",
+        "trec-news",
+        "synth",
+        "my-scifact-copy",
+        "scifact2",
+        "cqadupstack-android",
+    ):
         assert published.match(other) is None, other
     # The card's set lists, exactly: 15 BEIR sets, 8 C-MTEB retrieval sets, 18 MIRACL languages.
     assert len(published.BEIR.sets) == 15 and len(published.CMTEB.sets) == 8 and len(published.MIRACL.sets) == 18
@@ -368,22 +404,9 @@ def test_metrics_against_an_independent_oracle():
         "c": {"d6": 2.0, "d5": 1.0},
     }
 
-    def oracle(q, ks):
-        ranking = [d for d, _ in sorted(run.get(q, {}).items(), key=lambda x: (x[1], x[0]), reverse=True)]
-        grades = [qrels[q].get(d, 0) for d in ranking]
-        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(grades[:10]))
-        ideal = sorted((g for g in qrels[q].values() if g > 0), reverse=True)[:10]
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-        relevant = {d for d, g in qrels[q].items() if g > 0}
-        rr = next((1 / (i + 1) for i, d in enumerate(ranking[:10]) if d in relevant), 0.0)
-        row = {"nDCG@10": dcg / idcg if idcg else 0.0, "MRR@10": rr}
-        for k in ks:
-            row[f"Recall@{k}"] = len(relevant & set(ranking[:k])) / len(relevant)
-        return row
-
     got = metrics.evaluate(qrels, run, [1, 3, 10, 100])
     for q in qrels:
-        expected = oracle(q, [1, 3, 10, 100])
+        expected = oracle_metrics(qrels[q], run.get(q, {}), [1, 3, 10, 100])
         for name, value in expected.items():
             assert got[q][name] == pytest.approx(value, abs=1e-12), (q, name)
     # The cases bite: a tie broken by doc id, a relevant document just past the cut-off.
@@ -449,11 +472,38 @@ def test_corpus_is_streamed_not_held(tmp_path):
     assert peak < size / 10, (peak, size)  # the corpus (~11 MB) never sits in memory
 
 
-def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_path):
-    """A real MTEB reranking evaluation (mteb.evaluate) on an in-memory task built from the same
-    dataset and candidates, scored by the server through TritonCrossEncoder, gives the nDCG@10 and
-    MRR@10 our evaluation computes."""
+def _make_eval(server, data: Path, candidates: Path, out: Path) -> dict:
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "eval",
+            f"PY={sys.executable}",
+            f"URL={server.grpc_url}",
+            f"DATA={data}",
+            f"CANDIDATES={candidates}",
+            f"EVAL_OUT={out}",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "report.json").read_text("utf-8"))
+
+
+def test_make_eval_equals_beir_and_mteb_on_self_ids_zero_grade_queries_and_duplicate_ids(server, tmp_path):
+    """`make eval` on a set with self-ids, a query whose qrels are all 0 and repeated document
+    ids gives, before and after reranking, the numbers of BEIR's EvaluateRetrieval.evaluate
+    (beir 2.2.0, its GenericDataLoader reading the same files) on the runs it writes, and a real
+    MTEB reranking evaluation (mteb.evaluate, ignore_identical_ids=True as for ArguAna, Quora,
+    FiQA, ...) scoring the same candidates through the server with TritonCrossEncoder."""
     import mteb
+    from beir.datasets.data_loader import GenericDataLoader
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
@@ -462,11 +512,40 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
 
     from evaluation.mteb_adapter import EMPTY_SCORE, TritonCrossEncoder
 
-    run = eval_data.all_docs_run()
+    root, run = eval_data.write_conventions_set(tmp_path / "conventions")
+    candidates = eval_data.write_run(tmp_path / "candidates.trec", run)
+    report = _make_eval(server, root, candidates, tmp_path / "out")
+    counts = {k: v["count"] for k, v in report["issues"].items()}
+    assert counts["identical_ids_removed"] == 2 and counts["duplicate_document_ids"] == 2
+    assert counts["queries_without_relevant"] == 1 and report["dataset"]["queries_without_relevant"] == 1
+    assert report["conventions"]["identical_ids"].startswith("removed")
 
-    class SynthReranking(AbsTaskRetrieval):
+    corpus, queries, qrels = GenericDataLoader(data_folder=str(root)).load(split="test")
+    assert set(report["per_query"]) == set(qrels)  # BEIR's queries, 0-grade one included
+    ks = [10, 100]
+    for stage, trec in (("first_stage", "first_stage.trec"), ("reranked", "reranked.trec")):
+        written = {}
+        for qid, rows in read_run(tmp_path / "out" / trec).items():
+            written[qid] = {did: score for did, _, score in rows}
+        assert set(written) == set(qrels)  # every query in the run BEIR is given: BEIR counts them all
+        beir = _beir_evaluate(qrels, written, ks)
+        for name, value in beir.items():
+            assert report["overall"][stage][name] == pytest.approx(value, abs=5e-6), (stage, name)
+    # The reranked run scored the copy of d-es-2 that BEIR holds (the last), not the first.
+    served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-es"]}
+    client_scores = TritonCrossEncoder(server.grpc_url)
+    try:
+        again = client_scores.score_pairs([(queries["q-es"], ds.document_text(corpus["d-es-2"]))])
+    finally:
+        client_scores.close()
+    assert served["d-es-2"] == pytest.approx(float(again[0]), abs=1e-5)
+
+    corpus_rows = [json.loads(line) for line in (root / "corpus.jsonl").read_text("utf-8").splitlines()]
+
+    class ConventionsReranking(AbsTaskRetrieval):
+        ignore_identical_ids = True
         metadata = TaskMetadata(
-            name="SynthMultilingualReranking",
+            name="SynthConventionsReranking",
             type="Reranking",
             main_score="ndcg_at_10",
             description="offline",
@@ -487,13 +566,16 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
         )
 
         def load_data(self, num_proc=None, **kwargs):
-            corpus = [{"id": d, "title": t, "text": x} for _, _, docs in eval_data.TOPICS for d, t, x, _ in docs]
+            query_rows = [json.loads(line) for line in (root / "queries.jsonl").read_text("utf-8").splitlines()]
             self.dataset = {
                 "default": {
                     "test": RetrievalSplitData(
-                        queries=Dataset.from_list([{"id": q, "text": t} for q, t in eval_data.queries().items()]),
-                        corpus=Dataset.from_list(corpus),
-                        relevant_docs=eval_data.qrels(),
+                        queries=Dataset.from_list([{"id": q["_id"], "text": q["text"]} for q in query_rows]),
+                        # Every line, repeated ids included, in file order: MTEB keeps the last.
+                        corpus=Dataset.from_list(
+                            [{"id": d["_id"], "title": d["title"], "text": d["text"]} for d in corpus_rows]
+                        ),
+                        relevant_docs={q: dict(docs) for q, docs in qrels.items()},
                         top_ranked={q: list(docs) for q, docs in run.items()},
                     )
                 }
@@ -504,17 +586,22 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
     try:
         assert isinstance(model, CrossEncoderProtocol)
         assert model.mteb_model_meta.name == "BAAI/bge-reranker-v2-m3"
-        result = mteb.evaluate(model, SynthReranking(), cache=None, show_progress_bar=False)
+        result = mteb.evaluate(model, ConventionsReranking(), cache=None, show_progress_bar=False)
         scores = result.task_results[0].scores["test"][0]
         # The legacy call (MTEB 1.x, sentence-transformers): a list of pairs; empty text is not sent.
-        pair = (eval_data.queries()["q-en"], eval_data.texts()["d-en-1"])
+        pair = (queries["q-en"], ds.document_text(corpus["d-en-1"]))
         legacy = model.predict([pair, (pair[0], "  ")])
         assert legacy[1] == EMPTY_SCORE
     finally:
         model.close()
-    ours, _, _ = _run_with(server, synth, tmp_path, run)
-    assert scores["ndcg_at_10"] == pytest.approx(ours["overall"]["reranked"]["nDCG@10"], abs=1e-5)
-    assert scores["mrr_at_10"] == pytest.approx(ours["overall"]["reranked"]["MRR@10"], abs=1e-5)
+    ours = report["overall"]["reranked"]
+    for mteb_name, name in (
+        ("ndcg_at_10", "nDCG@10"),
+        ("mrr_at_10", "MRR@10"),
+        ("recall_at_10", "Recall@10"),
+        ("recall_at_100", "Recall@100"),
+    ):
+        assert scores[mteb_name] == pytest.approx(ours[name], abs=5e-6), name
     served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-en"]}
     assert legacy[0] == pytest.approx(served["d-en-1"], abs=1e-5)
 
@@ -560,7 +647,7 @@ def test_window_mode_runs_through_the_window_ensemble(server, tiny_model, tmp_pa
     from common.calibration_texts import long_passage
     from tests.window_reference import reference_windows
 
-    long_text = long_passage(12)
+    long_text = long_passage(30)
     data = eval_data.write(tmp_path / "d", extra_docs=[("d-long", "", long_text)])
     run = eval_data.all_docs_run()
     run["q-en"]["d-long"] = 0.5
