@@ -111,10 +111,10 @@ def cmd_triton(args) -> None:
 
 
 class FlagSystem:
-    def __init__(self, model: str, fp16: bool, batch: int, max_length: int):
+    def __init__(self, model: str, fp16: bool, batch: int, max_length: int, device: str = "cuda:0"):
         from FlagEmbedding import FlagReranker
 
-        self.model = FlagReranker(model, use_fp16=fp16, devices="cuda:0")
+        self.model = FlagReranker(model, use_fp16=fp16, devices=device)
         self.batch, self.max_length = batch, max_length
 
     def score(self, query: str, passages: list[str]) -> list[float]:
@@ -129,11 +129,11 @@ def cmd_torch(args) -> None:
     torch.set_num_threads(args.threads)
     pairs = json.loads(Path(args.pairs).read_text())
     max_length = max(int(t) for t in pairs)
-    reference = FlagSystem(args.model, False, args.passages, max_length)
+    reference = FlagSystem(args.model, False, args.passages, max_length, args.device)
     references = {t: [reference.score(q, p) for q, p in b["requests"]] for t, b in pairs.items()}
     del reference
     torch.cuda.empty_cache()
-    system = FlagSystem(args.model, True, args.passages, max_length)
+    system = FlagSystem(args.model, True, args.passages, max_length, args.device)
     rows = _points(system, pairs, args.concurrency, args.trials)
     for r in rows:
         r.update(system=PEER, precision="fp16", padding_source=None, threads={"torch_intra_op": args.threads})
@@ -322,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--passages", type=int, default=16, help="FlagReranker batch: one forward per request")
     p.add_argument("--threads", type=int, default=4)
+    # cpu: the CPU test runs this step for real (FlagReranker turns use_fp16 off on a CPU).
+    p.add_argument("--device", default="cuda:0")
     p = sub.add_parser("report")
     p.add_argument("--results", nargs="+", required=True)
     p.add_argument("--passages", type=int, default=16)

@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
         default="truncate",
         help="how long documents are scored: truncated at max_length, or by their best window",
     )
+    p.add_argument(
+        "--keep-identical-ids",
+        action="store_true",
+        help="score a candidate whose document id equals the query id (default: removed, as BEIR's "
+        "evaluate(ignore_identical_ids=True) and MTEB's ArguAna/Quora/FiQA/... tasks do)",
+    )
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--model", default="rerank")
     p.add_argument("--concurrency", type=int, default=4, help="queries in flight (default 4)")
@@ -100,8 +106,12 @@ def run(args: argparse.Namespace) -> Tuple[dict, dict, dict]:
             progress=progress,
         )
     names = metrics.names(recall_at)
-    before = metrics.evaluate(data.qrels, first_run, recall_at)
-    after = metrics.evaluate(data.qrels, reranked.run, recall_at)
+    ignore_identical = not args.keep_identical_ids
+    if ignore_identical:
+        for pair in metrics.identical_ids(first_run):
+            data.issues.add("identical_ids_removed", pair)
+    before = metrics.evaluate(data.qrels, first_run, recall_at, ignore_identical)
+    after = metrics.evaluate(data.qrels, reranked.run, recall_at, ignore_identical)
     overall_before, overall_after = metrics.mean(before, names), metrics.mean(after, names)
     return (
         {
@@ -110,7 +120,14 @@ def run(args: argparse.Namespace) -> Tuple[dict, dict, dict]:
                 "path": str(data.root),
                 "split": data.split,
                 "judged_queries": len(data.qrels),
+                "queries_without_relevant": data.issues["queries_without_relevant"],
                 "corpus_documents": data.corpus_size,
+            },
+            "conventions": {
+                "queries": "every query with a qrels row and a text counts; one whose rows are all relevance 0 "
+                "scores 0 (BEIR and MTEB count the same queries)",
+                "identical_ids": "kept" if args.keep_identical_ids else "removed (BEIR's default)",
+                "duplicate_document_ids": "the last copy is read (BEIR's and MTEB's loaders)",
             },
             "first_stage": first.name,
             "first_stage_s": first_s,
@@ -140,6 +157,7 @@ def run(args: argparse.Namespace) -> Tuple[dict, dict, dict]:
                 first.name,
                 args.depth,
                 limits.max_length,
+                data.split,
             ),
         },
         first_run,

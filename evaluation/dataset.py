@@ -5,18 +5,34 @@
     <dir>/qrels/<split>.tsv  query-id <TAB> corpus-id <TAB> score (header line optional)
 
 This is what `beir`, `ir_datasets` exports and MTEB's BEIR-format datasets contain. Qrels and
-the judged queries are small and read whole; the corpus (100k to millions of lines) is only
+the queries they name are small and read whole; the corpus (100k to millions of lines) is only
 ever streamed: `scan_corpus` yields one document at a time with its byte offset, and
 `read_documents` seeks to the offsets of the few documents a run needs. No step keeps the
 corpus text in memory: a run-file evaluation keeps the candidates' texts, BM25 keeps token ids.
+
+Which queries count, as BEIR and MTEB count them: every query with a row in qrels/<split>.tsv
+(and a text), including one whose rows all have relevance 0 - it scores 0 on every metric.
+BEIR's GenericDataLoader keeps every qrels row and restricts the queries to the qrels' ids
+(beir 2.2.0 beir/datasets/data_loader.py: `_load_qrels` and `self.queries = {qid: ... for qid
+in self.qrels}`); MTEB 2.x drops only queries with no qrels rows at all
+(mteb/abstasks/retrieval.py `_filter_queries_without_positives`: `len(relevant_docs[idx]) == 0`);
+pytrec_eval then scores such a query 0. Both counts are the same set, so there is one rule here.
+
+A document id that occurs twice in corpus.jsonl is reported (`duplicate_document_ids`, with the
+ids) and its last copy is the one read, as BEIR's loader (`self.corpus[_id] = ...`) and MTEB's
+cross-encoder search (`doc_id_to_idx = {doc: idx ...}`) both keep the last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
 
 from .issues import EvalInputError, Issues
 
@@ -35,8 +51,8 @@ class Dataset:
     root: Path
     name: str
     split: str
-    queries: Dict[str, str]  # judged queries only (>= 1 relevant document)
-    qrels: Dict[str, Dict[str, int]]  # judged queries only
+    queries: Dict[str, str]  # the queries that count: a qrels row and a text
+    qrels: Dict[str, Dict[str, int]]  # those queries' rows, 0-grade ones included
     corpus_path: Path
     issues: Issues = field(default_factory=Issues)
     corpus_size: Optional[int] = None  # set by the first full corpus scan
@@ -94,7 +110,7 @@ def read_qrels(path: Path) -> Dict[str, Dict[str, int]]:
 
 
 def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset:
-    """Qrels and judged queries; checks the corpus exists but does not read it."""
+    """Qrels and the queries that count; checks the corpus exists but does not read it."""
     root = Path(root)
     if not root.is_dir():
         raise EvalInputError(f"{root}: no such dataset folder ({LAYOUT})")
@@ -110,12 +126,7 @@ def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset
     qrels = read_qrels(qrels_path)
     if not qrels:
         raise EvalInputError(f"{qrels_path}: no relevance judgements")
-    judged = {}
-    for qid, docs in qrels.items():
-        if any(rel > 0 for rel in docs.values()):
-            judged[qid] = docs
-        else:
-            issues.add("queries_without_relevant", qid)
+    judged = dict(qrels)  # every query with a qrels row counts (BEIR and MTEB; see the module doc)
     queries: Dict[str, str] = {}
     for _, _, record in iter_jsonl(queries_path):
         qid = str(record["_id"])
@@ -125,10 +136,12 @@ def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset
         if qid not in queries:
             issues.add("qrels_query_not_in_queries", qid)
             del judged[qid]
-    if not judged:
+        elif not any(rel > 0 for rel in judged[qid].values()):
+            issues.add("queries_without_relevant", qid)
+    if not any(rel > 0 for docs in judged.values() for rel in docs.values()):
         raise EvalInputError(
             f"{root}: no query in qrels/{split}.tsv has a relevant document and a text in "
-            f"queries.jsonl; nothing to evaluate"
+            f"queries.jsonl; nothing to evaluate (every metric would be 0)"
         )
     return Dataset(
         root=root, name=name or root.name, split=split, queries=queries, qrels=judged, corpus_path=corpus, issues=issues
@@ -136,25 +149,54 @@ def load(root: Path, split: str = "test", name: Optional[str] = None) -> Dataset
 
 
 def scan_corpus(dataset: Dataset) -> Iterator[Tuple[str, str, int]]:
-    """(doc id, text, byte offset) for every document, once, checking as it goes: qrels ids
-    never seen and empty documents are counted when the scan ends."""
+    """(doc id, text, byte offset) for every line of the corpus, in file order, checking as it
+    goes: qrels ids never seen, empty documents and repeated ids are counted when the scan ends.
+    A repeated id is yielded again: a consumer keeps the last copy (see the module doc)."""
     wanted = {did for docs in dataset.qrels.values() for did in docs}
+    # 8 bytes per document (not a set of ids: MS MARCO has 8.8M); names are looked up afterwards.
+    hashes = array("q")
     seen = 0
     for _, offset, record in iter_jsonl(dataset.corpus_path):
         did = str(record["_id"])
         wanted.discard(did)
+        hashes.append(_id_hash(did))
         text = document_text(record)
         if not text:
             dataset.issues.add("empty_documents_in_corpus", did)
         seen += 1
         yield did, text, offset
-    dataset.corpus_size = seen
     for did in sorted(wanted):
         dataset.issues.add("qrels_doc_not_in_corpus", did)
+    duplicates = repeated_ids(dataset.corpus_path, hashes)
+    for did, copies in sorted(duplicates.items()):
+        dataset.issues.add("duplicate_document_ids", f"{did} (x{copies})")
+    dataset.corpus_size = seen - sum(copies - 1 for copies in duplicates.values())  # distinct ids
+
+
+def _id_hash(did: str) -> int:
+    return int.from_bytes(hashlib.blake2b(did.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def repeated_ids(path: Path, hashes: array[int]) -> Dict[str, int]:
+    """{id: copies} for every id on more than one line of `path`, given each line's id hash in
+    file order. Equal hashes are only candidates; a second pass (only when there are some)
+    compares the ids themselves."""
+    values = np.frombuffer(hashes, dtype=np.int64) if len(hashes) else np.zeros(0, np.int64)
+    unique, counts = np.unique(values, return_counts=True)
+    suspects = set(unique[counts > 1].tolist())
+    if not suspects:
+        return {}
+    copies: Dict[str, int] = {}
+    for _, _, record in iter_jsonl(path):
+        did = str(record["_id"])
+        if _id_hash(did) in suspects:
+            copies[did] = copies.get(did, 0) + 1
+    return {did: n for did, n in copies.items() if n > 1}
 
 
 def collect_texts(dataset: Dataset, doc_ids: Iterable[str]) -> Dict[str, str]:
-    """The texts of `doc_ids` in one streaming pass (run-file mode: only candidates kept)."""
+    """The texts of `doc_ids` in one streaming pass (run-file mode: only candidates kept); a
+    repeated id keeps its last copy's text."""
     needed = set(doc_ids)
     return {did: text for did, text, _ in scan_corpus(dataset) if did in needed}
 

@@ -106,13 +106,21 @@ def bm25(dataset: ds.Dataset, depth: int, k1: float = 1.5, b: float = 0.75) -> F
     doc_ids: List[str] = []
     offsets: List[int] = []
     token_ids: List[np.ndarray] = []
+    position: Dict[str, int] = {}  # a repeated id is indexed once, with its last copy (dataset.py)
     for batch in ds.chunks(ds.scan_corpus(dataset), BM25_TOKENIZE_CHUNK):
         ids = tokenizer.tokenize(
             [text for _, text, _ in batch], update_vocab=True, return_as="ids", show_progress=False
         )
-        token_ids.extend(np.asarray(i, dtype=np.int32) for i in ids)
-        doc_ids.extend(did for did, _, _ in batch)
-        offsets.extend(offset for _, _, offset in batch)
+        for (did, _, offset), doc_tokens in zip(batch, ids):
+            row = np.asarray(doc_tokens, dtype=np.int32)
+            if did in position:
+                token_ids[position[did]], offsets[position[did]] = row, offset
+                continue
+            position[did] = len(doc_ids)
+            token_ids.append(row)
+            doc_ids.append(did)
+            offsets.append(offset)
+    del position
     if not doc_ids:
         raise EvalInputError(f"{dataset.corpus_path}: the corpus has no documents")
     index = bm25s.BM25(k1=k1, b=b)

@@ -17,8 +17,12 @@ MEANINGS = {
     "qrels_doc_not_in_corpus": "judged relevant documents that are not in corpus.jsonl: they still count in the "
     "ideal ranking (no system can retrieve them), so metrics are lower than the set allows",
     "qrels_query_not_in_queries": "qrels rows whose query id is not in queries.jsonl: ignored",
-    "queries_without_relevant": "queries whose qrels hold no document with relevance > 0: left out of every "
-    "average (BEIR and MTEB do the same)",
+    "queries_without_relevant": "queries whose qrels rows all have relevance 0: counted, scoring 0 on every "
+    "metric (BEIR and MTEB count them too; MTEB drops only queries with no qrels row)",
+    "duplicate_document_ids": "document ids on more than one line of corpus.jsonl (id and copies shown): the "
+    "last copy is read, as BEIR's and MTEB's loaders keep the last; the earlier copies are never scored",
+    "identical_ids_removed": "candidates whose document id equals the query id (query/doc shown): removed "
+    "before scoring, as BEIR's evaluate(ignore_identical_ids=True) does; --keep-identical-ids keeps them",
     "queries_without_candidates": "judged queries the first stage returned nothing for: they score 0 before and after",
     "candidate_not_in_corpus": "run-file candidates whose document id is not in corpus.jsonl: dropped",
     "run_query_not_judged": "run-file queries without relevance judgements in this split: ignored",

@@ -25,7 +25,9 @@ def markdown(report: dict) -> str:
         "",
         f"First stage `{report['first_stage']}`, top {report['depth']} reranked through `{report['server']['model']}` "
         f"at {report['server']['url']} (mode {report['mode']}, server max_length {report['server']['max_length']}); "
-        f"{report['dataset']['judged_queries']} judged queries.",
+        f"{report['dataset']['judged_queries']} queries counted "
+        f"({report['dataset']['queries_without_relevant']} of them without a relevant document: 0 each); "
+        f"identical query/document ids {report['conventions']['identical_ids']}.",
         "",
         "| metric | first stage | reranked | delta |",
         "|---|---|---|---|",
@@ -53,16 +55,17 @@ def markdown(report: dict) -> str:
         p = report["published"]
         lines += [
             "",
-            "| | nDCG@10 |",
-            "|---|---|",
-            f"| model card ({p['benchmark']} average) | {p['published_ndcg10']} |",
-            f"| measured here ({p['dataset']}) | {p['measured_ndcg10']} |",
+            "| nDCG@10 | first stage | reranked |",
+            "|---|---|---|",
+            f"| model card, {p['benchmark']} {p['card_set']} | {p['published_first_stage_ndcg10']} "
+            f"({p['published_first_stage']}) | {p['published_ndcg10']} |",
+            f"| measured here, {p['dataset']} | {p['measured_first_stage_ndcg10']} ({report['first_stage']}) "
+            f"| {p['measured_ndcg10']} |",
+            f"| model card, {p['benchmark']} average | {p['published_first_stage_average']} | "
+            f"{p['published_average']} |",
+            "",
+            f"Source: {p['source']}.",
         ]
-        if p["published_first_stage_ndcg10"] is not None:
-            lines += [
-                f"| model card first stage | {p['published_first_stage_ndcg10']} |",
-                f"| measured first stage | {p['measured_first_stage_ndcg10']} |",
-            ]
     lines += ["", "## Input problems (counted, not fatal)", ""]
     issues = report["issues"]
     lines += [

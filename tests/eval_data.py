@@ -157,3 +157,37 @@ def write_run(path: Path, run: Dict[str, Dict[str, float]], tag: str = "test") -
             lines.append(f"{q} Q0 {d} {rank} {s} {tag}\n")
     path.write_text("".join(lines), "utf-8")
     return path
+
+
+def write_conventions_set(root: Path) -> Tuple[Path, Dict[str, Dict[str, float]]]:
+    """The synthetic set plus what BEIR's and MTEB's conventions disagree with a naive evaluator
+    on, and a first-stage run over it:
+
+    - self-ids (ArguAna/Quora style): query `d-de-2` is also a document and is its own first
+      candidate; query `d-ru-3`'s only candidate is itself (nothing left once it is removed);
+    - a query whose qrels rows are all relevance 0 (`q-zero`);
+    - a document id on two lines of corpus.jsonl (`d-es-2`: the copies' texts differ) and
+      `d-ko-3` twice with the same text.
+    """
+    extra_docs = [
+        ("d-es-2", "", "El Tajo nace en la sierra de Albarracín y desemboca en Lisboa."),  # the copy read
+        ("d-ko-3", "", "부산은 한국의 제2의 도시입니다."),
+    ]
+    self_queries = [("d-de-2", "Welche Bahnen fahren auf die Zugspitze?"), ("d-ru-3", "Какой город самый большой?")]
+    extra_qrels = [
+        ("d-de-2", "d-de-1", 1),
+        ("d-de-2", "d-de-2", 2),  # judged relevant to itself: removed all the same, as BEIR does
+        ("d-ru-3", "d-ru-1", 1),
+        ("q-zero", "d-fr-3", 0),
+        ("q-zero", "d-fr-1", 0),
+    ]
+    write(root, extra_docs=extra_docs, extra_qrels=extra_qrels)
+    with (root / "queries.jsonl").open("a", encoding="utf-8") as handle:
+        for qid, text in self_queries + [("q-zero", "Quelle est la plus grande ville de France ?")]:
+            handle.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    run = all_docs_run()
+    run["d-de-2"] = {"d-de-2": 9.0, "d-de-3": 3.0, "d-de-1": 2.0}
+    run["d-ru-3"] = {"d-ru-3": 5.0}
+    run["q-zero"] = {"d-fr-1": 3.0, "d-fr-2": 2.0, "d-fr-3": 1.0}
+    run["q-es"]["d-es-2"] = 10.0  # the duplicated document ranked first by the first stage
+    return root, run

@@ -4,6 +4,7 @@ Hugging Face tokenizer the peers load), the length-mix quotas, and the ratio/tar
 
 from __future__ import annotations
 
+import pytest
 from transformers import AutoTokenizer
 
 from benchmarks import bench, same_inputs
@@ -15,14 +16,32 @@ def test_pretruncated_pairs_tokenize_identically_for_us_and_the_peers(python_rep
     limits = ServingLimits()
     ours = load_pair_tokenizer(python_repo / "tokenizer" / "1", limits)
     requests = bench.workload(str(python_repo / "tokenizer" / "1" / "tokenizer.json"), 4, 6, limits.max_length)
-    inputs = same_inputs.prepare(ours, AutoTokenizer.from_pretrained(str(tiny_model), use_safetensors=True), requests)
+    peers = AutoTokenizer.from_pretrained(str(tiny_model), use_safetensors=True)
+    inputs = same_inputs.prepare(ours, peers, requests)
     assert inputs.cut >= 1  # the quota puts an over-long passage in: the cut is exercised
     for (query, passages), lengths in zip(inputs.requests, inputs.lengths):
         for passage, n in zip(passages, lengths):
             ids, truncated = same_inputs._ids(ours, query, passage)
             assert not truncated and len(ids) == n <= limits.max_length
+            # What the peers' tokenizer makes of the cut pair, untruncated: the same ids.
+            assert peers(query, passage, truncation=False)["input_ids"] == ids
     # Infinity's tokenizer would keep up to 8,192 tokens: after the cut there is nothing beyond 512.
     assert max(n for request in inputs.lengths for n in request) <= limits.max_length
+
+
+def test_same_inputs_refuses_a_peer_tokenizer_that_disagrees(python_repo, tiny_model):
+    """Negative control: prepare() compares with the peers' tokenizer and refuses any
+    difference (here one id dropped from the end of the peers' pair)."""
+    limits = ServingLimits()
+    ours = load_pair_tokenizer(python_repo / "tokenizer" / "1", limits)
+    requests = bench.workload(str(python_repo / "tokenizer" / "1" / "tokenizer.json"), 1, 2, limits.max_length)
+    real = AutoTokenizer.from_pretrained(str(tiny_model), use_safetensors=True)
+
+    def off_by_one(query, passage, truncation):
+        return {"input_ids": real(query, passage, truncation=truncation)["input_ids"][:-1]}
+
+    with pytest.raises(AssertionError, match="Hugging Face tokenizer disagrees with ours"):
+        same_inputs.prepare(ours, off_by_one, requests)
 
 
 def _row(system, c, rate, same=True, padding=0.9, p50=100.0):

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from local_triton.server import TritonServer, free_port, server_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +63,35 @@ def test_stale_shared_memory_is_removed_before_the_server_starts(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["someone_else"]
 
 
-def test_gpu_key_is_a_safe_folder_name():
-    key = serve.gpu_key()
-    assert key and "/" not in key and " " not in key and "-trt" in key
+@pytest.mark.parametrize(
+    "gpu_name, trt, key",
+    [
+        # What `nvidia-smi --query-gpu=name --format=csv,noheader` prints on real nodes.
+        ("NVIDIA H100 80GB HBM3", "10.5.0", "NVIDIA-H100-80GB-HBM3-trt10.5.0"),
+        ("NVIDIA A100-SXM4-40GB", "10.5.0", "NVIDIA-A100-SXM4-40GB-trt10.5.0"),
+        ("Tesla T4", "10.5.0", "Tesla-T4-trt10.5.0"),
+        # Names a folder cannot hold as they are: slashes, parentheses, a leading separator.
+        ("/NVIDIA A100/MIG 1g.5gb (x)", "10.5/rc 1", "NVIDIA-A100-MIG-1g.5gb-x-trt10.5-rc-1"),
+    ],
+)
+def test_gpu_key_is_a_safe_folder_name(tmp_path, monkeypatch, gpu_name, trt, key):
+    """The key comes from nvidia-smi, which only a GPU node has: a stand-in nvidia-smi on PATH
+    prints the GPU names real nodes report (and hostile ones), so the sanitising is exercised
+    here rather than only the no-GPU fallback."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' '{gpu_name}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("TRT_VERSION", trt)
+    assert serve.gpu_key() == key
+    assert (tmp_path / key).resolve().parent == tmp_path.resolve()  # one folder, inside the cache
+
+
+def test_gpu_key_without_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.delenv("TRT_VERSION", raising=False)
+    assert serve.gpu_key() == "unknown-gpu-trtunknown"
 
 
 def test_wrapper_around_the_real_server(python_repo, tmp_path):

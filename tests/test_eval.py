@@ -66,6 +66,24 @@ def ndcg10(ranked_grades) -> float:
     return dcg(ranked_grades) / ideal if ideal else 0.0
 
 
+def oracle_metrics(judged, scores, ks) -> dict:
+    """Independent of pytrec_eval and of evaluation/metrics.py, from the definitions trec_eval
+    uses: rank by score descending, ties by doc id descending; nDCG@10 with linear gain, 1/log2
+    discount and the ideal from every judged document; relevant = grade >= 1; MRR@10 and
+    Recall@k over that ranking."""
+    ranking = [d for d, _ in sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)]
+    grades = [judged.get(d, 0) for d in ranking]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(grades[:10]))
+    ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    relevant = {d for d, g in judged.items() if g > 0}
+    rr = next((1 / (i + 1) for i, d in enumerate(ranking[:10]) if d in relevant), 0.0)
+    row = {"nDCG@10": dcg / idcg if idcg else 0.0, "MRR@10": rr}
+    for k in ks:
+        row[f"Recall@{k}"] = len(relevant & set(ranking[:k])) / len(relevant) if relevant else 0.0
+    return row
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     return eval_data.write(tmp_path_factory.mktemp("eval") / "synth")
@@ -160,10 +178,16 @@ def test_served_metrics_equal_flagreranker_on_the_same_candidates(bm25_run, tiny
     for q, docs in reference.items():  # a near tie could swap legitimately; none here, so ranks must agree
         values = sorted(docs.values())
         assert min((b - a for a, b in zip(values, values[1:])), default=1.0) > 1e-3, q
-    expected = metrics.evaluate(eval_data.qrels(), reference, [10, 100])
+    qrels = eval_data.qrels()
+    expected = {q: oracle_metrics(qrels[q], reference.get(q, {}), [10, 100]) for q in qrels}
     for qid, row in expected.items():
-        assert report["per_query"][qid]["reranked"] == row, qid
-    assert report["overall"]["reranked"] == metrics.mean(expected, metrics.names([10, 100]))
+        for name, value in row.items():
+            assert report["per_query"][qid]["reranked"][name] == pytest.approx(value, abs=1e-12), (qid, name)
+    for name in metrics.names([10, 100]):
+        mean = sum(row[name] for row in expected.values()) / len(expected)
+        assert report["overall"]["reranked"][name] == pytest.approx(mean, abs=1e-12), name
+    # Reranking reorders: at least one query's reranked nDCG differs from its first stage's.
+    assert any(r["reranked"]["nDCG@10"] != r["first_stage"]["nDCG@10"] for r in report["per_query"].values())
 
 
 def test_problems_that_do_not_stop_a_run_are_counted(server, tmp_path):
@@ -275,16 +299,153 @@ def test_make_eval_runs_in_seconds(server, synth, tmp_path):
 def test_published_figures_match_by_name_and_say_what_differs():
     from evaluation import published
 
-    assert published.match("miracl-de") is published.MIRACL and published.match("MIRACL_ar") is published.MIRACL
-    assert published.match("scifact") is published.BEIR and published.match("beir-fiqa") is published.BEIR
-    assert published.match("T2Retrieval") is published.CMTEB
-    assert published.match("synth") is None and published.match("my-scifact-copy") is None
-    entry = published.compare("miracl-de", 0.7, 0.6, "bm25", 100, 512)
-    assert entry["published_ndcg10"] == 72.84 and entry["measured_ndcg10"] == 70.0
+    # Exact names only: a set of the card's tables, under the names BEIR, MTEB and MIRACL use.
+    assert published.match("miracl-de") == (published.MIRACL, "de")
+    assert published.match("MIRACL_ar") == (published.MIRACL, "ar")
+    assert published.match("scifact") == (published.BEIR, "scifact")
+    assert published.match("beir-fiqa") == (published.BEIR, "fiqa")
+    assert published.match("webis-touche2020") == (published.BEIR, "touche")
+    assert published.match("dbpedia-entity") == (published.BEIR, "dbpedia")
+    assert published.match("T2Retrieval") == (published.CMTEB, "T2Retrieval")
+    for other in (
+        "MIRACLReranking",
+        "MIRACLRetrieval",
+        "miracl",
+        "miracl-xx",
+        "bioasq",
+        "robust04",
+        "signal1m",
+        "trec-news",
+        "synth",
+        "my-scifact-copy",
+        "scifact2",
+        "cqadupstack-android",
+    ):
+        assert published.match(other) is None, other
+    # The card's set lists, exactly: 15 BEIR sets, 8 C-MTEB retrieval sets, 18 MIRACL languages.
+    assert len(published.BEIR.sets) == 15 and len(published.CMTEB.sets) == 8 and len(published.MIRACL.sets) == 18
+    # Per-set figures transcribed from the tables: each table's own average is the mean of its row.
+    for bench in published.BENCHMARKS:
+        rows = list(zip(*bench.sets.values()))
+        assert round(sum(rows[0]) / len(rows[0]), 2) == bench.average, bench.name
+        assert round(sum(rows[1]) / len(rows[1]), 2) == bench.first_stage_average, bench.name
+    assert published.BEIR.sets["scifact"] == (73.08, 74.64) and published.MIRACL.sets["de"] == (62.64, 56.8)
+    assert (published.BEIR.first_stage, published.BEIR.first_stage_average) == ("bge-en-v1.5 large", 54.31)
+    assert (published.CMTEB.first_stage, published.CMTEB.first_stage_average) == ("bge-zh-v1.5 large", 70.46)
+
+    entry = published.compare("miracl-de", 0.7, 0.6, "bm25", 100, 512, "test")
+    assert entry["published_ndcg10"] == 62.64 and entry["published_first_stage_ndcg10"] == 56.8
+    assert entry["published_first_stage"] == "bge-m3" and entry["published_average"] == 72.84
+    assert entry["measured_ndcg10"] == 70.0 and entry["measured_first_stage_ndcg10"] == 60.0
     text = " ".join(entry["conditions_that_differ"])
-    assert "max_length 512" in text and "BM25" in text and "average" in text
-    same = published.compare("miracl-de", 0.7, 0.6, "run:bge-m3.trec", 100, 1024)
-    assert not any("max_length" in c for c in same["conditions_that_differ"])
+    assert "max_length 512" in text and "BM25" in text and "bge-m3" in text and "dev" in text
+    assert "62.64" in entry["statement"] and "bge-m3 (56.8)" in entry["statement"]
+    same = published.compare("scifact", 0.7, 0.6, "run:bge-en.trec", 100, 1024, "test")
+    assert same["published_ndcg10"] == 73.08 and same["published_first_stage"] == "bge-en-v1.5 large"
+    assert not any("max_length" in c or "split" in c for c in same["conditions_that_differ"])
+    assert published.compare("msmarco", 0.5, 0.4, "bm25", 100, 1024, "test")["conditions_that_differ"][-1] == (
+        "split test, the card's BEIR figures are on dev"
+    )
+    none = published.compare("MIRACLReranking", 0.5, 0.4, "bm25", 100, 1024)
+    assert none["matched"] is False and "No published figure for dataset 'MIRACLReranking'" in none["statement"]
+
+
+def _beir_evaluate(qrels, run, ks, ignore_identical_ids=True):
+    """BEIR's own evaluator (beir 2.2.0, pinned): {our metric name: value}; it rounds to 5 digits."""
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    copy = {q: dict(d) for q, d in run.items()}  # it pops identical ids from the dict it is given
+    ndcg, _, recall, _ = EvaluateRetrieval.evaluate(qrels, copy, ks, ignore_identical_ids=ignore_identical_ids)
+    return {"nDCG@10": ndcg["NDCG@10"], **{f"Recall@{k}": recall[f"Recall@{k}"] for k in ks}}
+
+
+@pytest.mark.parametrize("keep_identical_ids", [False, True])
+def test_queries_counted_and_identical_ids_as_beir_evaluate(tmp_path, keep_identical_ids):
+    """The same queries as BEIR's loader (0-grade-only ones included, scoring 0) and the same
+    numbers as BEIR's EvaluateRetrieval.evaluate, with identical ids removed (the default) or kept."""
+    from beir.datasets.data_loader import GenericDataLoader
+
+    root, run = eval_data.write_conventions_set(tmp_path / "conventions")
+    data = ds.load(root)
+    _, beir_queries, beir_qrels = GenericDataLoader(data_folder=str(root)).load(split="test")
+    assert data.qrels == beir_qrels and data.queries.keys() == beir_queries.keys()
+    assert "q-zero" in data.qrels and data.issues["queries_without_relevant"] == 1
+    ours = metrics.evaluate(data.qrels, run, [10, 100], ignore_identical_ids=not keep_identical_ids)
+    assert set(ours) == set(beir_qrels)
+    assert ours["q-zero"] == dict.fromkeys(metrics.names([10, 100]), 0.0)
+    overall = metrics.mean(ours, metrics.names([10, 100]))
+    beir = _beir_evaluate(beir_qrels, run, [10, 100], ignore_identical_ids=not keep_identical_ids)
+    for name, value in beir.items():
+        assert overall[name] == pytest.approx(value, abs=5e-6), name
+    # The conventions change the numbers on this set (so the comparison above can fail).
+    other = _beir_evaluate(beir_qrels, run, [10, 100], ignore_identical_ids=keep_identical_ids)
+    assert other["nDCG@10"] != pytest.approx(beir["nDCG@10"], abs=1e-4)
+    judged_only = {q: r for q, r in ours.items() if any(g > 0 for g in data.qrels[q].values())}
+    assert metrics.mean(judged_only, ["nDCG@10"])["nDCG@10"] != pytest.approx(beir["nDCG@10"], abs=1e-4)
+    if not keep_identical_ids:
+        assert ours["d-ru-3"]["nDCG@10"] == 0.0  # its only candidate was itself
+        assert metrics.identical_ids(run) == ["d-de-2/d-de-2", "d-ru-3/d-ru-3"]
+
+
+def test_metrics_against_an_independent_oracle():
+    """nDCG@10, MRR@10 and Recall@k of metrics.evaluate against plain Python written from the
+    definitions (trec_eval's: linear gain, log2 discount, ideal from every judged document;
+    relevant = grade >= 1; ties by doc id descending), on runs with ties, unjudged and missing
+    relevant documents, and a query absent from the run."""
+    qrels = {
+        "a": {"d1": 2, "d2": 1, "d3": 0, "d9": 1},  # d9 never retrieved
+        "b": {"d4": 1},
+        "c": {"d5": 1, "d6": 3},
+        "z": {"d7": 1},  # not in the run: 0
+    }
+    run = {
+        "a": {"d3": 5.0, "d2": 4.0, "dx": 4.0, "d1": 1.0, "dy": 0.5},  # dx ties d2: dx ranks first
+        "b": {f"n{i}": float(20 - i) for i in range(10)} | {"d4": 0.1},  # d4 at rank 11: past MRR@10
+        "c": {"d6": 2.0, "d5": 1.0},
+    }
+
+    got = metrics.evaluate(qrels, run, [1, 3, 10, 100])
+    for q in qrels:
+        expected = oracle_metrics(qrels[q], run.get(q, {}), [1, 3, 10, 100])
+        for name, value in expected.items():
+            assert got[q][name] == pytest.approx(value, abs=1e-12), (q, name)
+    # The cases bite: a tie broken by doc id, a relevant document just past the cut-off.
+    assert got["a"]["Recall@3"] == pytest.approx(1 / 3) and got["a"]["MRR@10"] == pytest.approx(1 / 3)
+    assert got["b"]["MRR@10"] == 0.0 and got["b"]["Recall@10"] == 0.0 and got["b"]["Recall@100"] == 1.0
+
+
+def test_duplicate_document_ids_are_named_and_the_last_copy_read(tmp_path):
+    """Both first stages read the last copy of a repeated id, as BEIR's loader does, and the
+    report names the ids; BM25 indexes each id once (its scores equal those over a corpus
+    holding only the last copy)."""
+    from beir.datasets.data_loader import GenericDataLoader
+
+    root, run = eval_data.write_conventions_set(tmp_path / "dup")
+    data = ds.load(root)
+    eval_data.write_run(tmp_path / "run.trec", run)
+    first = first_stage.from_run(data, tmp_path / "run.trec", depth=100)
+    beir_corpus = GenericDataLoader(data_folder=str(root)).load_corpus()
+    assert first.texts["d-es-2"] == ds.document_text(beir_corpus["d-es-2"])
+    assert first.texts["d-es-2"].startswith("El Tajo nace")
+    assert data.issues["duplicate_document_ids"] == 2
+    assert data.issues.examples["duplicate_document_ids"] == ["d-es-2 (x2)", "d-ko-3 (x2)"]
+    assert data.corpus_size == len(beir_corpus)
+
+    bm25_data = ds.load(root)
+    bm25 = first_stage.bm25(bm25_data, depth=100)
+    assert bm25_data.issues["duplicate_document_ids"] == 2 and bm25_data.corpus_size == len(beir_corpus)
+    lines = (root / "corpus.jsonl").read_text("utf-8").splitlines(keepends=True)
+    first_copy = next(i for i, line in enumerate(lines) if json.loads(line)["_id"] == "d-es-2")
+    single = tmp_path / "single"
+    single.mkdir()
+    for name in ("queries.jsonl", "qrels"):
+        (single / name).symlink_to(root / name)
+    (single / "corpus.jsonl").write_text("".join(lines[:first_copy] + lines[first_copy + 1 :]), "utf-8")
+    reference = first_stage.bm25(ds.load(single), depth=100)
+    for qid, docs in bm25.candidates.items():
+        assert [d for d, _ in docs] == [d for d, _ in reference.candidates[qid]], qid
+        assert [s for _, s in docs] == pytest.approx([s for _, s in reference.candidates[qid]], rel=1e-6), qid
+    assert bm25.texts["d-es-2"].startswith("El Tajo nace")
 
 
 def test_corpus_is_streamed_not_held(tmp_path):
@@ -311,11 +472,38 @@ def test_corpus_is_streamed_not_held(tmp_path):
     assert peak < size / 10, (peak, size)  # the corpus (~11 MB) never sits in memory
 
 
-def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_path):
-    """A real MTEB reranking evaluation (mteb.evaluate) on an in-memory task built from the same
-    dataset and candidates, scored by the server through TritonCrossEncoder, gives the nDCG@10 and
-    MRR@10 our evaluation computes."""
+def _make_eval(server, data: Path, candidates: Path, out: Path) -> dict:
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "eval",
+            f"PY={sys.executable}",
+            f"URL={server.grpc_url}",
+            f"DATA={data}",
+            f"CANDIDATES={candidates}",
+            f"EVAL_OUT={out}",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "report.json").read_text("utf-8"))
+
+
+def test_make_eval_equals_beir_and_mteb_on_self_ids_zero_grade_queries_and_duplicate_ids(server, tmp_path):
+    """`make eval` on a set with self-ids, a query whose qrels are all 0 and repeated document
+    ids gives, before and after reranking, the numbers of BEIR's EvaluateRetrieval.evaluate
+    (beir 2.2.0, its GenericDataLoader reading the same files) on the runs it writes, and a real
+    MTEB reranking evaluation (mteb.evaluate, ignore_identical_ids=True as for ArguAna, Quora,
+    FiQA, ...) scoring the same candidates through the server with TritonCrossEncoder."""
     import mteb
+    from beir.datasets.data_loader import GenericDataLoader
     from datasets import Dataset
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
@@ -324,11 +512,40 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
 
     from evaluation.mteb_adapter import EMPTY_SCORE, TritonCrossEncoder
 
-    run = eval_data.all_docs_run()
+    root, run = eval_data.write_conventions_set(tmp_path / "conventions")
+    candidates = eval_data.write_run(tmp_path / "candidates.trec", run)
+    report = _make_eval(server, root, candidates, tmp_path / "out")
+    counts = {k: v["count"] for k, v in report["issues"].items()}
+    assert counts["identical_ids_removed"] == 2 and counts["duplicate_document_ids"] == 2
+    assert counts["queries_without_relevant"] == 1 and report["dataset"]["queries_without_relevant"] == 1
+    assert report["conventions"]["identical_ids"].startswith("removed")
 
-    class SynthReranking(AbsTaskRetrieval):
+    corpus, queries, qrels = GenericDataLoader(data_folder=str(root)).load(split="test")
+    assert set(report["per_query"]) == set(qrels)  # BEIR's queries, 0-grade one included
+    ks = [10, 100]
+    for stage, trec in (("first_stage", "first_stage.trec"), ("reranked", "reranked.trec")):
+        written = {}
+        for qid, rows in read_run(tmp_path / "out" / trec).items():
+            written[qid] = {did: score for did, _, score in rows}
+        assert set(written) == set(qrels)  # every query in the run BEIR is given: BEIR counts them all
+        beir = _beir_evaluate(qrels, written, ks)
+        for name, value in beir.items():
+            assert report["overall"][stage][name] == pytest.approx(value, abs=5e-6), (stage, name)
+    # The reranked run scored the copy of d-es-2 that BEIR holds (the last), not the first.
+    served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-es"]}
+    client_scores = TritonCrossEncoder(server.grpc_url)
+    try:
+        again = client_scores.score_pairs([(queries["q-es"], ds.document_text(corpus["d-es-2"]))])
+    finally:
+        client_scores.close()
+    assert served["d-es-2"] == pytest.approx(float(again[0]), abs=1e-5)
+
+    corpus_rows = [json.loads(line) for line in (root / "corpus.jsonl").read_text("utf-8").splitlines()]
+
+    class ConventionsReranking(AbsTaskRetrieval):
+        ignore_identical_ids = True
         metadata = TaskMetadata(
-            name="SynthMultilingualReranking",
+            name="SynthConventionsReranking",
             type="Reranking",
             main_score="ndcg_at_10",
             description="offline",
@@ -349,13 +566,16 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
         )
 
         def load_data(self, num_proc=None, **kwargs):
-            corpus = [{"id": d, "title": t, "text": x} for _, _, docs in eval_data.TOPICS for d, t, x, _ in docs]
+            query_rows = [json.loads(line) for line in (root / "queries.jsonl").read_text("utf-8").splitlines()]
             self.dataset = {
                 "default": {
                     "test": RetrievalSplitData(
-                        queries=Dataset.from_list([{"id": q, "text": t} for q, t in eval_data.queries().items()]),
-                        corpus=Dataset.from_list(corpus),
-                        relevant_docs=eval_data.qrels(),
+                        queries=Dataset.from_list([{"id": q["_id"], "text": q["text"]} for q in query_rows]),
+                        # Every line, repeated ids included, in file order: MTEB keeps the last.
+                        corpus=Dataset.from_list(
+                            [{"id": d["_id"], "title": d["title"], "text": d["text"]} for d in corpus_rows]
+                        ),
+                        relevant_docs={q: dict(docs) for q, docs in qrels.items()},
                         top_ranked={q: list(docs) for q, docs in run.items()},
                     )
                 }
@@ -366,17 +586,22 @@ def test_mteb_scores_through_the_adapter_like_our_evaluator(server, synth, tmp_p
     try:
         assert isinstance(model, CrossEncoderProtocol)
         assert model.mteb_model_meta.name == "BAAI/bge-reranker-v2-m3"
-        result = mteb.evaluate(model, SynthReranking(), cache=None, show_progress_bar=False)
+        result = mteb.evaluate(model, ConventionsReranking(), cache=None, show_progress_bar=False)
         scores = result.task_results[0].scores["test"][0]
         # The legacy call (MTEB 1.x, sentence-transformers): a list of pairs; empty text is not sent.
-        pair = (eval_data.queries()["q-en"], eval_data.texts()["d-en-1"])
+        pair = (queries["q-en"], ds.document_text(corpus["d-en-1"]))
         legacy = model.predict([pair, (pair[0], "  ")])
         assert legacy[1] == EMPTY_SCORE
     finally:
         model.close()
-    ours, _, _ = _run_with(server, synth, tmp_path, run)
-    assert scores["ndcg_at_10"] == pytest.approx(ours["overall"]["reranked"]["nDCG@10"], abs=1e-5)
-    assert scores["mrr_at_10"] == pytest.approx(ours["overall"]["reranked"]["MRR@10"], abs=1e-5)
+    ours = report["overall"]["reranked"]
+    for mteb_name, name in (
+        ("ndcg_at_10", "nDCG@10"),
+        ("mrr_at_10", "MRR@10"),
+        ("recall_at_10", "Recall@10"),
+        ("recall_at_100", "Recall@100"),
+    ):
+        assert scores[mteb_name] == pytest.approx(ours[name], abs=5e-6), name
     served = {d: s for d, _, s in read_run(tmp_path / "out" / "reranked.trec")["q-en"]}
     assert legacy[0] == pytest.approx(served["d-en-1"], abs=1e-5)
 
@@ -413,24 +638,43 @@ def _run_scores(path: Path) -> dict:
     return scores
 
 
-def test_window_mode_runs_through_the_window_ensemble(server, tmp_path):
-    """--mode window scores through `rerank_windows`. A document that fits in one window (here:
-    fewer UTF-8 bytes than max_length tokens, since every token covers at least a byte) must get
-    exactly its truncate-mode score; the synthetic set's long documents may differ."""
-    data = eval_data.write(tmp_path / "d")
-    runs = {}
+def test_window_mode_runs_through_the_window_ensemble(server, tiny_model, tmp_path):
+    """--mode window scores through `rerank_windows`. Oracles independent of the server's code: a
+    document that fits in one window (fewer UTF-8 bytes than max_length tokens, since every token
+    covers at least a byte) gets exactly its truncate-mode score; a document far past max_length
+    gets FlagReranker's best score over windows cut by tests/window_reference.py - which its
+    truncated score is not (a scorer left in truncate mode fails here)."""
+    from common.calibration_texts import long_passage
+    from tests.window_reference import reference_windows
+
+    long_text = long_passage(30)
+    data = eval_data.write(tmp_path / "d", extra_docs=[("d-long", "", long_text)])
+    run = eval_data.all_docs_run()
+    run["q-en"]["d-long"] = 0.5
+    candidates = eval_data.write_run(tmp_path / "candidates.trec", run)
+    runs, reports = {}, {}
     for mode in ("truncate", "window"):
-        proc = cli("--url", server.grpc_url, "--data", data, "--out", tmp_path / mode, "--mode", mode)
+        out = tmp_path / mode
+        proc = cli("--url", server.grpc_url, "--data", data, "--candidates", candidates, "--out", out, "--mode", mode)
         assert proc.returncode == 0, proc.stderr
-        assert json.loads((tmp_path / mode / "report.json").read_text())["mode"] == mode
-        runs[mode] = _run_scores(tmp_path / mode / "reranked.trec")
+        reports[mode] = json.loads((out / "report.json").read_text())
+        assert reports[mode]["mode"] == mode
+        runs[mode] = _run_scores(out / "reranked.trec")
     queries = {q["_id"]: q["text"] for q in map(json.loads, (data / "queries.jsonl").read_text("utf-8").splitlines())}
     docs = {d["_id"]: d for d in map(json.loads, (data / "corpus.jsonl").read_text("utf-8").splitlines())}
     assert runs["truncate"].keys() == runs["window"].keys()
+    max_length = ServingLimits().max_length
     short = 0
     for (qid, did), score in runs["truncate"].items():
         size = len(queries[qid].encode()) + len(f"{docs[did]['title']} {docs[did]['text']}".encode()) + 8
-        if size < ServingLimits().max_length:
+        if size < max_length:
             short += 1
             assert abs(runs["window"][(qid, did)] - score) < 1e-5, (qid, did)
     assert short >= len(runs["truncate"]) // 2  # the check covered most of the run
+    windows = reference_windows(tiny_model, queries["q-en"], long_text, max_length)
+    assert len(windows.texts) > 2
+    assert runs["window"][("q-en", "d-long")] == pytest.approx(windows.best, abs=1e-4)
+    assert abs(runs["truncate"][("q-en", "d-long")] - windows.best) > 1e-2  # the two modes differ here
+    # Truncate mode reports the pairs it cut; window mode reads every token.
+    assert reports["truncate"]["throughput"]["truncated_pairs"] >= 2  # d-long and d-en-4
+    assert reports["window"]["throughput"]["truncated_pairs"] == 0

@@ -13,9 +13,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import gpu_bench, long_documents
+from tests.references import flag_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_bench.sh"
@@ -94,7 +96,7 @@ def test_flag_embedding_in_the_gpu_step_is_the_pinned_version():
     assert f'FLAG_EMBEDDING="FlagEmbedding=={pinned}"' in SCRIPT.read_text()
 
 
-def test_python_steps_on_cpu_against_the_real_server(server, python_repo, tmp_path):
+def test_python_steps_on_cpu_against_the_real_server(server, python_repo, tiny_model, tmp_path):
     tokenizer = str(python_repo / "tokenizer" / "1" / "tokenizer.json")
     pairs = tmp_path / "pairs.json"
     assert (
@@ -144,33 +146,41 @@ def test_python_steps_on_cpu_against_the_real_server(server, python_repo, tmp_pa
     )
     rows = json.loads(triton.read_text())["rows"]
     assert len(rows) == 4 and all(len(r["trials"]) == 2 and 0 < r["padding_efficiency"] <= 1 for r in rows)
-    # Stand-in for the CUDA step: same shape, the reference taken from the server's own logits.
-    stand_in = {
-        "rows": [{**r, "system": gpu_bench.PEER} for r in rows],
-        "reference": {str(r["tokens"]): r["scores"] for r in rows if r["concurrency"] == 1},
-        "reference_system": "stand-in",
-    }
-    (tmp_path / "torch.json").write_text(json.dumps(stand_in))
+    # The PyTorch step for real, on the CPU (FlagReranker fp32 there: FlagEmbedding 1.4.2 turns
+    # use_fp16 off on a CPU): its reference is FlagReranker's own scores of the same pairs, so
+    # our rows are compared with an independent computation, not with themselves.
+    torch_json = tmp_path / "torch.json"
     assert (
         gpu_bench.main(
-            [
-                "report",
-                "--results",
-                str(triton),
-                str(tmp_path / "torch.json"),
-                "--passages",
-                "3",
-                "--out",
-                str(tmp_path / "report"),
-            ]
+            ["torch", "--model", str(tiny_model), "--pairs", str(pairs), "--device", "cpu", "--threads", "2"]
+            + ["--passages", "3", "--concurrency", "1", "--trials", "1", "--out", str(torch_json)]
         )
         == 0
     )
-    report = json.loads((tmp_path / "report" / "bench_gpu.json").read_text())
-    assert report["padding_source"] == "server_metrics"
-    assert all(r["same_inputs"] and r["max_abs_logit_vs_reference"] == 0 for r in report["rows"])
-    assert {line["tokens"] for line in report["ratios"]} == {128, 256}
+    peer = json.loads(torch_json.read_text())
+    for tokens, block in data.items():
+        expected = flag_scores(tiny_model, [(q, p) for q, ps in block["requests"] for p in ps], normalize=False)
+        np.testing.assert_allclose(peer["reference"][tokens], expected, atol=1e-5)
+
+    def report(torch_results: Path, out: Path) -> dict:
+        args = ["report", "--results", str(triton), str(torch_results), "--passages", "3", "--out", str(out)]
+        assert gpu_bench.main(args) == 0
+        return json.loads((out / "bench_gpu.json").read_text())
+
+    result = report(torch_json, tmp_path / "report")
+    assert result["padding_source"] == "server_metrics"
+    ours = [r for r in result["rows"] if r["system"] == "Triton python fp32"]
+    assert len(ours) == 4 and all(r["same_inputs"] and r["max_abs_logit_vs_reference"] <= 1e-4 for r in ours)
+    assert {line["tokens"] for line in result["ratios"]} == {128, 256}
+    assert all(line["vs_pytorch_fp16_at_equal_concurrency"] for line in result["ratios"])
     assert (tmp_path / "report" / "bench_gpu.png").stat().st_size > 0
+    # Negative control: a reference computed on other pairs (each length's scores reversed)
+    # marks our rows as not the same inputs and keeps them out of every ratio.
+    other = {**peer, "reference": {t: list(reversed(v)) for t, v in peer["reference"].items()}}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    refused = report(tmp_path / "other.json", tmp_path / "refused")
+    assert not any(r["same_inputs"] for r in refused["rows"] if r["system"] == "Triton python fp32")
+    assert not any(line["vs_pytorch_fp16_at_equal_concurrency"] for line in refused["ratios"])
 
 
 def test_long_document_steps_on_cpu_against_the_real_server(server, python_repo, tmp_path):
