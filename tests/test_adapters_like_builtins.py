@@ -377,11 +377,11 @@ def test_cli_numbers_documents_by_their_input_line(server):
 
 
 def test_readme_langchain_import_names_langchain_classic():
-    """LangChain 1.x moved ContextualCompressionRetriever to langchain_classic; the README says so."""
+    """LangChain 1.x moved ContextualCompressionRetriever to langchain_classic; the docs say so."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    for path in (root / "README.md", root / "client" / "README.md"):
+    for path in (root / "docs" / "CLIENT.md", root / "client" / "README.md"):
         text = path.read_text()
         assert "from langchain_classic.retrievers import ContextualCompressionRetriever" in text, path
         assert "from langchain.retrievers import" not in text, path

@@ -1,5 +1,5 @@
 """Window mode's reference, computed independently of the server's code: the documented rule
-(README "Long documents") written out plainly over the transformers tokenizer's own token
+(docs/SERVING.md "Long documents") written out plainly over the transformers tokenizer's own token
 offsets and word ids, and FlagReranker scoring each window's text."""
 
 from __future__ import annotations

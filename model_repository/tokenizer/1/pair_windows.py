@@ -2,7 +2,7 @@
 
 Plain functions with no Triton import; the tokenizer model calls them and the tests check them.
 
-The rule (README "Long documents"): a window holds at most `width` passage tokens (what fits
+The rule (docs/SERVING.md "Long documents"): a window holds at most `width` passage tokens (what fits
 beside the query in max_length). Windows start and end at word boundaries (the tokenizer's
 pre-tokenizer words: XLM-R splits on spaces), so a window's text, cut from the passage by its
 character span and tokenized again, gives the same tokens: the span a result cites is exactly
