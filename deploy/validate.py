@@ -30,7 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "bge-reranker"
 VALUES_DIR = ROOT / "deploy" / "helm" / "values"
 KUBERNETES_VERSIONS = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"]
-CRD_KINDS = {"ServiceMonitor", "PodMonitoring", "PrometheusRule", "HTTPRoute", "GRPCRoute", "InferenceService"}  # no schema in kubernetes-validate: CRDs
+CRD_KINDS = {
+    "ServiceMonitor",
+    "PodMonitoring",
+    "PrometheusRule",
+    "HTTPRoute",
+    "GRPCRoute",
+    "InferenceService",
+}  # no schema in kubernetes-validate: CRDs
 BIN = Path(sys.executable).parent
 
 

@@ -67,8 +67,9 @@ def render(spec: ProxySpec = ProxySpec()) -> str:
     assert spec.max_infer_header_bytes == 10**digits - 1, "nginx checks the header length by its digit count"
     binary_only = (
         f"inference over HTTP takes binary tensor data only (the KServe v2 binary extension, "
-        f"the default of tritonclient and perf_analyzer) with a JSON header of at most {spec.max_infer_header_bytes} bytes "
-        f"declared by Inference-Header-Content-Length; use gRPC or the REST API otherwise"
+        f"the default of tritonclient and perf_analyzer) with a JSON header of at most "
+        f"{spec.max_infer_header_bytes} bytes declared by Inference-Header-Content-Length; use gRPC or "
+        f"the REST API otherwise"
     )
     uncompressed = "compressed request bodies are refused by the front proxy (send them uncompressed)"
     public = " and ".join(PUBLIC_MODELS)

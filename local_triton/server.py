@@ -45,6 +45,7 @@ STUB_DEATH_DRAIN_S = 5.0  # a server with a dead stub gets this long to drain, t
 
 def _image_module(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -183,7 +183,9 @@ def resolve(address: str, caller_namespace: str, services: list[dict], pods: lis
     selected = [
         p
         for p in pods
-        if p.namespace == namespace and spec.get("selector") and selector_matches({"matchLabels": spec["selector"]}, p.label_dict())
+        if p.namespace == namespace
+        and spec.get("selector")
+        and selector_matches({"matchLabels": spec["selector"]}, p.label_dict())
     ]
     [entry] = [e for e in spec["ports"] if e["port"] == port] or [None]
     if spec.get("clusterIP") == "None":

@@ -83,7 +83,9 @@ def _memory_reserved(memory: float, cloud: str, max_pods: int) -> float:
     if cloud == "eks":  # 255 MiB + 11 MiB per pod the node may run
         return (255 + 11 * max_pods) * 2**20 + eviction
     if cloud == "gke":  # 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% to 128
-        return _tiered(memory, [(4 * GI, 0.25), (4 * GI, 0.20), (8 * GI, 0.10), (112 * GI, 0.06), (1e15, 0.02)]) + eviction
+        return (
+            _tiered(memory, [(4 * GI, 0.25), (4 * GI, 0.20), (8 * GI, 0.10), (112 * GI, 0.06), (1e15, 0.02)]) + eviction
+        )
     if cloud == "aks":  # 1.29+: 20 MiB per pod + 50 MiB
         return (20 * max_pods + 50) * 2**20 + eviction
     raise ValueError(cloud)
@@ -147,13 +149,17 @@ def test_pods_fit_common_gpu_nodes(rendered, shape):
     variants += [v for v in CLOUD_VARIANTS if v.split("-")[0] == shape.cloud]
     for variant in variants:
         cpu, memory, _ = _pod_requests(rendered[variant])
-        assert cpu + DAEMONSET_CPU_M <= shape.cpu_m, f"{variant} on {shape.name}: {cpu}m + daemonsets > {shape.cpu_m:.0f}m"
+        assert cpu + DAEMONSET_CPU_M <= shape.cpu_m, (
+            f"{variant} on {shape.name}: {cpu}m + daemonsets > {shape.cpu_m:.0f}m"
+        )
         assert memory + DAEMONSET_MEMORY <= shape.memory, (
             f"{variant} on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
         )
     for variant in ("default", CLOUD_FILE[shape.cloud]):
         disk = _pod_requests(rendered[variant])[2]
-        assert disk <= shape.disk_for_pods(shape.chart_disk_gib), f"{variant}: {shape.chart_disk_gib} GiB disk too small"
+        assert disk <= shape.disk_for_pods(shape.chart_disk_gib), (
+            f"{variant}: {shape.chart_disk_gib} GiB disk too small"
+        )
 
 
 def test_the_documented_disk_sizes():
@@ -315,7 +321,12 @@ def test_cloud_files(rendered):
     aks = _triton(rendered["aks"])["spec"]["template"]["spec"]
     assert any(v["name"] == "cloud-credentials" for v in aks["volumes"])  # Triton's own Azure credential file
     classes = {v: _one(rendered[v], "PersistentVolumeClaim")["spec"]["storageClassName"] for v in CLOUD_VARIANTS}
-    assert classes == {"eks": "efs-sc", "gke": "standard-rwx", "gke-autopilot": "standard-rwx", "aks": "azurefile-csi-premium"}
+    assert classes == {
+        "eks": "efs-sc",
+        "gke": "standard-rwx",
+        "gke-autopilot": "standard-rwx",
+        "aks": "azurefile-csi-premium",
+    }
 
 
 def test_proxy_recycles_at_the_same_age(rendered):
@@ -418,12 +429,20 @@ def test_alert_rules(rendered):
     scoped to this release's namespace and pods (every shipped query parses: deploy/validate.py)."""
     rule = _one(rendered["monitoring"], "PrometheusRule")
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {"RerankerQueueTimeHigh", "RerankerRequestsFailing", "RerankerPodsRestarting", "RerankerPodsNotReady"}
+    assert set(alerts) == {
+        "RerankerQueueTimeHigh",
+        "RerankerRequestsFailing",
+        "RerankerPodsRestarting",
+        "RerankerPodsNotReady",
+    }
     for alert in alerts.values():
         assert 'namespace="search"' in alert["expr"]
     # Not ready for longer than the startup budget (a first engine build is not an incident).
     startup = _triton(rendered["monitoring"])["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
-    assert int(alerts["RerankerPodsNotReady"]["for"].rstrip("m")) * 60 > startup["periodSeconds"] * startup["failureThreshold"]
+    assert (
+        int(alerts["RerankerPodsNotReady"]["for"].rstrip("m")) * 60
+        > startup["periodSeconds"] * startup["failureThreshold"]
+    )
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     runbook = (ROOT / "docs/DEPLOYMENT.md").read_text()
     assert all(f"`{name}`" in runbook for name in alerts)

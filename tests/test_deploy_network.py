@@ -22,7 +22,9 @@ from tests.test_deploy import VARIANTS
 NAMESPACE = "search"  # deploy/validate.py renders every variant into it
 NETWORK_VARIANTS = [*VARIANTS, "proxy", "rest", "proxy-rest", "gateway", "eks", "gke", "gke-autopilot", "aks"]
 
-KUBE_DNS = pod("kube-dns", "10.0.0.10", "kube-system", {"k8s-app": "kube-dns"}, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])
+KUBE_DNS = pod(
+    "kube-dns", "10.0.0.10", "kube-system", {"k8s-app": "kube-dns"}, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")]
+)
 OBJECT_STORE = Endpoint("object-store", "52.216.8.1")  # an S3/GCS/Blob address on the internet
 GKE_METADATA = Endpoint("gke-metadata", "169.254.169.254")
 GKE_METADATA_988 = Endpoint("gke-metadata-252", "169.254.169.252")
@@ -69,7 +71,9 @@ class World:
         self.services = _objects(objects, "Service")
         deployments = {d["metadata"]["name"]: d for d in _objects(objects, "Deployment")}
         self.triton_deployment = deployments["rr-bge-reranker"]
-        self.triton = [_pod_from(f"triton-{i}", f"10.1.0.{i + 1}", self.triton_deployment["spec"]["template"]) for i in range(2)]
+        self.triton = [
+            _pod_from(f"triton-{i}", f"10.1.0.{i + 1}", self.triton_deployment["spec"]["template"]) for i in range(2)
+        ]
         self.rest_deployment = deployments.get("rr-bge-reranker-rest")
         self.rest = (
             [_pod_from("rest-0", "10.1.1.1", self.rest_deployment["spec"]["template"])] if self.rest_deployment else []
@@ -87,7 +91,9 @@ class World:
         self.routes = [o for o in objects if o["kind"] in ("HTTPRoute", "GRPCRoute")]
         if self.routes:  # the Gateway's data plane, in the namespace the policies admit
             self.remote_clients.append(pod("gateway", "10.5.0.1", "gateway-system", {"app": "envoy"}))
-        self.prometheus = pod("prometheus", "10.3.0.1", self.prometheus_namespace, {"app.kubernetes.io/name": "prometheus"})
+        self.prometheus = pod(
+            "prometheus", "10.3.0.1", self.prometheus_namespace, {"app.kubernetes.io/name": "prometheus"}
+        )
         self.stranger = pod("stranger", "10.4.0.1", "elsewhere", {"app": "search-frontend"})
         self.chart_pods = [*self.triton, *self.rest, self.test]
         self.all_pods = [
@@ -108,7 +114,9 @@ class World:
                 if not any(p.get("port") == metrics for p in rule.get("ports", [])):
                     continue
                 for peer in rule.get("from", []):
-                    name = (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                    name = (
+                        (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                    )
                     if name:
                         return name
         return "monitoring"
@@ -128,7 +136,9 @@ class World:
         targets = resolve(address, source.namespace, self.services, self.all_pods)
         assert targets, f"{source.name} -> {address}: the Service selects no pod"
         for destination, port in targets:
-            assert destination.listens(port), f"{source.name} -> {address}: nothing listens on {destination.name}:{port}"
+            assert destination.listens(port), (
+                f"{source.name} -> {address}: nothing listens on {destination.name}:{port}"
+            )
             assert self.cluster.allowed(source, destination, port), (
                 f"{source.name} -> {address} ({destination.name}:{port}) denied by the NetworkPolicies"
             )
@@ -189,7 +199,10 @@ def _intended_flows(world: World, variant_values: dict) -> set[tuple[str, str, i
             headless = [s for s in world.services if s["metadata"]["name"] == "rr-bge-reranker-headless"]
             if headless:
                 [grpc] = [p for p in headless[0]["spec"]["ports"] if p["name"] == "grpc"]
-                add(caller, world.dial(caller, f"dns:///rr-bge-reranker-headless.{NAMESPACE}.svc.cluster.local:{grpc['port']}"))
+                add(
+                    caller,
+                    world.dial(caller, f"dns:///rr-bge-reranker-headless.{NAMESPACE}.svc.cluster.local:{grpc['port']}"),
+                )
     # The Gateway -> every route's backend.
     gateways = [c for c in world.remote_clients if c.name == "gateway"]
     for route, gateway in itertools.product(world.routes, gateways):
@@ -283,7 +296,10 @@ def test_evaluator_semantics():
     c = pod("c", "10.0.1.1", "ns2", {"app": "b"})
     outside = Endpoint("out", "8.8.8.8")
     assert Cluster([]).allowed(a, b, 8080)  # no policy: open
-    deny_b = {"metadata": {"namespace": "ns1"}, "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]}}
+    deny_b = {
+        "metadata": {"namespace": "ns1"},
+        "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]},
+    }
     assert not Cluster([deny_b]).allowed(a, b, 8080)
     named = {
         "metadata": {"namespace": "ns1"},
@@ -298,7 +314,16 @@ def test_evaluator_semantics():
         "metadata": {"namespace": "ns1"},
         "spec": {
             "podSelector": {},
-            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns2"}}, "podSelector": {"matchLabels": {"app": "a"}}}]}],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns2"}},
+                            "podSelector": {"matchLabels": {"app": "a"}},
+                        }
+                    ]
+                }
+            ],
         },
     }
     assert not Cluster([both]).allowed(c, b, 8080)  # namespace matches, pod does not: AND
@@ -307,7 +332,9 @@ def test_evaluator_semantics():
         "spec": {
             "podSelector": {"matchLabels": {"app": "a"}},
             "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": {"cidr": "8.0.0.0/8", "except": ["8.8.8.0/24"]}}], "ports": [{"port": 443}]}],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": "8.0.0.0/8", "except": ["8.8.8.0/24"]}}], "ports": [{"port": 443}]}
+            ],
         },
     }
     assert not Cluster([egress]).allowed(a, outside, 443)  # in the except range
@@ -315,9 +342,15 @@ def test_evaluator_semantics():
     assert not Cluster([egress]).allowed(a, Endpoint("o2", "8.1.1.1"), 80)
     assert not Cluster([egress]).allowed(a, b, 443)  # ipBlock only: not this pod
     assert Cluster([egress]).allowed(b, a, 80)  # the policy selects a's egress only
-    headless = {"metadata": {"name": "h", "namespace": "ns1"}, "spec": {"clusterIP": "None", "selector": {"app": "b"}, "ports": [{"port": 1, "targetPort": "web"}]}}
+    headless = {
+        "metadata": {"name": "h", "namespace": "ns1"},
+        "spec": {"clusterIP": "None", "selector": {"app": "b"}, "ports": [{"port": 1, "targetPort": "web"}]},
+    }
     assert resolve("dns:///h.ns1.svc.cluster.local:8080", "ns1", [headless], [a, b]) == [(b, 8080)]
-    cluster_ip = {"metadata": {"name": "s", "namespace": "ns1"}, "spec": {"selector": {"app": "b"}, "ports": [{"port": 1, "targetPort": "web"}]}}
+    cluster_ip = {
+        "metadata": {"name": "s", "namespace": "ns1"},
+        "spec": {"selector": {"app": "b"}, "ports": [{"port": 1, "targetPort": "web"}]},
+    }
     assert resolve("s:1", "ns1", [cluster_ip], [a, b]) == [(b, 8080)]
     with pytest.raises(LookupError):
         resolve("s:2", "ns1", [cluster_ip], [a, b])

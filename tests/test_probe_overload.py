@@ -33,7 +33,7 @@ PROBE = ROOT / "docker" / "probe.py"
 BUSY_S = 4.0  # how long one execute holds the only instance
 AGE_MS, GRACE_MS = 1500, 500
 
-MODEL_PY = f'''
+MODEL_PY = f"""
 import time
 
 import numpy as np
@@ -47,7 +47,7 @@ class TritonPythonModel:
             pb_utils.InferenceResponse([pb_utils.Tensor("score", np.full((1, 1), 0.5, np.float32))])
             for _ in requests
         ]
-'''
+"""
 
 
 def _config(name: str, policy: mc.ModelQueuePolicy) -> str:

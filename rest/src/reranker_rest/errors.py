@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Dict, MutableMapping, Optional, Sequence
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Sequence
 
 from starlette.responses import JSONResponse
 
@@ -30,7 +30,7 @@ class ApiError(Exception):
         message: str,
         error_type: str = "Validation",
         retry_after: Optional[int] = None,
-        headers: Optional[Dict[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
@@ -105,7 +105,7 @@ def field_path(loc: Sequence) -> str:
     return out or "body"
 
 
-def validation_message(errors: Sequence[dict]) -> str:
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     """Validation errors as one line per field, the field first, named once: a check that
     already names its field (`documents[1]: ...`) is not prefixed again."""
     parts = []

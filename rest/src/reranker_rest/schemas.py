@@ -112,7 +112,7 @@ class BilledUnits(BaseModel):
 
 class Meta(BaseModel):
     api_version: ApiVersion
-    billed_units: BilledUnits = BilledUnits()
+    billed_units: BilledUnits = Field(default_factory=lambda: BilledUnits(search_units=1))
     warnings: Optional[List[str]] = None
 
 
