@@ -30,7 +30,7 @@ from tests.conftest import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "docker" / "probe.py"
-BUSY_S = 4.0  # how long one execute holds the only instance
+BUSY_S = 3.0  # how long one execute holds the only instance (the probe lands well inside it)
 AGE_MS, GRACE_MS = 1500, 500
 
 MODEL_PY = f"""
