@@ -74,7 +74,8 @@ def test_call_methods_show_their_declared_parameters():
     (signatures.same_parameters): inspect and typing see those, not (*args, **kwargs), and the
     async ones stay coroutine functions."""
     assert list(inspect.signature(RerankClient.rerank).parameters) == [
-        "self", "query", "documents", "top_k", "return_documents", "timeout", "long_documents", "window_stride"
+        "self", "query", "documents", "top_k", "return_documents", "timeout", "long_documents", "window_stride",
+        "strict",
     ]  # fmt: skip
     for name in ("rerank", "score", "score_details"):
         sync, asyn = getattr(RerankClient, name), getattr(AsyncRerankClient, name)

@@ -124,7 +124,7 @@ class AsyncRerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = await self._server_limits(deadline, budget)
-        chunks = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
+        chunks = self._chunks(job.pairs, limits, job.long_documents, job.window_stride, job.strict)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
         outputs = await _all_or_nothing(
             [self._infer(c, deadline, budget, limiter) for c in chunks], deadline + DEADLINE_GRACE_S, budget

@@ -167,7 +167,7 @@ class RerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = self._server_limits(deadline, budget)
-        queued = self._chunks(job.pairs, limits, job.long_documents, job.window_stride)
+        queued = self._chunks(job.pairs, limits, job.long_documents, job.window_stride, job.strict)
         in_flight: Dict[Future[Outputs], planning.Chunk] = {}
         answered: List[Tuple[planning.Chunk, Outputs]] = []
 
