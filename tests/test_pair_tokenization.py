@@ -110,6 +110,7 @@ def test_a_passage_over_the_window_limit_is_scored_on_its_first_windows_read_bou
     windows, every one flagged truncated, instead of failing its request; the other passage of the
     request is untouched; and the tokenizer reads only as far as those windows reach."""
     import pair_windows
+
     from tests.test_bounded_tokenization import SpyTokenizer
 
     limits, tokenizer, _ = setup

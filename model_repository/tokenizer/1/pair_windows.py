@@ -32,9 +32,7 @@ def _last_start_at_or_before(starts: Sequence[bool]) -> list[int]:
     return out
 
 
-def window_bounds(
-    starts: Sequence[bool], width: int, stride: int, limit: int | None = None
-) -> list[tuple[int, int]]:
+def window_bounds(starts: Sequence[bool], width: int, stride: int, limit: int | None = None) -> list[tuple[int, int]]:
     """[start, end) token ranges of every window over len(starts) tokens (see the module doc).
     limit: stop once limit + 1 windows are known (enough to tell the passage needs more than
     `limit`); the first `limit` are the same as without it."""
