@@ -138,3 +138,31 @@ def test_a_passage_over_the_window_limit_is_scored_on_its_first_windows_read_bou
     last_end = batch.span[n - 1][1]
     handed = max(len(t) for call in spy.calls for t in call)
     assert handed < 2 * last_end + 4096 < len(huge), (handed, last_end, len(huge))
+
+
+def test_a_request_may_ask_for_a_shorter_max_length_with_flagrerankers_rules(setup):
+    """Issue 29 item 3 (tokenizer part): a request's own max_length N <= the export's gives
+    FlagReranker's compute_score(max_length=N) tokenization (query cut to N * 3 // 4, passage
+    'only_second'), padded to the export's buckets; requests with other lengths in the same
+    batch are unaffected; N out of range fails that request alone, naming the field and range."""
+    limits, tokenizer, model_dir = setup
+    from pair_tokenization import InvalidInput
+
+    pairs = calibration_texts.pairs()[:6] + [
+        (calibration_texts.long_passage(12), "short passage"),  # a query cut at every N
+        ("Everest?", calibration_texts.long_passage(25)),  # a passage cut at every N
+    ]
+    queries, passages = [q for q, _ in pairs], [p for _, p in pairs]
+    lengths = sorted({17, 32, 33, limits.max_length // 2 + 1, limits.max_length - 1})
+    results = tokenizer.tokenize_requests(
+        [(queries, passages)] * (len(lengths) + 2), max_lengths=[*lengths, None, limits.max_length + 1]
+    )
+    for n, batch in zip([*lengths, limits.max_length], results):
+        expected = flag_token_ids(model_dir, pairs, n)
+        assert batch.tokens.ravel().tolist() == [len(ids) for ids in expected], n
+        for row, ids in enumerate(expected):
+            assert batch.input_ids[row, : len(ids)].tolist() == ids, (n, row)
+        assert batch.input_ids.shape[1] in limits.buckets
+        assert batch.truncated[-2:].all() and max(map(len, expected)) <= n
+    assert isinstance(results[-1], InvalidInput)
+    assert f"max_length: {limits.max_length + 1} must be in 17..{limits.max_length}" in str(results[-1])

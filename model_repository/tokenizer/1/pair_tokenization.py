@@ -229,12 +229,34 @@ class PairTokenizer:
             m = int(ends[-1] * need / len(common) * CHUNK_MARGIN) + cuts.longest
         return None
 
-    def join(self, index: int, q: list[int], p: list[int]) -> tuple[list[int], bool]:
-        """`<s> q </s></s> p </s>` within max_length, and whether anything was cut."""
-        truncated = len(q) > self.query_max_length or len(p) > self.max_length
-        q = q[: self.query_max_length]
-        p = p[: self.max_length]
-        overflow = len(q) + len(p) + SPECIAL_TOKENS_PER_PAIR - self.max_length
+    def lengths_for(self, max_length: int | None) -> tuple[int, int]:
+        """(max_length, query_max_length) of a request: the export's, or a shorter one the request
+        asks for, with FlagReranker's rule for the query's share (compute_score(max_length=N) cuts
+        the query to N * 3 // 4)."""
+        if max_length is None:
+            return self.max_length, self.query_max_length
+        return max_length, max_length * 3 // 4
+
+    def check_max_length(self, max_length: int) -> int:
+        """A request's own max_length: any from the smallest that holds a pair up to the export's."""
+        # The smallest N where a query at its full share (N * 3 // 4) still leaves the passage a
+        # token: below it FlagReranker's 'only_second' cannot fit the pair either.
+        least = 4 * (SPECIAL_TOKENS_PER_PAIR + 1) - 3
+        assert least - least * 3 // 4 - SPECIAL_TOKENS_PER_PAIR == 1
+        if not least <= max_length <= self.max_length:
+            raise InvalidInput(
+                f"max_length: {max_length} must be in {least}..{self.max_length} (the export's max_length)"
+            )
+        return max_length
+
+    def join(self, index: int, q: list[int], p: list[int], max_length: int | None = None) -> tuple[list[int], bool]:
+        """`<s> q </s></s> p </s>` within max_length (the export's, or the request's own), and
+        whether anything was cut."""
+        max_length, query_max_length = self.lengths_for(max_length)
+        truncated = len(q) > query_max_length or len(p) > max_length
+        q = q[:query_max_length]
+        p = p[:max_length]
+        overflow = len(q) + len(p) + SPECIAL_TOKENS_PER_PAIR - max_length
         if overflow > 0:  # 'only_second': the passage gives up the tokens
             p = p[: len(p) - overflow]
             truncated = True
@@ -350,13 +372,20 @@ class PairTokenizer:
         return encodings  # type: ignore[return-value]
 
     def tokenize_requests(
-        self, requests: list[tuple[list[object], list[object]]], heads: bool = True
+        self,
+        requests: list[tuple[list[object], list[object]]],
+        heads: bool = True,
+        max_lengths: list[int | None] | None = None,
     ) -> list[PairBatch | InvalidInput]:
         """Tokenize many requests in one batch; a bad request fails alone. Each distinct text is
         tokenized once (a rerank request repeats its query for every pair), and only as far as a
         pair can use it: query_max_length + 1 tokens of a query, max_length + 1 of a passage (the
         extra token tells whether the text was truncated). heads: long texts are decoded only as
-        far as that (`decode_head`); a request where that was too little is redone whole."""
+        far as that (`decode_head`); a request where that was too little is redone whole.
+        max_lengths: per request, None (the export's max_length) or a shorter one the request
+        asks for (FlagReranker's compute_score(max_length=N) rules; padded to the same buckets)."""
+        if max_lengths is None:
+            max_lengths = [None] * len(requests)
         results: list[PairBatch | InvalidInput | None] = [None] * len(requests)
         slot: dict[str, int] = {}  # text -> its index in `texts`
         texts: list[str] = []
@@ -376,14 +405,16 @@ class PairTokenizer:
         for r, (raw_queries, raw_passages) in enumerate(requests):
             try:  # the whole request is read before any of it is placed: a bad item costs no tokenizing
                 self._check_pairing(raw_queries, raw_passages)
+                own = max_lengths[r]
+                max_length, query_max_length = self.lengths_for(None if own is None else self.check_max_length(own))
                 read = [
                     (
                         need,
                         *(self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)),
                     )
                     for field, items, need in (
-                        ("query", raw_queries, self.query_max_length + 1),
-                        ("passage", raw_passages, self.max_length + 1),
+                        ("query", raw_queries, query_max_length + 1),
+                        ("passage", raw_passages, max_length + 1),
                     )
                     for i, raw in enumerate(items)
                 ]
@@ -401,12 +432,16 @@ class PairTokenizer:
                 continue
             try:
                 results[r] = self.pad(
-                    [self.join(i, encoded[q], encoded[p]) for i, (q, p) in enumerate(zip(query_slots, passage_slots))]
+                    [
+                        self.join(i, encoded[q], encoded[p], max_lengths[r])
+                        for i, (q, p) in enumerate(zip(query_slots, passage_slots))
+                    ]
                 )
             except InvalidInput as err:
                 results[r] = err
         if redo:
-            for r, result in zip(redo, self.tokenize_requests([requests[r] for r in redo], heads=False)):
+            again = self.tokenize_requests([requests[r] for r in redo], False, [max_lengths[r] for r in redo])
+            for r, result in zip(redo, again):
                 results[r] = result
         return results  # type: ignore[return-value]
 
