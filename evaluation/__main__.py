@@ -8,8 +8,10 @@ is one they cover. Writes report.json, report.md, ndcg_delta.png, reranked.trec 
 first_stage.trec to --out.
 
 Exit status: 0 evaluated (input problems that do not stop a run are counted in the report);
-2 no evaluation (bad dataset or run file, server unreachable or failing): one message, no
-traceback.
+1 evaluated, but the server refused one or more queries: the report is written, those queries
+keep their first-stage order in the reranked figures and are named (`not_reranked`), so the
+reranked numbers are not the reranker's alone; 2 no evaluation (bad dataset or run file,
+server unreachable or failing): one message, no traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from . import first_stage, metrics, published, report
 from .issues import EvalInputError
 from .rerank import MODES, connect, make_scorer, rerank
 
-EXIT_OK, EXIT_NO_EVALUATION = 0, 2
+EXIT_OK, EXIT_NOT_ALL_RERANKED, EXIT_NO_EVALUATION = 0, 1, 2
 
 
 def _ks(text: str) -> List[int]:
@@ -147,7 +149,15 @@ def run(args: argparse.Namespace) -> Tuple[dict, dict, dict]:
                 "reranked": overall_after,
                 "delta": {m: overall_after[m] - overall_before[m] for m in names},
             },
-            "per_query": {qid: {"first_stage": before[qid], "reranked": after[qid]} for qid in data.qrels},
+            "per_query": {
+                qid: {
+                    "first_stage": before[qid],
+                    "reranked": after[qid],
+                    **({"not_reranked": True} if qid in reranked.failed else {}),
+                }
+                for qid in data.qrels
+            },
+            "not_reranked": sorted(reranked.failed),
             "throughput": reranked.stats(),
             "issues": data.issues.to_dict(),
             "published": published.compare(
@@ -181,6 +191,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"wrote {', '.join(files.values())}")
     for kind, entry in result["issues"].items():
         print(f"note: {kind}: {entry['count']} ({entry['meaning']})", file=sys.stderr)
+    if result["not_reranked"]:
+        failed = result["not_reranked"]
+        print(
+            f"eval: {len(failed)} queries could not be reranked (the server refused them: "
+            f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}); their first-stage order is in the "
+            "reranked figures",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_ALL_RERANKED
     return EXIT_OK
 
 

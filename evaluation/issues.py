@@ -31,7 +31,10 @@ MEANINGS = {
     "empty_queries": "judged queries with empty text: not reranked, first-stage order kept",
     "documents_cut_to_byte_limit": "candidates longer than the server's per-text byte limit: cut on a character "
     "boundary before sending (the model only reads max_length tokens anyway)",
-    "failed_queries": "queries the server refused: first-stage order kept for them",
+    "failed_queries": "queries the server refused: NOT reranked, their first-stage order is in the reranked "
+    "metrics, and the run exits with status 1",
+    "documents_scored_in_part": "window mode: documents over the server's per-passage window limit, scored on "
+    "their first windows only (the rest of the document was not read)",
 }
 
 

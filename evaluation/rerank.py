@@ -35,6 +35,10 @@ class Scored:
     logit: float
     tokens: int
     truncated: bool
+    # Scored on only part of what the mode promises to read: in window mode, a document over the
+    # server's per-passage window limit, scored on its first windows (reranker_client's
+    # `truncated` with `windows` at the limit). Truncate mode cuts by design: never degraded.
+    degraded: bool = False
 
 
 class Scorer(Protocol):
@@ -50,11 +54,19 @@ class ClientScorer:
 
     def __init__(self, client: RerankClient, mode: str):
         self.client, self.mode = client, mode
+        self.window_limit = client.server_limits().max_windows_per_passage if mode == "window" else None
 
     def __call__(self, query: str, documents: Sequence[str]) -> List[Scored]:
         pairs = [(query, d) for d in documents]
+        limit = self.window_limit
         return [
-            Scored(r.logit, r.tokens, r.truncated) for r in self.client.score_details(pairs, long_documents=self.mode)
+            Scored(
+                r.logit,
+                r.tokens,
+                r.truncated,
+                bool(limit and r.truncated and r.windows is not None and r.windows >= limit),
+            )
+            for r in self.client.score_details(pairs, long_documents=self.mode)
         ]
 
 
@@ -71,6 +83,8 @@ class RerankRun:
     pairs: int = 0
     tokens: int = 0
     truncated: int = 0
+    degraded: int = 0  # documents scored on only part of what the mode reads (Scored.degraded)
+    failed: List[str] = field(default_factory=list)  # query ids the server refused: NOT reranked
     wall_s: float = 0.0
 
     def stats(self) -> dict:
@@ -85,6 +99,8 @@ class RerankRun:
             "pairs": self.pairs,
             "tokens": self.tokens,
             "truncated_pairs": self.truncated,
+            "degraded_documents": self.degraded,
+            "failed_queries": len(self.failed),
             "wall_s": self.wall_s,
             "queries_per_s": len(lat) / wall if lat else 0.0,
             "pairs_per_s": self.pairs / wall if lat else 0.0,
@@ -129,6 +145,9 @@ def _rank_query(
     scored = scorer(query, sent_texts) if sent_texts else []
     latency_ms = (time.perf_counter() - start) * 1e3
     ranked = {did: s.logit for did, s in zip(sent_ids, scored)}
+    for did, s in zip(sent_ids, scored):
+        if s.degraded:
+            issues.add("documents_scored_in_part", f"{qid}/{did}")
     floor = min(ranked.values(), default=0.0) - 1.0
     for did in unsent:  # below every scored document
         ranked[did] = floor
@@ -144,8 +163,10 @@ def rerank(
     concurrency: int = 4,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> RerankRun:
-    """Reranked run for every query with candidates; a query the server refuses (or with an
-    empty text) keeps its first-stage order and is counted."""
+    """Reranked run for every query with candidates. A query with an empty text keeps its
+    first-stage order and is counted; a query the server refuses keeps it too (the metrics need a
+    ranking for every judged query), is counted and listed in `failed`, and makes the CLI exit
+    non-zero: a run with a query that could not be reranked is no clean result."""
     out = RerankRun(run={})
     todo = []
     for qid, docs in first.candidates.items():
@@ -173,6 +194,7 @@ def rerank(
             if err is not None:
                 issues.add("failed_queries", f"{qid}: {err}")
                 out.run[qid] = dict(first.candidates[qid])
+                out.failed.append(qid)
             else:
                 ranked, scored, latency_ms = result
                 out.run[qid] = ranked
@@ -180,6 +202,7 @@ def rerank(
                 out.pairs += len(scored)
                 out.tokens += sum(s.tokens for s in scored)
                 out.truncated += sum(s.truncated for s in scored)
+                out.degraded += sum(s.degraded for s in scored)
             if progress:
                 progress(done, len(todo))
     out.wall_s = time.perf_counter() - start

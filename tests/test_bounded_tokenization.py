@@ -231,10 +231,10 @@ def test_long_texts_read_in_part_give_the_full_tokenization(setup, monkeypatch):
     redone = []
     real = tokenizer.tokenize_requests
 
-    def spy(requests, heads=True):
+    def spy(requests, heads=True, max_lengths=None):
         if not heads:
             redone.append(len(requests))
-        return real(requests, heads)
+        return real(requests, heads, max_lengths)
 
     monkeypatch.setattr(tokenizer, "tokenize_requests", spy)
     assert_same_as_full_tokenization(tokenizer, [(q, p) for q in ("Everest?", texts[0]) for p in texts], 4)

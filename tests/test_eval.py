@@ -678,3 +678,40 @@ def test_window_mode_runs_through_the_window_ensemble(server, tiny_model, tmp_pa
     # Truncate mode reports the pairs it cut; window mode reads every token.
     assert reports["truncate"]["throughput"]["truncated_pairs"] >= 2  # d-long and d-en-4
     assert reports["window"]["throughput"]["truncated_pairs"] == 0
+
+
+def test_window_mode_counts_degraded_documents_and_a_refused_query_exits_1(server, tmp_path):
+    """Issue 29: in window mode a document over the per-passage window limit is scored (on its
+    first windows) and counted, its query reranked; a query the server refuses (a NUL character)
+    is named as not reranked and the run exits 1, never a silent 0 with first-stage order."""
+    from reranker_client import RerankClient
+
+    long_text = "Mount Everest is the highest mountain on Earth and stands in the Himalayas. " * 800  # ~60 KB
+    topics = [
+        (qid, query, docs + [("d-en-long", "", long_text, 1)] if qid == "q-en" else docs)
+        for qid, query, docs in eval_data.TOPICS
+    ] + [("q-nul", "Where is the Matterhorn?\x00", [("d-nul-1", "", "The Matterhorn is in the Alps.", 2)])]
+    data = eval_data.write(tmp_path / "d", topics=topics)
+    run = eval_data.all_docs_run(topics)
+    path = eval_data.write_run(tmp_path / "candidates.trec", run)
+    out = tmp_path / "out"
+    proc = cli("--url", server.grpc_url, "--data", data, "--candidates", path, "--out", out, "--mode", "window")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "1 queries could not be reranked" in proc.stderr
+    report = json.loads((out / "report.json").read_text("utf-8"))
+    assert report["not_reranked"] == ["q-nul"] and report["per_query"]["q-nul"]["not_reranked"]
+    assert "not_reranked" not in report["per_query"]["q-en"]
+    issues = report["issues"]
+    assert issues["failed_queries"]["count"] == 1
+    assert issues["documents_scored_in_part"] == {
+        "count": 1,
+        "examples": ["q-en/d-en-long"],
+        "meaning": issues["documents_scored_in_part"]["meaning"],
+    }
+    assert report["throughput"]["degraded_documents"] == 1 and report["throughput"]["failed_queries"] == 1
+    # q-en was reranked with the long document scored as the client's window mode scores it.
+    reranked = _run_scores(out / "reranked.trec")
+    with RerankClient(server.grpc_url) as client:
+        [direct] = client.score_details([(topics[0][1], long_text.strip())], long_documents="window")
+    assert direct.truncated and abs(reranked[("q-en", "d-en-long")] - direct.logit) < 1e-5
+    assert reranked[("q-en", "d-en-long")] != run["q-en"]["d-en-long"]

@@ -25,7 +25,7 @@ from tests.long_context_repo import serve_at
 from tests.references import flag_reranker, flag_scores, flag_token_ids
 from tests.server_helpers import metric
 from tests.shape_metrics import class_shape_metrics
-from tests.window_reference import reference_windows
+from tests.window_reference import reference_windows, window_spans
 
 QUERY = TOPICS[0][1]
 LONG = [long_passage(12), long_passage(40, offset=3), long_passage(25, offset=7)]  # ~600, ~1,700, ~1,000 tokens
@@ -86,6 +86,37 @@ def test_passage_in_one_window_scores_exactly_as_truncate_with_whole_span(server
         assert abs(w.logit - t.logit) <= 1e-6 and w.tokens == t.tokens and w.truncated == t.truncated
 
 
+def test_a_passage_over_the_window_limit_degrades_alone_and_strict_refuses_it(server, tiny_model):
+    """Issue 29: the failure unit is the document. Stride 20 over ~1,700 tokens needs ~60 windows,
+    over the per-passage limit: that document is scored on its first MAX_WINDOWS_PER_PASSAGE
+    windows (the best of them, by an independent reference) and flagged truncated; the call
+    returns every document; strict=True refuses it, naming the document and the limit."""
+    stride = 20
+    documents = [LONG[0], LONG[1], "Mount Everest is the highest mountain on Earth."]
+    max_length = ServingLimits().max_length
+    with RerankClient(server.grpc_url, retries=0) as client:
+        results = sorted(
+            client.rerank(QUERY, documents, long_documents="window", window_stride=stride), key=lambda r: r.index
+        )
+        with pytest.raises(InvalidInputError) as err:
+            client.rerank(QUERY, documents, long_documents="window", window_stride=stride, strict=True)
+    assert [r.index for r in results] == [0, 1, 2]
+    long_one = results[1]
+    spans = window_spans(tiny_model, QUERY, LONG[1], max_length, stride)
+    assert len(spans) > MAX_WINDOWS_PER_PASSAGE
+    first = spans[:MAX_WINDOWS_PER_PASSAGE]
+    logits = flag_scores(tiny_model, [(QUERY, LONG[1][a:b]) for a, b in first], max_length=max_length, normalize=False)
+    assert long_one.truncated and long_one.windows == MAX_WINDOWS_PER_PASSAGE
+    assert abs(long_one.logit - float(logits.max())) < 1e-4, (long_one.logit, float(logits.max()))
+    assert long_one.span in [span for span, logit in zip(first, logits) if logit >= logits.max() - 1e-4]
+    # The other documents are scored whole, as without the long one.
+    assert not results[0].truncated and 1 < results[0].windows < MAX_WINDOWS_PER_PASSAGE
+    assert not results[2].truncated and results[2].windows == 1
+    assert "documents[1]" in str(err.value)
+    assert f"over the limit of {MAX_WINDOWS_PER_PASSAGE} windows per passage" in str(err.value)
+    assert server.is_ready()
+
+
 def test_window_limits_published_and_errors_name_both_numbers(server):
     with RerankClient(server.grpc_url, retries=0) as client:
         limits = client.server_limits()
@@ -95,12 +126,6 @@ def test_window_limits_published_and_errors_name_both_numbers(server):
         )
         assert limits.max_batch_tokens == MAX_BATCH_TOKENS
         assert limits.length_classes == [(c.max_length, c.max_batch) for c in length_classes(ServingLimits())]
-        # Per passage: stride 1 over ~1,700 tokens needs ~1,200 windows.
-        with pytest.raises(InvalidInputError) as err:
-            client.rerank(QUERY, [LONG[1]], long_documents="window", window_stride=1)
-        needed = int(re.search(r"needs (\d+) windows", str(err.value)).group(1))
-        assert needed > MAX_WINDOWS_PER_PASSAGE
-        assert f"over the limit of {MAX_WINDOWS_PER_PASSAGE} windows per passage" in str(err.value)
     # Per request, on the wire: 64 passages of ~6 windows each.
     many = [LONG[1]] * 64
     client = grpcclient.InferenceServerClient(server.grpc_url)

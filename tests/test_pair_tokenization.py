@@ -102,7 +102,67 @@ def test_window_mode_rows_errors_and_bounded_reading(setup):
     assert starts[0] == 0 and ends[-1] == len(passage) and (starts[1:] <= ends[:-1]).all()  # overlapping cover
     [error] = tokenizer.tokenize_window_requests([([query], [passage], [width + 1])])
     assert isinstance(error, InvalidInput) and f"must be in 1..{width}" in str(error)
-    # A passage far beyond what the windows could cover is refused after reading a bounded prefix.
-    huge = " ".join(["Der Mount Everest ist der höchste Berg der Erde."] * 5000)
-    [error] = tokenizer.tokenize_window_requests([([query], [huge], [0])])
-    assert isinstance(error, InvalidInput) and "needs more than" in str(error) and "windows per passage" in str(error)
+
+
+@pytest.mark.parametrize("stride", [0, 7])
+def test_a_passage_over_the_window_limit_is_scored_on_its_first_windows_read_bounded(setup, monkeypatch, stride):
+    """Issue 29: a passage needing more than max_windows_per_passage windows degrades to its first
+    windows, every one flagged truncated, instead of failing its request; the other passage of the
+    request is untouched; and the tokenizer reads only as far as those windows reach."""
+    import pair_windows
+
+    from tests.test_bounded_tokenization import SpyTokenizer
+
+    limits, tokenizer, _ = setup
+    query, short = "Everest?", "Der Mount Everest ist der höchste Berg der Erde."
+    huge = " ".join([short] * 5000)  # ~60,000 tokens: thousands of windows at either max_length
+    whole = tokenizer.tokenizer.encode(huge, add_special_tokens=False)
+    q = tokenizer.tokenizer.encode(query, add_special_tokens=False).ids
+    spy = SpyTokenizer(tokenizer.tokenizer)
+    monkeypatch.setattr(tokenizer, "tokenizer", spy)
+    [batch] = tokenizer.tokenize_window_requests([([query, query], [huge, short], [stride, stride])])
+    n = tokenizer.max_windows_per_passage
+    owner = batch.owner.reshape(-1).tolist()
+    assert owner == [0] * n + [1]
+    assert batch.pairs.truncated.reshape(-1).tolist() == [True] * n + [False]
+    # The same windows as over the whole passage, read unbounded: its first n.
+    width = limits.max_length - len(q) - 4
+    bounds = pair_windows.window_bounds(pair_windows.word_starts(whole.word_ids), width, stride or width // 2)
+    assert len(bounds) > n
+    for row, (start, end) in enumerate(bounds[:n]):
+        expected = [tokenizer.cls_id, *q, tokenizer.sep_id, tokenizer.sep_id, *whole.ids[start:end], tokenizer.sep_id]
+        assert batch.pairs.input_ids[row, : len(expected)].tolist() == expected
+        assert tuple(batch.span[row]) == pair_windows.char_span(huge, whole.offsets, start, end)
+    # Bounded: the longest text handed to the tokenizer stays within a few windows' worth of the
+    # last kept window's end (the reading grows in steps), far from the whole passage.
+    last_end = batch.span[n - 1][1]
+    handed = max(len(t) for call in spy.calls for t in call)
+    assert handed < 2 * last_end + 4096 < len(huge), (handed, last_end, len(huge))
+
+
+def test_a_request_may_ask_for_a_shorter_max_length_with_flagrerankers_rules(setup):
+    """Issue 29 item 3 (tokenizer part): a request's own max_length N <= the export's gives
+    FlagReranker's compute_score(max_length=N) tokenization (query cut to N * 3 // 4, passage
+    'only_second'), padded to the export's buckets; requests with other lengths in the same
+    batch are unaffected; N out of range fails that request alone, naming the field and range."""
+    limits, tokenizer, model_dir = setup
+    from pair_tokenization import InvalidInput
+
+    pairs = calibration_texts.pairs()[:6] + [
+        (calibration_texts.long_passage(12), "short passage"),  # a query cut at every N
+        ("Everest?", calibration_texts.long_passage(25)),  # a passage cut at every N
+    ]
+    queries, passages = [q for q, _ in pairs], [p for _, p in pairs]
+    lengths = sorted({17, 32, 33, limits.max_length // 2 + 1, limits.max_length - 1})
+    results = tokenizer.tokenize_requests(
+        [(queries, passages)] * (len(lengths) + 2), max_lengths=[*lengths, None, limits.max_length + 1]
+    )
+    for n, batch in zip([*lengths, limits.max_length], results):
+        expected = flag_token_ids(model_dir, pairs, n)
+        assert batch.tokens.ravel().tolist() == [len(ids) for ids in expected], n
+        for row, ids in enumerate(expected):
+            assert batch.input_ids[row, : len(ids)].tolist() == ids, (n, row)
+        assert batch.input_ids.shape[1] in limits.buckets
+        assert batch.truncated[-2:].all() and max(map(len, expected)) <= n
+    assert isinstance(results[-1], InvalidInput)
+    assert f"max_length: {limits.max_length + 1} must be in 17..{limits.max_length}" in str(results[-1])

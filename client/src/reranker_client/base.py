@@ -87,7 +87,7 @@ class Job:
     long_documents: str = "truncate"
     window_stride: Optional[int] = None
     top_k: Optional[int] = None  # rerank's: how many of the best results it returns (None: all)
-    strict: bool = False  # refuse a text over the server's byte limit instead of cutting it
+    strict: bool = False  # refuse instead of degrading: a text over the byte limit, a document over the window limit
 
 
 class ClientBase:
@@ -172,11 +172,13 @@ class ClientBase:
         long_documents="truncate" (default): FlagReranker's scoring, the document cut to fit
         max_length. "window": a long document is scored by overlapping windows of whole words
         (`window_stride` passage tokens apart; default half a window) and gets its best window's
-        score; `span` gives that window's character offsets in the document.
+        score; `span` gives that window's character offsets in the document. A document needing
+        more than the server's max_windows_per_passage windows is scored on its first ones and
+        comes back `truncated` (`windows` = the limit).
 
         A text over the server's byte limit (server_limits().max_text_bytes) is cut to its head
         on a UTF-8 boundary before sending and reported `truncated` (the server reads only the
-        head); strict=True raises InvalidInputError for it instead."""
+        head). strict=True raises InvalidInputError for either instead of degrading."""
         planning.check_mode(long_documents, window_stride)
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
@@ -219,13 +221,14 @@ class ClientBase:
         limits: ServerLimits,
         long_documents: str = "truncate",
         window_stride: Optional[int] = None,
+        strict: bool = False,
     ) -> List[planning.Chunk]:
         """Packs by the server's published rules (query share, special tokens, max_length,
         buckets, length classes): with the caller's tokenizer when given, else with byte-estimated
         token counts. Only an older server that publishes no rules gets plain byte lengths."""
         planning.check_sizes(pairs, limits.max_text_bytes)
         if long_documents == "window":
-            return self._window_chunks(pairs, limits, window_stride)
+            return self._window_chunks(pairs, limits, window_stride, strict)
         length: Optional[Callable[[bytes, bytes], int]] = None
         if self._count is not None:
             count = self._count
@@ -243,9 +246,12 @@ class ClientBase:
             length = estimated
         return planning.plan_chunks(pairs, limits.max_batch_size, length, limits.buckets, limits.class_batch)
 
-    def _window_chunks(self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int]) -> List[planning.Chunk]:
+    def _window_chunks(
+        self, pairs: List[Pair], limits: ServerLimits, stride: Optional[int], strict: bool = False
+    ) -> List[planning.Chunk]:
         """Requests of at most max_windows_per_request windows by estimate (token_counter, else
-        UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count)."""
+        UTF-8 bytes: an XLM-R token is at least one byte, so bytes over-count). A passage costs
+        at most max_windows_per_passage windows: the server scores no more of it."""
         max_windows, max_length = limits.max_windows_per_request, limits.max_length
         query_max_length, special_tokens = limits.query_max_length, limits.special_tokens_per_pair
         if max_windows is None or max_length is None or query_max_length is None or special_tokens is None:
@@ -259,12 +265,16 @@ class ClientBase:
             )
             for q, p in pairs
         ]
-        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride)
+        per_passage = limits.max_windows_per_passage
+        if per_passage:
+            windows = [min(w, per_passage) for w in windows]
+        strict_windows = per_passage if strict else None
+        return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride, strict_windows)
 
     def _plan(self, job: Job, limits: ServerLimits) -> Tuple[List[planning.Chunk], FrozenSet[int]]:
         """The job's requests, and the rows whose text was cut to the server's byte limit."""
         pairs, cut = planning.fit_sizes(job.pairs, limits.max_text_bytes, job.strict)
-        return self._chunks(pairs, limits, job.long_documents, job.window_stride), cut
+        return self._chunks(pairs, limits, job.long_documents, job.window_stride, job.strict), cut
 
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
@@ -286,7 +296,9 @@ class ClientBase:
 
     @staticmethod
     def _outputs(chunk: planning.Chunk, answer: InferResult) -> Outputs:
-        return tritonclient_adapter.read_outputs(answer, window=chunk.strides is not None)
+        outputs = tritonclient_adapter.read_outputs(answer, window=chunk.strides is not None)
+        planning.refuse_capped(chunk, outputs)
+        return outputs
 
     @staticmethod
     def _should_split(err: BaseException, chunk: planning.Chunk) -> bool:

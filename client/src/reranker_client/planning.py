@@ -24,6 +24,9 @@ class Chunk:
     queries: npt.NDArray[np.object_]  # object [B, 1] of UTF-8 bytes
     passages: npt.NDArray[np.object_]
     strides: Optional[npt.NDArray[np.int32]] = None  # window mode: int32 [B, 1] (0 = the server's default)
+    # window mode with strict=True: the server's max_windows_per_passage; a passage scored on only
+    # that many of its windows (see refuse_capped) fails the call instead of coming back truncated.
+    strict_windows: Optional[int] = None
 
 
 LONG_DOCUMENT_MODES = ("truncate", "window")
@@ -212,6 +215,7 @@ def plan_window_chunks(
     max_batch_size: int,
     max_windows_per_request: int,
     stride: Optional[int],
+    strict_windows: Optional[int] = None,
 ) -> List[Chunk]:
     """Window mode: passages sorted by their estimated windows, packed so a request holds at most
     max_batch_size passages and (by the estimates) max_windows_per_request windows."""
@@ -231,6 +235,7 @@ def plan_window_chunks(
             np.array([[pairs[i][0]] for i in rows], dtype=np.object_),
             np.array([[pairs[i][1]] for i in rows], dtype=np.object_),
             np.full((len(rows), 1), stride or 0, dtype=np.int32),
+            strict_windows,
         )
         for rows in groups
         if rows
@@ -252,6 +257,26 @@ def split(chunk: Chunk) -> Tuple[Chunk, Chunk]:
             )
         )
     return parts[0], parts[1]
+
+
+def refuse_capped(chunk: Chunk, outputs: Outputs) -> None:
+    """strict=True in window mode: the server scores a passage that needs more than
+    max_windows_per_passage windows on its first ones and flags it truncated (windows == the
+    limit); strict callers get today's refusal instead, naming the document and the limit. A
+    passage needing exactly the limit whose query was also cut (truncated too) is refused as well:
+    the flag cannot tell the two apart, and strict errs towards refusing."""
+    limit = chunk.strict_windows
+    if limit is None:
+        return
+    windows = np.asarray(outputs[contract.WINDOWS.name]).reshape(-1)
+    truncated = np.asarray(outputs[contract.TRUNCATED.name]).reshape(-1)
+    for j, row in enumerate(chunk.rows):
+        if truncated[j] and windows[j] >= limit:
+            raise InvalidInputError(
+                f"documents[{row}]: needs more than {limit} windows, over the limit of {limit} windows per "
+                f"passage (strict=True; without it the document is scored on its first {limit} windows "
+                f"and flagged truncated)"
+            )
 
 
 def join_outputs(first: Outputs, second: Outputs) -> Outputs:

@@ -86,7 +86,8 @@ class PairBatch:
 class WindowBatch:
     """Window mode: one row per window, and which passage (request row) each window belongs to."""
 
-    pairs: PairBatch  # tokens: the window's pair; truncated: the query was cut
+    pairs: PairBatch  # tokens: the window's pair; truncated: the query was cut, or the passage needs
+    # more than max_windows_per_passage windows and only its first ones are scored
     owner: np.ndarray  # int32 [W, 1]: the request row of the passage
     span: np.ndarray  # int32 [W, 2]: (start, end) character offsets of the window in its passage
 
@@ -228,12 +229,34 @@ class PairTokenizer:
             m = int(ends[-1] * need / len(common) * CHUNK_MARGIN) + cuts.longest
         return None
 
-    def join(self, index: int, q: list[int], p: list[int]) -> tuple[list[int], bool]:
-        """`<s> q </s></s> p </s>` within max_length, and whether anything was cut."""
-        truncated = len(q) > self.query_max_length or len(p) > self.max_length
-        q = q[: self.query_max_length]
-        p = p[: self.max_length]
-        overflow = len(q) + len(p) + SPECIAL_TOKENS_PER_PAIR - self.max_length
+    def lengths_for(self, max_length: int | None) -> tuple[int, int]:
+        """(max_length, query_max_length) of a request: the export's, or a shorter one the request
+        asks for, with FlagReranker's rule for the query's share (compute_score(max_length=N) cuts
+        the query to N * 3 // 4)."""
+        if max_length is None:
+            return self.max_length, self.query_max_length
+        return max_length, max_length * 3 // 4
+
+    def check_max_length(self, max_length: int) -> int:
+        """A request's own max_length: any from the smallest that holds a pair up to the export's."""
+        # The smallest N where a query at its full share (N * 3 // 4) still leaves the passage a
+        # token: below it FlagReranker's 'only_second' cannot fit the pair either.
+        least = 4 * (SPECIAL_TOKENS_PER_PAIR + 1) - 3
+        assert least - least * 3 // 4 - SPECIAL_TOKENS_PER_PAIR == 1
+        if not least <= max_length <= self.max_length:
+            raise InvalidInput(
+                f"max_length: {max_length} must be in {least}..{self.max_length} (the export's max_length)"
+            )
+        return max_length
+
+    def join(self, index: int, q: list[int], p: list[int], max_length: int | None = None) -> tuple[list[int], bool]:
+        """`<s> q </s></s> p </s>` within max_length (the export's, or the request's own), and
+        whether anything was cut."""
+        max_length, query_max_length = self.lengths_for(max_length)
+        truncated = len(q) > query_max_length or len(p) > max_length
+        q = q[:query_max_length]
+        p = p[:max_length]
+        overflow = len(q) + len(p) + SPECIAL_TOKENS_PER_PAIR - max_length
         if overflow > 0:  # 'only_second': the passage gives up the tokens
             p = p[: len(p) - overflow]
             truncated = True
@@ -349,13 +372,20 @@ class PairTokenizer:
         return encodings  # type: ignore[return-value]
 
     def tokenize_requests(
-        self, requests: list[tuple[list[object], list[object]]], heads: bool = True
+        self,
+        requests: list[tuple[list[object], list[object]]],
+        heads: bool = True,
+        max_lengths: list[int | None] | None = None,
     ) -> list[PairBatch | InvalidInput]:
         """Tokenize many requests in one batch; a bad request fails alone. Each distinct text is
         tokenized once (a rerank request repeats its query for every pair), and only as far as a
         pair can use it: query_max_length + 1 tokens of a query, max_length + 1 of a passage (the
         extra token tells whether the text was truncated). heads: long texts are decoded only as
-        far as that (`decode_head`); a request where that was too little is redone whole."""
+        far as that (`decode_head`); a request where that was too little is redone whole.
+        max_lengths: per request, None (the export's max_length) or a shorter one the request
+        asks for (FlagReranker's compute_score(max_length=N) rules; padded to the same buckets)."""
+        if max_lengths is None:
+            max_lengths = [None] * len(requests)
         results: list[PairBatch | InvalidInput | None] = [None] * len(requests)
         slot: dict[str, int] = {}  # text -> its index in `texts`
         texts: list[str] = []
@@ -375,14 +405,16 @@ class PairTokenizer:
         for r, (raw_queries, raw_passages) in enumerate(requests):
             try:  # the whole request is read before any of it is placed: a bad item costs no tokenizing
                 self._check_pairing(raw_queries, raw_passages)
+                own = max_lengths[r]
+                max_length, query_max_length = self.lengths_for(None if own is None else self.check_max_length(own))
                 read = [
                     (
                         need,
                         *(self.decode_head(field, i, raw, need) if heads else (self.decode_text(field, i, raw), False)),
                     )
                     for field, items, need in (
-                        ("query", raw_queries, self.query_max_length + 1),
-                        ("passage", raw_passages, self.max_length + 1),
+                        ("query", raw_queries, query_max_length + 1),
+                        ("passage", raw_passages, max_length + 1),
                     )
                     for i, raw in enumerate(items)
                 ]
@@ -400,22 +432,47 @@ class PairTokenizer:
                 continue
             try:
                 results[r] = self.pad(
-                    [self.join(i, encoded[q], encoded[p]) for i, (q, p) in enumerate(zip(query_slots, passage_slots))]
+                    [
+                        self.join(i, encoded[q], encoded[p], max_lengths[r])
+                        for i, (q, p) in enumerate(zip(query_slots, passage_slots))
+                    ]
                 )
             except InvalidInput as err:
                 results[r] = err
         if redo:
-            for r, result in zip(redo, self.tokenize_requests([requests[r] for r in redo], heads=False)):
+            again = self.tokenize_requests([requests[r] for r in redo], False, [max_lengths[r] for r in redo])
+            for r, result in zip(redo, again):
                 results[r] = result
         return results  # type: ignore[return-value]
 
+    def window_width(self, query_tokens: int) -> int:
+        """Passage tokens of one window beside a query of `query_tokens` (before its cut)."""
+        return self.max_length - min(query_tokens, self.query_max_length) - SPECIAL_TOKENS_PER_PAIR
+
+    def window_need(self, query_tokens: int, stride: int) -> int:
+        """Passage tokens that decide the first max_windows_per_passage windows and whether there
+        are more: window k starts at most k strides in (each start moves at most one stride,
+        pair_windows.py) and holds at most a window's width, so the last kept window ends by
+        (N - 1) * stride + width, and one token past it says the passage goes on."""
+        width = self.window_width(query_tokens)
+        stride = min(max(1, stride or width // 2), max(1, width))  # an invalid stride fails later
+        return (self.max_windows_per_passage - 1) * stride + width + 1
+
     def window_rows(
-        self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding, complete: bool, stride: int
+        self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding, stride: int
     ) -> list[tuple[list[int], bool, tuple[int, int]]]:
-        """(pair ids, query cut, character span) of every window of one passage, or InvalidInput.
-        `complete`: the encoding holds the whole passage (else only a bounded prefix of it)."""
+        """(pair ids, truncated, character span) of every window of one passage, or InvalidInput.
+        `encoding` holds at least `window_need` of the passage's tokens (or all of them).
+
+        A passage that needs more than max_windows_per_passage windows is scored on its FIRST
+        max_windows_per_passage windows and every one of its rows is flagged truncated (the
+        reduce step keeps its best window's flag, so the passage's result says it was not read
+        whole). Why the first windows and not a spread over the document: they are contiguous, so
+        the reading stays bounded to a prefix (nothing past the last window is tokenized), the
+        scored text is one span a caller can show, and a document's opening (title, abstract,
+        summary) is where relevance is most often stated: it is also what truncate mode scores."""
         query = query[: self.query_max_length]
-        width = self.max_length - len(query) - SPECIAL_TOKENS_PER_PAIR
+        width = self.window_width(len(query))
         if not encoding.ids:
             raise InvalidInput(f"passage[{index}]: produces no tokens")
         stride = stride or max(1, width // 2)  # 0: the default, half a window
@@ -424,31 +481,25 @@ class PairTokenizer:
                 f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
                 f"of one window beside this query"
             )
-        bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride)
-        if len(bounds) > self.max_windows_per_passage:
-            # A prefix read only this far already needs more windows than allowed: say so, with a
-            # number that does not depend on how far it was read.
-            needs = f"{len(bounds)}" if complete else f"more than {self.max_windows_per_passage}"
-            raise InvalidInput(
-                f"passage[{index}]: needs {needs} windows of {width} tokens (stride {stride}), "
-                f"over the limit of {self.max_windows_per_passage} windows per passage"
-            )
+        limit = self.max_windows_per_passage
+        bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride, limit)
+        capped = len(bounds) > limit
         ids = encoding.ids
         return [
             (
                 [self.cls_id, *query, self.sep_id, self.sep_id, *ids[start:end], self.sep_id],
-                query_cut,
+                query_cut or capped,
                 pair_windows.char_span(text, encoding.offsets, start, end),
             )
-            for start, end in bounds
+            for start, end in bounds[:limit]
         ]
 
     def tokenize_window_requests(
         self, requests: list[tuple[list[object], list[object], list[int]]]
     ) -> list[WindowBatch | InvalidInput]:
         """Window mode: (queries, passages, strides) per request -> one row per window. Passages
-        are tokenized as far as the window limit can use: a passage with more tokens than
-        max_windows_per_passage windows of max_length could cover is refused unread."""
+        are tokenized only as far as their first max_windows_per_passage windows reach
+        (`window_need`); a longer passage is scored on those windows and flagged truncated."""
         if self.max_windows_per_passage < 1 or self.max_windows_per_request < 1:
             return [InvalidInput("window mode is not configured on this server") for _ in requests]
         results: list[WindowBatch | InvalidInput | None] = [None] * len(requests)
@@ -461,11 +512,15 @@ class PairTokenizer:
                 decoded.append((r, queries, passages, strides))
             except InvalidInput as err:
                 results[r] = err
-        passage_need = self.max_windows_per_passage * self.max_length + 1
         queries = sorted({q for _, qs, _, _ in decoded for q in qs})
-        passages = sorted({p for _, _, ps, _ in decoded for p in ps})
         query_ids = dict(zip(queries, self.encode_bounded(queries, [self.query_max_length + 1] * len(queries))))
-        encodings = dict(zip(passages, self.encode_bounded_full(passages, [passage_need] * len(passages))))
+        passage_need: dict[str, int] = {}  # a passage repeated in several pairs: the most any of them uses
+        for _, qs, ps, strides in decoded:
+            for q, p, stride in zip(qs, ps, strides):
+                need = self.window_need(len(query_ids[q]), int(stride))
+                passage_need[p] = max(passage_need.get(p, 0), need)
+        passages = sorted(passage_need)
+        encodings = dict(zip(passages, self.encode_bounded_full(passages, [passage_need[p] for p in passages])))
         for r, qs, ps, strides in decoded:
             try:
                 rows, owner, spans = [], [], []
@@ -475,10 +530,8 @@ class PairTokenizer:
                     q_ids = query_ids[q]
                     if not q_ids:
                         raise InvalidInput(f"query[{i}]: produces no tokens")
-                    encoding = encodings[p]
-                    complete = len(encoding.ids) < passage_need
                     for ids, cut, span in self.window_rows(
-                        i, q_ids, len(q_ids) > self.query_max_length, p, encoding, complete, int(stride)
+                        i, q_ids, len(q_ids) > self.query_max_length, p, encodings[p], int(stride)
                     ):
                         rows.append((ids, cut))
                         owner.append(i)

@@ -32,8 +32,10 @@ def _last_start_at_or_before(starts: Sequence[bool]) -> list[int]:
     return out
 
 
-def window_bounds(starts: Sequence[bool], width: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) token ranges of every window over len(starts) tokens (see the module doc)."""
+def window_bounds(starts: Sequence[bool], width: int, stride: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) token ranges of every window over len(starts) tokens (see the module doc).
+    limit: stop once limit + 1 windows are known (enough to tell the passage needs more than
+    `limit`); the first `limit` are the same as without it."""
     n = len(starts)
     if width < 1 or not 1 <= stride <= width:
         raise ValueError(f"need 1 <= stride ({stride}) <= width ({width})")
@@ -44,7 +46,7 @@ def window_bounds(starts: Sequence[bool], width: int, stride: int) -> list[tuple
         if end < n and last_start[end] > start:  # end just before the word that would not fit
             end = last_start[end]
         windows.append((start, end))
-        if end >= n:
+        if end >= n or (limit is not None and len(windows) > limit):
             return windows
         target = min(start + stride, end)
         start = last_start[target] if last_start[target] > start else target
