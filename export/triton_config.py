@@ -273,6 +273,23 @@ def _tensorrt_accelerator(spec: RepositorySpec, length_class: LengthClass) -> mc
     return policy
 
 
+# Triton's onnxruntime backend maps `optimization { graph { level } }` to ONNX Runtime's session
+# graph optimization level (onnxruntime_backend r24.10, src/onnxruntime.cc lines 217-237):
+# absent or any other value -> ORT_ENABLE_ALL (the default), -1 -> ORT_ENABLE_BASIC,
+# 1 -> ORT_ENABLE_EXTENDED, 2 -> ORT_DISABLE_ALL.
+ORT_GRAPH_LEVELS = {-1: "ORT_ENABLE_BASIC", 1: "ORT_ENABLE_EXTENDED", 2: "ORT_DISABLE_ALL"}
+ORT_GRAPH_LEVEL_DEFAULT = "ORT_ENABLE_ALL"
+ORT_GRAPH_LEVEL_FOR_TENSORRT = 2
+
+
+def ort_graph_level(config: mc.ModelConfig) -> str:
+    """The `onnxruntime.GraphOptimizationLevel` name Triton's onnxruntime backend sets for this
+    config (the mapping above)."""
+    if not config.optimization.HasField("graph"):
+        return ORT_GRAPH_LEVEL_DEFAULT
+    return ORT_GRAPH_LEVELS.get(config.optimization.graph.level, ORT_GRAPH_LEVEL_DEFAULT)
+
+
 def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None = None) -> mc.ModelConfig:
     """The model of one length class (the first class by default): its max_batch_size is the
     class's batch, so the dynamic batcher cannot form a batch over MAX_BATCH_TOKENS."""
@@ -291,6 +308,12 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         config.default_model_filename = "model.onnx"
         config.instance_group.append(gpu)
         config.optimization.CopyFrom(_tensorrt_accelerator(spec, length_class))
+        # No ONNX Runtime graph optimization before the TensorRT EP takes the graph: from BASIC up,
+        # constant folding turns every Cast(fp16 weight) back into an fp32 initializer before
+        # partitioning (2.27 GB for the real model), and the EP serializes the subgraph it takes,
+        # weights included, into one protobuf (2 GiB limit). tests/test_served_graph.py runs the
+        # served graph at the session options this level implies (ort_graph_level).
+        config.optimization.graph.level = ORT_GRAPH_LEVEL_FOR_TENSORRT
         _set_params(config, intra_op_thread_count=GPU_MODEL_INTRA_OP_THREADS)
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"
