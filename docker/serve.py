@@ -21,6 +21,11 @@ every later start that reads it. So:
 Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
 starts (`clear_stale_shm`).
 
+Self-certification (`--self-certify fail|warn`, self_certify.py): once Triton is ready, check that
+TensorRT took every class model and send the certificate through `rerank`; the verdict file is what
+readiness (`probe.py --verdict`) reads. Engines that fail it are neither marked complete nor
+published.
+
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
@@ -38,6 +43,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+# self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import self_certify  # noqa: E402
 
 MARKER = ".complete"
 # The Python backend's default name for its shared-memory regions.
@@ -124,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
     parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
+    self_certify.add_arguments(parser)
     args = parser.parse_args(argv[:split])
+    certifier = self_certify.SelfCertifier(args, args.ready_url.split("/v2/")[0])
+    certifier.prepare()
     command = argv[split + 1 :]
     stale = clear_stale_shm(args.shm_dir)
     if stale:
@@ -146,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, forward)
     while server.poll() is None and not ready(args.ready_url):
         time.sleep(1)
-    if server.poll() is None:
+    # Engines that fail the self-certification are neither marked complete nor published.
+    verdict = certifier.run() if server.poll() is None and certifier.enabled else None
+    if server.poll() is None and (verdict is None or verdict["passed"]):
         (args.local / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
         if shared_dir is not None:
             try:

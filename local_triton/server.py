@@ -47,6 +47,14 @@ def probe_module():
     return module
 
 
+def self_certify_module():
+    """docker/self_certify.py, the image launcher's self-certification, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("reranker_self_certify", ROOT / "docker" / "self_certify.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
     try:
@@ -233,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between health probes (one pair through the ensemble)",
     )
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
+    certify = self_certify_module()
+    certify.add_arguments(parser, repository_option=False)
+    # `make serve` certifies itself as every pod does (its verdict file beside the server state).
+    parser.set_defaults(self_certify="fail", verdict=None)
     args = parser.parse_args(argv)
     if not (args.repository / "rerank" / "config.pbtxt").exists():
         parser.error(f"{args.repository} is not an exported repository (run `make export` first)")
@@ -252,26 +264,36 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     probe = probe_module()
+    args.grpc_url = server.grpc_url
+    args.verdict = args.verdict or STATE_DIR / f"selfcert-{args.http_port}.json"
+    certifier = certify.SelfCertifier(args, f"http://{server.http_url}")
+    certifier.prepare()
     try:
         server.process = subprocess.Popen(
             server.command(), env=server_environment(), start_new_session=True, preexec_fn=_die_with_parent
         )
         server.wait_ready(600)
-        print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
-        watch_health(server, probe, args.probe_period)
+        verdict = certifier.run() if certifier.enabled else None
+        if verdict is not None and not verdict["ready"]:
+            print(f"NOT READY: self-certification failed (verdict in {args.verdict}); Ctrl-C stops", flush=True)
+        else:
+            print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
+        watch_health(server, probe, args.probe_period, args.verdict if certifier.enabled else None)
     except (KeyboardInterrupt, Stop) as reason:
         print(f"\nstopping tritonserver ({reason or 'Ctrl-C'}) ...", flush=True)
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the drain short
         server.stop()
+        certifier.close()
     if server.process is None:
         return 1
     return server.process.returncode or 0
 
 
-def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) -> None:
-    """Until the server exits: the health probe every `period` s; report each change."""
+def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S, verdict: Path | None = None) -> None:
+    """Until the server exits: the health probe every `period` s (and the self-certification
+    verdict, as readiness reads it, when there is one); report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
     assert server.process is not None, "start() the server first"
     was_healthy = True
@@ -281,7 +303,9 @@ def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S) ->
             return
         except subprocess.TimeoutExpired:
             pass
-        healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
+        healthy, reason = probe.certified(str(verdict)) if verdict else (True, "")
+        if healthy:
+            healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
         if healthy != was_healthy:
             print(f"health probe: {'healthy again' if healthy else 'UNHEALTHY'}: {reason}", flush=True)
             was_healthy = healthy
