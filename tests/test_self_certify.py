@@ -242,3 +242,40 @@ def test_deployments_turn_self_certification_on_and_readiness_reads_it(path):
     if "livenessProbe" in text:
         liveness = text[text.index("livenessProbe:") :].split("resources:")[0]
         assert "--verdict" not in liveness
+
+
+def test_make_serve_certifies_itself_and_says_not_ready(python_repo, tmp_path):
+    """`make serve` (local_triton.server) runs the same self-certification after warm-up."""
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    cert = json.loads((repo / "certificate.json").read_text())
+    cert["ranking"]["logits"][0] -= 2.0
+    (repo / "certificate.json").write_text(json.dumps(cert))
+    verdict = tmp_path / "verdict.json"
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_triton.server", str(repo), "--http-port", ports[0], "--grpc-port", ports[1]]
+        + ["--metrics-port", ports[2], "--certify-pairs=4", f"--verdict={verdict}", "--probe-period=1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "health probe: UNHEALTHY" in line:
+                break
+        assert "health probe: UNHEALTHY: self-certification FAILED" in lines[-1], "".join(lines)[-3000:]
+        assert any(line.startswith("[self-certify] FAIL (fail; NOT READY) device cpu") for line in lines)
+        assert any(line.startswith("NOT READY: self-certification failed") for line in lines)
+        assert not selfcert.read_verdict(verdict)["ready"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
