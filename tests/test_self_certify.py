@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from argparse import Namespace
@@ -262,6 +263,8 @@ def test_make_serve_certifies_itself_and_says_not_ready(python_repo, tmp_path):
         text=True,
     )
     lines: list[str] = []
+    stopper = threading.Timer(180, proc.kill)  # a launcher that never says UNHEALTHY fails, not hangs
+    stopper.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -273,6 +276,7 @@ def test_make_serve_certifies_itself_and_says_not_ready(python_repo, tmp_path):
         assert any(line.startswith("NOT READY: self-certification failed") for line in lines)
         assert not selfcert.read_verdict(verdict)["ready"]
     finally:
+        stopper.cancel()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.communicate(timeout=60)
