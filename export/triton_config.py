@@ -264,8 +264,9 @@ def _tensorrt_accelerator(spec: RepositorySpec, length_class: LengthClass) -> mc
         "trt_profile_max_shapes": profile.shapes("max"),
     }
     if spec.precision == "fp16":
-        # The EP's counterpart of the plan builders' fp32 pins: LayerNormalization in fp32, the
-        # overflow TensorRT 10.5 itself warns about for layernorm after self-attention in fp16.
+        # Matches only the Pow+Reduce decomposition of LayerNorm, which our opset-17 graph does not
+        # contain: onnx-tensorrt takes a LayerNormalization node's precision from its stash_type
+        # (fp32 by default). Kept for graphs exported at a lower opset.
         params["trt_layer_norm_fp32_fallback"] = "true"
     accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt", parameters=params)
     policy = mc.ModelOptimizationPolicy()
