@@ -6,7 +6,11 @@ Python backend stub dies (seen on 2.51: the `cross_encoder` stub killed, every i
 answers "Stub process ... is not healthy" for 90+ s while all health endpoints say OK). A pod
 in that state is a black hole. This probe runs a real inference instead, with a short timeout.
 
-    python3 probe.py [--url http://127.0.0.1:8000] [--model rerank] [--timeout 3]
+    python3 probe.py [--url http://127.0.0.1:8000] [--model rerank] [--timeout 3] [--verdict FILE]
+
+With --verdict (readiness only, never liveness): unhealthy until the launcher's
+self-certification (self_certify.py) has written FILE and it says ready, so a pod whose engine
+failed its certificate stays out of the Service without being restarted.
 
 Exit 0: the ensemble answered with a finite score, or shed the request because its queue is
 full (the server is alive and busy: restarting it under load would only move the load).
@@ -75,12 +79,34 @@ def probe(url: str = DEFAULT_URL, model: str = "rerank", timeout_s: float = DEFA
     return True, f"ok: score {score:.4f}"
 
 
+def certified(verdict_path: str) -> tuple[bool, str]:
+    """(ready, reason) from the launcher's self-certification verdict file."""
+    try:
+        with open(verdict_path, encoding="utf-8") as f:
+            verdict = json.load(f)
+    except FileNotFoundError:
+        return False, f"self-certification pending: no verdict at {verdict_path} yet"
+    except (OSError, ValueError) as err:
+        return False, f"unreadable verdict {verdict_path}: {err}"
+    if verdict.get("ready") is True:
+        return True, "certified" if verdict.get("passed") else "certificate FAILED (mode warn: serving anyway)"
+    problems = [f"{m}: {e.get('detail')}" for m, e in verdict.get("engines", {}).items() if not e.get("taken")]
+    problems += verdict.get("certificate", {}).get("failures", [])
+    return False, "self-certification FAILED: " + "; ".join(problems)[:600]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--model", default="rerank")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    parser.add_argument("--verdict", default=None, help="readiness: also require the self-certification verdict")
     args = parser.parse_args(argv)
+    if args.verdict:
+        ok, why = certified(args.verdict)
+        if not ok:
+            print(why, flush=True)
+            return 1
     healthy, reason = probe(args.url, args.model, args.timeout)
     print(reason, flush=True)
     return 0 if healthy else 1

@@ -21,9 +21,18 @@ every later start that reads it. So:
 Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
 starts (`clear_stale_shm`).
 
-Dead stubs: once ready, the Python-backend stubs are watched (stub_watch.py); when one dies
-tritonserver is stopped and this script exits 75, so the kubelet restarts the container
-(Triton never restarts a stub, and its health endpoints keep saying 200).
+Self-certification (`--self-certify fail|warn`, self_certify.py): once Triton is ready, check that
+TensorRT took every class model and send the certificate through `rerank`; the verdict file is what
+readiness (`probe.py --verdict`) reads. Engines that fail it are neither marked complete nor
+published.
+
+Dead stubs: once ready, the Python-backend stubs are watched (stub_watch.py: Triton never
+restarts one, and its health endpoints keep saying 200). When one dies, tritonserver is stopped
+(5 s drain, then killed) and a fresh one started in this container - shared memory cleared, engine
+cache seeded, certified again - up to --stub-restarts times in STUB_RESTART_WINDOW_S; past that
+this script exits 75 so the kubelet restarts the container (and counts it). In place rather than
+by container restart first: compose's proxy shares this container's network namespace and would
+lose it on a container restart, and the kubelet's back-off would delay a second recovery.
 
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
@@ -43,15 +52,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import self_certify  # noqa: E402
 from stub_watch import StubWatch, describe, own_pid_is_watchable  # noqa: E402 - shipped beside this file
 
 MARKER = ".complete"
 # A dead Python-backend stub: checked every STUB_POLL_S once ready; in-flight requests on the
-# healthy instances get STUB_DEATH_DRAIN_S, then tritonserver is killed and we exit with
-# EXIT_STUB_DIED (EX_TEMPFAIL) for the kubelet to restart the container.
+# healthy instances get STUB_DEATH_DRAIN_S, then tritonserver is killed and replaced. After
+# --stub-restarts replacements within STUB_RESTART_WINDOW_S we exit with EXIT_STUB_DIED
+# (EX_TEMPFAIL) for the kubelet to restart the container.
 STUB_POLL_S = 1.0
 STUB_DEATH_DRAIN_S = 5.0
+STUB_RESTART_WINDOW_S = 600.0
+DEFAULT_STUB_RESTARTS = 3
 EXIT_STUB_DIED = 75
 # The Python backend's default name for its shared-memory regions.
 SHM_REGION_PREFIX = "triton_python_backend_shm_region"
@@ -137,52 +151,99 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
     parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
+    parser.add_argument(
+        "--stub-restarts",
+        type=int,
+        default=DEFAULT_STUB_RESTARTS,
+        help=f"fresh tritonservers started in place after a stub dies, per {STUB_RESTART_WINDOW_S:.0f} s, "
+        f"before exiting {EXIT_STUB_DIED} for the kubelet (0: exit at once)",
+    )
+    self_certify.add_arguments(parser)
     args = parser.parse_args(argv[:split])
+    certifier = self_certify.SelfCertifier(args, args.ready_url.split("/v2/")[0])
+    certifier.prepare()
     command = argv[split + 1 :]
-    stale = clear_stale_shm(args.shm_dir)
-    if stale:
-        print(
-            f"[serve] removed {len(stale)} shared-memory region(s) left in {args.shm_dir} by a killed server",
-            flush=True,
-        )
-    shared_dir = args.shared / gpu_key() if args.shared else None
-    seeded = prepare_local(args.local, shared_dir)
-    print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)
-
-    server = subprocess.Popen(command)
-
-    def forward(signum, _frame):
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT if signum == signal.SIGHUP else signum)
-
+    launcher = Launcher(args, command, certifier)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    while server.poll() is None and not ready(args.ready_url):
-        time.sleep(1)
-    if server.poll() is None:
-        (args.local / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-        if shared_dir is not None:
-            try:
-                names = publish(args.local, shared_dir)
-                print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
-            except OSError as err:  # read-only or full shared volume: serving goes on
-                print(f"[serve] not published to {shared_dir}: {err}", flush=True)
-    return watch_until_exit(server)
+        signal.signal(signum, launcher.forward)
+    replaced: list[float] = []
+    while True:
+        code = launcher.serve_once()
+        if code != EXIT_STUB_DIED or launcher.stopping:
+            return code
+        now = time.monotonic()
+        replaced = [t for t in replaced if now - t < STUB_RESTART_WINDOW_S]
+        if len(replaced) >= args.stub_restarts:
+            print(
+                f"[serve] tritonserver already replaced {len(replaced)} time(s) in {STUB_RESTART_WINDOW_S:.0f} s: "
+                f"exiting {EXIT_STUB_DIED} so the kubelet restarts the container",
+                flush=True,
+            )
+            return code
+        replaced.append(now)
+        if certifier.enabled:
+            certifier.verdict_path.unlink(missing_ok=True)  # unready until the new server is certified
+        print("[serve] starting a fresh tritonserver in place", flush=True)
 
 
-def watch_until_exit(server: subprocess.Popen, poll_s: float = STUB_POLL_S) -> int:
+class Launcher:
+    """One tritonserver at a time; signals go to the current one."""
+
+    def __init__(self, args: argparse.Namespace, command: list[str], certifier: self_certify.SelfCertifier) -> None:
+        self.args, self.command, self.certifier = args, command, certifier
+        self.server: subprocess.Popen | None = None
+        self.stopping = False
+
+    def forward(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.server is not None and self.server.poll() is None:
+            self.server.send_signal(signal.SIGINT if signum == signal.SIGHUP else signum)
+
+    def serve_once(self) -> int:
+        """Start tritonserver, certify it once ready, publish its engines; its exit code, or
+        EXIT_STUB_DIED when one of its stubs died and it was stopped."""
+        args, certifier = self.args, self.certifier
+        stale = clear_stale_shm(args.shm_dir)
+        if stale:
+            print(
+                f"[serve] removed {len(stale)} shared-memory region(s) left in {args.shm_dir} by a killed server",
+                flush=True,
+            )
+        shared_dir = args.shared / gpu_key() if args.shared else None
+        seeded = prepare_local(args.local, shared_dir)
+        print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)
+
+        if self.stopping:  # signalled between two servers
+            return 0
+        self.server = server = subprocess.Popen(self.command)
+        while server.poll() is None and not ready(args.ready_url):
+            time.sleep(1)
+        # Engines that fail the self-certification are neither marked complete nor published.
+        verdict = certifier.run() if server.poll() is None and certifier.enabled else None
+        if server.poll() is None and (verdict is None or verdict["passed"]):
+            (args.local / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+            if shared_dir is not None:
+                try:
+                    names = publish(args.local, shared_dir)
+                    print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
+                except OSError as err:  # read-only or full shared volume: serving goes on
+                    print(f"[serve] not published to {shared_dir}: {err}", flush=True)
+        return watch_until_exit(server, lambda: self.stopping)
+
+
+def watch_until_exit(server: subprocess.Popen, stopping=lambda: False, poll_s: float = STUB_POLL_S) -> int:
     """tritonserver's exit code; or, when one of its Python-backend stubs dies (Triton never
-    restarts one: docker/stub_watch.py), stop it and return EXIT_STUB_DIED so the kubelet
-    starts a fresh container instead of leaving a pod that fails part of its requests."""
+    restarts one: stub_watch.py), stop it and return EXIT_STUB_DIED. A server already asked to
+    stop is left to drain."""
     watch = StubWatch(server.pid) if server.poll() is None and own_pid_is_watchable() else None
     while True:
         try:
             return server.wait(timeout=poll_s)
         except subprocess.TimeoutExpired:
             pass
-        dead = watch.dead() if watch is not None else []
+        dead = watch.dead() if watch is not None and not stopping() else []
         if dead:
-            print(f"[serve] {describe(dead)}: stopping tritonserver so a fresh one starts", flush=True)
+            print(f"[serve] {describe(dead)}: stopping tritonserver", flush=True)
             stop_fast(server)
             return EXIT_STUB_DIED
 

@@ -41,6 +41,7 @@ from export.settings import (
 from export.tensorrt_build import (
     PlanBuild,
     build_and_certify_plan,
+    local_device_key,
     tensorrt_available,
     timing_cache_path,
     write_build_files,
@@ -366,8 +367,12 @@ def stage_tensorrt_parser(ctx: ExportContext) -> None:
 def stage_tensorrt(ctx: ExportContext) -> None:
     """Build and certify the plan here, before the repository is written: only a certified plan
     is ever placed. Without TensorRT the repository carries build_plan.sh, which does the same."""
+    import tensorrt
+
+    cache = timing_cache_path(local_device_key(tensorrt.__version__))
+    print(f"[export] tensorrt: timing cache {cache}", flush=True)
     ctx.plan_path = build_and_certify_plan(
-        ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx), ctx.fixture, timing_cache_path()
+        ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx), ctx.fixture, cache
     )
 
 

@@ -15,8 +15,10 @@ build, and no inference on made-up inputs.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +32,22 @@ TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:24.10-py3"
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 # Polygraphy runs the built plan for the certificate (it brings its own CUDA wrapper).
 POLYGRAPHY = "polygraphy==0.49.26"
-# The timing cache: one file per host, reused by every build there (TensorRT checks it matches
-# the GPU and version, and rebuilds what does not). TRT_CACHE_DIR overrides the folder.
+# The timing cache: one file per GPU model, compute capability and TensorRT version, reused by
+# every build with that key, like the engine cache. Keyed because a cache from another device is
+# handled differently by the two builders: the in-process builder sets it with
+# ignore_mismatch=False and fails on it; trtexec passes ignoreMismatch=true and silently reuses
+# it. TRT_CACHE_DIR overrides the folder that holds one subfolder per key.
 TIMING_CACHE_ENV = "TRT_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/bge-reranker/tensorrt"
 TIMING_CACHE_FILE = "timing.cache"
+# The same key in build_plan.sh's container (nvidia-smi sees only the GPU passed with --gpus):
+# `<name>-sm<compute capability>-trt<TensorRT version>`, every other character a '-'.
+TIMING_KEY_SH = (
+    "key=\"$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader | head -n1 | sed 's/, */-sm/')"
+    "-trt$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || echo unknown)\"; "
+    "key=\"$(printf %s \"$key\" | tr -c 'A-Za-z0-9.' '-' | sed 's/^-*//; s/-*$//')\""
+)
+CONTAINER_TIMING_LINK = "/tmp/timing-cache"
 # Layer precision constraints are "prefer": TensorRT keeps the pinned layers fp32 where a kernel
 # exists and warns where it fuses them away; "obey" would fail the whole build instead. The
 # certificate, checked on the built plan, is what decides.
@@ -59,8 +72,29 @@ class PlanBuild:
             raise ValueError("; ".join(problems))
 
 
-def timing_cache_path() -> Path:
-    return Path(os.environ.get(TIMING_CACHE_ENV, DEFAULT_CACHE_DIR)).expanduser() / TIMING_CACHE_FILE
+def device_key(name: str, compute_capability: str, trt_version: str) -> str:
+    """`<name>-sm<cc>-trt<version>` with every character outside [A-Za-z0-9.] a '-' (TIMING_KEY_SH)."""
+    return re.sub(r"[^A-Za-z0-9.]", "-", f"{name}-sm{compute_capability}-trt{trt_version}").strip("-")
+
+
+def local_device_key(trt_version: str) -> str:
+    """This machine's first visible GPU (CUDA_VISIBLE_DEVICES applies to nvidia-smi's view only
+    through -i; the exporter runs in a container given one GPU)."""
+    try:
+        line = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.splitlines()[0]
+        name, capability = (part.strip() for part in line.split(",", 1))
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        name, capability = "unknown-gpu", "unknown"
+    return device_key(name, capability, trt_version)
+
+
+def timing_cache_path(key: str) -> Path:
+    return Path(os.environ.get(TIMING_CACHE_ENV, DEFAULT_CACHE_DIR)).expanduser() / key / TIMING_CACHE_FILE
 
 
 def trtexec_command(onnx_path: str, plan_path: str, build: PlanBuild, timing_cache: str) -> list[str]:
@@ -104,7 +138,7 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
         shutil.copy2(source, folder / name)
     staging = "/repo/cross_encoder/tensorrt/model.plan.staging"
     build_cmd = trtexec_command(
-        "/repo/cross_encoder/tensorrt/model.onnx", staging, build, f"/cache/{TIMING_CACHE_FILE}"
+        "/repo/cross_encoder/tensorrt/model.onnx", staging, build, f"{CONTAINER_TIMING_LINK}/{TIMING_CACHE_FILE}"
     )
     certify_cmd = [
         "python3",
@@ -123,6 +157,8 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
         "/repo/cross_encoder/1/model.plan",
     ]
     inner = (
+        f'{TIMING_KEY_SH}; mkdir -p "/cache/$key" && ln -sfn "/cache/$key" {CONTAINER_TIMING_LINK} && '
+        f'echo "timing cache /cache/$key" && '
         f"{' '.join(shlex.quote(a) for a in build_cmd)} && "
         f"(python3 -c 'import polygraphy' 2>/dev/null || pip install --quiet --user {POLYGRAPHY}) && "
         f"{' '.join(shlex.quote(a) for a in certify_cmd)}"
@@ -140,8 +176,9 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
 # TensorRT version and GPU model it was built with. The plan is built to a staging file,
 # certified against ../../certificate.json (held-out pairs, fp32 PyTorch logits) and moved into
 # place only if it passes; otherwise the script exits 1 and 1/model.plan is left as it was.
-# Precision: {build.precision}. Timing cache: $TRT_CACHE_DIR (default {DEFAULT_CACHE_DIR}), reused
-# by every build on this host. Run from anywhere: bash {script.name}
+# Precision: {build.precision}. Timing cache: $TRT_CACHE_DIR/<GPU>-sm<cc>-trt<version>/ (default
+# {DEFAULT_CACHE_DIR}), reused by every build for that GPU model and TensorRT version.
+# Run from anywhere: bash {script.name}
 set -euo pipefail
 repo="$(cd "$(dirname "${{BASH_SOURCE[0]}}")/../.." && pwd)"
 cache="${{{TIMING_CACHE_ENV}:-${{HOME}}/{DEFAULT_CACHE_DIR[2:]}}}"

@@ -264,13 +264,31 @@ def _tensorrt_accelerator(spec: RepositorySpec, length_class: LengthClass) -> mc
         "trt_profile_max_shapes": profile.shapes("max"),
     }
     if spec.precision == "fp16":
-        # The EP's counterpart of the plan builders' fp32 pins: LayerNormalization in fp32, the
-        # overflow TensorRT 10.5 itself warns about for layernorm after self-attention in fp16.
+        # Matches only the Pow+Reduce decomposition of LayerNorm, which our opset-17 graph does not
+        # contain: onnx-tensorrt takes a LayerNormalization node's precision from its stash_type
+        # (fp32 by default). Kept for graphs exported at a lower opset.
         params["trt_layer_norm_fp32_fallback"] = "true"
     accelerator = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt", parameters=params)
     policy = mc.ModelOptimizationPolicy()
     policy.execution_accelerators.gpu_execution_accelerator.append(accelerator)
     return policy
+
+
+# Triton's onnxruntime backend maps `optimization { graph { level } }` to ONNX Runtime's session
+# graph optimization level (onnxruntime_backend r24.10, src/onnxruntime.cc lines 217-237):
+# absent or any other value -> ORT_ENABLE_ALL (the default), -1 -> ORT_ENABLE_BASIC,
+# 1 -> ORT_ENABLE_EXTENDED, 2 -> ORT_DISABLE_ALL.
+ORT_GRAPH_LEVELS = {-1: "ORT_ENABLE_BASIC", 1: "ORT_ENABLE_EXTENDED", 2: "ORT_DISABLE_ALL"}
+ORT_GRAPH_LEVEL_DEFAULT = "ORT_ENABLE_ALL"
+ORT_GRAPH_LEVEL_FOR_TENSORRT = 2
+
+
+def ort_graph_level(config: mc.ModelConfig) -> str:
+    """The `onnxruntime.GraphOptimizationLevel` name Triton's onnxruntime backend sets for this
+    config (the mapping above)."""
+    if not config.optimization.HasField("graph"):
+        return ORT_GRAPH_LEVEL_DEFAULT
+    return ORT_GRAPH_LEVELS.get(config.optimization.graph.level, ORT_GRAPH_LEVEL_DEFAULT)
 
 
 def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None = None) -> mc.ModelConfig:
@@ -291,6 +309,12 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         config.default_model_filename = "model.onnx"
         config.instance_group.append(gpu)
         config.optimization.CopyFrom(_tensorrt_accelerator(spec, length_class))
+        # No ONNX Runtime graph optimization before the TensorRT EP takes the graph: from BASIC up,
+        # constant folding turns every Cast(fp16 weight) back into an fp32 initializer before
+        # partitioning (2.27 GB for the real model), and the EP serializes the subgraph it takes,
+        # weights included, into one protobuf (2 GiB limit). tests/test_served_graph.py runs the
+        # served graph at the session options this level implies (ort_graph_level).
+        config.optimization.graph.level = ORT_GRAPH_LEVEL_FOR_TENSORRT
         _set_params(config, intra_op_thread_count=GPU_MODEL_INTRA_OP_THREADS)
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"

@@ -62,6 +62,11 @@ def stub_watch_module():
     return _image_module("reranker_stub_watch", STUB_WATCH_SCRIPT)
 
 
+def self_certify_module():
+    """docker/self_certify.py, the image launcher's self-certification, loaded from its file."""
+    return _image_module("reranker_self_certify", ROOT / "docker" / "self_certify.py")
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
     try:
@@ -248,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between health probes (one pair through the ensemble)",
     )
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
+    certify = self_certify_module()
+    certify.add_arguments(parser, repository_option=False)
+    # `make serve` certifies itself as every pod does (its verdict file beside the server state).
+    parser.set_defaults(self_certify="fail", verdict=None)
     args = parser.parse_args(argv)
     if not (args.repository / "rerank" / "config.pbtxt").exists():
         parser.error(f"{args.repository} is not an exported repository (run `make export` first)")
@@ -267,37 +276,57 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     probe = probe_module()
+    args.grpc_url = server.grpc_url
+    args.verdict = args.verdict or STATE_DIR / f"selfcert-{args.http_port}.json"
+    certifier = certify.SelfCertifier(args, f"http://{server.http_url}")
+    certifier.prepare()
     try:
         server.process = subprocess.Popen(
             server.command(), env=server_environment(), start_new_session=True, preexec_fn=_die_with_parent
         )
         server.wait_ready(600)
-        print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
+        certify_and_report(certifier, args.verdict)
         stub_watch = stub_watch_module()
-        while dead := watch_health(server, probe, args.probe_period, stub_watch):
+        verdict = args.verdict if certifier.enabled else None
+        while dead := watch_health(server, probe, args.probe_period, stub_watch, verdict):
             # Triton never restarts a dead stub: only a new server heals the model.
             print(f"{stub_watch.describe(dead)}: restarting tritonserver ...", flush=True)
             died_at = time.monotonic()
             server.stop(timeout=STUB_DEATH_DRAIN_S)
+            if certifier.enabled:
+                args.verdict.unlink(missing_ok=True)  # not ready until the new server is certified
             server.process = subprocess.Popen(
                 server.command(), env=server_environment(), start_new_session=True, preexec_fn=_die_with_parent
             )
             server.wait_ready(600)
             print(f"ready again {time.monotonic() - died_at:.1f} s after the stub died", flush=True)
+            certify_and_report(certifier, args.verdict)
     except (KeyboardInterrupt, Stop) as reason:
         print(f"\nstopping tritonserver ({reason or 'Ctrl-C'}) ...", flush=True)
     finally:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the drain short
         server.stop()
+        certifier.close()
     if server.process is None:
         return 1
     return server.process.returncode or 0
 
 
-def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S, stub_watch=None) -> list:
+def certify_and_report(certifier, verdict_path: Path) -> None:
+    verdict = certifier.run() if certifier.enabled else None
+    if verdict is not None and not verdict["ready"]:
+        print(f"NOT READY: self-certification failed (verdict in {verdict_path}); Ctrl-C stops", flush=True)
+    else:
+        print("ready: model `rerank` is serving; Ctrl-C stops the server", flush=True)
+
+
+def watch_health(
+    server: TritonServer, probe, period: float = PROBE_PERIOD_S, stub_watch=None, verdict: Path | None = None
+) -> list:
     """Until the server exits (returns []) or one of its Python stubs dies (returns the dead
-    stubs, checked every STUB_POLL_S): the health probe every `period` s; report each change."""
+    stubs, checked every STUB_POLL_S): the health probe every `period` s (and the
+    self-certification verdict, as readiness reads it, when there is one); report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
     assert server.process is not None, "start() the server first"
     watch = stub_watch.StubWatch(server.process.pid) if stub_watch and stub_watch.own_pid_is_watchable() else None
@@ -312,7 +341,9 @@ def watch_health(server: TritonServer, probe, period: float = PROBE_PERIOD_S, st
                 pass
             if watch is not None and (dead := watch.dead()):
                 return dead
-        healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
+        healthy, reason = probe.certified(str(verdict)) if verdict else (True, "")
+        if healthy:
+            healthy, reason = probe.probe(url, timeout_s=PROBE_TIMEOUT_S)
         if healthy != was_healthy:
             print(f"health probe: {'healthy again' if healthy else 'UNHEALTHY'}: {reason}", flush=True)
             was_healthy = healthy

@@ -294,6 +294,7 @@ def test_compose_and_dockerfile_facts():
         f"127.0.0.1:{settings.PROXY_HTTP_PORT}:{settings.PROXY_HTTP_PORT}",
         f"127.0.0.1:{settings.PROXY_GRPC_PORT}:{settings.PROXY_GRPC_PORT}",
         "127.0.0.1:8002:8002",
+        "127.0.0.1:8003:8003",  # the self-certification verdict (docker/self_certify.py)
     }
     assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} <= set(triton["command"])
     proxy = compose["services"]["proxy"]

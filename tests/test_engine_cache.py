@@ -139,10 +139,15 @@ def test_wrapper_around_the_real_server(python_repo, tmp_path):
             proc.wait()
 
 
-def test_wrapper_exits_for_a_restart_when_a_stub_dies(python_repo, tmp_path):
+def test_wrapper_replaces_tritonserver_when_a_stub_dies_then_exits_for_the_kubelet(python_repo, tmp_path):
     """Issue 26 finding 4, the image's side: a dead Python stub makes serve.py stop tritonserver
-    (without waiting out Triton's exit timeout, which a dead stub always runs into) and exit
-    EXIT_STUB_DIED, so the kubelet starts a fresh container."""
+    (without waiting out Triton's exit timeout, which a dead stub always runs into) and start a
+    fresh one in place (the container, and compose's proxy sharing its network namespace, stay);
+    past --stub-restarts it exits EXIT_STUB_DIED so the kubelet restarts the container."""
+    import tritonclient.grpc as grpcclient
+
+    from common.raw_rerank import rerank_inputs
+
     server = TritonServer(python_repo, free_port(), free_port(), free_port(), ["--exit-timeout-secs=60"])
     proc = subprocess.Popen(
         [
@@ -154,6 +159,8 @@ def test_wrapper_exits_for_a_restart_when_a_stub_dies(python_repo, tmp_path):
             f"http://127.0.0.1:{server.http_port}/v2/health/ready",
             "--shm-dir",
             str(tmp_path / "shm"),
+            "--stub-restarts",
+            "1",
             "--",
             *server.command(),
         ],
@@ -162,26 +169,45 @@ def test_wrapper_exits_for_a_restart_when_a_stub_dies(python_repo, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
+    import stub_watch  # docker/, on the path since serve.py was loaded
+
+    def kill_a_cross_encoder_stub() -> tuple[int, str]:
         deadline = time.monotonic() + 240
-        while not (tmp_path / "trt-cache" / serve.MARKER).exists():
+        while True:  # the server is ready and its watch has taken its snapshot
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            tritons = stub_watch.children(proc.pid)
+            if len(tritons) == 1 and server.is_ready():
+                break
+            time.sleep(0.25)
+        time.sleep(2 * serve.STUB_POLL_S)
+        [triton] = stub_watch.children(proc.pid)
+        victim = next(s for s in stub_watch.stubs(triton) if s.instance.startswith("cross_encoder"))
+        os.kill(victim.pid, signal.SIGKILL)
+        return triton, victim.instance
+
+    try:
+        first, instance = kill_a_cross_encoder_stub()
+        killed_at = time.monotonic()
+        # Replaced in place: a new tritonserver answers every request again.
+        deadline = time.monotonic() + 240
+        while not (server.is_ready() and stub_watch.children(proc.pid) not in ([], [first])):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
             time.sleep(0.25)
-        time.sleep(2 * serve.STUB_POLL_S)  # the watch has taken its snapshot
-        import stub_watch  # docker/, on the path since serve.py was loaded
-
-        [triton] = stub_watch.children(proc.pid)
-        watch = stub_watch.StubWatch(triton)
-        victim = next(s for s in watch.watched if s.instance.startswith("cross_encoder"))
-        os.kill(victim.pid, signal.SIGKILL)
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for _ in range(10):
+            assert client.infer("rerank", rerank_inputs(["q"] * 2, ["a", "b"])).as_numpy("score").shape == (2, 1)
+        client.close()
+        print(f"\nstub killed -> a fresh tritonserver answering in place after {time.monotonic() - killed_at:.1f} s")
+        # A second death within the window: exit for the kubelet, fast.
+        kill_a_cross_encoder_stub()
         killed_at = time.monotonic()
         assert proc.wait(timeout=60) == serve.EXIT_STUB_DIED
         took = time.monotonic() - killed_at
         output = proc.stdout.read()
-        assert victim.instance in output and "died" in output, output[-3000:]
+        assert instance in output and "died" in output and "starting a fresh tritonserver in place" in output
+        assert "exiting 75 so the kubelet restarts the container" in output, output[-3000:]
         # Triton's exit timeout (60 s here) was not waited out.
         assert took < serve.STUB_POLL_S + serve.STUB_DEATH_DRAIN_S + 10, took
-        print(f"\nstub killed -> serve.py exited {serve.EXIT_STUB_DIED} after {took:.1f} s")
         assert not server.is_ready()
     finally:
         if proc.poll() is None:

@@ -65,7 +65,8 @@ def test_build_script_builds_to_staging_certifies_then_installs(tmp_path):
     assert "--saveEngine=/repo/cross_encoder/tensorrt/model.plan.staging" in text
     assert "certify_plan.py --plan /repo/cross_encoder/tensorrt/model.plan.staging" in text
     assert "--install /repo/cross_encoder/1/model.plan" in text and "--precision fp16" in text
-    assert "--timingCacheFile=/cache/timing.cache" in text and '--user "$(id -u):$(id -g)"' in text
+    assert "--timingCacheFile=/tmp/timing-cache/timing.cache" in text and '--user "$(id -u):$(id -g)"' in text
+    assert text.index('ln -sfn "/cache/$key" /tmp/timing-cache') < text.index("trtexec")
     assert text.index("trtexec") < text.index("certify_plan.py")  # certified before it is placed
     assert "16:64" in text and "2048:16" in text  # per-bucket batch the length classes allow
     # The second class model serves the same plan (its own profile), linked once it is installed.
@@ -331,3 +332,29 @@ def test_certify_script_installs_only_a_passing_plan(exported, tmp_path):
             with pytest.raises(plan_certification.PlanRejected):
                 plan_certification.install(staging, target, report)
             assert not staging.exists() and target.read_bytes() == b"NEW"
+
+
+def test_timing_cache_is_keyed_by_device_and_tensorrt_version_in_both_builders(tmp_path, monkeypatch):
+    """Issue 25 item 6: build_plan.sh (trtexec, which silently reuses a mismatched cache) and the
+    in-process builder (which fails on one) read a timing cache of their own GPU model, compute
+    capability and TensorRT version only: the same key from both. Dry run: nvidia-smi and the
+    container's python3 are stand-ins printing what the real ones print."""
+    from export.tensorrt_build import TIMING_KEY_SH, device_key, local_device_key, timing_cache_path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA A10G, 8.6'\necho 'NVIDIA L4, 8.9'\n")
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 10.5.0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    shell = subprocess.run(
+        ["bash", "-c", TIMING_KEY_SH + '; printf %s "$key"'], env=env, capture_output=True, text=True
+    )
+    assert shell.stdout == "NVIDIA-A10G-sm8.6-trt10.5.0", shell.stderr
+    monkeypatch.setenv("PATH", env["PATH"])
+    assert local_device_key("10.5.0") == device_key("NVIDIA A10G", "8.6", "10.5.0") == shell.stdout
+    monkeypatch.setenv("TRT_CACHE_DIR", str(tmp_path / "cache"))
+    a10g, l4 = timing_cache_path(shell.stdout), timing_cache_path(device_key("NVIDIA L4", "8.9", "10.5.0"))
+    assert a10g.parent != l4.parent and a10g.name == l4.name == "timing.cache"
+    assert timing_cache_path(device_key("NVIDIA L4", "8.9", "10.6.0")) != l4

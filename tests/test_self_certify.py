@@ -1,0 +1,285 @@
+"""Every pod certifies itself (issue 25, items 2 and 3): docker/self_certify.py, run by the image
+launcher (docker/serve.py) and `make serve`, read by readiness (docker/probe.py --verdict).
+
+On CPU for real: the launcher around the real local tritonserver, a certificate whose logit was
+edited (the engine answers other logits than its certificate) -> never ready, metric says why;
+the same server against the true certificate -> pass; `warn` -> ready despite a failure. The
+TensorRT engine check runs on the configs our generator writes (no TensorRT here: a dry run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
+
+from export.triton_config import LONG_CONTEXT_REFERENCE, RepositorySpec, cross_encoder_config, length_classes
+from local_triton.server import TritonServer, free_port, server_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+selfcert = _load("self_certify_under_test", ROOT / "docker" / "self_certify.py")
+probe = _load("probe_under_test", ROOT / "docker" / "probe.py")
+
+
+def triton_json(config) -> dict:
+    """A generated config in the JSON form Triton's /v2/models/<name>/config answers."""
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def metrics(text: str) -> dict[str, list]:
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+# --- item 2: no silent fallback (dry run on generated configs) --------------------------------
+
+
+def test_engine_check_names_the_class_model_tensorrt_did_not_take(tmp_path):
+    from dataclasses import replace
+
+    spec = replace(LONG_CONTEXT_REFERENCE, engine_cache_prefix="bge_0123456789abcdef")
+    configs = {c.model: triton_json(cross_encoder_config(spec, c)) for c in length_classes(spec.limits)}
+    assert list(configs) == ["cross_encoder", "cross_encoder_2048", "cross_encoder_8192"]
+    # What the EP writes (prefix, graph hash, compute capability): class 0 and class 2 built;
+    # class 1 fell back to the CUDA EP. Class 0's prefix is a prefix of the others' names.
+    (tmp_path / "bge_0123456789abcdef_3771293021915235127_0_sm89.engine").write_bytes(b"e")
+    (tmp_path / "bge_0123456789abcdef_3771293021915235127_0_sm89.profile").write_bytes(b"p")
+    (tmp_path / "bge_0123456789abcdef_c2_3771293021915235127_0_sm89.engine").write_bytes(b"e")
+    checks = selfcert.engine_checks(configs, tmp_path)
+    assert {m: c["taken"] for m, c in checks.items()} == {
+        "cross_encoder": True,
+        "cross_encoder_2048": False,
+        "cross_encoder_8192": True,
+    }
+    assert "TensorRT did not take cross_encoder_2048" in checks["cross_encoder_2048"]["detail"]
+    assert "bge_0123456789abcdef_c1_*.engine" in checks["cross_encoder_2048"]["detail"]
+    # Only another class's engine on disk: class 0 is not credited with it.
+    (tmp_path / "bge_0123456789abcdef_3771293021915235127_0_sm89.engine").unlink()
+    assert not selfcert.engine_checks(configs, tmp_path)["cross_encoder"]["taken"]
+
+
+def test_engine_check_plans_need_their_profile_and_cpu_models_are_not_checked():
+    plans = {
+        c.model: triton_json(cross_encoder_config(RepositorySpec(backend="tensorrt"), c))
+        for c in length_classes(RepositorySpec().limits)
+    }
+    checks = selfcert.engine_checks(plans)
+    assert checks == {"cross_encoder": {"taken": True, "detail": "plan loaded with profile 0"}}
+    del plans["cross_encoder"]["instance_group"][0]["profile"]
+    assert "without an instance_group profile" in selfcert.engine_checks(plans)["cross_encoder"]["detail"]
+    python = {"cross_encoder": triton_json(cross_encoder_config(RepositorySpec(backend="python")))}
+    assert selfcert.engine_checks(python) == {}
+
+
+def test_certificate_subset_covers_languages_first_and_keeps_the_ranking_list():
+    fixture = {
+        "pairs": [{"language": lang, "i": i} for i, lang in enumerate(["en", "en", "de", "fr", "fr", "ja"])],
+        "ranking": {"passages": ["x"] * 3},
+    }
+    subset = selfcert.certificate_subset(fixture, 4)
+    assert [p["i"] for p in subset["pairs"]] == [0, 2, 3, 5] and subset["ranking"] is fixture["ranking"]
+    assert [p["i"] for p in selfcert.certificate_subset(fixture, 5)["pairs"]] == [0, 1, 2, 3, 5]
+    assert selfcert.certificate_subset(fixture, 0) is fixture
+
+
+def test_probe_reads_the_verdict(tmp_path):
+    verdict = tmp_path / "v.json"
+    assert probe.certified(str(verdict)) == (False, f"self-certification pending: no verdict at {verdict} yet")
+    verdict.write_text(json.dumps({"ready": True, "passed": False}))
+    assert probe.certified(str(verdict))[0]
+    verdict.write_text(
+        json.dumps(
+            {
+                "ready": False,
+                "engines": {"cross_encoder": {"taken": False, "detail": "no engine"}},
+                "certificate": {"failures": ["max |d logit| 1 > 0.1"]},
+            }
+        )
+    )
+    assert probe.certified(str(verdict)) == (
+        False,
+        "self-certification FAILED: cross_encoder: no engine; max |d logit| 1 > 0.1",
+    )
+
+
+# --- item 3: for real on CPU ------------------------------------------------------------------
+
+
+def _args(repo: Path, grpc_url: str, verdict: Path, mode: str = "fail", metrics_port: int = 0) -> Namespace:
+    return Namespace(
+        self_certify=mode,
+        repository=repo,
+        grpc_url=grpc_url,
+        certify_pairs=8,
+        certify_timeout=120.0,
+        verdict=verdict,
+        certify_metrics_port=metrics_port,
+        certify_metrics_address="127.0.0.1",
+    )
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def test_launcher_certifies_its_engine_and_stays_unready_on_a_mismatch(python_repo, tmp_path):
+    # A repository whose engine answers other logits than its certificate: one pair's recorded
+    # logit moved by 1.0 (the engine is right, the certificate disagrees: the same verdict).
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    cert = json.loads((repo / "certificate.json").read_text())
+    true_cert = (python_repo / "certificate.json").read_bytes()
+    cert["pairs"][0]["logit"] += 1.0
+    (repo / "certificate.json").write_text(json.dumps(cert))
+    verdict, local = tmp_path / "verdict.json", tmp_path / "trt-cache"
+    verdict.write_text(json.dumps({"ready": True, "passed": True}))  # left by an earlier container
+    server = TritonServer(repo, free_port(), free_port(), free_port())
+    metrics_port = free_port()
+    url = f"http://127.0.0.1:{server.http_port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "docker" / "serve.py"),
+            f"--local={local}",
+            f"--ready-url={url}/v2/health/ready",
+            f"--shm-dir={tmp_path / 'shm'}",
+            "--self-certify=fail",
+            f"--repository={repo}",
+            f"--grpc-url=127.0.0.1:{server.grpc_port}",
+            "--certify-pairs=8",
+            f"--verdict={verdict}",
+            f"--certify-metrics-port={metrics_port}",
+            "--certify-metrics-address=127.0.0.1",
+            "--",
+            *server.command(),
+        ],
+        env=server_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while selfcert.read_verdict(verdict) is None or not selfcert.read_verdict(verdict).get("at"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+            time.sleep(0.25)
+        doc = selfcert.read_verdict(verdict)
+        assert not doc["passed"] and not doc["ready"] and doc["mode"] == "fail"
+        assert doc["device"] == "cpu" and doc["engines"] == {}  # python backend: no TensorRT to check
+        assert doc["certificate"]["max_abs_logit"] > 0.99 and doc["certificate"]["pairs"] == 8 + 100
+        assert any("max |d logit|" in f for f in doc["certificate"]["failures"])
+        # Unready: the readiness probe says why; Triton itself is up and answers.
+        assert server.is_ready() and probe.probe(url)[0]
+        assert probe.main(["--url", url, "--verdict", str(verdict)]) == 1
+        assert not (local / ".complete").exists()  # a failed engine is not marked complete
+        family = metrics(_scrape(metrics_port))
+        [sample] = family["reranker_selfcert_pass"]
+        assert sample.value == 0 and sample.labels["device"] == "cpu"
+        assert (
+            sample.labels["certificate_sha256"] == hashlib.sha256((repo / "certificate.json").read_bytes()).hexdigest()
+        )
+        assert family["reranker_selfcert_max_abs_logit"][0].value > 0.99
+        assert family["reranker_selfcert_ready"][0].value == 0
+
+        # The same server against its true certificate passes; in `warn` mode a failure still
+        # lets the pod become ready.
+        good = tmp_path / "good"
+        good.mkdir()
+        (good / "certificate.json").write_bytes(true_cert)
+        certifier = selfcert.SelfCertifier(_args(good, f"127.0.0.1:{server.grpc_port}", tmp_path / "good.json"), url)
+        passed = certifier.run()
+        assert passed["passed"] and passed["ready"] and passed["certificate"]["max_abs_logit"] < 1e-3
+        assert probe.main(["--url", url, "--verdict", str(tmp_path / "good.json")]) == 0
+        warn = selfcert.SelfCertifier(_args(repo, f"127.0.0.1:{server.grpc_port}", tmp_path / "warn.json", "warn"), url)
+        warned = warn.run()
+        assert not warned["passed"] and warned["ready"]
+        assert probe.main(["--url", url, "--verdict", str(tmp_path / "warn.json")]) == 0
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert "[self-certify] FAIL (fail; NOT READY) device cpu" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "path", ["docker/compose.yaml", "docker/Dockerfile", "deploy/helm/bge-reranker/templates/deployment.yaml"]
+)
+def test_deployments_turn_self_certification_on_and_readiness_reads_it(path):
+    text = (ROOT / path).read_text()
+    launcher = text[text.index("/opt/reranker/serve.py") :]
+    assert "--self-certify=fail" in launcher and "--repository=/models" in launcher
+    assert f"--verdict={selfcert.DEFAULT_VERDICT}" in launcher and "--certify-metrics-port=8003" in launcher
+    # Readiness (the chart's readinessProbe, compose's and the image's healthcheck) requires the
+    # verdict; the chart's liveness does not (a failed certificate keeps the pod unready, not
+    # restarting).
+    marker = {"docker/compose.yaml": "healthcheck:", "docker/Dockerfile": "HEALTHCHECK"}.get(path, "readinessProbe:")
+    readiness = text[text.index(marker) :]
+    readiness = readiness[: readiness.index("livenessProbe")] if "livenessProbe" in readiness else readiness
+    assert f"--verdict={selfcert.DEFAULT_VERDICT}" in readiness.split("\n\n")[0]
+    if "livenessProbe" in text:
+        liveness = text[text.index("livenessProbe:") :].split("resources:")[0]
+        assert "--verdict" not in liveness
+
+
+def test_make_serve_certifies_itself_and_says_not_ready(python_repo, tmp_path):
+    """`make serve` (local_triton.server) runs the same self-certification after warm-up."""
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    cert = json.loads((repo / "certificate.json").read_text())
+    cert["ranking"]["logits"][0] -= 2.0
+    (repo / "certificate.json").write_text(json.dumps(cert))
+    verdict = tmp_path / "verdict.json"
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_triton.server", str(repo), "--http-port", ports[0], "--grpc-port", ports[1]]
+        + ["--metrics-port", ports[2], "--certify-pairs=4", f"--verdict={verdict}", "--probe-period=1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    stopper = threading.Timer(180, proc.kill)  # a launcher that never says UNHEALTHY fails, not hangs
+    stopper.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "health probe: UNHEALTHY" in line:
+                break
+        assert "health probe: UNHEALTHY: self-certification FAILED" in lines[-1], "".join(lines)[-3000:]
+        assert any(line.startswith("[self-certify] FAIL (fail; NOT READY) device cpu") for line in lines)
+        assert any(line.startswith("NOT READY: self-certification failed") for line in lines)
+        assert not selfcert.read_verdict(verdict)["ready"]
+    finally:
+        stopper.cancel()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
