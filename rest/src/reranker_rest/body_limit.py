@@ -63,13 +63,13 @@ class BodyLimitMiddleware:
         watcher = asyncio.ensure_future(watch())
         try:
             await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not handler.done():  # the caller left: stop its work
+            if not handler.done() and gone.is_set():  # the caller left: stop its work
                 scope.setdefault("state", {})["status"] = CLIENT_CLOSED
                 handler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await handler
             else:
-                handler.result()  # re-raise what the app raised
+                await handler  # its answer (or what the app raised)
         finally:
             watcher.cancel()
             handler.cancel()
