@@ -55,7 +55,7 @@ from pathlib import Path
 # self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import self_certify  # noqa: E402
-from stub_watch import StubWatch, describe, own_pid_is_watchable  # noqa: E402 - shipped beside this file
+from stub_watch import StubWatch, describe, expected_stubs, own_pid_is_watchable  # noqa: E402 - shipped beside this file
 
 MARKER = ".complete"
 # A dead Python-backend stub: checked every STUB_POLL_S once ready; in-flight requests on the
@@ -228,14 +228,18 @@ class Launcher:
                     print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
                 except OSError as err:  # read-only or full shared volume: serving goes on
                     print(f"[serve] not published to {shared_dir}: {err}", flush=True)
-        return watch_until_exit(server, lambda: self.stopping)
+        return watch_until_exit(server, lambda: self.stopping, base_url=args.ready_url.split("/v2/")[0])
 
 
-def watch_until_exit(server: subprocess.Popen, stopping=lambda: False, poll_s: float = STUB_POLL_S) -> int:
+def watch_until_exit(
+    server: subprocess.Popen, stopping=lambda: False, poll_s: float = STUB_POLL_S, base_url: str | None = None
+) -> int:
     """tritonserver's exit code; or, when one of its Python-backend stubs dies (Triton never
     restarts one: stub_watch.py), stop it and return EXIT_STUB_DIED. A server already asked to
     stop is left to drain."""
-    watch = StubWatch(server.pid) if server.poll() is None and own_pid_is_watchable() else None
+    watch = None
+    if server.poll() is None and own_pid_is_watchable():
+        watch = StubWatch(server.pid, expected_stubs(base_url) if base_url else None)
     while True:
         try:
             return server.wait(timeout=poll_s)

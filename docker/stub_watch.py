@@ -15,7 +15,10 @@ Standard library only: it ships in the serving image next to serve.py.
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ PROC = Path("/proc")
 class Stub:
     pid: int
     instance: str  # the model instance it serves, e.g. "cross_encoder_0_1"
+    model: str = ""  # the model's folder name in the repository
 
 
 def children(parent: int) -> list[int]:
@@ -56,7 +60,9 @@ def _stub_of(pid: int) -> Stub | None:
     # BACKEND_DIR IPC_CONTROL_HANDLE INSTANCE_NAME RUNTIME_MODIFIER (python_backend r24.10
     # src/stub_launcher.cc, the execvp of the stub); the instance name is the 9th argument.
     instance = argv[8].decode("utf-8", "replace") if len(argv) > 8 else f"pid {pid}"
-    return Stub(pid, instance)
+    # argv[1] is <repository>/<model>/<version>/model.py
+    model = Path(argv[1].decode("utf-8", "replace")).parent.parent.name if len(argv) > 1 else ""
+    return Stub(pid, instance, model)
 
 
 def stubs(server_pid: int) -> set[Stub]:
@@ -73,19 +79,48 @@ def is_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-class StubWatch:
-    """Snapshot the stubs of a ready server; `dead()` names those that have died since."""
+def expected_stubs(base_url: str, timeout: float = 10.0) -> dict[str, int] | None:
+    """Python-backend instances per loaded model, from the server's own configs
+    (`POST /v2/repository/index`, `GET /v2/models/<name>/config`); None if it cannot say."""
+    try:
+        request = urllib.request.Request(f"{base_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            index = json.loads(response.read())
+        expected = {}
+        for entry in index:
+            if entry.get("state") != "READY":
+                continue
+            with urllib.request.urlopen(f"{base_url}/v2/models/{entry['name']}/config", timeout=timeout) as response:
+                config = json.loads(response.read())
+            if config.get("backend") == "python":
+                expected[entry["name"]] = sum(int(g.get("count", 1)) for g in config.get("instance_group", [{}]))
+        return expected
+    except (OSError, ValueError, KeyError):
+        return None
 
-    def __init__(self, server_pid: int) -> None:
+
+class StubWatch:
+    """Snapshot the stubs of a ready server; `dead()` names those that have died since, and
+    those that `expected` (model -> instances) says should run but were not alive at the snapshot
+    (a stub killed between its model's load and the server's readiness: review of issue 26)."""
+
+    def __init__(self, server_pid: int, expected: dict[str, int] | None = None) -> None:
         self.server_pid = server_pid
         self.watched = stubs(server_pid)
+        found = Counter(s.model for s in self.watched if is_alive(s.pid))
+        self.missing = [
+            Stub(0, f"{model} ({count - found[model]} of {count} instance(s) gone before the server was ready)", model)
+            for model, count in sorted((expected or {}).items())
+            if found[model] < count
+        ]
 
     def dead(self) -> list[Stub]:
-        return sorted((s for s in self.watched if not is_alive(s.pid)), key=lambda s: s.instance)
+        gone = sorted((s for s in self.watched if not is_alive(s.pid)), key=lambda s: s.instance)
+        return self.missing + gone
 
 
 def describe(dead: list[Stub]) -> str:
-    names = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+    names = ", ".join(f"{s.instance} (pid {s.pid})" if s.pid else s.instance for s in dead)
     return (
         f"Python backend stub(s) died: {names}; tritonserver never restarts a stub and would fail "
         f"every request sent to that instance while its health endpoints stay 200"

@@ -151,14 +151,6 @@ class ServingLimits:
 # and reranker_client do). ---
 PROXY_BODY_OVERHEAD_BYTES = 1 << 20
 PROXY_MAX_BODY_BYTES = 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES + PROXY_BODY_OVERHEAD_BYTES
-# The HTTP door admits inference only as binary-tensor requests (KServe v2 binary extension:
-# tritonclient's and perf_analyzer's default) whose JSON header is at most this many bytes,
-# declared by Inference-Header-Content-Length. Triton 2.51 parses only that many bytes as JSON,
-# so a small header bounds what its JSON parser sees: a 400 KB all-JSON body nested 200,000
-# deep crashes it (SIGSEGV), and a JSON-only request declaring shape [8589934592, 1] for an
-# INT32 input makes it allocate what the shape says (SIGABRT). A header for the largest valid
-# request (3 inputs, 2 outputs, parameters) is under 1 KB.
-PROXY_MAX_INFER_HEADER_BYTES = 9999
 # Ports the proxy listens on (the Service and the compose file publish these instead of
 # Triton's own when the proxy is on).
 PROXY_HTTP_PORT = 8080

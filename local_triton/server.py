@@ -329,7 +329,9 @@ def watch_health(
     self-certification verdict, as readiness reads it, when there is one); report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
     assert server.process is not None, "start() the server first"
-    watch = stub_watch.StubWatch(server.process.pid) if stub_watch and stub_watch.own_pid_is_watchable() else None
+    watch = None
+    if stub_watch and stub_watch.own_pid_is_watchable():
+        watch = stub_watch.StubWatch(server.process.pid, stub_watch.expected_stubs(url))
     was_healthy = True
     while True:
         next_probe = time.monotonic() + period

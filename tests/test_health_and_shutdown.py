@@ -301,3 +301,23 @@ def test_sigterm_under_traffic_fails_nothing_a_client_cannot_retry(launcher):
     print(f"\noutcomes around SIGTERM: {outcomes.count('ok')} ok, {outcomes.count('retryable')} retryable failures")
     assert outcomes.count("ok") >= 4
     assert all(o in ("ok", "retryable") for o in outcomes), outcomes
+
+
+def test_stub_watch_counts_instances_the_server_should_run(server):
+    """Review of issue 26: a stub killed after its model loaded but before the server was ready
+    was never in the watch's snapshot, so it was never healed. The watch now compares the stubs
+    it finds with the Python-backend instances the server's own configs declare."""
+    sys.path.insert(0, str(ROOT / "docker"))
+    import stub_watch
+
+    expected = stub_watch.expected_stubs(f"http://{server.http_url}")
+    found = {}
+    for stub in stub_watch.stubs(server.process.pid):
+        found[stub.model] = found.get(stub.model, 0) + 1
+    assert expected == found and expected.get("cross_encoder", 0) >= 1, (expected, found)
+    assert "rerank" not in expected  # the ensembles run no stub
+    assert stub_watch.StubWatch(server.process.pid, expected).dead() == []
+    # One instance more than is running: reported as gone before the server was ready.
+    short = dict(expected, cross_encoder=expected["cross_encoder"] + 1)
+    [missing] = stub_watch.StubWatch(server.process.pid, short).dead()
+    assert missing.model == "cross_encoder" and "gone before the server was ready" in stub_watch.describe([missing])

@@ -225,9 +225,30 @@ def test_launcher_certifies_its_engine_and_stays_unready_on_a_mismatch(python_re
             proc.wait()
 
 
-@pytest.mark.parametrize(
-    "path", ["docker/compose.yaml", "docker/Dockerfile", "deploy/helm/bge-reranker/templates/deployment.yaml"]
-)
+def test_the_chart_turns_self_certification_on_and_only_readiness_reads_it(rendered):
+    """On the rendered chart (the template loops over the probes): the launcher certifies, the
+    readiness probe requires the verdict, liveness does not (a failed certificate keeps the pod
+    unready, not restarting); a remote (uri) repository has no local certificate to read."""
+    checked = 0
+    for variant, objects in rendered.items():
+        for obj in objects:
+            if obj.get("kind") != "Deployment" or "triton" not in {
+                c["name"] for c in obj["spec"]["template"]["spec"]["containers"]
+            }:
+                continue
+            [triton] = [c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == "triton"]
+            args = " ".join(triton.get("args", []) + triton.get("command", []))
+            readiness = " ".join(triton["readinessProbe"]["exec"]["command"])
+            liveness = " ".join(triton["livenessProbe"]["exec"]["command"])
+            assert "--verdict" not in liveness, variant
+            if "--repository=/models" in args:
+                assert "--self-certify=fail" in args and f"--verdict={selfcert.DEFAULT_VERDICT}" in args, variant
+                assert f"--verdict={selfcert.DEFAULT_VERDICT}" in readiness, variant
+                checked += 1
+    assert checked >= 5, checked
+
+
+@pytest.mark.parametrize("path", ["docker/compose.yaml", "docker/Dockerfile"])
 def test_deployments_turn_self_certification_on_and_readiness_reads_it(path):
     text = (ROOT / path).read_text()
     launcher = text[text.index("/opt/reranker/serve.py") :]

@@ -138,3 +138,19 @@ def test_a_request_within_one_class_stays_one_part_of_its_own_shape():
     table = [(c.max_length, c.max_batch) for c in length_classes(limits)]
     parts = routing.plan(np.array([30, 200, 480, 17]), limits.buckets, table)
     assert [(p.length_class, p.width, p.rows.tolist()) for p in parts] == [(0, 480, [0, 1, 2, 3])]
+
+
+def test_router_relays_codes_by_who_is_at_fault():
+    """Issue 26 (and its review): a BLS error reaches the router as text; the caller's values
+    refused by the class model stay INVALID_ARG, shed load and dead steps are UNAVAILABLE, and a
+    shape refusal - which the router guarantees never to cause - is INTERNAL, not the caller's."""
+    refusals = ("cross_encoder: input_ids: id ", "cross_encoder: attention_mask: values")
+    code = routing.relayed_code
+    assert code("cross_encoder: input_ids: id 1000000000 is outside the vocabulary", refusals) == "INVALID_ARG"
+    assert code("cross_encoder: attention_mask: values must be 0 or 1", refusals) == "INVALID_ARG"
+    assert code("Request timeout expired", refusals) == "UNAVAILABLE"
+    assert code("Stub process 'cross_encoder_0_1' is not healthy.", refusals) == "UNAVAILABLE"
+    assert code("exceeds maximum queue size", refusals) == "UNAVAILABLE"
+    assert code("cross_encoder: input_ids: 600 tokens per row exceeds max_length=512", refusals) == "INTERNAL"
+    assert code("cross_encoder: input_ids: batch of 65 rows, must be 1..max_batch_size=64", refusals) == "INTERNAL"
+    assert code("onnxruntime: out of memory", refusals) == "INTERNAL"

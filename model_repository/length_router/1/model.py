@@ -22,7 +22,11 @@ import contract  # noqa: E402 - the wire contract, copied here from the client p
 from routing import RouteError, cut, parse_classes, plan, relayed_code, row_lengths  # noqa: E402
 
 PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
-CLASS_INPUTS = tuple(t.name for t in contract.CROSS_ENCODER_INPUTS)
+# The Python class model's refusals of values the caller chose (cross_encoder/1/shape_limits.py).
+CLASS_REFUSALS = (
+    f"{contract.CROSS_ENCODER}: {contract.INPUT_IDS.name}: id ",
+    f"{contract.CROSS_ENCODER}: {contract.ATTENTION_MASK.name}: values",
+)
 
 
 def _error(message, code=None):
@@ -76,7 +80,7 @@ class TritonPythonModel:
                 continue
             if answer.has_error():
                 message = answer.error().message()
-                code = relayed_code(message, contract.CROSS_ENCODER, CLASS_INPUTS)
+                code = relayed_code(message, CLASS_REFUSALS)
                 responses[i] = _error(message, getattr(pb_utils.TritonError, code))
                 continue
             outputs[i][0][rows] = (

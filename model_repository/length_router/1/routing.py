@@ -19,9 +19,11 @@ class RouteError(ValueError):
 # How a class model's error is relayed. A BLS response's error reaches this model as text only
 # (tritonserver 2.51 gives it INTERNAL whatever the class model said), so the code is recovered
 # from the text: Triton's load-shedding answers and a dead or draining step are UNAVAILABLE
-# (retry, elsewhere if need be), the class model's own refusals - "cross_encoder: input_ids: ...",
-# "cross_encoder: attention_mask: ..." - are INVALID_ARG (the caller's input), anything else
-# stays INTERNAL.
+# (retry, elsewhere if need be); the class model's refusals of *values* the caller chose - ids
+# outside the vocabulary, mask values other than 0/1 - are INVALID_ARG; anything else stays
+# INTERNAL, including a shape or batch refusal, which the router itself guarantees never to send
+# (so it would be our bug, not the caller's). The onnxruntime/TensorRT class models never refuse
+# values: their graph clamps ids and reads the mask as 0/1 (docs/SECURITY.md).
 UNAVAILABLE_MARKS = (
     "request timeout expired",
     "exceeds maximum queue size",
@@ -32,12 +34,13 @@ UNAVAILABLE_MARKS = (
 )
 
 
-def relayed_code(message: str, model_prefix: str, input_names: tuple[str, ...]) -> str:
-    """'UNAVAILABLE', 'INVALID_ARG' or 'INTERNAL' for a class model's error message."""
+def relayed_code(message: str, refusals: tuple[str, ...]) -> str:
+    """'UNAVAILABLE', 'INVALID_ARG' or 'INTERNAL' for a class model's error message; `refusals`
+    are the message prefixes of the class model's refusals of the caller's values."""
     text = message.lower()
     if any(mark in text for mark in UNAVAILABLE_MARKS):
         return "UNAVAILABLE"
-    if any(message.startswith(f"{model_prefix}: {name}") for name in input_names):
+    if message.startswith(refusals):
         return "INVALID_ARG"
     return "INTERNAL"
 
