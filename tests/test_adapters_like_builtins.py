@@ -258,7 +258,7 @@ def test_sync_close_closes_the_async_connections_too(server):
 
     def open_sessions():
         gc.collect()
-        return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+        return [o for o in gc.get_objects() if type(o) is aiohttp.ClientSession and not o.closed]
 
     async def run():
         ranker = TritonRanker(url=server.http_url, protocol="http")
