@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network here: its retries cost seconds
 
 from common import standin_model  # noqa: E402
 from export.__main__ import main as export_main  # noqa: E402

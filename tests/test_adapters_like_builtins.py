@@ -258,7 +258,7 @@ def test_sync_close_closes_the_async_connections_too(server):
 
     def open_sessions():
         gc.collect()
-        return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+        return [o for o in gc.get_objects() if type(o) is aiohttp.ClientSession and not o.closed]
 
     async def run():
         ranker = TritonRanker(url=server.http_url, protocol="http")
@@ -376,12 +376,139 @@ def test_cli_numbers_documents_by_their_input_line(server):
     assert strict.returncode == 1 and "documents[1] (input line 2)" in strict.stderr, strict.stderr
 
 
-def test_readme_langchain_import_names_langchain_classic():
-    """LangChain 1.x moved ContextualCompressionRetriever to langchain_classic; the docs say so."""
+def test_readme_langchain_import_works_on_langchain_1(server):
+    """LangChain 1.x moved ContextualCompressionRetriever to langchain-classic (pinned in
+    requirements/dev.txt): the READMEs' import, run for real with our compressor."""
     from pathlib import Path
 
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    from reranker_client.integrations.langchain import TritonRerank
+
+    # Wherever the docs live (README.md, docs/*.md, client/README.md), every import of it is the 1.x one.
     root = Path(__file__).resolve().parent.parent
-    for path in (root / "docs" / "CLIENT.md", root / "client" / "README.md"):
-        text = path.read_text()
-        assert "from langchain_classic.retrievers import ContextualCompressionRetriever" in text, path
-        assert "from langchain.retrievers import" not in text, path
+    docs = [root / "README.md", root / "client" / "README.md", *sorted((root / "docs").glob("*.md"))]
+    imports = [
+        (path.name, line.strip())
+        for path in docs
+        for line in path.read_text().splitlines()
+        if "import ContextualCompressionRetriever" in line
+    ]
+    wanted = "from langchain_classic.retrievers import ContextualCompressionRetriever"
+    assert imports and all(line.startswith(wanted) for _, line in imports), imports
+
+    class Fixed(BaseRetriever):
+        def _get_relevant_documents(self, query, *, run_manager=None):
+            return [Document(page_content=t) for t in SHORT]
+
+    with TritonRerank(url=server.grpc_url, top_n=2) as compressor:
+        retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=Fixed())
+        found = retriever.invoke(QUERY)
+    with RerankClient(server.grpc_url) as client:
+        best = [SHORT[r.index] for r in client.rerank(QUERY, SHORT, top_k=2)]
+    assert [d.page_content for d in found] == best
+
+
+# ---------------------------------------------------------------- side by side with the built-ins
+# The frameworks' own rerankers run the stand-in weights locally (sentence-transformers, torch on
+# CPU); ours run the same weights on the server. Short texts: within max_length, where both
+# truncation rules keep everything, so scores must agree. What differs on purpose is asserted as
+# the client README's table states it.
+
+TEXTS = [
+    "Mount Everest is 8,849 metres high.",
+    "Paris is the capital of France.",
+    "K2 is the second highest mountain.",
+    "The Dead Sea is the lowest point on land.",
+    "Everest lies on the border of Nepal and China.",
+]
+
+
+class _STCrossEncoder:
+    """langchain-classic's BaseCrossEncoder over sentence-transformers (what langchain-community's
+    HuggingFaceCrossEncoder does, without that package)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def score(self, text_pairs):
+        return self.model.predict(text_pairs).tolist()
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tiny_model):
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(tiny_model), device="cpu")
+
+
+def test_langchain_side_by_side_with_cross_encoder_reranker(server, cross_encoder):
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+    from langchain_classic.retrievers.document_compressors.cross_encoder import BaseCrossEncoder
+    from langchain_core.documents import Document
+
+    from reranker_client.integrations.langchain import TritonRerank
+
+    BaseCrossEncoder.register(_STCrossEncoder)
+    docs = [Document(page_content=t, metadata={"i": i}) for i, t in enumerate(TEXTS)]
+    builtin = CrossEncoderReranker(model=_STCrossEncoder(cross_encoder))
+    ours = TritonRerank(url=server.grpc_url)
+    assert ours.top_n == builtin.top_n == 3
+    theirs = builtin.compress_documents(docs, QUERY)
+    mine = ours.compress_documents(docs, QUERY)
+    assert [d.metadata["i"] for d in mine] == [d.metadata["i"] for d in theirs]
+    expected = cross_encoder.predict([(QUERY, d.page_content) for d in theirs])
+    assert [d.metadata["relevance_score"] for d in mine] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert "relevance_score" not in theirs[0].metadata  # the built-in writes no score
+    ours.close()
+
+
+def test_llamaindex_side_by_side_with_sentence_transformer_rerank(server, tiny_model):
+    from llama_index.core.postprocessor import SentenceTransformerRerank
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from reranker_client.integrations.llamaindex import TritonRerank
+
+    def nodes():
+        return [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.5) for i, t in enumerate(TEXTS)]
+
+    builtin = SentenceTransformerRerank(model=str(tiny_model), device="cpu", top_n=len(TEXTS))
+    ours = TritonRerank(url=server.grpc_url, top_n=len(TEXTS))
+    theirs = builtin.postprocess_nodes(nodes(), query_str=QUERY)
+    mine = ours.postprocess_nodes(nodes(), query_str=QUERY)
+    assert [n.node.id_ for n in mine] == [n.node.id_ for n in theirs]
+    assert [n.score for n in mine] == pytest.approx([float(n.score) for n in theirs], abs=1e-5)
+    # Documented difference: the default top_n (built-in 2, ours 3).
+    assert (
+        len(SentenceTransformerRerank(model=str(tiny_model), device="cpu").postprocess_nodes(nodes(), query_str=QUERY))
+        == 2
+    )
+    assert len(TritonRerank(url=server.grpc_url).postprocess_nodes(nodes(), query_str=QUERY)) == 3
+
+
+def test_haystack_side_by_side_with_sentence_transformers_similarity_ranker(server, tiny_model):
+    from haystack import Document
+    from haystack.utils import ComponentDevice
+    from haystack_integrations.components.rankers.sentence_transformers import SentenceTransformersSimilarityRanker
+
+    from reranker_client.integrations.haystack import TritonRanker
+
+    docs = [Document(id=str(i), content=t, meta={"title": f"T{i}"}, score=0.1 * i) for i, t in enumerate(TEXTS)]
+    docs.append(Document(id="2", content=TEXTS[2], meta={"title": "T2"}, score=0.9))  # a duplicate id
+    options = dict(top_k=3, query_prefix="q: ", document_prefix="d: ", meta_fields_to_embed=["title"])
+    builtin = SentenceTransformersSimilarityRanker(
+        model=str(tiny_model), device=ComponentDevice.from_str("cpu"), **options
+    )
+    builtin.warm_up()
+    ours = TritonRanker(url=server.grpc_url, **options)
+    for scale in (True, False):
+        builtin.scale_score = scale
+        ours.scale_score = scale
+        theirs = builtin.run(query=QUERY, documents=docs)["documents"]
+        mine = ours.run(query=QUERY, documents=docs)["documents"]
+        assert [d.id for d in mine] == [d.id for d in theirs] and len({d.id for d in mine}) == 3
+        assert [d.score for d in mine] == pytest.approx([d.score for d in theirs], abs=1e-4)
+        assert [d.meta["title"] for d in mine] == [d.meta["title"] for d in theirs]
+    ours.close()

@@ -131,6 +131,9 @@ class AsyncRerankClient(ClientBase):
             entry = self._loops.get(loop)
             if entry is None:
                 entry = self._loops[loop] = _LoopClients(loop)
+            if entry.closer is None or entry.closer.done():
+                # First use on this loop, or its closer was cancelled by someone else (a framework
+                # cancelling every task) while the loop runs on: the new clients need one too.
                 entry.closer = loop.create_task(_close_at_shutdown(entry))
             return entry
 

@@ -160,7 +160,7 @@ class TritonRanker(_common.ClientOwner):
         # ranks last: _common.split_empty), prefix or not.
         texts = []
         for doc in documents:
-            meta = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k)]
+            meta = [str(doc.meta[k]) for k in self.meta_fields_to_embed if doc.meta.get(k) is not None]
             text = self.meta_data_separator.join([*meta, doc.content or ""])
             texts.append(self.document_prefix + text if text.strip() else text)
         return texts
