@@ -71,6 +71,13 @@ MUTANTS = [
         BOUNDED_TESTS,
     ),
     Mutant(
+        "whole texts tokenized",
+        TOKENIZER,
+        "encoded = self.encode_bounded(texts, needs) if texts else []",
+        "encoded = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)] if texts else []",
+        BOUNDED_TESTS,
+    ),
+    Mutant(
         "head 64x longer",
         TOKENIZER,
         "head_bytes = need * HEAD_BYTES_PER_TOKEN",
