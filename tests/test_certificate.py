@@ -181,3 +181,17 @@ def test_nan_is_reported_as_nan_not_as_a_ranking_problem():
     report = cert.compare(_fixture(ranking), [0.0, np.inf, 0.0], served, "fp16")
     assert report.non_finite == 2 and len(report.failures) == 1
     assert report.failures[0].startswith("2 NaN/Inf logits") and "p1" in report.failures[0]
+
+
+def test_a_logit_or_a_score_beyond_its_bound_fails_naming_it():
+    """Each bound of the comparison fails on its own: one pair 0.2 logits off (the logit bound,
+    naming the pair), one pair 0.09 off near logit 0 (inside the logit bound, but its sigmoid
+    moves 0.022, past the score bound); the unchanged list passes."""
+    ranking = np.linspace(10.0, 0.0, 100)
+    fixture = _fixture(ranking)
+    assert cert.compare(fixture, [0.0, 0.0, 0.0], ranking, "fp16").failures == []
+    logit_off = cert.compare(fixture, [0.0, 0.2, 0.0], ranking, "fp16")
+    assert logit_off.failures[0].startswith("max |d logit| 0.2 > 0.1; worst pairs: p1 (xx, 10 tokens")
+    score_off = cert.compare(fixture, [0.0, 0.0, 0.09], ranking, "fp16")
+    assert score_off.max_abs_logit <= 0.1
+    assert score_off.failures == [f"max |d score| {score_off.max_abs_score:.3g} > 0.01"]
