@@ -321,7 +321,19 @@ def test_compose_and_dockerfile_facts():
     assert "driver >= 560" in dockerfile and "535.86" in dockerfile  # the pinned image's driver requirement
     server_target = dockerfile.split("AS server-baked")[0]
     assert "tritonclient[grpc]==2.51.0" in server_target and "--no-deps /opt/reranker/client" in server_target
-    assert "COPY docker/serve.py docker/probe.py /opt/reranker/" in server_target
+    # Every launcher module is copied next to serve.py, and the build context admits it
+    # (.dockerignore starts from `*`): serve.py imports its siblings at start.
+    import re
+
+    copied = set()
+    for line in server_target.splitlines():
+        if line.startswith("COPY docker/") and line.rstrip().endswith("/opt/reranker/"):
+            copied |= set(line.split()[1:-1])
+    siblings = set(re.findall(r"^(?:import|from) (\w+)", (ROOT / "docker" / "serve.py").read_text(), re.M))
+    local = {f"docker/{name}.py" for name in siblings if (ROOT / "docker" / f"{name}.py").exists()}
+    assert {"docker/serve.py", "docker/probe.py"} | local <= copied, (local, copied)
+    admitted = set((ROOT / ".dockerignore").read_text().split())
+    assert {f"!{path}" for path in copied} <= admitted, copied
     flags = re.findall(r'"(--(?:exit-timeout-secs|backend-config)=[^"]+)"', server_target)
     assert flags == settings.server_flags()
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
