@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.calibration_texts import corpus_lines, long_passage, pairs
 
@@ -71,17 +72,13 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1500) -> None:
         tokenizer.save_pretrained(out_dir)
 
 
-def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
-    import torch
-    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
+def model_config(shape: Shape, tokenizer_vocab: int | None = None) -> Any:
+    """The XLMRobertaConfig of `shape` (bge-reranker-v2-m3's layout); `tokenizer_vocab` is the
+    vocabulary size where the shape leaves it to the tokenizer."""
+    from transformers import XLMRobertaConfig
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir, use_safetensors=True)
-    shape = SHAPES[shape_name]
-    config = XLMRobertaConfig(
-        vocab_size=shape.vocab or len(tokenizer),
+    return XLMRobertaConfig(
+        vocab_size=shape.vocab or tokenizer_vocab,
         hidden_size=shape.hidden,
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
@@ -96,6 +93,17 @@ def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
         initializer_range=shape.init_range,
         architectures=["XLMRobertaForSequenceClassification"],
     )
+
+
+def build(out_dir: Path, shape_name: str = "tiny", seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaForSequenceClassification
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, use_safetensors=True)
+    config = model_config(SHAPES[shape_name], len(tokenizer))
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(config).eval()
     # Spread the logits (std ~3, mean ~0.5 on real pairs): near 0 sigmoid hides every error.

@@ -126,6 +126,16 @@ def proxy(server, tmp_path_factory):
     process.wait(20)
 
 
+@pytest.fixture(scope="module")
+def rest(server):
+    """The REST service (rest/) in front of the session server, one per test module
+    (tests/test_rest.py, tests/test_rest_compat.py)."""
+    from tests.rest_helpers import rest_service
+
+    with rest_service(server.grpc_url) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     """Every chart values file rendered and validated by the real tools (deploy/validate.py in

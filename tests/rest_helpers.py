@@ -13,6 +13,17 @@ import uvicorn
 from local_triton.server import free_port
 from reranker_rest import Settings, create_app
 
+# The query and documents the REST tests send (tests/test_rest.py, tests/test_rest_compat.py).
+QUERY = "what is the capital of France?"
+DOCS = [
+    "Paris is the capital and largest city of France.",
+    "Berlin is the capital of Germany.",
+    "Der Eiffelturm steht in Paris.",
+    "Bananas are rich in potassium.",
+    "巴黎是法国的首都。",
+    "The Seine flows through Paris.",
+]
+
 
 @contextmanager
 def rest_service(triton_url: str, **settings) -> Iterator[str]:

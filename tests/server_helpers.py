@@ -4,7 +4,16 @@ The bare `rerank` call itself is common/raw_rerank.py (a benchmark uses it too).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from local_triton.server import TritonServer, server_environment
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def metric(metrics_url: str, name: str, model: str) -> float:
@@ -38,3 +47,24 @@ def bad_and_good_together(bad_call, good_call, timeout: float = 60):
     with ThreadPoolExecutor(2) as pool:
         bad_future, good_future = pool.submit(bad), pool.submit(good)
         return bad_future.result(timeout=timeout), good_future.result(timeout=timeout)
+
+
+def start_launcher(server: TritonServer, *args: str) -> subprocess.Popen[str]:
+    """docker/serve.py, the image's command, with `args`, around `server`'s tritonserver command
+    line; its output piped, for `wait_while_running` to show when a wait fails."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "docker" / "serve.py"), *args, "--", *server.command()],
+        env=server_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_while_running(proc: subprocess.Popen[str], done: Callable[[], bool], timeout: float = 240) -> None:
+    """Poll `done` until it holds; fail with the launcher's output if it exits first or the time
+    runs out."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.25)

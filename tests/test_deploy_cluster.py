@@ -12,18 +12,11 @@ from dataclasses import dataclass
 import pytest
 
 from export import settings
-from tests.test_deploy import DEPLOY_PYTHON, ROOT, _bytes, _one
+from tests.test_deploy import DEPLOY_PYTHON, ROOT, VARIANTS, _bytes, _one
 
 CLOUD_VARIANTS = ["eks", "gke", "gke-autopilot", "aks"]
 ALL_VARIANTS = [
-    "default",
-    "pvc",
-    "object-storage",
-    "init-container",
-    "monitoring",
-    "fixed-replicas",
-    "shared-cache",
-    "tensorrt-plan",
+    *VARIANTS,
     "proxy",
     "rest",
     "proxy-rest",

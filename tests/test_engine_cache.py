@@ -7,14 +7,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from local_triton.server import TritonServer, free_port, server_environment
+from local_triton.server import TritonServer, free_port
+from tests.server_helpers import start_launcher, wait_while_running
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("serve_wrapper", ROOT / "docker" / "serve.py")
@@ -102,31 +101,19 @@ def test_wrapper_around_the_real_server(python_repo, tmp_path):
     key_dir.mkdir(parents=True)
     (key_dir / "bge_prebuilt.engine").write_bytes(b"engine from an earlier pod")
     server = TritonServer(python_repo, free_port(), free_port(), free_port())
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "docker" / "serve.py"),
-            "--local",
-            str(local),
-            "--shared",
-            str(shared),
-            "--ready-url",
-            f"http://127.0.0.1:{server.http_port}/v2/health/ready",
-            "--shm-dir",
-            str(tmp_path / "shm"),
-            "--",
-            *server.command(),
-        ],
-        env=server_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_launcher(
+        server,
+        "--local",
+        str(local),
+        "--shared",
+        str(shared),
+        "--ready-url",
+        f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+        "--shm-dir",
+        str(tmp_path / "shm"),
     )
     try:
-        deadline = time.monotonic() + 240
-        while not (local / serve.MARKER).exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
-            time.sleep(0.25)
+        wait_while_running(proc, (local / serve.MARKER).exists)
         assert not (local / "killed.engine").exists()
         assert (local / "bge_prebuilt.engine").read_bytes() == b"engine from an earlier pod"
         assert server.is_ready()
@@ -149,36 +136,22 @@ def test_wrapper_replaces_tritonserver_when_a_stub_dies_then_exits_for_the_kubel
     from common.raw_rerank import rerank_inputs
 
     server = TritonServer(python_repo, free_port(), free_port(), free_port(), ["--exit-timeout-secs=60"])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "docker" / "serve.py"),
-            "--local",
-            str(tmp_path / "trt-cache"),
-            "--ready-url",
-            f"http://127.0.0.1:{server.http_port}/v2/health/ready",
-            "--shm-dir",
-            str(tmp_path / "shm"),
-            "--stub-restarts",
-            "1",
-            "--",
-            *server.command(),
-        ],
-        env=server_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_launcher(
+        server,
+        "--local",
+        str(tmp_path / "trt-cache"),
+        "--ready-url",
+        f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+        "--shm-dir",
+        str(tmp_path / "shm"),
+        "--stub-restarts",
+        "1",
     )
     import stub_watch  # docker/, on the path since serve.py was loaded
 
     def kill_a_cross_encoder_stub() -> tuple[int, str]:
-        deadline = time.monotonic() + 240
-        while True:  # the server is ready and its watch has taken its snapshot
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
-            tritons = stub_watch.children(proc.pid)
-            if len(tritons) == 1 and server.is_ready():
-                break
-            time.sleep(0.25)
+        # the server is ready and its watch has taken its snapshot
+        wait_while_running(proc, lambda: len(stub_watch.children(proc.pid)) == 1 and server.is_ready())
         time.sleep(2 * serve.STUB_POLL_S)
         [triton] = stub_watch.children(proc.pid)
         victim = next(s for s in stub_watch.stubs(triton) if s.instance.startswith("cross_encoder"))
@@ -189,10 +162,7 @@ def test_wrapper_replaces_tritonserver_when_a_stub_dies_then_exits_for_the_kubel
         first, instance = kill_a_cross_encoder_stub()
         killed_at = time.monotonic()
         # Replaced in place: a new tritonserver answers every request again.
-        deadline = time.monotonic() + 240
-        while not (server.is_ready() and stub_watch.children(proc.pid) not in ([], [first])):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
-            time.sleep(0.25)
+        wait_while_running(proc, lambda: server.is_ready() and stub_watch.children(proc.pid) not in ([], [first]))
         client = grpcclient.InferenceServerClient(server.grpc_url)
         for _ in range(10):
             assert client.infer("rerank", rerank_inputs(["q"] * 2, ["a", "b"])).as_numpy("score").shape == (2, 1)

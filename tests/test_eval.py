@@ -260,39 +260,27 @@ def test_fatal_input_gives_a_message_and_exit_2(server, tmp_path, case, message)
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_make_eval_runs_in_seconds(server, synth, tmp_path):
-    # -o: the shared .venv is already set up (make test's first step); do not reinstall it here.
-    start = time.monotonic()
-    proc = subprocess.run(
-        [
-            "make",
-            "-s",
-            "-o",
-            ".venv/.installed",
-            "eval",
-            f"PY={sys.executable}",
-            f"URL={server.grpc_url}",
-            f"DATA={synth}",
-            f"EVAL_OUT={tmp_path / 'out'}",
-        ],
+def _run_make_eval(*variables: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`make eval` with these NAME=value variables (PY: this interpreter). -o: the shared .venv
+    is already set up (make test's first step); do not reinstall it here."""
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}", *variables],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def test_make_eval_runs_in_seconds(server, synth, tmp_path):
+    start = time.monotonic()
+    proc = _run_make_eval(f"URL={server.grpc_url}", f"DATA={synth}", f"EVAL_OUT={tmp_path / 'out'}")
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert "| nDCG@10 |" in proc.stdout and (tmp_path / "out" / "report.json").exists()
     assert elapsed < 60, elapsed
-    usage = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "eval", f"PY={sys.executable}"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    usage = _run_make_eval(timeout=60)
     assert usage.returncode == 2 and "usage: make eval URL=" in usage.stdout + usage.stderr
 
 
@@ -473,25 +461,7 @@ def test_corpus_is_streamed_not_held(tmp_path):
 
 
 def _make_eval(server, data: Path, candidates: Path, out: Path) -> dict:
-    proc = subprocess.run(
-        [
-            "make",
-            "-s",
-            "-o",
-            ".venv/.installed",
-            "eval",
-            f"PY={sys.executable}",
-            f"URL={server.grpc_url}",
-            f"DATA={data}",
-            f"CANDIDATES={candidates}",
-            f"EVAL_OUT={out}",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _run_make_eval(f"URL={server.grpc_url}", f"DATA={data}", f"CANDIDATES={candidates}", f"EVAL_OUT={out}")
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "report.json").read_text("utf-8"))
 

@@ -18,25 +18,10 @@ from common.raw_rerank import raw_rerank
 from reranker_client import RerankClient
 from reranker_rest.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, Settings
 from tests.conftest import free_port, start_server
-from tests.rest_helpers import rest_service
+from tests.rest_helpers import DOCS, QUERY, rest_service
 from tests.test_robustness import _repository_with_small_queue
 
-QUERY = "what is the capital of France?"
-DOCS = [
-    "Paris is the capital and largest city of France.",
-    "Berlin is the capital of Germany.",
-    "Der Eiffelturm steht in Paris.",
-    "Bananas are rich in potassium.",
-    "巴黎是法国的首都。",
-    "The Seine flows through Paris.",
-]
 NO_RETRY = {"max_retries": 0}  # the SDK would retry 429/5xx itself and hide our answer
-
-
-@pytest.fixture(scope="module")
-def rest(server):
-    with rest_service(server.grpc_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -36,29 +36,14 @@ import litellm  # noqa: E402
 
 from reranker_client import RerankClient  # noqa: E402
 from reranker_rest.metrics import ROUTES  # noqa: E402
-from tests.rest_helpers import rest_service  # noqa: E402
+from tests.rest_helpers import DOCS, QUERY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_MD = ROOT / "docs" / "REST.md"
-QUERY = "what is the capital of France?"
-DOCS = [
-    "Paris is the capital and largest city of France.",
-    "Berlin is the capital of Germany.",
-    "Der Eiffelturm steht in Paris.",
-    "Bananas are rich in potassium.",
-    "巴黎是法国的首都。",
-    "The Seine flows through Paris.",
-]
 TOP = 3
 NO_RETRY = {"max_retries": 0}  # the SDK would retry 5xx itself and hide our answer
 
 Ranked = List[Tuple[int, float]]
-
-
-@pytest.fixture(scope="module")
-def rest(server):
-    with rest_service(server.grpc_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from argparse import Namespace
 from pathlib import Path
@@ -27,7 +26,8 @@ from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from export.triton_config import LONG_CONTEXT_REFERENCE, RepositorySpec, cross_encoder_config, length_classes
-from local_triton.server import TritonServer, free_port, server_environment
+from local_triton.server import TritonServer, free_port
+from tests.server_helpers import start_launcher, wait_while_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,33 +158,21 @@ def test_launcher_certifies_its_engine_and_stays_unready_on_a_mismatch(python_re
     server = TritonServer(repo, free_port(), free_port(), free_port())
     metrics_port = free_port()
     url = f"http://127.0.0.1:{server.http_port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "docker" / "serve.py"),
-            f"--local={local}",
-            f"--ready-url={url}/v2/health/ready",
-            f"--shm-dir={tmp_path / 'shm'}",
-            "--self-certify=fail",
-            f"--repository={repo}",
-            f"--grpc-url=127.0.0.1:{server.grpc_port}",
-            "--certify-pairs=8",
-            f"--verdict={verdict}",
-            f"--certify-metrics-port={metrics_port}",
-            "--certify-metrics-address=127.0.0.1",
-            "--",
-            *server.command(),
-        ],
-        env=server_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_launcher(
+        server,
+        f"--local={local}",
+        f"--ready-url={url}/v2/health/ready",
+        f"--shm-dir={tmp_path / 'shm'}",
+        "--self-certify=fail",
+        f"--repository={repo}",
+        f"--grpc-url=127.0.0.1:{server.grpc_port}",
+        "--certify-pairs=8",
+        f"--verdict={verdict}",
+        f"--certify-metrics-port={metrics_port}",
+        "--certify-metrics-address=127.0.0.1",
     )
     try:
-        deadline = time.monotonic() + 240
-        while selfcert.read_verdict(verdict) is None or not selfcert.read_verdict(verdict).get("at"):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
-            time.sleep(0.25)
+        wait_while_running(proc, lambda: bool((selfcert.read_verdict(verdict) or {}).get("at")))
         doc = selfcert.read_verdict(verdict)
         assert not doc["passed"] and not doc["ready"] and doc["mode"] == "fail"
         assert doc["device"] == "cpu" and doc["engines"] == {}  # python backend: no TensorRT to check

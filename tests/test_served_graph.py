@@ -34,19 +34,9 @@ def real_stored_bytes() -> tuple[int, int]:
     """(parameters, bytes) of the real bge-reranker-v2-m3 geometry as with_fp16_weights stores
     it (fp16 from FP16_STORAGE_MIN_ELEMENTS elements up, fp32 below), counted without allocating."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+    from transformers import XLMRobertaForSequenceClassification
 
-    shape = standin_model.SHAPES["real"]
-    config = XLMRobertaConfig(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=shape.intermediate,
-        max_position_embeddings=8194,
-        type_vocab_size=1,
-        num_labels=1,
-    )
+    config = standin_model.model_config(standin_model.SHAPES["real"])
     with torch.device("meta"):
         model = XLMRobertaForSequenceClassification(config)
     sizes = [p.numel() for p in model.parameters()]

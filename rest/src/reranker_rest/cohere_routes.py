@@ -5,9 +5,10 @@ and `usage` are in every answer). `answer` also serves Cohere/Jina-shaped bodies
 from __future__ import annotations
 
 import uuid
-from typing import List
+from typing import Callable, List
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.types import DecoratedCallable
 
 from .body import openapi_body, parse, read_object
 from .errors import ApiError
@@ -26,39 +27,39 @@ from .security import require_key
 router = APIRouter(dependencies=[Depends(require_key)], tags=["Cohere / Jina"])
 
 
-@router.post(
-    "/v1/rerank",
-    response_model=CohereRerankResponse,
-    response_model_exclude_none=True,
-    openapi_extra=openapi_body(CohereRerankRequest),
-)
+def _cohere_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """Every route here takes and answers Cohere's shapes; the body is read by hand (`_read`),
+    so its schema is given to OpenAPI explicitly."""
+    return router.post(
+        path,
+        response_model=CohereRerankResponse,
+        response_model_exclude_none=True,
+        openapi_extra=openapi_body(CohereRerankRequest),
+    )
+
+
+async def _read(request: Request) -> CohereRerankRequest:
+    return parse(CohereRerankRequest, await read_object(request))
+
+
+@_cohere_route("/v1/rerank")
 async def rerank_v1(request: Request) -> CohereRerankResponse:
-    return await answer(parse(CohereRerankRequest, await read_object(request)), request, "1")
+    return await answer(await _read(request), request, "1")
 
 
-@router.post(
-    "/v2/rerank",
-    response_model=CohereRerankResponse,
-    response_model_exclude_none=True,
-    openapi_extra=openapi_body(CohereRerankRequest),
-)
+@_cohere_route("/v2/rerank")
 async def rerank_v2(request: Request) -> CohereRerankResponse:
-    return await answer(parse(CohereRerankRequest, await read_object(request)), request, "2")
+    return await answer(await _read(request), request, "2")
 
 
-@router.post(
-    "/infinity/rerank",
-    response_model=CohereRerankResponse,
-    response_model_exclude_none=True,
-    openapi_extra=openapi_body(CohereRerankRequest),
-)
+@_cohere_route("/infinity/rerank")
 async def rerank_infinity(request: Request) -> CohereRerankResponse:
     """Infinity's answer: a returned `document` is the text itself, not `{"text": ...}`.
     LiteLLM's infinity/ provider posts the very body its hosted_vllm/ provider posts (same
     path, same fields, same headers) but reads `document` as a string, where hosted_vllm/
     reads `document.text`: no answer on /rerank satisfies both, so Infinity's dialect has its
     own path (api_base = http://HOST:PORT/infinity)."""
-    body = parse(CohereRerankRequest, await read_object(request))
+    body = await _read(request)
     return await answer(body, request, "1", return_documents=False, documents_as_text=True)
 
 

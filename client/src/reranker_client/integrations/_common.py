@@ -6,9 +6,23 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Type, TypedDict
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypedDict,
+)
 
 from ..async_client import AsyncRerankClient
 from ..base import ClientConfig
@@ -158,6 +172,16 @@ def in_caller_terms(err: InvalidInputError, keep: List[int]) -> InvalidInputErro
     return InvalidInputError(message, index=position)
 
 
+@contextmanager
+def errors_in_caller_terms(keep: List[int]) -> Iterator[None]:
+    """Re-raise a refused input from the block `in_caller_terms` (one place for the sync and the
+    async path)."""
+    try:
+        yield
+    except InvalidInputError as err:
+        raise in_caller_terms(err, keep) from err
+
+
 def check_top(top_n: Optional[int], name: str) -> Optional[int]:
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
         raise ValueError(f"{name}: must be an int >= 0 or None, got {top_n!r}")
@@ -291,12 +315,10 @@ def rerank_sync(
     strict: bool = False,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
-    try:
+    with errors_in_caller_terms(keep):
         results = (
             clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict)) if kept else []
         )
-    except InvalidInputError as err:
-        raise in_caller_terms(err, keep) from err
     return ranked(results, keep, empty, top_n)
 
 
@@ -309,12 +331,10 @@ async def rerank_async(
     strict: bool = False,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
-    try:
+    with errors_in_caller_terms(keep):
         results = (
             await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict))
             if kept
             else []
         )
-    except InvalidInputError as err:
-        raise in_caller_terms(err, keep) from err
     return ranked(results, keep, empty, top_n)

@@ -19,7 +19,7 @@ by asyncio.run ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 from . import _common
 
@@ -77,13 +77,11 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
             out.append(Document(page_content=source.page_content, metadata=metadata, id=source.id))
         return out
 
-    def compress_documents(
-        self, documents: Sequence[Document], query: str, callbacks: Callbacks = None
-    ) -> Sequence[Document]:
-        """The top_n documents by relevance, `metadata["relevance_score"]` set (Cohere's key)."""
-        if not documents:
-            return []
-        ranked = _common.rerank_sync(
+    def _request(
+        self, query: str, documents: Sequence[Document]
+    ) -> Tuple[_common.Clients, str, List[str], Optional[int], _common.LongDocuments, bool]:
+        """The arguments of `_common.rerank_sync`/`rerank_async`, the same for both."""
+        return (
             self._get_clients(),
             query,
             [d.page_content for d in documents],
@@ -91,6 +89,14 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
             self.long_documents,
             self.strict,
         )
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks = None
+    ) -> Sequence[Document]:
+        """The top_n documents by relevance, `metadata["relevance_score"]` set (Cohere's key)."""
+        if not documents:
+            return []
+        ranked = _common.rerank_sync(*self._request(query, documents))
         return self._documents(documents, ranked)
 
     async def acompress_documents(
@@ -98,14 +104,7 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
     ) -> Sequence[Document]:
         if not documents:
             return []
-        ranked = await _common.rerank_async(
-            self._get_clients(),
-            query,
-            [d.page_content for d in documents],
-            self.top_n,
-            self.long_documents,
-            self.strict,
-        )
+        ranked = await _common.rerank_async(*self._request(query, documents))
         return self._documents(documents, ranked)
 
 
