@@ -37,13 +37,32 @@ PLAIN_SCHEMES = ("http://", "grpc://")
 TLS_SCHEMES = ("https://", "grpcs://")
 
 
+def _has_port(url: str) -> bool:
+    hostport = url.split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    return bool(host and sep and port.isdigit())
+
+
+def _with_port(url: str) -> str:
+    """A URL without a port would go to gRPC's default, 443 (review of issue 28): refused,
+    naming the ports a Triton deployment uses, rather than guessed between them."""
+    if not _has_port(url):
+        raise InvalidInputError(
+            f"url: {url!r} has no port: write host:port (Triton's gRPC port is 8001 and its HTTP "
+            f"port 8000 by default; the front proxy's gRPC port is 8081)"
+        )
+    return url
+
+
 def bare_url(url: str, tls: bool) -> str:
     """`url` as tritonclient takes it: host:port (an HTTP path prefix is kept), a scheme
     dropped, or InvalidInputError saying what to write instead."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidInputError(f"url: expected 'host:port', got {url!r}")
-    if url.startswith(DNS_SCHEME) or "://" not in url:
+    if url.startswith(DNS_SCHEME):
         return url
+    if "://" not in url:
+        return _with_port(url)
     scheme = url[: url.index("://") + 3]
     rest = url[len(scheme) :].rstrip("/")
     if scheme in TLS_SCHEMES and not tls:
@@ -52,7 +71,7 @@ def bare_url(url: str, tls: bool) -> str:
         )
     if scheme not in PLAIN_SCHEMES + TLS_SCHEMES or not rest:
         raise InvalidInputError(f"url: expected 'host:port' (or dns:///host:port), got {url!r}")
-    return rest
+    return _with_port(rest)
 
 
 def resolve_addresses(host: str, port: int) -> List[str]:

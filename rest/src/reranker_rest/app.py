@@ -37,6 +37,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         "Cohere/Jina/vLLM `documents`) on Triton; TEI `/info`, OpenAI-style `/v1/models`.",
         version="0.1.0",
         lifespan=lifespan,
+        # A trailing slash is answered 404 with a hint, never a 307: httpx (cohere SDK, LiteLLM)
+        # does not follow a redirect on POST, and the Location would carry the Host header's scheme.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.keys = KeyChecker(settings.api_keys, settings.api_keys_file)

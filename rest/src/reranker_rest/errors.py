@@ -84,6 +84,8 @@ def not_found(method: str, path: str) -> ApiError:
             f"use the bare host (http://HOST:PORT) as the base URL, without {prefix}",
             "NotFound",
         )
+    if path.endswith("/") and path.rstrip("/") in ("/v1/rerank", "/v2/rerank", "/rerank", "/info", "/v1/models"):
+        return ApiError(404, f"no route {path}: drop the trailing slash ({path.rstrip('/')})", "NotFound")
     return ApiError(
         404,
         f"no route {method} {path}; rerank routes: POST /v1/rerank, /v2/rerank (Cohere, Jina), "
