@@ -107,10 +107,10 @@ def litellm_jina_ai(url: str) -> Ranked:
 
 
 def litellm_huggingface(url: str) -> Ranked:
-    """TEI has no top_n: LiteLLM returns every text, as it would from TEI."""
+    """LiteLLM puts top_n into the TEI body; the server honours it (review of issue 28)."""
     got = _litellm("huggingface", url)
-    assert len(got) == len(DOCS)
-    return got[:TOP]
+    assert len(got) == TOP
+    return got
 
 
 def litellm_hosted_vllm(url: str) -> Ranked:

@@ -156,6 +156,9 @@ class TeiRerankRequest(BaseModel):
     )
     truncation_direction: Literal["Right", "right", "Left", "left"] = "Right"
     long_documents: LongDocuments = Field("truncate", description=LONG_DOCUMENTS_HELP)
+    # Not TEI's: LiteLLM's huggingface/ provider puts Cohere's top_n into a TEI body
+    # (litellm/llms/huggingface/rerank/transformation.py) and expects that many results back.
+    top_n: Optional[int] = Field(None, ge=0, description="extra: return only the best top_n (0 or absent: all)")
 
 
 class TeiRank(BaseModel):

@@ -42,7 +42,7 @@ async def tei_answer(body: TeiRerankRequest, request: Request) -> TeiRerankRespo
     backend = request.app.state.backend
     if body.truncation_direction.lower() == "left":
         raise ApiError(400, "truncation_direction: only Right is supported (the server keeps the start of each text)")
-    ranked = await backend.rerank(body.query, body.texts, None, "texts", body.long_documents)
+    ranked = await backend.rerank(body.query, body.texts, body.top_n or None, "texts", body.long_documents)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     if body.truncate is False:
         cut = sorted(r.index for r in ranked if r.truncated)
