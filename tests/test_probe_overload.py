@@ -165,6 +165,10 @@ def test_grpc_connections_get_a_goaway_and_reconnect(slow_server):
         time.sleep(0.1)
     assert grpc.ChannelConnectivity.IDLE in states[ready_at:], states  # the server sent GOAWAY
     assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live  # reconnected
+    # Connectivity callbacks arrive on gRPC's own thread, possibly after the call returned.
+    deadline = time.monotonic() + 10
+    while states.count(grpc.ChannelConnectivity.READY) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert states.count(grpc.ChannelConnectivity.READY) >= 2, states
     channel.close()
 
