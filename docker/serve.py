@@ -55,15 +55,16 @@ from pathlib import Path
 # self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import self_certify  # noqa: E402
-from stub_watch import StubWatch, describe, expected_stubs, own_pid_is_watchable  # noqa: E402 - shipped beside this file
+import stub_watch  # noqa: E402 - shipped beside this file
+from stub_watch import StubWatch, describe, expected_stubs, own_pid_is_watchable  # noqa: E402
 
 MARKER = ".complete"
 # A dead Python-backend stub: checked every STUB_POLL_S once ready; in-flight requests on the
 # healthy instances get STUB_DEATH_DRAIN_S, then tritonserver is killed and replaced. After
 # --stub-restarts replacements within STUB_RESTART_WINDOW_S we exit with EXIT_STUB_DIED
 # (EX_TEMPFAIL) for the kubelet to restart the container.
-STUB_POLL_S = 1.0
-STUB_DEATH_DRAIN_S = 5.0
+STUB_POLL_S = stub_watch.POLL_S
+STUB_DEATH_DRAIN_S = stub_watch.DEATH_DRAIN_S
 STUB_RESTART_WINDOW_S = 600.0
 DEFAULT_STUB_RESTARTS = 3
 EXIT_STUB_DIED = 75

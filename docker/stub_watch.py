@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STUB_BINARY = "triton_python_backend_stub"
+# Both launchers: the stubs are checked every POLL_S once the server is ready; a server with a
+# dead stub gets DEATH_DRAIN_S to finish what its healthy instances hold, then is killed (with a
+# dead stub Triton would otherwise wait out its whole --exit-timeout-secs).
+POLL_S = 1.0
+DEATH_DRAIN_S = 5.0
 PROC = Path("/proc")
 
 

@@ -39,8 +39,6 @@ STATE_DIR = ROOT / ".cache" / "triton"
 PROBE_SCRIPT = ROOT / "docker" / "probe.py"
 STUB_WATCH_SCRIPT = ROOT / "docker" / "stub_watch.py"
 PROBE_PERIOD_S = 10.0  # the chart's liveness period
-STUB_POLL_S = 1.0  # how often the stubs are checked (docker/serve.py uses the same)
-STUB_DEATH_DRAIN_S = 5.0  # a server with a dead stub gets this long to drain, then is killed
 
 
 def _image_module(name: str, path: Path):
@@ -292,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             # Triton never restarts a dead stub: only a new server heals the model.
             print(f"{stub_watch.describe(dead)}: restarting tritonserver ...", flush=True)
             died_at = time.monotonic()
-            server.stop(timeout=STUB_DEATH_DRAIN_S)
+            server.stop(timeout=stub_watch.DEATH_DRAIN_S)
             if certifier.enabled:
                 args.verdict.unlink(missing_ok=True)  # not ready until the new server is certified
             server.process = subprocess.Popen(
@@ -325,7 +323,7 @@ def watch_health(
     server: TritonServer, probe, period: float = PROBE_PERIOD_S, stub_watch=None, verdict: Path | None = None
 ) -> list:
     """Until the server exits (returns []) or one of its Python stubs dies (returns the dead
-    stubs, checked every STUB_POLL_S): the health probe every `period` s (and the
+    stubs, checked every stub_watch.POLL_S): the health probe every `period` s (and the
     self-certification verdict, as readiness reads it, when there is one); report each change."""
     url = f"http://{server._client_host}:{server.http_port}"
     assert server.process is not None, "start() the server first"
@@ -337,7 +335,7 @@ def watch_health(
         next_probe = time.monotonic() + period
         while (left := next_probe - time.monotonic()) > 0:
             try:
-                server.process.wait(min(left, STUB_POLL_S))
+                server.process.wait(min(left, stub_watch.POLL_S if stub_watch else period))
                 return []
             except subprocess.TimeoutExpired:
                 pass

@@ -15,6 +15,7 @@ import gzip
 import http.client
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from tritonclient.utils import InferenceServerException
 from common.raw_rerank import raw_rerank, rerank_inputs
 from export.proxy_config import GRPC_METHODS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
+import stub_watch  # noqa: E402 - docker/stub_watch.py, the launchers' /proc reader
+
 GOOD_Q = ["Wie hoch ist der Mount Everest?"] * 3
 GOOD_P = ["Der Everest ist 8849 Meter hoch.", "Paris ist die Hauptstadt Frankreichs.", "🏔️ 8849 m"]
 REFUSAL_BOUND_S = 2.0  # a refusal reads no more than the request's own bytes
@@ -36,17 +40,7 @@ MEMORY_BOUND_BYTES = 64 << 20  # what a refused request may leave behind, server
 
 def server_rss(pid: int) -> int:
     """Resident bytes of tritonserver and every process under it (the Python stubs)."""
-    children = {pid}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            children.add(int(entry.name))
+    children = {pid, *stub_watch.children(pid)}
     total = 0
     for p in children:
         try:

@@ -144,8 +144,14 @@ def test_router_relays_codes_by_who_is_at_fault():
     """Issue 26 (and its review): a BLS error reaches the router as text; the caller's values
     refused by the class model stay INVALID_ARG, shed load and dead steps are UNAVAILABLE, and a
     shape refusal - which the router guarantees never to cause - is INTERNAL, not the caller's."""
+    from reranker_client import contract
+
     refusals = ("cross_encoder: input_ids: id ", "cross_encoder: attention_mask: values")
-    code = routing.relayed_code
+    transient = contract.SHED_LOAD_MESSAGES + contract.STEP_DOWN_MESSAGES
+
+    def code(message, refusals):
+        return routing.relayed_code(message, refusals, transient)
+
     assert code("cross_encoder: input_ids: id 1000000000 is outside the vocabulary", refusals) == "INVALID_ARG"
     assert code("cross_encoder: attention_mask: values must be 0 or 1", refusals) == "INVALID_ARG"
     assert code("Request timeout expired", refusals) == "UNAVAILABLE"

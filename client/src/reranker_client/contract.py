@@ -65,6 +65,12 @@ WINDOW_REDUCE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED, SPAN, WINDOWS)
 # other invalid input and split the request instead of failing.
 WINDOWS_PER_REQUEST_ERROR = "windows per request"
 
+# Triton's own wording (lower case) for a transient failure, which reaches a BLS caller and
+# tritonclient as text: load shed by the dynamic batcher's queue policy, and a dead Python stub or
+# a draining server. The client retries them; the length router relays them as UNAVAILABLE.
+SHED_LOAD_MESSAGES = ("exceeds maximum queue size", "request timeout expired")
+STEP_DOWN_MESSAGES = ("stub process", "not healthy", "server is shutting down", "server not ready")
+
 
 class Param:
     """Keys of the string parameters in the ensemble's (and tokenizer's) config."""

@@ -279,9 +279,7 @@ TRANSLATION = (
     (
         errors.OverloadedError,
         lambda err, status, text: (
-            _has(text, "exceeds maximum queue size", "request timeout expired")
-            or "RESOURCE_EXHAUSTED" in status
-            or status == "429"
+            _has(text, *contract.SHED_LOAD_MESSAGES) or "RESOURCE_EXHAUSTED" in status or status == "429"
         ),
     ),
     (
@@ -298,15 +296,7 @@ TRANSLATION = (
     (
         errors.ServerUnavailableError,
         lambda err, status, text: (
-            _has(
-                text,
-                "has no available versions",
-                "stub process",
-                "not healthy",
-                "server is shutting down",
-                "server not ready",
-            )
-            or "CANCELLED" in status
+            _has(text, "has no available versions", *contract.STEP_DOWN_MESSAGES) or "CANCELLED" in status
         ),
     ),
     (

@@ -22,6 +22,7 @@ import contract  # noqa: E402 - the wire contract, copied here from the client p
 from routing import RouteError, cut, parse_classes, plan, relayed_code, row_lengths  # noqa: E402
 
 PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
+TRANSIENT = contract.SHED_LOAD_MESSAGES + contract.STEP_DOWN_MESSAGES
 # The Python class model's refusals of values the caller chose (cross_encoder/1/shape_limits.py).
 CLASS_REFUSALS = (
     f"{contract.CROSS_ENCODER}: {contract.INPUT_IDS.name}: id ",
@@ -80,7 +81,7 @@ class TritonPythonModel:
                 continue
             if answer.has_error():
                 message = answer.error().message()
-                code = relayed_code(message, CLASS_REFUSALS)
+                code = relayed_code(message, CLASS_REFUSALS, TRANSIENT)
                 responses[i] = _error(message, getattr(pb_utils.TritonError, code))
                 continue
             outputs[i][0][rows] = (

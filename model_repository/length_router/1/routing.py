@@ -24,21 +24,12 @@ class RouteError(ValueError):
 # INTERNAL, including a shape or batch refusal, which the router itself guarantees never to send
 # (so it would be our bug, not the caller's). The onnxruntime/TensorRT class models never refuse
 # values: their graph clamps ids and reads the mask as 0/1 (docs/SECURITY.md).
-UNAVAILABLE_MARKS = (
-    "request timeout expired",
-    "exceeds maximum queue size",
-    "stub process",
-    "is not healthy",
-    "server not ready",
-    "server is shutting down",
-)
-
-
-def relayed_code(message: str, refusals: tuple[str, ...]) -> str:
+def relayed_code(message: str, refusals: tuple[str, ...], transient: tuple[str, ...]) -> str:
     """'UNAVAILABLE', 'INVALID_ARG' or 'INTERNAL' for a class model's error message; `refusals`
-    are the message prefixes of the class model's refusals of the caller's values."""
+    are the message prefixes of the class model's refusals of the caller's values, `transient`
+    Triton's lower-case phrases for shed load and a dead or draining step (the wire contract's)."""
     text = message.lower()
-    if any(mark in text for mark in UNAVAILABLE_MARKS):
+    if any(mark in text for mark in transient):
         return "UNAVAILABLE"
     if message.startswith(refusals):
         return "INVALID_ARG"
