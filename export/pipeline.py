@@ -27,8 +27,8 @@ from typing import Any, Callable
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, model_loading, parity, tensorrt_onnx_support
-from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
+from export import certificate, model_loading, parity, plan_memory, tensorrt_onnx_support
+from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
 from export.settings import (
@@ -39,7 +39,9 @@ from export.settings import (
     ServingLimits,
 )
 from export.tensorrt_build import (
+    PLAN_FP32_ESCALATION,
     PlanBuild,
+    PlanResult,
     build_and_certify_plan,
     local_device_key,
     tensorrt_available,
@@ -177,7 +179,8 @@ def served_artifact(backend: str, precision: str) -> dict:
         }
     return {
         "file": "cross_encoder/1/model.plan",
-        "runtime": f"TensorRT plan ({precision}), built on the target GPU",
+        "runtime": f"TensorRT plans ({precision}), one per length class (<class model>/1/model.plan), built on the "
+        "target GPU",
         "certified_by": "the plan build (certificate checked before the plan is placed) and make verify "
         "(the export gate ran the fp32 graph on ONNX Runtime CPU: a proxy)",
     }
@@ -204,7 +207,8 @@ class ExportContext:
     fp16_report: Fp16Report | None = None
     fp16_attempts: list[dict[str, Any]] = field(default_factory=list)
     trt_fp32_layers: list[str] = field(default_factory=list)
-    plan_path: Path | None = None  # a certified plan, when TensorRT is importable here
+    trt_fp32_escalation: list[list[str]] = field(default_factory=list)  # names each further try adds
+    plan: PlanResult | None = None  # the certified class plans, when TensorRT is importable here
     repo: Path = field(init=False)
 
     @property
@@ -345,9 +349,13 @@ def stage_fp16_weights(ctx: ExportContext) -> None:
 
 
 def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
-    """The layers the plan builders pin to fp32: normalisations, softmax, and whatever leaves the
-    fp16 range on the calibration texts, measured on this very graph."""
-    ctx.trt_fp32_layers = tensorrt_fp32_layers(ctx.fp32_path, parity.calibration_feeds(ctx.pair_tokenizer), ctx.work)
+    """The layers the plan builders pin to fp32 at each try: normalisations and the final sigmoid
+    plus whatever leaves the fp16 range on the calibration texts (measured on this very graph),
+    then Softmax, then the MatMuls (tensorrt_build.PLAN_FP32_ESCALATION)."""
+    first, *more = tensorrt_fp32_levels(
+        ctx.fp32_path, parity.calibration_feeds(ctx.pair_tokenizer), ctx.work, PLAN_FP32_ESCALATION
+    )
+    ctx.trt_fp32_layers, ctx.trt_fp32_escalation = first, more
 
 
 def plan_build(ctx: ExportContext) -> PlanBuild:
@@ -355,7 +363,9 @@ def plan_build(ctx: ExportContext) -> PlanBuild:
         limits=ctx.spec.limits,
         precision=ctx.args.precision,
         fp32_layers=tuple(ctx.trt_fp32_layers),
-        workspace_bytes=ctx.spec.workspace_bytes,
+        escalation=tuple(tuple(names) for names in ctx.trt_fp32_escalation),
+        geometry=plan_memory.Geometry.of(ctx.model_facts),
+        instances=ctx.spec.cross_encoder_instances,
     )
 
 
@@ -371,9 +381,7 @@ def stage_tensorrt(ctx: ExportContext) -> None:
 
     cache = timing_cache_path(local_device_key(tensorrt.__version__))
     print(f"[export] tensorrt: timing cache {cache}", flush=True)
-    ctx.plan_path = build_and_certify_plan(
-        ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx), ctx.fixture, cache
-    )
+    ctx.plan = build_and_certify_plan(ctx.fp32_path, ctx.work / "plan", plan_build(ctx), ctx.fixture, cache)
 
 
 def served_sha256(ctx: ExportContext, digest: str) -> dict[str, str]:
@@ -387,8 +395,10 @@ def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
         return
     copy_onnx(ctx.fp32_path, cross_encoder_dir / "tensorrt" / "model.onnx")
     write_build_files(cross_encoder_dir / "tensorrt", plan_build(ctx))
-    if ctx.plan_path is not None:
-        shutil.copy2(ctx.plan_path, cross_encoder_dir / "1" / "model.plan")
+    if ctx.plan is not None:  # one certified plan per class model (plan_memory.py: why)
+        for model, path in ctx.plan.plans.items():
+            (cross_encoder_dir.parent / model / "1").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, cross_encoder_dir.parent / model / "1" / "model.plan")
     else:
         print(
             "[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
@@ -412,9 +422,26 @@ def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
             "noise_floor": ctx.fixture["noise_floor"],
         },
         "tensorrt_fp32_layers": ctx.trt_fp32_layers,
+        "tensorrt_plan": tensorrt_plan_manifest(ctx),
         "versions": versions(),
         "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
+    }
+
+
+def tensorrt_plan_manifest(ctx: ExportContext) -> dict | None:
+    """The plan design's memory: measured per class when the plans were built here, else the
+    estimate from the geometry (build_plan.sh adds the measured figures and its tries)."""
+    if ctx.args.backend != "tensorrt":
+        return None
+    if ctx.plan is not None:
+        return ctx.plan.manifest()
+    build = plan_build(ctx)
+    return {
+        "design": "one plan per length class, one profile each",
+        "attempts": [],
+        "memory_estimate": [c.to_dict() for c in build.tries()[0].estimate()],
+        "memory_budget_bytes": build.memory_budget_bytes,
     }
 
 

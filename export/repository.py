@@ -105,8 +105,9 @@ def write_repository(
             for filename, content in warmup_files(spec.limits, length_class).items():
                 (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
-        # Every class model serves the same weights (a plan holds every class's profile).
-        for length_class in classes[1:]:
+        # Every class model serves the same graph; a TensorRT class model its own plan (one profile
+        # each: export/plan_memory.py), placed by place_model.
+        for length_class in classes[1:] if spec.backend != "tensorrt" else []:
             link_model_files(staging / CROSS_ENCODER / "1", staging / length_class.model / "1")
         # Configs last: the engine cache key is a hash of the graph just placed.
         graph = staging / CROSS_ENCODER / "1" / "model.onnx"

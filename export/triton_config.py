@@ -319,9 +319,10 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
-        # Every class model loads the same plan and runs only its own profile: without a
-        # `profile` list Triton would run profile 0 for every shape.
-        gpu.profile.append(str(length_class.index))
+        # Every class model loads its own plan, built with one profile: its class's shapes
+        # (export/plan_memory.py: a context sized for that profile only). Listed explicitly so
+        # the self-certification's check ("plan loaded with its profile") reads it.
+        gpu.profile.append("0")
         config.instance_group.append(gpu)
     else:
         config.backend = "python"
