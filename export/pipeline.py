@@ -401,8 +401,9 @@ def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
             shutil.copy2(path, cross_encoder_dir.parent / model / "1" / "model.plan")
     else:
         print(
-            "[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
-            "host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before placing it)",
+            "[export] tensorrt: the `tensorrt` package is not importable here, so the class models have "
+            "no plan yet (and no version folder): build them on the GPU host with "
+            "cross_encoder/tensorrt/build_plan.sh, which certifies every class plan and installs all or none",
             flush=True,
         )
 

@@ -105,6 +105,14 @@ def write_repository(
             for filename, content in warmup_files(spec.limits, length_class).items():
                 (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
+        if spec.backend == "tensorrt":
+            # No plan built here (no TensorRT on this host): no empty version folder either. The
+            # class models stay unloadable until build_plan.sh installs every class's certified
+            # plan at once (issue 25 item 8); an empty `1/` would look like a served version.
+            for length_class in classes:
+                version = staging / length_class.model / "1"
+                if not any(version.iterdir()):
+                    version.rmdir()
         # Every class model serves the same graph; a TensorRT class model its own plan (one profile
         # each: export/plan_memory.py), placed by place_model.
         for length_class in classes[1:] if spec.backend != "tensorrt" else []:

@@ -186,6 +186,8 @@ def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
     # each class model lists that plan's only profile.
     assert "trtexec" in script and "--fp16" in script and "16x2048" in script and "64x512" in script
     assert 'profile: "0"' in (repo / "cross_encoder_2048" / "config.pbtxt").read_text()
+    # No plan without TensorRT here: no empty version folder that would look served (item 8).
+    assert not (repo / "cross_encoder" / "1").exists() and not (repo / "cross_encoder_2048" / "1").exists()
     assert (repo / "cross_encoder" / "tensorrt" / "model.onnx").exists()
     assert 'platform: "tensorrt_plan"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
     assert subprocess.run(["bash", "-n", str(repo / "cross_encoder" / "tensorrt" / "build_plan.sh")]).returncode == 0
