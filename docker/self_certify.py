@@ -241,6 +241,7 @@ def metrics_text(verdict: dict | None) -> str:
     gauges = [
         ("pass", "1 when every check passed (engines taken, certificate within thresholds)", int(verdict["passed"])),
         ("ready", "1 when the verdict lets this pod become ready (pass, or mode warn)", int(verdict["ready"])),
+        ("certificate_pass", "1 when the certificate rows were within the thresholds", int(bool(cert.get("passed")))),
         (
             "max_abs_logit",
             "largest |logit - fp32 PyTorch logit| over the certificate rows sent",

@@ -34,8 +34,12 @@ from export.tensorrt_profiles import (
 )
 
 # The serving image is nvcr.io/nvidia/tritonserver:24.10-py3 (Triton 2.51.0, TensorRT 10.5.0);
-# the TensorRT image of the same release carries trtexec and the same TensorRT.
+# the TensorRT image of the same release carries trtexec and the same TensorRT. build_plan.sh runs
+# in the exporter image built FROM it (docker/Dockerfile target exporter): trtexec, TensorRT
+# 10.5.0's Python bindings and Polygraphy pinned by requirements/, so nothing is fetched at build
+# time (issue 25 item 9; GPU hosts often have no network).
 TENSORRT_IMAGE = "nvcr.io/nvidia/tensorrt:24.10-py3"
+EXPORTER_IMAGE = "bge-reranker-exporter:0.1.0"
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 # Polygraphy runs the built plan for the certificate (it brings its own CUDA wrapper).
 POLYGRAPHY = "polygraphy==0.49.26"
@@ -271,9 +275,9 @@ def write_build_files(folder: Path, build: PlanBuild) -> Path:
         f'echo "timing cache /cache/$key" && '
         # Nothing is fetched at build time (GPU hosts often have no network): the image must bring
         # Polygraphy (the exporter image does: requirements pin it).
-        "{ python3 -c 'import polygraphy' 2>/dev/null || { echo 'error: polygraphy is not installed in "
-        f"$TENSORRT_IMAGE_NAME; use an image that has it (the exporter image bge-reranker-exporter pins "
-        f"{POLYGRAPHY})' >&2; exit 3; }}; }} && "
+        "{ python3 -c 'import polygraphy' 2>/dev/null || { echo \"error: polygraphy is not installed in "
+        f"$TENSORRT_IMAGE_NAME; use an image that has it (the exporter image {EXPORTER_IMAGE} pins "
+        f'{POLYGRAPHY})" >&2; exit 3; }}; }} && '
         f"source /repo/cross_encoder/tensorrt/build_tries.sh && for level in {levels}; do "
         'if "try_$level"; then exit 0; fi; echo "plan try $level failed its certificate or memory budget" >&2; '
         "done; exit 1"
@@ -300,13 +304,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "${{BASH_SOURCE[0]}}")/../.." && pwd)"
 cache="${{{TIMING_CACHE_ENV}:-${{HOME}}/{DEFAULT_CACHE_DIR[2:]}}}"
 mkdir -p "$cache"
-image="${{TENSORRT_IMAGE:-{TENSORRT_IMAGE}}}"
+image="${{TENSORRT_IMAGE:-{EXPORTER_IMAGE}}}"
 # One build at a time per cache (issue 25 item 5): a second build_plan.sh on this host waits here
 # instead of building the same plans and writing the same timing cache at the same time.
 exec 9>"$cache/.build_plan.lock"
 flock 9
-docker run --rm --gpus "${{GPU:-device=0}}" --user "$(id -u):$(id -g)" -e HOME=/tmp \
-  -e TENSORRT_IMAGE_NAME="$image" -v "$repo:/repo" -v "$cache:/cache" "$image" bash -c {shlex.quote(inner)}
+${{DOCKER:-docker}} run --rm --gpus "${{GPU:-device=0}}" --user "$(id -u):$(id -g)" -e HOME=/tmp \\
+  -e TENSORRT_IMAGE_NAME="$image" -v "$repo:/repo" -v "$cache:/cache" --entrypoint bash "$image" \\
+  -c {shlex.quote(inner)}
 echo "certified plans installed: $repo/<class model>/1/model.plan"
 """)
     script.chmod(0o755)
