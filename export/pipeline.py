@@ -7,6 +7,8 @@ and logged with its peak memory:
       -> [tensorrt_fp32_layers]                  (tensorrt backend, fp16)
       -> [tensorrt_parser]                       (tensorrt, onnxruntime: every node in TensorRT's
                                                   ONNX support matrix at its type)
+      -> [gpu_gate]                              (onnxruntime: the served graph on ORT's TensorRT+CUDA
+                                                  EPs where onnxruntime-gpu is installed)
       -> [tensorrt]                              (tensorrt backend; the plan is certified before use)
       -> repository
 """
@@ -27,7 +29,7 @@ from typing import Any, Callable
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, model_loading, parity, plan_memory, tensorrt_onnx_support
+from export import certificate, gpu_gate, model_loading, parity, plan_memory, tensorrt_onnx_support
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
@@ -49,7 +51,9 @@ from export.tensorrt_build import (
     write_build_files,
 )
 from export.tensorrt_profiles import check_consistency, profiles_for
-from export.triton_config import RepositorySpec, engine_cache_prefix
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
+from export.tensorrt_profiles import length_classes
+from export.triton_config import RepositorySpec, cross_encoder_config, engine_cache_prefix
 
 
 class ParityFailed(RuntimeError):
@@ -209,6 +213,7 @@ class ExportContext:
     trt_fp32_layers: list[str] = field(default_factory=list)
     trt_fp32_escalation: list[list[str]] = field(default_factory=list)  # names each further try adds
     plan: PlanResult | None = None  # the certified class plans, when TensorRT is importable here
+    gpu_gate: dict[str, Any] | None = None  # onnxruntime backend: whether the GPU gate ran, and why not
     repo: Path = field(init=False)
 
     @property
@@ -358,6 +363,35 @@ def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
     ctx.trt_fp32_layers, ctx.trt_fp32_escalation = first, more
 
 
+def stage_gpu_gate(ctx: ExportContext) -> None:
+    """onnxruntime backend: the served graph on the certificate through ONNX Runtime's TensorRT and
+    CUDA EPs at each class model's served options (export/gpu_gate.py), where onnxruntime-gpu is
+    installed; otherwise recorded as not run, with why. A failed GPU gate fails the export."""
+    ort = gpu_gate.load_ort()
+    reason = gpu_gate.unavailable_reason(ort)
+    if reason:
+        print(f"[export] {reason}", flush=True)
+        ctx.gpu_gate = {"ran": False, "reason": reason}
+        return
+    configs = {c: cross_encoder_config(ctx.spec, c) for c in length_classes(ctx.spec.limits)}
+    cache = Path(tempfile.mkdtemp(prefix="gpu-gate-", dir=ctx.work))
+    try:
+        sessions = gpu_gate.class_sessions(ctx.served_onnx, configs, cache, ort)
+        result = parity.run_gate(
+            ctx.args.precision,
+            ctx.fixture,
+            gpu_gate.runner(sessions, INPUT_NAMES, OUTPUT_NAMES[0]),
+            "served graph on ONNX Runtime's TensorRT EP (CUDA EP after it), served session options, GPU",
+            "served: the engine the TensorRT EP builds from the served graph, on this export host's GPU",
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    ctx.reports["gpu"] = result
+    ctx.gpu_gate = {"ran": True, "passed": result.passed, "providers": [gpu_gate.TENSORRT_EP, gpu_gate.CUDA_EP]}
+    _print_gate(result)
+    _require(result)
+
+
 def plan_build(ctx: ExportContext) -> PlanBuild:
     return PlanBuild(
         limits=ctx.spec.limits,
@@ -424,6 +458,7 @@ def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
         },
         "tensorrt_fp32_layers": ctx.trt_fp32_layers,
         "tensorrt_plan": tensorrt_plan_manifest(ctx),
+        "gpu_gate": ctx.gpu_gate,
         "versions": versions(),
         "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
@@ -482,6 +517,7 @@ STAGES: list[Stage] = [
     Stage("fp16_weights", stage_fp16_weights, _fp16_for("onnxruntime")),
     Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
     Stage("tensorrt_parser", stage_tensorrt_parser, lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime")),
+    Stage("gpu_gate", stage_gpu_gate, lambda ctx: ctx.args.backend == "onnxruntime"),
     Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
     Stage("repository", stage_repository),
 ]
