@@ -31,7 +31,7 @@ import onnx
 from common.pair_tokenizer import load_pair_tokenizer
 from export import certificate, gpu_gate, model_loading, parity, plan_memory, tensorrt_onnx_support
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
-from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -50,9 +50,7 @@ from export.tensorrt_build import (
     timing_cache_path,
     write_build_files,
 )
-from export.tensorrt_profiles import check_consistency, profiles_for
-from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
-from export.tensorrt_profiles import length_classes
+from export.tensorrt_profiles import check_consistency, length_classes, profiles_for
 from export.triton_config import RepositorySpec, cross_encoder_config, engine_cache_prefix
 
 
