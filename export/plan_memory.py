@@ -165,3 +165,56 @@ if __name__ == "__main__":  # python -m export.plan_memory --max-length 8192 [--
     print(table(found))
     problem = over_budget(found)
     print(problem or "fits the 24 GB budget")
+
+
+# --- Host memory of the pod (issue 25 item 5: count the host copies against the memory limit) ---
+# Assumptions, stated because only a GPU host can measure them (docs/GPU.md): tritonserver with its
+# backends loaded; one Python-backend stub process (tokenizers, numpy, tritonclient).
+TRITON_BASE_HOST_BYTES = 1 << 30
+PYTHON_STUB_HOST_BYTES = 300 << 20
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    steady_bytes: int  # after every model loaded
+    peak_bytes: int  # steady + the largest transient while loading/building (one builder at a time)
+    parts: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def host_estimate(
+    backend: str,
+    limits: ServingLimits,
+    geometry: Geometry = REAL_GEOMETRY,
+    precision: str = "fp16",
+    instances: int = CROSS_ENCODER_INSTANCES,
+    python_stubs: int = 0,
+    shm_bytes: int = 0,
+) -> HostMemory:
+    """Bytes of host memory the pod holds, counted against its memory limit.
+
+    - onnxruntime: every instance's ONNX Runtime session keeps the served graph's initializers
+      (fp16-stored: P x 2; fp32: P x 4) - instances do not share them - and the TensorRT EP builds
+      its engine on the host side: network weights in fp32 (P x 4) plus the serialized engine
+      (P x 2) while it is written; with the build pass (docker/build_once.py) one build at a time.
+    - tensorrt: tensorrt_backend reads the whole plan file into host memory to deserialize it
+      (~P x 2 per instance, freed after); steady host memory is small (weights live on the device).
+    - Python stubs (tokenizer, router, window reduce) and the /dev/shm emptyDir (medium Memory:
+      counts against the limit) with Triton itself.
+    """
+    classes = len(length_classes(limits))
+    weight = 2 if precision == "fp16" else 4
+    parts = {"triton": TRITON_BASE_HOST_BYTES, "python_stubs": python_stubs * PYTHON_STUB_HOST_BYTES, "shm": shm_bytes}
+    if backend == "onnxruntime":
+        parts["onnxruntime_sessions"] = classes * instances * geometry.parameters * weight
+        transient = geometry.parameters * (4 + 2)
+    elif backend == "tensorrt":
+        parts["plans"] = 0
+        transient = geometry.parameters * 2 * min(4, classes * instances)  # up to 4 models load at once
+    else:  # python: ONNX Runtime CPU sessions hold the graph and its fp32 compute
+        parts["onnxruntime_sessions"] = classes * instances * geometry.parameters * weight
+        transient = 0
+    steady = sum(parts.values())
+    return HostMemory(steady, steady + transient, parts)

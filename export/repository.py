@@ -27,9 +27,11 @@ from pathlib import Path
 from common.serving_code import SOURCE_REPOSITORY
 from export.tensorrt_profiles import length_classes
 from export.triton_config import (
+    BUILD_ONCE_CONFIG,
     WARMUP_FOLDER,
     RepositorySpec,
     all_configs,
+    build_once_config,
     engine_cache_prefix_for,
     to_pbtxt,
     warmup_files,
@@ -125,6 +127,11 @@ def write_repository(
             manifest = {**manifest, "engine_cache_prefix": spec.engine_cache_prefix}
         for name, config in all_configs(spec).items():
             (staging / name / "config.pbtxt").write_text(to_pbtxt(config))
+            if spec.backend == "onnxruntime" and name in {c.model for c in classes}:
+                (staging / name / "configs").mkdir()
+                (staging / name / "configs" / f"{BUILD_ONCE_CONFIG}.pbtxt").write_text(
+                    to_pbtxt(build_once_config(config))
+                )
         (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Compact: the certificate carries token ids and must stay small (well under 1 MB).

@@ -400,6 +400,24 @@ def window_ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     return _ensemble(spec, WINDOW_ENSEMBLE, contract.WINDOW_ENSEMBLE_INPUTS, contract.WINDOW_ENSEMBLE_OUTPUTS, steps)
 
 
+# The build pass (docker/build_once.py, issue 25 item 5): Triton loads the instances of one model in
+# parallel, and two instances of an onnxruntime class model would each build the same TensorRT
+# engine and write the same cache file. The launcher first starts Triton with
+# `--model-config-name=build_once` (Triton 2.51 reads <model>/configs/build_once.pbtxt instead of
+# config.pbtxt), one instance per class model and one model load at a time, so each engine is built
+# once; the serving start then finds every engine in the cache.
+BUILD_ONCE_CONFIG = "build_once"
+
+
+def build_once_config(config: mc.ModelConfig) -> mc.ModelConfig:
+    """`config` with one instance: what the build pass loads."""
+    single = mc.ModelConfig()
+    single.CopyFrom(config)
+    for group in single.instance_group:
+        group.count = 1
+    return single
+
+
 def all_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
     configs = {TOKENIZER: tokenizer_config(spec), LENGTH_ROUTER: router_config(spec)}
     for length_class in length_classes(spec.limits):

@@ -277,6 +277,12 @@ def test_onnxruntime_backend_serves_plain_graph_tensorrt_can_parse(tiny_model, t
     assert not (repo / "cross_encoder" / "1" / "model.onnx.data").exists()
     gate = _gate(repo)["gates"]["fp16"]
     assert gate["passed"] and gate["served"].startswith("proxy") and "fp16-stored weights" in gate["artifact"]
+    # Issue 25 item 5: the build pass's one-instance config beside the served one (build_once.py).
+    single = (repo / "cross_encoder" / "configs" / "build_once.pbtxt").read_text()
+    assert single == config.replace("count: 2", "count: 1") and "count: 2" in config
+    # Item 10: no onnxruntime-gpu here, so the GPU gate is recorded as not run, with why.
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["gpu_gate"]["ran"] is False and "onnxruntime-gpu" in manifest["gpu_gate"]["reason"]
 
 
 def test_fp16_weight_storage_halves_the_graph_and_keeps_fp32_compute(python_repo, tmp_path):

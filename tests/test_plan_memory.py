@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from export import plan_memory
 from export.settings import CROSS_ENCODER_INSTANCES, GPU_MEMORY_BUDGET_BYTES, MAX_SUPPORTED_LENGTH, ServingLimits
 from export.tensorrt_build import PlanBuild
 from export.tensorrt_profiles import length_classes
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_design_fits_a_24gb_card_at_max_length_8192():
@@ -66,3 +71,57 @@ def test_cli_prints_the_table_per_class():
         [sys.executable, "-m", "export.plan_memory", "--max-length", "8192"], capture_output=True, text=True, check=True
     ).stdout
     assert "cross_encoder_8192 | 4 x 8192 | 2 |" in out and "fits the 24 GB budget" in out
+
+
+def _chart_limit() -> tuple[int, int]:
+    import yaml
+
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "bge-reranker" / "values.yaml").read_text())
+    units = {"Gi": 2**30, "Mi": 2**20}
+
+    def size(q: str) -> int:
+        return int(q[:-2]) * units[q[-2:]]
+
+    return size(values["resources"]["limits"]["memory"]), size(values["shmSize"])
+
+
+def _stubs(spec) -> int:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from export.triton_config import all_configs
+
+    return sum(
+        g.count
+        for c in all_configs(spec).values()
+        for g in c.instance_group
+        if g.kind == mc.ModelInstanceGroup.KIND_CPU
+    )
+
+
+@pytest.mark.parametrize("max_length", [512, 8192])
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
+def test_host_copies_fit_the_charts_memory_limit(backend, max_length):
+    """The pod's host memory at its peak (each instance's copy of the graph, one engine build's
+    transient, the stubs, the memory-backed /dev/shm) fits the chart's memory limit with the
+    default instances, at the default max_length and at 8,192 (three class models)."""
+    from export.triton_config import RepositorySpec
+
+    limit, shm = _chart_limit()
+    spec = RepositorySpec(backend=backend, limits=ServingLimits(max_length=max_length))
+    host = plan_memory.host_estimate(backend, spec.limits, python_stubs=_stubs(spec), shm_bytes=shm)
+    assert host.peak_bytes <= limit, host.to_dict()
+    if backend == "onnxruntime":  # every instance holds its own copy of the served graph
+        classes = len(length_classes(spec.limits))
+        assert host.parts["onnxruntime_sessions"] == classes * CROSS_ENCODER_INSTANCES * 568_000_000 * 2
+
+
+def test_the_build_pass_is_what_keeps_the_onnxruntime_path_inside_the_limit_at_8192():
+    """Without build-once, the six instances at 8,192 would build at once (six builders' transient
+    on the host): over the chart's limit. With it, one at a time: inside."""
+    from export.triton_config import RepositorySpec
+
+    limit, shm = _chart_limit()
+    spec = RepositorySpec(limits=ServingLimits(max_length=8192))
+    host = plan_memory.host_estimate("onnxruntime", spec.limits, python_stubs=_stubs(spec), shm_bytes=shm)
+    one_builder = host.peak_bytes - host.steady_bytes
+    assert host.peak_bytes <= limit < host.steady_bytes + 6 * one_builder
