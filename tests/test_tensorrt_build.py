@@ -91,7 +91,7 @@ def test_build_script_builds_each_class_to_staging_certifies_then_installs_escal
     assert "16:64" in tries and "2048:16" in tries  # per-bucket batch the length classes allow
     # Nothing fetched at build time; one build per cache at a time.
     assert "pip install" not in text and "polygraphy is not installed" in text
-    assert text.index("flock 9") < text.index("docker run")
+    assert text.index("flock 9") < text.index(" run --rm --gpus")
     shipped = {p.name for p in script.parent.iterdir()}
     assert {"certify_plan.py", "certificate_compare.py", "build_plan.sh", "build_tries.sh"} <= shipped
 
