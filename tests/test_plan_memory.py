@@ -125,3 +125,17 @@ def test_the_build_pass_is_what_keeps_the_onnxruntime_path_inside_the_limit_at_8
     host = plan_memory.host_estimate("onnxruntime", spec.limits, python_stubs=_stubs(spec), shm_bytes=shm)
     one_builder = host.peak_bytes - host.steady_bytes
     assert host.peak_bytes <= limit < host.steady_bytes + 6 * one_builder
+
+
+def test_the_per_class_table_in_docs_gpu_md_is_the_estimate():
+    """docs/GPU.md states the per-class memory at max_length 8,192: the numbers are this module's."""
+    docs = (ROOT / "docs" / "GPU.md").read_text()
+    classes = PlanBuild(ServingLimits(max_length=8192)).estimate()
+    for c in classes:
+        row = (
+            f"| {c.model} | {c.max_batch} x {c.max_length} | {c.weights_bytes / 2**30:.2f} GiB | "
+            f"{c.context_bytes / 2**30:.2f} GiB (est.) | {c.total_bytes / 2**30:.2f} GiB |"
+        )
+        assert row in docs, row
+    total = sum(c.total_bytes for c in classes) / 2**30
+    assert f"{total:.2f} GiB of the {GPU_MEMORY_BUDGET_BYTES / 2**30:.2f} GiB budget" in docs
