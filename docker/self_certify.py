@@ -157,8 +157,10 @@ def certificate_subset(fixture: dict, pairs: int) -> dict:
     """`pairs` pairs (one per language first, then in order) and the whole ranking list."""
     if pairs <= 0 or pairs >= len(fixture["pairs"]):
         return fixture
-    seen: set[str] = set()
-    first = [i for i, p in enumerate(fixture["pairs"]) if not (p["language"] in seen or seen.add(p["language"]))]
+    first_of: dict[str, int] = {}
+    for i, pair in enumerate(fixture["pairs"]):
+        first_of.setdefault(pair["language"], i)
+    first = sorted(first_of.values())
     rest = [i for i in range(len(fixture["pairs"])) if i not in set(first)]
     keep = sorted((first + rest)[:pairs])
     return {**fixture, "pairs": [fixture["pairs"][i] for i in keep]}
@@ -241,6 +243,7 @@ def metrics_text(verdict: dict | None) -> str:
     gauges = [
         ("pass", "1 when every check passed (engines taken, certificate within thresholds)", int(verdict["passed"])),
         ("ready", "1 when the verdict lets this pod become ready (pass, or mode warn)", int(verdict["ready"])),
+        ("certificate_pass", "1 when the certificate rows were within the thresholds", int(bool(cert.get("passed")))),
         (
             "max_abs_logit",
             "largest |logit - fp32 PyTorch logit| over the certificate rows sent",

@@ -54,6 +54,7 @@ from pathlib import Path
 
 # self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_once  # noqa: E402 - shipped beside this file
 import self_certify  # noqa: E402
 import stub_watch  # noqa: E402 - shipped beside this file
 from stub_watch import StubWatch, describe, expected_stubs, own_pid_is_watchable  # noqa: E402
@@ -216,6 +217,8 @@ class Launcher:
 
         if self.stopping:  # signalled between two servers
             return 0
+        # Each missing TensorRT EP engine built once, one instance at a time (build_once.py).
+        build_once.ensure_engines(args.local, shared_dir, self.command, args.ready_url)
         self.server = server = subprocess.Popen(self.command)
         while server.poll() is None and not ready(args.ready_url):
             time.sleep(1)

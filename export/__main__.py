@@ -11,6 +11,7 @@ from pathlib import Path
 
 from export.model_loading import HubUnreachable, ModelRejected
 from export.pipeline import ExportArgs, ParityFailed, run_export
+from export.plan_certification import PlanRejected
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except HubUnreachable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ModelRejected, ParityFailed, ValueError) as err:
+    except (ModelRejected, ParityFailed, PlanRejected, ValueError) as err:
+        # PlanRejected: every TensorRT plan try missed the certificate or the memory budget; no
+        # repository was written (an existing one is left as it was).
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))

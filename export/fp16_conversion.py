@@ -127,20 +127,18 @@ def convert_to_fp16_in_subprocess(*args, **kwargs) -> Fp16Report:
         return pool.submit(convert_to_fp16, *args, **kwargs).result()
 
 
-# TensorRT: op types of the plain (unfused) graph that stay fp32 in an fp16 plan. TensorRT 10.5
-# warns that LayerNormalization after self-attention overflows in fp16; Softmax and the final
-# Sigmoid are cheap and decide the score's last digits.
-TENSORRT_FP32_OPS = ("LayerNormalization", "Softmax", "Sigmoid")
-
-
-def tensorrt_fp32_layers(fp32_path: Path, calibration_feeds: list[dict[str, np.ndarray]], work_dir: Path) -> list[str]:
-    """ONNX node names of the plain fp32 graph that the TensorRT builders pin to fp32: every node
-    of TENSORRT_FP32_OPS plus every node whose values leave the fp16 range on the calibration texts
-    (measured on this graph, as for ONNX Runtime's fp16 conversion). TensorRT's ONNX parser names
-    layers after their ONNX nodes, so the names travel to trtexec and the Python builder as layer
-    precision constraints."""
+def tensorrt_fp32_levels(
+    fp32_path: Path, calibration_feeds: list[dict[str, np.ndarray]], work_dir: Path, levels: tuple[tuple[str, ...], ...]
+) -> list[list[str]]:
+    """ONNX node names of the plain fp32 graph that the TensorRT builders pin to fp32, per escalation
+    level (tensorrt_build.PLAN_FP32_ESCALATION): level 0 is every node of its op types plus every
+    node whose values leave the fp16 range on the calibration texts (measured on this graph, as for
+    ONNX Runtime's fp16 conversion); each further level adds the nodes of its own op types. TensorRT's
+    ONNX parser names a node's first layer after the node, so the names travel to trtexec and the
+    Python builder as layer precision constraints."""
     model = onnx.load(str(fp32_path))
-    by_type = [node.name for node in model.graph.node if node.op_type in TENSORRT_FP32_OPS]
+    by_level = [[node.name for node in model.graph.node if node.op_type in ops] for ops in levels]
     hot, _ = nodes_out_of_fp16_range(model, calibration_feeds, work_dir)
     del model
-    return sorted(set(by_type) | set(hot))
+    first = sorted(set(by_level[0]) | set(hot))
+    return [first] + [sorted(set(names) - set(first)) for names in by_level[1:]]

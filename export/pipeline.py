@@ -7,6 +7,8 @@ and logged with its peak memory:
       -> [tensorrt_fp32_layers]                  (tensorrt backend, fp16)
       -> [tensorrt_parser]                       (tensorrt, onnxruntime: every node in TensorRT's
                                                   ONNX support matrix at its type)
+      -> [gpu_gate]                              (onnxruntime: the served graph on ORT's TensorRT+CUDA
+                                                  EPs where onnxruntime-gpu is installed)
       -> [tensorrt]                              (tensorrt backend; the plan is certified before use)
       -> repository
 """
@@ -27,9 +29,9 @@ from typing import Any, Callable
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, model_loading, parity, tensorrt_onnx_support
-from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_layers
-from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
+from export import certificate, gpu_gate, model_loading, parity, plan_memory, tensorrt_onnx_support
+from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -39,15 +41,17 @@ from export.settings import (
     ServingLimits,
 )
 from export.tensorrt_build import (
+    PLAN_FP32_ESCALATION,
     PlanBuild,
+    PlanResult,
     build_and_certify_plan,
     local_device_key,
     tensorrt_available,
     timing_cache_path,
     write_build_files,
 )
-from export.tensorrt_profiles import check_consistency, profiles_for
-from export.triton_config import RepositorySpec, engine_cache_prefix
+from export.tensorrt_profiles import check_consistency, length_classes, profiles_for
+from export.triton_config import RepositorySpec, cross_encoder_config, engine_cache_prefix
 
 
 class ParityFailed(RuntimeError):
@@ -177,7 +181,8 @@ def served_artifact(backend: str, precision: str) -> dict:
         }
     return {
         "file": "cross_encoder/1/model.plan",
-        "runtime": f"TensorRT plan ({precision}), built on the target GPU",
+        "runtime": f"TensorRT plans ({precision}), one per length class (<class model>/1/model.plan), built on the "
+        "target GPU",
         "certified_by": "the plan build (certificate checked before the plan is placed) and make verify "
         "(the export gate ran the fp32 graph on ONNX Runtime CPU: a proxy)",
     }
@@ -204,7 +209,9 @@ class ExportContext:
     fp16_report: Fp16Report | None = None
     fp16_attempts: list[dict[str, Any]] = field(default_factory=list)
     trt_fp32_layers: list[str] = field(default_factory=list)
-    plan_path: Path | None = None  # a certified plan, when TensorRT is importable here
+    trt_fp32_escalation: list[list[str]] = field(default_factory=list)  # names each further try adds
+    plan: PlanResult | None = None  # the certified class plans, when TensorRT is importable here
+    gpu_gate: dict[str, Any] | None = None  # onnxruntime backend: whether the GPU gate ran, and why not
     repo: Path = field(init=False)
 
     @property
@@ -345,9 +352,42 @@ def stage_fp16_weights(ctx: ExportContext) -> None:
 
 
 def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
-    """The layers the plan builders pin to fp32: normalisations, softmax, and whatever leaves the
-    fp16 range on the calibration texts, measured on this very graph."""
-    ctx.trt_fp32_layers = tensorrt_fp32_layers(ctx.fp32_path, parity.calibration_feeds(ctx.pair_tokenizer), ctx.work)
+    """The layers the plan builders pin to fp32 at each try: normalisations and the final sigmoid
+    plus whatever leaves the fp16 range on the calibration texts (measured on this very graph),
+    then Softmax, then the MatMuls (tensorrt_build.PLAN_FP32_ESCALATION)."""
+    first, *more = tensorrt_fp32_levels(
+        ctx.fp32_path, parity.calibration_feeds(ctx.pair_tokenizer), ctx.work, PLAN_FP32_ESCALATION
+    )
+    ctx.trt_fp32_layers, ctx.trt_fp32_escalation = first, more
+
+
+def stage_gpu_gate(ctx: ExportContext) -> None:
+    """onnxruntime backend: the served graph on the certificate through ONNX Runtime's TensorRT and
+    CUDA EPs at each class model's served options (export/gpu_gate.py), where onnxruntime-gpu is
+    installed; otherwise recorded as not run, with why. A failed GPU gate fails the export."""
+    ort = gpu_gate.load_ort()
+    reason = gpu_gate.unavailable_reason(ort)
+    if reason:
+        print(f"[export] {reason}", flush=True)
+        ctx.gpu_gate = {"ran": False, "reason": reason}
+        return
+    configs = {c: cross_encoder_config(ctx.spec, c) for c in length_classes(ctx.spec.limits)}
+    cache = Path(tempfile.mkdtemp(prefix="gpu-gate-", dir=ctx.work))
+    try:
+        sessions = gpu_gate.class_sessions(ctx.served_onnx, configs, cache, ort)
+        result = parity.run_gate(
+            ctx.args.precision,
+            ctx.fixture,
+            gpu_gate.runner(sessions, INPUT_NAMES, OUTPUT_NAMES[0]),
+            "served graph on ONNX Runtime's TensorRT EP (CUDA EP after it), served session options, GPU",
+            "served: the engine the TensorRT EP builds from the served graph, on this export host's GPU",
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    ctx.reports["gpu"] = result
+    ctx.gpu_gate = {"ran": True, "passed": result.passed, "providers": [gpu_gate.TENSORRT_EP, gpu_gate.CUDA_EP]}
+    _print_gate(result)
+    _require(result)
 
 
 def plan_build(ctx: ExportContext) -> PlanBuild:
@@ -355,7 +395,9 @@ def plan_build(ctx: ExportContext) -> PlanBuild:
         limits=ctx.spec.limits,
         precision=ctx.args.precision,
         fp32_layers=tuple(ctx.trt_fp32_layers),
-        workspace_bytes=ctx.spec.workspace_bytes,
+        escalation=tuple(tuple(names) for names in ctx.trt_fp32_escalation),
+        geometry=plan_memory.Geometry.of(ctx.model_facts),
+        instances=ctx.spec.cross_encoder_instances,
     )
 
 
@@ -371,9 +413,7 @@ def stage_tensorrt(ctx: ExportContext) -> None:
 
     cache = timing_cache_path(local_device_key(tensorrt.__version__))
     print(f"[export] tensorrt: timing cache {cache}", flush=True)
-    ctx.plan_path = build_and_certify_plan(
-        ctx.fp32_path, ctx.work / "plan" / "model.plan", plan_build(ctx), ctx.fixture, cache
-    )
+    ctx.plan = build_and_certify_plan(ctx.fp32_path, ctx.work / "plan", plan_build(ctx), ctx.fixture, cache)
 
 
 def served_sha256(ctx: ExportContext, digest: str) -> dict[str, str]:
@@ -387,12 +427,15 @@ def place_model(ctx: ExportContext, cross_encoder_dir: Path) -> None:
         return
     copy_onnx(ctx.fp32_path, cross_encoder_dir / "tensorrt" / "model.onnx")
     write_build_files(cross_encoder_dir / "tensorrt", plan_build(ctx))
-    if ctx.plan_path is not None:
-        shutil.copy2(ctx.plan_path, cross_encoder_dir / "1" / "model.plan")
+    if ctx.plan is not None:  # one certified plan per class model (plan_memory.py: why)
+        for model, path in ctx.plan.plans.items():
+            (cross_encoder_dir.parent / model / "1").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, cross_encoder_dir.parent / model / "1" / "model.plan")
     else:
         print(
-            "[export] tensorrt: the `tensorrt` package is not importable here; build the plan on the GPU "
-            "host with cross_encoder/tensorrt/build_plan.sh (it certifies the plan before placing it)",
+            "[export] tensorrt: the `tensorrt` package is not importable here, so the class models have "
+            "no plan yet (and no version folder): build them on the GPU host with "
+            "cross_encoder/tensorrt/build_plan.sh, which certifies every class plan and installs all or none",
             flush=True,
         )
 
@@ -412,9 +455,27 @@ def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
             "noise_floor": ctx.fixture["noise_floor"],
         },
         "tensorrt_fp32_layers": ctx.trt_fp32_layers,
+        "tensorrt_plan": tensorrt_plan_manifest(ctx),
+        "gpu_gate": ctx.gpu_gate,
         "versions": versions(),
         "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
+    }
+
+
+def tensorrt_plan_manifest(ctx: ExportContext) -> dict | None:
+    """The plan design's memory: measured per class when the plans were built here, else the
+    estimate from the geometry (build_plan.sh adds the measured figures and its tries)."""
+    if ctx.args.backend != "tensorrt":
+        return None
+    if ctx.plan is not None:
+        return ctx.plan.manifest()
+    build = plan_build(ctx)
+    return {
+        "design": "one plan per length class, one profile each",
+        "attempts": [],
+        "memory_estimate": [c.to_dict() for c in build.tries()[0].estimate()],
+        "memory_budget_bytes": build.memory_budget_bytes,
     }
 
 
@@ -454,6 +515,7 @@ STAGES: list[Stage] = [
     Stage("fp16_weights", stage_fp16_weights, _fp16_for("onnxruntime")),
     Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
     Stage("tensorrt_parser", stage_tensorrt_parser, lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime")),
+    Stage("gpu_gate", stage_gpu_gate, lambda ctx: ctx.args.backend == "onnxruntime"),
     Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
     Stage("repository", stage_repository),
 ]

@@ -27,9 +27,11 @@ from pathlib import Path
 from common.serving_code import SOURCE_REPOSITORY
 from export.tensorrt_profiles import length_classes
 from export.triton_config import (
+    BUILD_ONCE_CONFIG,
     WARMUP_FOLDER,
     RepositorySpec,
     all_configs,
+    build_once_config,
     engine_cache_prefix_for,
     to_pbtxt,
     warmup_files,
@@ -105,8 +107,17 @@ def write_repository(
             for filename, content in warmup_files(spec.limits, length_class).items():
                 (warmup / filename).write_bytes(content)
         place_model(staging / CROSS_ENCODER)
-        # Every class model serves the same weights (a plan holds every class's profile).
-        for length_class in classes[1:]:
+        if spec.backend == "tensorrt":
+            # No plan built here (no TensorRT on this host): no empty version folder either. The
+            # class models stay unloadable until build_plan.sh installs every class's certified
+            # plan at once (issue 25 item 8); an empty `1/` would look like a served version.
+            for length_class in classes:
+                version = staging / length_class.model / "1"
+                if not any(version.iterdir()):
+                    version.rmdir()
+        # Every class model serves the same graph; a TensorRT class model its own plan (one profile
+        # each: export/plan_memory.py), placed by place_model.
+        for length_class in classes[1:] if spec.backend != "tensorrt" else []:
             link_model_files(staging / CROSS_ENCODER / "1", staging / length_class.model / "1")
         # Configs last: the engine cache key is a hash of the graph just placed.
         graph = staging / CROSS_ENCODER / "1" / "model.onnx"
@@ -116,6 +127,11 @@ def write_repository(
             manifest = {**manifest, "engine_cache_prefix": spec.engine_cache_prefix}
         for name, config in all_configs(spec).items():
             (staging / name / "config.pbtxt").write_text(to_pbtxt(config))
+            if spec.backend == "onnxruntime" and name in {c.model for c in classes}:
+                (staging / name / "configs").mkdir()
+                (staging / name / "configs" / f"{BUILD_ONCE_CONFIG}.pbtxt").write_text(
+                    to_pbtxt(build_once_config(config))
+                )
         (staging / CROSS_ENCODER / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         # Compact: the certificate carries token ids and must stay small (well under 1 MB).

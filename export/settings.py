@@ -65,6 +65,16 @@ MAX_WINDOWS_PER_REQUEST = 256
 # TensorRT builder workspace (both builders and the ONNX Runtime TensorRT accelerator): room for
 # the fastest attention tactics at the largest profile shape.
 TENSORRT_WORKSPACE_BYTES = 8 << 30
+# A TensorRT plan's tactic scratch is part of every execution context's device memory, so the
+# plan builders cap it per class plan at this (export/plan_memory.py: with the default instances
+# at max_length 8,192 the six contexts and their weights must fit a 24 GB L4/A10; flash-style
+# fused attention needs little scratch). The ONNX Runtime accelerator keeps TENSORRT_WORKSPACE_BYTES.
+PLAN_WORKSPACE_BYTES = 1 << 30
+# What a 24 GB card (L4: 23,034 MiB, A10: 23,028 MiB as nvidia-smi reports them) leaves to the
+# class models: the smaller card, less 1 GiB for the CUDA context, Triton's CUDA memory pool
+# (64 MiB default) and cuBLAS/cuDNN handles. The plan export refuses a design whose estimate, or
+# whose measured context memory, exceeds it.
+GPU_MEMORY_BUDGET_BYTES = (23_028 << 20) - (1 << 30)
 
 # Raw text is rejected above this many UTF-8 bytes, before tokenization, so that one huge
 # document cannot stall the tokenizer for everyone (TEI and others do the same).

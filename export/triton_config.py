@@ -319,9 +319,10 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
     elif spec.backend == "tensorrt":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"
-        # Every class model loads the same plan and runs only its own profile: without a
-        # `profile` list Triton would run profile 0 for every shape.
-        gpu.profile.append(str(length_class.index))
+        # Every class model loads its own plan, built with one profile: its class's shapes
+        # (export/plan_memory.py: a context sized for that profile only). Listed explicitly so
+        # the self-certification's check ("plan loaded with its profile") reads it.
+        gpu.profile.append("0")
         config.instance_group.append(gpu)
     else:
         config.backend = "python"
@@ -397,6 +398,24 @@ def window_ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
         _step(WINDOW_REDUCE, contract.WINDOW_REDUCE_INPUTS, contract.WINDOW_REDUCE_OUTPUTS, inputs_from=_PER_WINDOW),
     ]
     return _ensemble(spec, WINDOW_ENSEMBLE, contract.WINDOW_ENSEMBLE_INPUTS, contract.WINDOW_ENSEMBLE_OUTPUTS, steps)
+
+
+# The build pass (docker/build_once.py, issue 25 item 5): Triton loads the instances of one model in
+# parallel, and two instances of an onnxruntime class model would each build the same TensorRT
+# engine and write the same cache file. The launcher first starts Triton with
+# `--model-config-name=build_once` (Triton 2.51 reads <model>/configs/build_once.pbtxt instead of
+# config.pbtxt), one instance per class model and one model load at a time, so each engine is built
+# once; the serving start then finds every engine in the cache.
+BUILD_ONCE_CONFIG = "build_once"
+
+
+def build_once_config(config: mc.ModelConfig) -> mc.ModelConfig:
+    """`config` with one instance: what the build pass loads."""
+    single = mc.ModelConfig()
+    single.CopyFrom(config)
+    for group in single.instance_group:
+        group.count = 1
+    return single
 
 
 def all_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:

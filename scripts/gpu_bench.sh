@@ -48,8 +48,9 @@ for backend in $BACKENDS; do
       --passages "$PASSAGES" --out "$OUT/pairs.json"
   fi
   serve "$repo"
-  run make verify URL=localhost:8001 REPO="$repo" REPORT="$OUT/$backend/verify.json"
-  run "$PY" -m benchmarks.gpu_bench triton --url localhost:8001 --metrics-url http://localhost:8002/metrics \
+  selfcert_lines
+  run make verify URL=localhost:$GRPC_PORT REPO="$repo" REPORT="$OUT/$backend/verify.json"
+  run "$PY" -m benchmarks.gpu_bench triton --url localhost:$GRPC_PORT --metrics-url http://localhost:$METRICS_PORT/metrics \
     --pairs "$OUT/pairs.json" --system "Triton $backend fp16" --concurrency "$CONCURRENCY" --trials "$TRIALS" \
     --out "$OUT/$backend/bench.json"
   results+=("$OUT/$backend/bench.json")
@@ -57,7 +58,7 @@ for backend in $BACKENDS; do
 done
 # PyTorch fp16 in the exporter image (CUDA torch, pinned versions): root inside this throw-away
 # container only to add FlagEmbedding to its venv; the output is handed back to the caller's uid.
-run "$DOCKER" run --rm --gpus device=0 --user 0 --entrypoint bash "${model_mount[@]}" \
+run "$DOCKER" run --rm --gpus "$GPU" --user 0 --entrypoint bash "${model_mount[@]}" \
   -v "$(realpath .):/src:ro" -v "$(realpath "$OUT"):/out" -w /src -e PYTHONPATH=/src bge-reranker-exporter:0.1.0 \
   -c "uv pip install --no-cache -c requirements/dev.txt $FLAG_EMBEDDING matplotlib && \
       python -m benchmarks.gpu_bench torch --model $MODEL --pairs /out/pairs.json --passages $PASSAGES \
@@ -71,7 +72,7 @@ if [ -n "$LONG_BACKEND" ]; then
     dir="$OUT/long_documents/$length"
     export_repo "$LONG_BACKEND" "$length" "$dir"
     serve "$dir/model_repository"
-    run timeout "$LONG_TIMEOUT" "$PY" -m benchmarks.gpu_bench long --url localhost:8001 --max-length "$length" \
+    run timeout "$LONG_TIMEOUT" "$PY" -m benchmarks.gpu_bench long --url localhost:$GRPC_PORT --max-length "$length" \
       --mode "$mode" --tokenizer "$dir/model_repository/tokenizer/1/tokenizer.json" \
       --system "Triton $LONG_BACKEND fp16" --passages "$LONG_PASSAGES" --repeats "$LONG_REPEATS" --out "$dir/long.json"
     long_results+=("$dir/long.json")

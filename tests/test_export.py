@@ -180,21 +180,31 @@ def test_tensorrt_backend_writes_onnx_and_build_script(tiny_model, tmp_path):
         )
         == 0
     )
-    script = (repo / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
-    # max_length 2,048: two length classes, one profile each (64 x 512, 16 x 2,048), and the second
-    # class model gets the certified plan too, with its own profile listed.
+    script = (repo / "cross_encoder" / "tensorrt" / "build_tries.sh").read_text()
+    assert "bash" in (repo / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
+    # max_length 2,048: two length classes, one plan each with one profile (64 x 512, 16 x 2,048);
+    # each class model lists that plan's only profile.
     assert "trtexec" in script and "--fp16" in script and "16x2048" in script and "64x512" in script
-    assert 'profile: "1"' in (repo / "cross_encoder_2048" / "config.pbtxt").read_text()
+    assert 'profile: "0"' in (repo / "cross_encoder_2048" / "config.pbtxt").read_text()
+    # No plan without TensorRT here: no empty version folder that would look served (item 8).
+    assert not (repo / "cross_encoder" / "1").exists() and not (repo / "cross_encoder_2048" / "1").exists()
     assert (repo / "cross_encoder" / "tensorrt" / "model.onnx").exists()
     assert 'platform: "tensorrt_plan"' in (repo / "cross_encoder" / "config.pbtxt").read_text()
     assert subprocess.run(["bash", "-n", str(repo / "cross_encoder" / "tensorrt" / "build_plan.sh")]).returncode == 0
     manifest = json.loads((repo / "manifest.json").read_text())
-    # fp16 plan: the normalisations and softmax of the plain graph are pinned to fp32 by name;
-    # no ONNX Runtime fp16 conversion ran (its graph is not served by TensorRT).
+    # fp16 plan: the normalisations of the plain graph are pinned to fp32 by name at the first try,
+    # Softmax at the second (escalation); no ONNX Runtime fp16 conversion ran.
     pinned = manifest["tensorrt_fp32_layers"]
     graph = onnx.load(str(repo / "cross_encoder" / "tensorrt" / "model.onnx"))
-    norms = {n.name for n in graph.graph.node if n.op_type in ("LayerNormalization", "Softmax")}
+    norms = {n.name for n in graph.graph.node if n.op_type == "LayerNormalization"}
+    softmax = {n.name for n in graph.graph.node if n.op_type == "Softmax"}
     assert norms and norms <= set(pinned) and "--layerPrecisions=" in script
+    first_try = script.split("try_1()")[0]
+    assert softmax and not any(f"{name}:fp32" in first_try for name in softmax - set(pinned))
+    assert all(f"{name}:fp32" in script.split("try_1()")[1] for name in softmax)
+    plan = manifest["tensorrt_plan"]
+    assert plan["design"].startswith("one plan per length class")
+    assert [m["model"] for m in plan["memory_estimate"]] == ["cross_encoder", "cross_encoder_2048"]
     assert manifest["fp16"] is None and "fp16" not in _gate(repo)["gates"]
     assert manifest["served"]["file"] == "cross_encoder/1/model.plan"
     assert "plan build" in manifest["served"]["certified_by"]
@@ -211,7 +221,7 @@ def test_fp32_precision_builds_no_fp16_anything(tiny_model, tmp_path):
         manifest = json.loads((repo / "manifest.json").read_text())
         assert manifest["fp16"] is None and manifest["tensorrt_fp32_layers"] == []
         assert list(_gate(repo)["gates"]) == ["fp32"]
-    script = (tmp_path / "tensorrt" / "cross_encoder" / "tensorrt" / "build_plan.sh").read_text()
+    script = (tmp_path / "tensorrt" / "cross_encoder" / "tensorrt" / "build_tries.sh").read_text()
     assert "--fp16" not in script and "layerPrecisions" not in script and "--precision fp32" in script
     config = (tmp_path / "onnxruntime" / "cross_encoder" / "config.pbtxt").read_text()
     assert 'value: "FP32"' in config and "FP16" not in config
@@ -267,6 +277,12 @@ def test_onnxruntime_backend_serves_plain_graph_tensorrt_can_parse(tiny_model, t
     assert not (repo / "cross_encoder" / "1" / "model.onnx.data").exists()
     gate = _gate(repo)["gates"]["fp16"]
     assert gate["passed"] and gate["served"].startswith("proxy") and "fp16-stored weights" in gate["artifact"]
+    # Issue 25 item 5: the build pass's one-instance config beside the served one (build_once.py).
+    single = (repo / "cross_encoder" / "configs" / "build_once.pbtxt").read_text()
+    assert single == config.replace("count: 2", "count: 1") and "count: 2" in config
+    # Item 10: no onnxruntime-gpu here, so the GPU gate is recorded as not run, with why.
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["gpu_gate"]["ran"] is False and "onnxruntime-gpu" in manifest["gpu_gate"]["reason"]
 
 
 def test_fp16_weight_storage_halves_the_graph_and_keeps_fp32_compute(python_repo, tmp_path):

@@ -69,7 +69,8 @@ def test_dry_run_long_documents_exports_serves_and_runs_both_cases(tmp_path):
         (export,) = [line for line in lines if f"-v {folder}/{length}:/out" in line]
         assert f"--backend tensorrt --precision fp16 --max-length {length} --repo /out/model_repository" in export
         (serve,) = [line for line in lines if f"-v {folder}/{length}/model_repository:/models:ro" in line]
-        assert " run -d --gpus device=0 " in serve and serve.endswith("tritonserver --model-repository=/models")
+        # The image's own command (docker/serve.py, self-certifying), not a bare tritonserver.
+        assert " run -d --gpus device=0 " in serve and serve.endswith("bge-reranker-triton:0.1.0")
         (workload,) = [line for line in lines if "gpu_bench long " in line and f"--max-length {length} " in line]
         assert workload.startswith("+ timeout 1800 ") and f"--mode {mode} " in workload
         assert f"--url localhost:8001 --max-length {length} --mode {mode} --tokenizer " in workload

@@ -56,6 +56,50 @@ def test_sweep_dry_run_lists_export_verify_and_both_perf_targets(tmp_path, fake_
     assert "--cross-encoder" in out and "--user" in out and "timeout 600" in out
 
 
+def test_sweep_takes_device_and_ports_serves_with_the_images_launcher_and_runs_fp32_external_once(
+    tmp_path, fake_docker
+):
+    """Issue 25 item 9: GPU and ports are parameters; the server is the image's own command
+    (docker/serve.py, which certifies itself), never a bare tritonserver; the fp32 external-data
+    graph (onnxruntime backend, fp32) is exported and served once."""
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "DOCKER": str(fake_docker),
+        "OUT": str(tmp_path / "gpu"),
+        "MODEL": str(tmp_path),
+        "GPU": "device=2",
+        "GRPC_PORT": "19001",
+        "HTTP_PORT": "19000",
+        "METRICS_PORT": "19002",
+        "CERT_PORT": "19003",
+    }
+    out = subprocess.run(["bash", str(SWEEP)], capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "device=0" not in out and "--gpus device=2" in out
+    assert "localhost:8001" not in out and "-u localhost:19001" in out and "URL=localhost:19001" in out
+    servers = [x for x in out.splitlines() if " run -d " in x]
+    assert len(servers) == 3  # tensorrt, onnxruntime, and the fp32 external-data graph
+    for line in servers:
+        assert "tritonserver" not in line and line.rstrip().endswith("bge-reranker-triton:0.1.0")
+        assert "-p 127.0.0.1:19003:8003" in line and "-p 127.0.0.1:19001:8001" in line
+    assert out.count("--precision fp32") == 1 and "--backend onnxruntime --precision fp32 --max-length 512" in out
+    assert "fp32 external-data graph: PASS" in out  # dry run: what the line looks like
+
+
+def test_gpu_scripts_fetch_nothing_at_build_time():
+    """No pip install in the plan build (GPU hosts often have no network): the exporter image brings
+    Polygraphy and TensorRT's bindings."""
+    from export.settings import ServingLimits
+    from export.tensorrt_build import EXPORTER_IMAGE, PlanBuild, write_build_files
+
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"plan-{os.getpid()}"
+    script = write_build_files(folder, PlanBuild(ServingLimits())).read_text()
+    assert "pip install" not in script and "uv pip" not in script
+    assert f'image="${{TENSORRT_IMAGE:-{EXPORTER_IMAGE}}}"' in script and "--entrypoint bash" in script
+    lib = (ROOT / "scripts" / "lib" / "docker_triton.sh").read_text()
+    assert f'EXPORTER_IMAGE="{EXPORTER_IMAGE}"' in lib
+
+
 def test_sweep_stops_when_the_server_container_dies(tmp_path, fake_docker):
     env = {
         **os.environ,
@@ -64,7 +108,7 @@ def test_sweep_stops_when_the_server_container_dies(tmp_path, fake_docker):
         "MODEL": str(tmp_path),
         "BACKENDS": "tensorrt",
         "READY_TIMEOUT": "600",
-        "READY_URL": f"http://127.0.0.1:{free_port()}/",
+        "SELFCERT_URL": f"http://127.0.0.1:{free_port()}/metrics",
     }
     start = time.monotonic()
     proc = subprocess.run(["bash", str(SWEEP)], capture_output=True, text=True, env=env, timeout=120)

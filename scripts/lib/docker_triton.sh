@@ -1,28 +1,53 @@
 # Shared by the GPU scripts (sourced from the repository root): settings they all take from the
-# environment, a dry-run wrapper, the pinned images, an fp16 export in the exporter image, and
-# Triton served on the GPU with a wait that fails fast when its container is gone.
+# environment, a dry-run wrapper, the pinned images, an export in the exporter image, and Triton
+# served on the GPU by the image's own command (docker/serve.py: engine cache, self-certification)
+# with a wait that fails fast when the container is gone or the pod's own verdict says unready.
+# Parameters (issue 25 item 9): GPU (docker --gpus value, default device=0), HTTP_PORT, GRPC_PORT,
+# METRICS_PORT, CERT_PORT (host ports for Triton's 8000/8001/8002 and the launcher's verdict
+# metrics 8003). Nothing is fetched while a script runs except the images' own builds.
 DOCKER="${DOCKER:-docker}"
 PY="${PY:-.venv/bin/python}"
-READY_URL="${READY_URL:-http://localhost:8000/v2/health/ready}"
+GPU="${GPU:-device=0}"
+HTTP_PORT="${HTTP_PORT:-8000}"
+GRPC_PORT="${GRPC_PORT:-8001}"
+METRICS_PORT="${METRICS_PORT:-8002}"
+CERT_PORT="${CERT_PORT:-8003}"
+SELFCERT_URL="${SELFCERT_URL:-http://localhost:$CERT_PORT/metrics}"
+EXPORTER_IMAGE="bge-reranker-exporter:0.1.0"   # export/tensorrt_build.py EXPORTER_IMAGE
+SERVER_IMAGE="bge-reranker-triton:0.1.0"
 run() { if [ -n "${DRY_RUN:-}" ]; then echo "+ $*"; else "$@"; fi; }
 
 build_images() {  # the exporter and server images; a local MODEL folder is mounted as /model
-  run "$DOCKER" build -f docker/Dockerfile --target exporter -t bge-reranker-exporter:0.1.0 .
-  run "$DOCKER" build -f docker/Dockerfile --target server -t bge-reranker-triton:0.1.0 .
+  run "$DOCKER" build -f docker/Dockerfile --target exporter -t "$EXPORTER_IMAGE" .
+  run "$DOCKER" build -f docker/Dockerfile --target server -t "$SERVER_IMAGE" .
   model_mount=()
   if [ -d "$MODEL" ]; then model_mount=(-v "$(realpath "$MODEL"):/model:ro"); MODEL=/model; fi
 }
 
-export_repo() {  # backend, max_length, folder: MODEL exported fp16 to <folder>/model_repository
+export_repo() {  # backend, max_length, folder[, precision=fp16]: MODEL exported to <folder>/model_repository
   mkdir -p "$3"
-  run "$DOCKER" run --rm --gpus device=0 --user "$(id -u):$(id -g)" "${model_mount[@]}" \
-    -v "$(realpath "$3"):/out" bge-reranker-exporter:0.1.0 \
-    --model "$MODEL" --backend "$1" --precision fp16 --max-length "$2" --repo /out/model_repository
+  run "$DOCKER" run --rm --gpus "$GPU" --user "$(id -u):$(id -g)" "${model_mount[@]}" \
+    -v "$(realpath "$3"):/out" "$EXPORTER_IMAGE" \
+    --model "$MODEL" --backend "$1" --precision "${4:-fp16}" --max-length "$2" --repo /out/model_repository
 }
 
-wait_ready() {  # container, deadline in seconds
-  local container="$1" deadline=$((SECONDS + $2))
-  until curl -fs "$READY_URL" >/dev/null 2>&1; do
+verdict_of() {  # the launcher's verdict metrics: "ready", "unready", or "" while pending/unreachable
+  local text
+  text=$(curl -fs "$SELFCERT_URL" 2>/dev/null) || return 0
+  grep -q '^reranker_selfcert_pending 0' <<<"$text" || return 0
+  if grep -Eq '^reranker_selfcert_ready\{.*\} 1$' <<<"$text"; then echo ready; else echo unready; fi
+}
+
+wait_ready() {  # container, deadline in seconds: ready only once the pod certified itself
+  local container="$1" deadline=$((SECONDS + $2)) state
+  while :; do
+    state=$(verdict_of)
+    [ "$state" = ready ] && return 0
+    if [ "$state" = unready ]; then
+      echo "error: the server certified itself NOT READY (engine not taken or certificate failed):" >&2
+      "$DOCKER" logs "$container" 2>&1 | grep -E '\[self-certify\]|\[serve\]' | tail -5 >&2 || true
+      return 1
+    fi
     if [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$container" 2>/dev/null)" != "true" ]; then
       echo "error: the Triton container exited before it was ready; its log:" >&2
       "$DOCKER" logs "$container" 2>&1 | tail -50 >&2 || true
@@ -36,15 +61,21 @@ wait_ready() {  # container, deadline in seconds
   done
 }
 
-serve() {  # repository [tritonserver flags...]: Triton on the GPU (ports 8000-8002 on localhost),
-  # ready within READY_TIMEOUT s; $server is its container, removed on exit if still there
-  local cmd=("$DOCKER" run -d --gpus device=0 --shm-size 2g -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001
-    -p 127.0.0.1:8002:8002 -v "$(realpath "$1"):/models:ro" bge-reranker-triton:0.1.0
-    tritonserver --model-repository=/models "${@:2}")
+serve() {  # repository: the server image's own command (serve.py -> tritonserver), ports on localhost,
+  # certified ready within READY_TIMEOUT s; $server is its container, removed on exit if still there
+  local cmd=("$DOCKER" run -d --gpus "$GPU" --shm-size 2g -p "127.0.0.1:$HTTP_PORT:8000"
+    -p "127.0.0.1:$GRPC_PORT:8001" -p "127.0.0.1:$METRICS_PORT:8002" -p "127.0.0.1:$CERT_PORT:8003"
+    -v "$(realpath "$1"):/models:ro" "$SERVER_IMAGE")
   if [ -n "${DRY_RUN:-}" ]; then echo "+ ${cmd[*]}"; server=dry-run; return; fi
   server=$("${cmd[@]}")
   trap '"$DOCKER" rm -f "$server" >/dev/null 2>&1 || true' EXIT
   wait_ready "$server" "$READY_TIMEOUT"
+}
+
+selfcert_lines() {  # the launcher's verdict line and per-model engine metrics (after serve)
+  if [ -n "${DRY_RUN:-}" ]; then echo "+ $DOCKER logs $server | grep [self-certify]"; return; fi
+  "$DOCKER" logs "$server" 2>&1 | grep '\[self-certify\]' | tail -1 || true
+  curl -fs "$SELFCERT_URL" | grep -E '^reranker_(selfcert_pass|tensorrt_engine_taken)' || true
 }
 
 stop_server() {  # log file: the server's log kept there, its container removed

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Build each TensorRT engine once per class model per device (issue 25 item 5), before serving.
+
+Triton loads the instances of an onnxruntime model in parallel (since 23.08), and ONNX Runtime's
+TensorRT EP builds its engine at session creation when explicit profiles are set: the two
+instances of a class model would build the same engine at the same time (twice the builder's
+host and device memory at once) and both write `<prefix>_*.engine` into the same cache folder.
+
+The build pass, run by the launcher (serve.py) before the serving start whenever a class model's
+engine is missing from the local cache:
+- tritonserver with the same flags plus `--model-config-name=build_once` (each onnxruntime class
+  model's configs/build_once.pbtxt: one instance; export/triton_config.build_once_config),
+  `--model-control-mode=explicit`, one `--load-model` per class model that lacks its engine and
+  `--model-load-thread-count=1` (one builder at a time: one builder's host and device peak);
+- waits until those models are ready (engines built and written), stops it (SIGINT), and the
+  serving start that follows deserializes every engine from the cache, each instance reading it.
+A repository without build_once configs (plan or Python backend) has no build pass.
+
+Across pods sharing `--shared`: the pass holds an exclusive lock on `<shared>/<gpu key>/.build.lock`
+(fcntl.flock; NFS v4 supports it) and re-seeds from the shared cache once it has it, so a pod that
+waited on another's build finds its engines published instead of building them again.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+BUILD_CONFIG = "build_once"  # export/triton_config.py BUILD_ONCE_CONFIG
+# The accelerator's parameters are a map<string, string>: `key: "..." value: "..."` in text format.
+PREFIX = re.compile(r'key:\s*"trt_engine_cache_prefix"\s*value:\s*"([^"]*)"')
+LOCK_NAME = ".build.lock"
+
+
+def class_models(repository: Path) -> dict[str, str]:
+    """model -> its trt_engine_cache_prefix, for every model with a build_once config."""
+    found = {}
+    for config in sorted(Path(repository).glob(f"*/configs/{BUILD_CONFIG}.pbtxt")):
+        match = PREFIX.search(config.read_text())
+        found[config.parent.parent.name] = match.group(1) if match else ""
+    return found
+
+
+def missing_engines(repository: Path, cache: Path) -> list[str]:
+    """The class models whose engine is not in `cache` (a prefix that another model's prefix
+    extends is not credited with that model's files: self_certify.engine_checks does the same)."""
+    models = class_models(repository)
+    missing = []
+    for model, prefix in models.items():
+        longer = [p for p in models.values() if p != prefix and p.startswith(prefix)]
+        files = [
+            f
+            for f in Path(cache).glob(f"{prefix}_*.engine" if prefix else "*.engine")
+            if not any(f.name.startswith(p + "_") for p in longer)
+        ]
+        if not files:
+            missing.append(model)
+    return missing
+
+
+def build_command(command: list[str], models: list[str]) -> list[str]:
+    """The serving command with the build pass's flags (later flags win in tritonserver)."""
+    kept = [a for a in command if not a.startswith(("--model-control-mode", "--load-model", "--model-config-name"))]
+    return [
+        *kept,
+        f"--model-config-name={BUILD_CONFIG}",
+        "--model-control-mode=explicit",
+        "--model-load-thread-count=1",
+        *[f"--load-model={m}" for m in models],
+    ]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def run_build_pass(command: list[str], models: list[str], ready_url: str, timeout_s: float) -> bool:
+    """Start the build-pass server, wait until it is ready (or gone, or out of time), stop it.
+    True when it became ready: every listed model loaded, so its engine was built and written."""
+    print(f"[build-once] building the engines of {', '.join(models)} one instance at a time", flush=True)
+    server = subprocess.Popen(build_command(command, models))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while server.poll() is None and time.monotonic() < deadline:
+            if _ready(ready_url):
+                return True
+            time.sleep(1)
+        return False
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@contextmanager
+def shared_lock(shared_dir: Path | None):
+    """Exclusive across pods sharing the cache volume; a no-op without one."""
+    if shared_dir is None:
+        yield
+        return
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    with open(shared_dir / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_engines(
+    local: Path, shared_dir: Path | None, command: list[str], ready_url: str, timeout_s: float = 3600.0
+) -> list[str]:
+    """Run the build pass when a class model's engine is missing; returns the models still missing
+    afterwards (the serving start then builds them itself, as before, and the self-certification
+    reports what TensorRT did not take). Across pods the lock only serializes builds: engines are
+    published after the pod certified them (serve.py), so a pod that waited while another was
+    still certifying builds its own."""
+    repository = repository_of(command)
+    if repository is None or not class_models(repository):
+        return []
+    missing = missing_engines(repository, local)
+    if not missing:
+        return []
+    with shared_lock(shared_dir):
+        if shared_dir is not None:
+            seed(local, shared_dir)  # another pod may have published while we waited
+            missing = missing_engines(repository, local)
+        if missing and not run_build_pass(command, missing, ready_url, timeout_s):
+            print("[build-once] the build pass did not become ready; the serving start builds instead", flush=True)
+    return missing_engines(repository, local) if missing else []
+
+
+def seed(local: Path, shared_dir: Path) -> list[str]:
+    """Copy the engines another pod published that this cache lacks (temporary name, then rename).
+    Never empties the local cache: it holds what this pod's build pass just built."""
+    copied = []
+    for item in sorted(shared_dir.iterdir()) if shared_dir.is_dir() else []:
+        target = local / item.name
+        if item.is_file() and not item.name.startswith(".") and not target.exists():
+            tmp = local / f".{item.name}.{os.getpid()}.tmp"
+            try:
+                shutil.copyfile(item, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            copied.append(item.name)
+    return copied
+
+
+def repository_of(command: list[str]) -> Path | None:
+    """The --model-repository of a tritonserver command line."""
+    for arg in command:
+        if arg.startswith("--model-repository="):
+            return Path(arg.split("=", 1)[1])
+    return None

@@ -1,0 +1,119 @@
+"""The export's GPU gate (issue 25 item 10): where `onnxruntime-gpu` is installed and sees a GPU, the
+served graph is scored on the certificate through ONNX Runtime's TensorRT and CUDA EPs with the
+session options and provider options Triton's onnxruntime backend derives from each class model's
+generated config, so the fp16 numerics of the engine TensorRT builds are certified at export as
+well as at pod start (docker/self_certify.py). Where it is absent (this machine, CI) the gate says
+so, is recorded as not run, and the export goes on.
+
+The mapping is the backend's (onnxruntime_backend r24.10, src/onnxruntime.cc):
+- session options: served_session.session_options (graph level from `optimization.graph.level`,
+  lines 217-237; `intra_op_thread_count`);
+- TensorRT EP first (lines 440-705): `precision_mode` FP16 -> `trt_fp16_enable=1` (454-468), FP32 ->
+  nothing; `max_workspace_size_bytes` -> `trt_max_workspace_size` (469-475); every other
+  `trt_*` parameter passes under its own name (e.g. 520-535, 636-647);
+- then the CUDA EP with its defaults plus `device_id`, `do_copy_in_default_stream=1` and
+  `arena_extend_strategy=kNextPowerOfTwo` (lines 755-862);
+- ONNX Runtime places a node neither takes on the CPU.
+The engine and timing caches go to the gate's own folder, never the pod's cache path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.served_session import session_options
+from export.tensorrt_profiles import LengthClass, class_for_length
+
+TENSORRT_EP = "TensorrtExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+CUDA_DEFAULTS = {"device_id": "0", "do_copy_in_default_stream": "1", "arena_extend_strategy": "kNextPowerOfTwo"}
+CACHE_PATH_KEYS = ("trt_engine_cache_path", "trt_timing_cache_path")
+
+
+class GpuGateError(RuntimeError):
+    """The GPU gate could not score the served graph as served (an EP missing from the session)."""
+
+
+def accelerator_parameters(config: mc.ModelConfig) -> dict[str, str]:
+    for accelerator in config.optimization.execution_accelerators.gpu_execution_accelerator:
+        if accelerator.name == "tensorrt":
+            return dict(accelerator.parameters)
+    raise GpuGateError(f"{config.name}: no TensorRT accelerator in its config")
+
+
+def provider_options(config: mc.ModelConfig, cache_dir: Path, device_id: int = 0) -> list[tuple[str, dict[str, str]]]:
+    """[(TensorRT EP, its options), (CUDA EP, its options)] as the backend builds them from `config`."""
+    trt: dict[str, str] = {}
+    for key, value in accelerator_parameters(config).items():
+        if key == "precision_mode":
+            if value == "FP16":
+                trt["trt_fp16_enable"] = "1"
+            elif value != "FP32":
+                raise GpuGateError(f"{config.name}: precision_mode {value!r} is not served here")
+        elif key == "max_workspace_size_bytes":
+            trt["trt_max_workspace_size"] = value
+        else:
+            trt[key] = value
+    for key in CACHE_PATH_KEYS:
+        if key in trt:
+            trt[key] = str(cache_dir)
+    trt["device_id"] = str(device_id)
+    return [(TENSORRT_EP, trt), (CUDA_EP, {**CUDA_DEFAULTS, "device_id": str(device_id)})]
+
+
+def load_ort():
+    """The ONNX Runtime the gate uses (onnxruntime-gpu where installed; one module name for both)."""
+    import onnxruntime
+
+    return onnxruntime
+
+
+def unavailable_reason(ort) -> str:
+    """'' when this ONNX Runtime has both GPU EPs; otherwise what the export prints and records."""
+    available = list(ort.get_available_providers())
+    missing = [ep for ep in (TENSORRT_EP, CUDA_EP) if ep not in available]
+    if not missing:
+        return ""
+    return (
+        f"GPU gate not run: this ONNX Runtime ({getattr(ort, '__version__', '?')}, providers {available}) lacks "
+        f"{', '.join(missing)}; install onnxruntime-gpu on a GPU host to certify the TensorRT EP's engine at "
+        "export. Each pod still certifies its own engine at start (docs/GPU.md)."
+    )
+
+
+def class_sessions(graph: Path, configs: dict[LengthClass, mc.ModelConfig], cache_dir: Path, ort) -> dict:
+    """One session per class model, each at its config's session and provider options; refuses a
+    session in which the TensorRT EP is not the first provider (a silent CUDA-EP fallback)."""
+    sessions = {}
+    for length_class, config in configs.items():
+        providers = provider_options(config, cache_dir)
+        session = ort.InferenceSession(
+            str(graph),
+            sess_options=session_options(config),
+            providers=[name for name, _ in providers],
+            provider_options=[options for _, options in providers],
+        )
+        taken = list(session.get_providers())
+        if not taken or taken[0] != TENSORRT_EP:
+            raise GpuGateError(
+                f"{length_class.model}: the session runs on {taken}, not the TensorRT EP first: TensorRT did not "
+                "take the graph (see ONNX Runtime's log); the served model would run on the CUDA EP in fp32"
+            )
+        sessions[length_class] = session
+    return sessions
+
+
+def runner(sessions: dict, input_names: tuple[str, ...], output_name: str):
+    """run(input_ids, attention_mask) -> logits on the session of the class a batch's length
+    belongs to (as the length router sends it)."""
+    classes = sorted(sessions, key=lambda c: c.max_length)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        session = sessions[class_for_length(classes, input_ids.shape[1])]
+        (logit,) = session.run([output_name], dict(zip(input_names, (input_ids, attention_mask))))
+        return np.asarray(logit).reshape(-1)
+
+    return run

@@ -1,0 +1,144 @@
+"""The one-command GPU runbook (scripts/gpu_runbook.sh + scripts/runbook_verdict.py), dry-run: the
+commands it would run with device and ports as parameters, and the PASS/FAIL lines it prints from
+what a GPU host would have collected (the launcher's metrics as self_certify.metrics_text writes
+them, a manifest as the plan build writes it, nvidia-smi and perf_analyzer output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.settings import GPU_MEMORY_BUDGET_BYTES, ServingLimits
+from export.tensorrt_build import PlanBuild
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docker"))
+import self_certify  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import runbook_verdict  # noqa: E402
+
+
+def _verdict(passed: bool, taken: bool) -> dict:
+    return {
+        "passed": passed and taken,
+        "ready": passed and taken,
+        "mode": "fail",
+        "device": "NVIDIA L4 sm8.9",
+        "engines": {
+            "cross_encoder": {"taken": True, "detail": ""},
+            "cross_encoder_8192": {"taken": taken, "detail": "no engine"},
+        },
+        "certificate": {
+            "passed": passed,
+            "pairs": 194,
+            "max_abs_logit": 0.02 if passed else 0.4,
+            "max_abs_score": 0.003,
+            "failures": [] if passed else ["max |d logit| 0.4 > 0.1"],
+            "certificate_sha256": "ab" * 32,
+        },
+    }
+
+
+def _collected(tmp_path: Path, passed=True, taken=True, used_mib=19_000, rate=400.0) -> list[str]:
+    (tmp_path / "m.prom").write_text(self_certify.metrics_text(_verdict(passed, taken)))
+    memory = [c.to_dict() for c in PlanBuild(ServingLimits(max_length=8192)).estimate()]
+    (tmp_path / "manifest.json").write_text(json.dumps({"tensorrt_plan": {"memory_estimate": memory}}))
+    (tmp_path / "smi.csv").write_text(f"{used_mib} MiB\n")
+    (tmp_path / "perf.csv").write_text(f"Concurrency,Inferences/Second,p99 latency\n4,{rate},1000\n")
+    args = ["--metrics", "m.prom", "--manifest", "manifest.json", "--nvidia-smi", "smi.csv", "--perf", "perf.csv"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "runbook_verdict.py"), *args, "--min-pairs-per-s", "100"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == (0 if all(x.startswith("PASS") for x in lines) else 1)
+    return lines
+
+
+def test_runbook_prints_a_pass_line_for_each_check(tmp_path):
+    lines = _collected(tmp_path, rate=12.5 * 16)  # perf_analyzer's -b 16 rate is already pairs/s
+    heads = [x.split(":")[0] for x in lines]
+    assert heads == [
+        "PASS engine taken",
+        "PASS certificate",
+        "PASS memory cross_encoder",
+        "PASS memory cross_encoder_2048",
+        "PASS memory cross_encoder_8192",
+        "PASS memory total",
+        "PASS throughput",
+    ]
+    assert "2/2 class models" in lines[0] and "NVIDIA L4" in lines[1] and "200 pairs/s" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, failing",
+    [
+        ({"taken": False}, "FAIL engine taken"),
+        ({"passed": False}, "FAIL certificate"),
+        ({"used_mib": 23_000}, "FAIL memory total"),
+        ({"rate": 99.0}, "FAIL throughput"),
+    ],
+)
+def test_runbook_fails_the_check_that_failed(tmp_path, kwargs, failing):
+    lines = _collected(tmp_path, **kwargs)
+    assert [x for x in lines if x.startswith("FAIL")] == [next(x for x in lines if x.startswith(failing))]
+
+
+def test_runbook_without_a_verdict_fails_every_line_it_cannot_read(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "runbook_verdict.py"),
+            "--metrics",
+            "x",
+            "--manifest",
+            "x",
+            "--nvidia-smi",
+            "x",
+            "--perf",
+            "x",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1 and out.stdout.count("FAIL") == 4
+
+
+def test_runbook_budget_is_the_exporters():
+    assert runbook_verdict.DEFAULT_BUDGET_BYTES == GPU_MEMORY_BUDGET_BYTES
+
+
+def test_runbook_dry_run_takes_device_and_ports_and_uses_the_images_launcher(tmp_path):
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "OUT": str(tmp_path / "rb"),
+        "MODEL": str(tmp_path),
+        "GPU": "device=3",
+        "HTTP_PORT": "18000",
+        "GRPC_PORT": "18001",
+        "METRICS_PORT": "18002",
+        "CERT_PORT": "18003",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_runbook.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("--gpus device=3") == 2 and "--id=3" in out  # export, serve, nvidia-smi on that GPU
+    for inside, host in ((8000, 18000), (8001, 18001), (8002, 18002), (8003, 18003)):
+        assert f"-p 127.0.0.1:{host}:{inside}" in out
+    serve = next(x for x in out.splitlines() if " run -d " in x)
+    assert serve.rstrip().endswith("bge-reranker-triton:0.1.0")  # the image's own command: serve.py
+    assert "curl -fs http://localhost:18003/metrics" in out and "-u localhost:18001" in out
+    assert "--backend tensorrt --precision fp16 --max-length 8192" in out
+    assert "runbook_verdict.py" in out
