@@ -479,3 +479,60 @@ def test_sigterm_during_the_engine_build_stops_and_the_next_start_drops_the_part
 
 def test_exit_status_of_a_signalled_server():
     assert serve.exit_status(-signal.SIGTERM) == 143 and serve.exit_status(0) == 0 and serve.exit_status(75) == 75
+
+
+def test_prebuild_only_around_the_real_server_publishes_prunes_and_exits(python_repo, tmp_path):
+    """The prebuild Job's command (issue 27 item 6) around the real local tritonserver: seed,
+    load, certify (off here), hold the current model's entry, prune the other models' entries,
+    the flat files of the old layout and dead writers' folders (not a writer in progress), stop
+    tritonserver and exit 0. Then the same with no entry for the model: on CPU Triton builds no
+    engine, so nothing is in the cache and the Job fails with 1, saying so."""
+    shared = tmp_path / "shared"
+    key_dir = shared / serve.gpu_key()
+    _entry(key_dir, "bge_cur", {"bge_cur_1_sm89.engine": b"C" * 100})
+    _entry(key_dir, "bge_old", {"bge_old_1_sm89.engine": b"O" * 100})
+    (key_dir / "bge_flat_1_sm89.engine").write_bytes(b"layout before entries")
+    dead, writing = key_dir / ".tmp-bge_x-1-aa", key_dir / ".tmp-bge_cur-2-bb"
+    dead.mkdir()
+    writing.mkdir()
+    os.utime(dead, (time.time() - engine_cache.STALE_TEMP_S - 60,) * 2)
+
+    def prebuild(model_hash: str) -> tuple[int, str, TritonServer]:
+        server = TritonServer(python_repo, free_port(), free_port(), free_port())
+        proc = start_launcher(
+            server,
+            "--local",
+            str(tmp_path / f"local-{model_hash}"),
+            "--shared",
+            str(shared),
+            "--model-hash",
+            model_hash,
+            "--local-size",
+            "5Gi",
+            "--prebuild-only",
+            "--prune",
+            "--ready-url",
+            f"http://127.0.0.1:{server.http_port}/v2/health/ready",
+            "--shm-dir",
+            str(tmp_path / "shm"),
+        )
+        try:
+            code = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            server.release_shm()
+        return code, proc.stdout.read(), server
+
+    code, output, server = prebuild("bge_cur")
+    assert code == 0, output[-3000:]
+    assert "prebuild done" in output and "pruned 3 other item(s)" in output, output[-3000:]
+    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur"]
+    assert (tmp_path / "local-bge_cur" / "bge_cur_1_sm89.engine").read_bytes() == b"C" * 100
+    assert not server.is_ready()  # tritonserver was stopped, not left running
+
+    code, output, _ = prebuild("bge_new")
+    assert code == serve.EXIT_PREBUILD_FAILED, output[-3000:]
+    assert "no bge_new_* engine" in output and "prebuild FAILED" in output, output[-3000:]
+    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur"]  # no prune after a failure
