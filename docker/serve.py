@@ -123,20 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: serve.py [options] -- tritonserver ARGS...", file=sys.stderr)
         return 2
     split = argv.index("--")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
-    parser.add_argument("--shared", type=Path, default=None)
-    add_engine_cache_arguments(parser)
-    parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
-    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
-    parser.add_argument(
-        "--stub-restarts",
-        type=int,
-        default=DEFAULT_STUB_RESTARTS,
-        help=f"fresh tritonservers started in place after a stub dies, per {STUB_RESTART_WINDOW_S:.0f} s, "
-        f"before exiting {EXIT_STUB_DIED} for the kubelet (0: exit at once)",
-    )
-    self_certify.add_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv[:split])
     if (args.prebuild_only or args.prune) and args.shared is None:
         parser.error("--prebuild-only and --prune need --shared (the cache they fill)")
@@ -164,6 +151,25 @@ def main(argv: list[str] | None = None) -> int:
         if certifier.enabled:
             certifier.verdict_path.unlink(missing_ok=True)  # unready until the new server is certified
         print("[serve] starting a fresh tritonserver in place", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """serve.py's options (the part before `--`); the chart's tests parse its args with it."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
+    parser.add_argument("--shared", type=Path, default=None)
+    add_engine_cache_arguments(parser)
+    parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
+    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
+    parser.add_argument(
+        "--stub-restarts",
+        type=int,
+        default=DEFAULT_STUB_RESTARTS,
+        help=f"fresh tritonservers started in place after a stub dies, per {STUB_RESTART_WINDOW_S:.0f} s, "
+        f"before exiting {EXIT_STUB_DIED} for the kubelet (0: exit at once)",
+    )
+    self_certify.add_arguments(parser)
+    return parser
 
 
 def add_engine_cache_arguments(parser: argparse.ArgumentParser) -> None:
