@@ -7,16 +7,20 @@ ONNX Runtime's TensorRT EP writes engine files in place and does not rebuild a c
 a server killed mid-build (OOM, a failed startup probe) would leave a file that crash-loops
 every later start that reads it. So:
 
-- Triton writes only to `--local`, a per-pod volume (emptyDir). A `.complete` marker is written
-  there once the server is ready (every engine built, warm-up passed); at start, a local cache
-  without the marker is a killed build and is emptied first.
-- `--shared` (optional, a ReadWriteMany volume shared by pods) holds published engines under
-  `<GPU name>-trt<TensorRT version>/`: a pod starts by copying them into its local cache, and
-  publishes what it built after it is ready, each file copied under a temporary name and then
-  renamed into place (rename is atomic on one filesystem, NFS included), never overwriting a
-  published file. Pods that build at the same time each build locally; whichever renames first
-  wins, and a reader never sees half a file. Engine names carry the model's hash
-  (`trt_engine_cache_prefix`), so models do not collide.
+- Triton writes only to `--local`, a per-pod volume (emptyDir). Once the server is ready, a
+  `.complete` marker there records every file's size and modification time; at start, a file not
+  recorded as it is (written or rewritten since: a build killed midway) is removed, and without
+  a marker everything is (engine_cache.prepare_local).
+- `--shared` (optional, a ReadWriteMany volume shared by pods) holds one entry per model hash
+  under `<GPU name>-trt<TensorRT version>/<model hash>/` (engine_cache.py): written in a
+  temporary folder, its own `.complete` marker (names and sizes) last, then renamed into place;
+  readers take only marked entries. A pod seeds only the current model's entry (the hash from
+  --model-hash or --repository's manifest.json), and only if it fits --local-size; it publishes
+  what it built once ready and certified. Pods that build at the same time each build locally;
+  whichever renames first wins.
+- `--prebuild-only` (the chart's prebuild Job, one per GPU type): the same start, then stop
+  tritonserver and exit 0 once this model's entry is in the shared cache (1 if it is not, or if
+  pods could not seed it); `--prune` then removes the other models' entries for this GPU.
 
 Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
 starts (`clear_stale_shm`).
@@ -35,7 +39,12 @@ by container restart first: compose's proxy shares this container's network name
 lose it on a container restart, and the kubelet's back-off would delay a second recovery.
 
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
-and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
+and its exit code is ours (128 + N when it died of signal N). A signal while serve.py works on its
+own (nvidia-smi, seeding, publishing) stops that work at once, removes its temporary files and
+exits 128 + N; one while tritonserver is still loading (building engines) marks nothing
+complete, and the server is killed if it has not exited after BUILD_STOP_GRACE_S.
+
+The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
 """
 
