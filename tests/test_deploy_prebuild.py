@@ -17,6 +17,7 @@ from tests.test_deploy_cluster import ALL_VARIANTS
 from tests.test_deploy_network import NETWORK_VARIANTS
 
 _spec = importlib.util.spec_from_file_location("serve_for_chart", ROOT / "docker" / "serve.py")
+assert _spec is not None and _spec.loader is not None
 serve = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(serve)
 import engine_cache  # noqa: E402 - docker/, on the path since serve.py was loaded

@@ -20,6 +20,7 @@ from tests.server_helpers import start_launcher, wait_while_running
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("serve_wrapper", ROOT / "docker" / "serve.py")
+assert _spec is not None and _spec.loader is not None
 serve = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(serve)
 import engine_cache  # noqa: E402 - docker/, on the path since serve.py was loaded
@@ -336,7 +337,7 @@ def test_wrapper_replaces_tritonserver_when_a_stub_dies_then_exits_for_the_kubel
 # nvidia-smi and seeding, and exited 241 when tritonserver died by a signal) ---
 
 
-def _launch(tmp_path: Path, env: dict[str, str], *args: str, command: list[str] | None = None) -> subprocess.Popen:
+def _launch(tmp_path: Path, env: dict[str, str], *args: str, command: list[str] | None = None) -> subprocess.Popen[str]:
     """docker/serve.py as the image runs it, around `command` (a stand-in that must never start
     unless said)."""
     command = command or [sys.executable, "-c", "raise SystemExit('tritonserver must not start')"]
@@ -349,7 +350,8 @@ def _launch(tmp_path: Path, env: dict[str, str], *args: str, command: list[str] 
     )
 
 
-def _wait_for(proc: subprocess.Popen, condition, timeout: float = 60) -> None:
+def _wait_for(proc: subprocess.Popen[str], condition, timeout: float = 60) -> None:
+    assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
@@ -523,6 +525,7 @@ def test_prebuild_only_around_the_real_server_publishes_prunes_and_exits(python_
                 proc.kill()
                 proc.wait()
             server.release_shm()
+        assert proc.stdout is not None
         return code, proc.stdout.read(), server
 
     code, output, server = prebuild("bge_cur")
