@@ -305,7 +305,12 @@ class Launcher:
                 f"(a build killed midway): {', '.join(removed[:5])}",
                 flush=True,
             )
-        result = engine_cache.seed(self.args.local, gpu_dir, model_hash, self.args.local_size)
+        try:
+            result = engine_cache.seed(self.args.local, gpu_dir, model_hash, self.args.local_size)
+        except OSError as err:
+            # A shared volume that fails mid-copy (an NFS hiccup, an entry pruned while being
+            # read): what was copied is whole (copy_file), the rest is built here.
+            result = engine_cache.SeedResult(reason=f"seeding failed ({err}): the missing engines are built here")
         if result.copied:
             print(
                 f"[serve] engine cache {self.args.local}: seeded {len(result.copied)} file(s), {result.bytes} bytes, "

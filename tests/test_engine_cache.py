@@ -539,3 +539,41 @@ def test_prebuild_only_around_the_real_server_publishes_prunes_and_exits(python_
     assert code == serve.EXIT_PREBUILD_FAILED, output[-3000:]
     assert "no bge_new_* engine" in output and "prebuild FAILED" in output, output[-3000:]
     assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur"]  # no prune after a failure
+
+
+def test_a_shared_volume_failing_mid_seed_does_not_stop_the_start(tmp_path):
+    """An entry that passes its marker check but whose file then reads differently (a file of
+    /proc reports size 0 and has content: what a file changing under a reader on a flaky share
+    looks like) fails the copy; serve.py says so and starts tritonserver, which builds what is
+    missing, instead of crashing the container on every start."""
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    entry = tmp_path / "shared" / "unknown-gpu-trtunknown" / "bge_cur"
+    entry.mkdir(parents=True)
+    (entry / "bge_cur_1_sm89.engine").symlink_to("/proc/self/status")
+    (entry / serve.MARKER).write_text(json.dumps({"bge_cur_1_sm89.engine": 0}))
+    assert engine_cache.read_entry(entry) is not None
+    local = tmp_path / "local"
+    proc = _launch(
+        tmp_path,
+        env,
+        "--local",
+        str(local),
+        "--shared",
+        str(tmp_path / "shared"),
+        "--model-hash",
+        "bge_cur",
+        "--ready-url",
+        f"http://127.0.0.1:{free_port()}/v2/health/ready",
+        command=[sys.executable, "-c", "print('tritonserver started')"],
+    )
+    try:
+        assert proc.wait(timeout=60) == 0
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+        assert "seeding failed" in output and "tritonserver started" in output, output
+        assert "Traceback" not in output
+        assert list(local.iterdir()) == []  # nothing half-copied
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
