@@ -17,8 +17,9 @@ engine is missing from the local cache:
 A repository without build_once configs (plan or Python backend) has no build pass.
 
 Across pods sharing `--shared`: the pass holds an exclusive lock on `<shared>/<gpu key>/.build.lock`
-(fcntl.flock; NFS v4 supports it) and re-seeds from the shared cache once it has it, so a pod that
-waited on another's build finds its engines published instead of building them again.
+(fcntl.flock; NFS v4 supports it) and re-seeds from the shared cache once it has it (the `reseed`
+serve.py passes: the current model's finished entry, docker/engine_cache.py), so a pod that waited
+on another's build finds its engines published instead of building them again.
 
 Standard library only.
 """
@@ -26,20 +27,20 @@ Standard library only.
 from __future__ import annotations
 
 import fcntl
-import os
 import re
-import shutil
 import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+from engine_cache import BUILD_LOCK_NAME  # shipped beside this file: the cache layout's names
 
 BUILD_CONFIG = "build_once"  # export/triton_config.py BUILD_ONCE_CONFIG
 # The accelerator's parameters are a map<string, string>: `key: "..." value: "..."` in text format.
 PREFIX = re.compile(r'key:\s*"trt_engine_cache_prefix"\s*value:\s*"([^"]*)"')
-LOCK_NAME = ".build.lock"
 
 
 def class_models(repository: Path) -> dict[str, str]:
@@ -117,7 +118,7 @@ def shared_lock(shared_dir: Path | None):
         yield
         return
     shared_dir.mkdir(parents=True, exist_ok=True)
-    with open(shared_dir / LOCK_NAME, "a") as handle:
+    with open(shared_dir / BUILD_LOCK_NAME, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -126,7 +127,12 @@ def shared_lock(shared_dir: Path | None):
 
 
 def ensure_engines(
-    local: Path, shared_dir: Path | None, command: list[str], ready_url: str, timeout_s: float = 3600.0
+    local: Path,
+    shared_dir: Path | None,
+    command: list[str],
+    ready_url: str,
+    timeout_s: float = 3600.0,
+    reseed: Callable[[], object] | None = None,
 ) -> list[str]:
     """Run the build pass when a class model's engine is missing; returns the models still missing
     afterwards (the serving start then builds them itself, as before, and the self-certification
@@ -140,29 +146,12 @@ def ensure_engines(
     if not missing:
         return []
     with shared_lock(shared_dir):
-        if shared_dir is not None:
-            seed(local, shared_dir)  # another pod may have published while we waited
+        if reseed is not None:
+            reseed()  # another pod may have published while we waited (serve.py: engine_cache.seed)
             missing = missing_engines(repository, local)
         if missing and not run_build_pass(command, missing, ready_url, timeout_s):
             print("[build-once] the build pass did not become ready; the serving start builds instead", flush=True)
     return missing_engines(repository, local) if missing else []
-
-
-def seed(local: Path, shared_dir: Path) -> list[str]:
-    """Copy the engines another pod published that this cache lacks (temporary name, then rename).
-    Never empties the local cache: it holds what this pod's build pass just built."""
-    copied = []
-    for item in sorted(shared_dir.iterdir()) if shared_dir.is_dir() else []:
-        target = local / item.name
-        if item.is_file() and not item.name.startswith(".") and not target.exists():
-            tmp = local / f".{item.name}.{os.getpid()}.tmp"
-            try:
-                shutil.copyfile(item, tmp)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-            copied.append(item.name)
-    return copied
 
 
 def repository_of(command: list[str]) -> Path | None:

@@ -7,16 +7,20 @@ ONNX Runtime's TensorRT EP writes engine files in place and does not rebuild a c
 a server killed mid-build (OOM, a failed startup probe) would leave a file that crash-loops
 every later start that reads it. So:
 
-- Triton writes only to `--local`, a per-pod volume (emptyDir). A `.complete` marker is written
-  there once the server is ready (every engine built, warm-up passed); at start, a local cache
-  without the marker is a killed build and is emptied first.
-- `--shared` (optional, a ReadWriteMany volume shared by pods) holds published engines under
-  `<GPU name>-trt<TensorRT version>/`: a pod starts by copying them into its local cache, and
-  publishes what it built after it is ready, each file copied under a temporary name and then
-  renamed into place (rename is atomic on one filesystem, NFS included), never overwriting a
-  published file. Pods that build at the same time each build locally; whichever renames first
-  wins, and a reader never sees half a file. Engine names carry the model's hash
-  (`trt_engine_cache_prefix`), so models do not collide.
+- Triton writes only to `--local`, a per-pod volume (emptyDir). Once the server is ready, a
+  `.complete` marker there records every file's size and modification time; at start, a file not
+  recorded as it is (written or rewritten since: a build killed midway) is removed, and without
+  a marker everything is (engine_cache.prepare_local).
+- `--shared` (optional, a ReadWriteMany volume shared by pods) holds one entry per model hash
+  under `<GPU name>-trt<TensorRT version>/<model hash>/` (engine_cache.py): written in a
+  temporary folder, its own `.complete` marker (names and sizes) last, then renamed into place;
+  readers take only marked entries. A pod seeds only the current model's entry (the hash from
+  --model-hash or --repository's manifest.json), and only if it fits --local-size; it publishes
+  what it built once ready and certified. Pods that build at the same time each build locally;
+  whichever renames first wins.
+- `--prebuild-only` (the chart's prebuild Job, one per GPU type): the same start, then stop
+  tritonserver and exit 0 once this model's entry is in the shared cache (1 if it is not, or if
+  pods could not seed it); `--prune` then removes the other models' entries for this GPU.
 
 Shared memory: regions a killed predecessor left in /dev/shm are removed before tritonserver
 starts (`clear_stale_shm`).
@@ -35,7 +39,12 @@ by container restart first: compose's proxy shares this container's network name
 lose it on a container restart, and the kubelet's back-off would delay a second recovery.
 
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
-and its exit code is ours. The NGC entrypoint stays in front of this script (the chart passes
+and its exit code is ours (128 + N when it died of signal N). A signal while serve.py works on its
+own (nvidia-smi, seeding, publishing) stops that work at once, removes its temporary files and
+exits 128 + N; one while tritonserver is still loading (building engines) marks nothing
+complete, and the server is killed if it has not exited after BUILD_STOP_GRACE_S.
+
+The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
 """
 
@@ -44,7 +53,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -55,11 +63,21 @@ from pathlib import Path
 # self_certify.py sits beside this file (/opt/reranker in the image); also when loaded by path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_once  # noqa: E402 - shipped beside this file
+import engine_cache  # noqa: E402 - shipped beside this file
 import self_certify  # noqa: E402
 import stub_watch  # noqa: E402 - shipped beside this file
 from stub_watch import StubWatch, describe, expected_stubs, own_pid_is_watchable  # noqa: E402
 
-MARKER = ".complete"
+MARKER = engine_cache.MARKER
+# nvidia-smi answers in well under a second on a healthy node; a hung driver must not hold the
+# start for longer than this (a stop signal interrupts it at once: Launcher.forward).
+NVIDIA_SMI_TIMEOUT_S = 30.0
+# A tritonserver told to stop while still loading (building engines) has nothing to drain; one
+# that has not exited after this long is killed, well inside the pod's termination grace period.
+BUILD_STOP_GRACE_S = 10.0
+# --prebuild-only: a certified build whose entry pods would refuse to seed (engine_cache
+# SEED_MAX_FRACTION of --local-size), or no engine for the model after warm-up.
+EXIT_PREBUILD_FAILED = 1
 # A dead Python-backend stub: checked every STUB_POLL_S once ready; in-flight requests on the
 # healthy instances get STUB_DEATH_DRAIN_S, then tritonserver is killed and replaced. After
 # --stub-restarts replacements within STUB_RESTART_WINDOW_S we exit with EXIT_STUB_DIED
@@ -77,48 +95,15 @@ def gpu_key() -> str:
     """Engines run only on the GPU model and TensorRT release they were built with."""
     try:
         name = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT_S,
         ).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         name = "unknown-gpu"
     trt = os.environ.get("TRT_VERSION", "unknown")
     return re.sub(r"[^A-Za-z0-9.]+", "-", f"{name}-trt{trt}").strip("-")
-
-
-def prepare_local(local: Path, shared_dir: Path | None) -> list[str]:
-    """Empty a local cache left by a killed build; seed it from the shared one. Returns the seeded names."""
-    local.mkdir(parents=True, exist_ok=True)
-    if not (local / MARKER).exists():
-        for entry in local.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    seeded = []
-    if shared_dir is not None and shared_dir.is_dir():
-        for item in sorted(shared_dir.iterdir()):
-            if item.is_file() and not item.name.startswith(".") and not (local / item.name).exists():
-                atomic_copy(item, local / item.name)
-                seeded.append(item.name)
-    return seeded
-
-
-def atomic_copy(src: Path, dest: Path) -> None:
-    """dest appears whole or not at all."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def publish(local: Path, shared_dir: Path) -> list[str]:
-    """Copy each complete local file the shared cache lacks, by temporary name + rename."""
-    shared_dir.mkdir(parents=True, exist_ok=True)
-    published = []
-    for item in sorted(local.iterdir()):
-        if item.is_file() and not item.name.startswith(".") and not (shared_dir / item.name).exists():
-            atomic_copy(item, shared_dir / item.name)
-            published.append(item.name)
-    return published
 
 
 def ready(url: str) -> bool:
@@ -148,30 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: serve.py [options] -- tritonserver ARGS...", file=sys.stderr)
         return 2
     split = argv.index("--")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
-    parser.add_argument("--shared", type=Path, default=None)
-    parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
-    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
-    parser.add_argument(
-        "--stub-restarts",
-        type=int,
-        default=DEFAULT_STUB_RESTARTS,
-        help=f"fresh tritonservers started in place after a stub dies, per {STUB_RESTART_WINDOW_S:.0f} s, "
-        f"before exiting {EXIT_STUB_DIED} for the kubelet (0: exit at once)",
-    )
-    self_certify.add_arguments(parser)
+    parser = build_parser()
     args = parser.parse_args(argv[:split])
+    if (args.prebuild_only or args.prune) and args.shared is None:
+        parser.error("--prebuild-only and --prune need --shared (the cache they fill)")
     certifier = self_certify.SelfCertifier(args, args.ready_url.split("/v2/")[0])
-    certifier.prepare()
     command = argv[split + 1 :]
     launcher = Launcher(args, command, certifier)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, launcher.forward)
+    certifier.prepare()
     replaced: list[float] = []
     while True:
         code = launcher.serve_once()
-        if code != EXIT_STUB_DIED or launcher.stopping:
+        if code != EXIT_STUB_DIED or launcher.stopping or args.prebuild_only:
             return code
         now = time.monotonic()
         replaced = [t for t in replaced if now - t < STUB_RESTART_WINDOW_S]
@@ -188,51 +163,248 @@ def main(argv: list[str] | None = None) -> int:
         print("[serve] starting a fresh tritonserver in place", flush=True)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """serve.py's options (the part before `--`); the chart's tests parse its args with it."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
+    parser.add_argument("--shared", type=Path, default=None)
+    add_engine_cache_arguments(parser)
+    parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
+    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
+    parser.add_argument(
+        "--stub-restarts",
+        type=int,
+        default=DEFAULT_STUB_RESTARTS,
+        help=f"fresh tritonservers started in place after a stub dies, per {STUB_RESTART_WINDOW_S:.0f} s, "
+        f"before exiting {EXIT_STUB_DIED} for the kubelet (0: exit at once)",
+    )
+    self_certify.add_arguments(parser)
+    return parser
+
+
+def add_engine_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine-cache options (issue 27): which model's entry to seed, the per-pod bound, and
+    the prebuild Job's mode."""
+    parser.add_argument(
+        "--model-hash",
+        type=engine_cache.check_model_hash,
+        default=None,
+        help="the model's engine_cache_prefix (default: from --repository's manifest.json); only its "
+        "entry of the shared cache is seeded",
+    )
+    parser.add_argument(
+        "--local-size",
+        type=engine_cache.parse_quantity,
+        default=None,
+        help="size limit of the --local volume (a Kubernetes quantity: trtCache.size); an entry over "
+        f"{engine_cache.SEED_MAX_FRACTION:.0%} of it is not seeded",
+    )
+    parser.add_argument(
+        "--prebuild-only",
+        action="store_true",
+        help="build, certify and publish the engines to --shared, then stop tritonserver and exit "
+        f"(0: the entry is in the cache; {EXIT_PREBUILD_FAILED}: it is not, or pods could not seed it)",
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="with --prebuild-only, after a successful build: remove other models' entries for this GPU",
+    )
+
+
+def exit_status(returncode: int) -> int:
+    """A child killed by signal N reports -N; a shell (and the kubelet) reads 128 + N. Returned
+    as it is, -15 would reach the exit status as 241."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class Stopped(Exception):
+    """A stop signal arrived while serve.py itself was busy (nvidia-smi, seeding, publishing)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class Launcher:
-    """One tritonserver at a time; signals go to the current one."""
+    """One tritonserver at a time; signals go to the current one. While serve.py works on its
+    own (nvidia-smi, copying engines), a stop signal interrupts that work at once: temporary
+    files are removed on the way out, and nothing half-copied is left under a final name."""
 
     def __init__(self, args: argparse.Namespace, command: list[str], certifier: self_certify.SelfCertifier) -> None:
         self.args, self.command, self.certifier = args, command, certifier
         self.server: subprocess.Popen | None = None
         self.stopping = False
+        self.signum = 0  # the stop signal received
+        self.interruptible = False
 
     def forward(self, signum, _frame) -> None:
-        self.stopping = True
+        self.stopping, self.signum = True, signum
         if self.server is not None and self.server.poll() is None:
             self.server.send_signal(signal.SIGINT if signum == signal.SIGHUP else signum)
+        if self.interruptible:
+            self.interruptible = False  # a second signal must not interrupt the clean-up
+            raise Stopped(signum)
+
+    def _busy(self, work, what: str):
+        """Run `work()`; a stop signal during it raises Stopped (logged here)."""
+        self.interruptible = True
+        try:
+            if self.stopping:
+                raise Stopped(self.signum)
+            return work()
+        except Stopped as stop:
+            print(f"[serve] {stop} during {what}: stopped, temporary files removed", flush=True)
+            raise
+        finally:
+            self.interruptible = False
 
     def serve_once(self) -> int:
         """Start tritonserver, certify it once ready, publish its engines; its exit code, or
         EXIT_STUB_DIED when one of its stubs died and it was stopped."""
-        args, certifier = self.args, self.certifier
+        args = self.args
         stale = clear_stale_shm(args.shm_dir)
         if stale:
             print(
                 f"[serve] removed {len(stale)} shared-memory region(s) left in {args.shm_dir} by a killed server",
                 flush=True,
             )
-        shared_dir = args.shared / gpu_key() if args.shared else None
-        seeded = prepare_local(args.local, shared_dir)
-        print(f"[serve] engine cache {args.local}: {len(seeded)} file(s) from {shared_dir}", flush=True)
-
+        try:
+            gpu_dir = self._busy(lambda: args.shared / gpu_key() if args.shared else None, "nvidia-smi")
+            model_hash = args.model_hash or engine_cache.model_hash_from_repository(args.repository)
+            self._busy(lambda: self.seed(gpu_dir, model_hash), "seeding the engine cache")
+        except Stopped as stop:
+            return 128 + stop.signum
         if self.stopping:  # signalled between two servers
             return 0
-        # Each missing TensorRT EP engine built once, one instance at a time (build_once.py).
-        build_once.ensure_engines(args.local, shared_dir, self.command, args.ready_url)
+        # Each missing TensorRT EP engine built once, one instance at a time (build_once.py); under
+        # the shared cache's lock the current model's entry is seeded again first, since another
+        # pod may have published it while this one waited.
+        build_once.ensure_engines(
+            args.local,
+            gpu_dir,
+            self.command,
+            args.ready_url,
+            reseed=(lambda: self.seed(gpu_dir, model_hash)) if gpu_dir is not None else None,
+        )
         self.server = server = subprocess.Popen(self.command)
-        while server.poll() is None and not ready(args.ready_url):
+        while server.poll() is None and not ready(args.ready_url) and not self.stopping:
             time.sleep(1)
+        if self.stopping and server.poll() is None and not ready(args.ready_url):
+            return self.stop_during_build(server)
         # Engines that fail the self-certification are neither marked complete nor published.
-        verdict = certifier.run() if server.poll() is None and certifier.enabled else None
-        if server.poll() is None and (verdict is None or verdict["passed"]):
-            (args.local / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
-            if shared_dir is not None:
+        verdict = self.certifier.run() if server.poll() is None and self.certifier.enabled else None
+        certified = server.poll() is None and (verdict is None or verdict["passed"])
+        prebuilt = None
+        if certified:
+            engine_cache.mark_local_complete(args.local)
+            if gpu_dir is not None:
                 try:
-                    names = publish(args.local, shared_dir)
-                    print(f"[serve] published {len(names)} engine file(s) to {shared_dir}", flush=True)
+                    prebuilt = self._busy(lambda: self.publish(gpu_dir, model_hash), "publishing engines")
+                except Stopped:
+                    prebuilt = False
                 except OSError as err:  # read-only or full shared volume: serving goes on
-                    print(f"[serve] not published to {shared_dir}: {err}", flush=True)
-        return watch_until_exit(server, lambda: self.stopping, base_url=args.ready_url.split("/v2/")[0])
+                    print(f"[serve] not published to {gpu_dir}: {err}", flush=True)
+                    prebuilt = False
+        if args.prebuild_only:
+            return self.finish_prebuild(server, certified and bool(prebuilt))
+        return exit_status(watch_until_exit(server, lambda: self.stopping, base_url=args.ready_url.split("/v2/")[0]))
+
+    def seed(self, gpu_dir: Path | None, model_hash: str | None) -> None:
+        removed = engine_cache.prepare_local(self.args.local)
+        if removed:
+            print(
+                f"[serve] engine cache {self.args.local}: removed {len(removed)} file(s) not recorded complete "
+                f"(a build killed midway): {', '.join(removed[:5])}",
+                flush=True,
+            )
+        try:
+            result = engine_cache.seed(self.args.local, gpu_dir, model_hash, self.args.local_size)
+        except OSError as err:
+            # A shared volume that fails mid-copy (an NFS hiccup, an entry pruned while being
+            # read): what was copied is whole (copy_file), the rest is built here.
+            result = engine_cache.SeedResult(reason=f"seeding failed ({err}): the missing engines are built here")
+        if result.copied:
+            print(
+                f"[serve] engine cache {self.args.local}: seeded {len(result.copied)} file(s), {result.bytes} bytes, "
+                f"from {gpu_dir / str(model_hash) if gpu_dir else None}",
+                flush=True,
+            )
+        else:
+            print(f"[serve] engine cache {self.args.local}: nothing seeded: {result.reason}", flush=True)
+
+    def publish(self, gpu_dir: Path, model_hash: str | None) -> bool:
+        """Publish this model's engines as one entry; True when the entry is in the cache and
+        pods may seed it."""
+        try:
+            configs = self_certify.loaded_configs(self.args.ready_url.split("/v2/")[0])
+            served = engine_cache.model_hash_from_configs(configs)
+        except (OSError, ValueError) as err:
+            print(f"[serve] could not read the loaded configs ({err}); model hash {model_hash}", flush=True)
+            served = None
+        if served and model_hash and served != model_hash:
+            print(f"[serve] --model-hash {model_hash} is not the served model's: publishing {served}", flush=True)
+        model_hash = served or model_hash
+        if model_hash is None:
+            print("[serve] no model uses the TensorRT engine cache: nothing to publish", flush=True)
+            return self.args.prebuild_only  # nothing to prebuild is no failure
+        outcome, size = engine_cache.publish(self.args.local, gpu_dir, model_hash)
+        entry = gpu_dir / model_hash
+        if outcome == "nothing":
+            print(f"[serve] no {model_hash}_* engine in {self.args.local} after warm-up: nothing published", flush=True)
+            return engine_cache.read_entry(entry) is not None
+        print(f"[serve] entry {entry}: {outcome}" + (f", {size} bytes" if size else ""), flush=True)
+        total = engine_cache.entry_bytes(gpu_dir, model_hash) or 0
+        limit = self.args.local_size
+        if limit is not None and total > limit * engine_cache.SEED_MAX_FRACTION:
+            print(
+                f"[serve] entry {entry} holds {total} bytes, over {engine_cache.SEED_MAX_FRACTION:.0%} of the per-pod "
+                f"cache ({limit} bytes, trtCache.size): pods will not seed it; raise trtCache.size",
+                flush=True,
+            )
+            return False
+        if self.args.prune:
+            removed = engine_cache.prune(gpu_dir, keep=model_hash)
+            print(f"[serve] pruned {len(removed)} other item(s) from {gpu_dir}: {', '.join(removed[:10])}", flush=True)
+        return True
+
+    def stop_during_build(self, server: subprocess.Popen) -> int:
+        """Stopped before tritonserver was ready (loading, building engines): no marker, nothing
+        published; the engines it was writing are removed at the next start."""
+        print(
+            "[serve] stop signal while tritonserver was loading (engines being built): nothing marked complete "
+            "or published; what it wrote is removed at the next start",
+            flush=True,
+        )
+        try:
+            code = server.wait(timeout=BUILD_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            print(f"[serve] tritonserver still running after {BUILD_STOP_GRACE_S:.0f} s: killed", flush=True)
+            server.kill()
+            code = server.wait()
+        return exit_status(code)
+
+    def finish_prebuild(self, server: subprocess.Popen, prebuilt: bool) -> int:
+        """--prebuild-only: stop tritonserver, say what was done."""
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=BUILD_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        elif not self.stopping:
+            code = exit_status(server.returncode)
+            print(f"[serve] prebuild: tritonserver exited {code} before its engines were certified", flush=True)
+            return code or EXIT_PREBUILD_FAILED
+        if self.stopping:
+            print("[serve] prebuild: stopped by a signal before it finished", flush=True)
+            return 128 + self.signum
+        if not prebuilt:
+            print("[serve] prebuild FAILED: the engine cache holds no usable entry for this model", flush=True)
+            return EXIT_PREBUILD_FAILED
+        print("[serve] prebuild done: the engine cache holds this model's entry", flush=True)
+        return 0
 
 
 def watch_until_exit(

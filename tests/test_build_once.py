@@ -113,17 +113,29 @@ def test_build_pass_loads_only_missing_class_models_one_instance_one_load_at_a_t
 
 
 def test_engines_another_pod_published_are_seeded_under_the_lock_instead_of_built(tmp_path):
-    repo, cache, shared = _repository(tmp_path), tmp_path / "cache", tmp_path / "shared" / "NVIDIA-L4-trt10.5.0"
+    """Another pod published this model's entry (engine_cache.publish) while this one waited for
+    the lock: the re-seed serve.py passes copies it, and no build pass runs."""
+    import engine_cache
+
+    repo, cache = _repository(tmp_path), tmp_path / "cache"
+    gpu_dir, other_pod = tmp_path / "shared" / "NVIDIA-L4-trt10.5.0", tmp_path / "other-pod"
     cache.mkdir()
-    shared.mkdir(parents=True)
+    other_pod.mkdir()
     for prefix in build_once.class_models(repo).values():
-        (shared / f"{prefix}_9_sm89.engine").write_bytes(b"published")
+        (other_pod / f"{prefix}_9_sm89.engine").write_bytes(b"published")
+    assert engine_cache.publish(other_pod, gpu_dir, "bge_0123abcd")[0] == "published"
     command = ["/bin/false", f"--model-repository={repo}"]  # a build pass would fail: none must run
-    assert build_once.ensure_engines(cache, shared, command, "http://127.0.0.1:1/", timeout_s=5) == []
-    assert sorted(p.name for p in cache.iterdir()) == sorted(
-        p.name for p in shared.iterdir() if p.is_file() and not p.name.startswith(".")
-    )
-    assert (shared / ".build.lock").exists()
+    seeded = []
+
+    def reseed():
+        seeded.append(engine_cache.seed(cache, gpu_dir, "bge_0123abcd", None))
+
+    assert build_once.ensure_engines(cache, gpu_dir, command, "http://127.0.0.1:1/", timeout_s=5, reseed=reseed) == []
+    assert len(seeded) == 1 and sorted(seeded[0].copied) == sorted(p.name for p in other_pod.iterdir())
+    assert build_once.missing_engines(repo, cache) == []
+    assert (gpu_dir / engine_cache.BUILD_LOCK_NAME).exists()
+    # The prebuild Job's prune keeps the lock a waiting pod may hold.
+    assert engine_cache.BUILD_LOCK_NAME not in engine_cache.prune(gpu_dir, keep="another_model")
 
 
 def test_a_build_pass_that_never_gets_ready_leaves_the_serving_start_to_build(tmp_path, capsys):

@@ -21,6 +21,7 @@ ALL_VARIANTS = [
     "rest",
     "proxy-rest",
     "gateway",
+    "prebuild",
     *CLOUD_VARIANTS,
 ]
 GI = 2**30

@@ -20,7 +20,18 @@ from tests.netpol import Cluster, Endpoint, pod, resolve, selector_matches
 from tests.test_deploy import VARIANTS
 
 NAMESPACE = "search"  # deploy/validate.py renders every variant into it
-NETWORK_VARIANTS = [*VARIANTS, "proxy", "rest", "proxy-rest", "gateway", "eks", "gke", "gke-autopilot", "aks"]
+NETWORK_VARIANTS = [
+    *VARIANTS,
+    "proxy",
+    "rest",
+    "proxy-rest",
+    "gateway",
+    "prebuild",
+    "eks",
+    "gke",
+    "gke-autopilot",
+    "aks",
+]
 
 KUBE_DNS = pod(
     "kube-dns", "10.0.0.10", "kube-system", {"k8s-app": "kube-dns"}, [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")]
@@ -81,6 +92,11 @@ class World:
         [test_pod] = _objects(objects, "Pod")
         self.test_pod_object = test_pod
         self.test = _pod_from("helm-test", "10.1.2.1", test_pod)
+        # The engine prebuild Jobs' pods (issue 27 item 6): their Triton binds loopback only.
+        self.prebuild = [
+            _pod_from(f"prebuild-{i}", f"10.1.4.{i + 1}", job["spec"]["template"])
+            for i, job in enumerate(_objects(objects, "Job"))
+        ]
         self.values_policy = next((p for p in self.policies if p["metadata"]["name"] == "rr-bge-reranker"), None)
         self.prometheus_namespace = self._prometheus_namespace()
         self.client = pod("client", "10.1.3.1", NAMESPACE, {"app": "search-frontend"})
@@ -95,7 +111,7 @@ class World:
             "prometheus", "10.3.0.1", self.prometheus_namespace, {"app.kubernetes.io/name": "prometheus"}
         )
         self.stranger = pod("stranger", "10.4.0.1", "elsewhere", {"app": "search-frontend"})
-        self.chart_pods = [*self.triton, *self.rest, self.test]
+        self.chart_pods = [*self.triton, *self.rest, self.test, *self.prebuild]
         self.all_pods = [
             *self.chart_pods,
             self.client,
@@ -213,19 +229,21 @@ def _intended_flows(world: World, variant_values: dict) -> set[tuple[str, str, i
     for source in world.chart_pods:
         for protocol in ("UDP", "TCP"):
             add(source, world.direct(source, KUBE_DNS, 53, protocol))
-    # Triton -> object storage and the identity endpoints, as configured.
+    # Triton and the prebuild Jobs (which load the same repository) -> object storage and the
+    # identity endpoints, as configured. The Jobs need no other egress: the shared cache is a
+    # volume, and they talk to their own Triton on loopback.
     model = variant_values.get("modelRepository", {})
     policy_values = variant_values.get("networkPolicy", {})
     identity = policy_values.get("workloadIdentity", "")
     if model.get("source") == "uri" or policy_values.get("allowEgress") or identity == "irsa":
-        for p in world.triton:
+        for p in [*world.triton, *world.prebuild]:
             add(p, world.direct(p, OBJECT_STORE, 443))
     if identity == "gke":
-        for p in world.triton:
+        for p in [*world.triton, *world.prebuild]:
             for endpoint, port in ((GKE_METADATA, 80), (GKE_METADATA, 988), (GKE_METADATA_988, 988)):
                 add(p, world.direct(p, endpoint, port))
     if identity == "eks-pod-identity":
-        for p in world.triton:
+        for p in [*world.triton, *world.prebuild]:
             add(p, world.direct(p, EKS_POD_IDENTITY, 80))
     return flows
 

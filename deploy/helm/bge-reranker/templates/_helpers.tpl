@@ -101,3 +101,233 @@ dial these numbers directly; NetworkPolicies match them too. */ -}}
 {{- define "bge-reranker.podHttpPort" -}}
 {{ ternary .Values.proxy.ports.http .Values.ports.http .Values.proxy.enabled }}
 {{- end -}}
+
+{{- /* The Triton container's command (docker/serve.py in front of tritonserver), shared by the
+Deployment and the engine prebuild Jobs so both build the same engines: same flags, same cache
+paths, same self-certification. Call with (dict "root" $ "prebuild" bool). The prebuild Job's
+Triton binds loopback on every port: nothing reaches it, and its serve.py exits once the engines
+are certified and published. */ -}}
+{{- define "bge-reranker.serveArgs" -}}
+{{- $ := .root -}}
+- python3
+- /opt/reranker/serve.py
+- --local=/trt-cache
+# The per-pod volume's size limit: serve.py seeds no entry that would fill it.
+- --local-size={{ $.Values.trtCache.size }}
+{{- if eq $.Values.trtCache.type "shared" }}
+- --shared=/trt-cache-shared
+{{- end }}
+{{- with $.Values.trtCache.modelHash }}
+{{- if not (regexMatch "^[A-Za-z0-9_]{1,64}$" (toString .)) }}
+{{- fail (printf "trtCache.modelHash %q: manifest.json's engine_cache_prefix, letters, digits and '_' (e.g. bge_0123456789abcdef)" (toString .)) }}
+{{- end }}
+- --model-hash={{ . }}
+{{- end }}
+{{- if .prebuild }}
+- --prebuild-only
+- --prune
+{{- end }}
+- --ready-url=http://127.0.0.1:{{ $.Values.ports.http }}/v2/health/ready
+{{- if ne $.Values.modelRepository.source "uri" }}
+# After warm-up, TensorRT took every class model and the certificate passes on this
+# GPU, or the pod stays unready (docker/self_certify.py; readiness reads the verdict).
+- --self-certify=fail
+- --repository=/models
+- --grpc-url=127.0.0.1:{{ $.Values.ports.grpc }}
+- --verdict=/tmp/reranker-selfcert.json
+{{- if not .prebuild }}
+- --certify-metrics-port=8003
+{{- end }}
+{{- end }}
+- --
+- tritonserver
+- --model-repository={{ include "bge-reranker.modelRepositoryPath" $ }}
+- --strict-readiness=true
+- --exit-on-error=true
+- --allow-metrics=true
+- --http-port={{ $.Values.ports.http }}
+- --grpc-port={{ $.Values.ports.grpc }}
+- --metrics-port={{ $.Values.ports.metrics }}
+{{- if .prebuild }}
+# Nothing reaches the prebuild Job's server: every port on loopback.
+- --http-address=127.0.0.1
+- --grpc-address=127.0.0.1
+- --metrics-address=127.0.0.1
+{{- else if $.Values.proxy.enabled }}
+# Only the proxy sidecar and the exec probes (same pod) reach Triton's HTTP/gRPC.
+- --http-address=127.0.0.1
+- --grpc-address=127.0.0.1
+- --metrics-address=0.0.0.0
+{{- end }}
+- --log-verbose={{ $.Values.triton.logVerbose }}
+- --exit-timeout-secs={{ $.Values.shutdown.exitTimeoutSeconds }}
+{{- with $.Values.triton.grpcMaxConnectionAgeSeconds }}
+# GOAWAY after this long (plus the grace for calls in flight): long-lived gRPC
+# clients (grpc-go, grpc-java) re-resolve only on reconnect, so pods the HPA adds get
+# their share of traffic. `tritonserver --help` (2.51) lists both flags, in ms.
+- --grpc-max-connection-age={{ mul . 1000 }}
+- --grpc-max-connection-age-grace={{ mul $.Values.triton.grpcMaxConnectionAgeGraceSeconds 1000 }}
+{{- end }}
+{{- range $.Values.triton.backendConfig }}
+- --backend-config={{ . }}
+{{- end }}
+{{- range $.Values.triton.extraArgs }}
+- {{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "bge-reranker.tritonEnv" -}}
+- name: HOME
+  value: /tmp
+{{- if .Values.modelRepository.credentialsSecret }}
+# Triton's cloud credential file (S3/GCS/Azure), mounted from the Secret.
+- name: TRITON_CLOUD_CREDENTIAL_PATH
+  value: /var/run/secrets/triton-cloud/credentials.json
+{{- end }}
+{{- end -}}
+
+{{- /* source=initContainer: the repository copied from the baked image (Deployment and Jobs). */ -}}
+{{- define "bge-reranker.initContainers" -}}
+{{- if eq .Values.modelRepository.source "initContainer" }}
+initContainers:
+  - name: fetch-model-repository
+    image: {{ .Values.modelRepository.initContainer.image }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: ["sh", "-c", "cp -a {{ .Values.modelRepository.initContainer.path }}/. /repository/"]
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      requests:
+        cpu: 100m
+        memory: 256Mi
+      limits:
+        cpu: "1"
+        memory: 1Gi
+    volumeMounts:
+      - name: model-repository
+        mountPath: /repository
+{{- end }}
+{{- end -}}
+
+{{- define "bge-reranker.tritonVolumeMounts" -}}
+- name: dshm
+  mountPath: /dev/shm
+- name: tmp
+  mountPath: /tmp
+- name: trt-cache
+  mountPath: /trt-cache
+{{- if eq .Values.trtCache.type "shared" }}
+- name: trt-cache-shared
+  mountPath: /trt-cache-shared
+{{- end }}
+{{- if .Values.modelRepository.credentialsSecret }}
+- name: cloud-credentials
+  mountPath: /var/run/secrets/triton-cloud
+  readOnly: true
+{{- end }}
+{{- if ne .Values.modelRepository.source "uri" }}
+- name: model-repository
+  mountPath: /models
+  readOnly: true
+  {{- if and (eq .Values.modelRepository.source "pvc") .Values.modelRepository.pvc.subPath }}
+  subPath: {{ .Values.modelRepository.pvc.subPath }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "bge-reranker.tritonVolumes" -}}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shmSize }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSize }}
+# Triton writes engines only here, per pod (docker/serve.py).
+- name: trt-cache
+  emptyDir:
+    sizeLimit: {{ .Values.trtCache.size }}
+{{- if eq .Values.trtCache.type "shared" }}
+- name: trt-cache-shared
+  persistentVolumeClaim:
+    claimName: {{ include "bge-reranker.trtCacheClaim" . }}
+{{- else if ne .Values.trtCache.type "emptyDir" }}
+{{- fail "trtCache.type must be emptyDir or shared" }}
+{{- end }}
+{{- if .Values.modelRepository.credentialsSecret }}
+- name: cloud-credentials
+  secret:
+    secretName: {{ .Values.modelRepository.credentialsSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if eq .Values.modelRepository.source "pvc" }}
+- name: model-repository
+  persistentVolumeClaim:
+    claimName: {{ .Values.modelRepository.pvc.claimName }}
+    readOnly: true
+{{- else if eq .Values.modelRepository.source "initContainer" }}
+- name: model-repository
+  emptyDir:
+    sizeLimit: 8Gi
+{{- end }}
+{{- end -}}
+
+{{- /* The engine prebuild Jobs' pods: labels of their own, so no Service, PDB, HPA or Triton
+NetworkPolicy selects them. */ -}}
+{{- define "bge-reranker.prebuildSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "bge-reranker.name" . }}-prebuild
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: engine-prebuild
+{{- end -}}
+
+{{- /* Egress of the pods that run Triton (the Deployment's and the prebuild Jobs'): DNS, and what
+reading a remote repository needs. */ -}}
+{{- define "bge-reranker.tritonEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- if or .Values.networkPolicy.allowEgress (eq .Values.modelRepository.source "uri") (eq .Values.networkPolicy.workloadIdentity "irsa") }}
+# Object storage (S3/GCS/Azure Blob) and, for IRSA, STS's token exchange, over HTTPS.
+# A uri repository is unreadable without it. Not the link-local metadata addresses: those
+# get only the identity rule below, when one is configured.
+- ports:
+    - port: 443
+      protocol: TCP
+  to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except: [169.254.0.0/16]
+    - ipBlock:
+        cidr: ::/0
+        except: ["fe80::/10", "fd00:ec2::/32"]
+{{- end }}
+{{- if eq .Values.networkPolicy.workloadIdentity "gke" }}
+# GKE Workload Identity Federation: the GKE metadata server answers on 169.254.169.254:80,
+# and on :988 (169.254.169.252 or .254, depending on version and Dataplane V2); GKE's
+# network-policy guide asks for these. Without them the token fetch hangs, Triton cannot
+# read gs:// and the pod crash-loops.
+- ports:
+    - port: 80
+      protocol: TCP
+    - port: 988
+      protocol: TCP
+  to:
+    - ipBlock:
+        cidr: 169.254.169.254/32
+    - ipBlock:
+        cidr: 169.254.169.252/32
+{{- else if eq .Values.networkPolicy.workloadIdentity "eks-pod-identity" }}
+# EKS Pod Identity: the node's agent serves credentials on 169.254.170.23:80
+# ([fd00:ec2::23]:80 on IPv6 clusters).
+- ports:
+    - port: 80
+      protocol: TCP
+  to:
+    - ipBlock:
+        cidr: 169.254.170.23/32
+    - ipBlock:
+        cidr: fd00:ec2::23/128
+{{- end }}
+{{- end -}}
