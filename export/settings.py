@@ -91,6 +91,17 @@ CROSS_ENCODER_INSTANCES = 2
 # short request from waiting behind a long one's execute.
 ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
+
+# Cost model of one cross-encoder run, for the length router's choice to split a request's rows
+# into runs of different widths (routing.SplitCost): a split saves padded tokens and costs one
+# more run. RUN_OVERHEAD_S is a run's fixed cost (BLS call, batcher queue delay, backend
+# execute, copies); DEVICE_FLOPS the rate at which the model computes tokens. Their product over
+# a token's FLOPs is a run's cost in padded tokens of that model. CPU (python backend): measured
+# on this 2-core machine by `python -m benchmarks.run_cost` (docs/PERFORMANCE.md, "Cost of a
+# run"). GPU backends: estimates, not measured (no GPU here): a run keeps Triton's per-request
+# path (queue delay, BLS, input copies, a kernel launch sequence) while a token costs ~1e3x less.
+RUN_OVERHEAD_S = {"python": 0.003, "onnxruntime": 0.001, "tensorrt": 0.001}
+DEVICE_FLOPS = {"python": 100e9, "onnxruntime": 400e12, "tensorrt": 400e12}
 QUEUE_TIMEOUT_US = 5_000_000
 
 
