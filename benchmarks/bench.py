@@ -90,6 +90,9 @@ FLAG_NOTE = (
 
 
 def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
+    """The stand-in model of `shape` and its CPU export whose cross-encoder instances run
+    `threads` intra-op threads each. An export made for another thread count is reused: its
+    files hard-linked, only the class models' `intra_op_threads` parameter rewritten."""
     from common import standin_model
 
     model_dir, repo = root / f"bench-model-{shape}", root / f"bench-repo-{shape}-t{threads}"
@@ -97,10 +100,30 @@ def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
         print(f"[bench] building the {shape} stand-in model ...", flush=True)
         standin_model.build(model_dir, shape)
     if not (repo / "manifest.json").exists():
-        print("[bench] exporting it (python backend, fp32) ...", flush=True)
-        if cpu_export(str(model_dir), str(repo), "--cpu-threads", str(threads)):
-            raise SystemExit("export failed")
+        other = next((p for p in sorted(root.glob(f"bench-repo-{shape}-t*")) if (p / "manifest.json").exists()), None)
+        if other is not None:
+            print(f"[bench] reusing {other} with {threads} intra-op threads per instance", flush=True)
+            _relink_with_threads(other, repo, threads)
+        else:
+            print("[bench] exporting it (python backend, fp32) ...", flush=True)
+            if cpu_export(str(model_dir), str(repo), "--cpu-threads", str(threads)):
+                raise SystemExit("export failed")
     return model_dir, repo
+
+
+def _relink_with_threads(source: Path, repo: Path, threads: int) -> None:
+    import shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    shutil.copytree(source, repo, copy_function=os.link)
+    for path in repo.glob("*/config.pbtxt"):
+        config = text_format.Parse(path.read_text(), mc.ModelConfig())
+        if "intra_op_threads" in config.parameters:
+            config.parameters["intra_op_threads"].string_value = str(threads)
+            path.unlink()  # a hard link: write a new file, leave the source's alone
+            path.write_text(text_format.MessageToString(config))
 
 
 def workload(tokenizer_json: str, requests: int, passages: int, max_length: int) -> list[tuple[str, list[str]]]:

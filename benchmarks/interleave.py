@@ -62,17 +62,27 @@ def cpu_share(before: dict[str, int], after: dict[str, int]) -> dict[str, float 
 def cpu_facts() -> dict[str, object]:
     """CPU model, logical cores, and the clock the kernel reports now (per core MHz from
     /proc/cpuinfo; the cpufreq limits where the VM exposes them)."""
-    model, mhz = "unknown", []
+    model, mhz, ids = "unknown", [], {}
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("cpu MHz"):
-                    mhz.append(float(line.split(":", 1)[1]))
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and model == "unknown":
+                    model = value
+                elif key == "cpu MHz":
+                    mhz.append(float(value))
+                elif key in ("cpu family", "model", "stepping") and key not in ids:
+                    ids[key] = value
     except OSError:
         pass
-    freq: dict[str, object] = {"cpu": model, "cores": os.cpu_count(), "cpu_mhz_now": [round(m) for m in mhz]}
+    # A VM may name the CPU only by brand ("AMD EPYC"): family/model/stepping say which generation
+    # (AMD family 25 = Zen 3 / Zen 4; model 1 = Milan, 17 = Genoa).
+    freq: dict[str, object] = {
+        "cpu": model,
+        "cpu_family_model_stepping": "/".join(ids.get(k, "?") for k in ("cpu family", "model", "stepping")),
+        "cores": os.cpu_count(),
+        "cpu_mhz_now": [round(m) for m in mhz],
+    }
     for key, name in (("cpuinfo_max_freq", "cpu_mhz_max"), ("cpuinfo_min_freq", "cpu_mhz_min")):
         try:
             with open(f"/sys/devices/system/cpu/cpu0/cpufreq/{key}") as handle:

@@ -73,6 +73,11 @@ MAX_TEXT_BYTES = 256 * 1024
 # Dynamic batching: how long a request may wait for partners, and how much queue we accept
 # before shedding load (a reranker behind search must fail fast, not queue for seconds).
 MAX_QUEUE_DELAY_US = 2_000
+# The CPU (python backend) class models wait for no partners: a model run there takes tens to
+# hundreds of ms, so requests that arrive meanwhile queue and merge anyway, while the wait itself
+# is added to every request at low concurrency (Triton waits the full delay when one request is
+# queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
+CPU_QUEUE_DELAY_US = 0
 # The tokenizer waits much less: it only gathers requests that arrive together, so one
 # execute() tokenizes them in one batch call.
 TOKENIZER_QUEUE_DELAY_US = 200

@@ -17,6 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from common.serving_code import pair_tokenization_module
 from export.model_loading import graph_sha256
 from export.settings import (
+    CPU_QUEUE_DELAY_US,
     CROSS_ENCODER_INSTANCES,
     DEVICE_FLOPS,
     GPU_MODEL_INTRA_OP_THREADS,
@@ -316,7 +317,7 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         max_batch_size=length_class.max_batch,
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
+        dynamic_batching=_dynamic_batching(CPU_QUEUE_DELAY_US if spec.backend == "python" else MAX_QUEUE_DELAY_US),
         model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
