@@ -570,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
 def render(saved: Path, out: Path) -> int:
     """The analysis is a pure function of the measured rows: recompute it and the files from them."""
     data = json.loads(saved.read_text())
+    if "interleaving" not in data["facts"]:
+        # Trials measured system after system share no load: pairing them by index means nothing.
+        raise SystemExit(f"{saved}: measured before interleaving (no paired trials); rerun `make bench`")
     shape = "tiny" if "tiny" in data["facts"]["model"] else "bench"
     report = analyse(data["rows"], shape, data["facts"]["concurrencies"])
     report["concurrency_not_supported"] = data.get("concurrency_not_supported", {})

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ids, mask = np.zeros((1, 16), np.int64), np.ones((1, 16), np.int64)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    # The session options the served Python-backend model uses (cross_encoder/1/model.py): no spinning.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(repo / "cross_encoder" / "1" / "model.onnx"), options)
     feed = {"input_ids": ids, "attention_mask": mask}
     for _ in range(20):

@@ -72,6 +72,8 @@ class InProcess:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # The session options the served Python-backend model uses (cross_encoder/1/model.py): no spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(repo / "cross_encoder" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )

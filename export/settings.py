@@ -105,8 +105,13 @@ MAX_QUEUE_SIZE = 256
 # on this 2-core machine by `python -m benchmarks.run_cost` (docs/PERFORMANCE.md, "Cost of a
 # run"). GPU backends: estimates, not measured (no GPU here): a run keeps Triton's per-request
 # path (queue delay, BLS, input copies, a kernel launch sequence) while a token costs ~1e3x less.
-RUN_OVERHEAD_S = {"python": 0.003, "onnxruntime": 0.001, "tensorrt": 0.001}
-DEVICE_FLOPS = {"python": 100e9, "onnxruntime": 400e12, "tensorrt": 400e12}
+# CPU, measured (benchmarks/results/run_cost.json): a one-row run sent straight to `cross_encoder`
+# took 1.04 ms on the server beyond the same run in process, and the best fp32 GEMM rate was
+# 96 GFLOP/s (40-186 GFLOP/s seen on this shared machine: a quieter one makes a token cheaper and a
+# run worth more tokens); either way the real model's run costs well under one token here, so
+# every bucket edge pays.
+RUN_OVERHEAD_S = {"python": 0.00104, "onnxruntime": 0.001, "tensorrt": 0.001}
+DEVICE_FLOPS = {"python": 96e9, "onnxruntime": 400e12, "tensorrt": 400e12}
 QUEUE_TIMEOUT_US = 5_000_000
 
 
