@@ -132,7 +132,10 @@ $(INFINITY_VENV)/.installed: requirements/infinity.txt
 	test -x $(INFINITY_VENV)/bin/python || $(PYTHON_BIN) -m venv $(INFINITY_VENV)
 	$(INFINITY_VENV)/bin/python -m pip install -q -r requirements/infinity.txt && touch $@ || true
 
-bench: setup $(INFINITY_VENV)/.installed ## same inputs, concurrency 1/2/4, 5 trials each: ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity (see README for the time)
+bench: setup $(INFINITY_VENV)/.installed ## same inputs, interleaved trials, paired ratios: ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity; serving overhead; cost of a run (docs/PERFORMANCE.md)
+	$(PY) -m benchmarks.run_cost --out benchmarks/results
+	$(PY) -m benchmarks.serving_overhead --shape tiny --out benchmarks/results
+	$(PY) -m benchmarks.serving_overhead --shape bench --requests 6 --trials 6 --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results
 	$(PY) -m benchmarks.long_documents --shape tiny --out benchmarks/results

@@ -104,6 +104,8 @@ class OnnxRuntimeSystem:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            # The session options the served Python-backend model uses (cross_encoder/1/model.py): no spinning.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(repo / "cross_encoder" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
@@ -123,17 +125,22 @@ class OnnxRuntimeSystem:
 
 
 class CrossEncoderSystem:
-    def __init__(self, model_dir: Path, max_length: int, batch: int = 32):
+    """sentence-transformers CrossEncoder. With `chunks` (query, passages) -> [[row, ...], ...] it
+    runs one predict() per chunk: fed our client's chunks it pads as our server does (to each
+    chunk's longest pair rather than its bucket), so a comparison with it is about the runtime,
+    not about how rows were grouped."""
+
+    def __init__(self, model_dir: Path, max_length: int, batch: int = 32, chunks=None):
         from sentence_transformers import CrossEncoder
 
         self.model = CrossEncoder(str(model_dir), max_length=max_length, device="cpu")
-        self.batch = batch
+        self.batch, self.chunks = batch, chunks
         self.tokens = TokenCount()
         # sentence-transformers 5 runs its module chain with a features dict (the HF model's own
         # forward is not called through __call__ there): count at the CrossEncoder module itself.
         count_forward(self.model, self.tokens)
 
-    def score(self, query: str, passages: list[str]) -> list[float]:
+    def _predict(self, query: str, passages: list[str]) -> list[float]:
         return list(
             self.model.predict(
                 [(query, p) for p in passages],
@@ -143,6 +150,42 @@ class CrossEncoderSystem:
             )
         )
 
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        if self.chunks is None:
+            return self._predict(query, passages)
+        out = [0.0] * len(passages)
+        for rows in self.chunks(query, passages):
+            for row, value in zip(rows, self._predict(query, [passages[i] for i in rows])):
+                out[row] = float(value)
+        return out
+
+
+class RepeatedForwardCache:
+    """Stands in for a Hugging Face model and answers a forward whose inputs equal the previous
+    forward's from that forward's output, once. FlagEmbedding 1.4.2's compute_score runs its first
+    batch as an "adjust batch size" probe and then runs the same batch again (encoder_only/base.py,
+    compute_score_single_gpu); this skips the second run exactly (same tensors, same logits) and
+    counts it. Everything else (to(), eval(), config ...) goes to the model."""
+
+    def __init__(self, model):
+        self._model, self._last, self._lock, self.skipped = model, None, threading.Lock(), 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, **inputs):
+        import torch
+
+        with self._lock:
+            last, self._last = self._last, None
+            same = last is not None and last[0].keys() == inputs.keys()
+            if same and all(torch.equal(last[0][k], v) for k, v in inputs.items() if isinstance(v, torch.Tensor)):
+                self.skipped += 1
+                return last[1]
+            output = self._model(**inputs)
+            self._last = ({k: v for k, v in inputs.items()}, output)
+            return output
+
 
 class FlagRerankerSystem:
     def __init__(self, model_dir: Path, max_length: int, batch: int = 128):
@@ -151,7 +194,12 @@ class FlagRerankerSystem:
         self.model = FlagReranker(str(model_dir), use_fp16=False, devices="cpu")
         self.max_length, self.batch = max_length, batch
         self.tokens = TokenCount()
-        count_forward(self.model.model, self.tokens)
+        count_forward(self.model.model, self.tokens)  # counts the forwards that really ran
+        self.cache = RepeatedForwardCache(self.model.model)
+        self.model.model = self.cache
+
+    def skipped_forwards(self) -> int:
+        return self.cache.skipped
 
     def score(self, query: str, passages: list[str]) -> list[float]:
         return list(

@@ -246,6 +246,8 @@ def stage_load(ctx: ExportContext) -> None:
     # The served configs carry the model's own vocabulary size: the Python backend refuses ids
     # outside it (the exported graph clamps them to the same bound).
     ctx.spec = replace(ctx.spec, limits=replace(ctx.spec.limits, vocab_size=config.vocab_size))
+    # The router's split cost is counted in this model's tokens (triton_config.split_cost).
+    ctx.spec = replace(ctx.spec, model_geometry=(config.num_hidden_layers, config.hidden_size))
     ctx.pair_tokenizer = load_pair_tokenizer(ctx.tokenizer_dir, ctx.spec.limits)
     ctx.model_facts = {
         "parameters": sum(p.numel() for p in ctx.model.parameters()),

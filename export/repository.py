@@ -2,7 +2,7 @@
 moved into place, so a failed export never leaves a half-written repository behind.
 
 Layout (the committed model_repository/ is the same, minus weights and tokenizer files):
-    rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router
+    rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router (1 class: cross_encoder)
     rerank_windows/config.pbtxt, rerank_windows/1/...   ensemble: tokenizer -> length_router -> window_reduce
     tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, text_cuts.py,
                                          padding_metrics.py, tokenizer.json, contract.py}

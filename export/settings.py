@@ -83,6 +83,11 @@ MAX_TEXT_BYTES = 256 * 1024
 # Dynamic batching: how long a request may wait for partners, and how much queue we accept
 # before shedding load (a reranker behind search must fail fast, not queue for seconds).
 MAX_QUEUE_DELAY_US = 2_000
+# The CPU (python backend) class models wait for no partners: a model run there takes tens to
+# hundreds of ms, so requests that arrive meanwhile queue and merge anyway, while the wait itself
+# is added to every request at low concurrency (Triton waits the full delay when one request is
+# queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
+CPU_QUEUE_DELAY_US = 0
 # The tokenizer waits much less: it only gathers requests that arrive together, so one
 # execute() tokenizes them in one batch call.
 TOKENIZER_QUEUE_DELAY_US = 200
@@ -101,6 +106,22 @@ CROSS_ENCODER_INSTANCES = 2
 # short request from waiting behind a long one's execute.
 ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
+
+# Cost model of one cross-encoder run, for the length router's choice to split a request's rows
+# into runs of different widths (routing.SplitCost): a split saves padded tokens and costs one
+# more run. RUN_OVERHEAD_S is a run's fixed cost (BLS call, batcher queue delay, backend
+# execute, copies); DEVICE_FLOPS the rate at which the model computes tokens. Their product over
+# a token's FLOPs is a run's cost in padded tokens of that model. CPU (python backend): measured
+# on this 2-core machine by `python -m benchmarks.run_cost` (docs/PERFORMANCE.md, "Cost of a
+# run"). GPU backends: estimates, not measured (no GPU here): a run keeps Triton's per-request
+# path (queue delay, BLS, input copies, a kernel launch sequence) while a token costs ~1e3x less.
+# CPU, measured (benchmarks/results/run_cost.json): a one-row run sent straight to `cross_encoder`
+# took 1.04 ms on the server beyond the same run in process, and the best fp32 GEMM rate was
+# 96 GFLOP/s (40-186 GFLOP/s seen on this shared machine: a quieter one makes a token cheaper and a
+# run worth more tokens); either way the real model's run costs well under one token here, so
+# every bucket edge pays.
+RUN_OVERHEAD_S = {"python": 0.00104, "onnxruntime": 0.001, "tensorrt": 0.001}
+DEVICE_FLOPS = {"python": 96e9, "onnxruntime": 400e12, "tensorrt": 400e12}
 QUEUE_TIMEOUT_US = 5_000_000
 
 

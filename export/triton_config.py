@@ -17,7 +17,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 from common.serving_code import pair_tokenization_module
 from export.model_loading import graph_sha256
 from export.settings import (
+    CPU_QUEUE_DELAY_US,
     CROSS_ENCODER_INSTANCES,
+    DEVICE_FLOPS,
     GPU_MODEL_INTRA_OP_THREADS,
     MAX_BATCH_TOKENS,
     MAX_QUEUE_DELAY_US,
@@ -26,6 +28,7 @@ from export.settings import (
     MAX_WINDOWS_PER_REQUEST,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
+    RUN_OVERHEAD_S,
     TENSORRT_WORKSPACE_BYTES,
     TOKENIZER_INSTANCES,
     TOKENIZER_QUEUE_DELAY_US,
@@ -62,6 +65,9 @@ class RepositorySpec:
     # the committed reference configs, which hold no model.
     engine_cache_prefix: str = ""
     workspace_bytes: int = TENSORRT_WORKSPACE_BYTES
+    # (layers, hidden) of the served model: the router's split cost is in its tokens. The export
+    # sets it from the model's config; the reference configs use the real model's.
+    model_geometry: tuple[int, int] = (24, 1024)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -165,6 +171,16 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
+def split_cost(spec: RepositorySpec) -> str:
+    """The router's `split_cost` parameter, "run_tokens:attention_width" (routing.SplitCost): one
+    run's fixed cost (export/settings.py RUN_OVERHEAD_S x DEVICE_FLOPS) in tokens of this model
+    (24 h^2 FLOPs per token and layer outside attention), and 6 h, where attention's 4 h w per
+    token equals that."""
+    layers, hidden = spec.model_geometry
+    run_tokens = RUN_OVERHEAD_S[spec.backend] * DEVICE_FLOPS[spec.backend] / (layers * 24 * hidden**2)
+    return f"{run_tokens:.4g}:{6 * hidden}"
+
+
 def router_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python model: splits each request's rows by length class and sends each part to its class
     model (BLS, all parts of all requests of one execute in flight at once)."""
@@ -186,6 +202,7 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
             Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
             Param.LENGTH_CLASSES: published_classes(classes),
             Param.CLASS_MODELS: ",".join(c.model for c in classes),
+            Param.SPLIT_COST: split_cost(spec),
         },
     )
     return config
@@ -300,7 +317,7 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         max_batch_size=length_class.max_batch,
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
+        dynamic_batching=_dynamic_batching(CPU_QUEUE_DELAY_US if spec.backend == "python" else MAX_QUEUE_DELAY_US),
         model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
@@ -373,11 +390,26 @@ def _ensemble(spec: RepositorySpec, name: str, inputs, outputs, steps: list) -> 
 
 
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
+    """`rerank`: tokenizer -> length_router (-> the class models); with one length class (every
+    max_length <= the first class bound, 512 by default), tokenizer -> that class model directly:
+    the router would only forward the request whole (routing.plan keeps a one-class request one
+    part unless a split pays), at the cost of a Python BLS hop per request (issue 30: ~19 ms per
+    request on the small stand-in here). The tokenizer already pads each request to the bucket
+    of its longest pair, and the ensemble's max_batch_size is within the class's batch. The wire
+    contract is unchanged. `rerank_windows` keeps the router: a request's windows may exceed the
+    class's batch, and the router cuts them into parts."""
     tokenized = (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKENS, contract.TRUNCATED)
+    classes = length_classes(spec.limits)
+    scorer = LENGTH_ROUTER
+    if len(classes) == 1:
+        if spec.limits.max_batch_size > classes[0].max_batch:
+            raise ValueError(
+                f"max_batch_size {spec.limits.max_batch_size} exceeds the class model's batch {classes[0].max_batch}"
+            )
+        scorer = classes[0].model
     steps = [
         _step(TOKENIZER, contract.ENSEMBLE_INPUTS, tokenized),
-        _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
+        _step(scorer, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
     ]
     return _ensemble(spec, ENSEMBLE, contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS, steps)
 

@@ -46,15 +46,97 @@ def test_dry_run_exports_verifies_and_benchmarks_both_backends_and_pytorch_fp16(
     for backend in ("tensorrt", "onnxruntime"):
         assert f"--backend {backend} --precision fp16 --max-length 2048" in out
         assert f"make verify URL=localhost:8001 REPO={tmp_path}/gpu/{backend}/model_repository" in out
-        assert f"--system Triton {backend} fp16 --concurrency 1,2,4 --trials 5" in out
-    assert out.count(f"--pairs {tmp_path}/gpu/pairs.json") == 2  # the same pairs for both backends
+        assert f"--system Triton {backend} fp16 --concurrency 1,2,4 --trials 10" in out
+    # the same pairs for both backends, measured alone and interleaved with the peers
+    assert out.count(f"--pairs {tmp_path}/gpu/pairs.json") == 4
     assert "--tokens 128,512,2048" in out
     torch_step = next(line for line in out.splitlines() if "gpu_bench torch" in line)
     assert "--gpus device=0" in torch_step and "--pairs /out/pairs.json" in torch_step
-    assert "--concurrency 1,2,4 --trials 5" in torch_step
+    assert "--concurrency 1,2,4 --trials 10" in torch_step
     report = next(line for line in out.splitlines() if "gpu_bench report" in line)
     assert all(f"{tmp_path}/gpu/{b}/bench.json" in report for b in ("tensorrt", "onnxruntime"))
     assert f"{tmp_path}/gpu/torch.json" in report
+
+
+PEER_IMAGES = {
+    "tei": "ghcr.io/huggingface/text-embeddings-inference:hopper-1.8",
+    "vllm": "vllm/vllm-openai:v0.10.2",
+    "infinity": "michaelf34/infinity:0.0.77",
+}
+
+
+def test_dry_run_serves_tei_vllm_and_infinity_beside_ours_interleaved_and_guarded(tmp_path):
+    """The peers that serve this model run from their pinned images on the same GPU, from the same
+    model folder, before any Triton backend is measured; each backend's interleaved run names
+    ours and all three on the same pairs, with at most PEER_GUARD calls in flight per peer; the
+    peers are removed before the report."""
+    lines = _dry_run(tmp_path, PEER_GUARD="3").splitlines()
+    starts = {}
+    for kind, image in PEER_IMAGES.items():
+        (line,) = [x for x in lines if f" {image} " in x]
+        assert " run -d --gpus device=0 " in line and f"-v {tmp_path.resolve()}:/model:ro" in line
+        assert "--dtype float16" in line and "/model" in line.split(image, 1)[1]
+        starts[kind] = lines.index(line)
+    assert "--max-client-batch-size 32" in lines[starts["tei"]]
+    assert "--gpu-memory-utilization 0.2" in lines[starts["vllm"]]  # room for Triton on the same GPU
+    runs = [x for x in lines if "gpu_bench interleaved" in x]
+    assert len(runs) == 2
+    for backend, line in zip(("tensorrt", "onnxruntime"), runs):
+        assert f"--system Triton {backend} fp16=triton@localhost:8001" in line
+        for name, kind, port in (("TEI", "tei", 8081), ("vLLM", "vllm", 8082), ("Infinity", "infinity", 8083)):
+            assert f"--system {name}={kind}@http://localhost:{port} --guard {name}=3" in line
+            assert f"-p 127.0.0.1:{port}:" in lines[starts[kind]]
+        assert f"--pairs {tmp_path}/gpu/pairs.json" in line and "--concurrency 1,2,4 --trials 10" in line
+        assert lines.index(line) > max(starts.values())
+    removed = [i for i, x in enumerate(lines) if x.endswith(tuple(f"rm -f dry-run-{k}" for k in PEER_IMAGES))]
+    report = next(i for i, x in enumerate(lines) if "gpu_bench report" in x)
+    assert len(removed) == 3 and max(lines.index(x) for x in runs) < min(removed) and max(removed) < report
+    assert all(f"{tmp_path}/gpu/{b}/interleaved.json" in lines[report] for b in ("tensorrt", "onnxruntime"))
+
+
+def test_dry_run_without_peers_runs_ours_alone(tmp_path):
+    out = _dry_run(tmp_path, PEERS="")
+    assert "gpu_bench interleaved" not in out and not any(image in out for image in PEER_IMAGES.values())
+    assert "gpu_bench triton" in out
+
+
+def test_peer_clients_and_the_interleaved_step_against_our_rest_dialects(server, rest, tmp_path, python_repo):
+    """`gpu_bench interleaved` for real on the CPU: ours over gRPC, and the three peer clients
+    (TEI's, vLLM's and Infinity's request and response shapes) against this repository's REST
+    service, which answers in those dialects in front of the same server. Every system scores the
+    same pairs, so each peer's logits (vLLM's sigmoid turned back) agree with ours; the guard
+    holds a peer to its limit; every ratio is paired over the same trials."""
+    from benchmarks import interleave
+
+    tokenizer = str(python_repo / "tokenizer" / "1" / "tokenizer.json")
+    pairs = tmp_path / "pairs.json"
+    gpu_bench.main(
+        ["pairs", "--tokenizer", tokenizer, "--tokens", "128", "--requests", "2", "--passages", "3"]
+        + ["--out", str(pairs)]
+    )
+    out = tmp_path / "interleaved.json"
+    systems = ["Triton python fp32=triton@" + server.grpc_url, f"TEI=tei@{rest}", f"vLLM=vllm@{rest}"]
+    systems.append(f"Infinity=infinity@{rest}/infinity")
+    args = ["interleaved", "--pairs", str(pairs), "--concurrency", "1,2", "--trials", "3", "--out", str(out)]
+    for system in systems:
+        args += ["--system", system]
+    assert gpu_bench.main([*args, "--guard", "TEI=1", "--tei-max-texts", "2"]) == 0
+    result = json.loads(out.read_text())
+    rows = {(r["system"], r["concurrency"]): r for r in result["rows"]}
+    ours = np.asarray(rows[("Triton python fp32", 1)]["scores"])
+    # Our REST service's Cohere-shaped /infinity route answers the sigmoid whatever raw_scores says
+    # (a real Infinity answers the logit when asked): compared as what each route returns.
+    expected = {"TEI": ours, "vLLM": ours, "Infinity": 1 / (1 + np.exp(-ours))}
+    for name in ("TEI", "vLLM", "Infinity"):
+        np.testing.assert_allclose(rows[(name, 2)]["scores"], expected[name], atol=1e-4)
+        assert len(rows[(name, 1)]["trials"]) == 3 and rows[(name, 1)]["interleaved"]
+    assert rows[("TEI", 2)]["guard"] == "at most 1 in flight"
+    assert {(x["vs"], x["concurrency"]) for x in result["paired"]} == {
+        (n, c) for n in ("TEI", "vLLM", "Infinity") for c in (1, 2)
+    }
+    assert all(x["verdict"] in interleave.VERDICTS and x["trials"] == 3 for x in result["paired"])
+    with pytest.raises(SystemExit, match="NAME=KIND@URL"):
+        gpu_bench.main(["interleaved", "--pairs", str(pairs), "--out", str(out), "--system", "TEI=tgi@x"])
 
 
 def test_dry_run_long_documents_exports_serves_and_runs_both_cases(tmp_path):

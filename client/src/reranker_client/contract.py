@@ -83,5 +83,6 @@ class Param:
     MAX_BATCH_TOKENS = "max_batch_tokens"  # padded tokens any cross-encoder batch may hold
     LENGTH_CLASSES = "length_classes"  # "512:64,2048:16,8192:4": (bound, pairs per batch) per class
     CLASS_MODELS = "class_models"  # the router's: the model of each class, comma-separated
+    SPLIT_COST = "split_cost"  # the router's: "run_tokens:attention_width" (when a split pays)
     MAX_WINDOWS_PER_PASSAGE = "max_windows_per_passage"
     MAX_WINDOWS_PER_REQUEST = "max_windows_per_request"

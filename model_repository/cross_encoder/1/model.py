@@ -54,6 +54,9 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
             options.intra_op_num_threads = threads
+        # No busy-waiting after a run: the tokenizer's and the other instances' processes share
+        # these cores, and a spinning pool takes their time (ONNX Runtime spins by default).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.record = ShapeRecord()
         # The families must outlive their metrics (the backend refuses a metric whose family is gone).

@@ -19,7 +19,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
-from routing import RouteError, cut, parse_classes, plan, relayed_code, row_lengths  # noqa: E402
+from routing import RouteError, cut, parse_classes, parse_split_cost, plan, relayed_code, row_lengths  # noqa: E402
 
 PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
 TRANSIENT = contract.SHED_LOAD_MESSAGES + contract.STEP_DOWN_MESSAGES
@@ -41,7 +41,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.buckets = [int(b) for b in params["length_buckets"].split(",")]
         self.classes = parse_classes(params["length_classes"])
-        self.models = params["class_models"].split(",")
+        self.models = params[contract.Param.CLASS_MODELS].split(",")
+        # Split a class's rows into runs of different widths only where that pays (routing.SplitCost).
+        self.split_cost = parse_split_cost(params.get(contract.Param.SPLIT_COST))
 
     async def execute(self, requests):
         responses = [None] * len(requests)
@@ -59,7 +61,7 @@ class TritonPythonModel:
                         f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be "
                         f"[batch, length] of the same shape"
                     )
-                parts = plan(row_lengths(mask), self.buckets, self.classes)
+                parts = plan(row_lengths(mask), self.buckets, self.classes, self.split_cost)
             except RouteError as err:
                 responses[i] = _error(f"length_router: {err}", pb_utils.TritonError.INVALID_ARG)
                 continue

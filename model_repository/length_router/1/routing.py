@@ -56,12 +56,66 @@ def row_lengths(mask: np.ndarray) -> np.ndarray:
     return np.where(nonzero.any(axis=1), last, 1)
 
 
-def plan(lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]]) -> list[Part]:
-    """Rows grouped by the class that holds their own bucket; within a class, sorted by length
-    and cut into parts of at most the class's batch, each padded to the bucket of its longest
-    row. A request whose rows all fall in one class (the usual case, and always at max_length
-    <= 512) stays one part of the shape the tokenizer gave it, so it merges with other requests
-    of that shape as before; a request mixing lengths is not padded to its longest row."""
+@dataclass(frozen=True)
+class SplitCost:
+    """When splitting a class's rows into runs of different widths pays (cost in padded-token units).
+
+    A run costs `run_tokens` (the fixed cost of one cross-encoder run - the BLS call, the
+    batcher's queue delay, the backend's execute - expressed as the padded tokens the model
+    computes in that time) plus, per row, its width w times (1 + w / attention_width): the
+    per-token cost of an encoder layer is 24 h^2 for projections and FFN plus 4 h w for
+    attention, so attention_width = 6 h. The export derives both from the measured cost model
+    (export/settings.py RUN_OVERHEAD_S, DEVICE_FLOPS) and the model's geometry."""
+
+    run_tokens: float
+    attention_width: float
+
+    def of(self, rows: int, width: int) -> float:
+        return self.run_tokens + rows * width * (1 + width / self.attention_width)
+
+
+NEVER_SPLIT = SplitCost(float("inf"), 1.0)
+
+
+def parse_split_cost(text: str | None) -> SplitCost:
+    """'run_tokens:attention_width' (the router's config parameter); absent: never split."""
+    if not text:
+        return NEVER_SPLIT
+    run_tokens, attention_width = (float(v) for v in text.split(":"))
+    return SplitCost(run_tokens, attention_width)
+
+
+def _segments(widths: list[int], cost: SplitCost, batch: int) -> list[tuple[int, int]]:
+    """Contiguous runs over rows sorted by width: [(first, end)], chosen to minimise the total
+    cost (a dynamic programme over the distinct widths, so at most one split per bucket edge).
+    Each segment is padded to its last (widest) row and cut into batches of at most `batch`."""
+    edges = [0] + [i for i in range(1, len(widths)) if widths[i] != widths[i - 1]] + [len(widths)]
+    best = [0.0] + [float("inf")] * (len(edges) - 1)
+    came_from = [0] * len(edges)
+    for j in range(1, len(edges)):
+        end, width = edges[j], widths[edges[j] - 1]
+        for i in range(j):
+            rows = end - edges[i]
+            runs = -(-rows // batch)
+            total = best[i] + runs * cost.run_tokens + rows * width * (1 + width / cost.attention_width)
+            if total < best[j]:
+                best[j], came_from[j] = total, i
+    segments, j = [], len(edges) - 1
+    while j:
+        segments.append((edges[came_from[j]], edges[j]))
+        j = came_from[j]
+    return segments[::-1]
+
+
+def plan(
+    lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]], cost: SplitCost = NEVER_SPLIT
+) -> list[Part]:
+    """Rows grouped by the class that holds their own bucket; within a class, sorted by length,
+    split into runs of different widths only where the padding saved outweighs a run's cost
+    (`cost`; by default never), and cut into parts of at most the class's batch, each padded to
+    the bucket of its longest row. A request whose rows all fall in one class and do not pay
+    for a split stays one part of the shape the tokenizer gave it, so it merges with other
+    requests of that shape as before; a request mixing classes is not padded to its longest row."""
     by_class: dict[int, list[tuple[int, int]]] = {}
     for row, length in enumerate(lengths.tolist()):
         position = bisect.bisect_left(buckets, length)
@@ -73,10 +127,12 @@ def plan(lengths: np.ndarray, buckets: list[int], classes: list[tuple[int, int]]
     for index, members in sorted(by_class.items()):
         members.sort()
         batch = classes[index][1]
-        for start in range(0, len(members), batch):
-            chunk = members[start : start + batch]
-            width = buckets[bisect.bisect_left(buckets, chunk[-1][0])]
-            parts.append(Part(index, width, np.asarray(sorted(row for _, row in chunk))))
+        widths = [buckets[bisect.bisect_left(buckets, length)] for length, _ in members]
+        for first, end in _segments(widths, cost, batch):
+            for start in range(first, end, batch):
+                chunk = members[start : min(start + batch, end)]
+                width = buckets[bisect.bisect_left(buckets, chunk[-1][0])]
+                parts.append(Part(index, width, np.asarray(sorted(row for _, row in chunk))))
     return parts
 
 

@@ -1,0 +1,295 @@
+"""What serving adds at low concurrency: the served `rerank` ensemble over bare tritonclient vs the
+serving tokenizer + ONNX Runtime in process on the same model.onnx, one request at a time.
+
+    python -m benchmarks.serving_overhead [--shape tiny|bench] [--trials 12] [--requests 12] [--passages 8]
+
+Both sides tokenize with the same code (model_repository/tokenizer/1/pair_tokenization.py) and
+run the same ONNX file with the same intra-op threads (the export's `--cpu-threads`; one request
+at a time keeps one cross-encoder instance busy). Requests hold passages of similar length (sorted
+by length, cut into groups, groups spread over the length mix), so the in-process side runs each
+request as one padded batch and the difference is what the server adds: gRPC, the ensemble's
+steps, the tokenizer's process, shared-memory copies and the cross-encoder runs it makes
+(Triton's own counters, `cross_encoder_runs_per_request`). Systems are interleaved per trial in
+random order (benchmarks/interleave.py) and the ratio is paired per trial with a bootstrap 95%
+interval. Writes benchmarks/results/serving_overhead_<shape>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, str(THREADS))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks import interleave  # noqa: E402
+
+SERVED = "Triton rerank (bare tritonclient)"
+VIA_ROUTER = "Triton rerank through length_router (the layout before issue 30)"
+IN_PROCESS = "serving tokenizer + ONNX Runtime in process"
+ROUTED_ENSEMBLE = "rerank_via_router"
+SYSTEMS = (SERVED, VIA_ROUTER, IN_PROCESS)
+SHORT = {SERVED: "direct", VIA_ROUTER: "router", IN_PROCESS: "in-process"}
+TARGET = 0.95
+SHARED_MACHINE = (
+    "Measured on a 2-core machine shared with other agents doing light work (editing, linting, unit tests); "
+    "heavy work (servers, benchmarks) was serialised by a shared lock, and this run held it."
+)
+
+
+def similar_length_requests(tokenizer_json: str, requests: int, passages: int, max_length: int) -> list:
+    """`requests` x (query, `passages` passages of similar length), spread over the length mix."""
+    from loadtest.workload import make_pairs
+
+    pool = sorted(
+        make_pairs(tokenizer_json, requests * passages * 4, max_length, seed=0), key=lambda p: p.passage_tokens
+    )
+    groups = [pool[i : i + passages] for i in range(0, len(pool) - passages + 1, passages)]
+    chosen = [groups[round(i * (len(groups) - 1) / max(requests - 1, 1))] for i in range(requests)]
+    return [(group[0].query, [p.passage for p in group]) for group in chosen]
+
+
+def cross_encoder_runs(metrics_url: str) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    pattern = r'^nv_inference_exec_count\{[^}]*model="cross_encoder[^"]*"[^}]*\} ([0-9.e+]+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+class InProcess:
+    def __init__(self, repo: Path, pair_tokenizer, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # The session options the served Python-backend model uses (cross_encoder/1/model.py): no spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(repo / "cross_encoder" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.tokenizer = pair_tokenizer
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        batch = self.tokenizer.tokenize_requests([([query.encode()] * len(passages), [p.encode() for p in passages])])[
+            0
+        ]
+        logit, _ = self.session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        return logit.reshape(-1)
+
+
+def add_router_ensemble(repo: Path, into: Path) -> Path:
+    """A copy of the exported repository with one more ensemble, `rerank_via_router`: `rerank`
+    with its scoring step sent through the length router, as every request went before a
+    one-class `rerank` called its class model directly. Same server, same models, same instances:
+    the two ensembles differ by the router hop only."""
+    import shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from reranker_client.contract import ENSEMBLE, LENGTH_ROUTER
+
+    if into.exists():
+        shutil.rmtree(into)
+    shutil.copytree(repo, into)
+    config = text_format.Parse((repo / ENSEMBLE / "config.pbtxt").read_text(), mc.ModelConfig())
+    config.name = ROUTED_ENSEMBLE
+    config.ensemble_scheduling.step[-1].model_name = LENGTH_ROUTER
+    (into / ROUTED_ENSEMBLE / "1").mkdir(parents=True)
+    (into / ROUTED_ENSEMBLE / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return into
+
+
+class Served:
+    def __init__(self, url: str, model: str = "rerank"):
+        import tritonclient.grpc as grpcclient
+
+        from common.raw_rerank import rerank_inputs
+
+        self.client, self.inputs = grpcclient.InferenceServerClient(url), rerank_inputs
+        self.output = grpcclient.InferRequestedOutput("logit")
+        self.model = model
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray:
+        result = self.client.infer(self.model, self.inputs([query] * len(passages), passages), outputs=[self.output])
+        return result.as_numpy("logit").reshape(-1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=("tiny", "bench"), default="tiny")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--requests", type=int, default=12, help="requests per system per trial")
+    parser.add_argument("--passages", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--work", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-router",
+        action="store_true",
+        help="leave out the through-the-router reference (on a compute-bound model on a loaded CPU its parts can "
+        "outwait the class model's queue timeout)",
+    )
+    args = parser.parse_args(argv)
+
+    from benchmarks.bench import ensure_model
+    from common.pair_tokenizer import load_pair_tokenizer
+    from export.settings import ServingLimits
+    from local_triton.server import TritonServer, free_port
+
+    started = time.time()
+    model_dir, repo = ensure_model(args.shape, args.work, args.threads)
+    limits = ServingLimits()
+    pair_tokenizer = load_pair_tokenizer(repo / "tokenizer" / "1", limits)
+    requests = similar_length_requests(
+        str(repo / "tokenizer" / "1" / "tokenizer.json"), args.requests, args.passages, limits.max_length
+    )
+    pairs = sum(len(p) for _, p in requests)
+    local = InProcess(repo, pair_tokenizer, args.threads)
+    served_repo = add_router_ensemble(repo, args.work / f"serving-overhead-repo-{args.shape}")
+    with TritonServer(
+        served_repo, free_port(), free_port(), free_port(), log_path=args.work / "serving_overhead_tritonserver.log"
+    ) as server:
+        served, routed = Served(server.grpc_url), Served(server.grpc_url, ROUTED_ENSEMBLE)
+        systems: dict[str, Any] = {SERVED: served, VIA_ROUTER: routed, IN_PROCESS: local}
+        if args.no_router:
+            del systems[VIA_ROUTER]
+        # Same logits every way (fp32, same ONNX, same tokens), and one untimed warm-up pass each.
+        worst = 0.0
+        for query, passages in requests:
+            reference = local.score(query, passages)
+            for name in (SERVED, VIA_ROUTER):
+                if name in systems:
+                    worst = max(worst, float(np.max(np.abs(systems[name].score(query, passages) - reference))))
+        if worst > 1e-3:
+            raise SystemExit(f"served and in-process logits differ by {worst}: not the same computation")
+        runs_before = cross_encoder_runs(server.metrics_url)
+
+        def runner(system):
+            def run() -> dict:
+                for query, passages in requests:
+                    system.score(query, passages)
+                return {"pairs": pairs, "requests": len(requests)}
+
+            return run
+
+        def progress(trial) -> None:
+            line = ", ".join(
+                f"{name.split(' ')[0]} {trial.results[name]['pairs'] / trial.results[name]['seconds']:.2f} pairs/s"
+                for name in trial.order
+            )
+            print(f"[overhead] trial {trial.index + 1}/{args.trials}: {line}", flush=True)
+
+        trials = interleave.run_interleaved(
+            {name: runner(system) for name, system in systems.items()}, args.trials, args.seed, progress
+        )
+        runs = cross_encoder_runs(server.metrics_url) - runs_before
+        served.client.close()
+        routed.client.close()
+    local_rates = interleave.rates(trials, IN_PROCESS, "pairs")
+    ratio = interleave.paired_ratio(interleave.rates(trials, SERVED, "pairs"), local_rates)
+    routed_ratio = direct_vs_routed = None
+    if VIA_ROUTER in systems:
+        routed_ratio = interleave.paired_ratio(interleave.rates(trials, VIA_ROUTER, "pairs"), local_rates)
+        direct_vs_routed = interleave.paired_ratio(
+            interleave.rates(trials, SERVED, "pairs"), interleave.rates(trials, VIA_ROUTER, "pairs")
+        )
+    per_request = {
+        name: float(np.median([t.results[name]["seconds"] / len(requests) * 1e3 for t in trials])) for name in systems
+    }
+    config = json.loads((model_dir / "config.json").read_text())
+    result = {
+        "what": __doc__.split("\n\n")[0],
+        "shared_machine": SHARED_MACHINE,
+        "machine": interleave.cpu_facts(),
+        "model": f"random-weight stand-in {args.shape}: {config['num_hidden_layers']} layers x "
+        f"{config['hidden_size']} hidden, fp32, Python backend (ONNX Runtime CPU)",
+        "threads": {"in_process_intra_op": args.threads, "cross_encoder_intra_op_per_instance": args.threads},
+        "workload": f"{args.requests} requests x {args.passages} passages of similar length per system per trial, "
+        "one request at a time",
+        "max_abs_logit_difference": worst,
+        # Runs per served request, over the served ensembles that ran.
+        "cross_encoder_runs_per_request": round(runs / ((len(systems) - 1) * args.trials * len(requests)), 3),
+        "ms_per_request_median": {k: round(v, 2) for k, v in per_request.items()},
+        "ratio_served_over_in_process": ratio.as_dict(),
+        "ratio_via_router_over_in_process": routed_ratio.as_dict() if routed_ratio else None,
+        "ratio_served_over_via_router": direct_vs_routed.as_dict() if direct_vs_routed else None,
+        "target": TARGET,
+        "target_met": ratio.low >= TARGET,
+        "duration_s": round(time.time() - started),
+        "trials": [
+            {
+                "order": t.order,
+                **{
+                    name: {
+                        "pairs_per_s": round(r["pairs"] / r["seconds"], 3),
+                        "idle": r["idle"],
+                        "steal": r["steal"],
+                        "load_1m": r["load_1m"],
+                    }
+                    for name, r in t.results.items()
+                },
+            }
+            for t in trials
+        ],
+    }
+    write(args.out, args.shape, result)
+    return 0
+
+
+def write(out: Path, shape: str, result: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"serving_overhead_{shape}.json").write_text(json.dumps(result, indent=1) + "\n")
+    r = result["ratio_served_over_in_process"]
+    ms = result["ms_per_request_median"]
+    lines = [
+        f"# Serving overhead ({shape}): {result['model']}",
+        "",
+        result["what"],
+        "",
+        f"- workload: {result['workload']}; threads {result['threads']}",
+        f"- CPU: {result['machine']['cpu']} x {result['machine']['cores']}, MHz now "
+        f"{result['machine']['cpu_mhz_now']}, max {result['machine']['cpu_mhz_max']}",
+        f"- **served / in-process pairs/s: {r['ratio']} [{r['ci95'][0]}, {r['ci95'][1]}]** "
+        f"(median of {r['trials']} paired trials, bootstrap 95% interval): {r['verdict']}; "
+        f"target >= {result['target']} with its interval: {'met' if result['target_met'] else 'not met'}",
+        (
+            f"- the same through the length router (the layout before): "
+            f"{result['ratio_via_router_over_in_process']['ratio']} "
+            f"{result['ratio_via_router_over_in_process']['ci95']}; "
+            f"direct / via router: {result['ratio_served_over_via_router']['ratio']} "
+            f"{result['ratio_served_over_via_router']['ci95']} ({result['ratio_served_over_via_router']['verdict']})"
+            if result["ratio_served_over_via_router"]
+            else "- the through-the-router reference was left out (--no-router)"
+        ),
+        f"- ms per request (median over trials): {', '.join(f'{k} {v}' for k, v in ms.items())}",
+        f"- cross-encoder runs per served request (Triton's nv_inference_exec_count): "
+        f"{result['cross_encoder_runs_per_request']}",
+        f"- max |logit difference| served vs in process: {result['max_abs_logit_difference']:.3g}",
+        f"- {result['shared_machine']}",
+        "",
+        "| trial | order | " + " | ".join(f"{n} pairs/s (idle, steal)" for n in SYSTEMS) + " |",
+        "|---|---|---|---|---|",
+    ]
+    for i, t in enumerate(result["trials"]):
+        cells = [f"{t[n]['pairs_per_s']} ({t[n]['idle']}, {t[n]['steal']})" if n in t else "-" for n in SYSTEMS]
+        order = " -> ".join(SHORT[n] for n in t["order"])
+        lines.append(f"| {i + 1} | {order} | " + " | ".join(cells) + " |")
+    (out / f"serving_overhead_{shape}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
