@@ -105,7 +105,8 @@ def weight_matmuls(model: onnx.ModelProto) -> list[tuple[str, int]]:
 def select_nodes(model: onnx.ModelProto, rung: Rung, layers: int) -> tuple[list[str], list[str]]:
     """(quantize, keep fp32) among the encoder's weight MatMuls for this rung."""
     first_fp32_layer = layers - rung.last_layers(layers)
-    quantize, keep = [], []
+    quantize: list[str] = []
+    keep: list[str] = []
     for name, layer in weight_matmuls(model):
         if layer < 0:
             continue  # not an encoder layer: stays fp32 and is not counted

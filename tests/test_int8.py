@@ -46,7 +46,9 @@ def test_cpu_int8_configs():
 
 
 def test_cpu_chart_and_compose_values(rendered):
-    [deployment] = [o for o in rendered["cpu"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "rr-bge-reranker"]
+    [deployment] = [
+        o for o in rendered["cpu"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "rr-bge-reranker"
+    ]
     pod = deployment["spec"]["template"]["spec"]
     [triton] = pod["containers"]
     requests, limits = triton["resources"]["requests"], triton["resources"]["limits"]
