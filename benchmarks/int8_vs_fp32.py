@@ -12,8 +12,8 @@ Method (issue 30's, in a small script of its own): both sessions are loaded side
 trial runs the two precisions once each in a random order (round-robin, so drifting load from
 other work on a shared machine hits both alike); the per-trial ratio t_fp32 / t_int8 is the
 throughput ratio of that trial; its 95% interval is a percentile bootstrap over trials. p50 is
-the median request time over trials. Memory per instance: the peak RSS of a fresh process that
-loads one session and runs one request (what one Triton instance of that graph holds).
+the median request time over trials. Memory per instance: the peak RSS (VmHWM) of a fresh process
+that loads one session and runs the request's longest batch (what one Triton instance of that graph holds).
 Fidelity beside it: int8 vs the fp32 graph on the same 100 passages (max |d logit|, max |d score|,
 Kendall tau, top-10) - a proxy against fp32 ONNX, not the export gate's fp32 PyTorch certificate.
 """
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -112,16 +111,25 @@ def run_request(sess, feeds: list[dict[str, np.ndarray]], order: list[list[int]]
     return out
 
 
+def _status_mib(field: str) -> float:
+    """A /proc/self/status memory field in MiB. VmHWM (peak RSS) starts afresh at exec, unlike
+    getrusage's ru_maxrss, which Linux carries over from the parent that forked this probe."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def memory_probe(path: str, model_dir: str, threads: int, max_length: int, passages_n: int) -> None:
-    """Child mode: load one session, run one request, print peak RSS (MiB)."""
+    """Child mode: load one session, run the request's longest batch, print RSS figures (MiB)."""
     limits = ServingLimits(max_length=max_length)
     feeds, order, _ = request_batches(Path(model_dir), limits, passages_n)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _status_mib("VmHWM")
     sess = session(Path(path), threads)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = _status_mib("VmRSS")
     # The longest batch (the first: rows are sorted by length) decides the activation peak.
     run_request(sess, feeds[:1], order[:1], sum(len(c) for c in order))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     print(json.dumps({"baseline_mib": before, "loaded_mib": loaded, "peak_mib": peak}))
 
 
@@ -289,7 +297,7 @@ def m_cpu(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_vs_fp32", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=("tiny", "bench", "real"), default="bench")
-    parser.add_argument("--trials", type=int, default=3, help="3 keeps the bench shape under ~6 min here")
+    parser.add_argument("--trials", type=int, default=5, help="5 keeps the bench shape under ~6 min here")
     parser.add_argument("--passages", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (2: this machine)")
     parser.add_argument("--max-length", type=int, default=512)

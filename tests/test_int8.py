@@ -5,6 +5,7 @@ a bad quantization (real optimum quantizer, real ONNX Runtime, real gate code)."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -130,3 +131,67 @@ def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch
 
 def _weight_matmuls(path: Path) -> list[tuple[str, int]]:
     return int8_quantization.weight_matmuls(onnx.load(str(path), load_external_data=False))
+
+
+@pytest.mark.slow
+def test_make_serve_serves_an_int8_graph_and_certifies_it_with_the_int8_bounds(python_repo, tmp_path):
+    """The Python backend serves the int8 graph (the certificate's rows come back as logits), and
+    `make serve`'s self-certification judges it by the certificate's int8 bounds. On the random-weight
+    tiny stand-in int8 misses them (docs/CPU.md), so the launcher must say NOT READY - the graph is
+    placed here by hand, as an operator bypassing the export's gate would."""
+    import signal
+    import sys
+    import threading
+
+    from local_triton.server import free_port
+
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    served = repo / "cross_encoder" / "1" / "model.onnx"
+    layers = 1 + max(layer for _, layer in _weight_matmuls(served))
+    int8_quantization.quantize_int8(
+        served, tmp_path / "int8" / "model.onnx", layers, int8_quantization.INT8_ESCALATION[0]
+    )
+    shutil.copy2(tmp_path / "int8" / "model.onnx", served)
+    cert = json.loads((repo / "certificate.json").read_text())
+    cert["served"]["precision"] = "int8"
+    (repo / "certificate.json").write_text(json.dumps(cert))
+    verdict = tmp_path / "verdict.json"
+    ports = [str(free_port()) for _ in range(3)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local_triton.server", str(repo), "--http-port", ports[0], "--grpc-port", ports[1]]
+        + ["--metrics-port", ports[2], f"--verdict={verdict}", "--probe-period=1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    stopper = threading.Timer(240, proc.kill)
+    stopper.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("[self-certify]"):
+                break
+        assert lines and lines[-1].startswith("[self-certify] FAIL (fail; NOT READY) device cpu"), "".join(lines)[
+            -3000:
+        ]
+        doc = json.loads(verdict.read_text())
+        certificate = doc["certificate"]
+        assert certificate["precision"] == "int8" and not doc["ready"]
+        assert certificate["pairs"] == len(cert["pairs"]) + len(cert["ranking"]["logits"])  # every row answered
+        assert (
+            np.isfinite(certificate["max_abs_logit"])
+            and certificate["max_abs_logit"] > cert["thresholds"]["int8"]["max_abs_logit"]
+        )
+        assert any("> 0.5" in f for f in certificate["failures"])
+    finally:
+        stopper.cancel()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
