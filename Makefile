@@ -62,7 +62,7 @@ check-vars:
 	  [[ "$${!host}" =~ ^[A-Za-z0-9.:-]+$$ ]] || { echo "$$host must be an address or host name, got: $${!host}" >&2; bad=1; }; \
 	done; \
 	[[ "$${BACKEND}" =~ ^(onnxruntime|tensorrt|python)$$ ]] || { echo "BACKEND must be onnxruntime, tensorrt or python, got: $${BACKEND}" >&2; bad=1; }; \
-	[[ "$${PRECISION}" =~ ^(fp16|fp32)$$ ]] || { echo "PRECISION must be fp16 or fp32, got: $${PRECISION}" >&2; bad=1; }; \
+	[[ "$${PRECISION}" =~ ^(fp16|fp32|int8)$$ ]] || { echo "PRECISION must be fp16, fp32 or int8, got: $${PRECISION}" >&2; bad=1; }; \
 	for path in MODEL REPO REPORT URL DATA CANDIDATES EVAL_OUT TRITON_URL; do \
 	  [[ "$${!path}" =~ ^[A-Za-z0-9_./:@~+-]*$$ ]] || { echo "$$path holds characters outside [A-Za-z0-9_./:@~+-]: $${!path}" >&2; bad=1; }; \
 	done; \
@@ -89,7 +89,7 @@ test: setup ## the offline test suite, against a real local tritonserver
 test-slow: setup ## real-shape export (24 x 1024, 250k vocab), soak and overload runs
 	$(CLEAN_ENV) $(PY) -m pytest -q -m slow tests --run-slow
 
-export: check-vars setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32 MAX_LENGTH=512
+export: check-vars setup ## MODEL=<hub id|dir> REPO=<dir> BACKEND=onnxruntime|tensorrt|python PRECISION=fp16|fp32|int8 MAX_LENGTH=512
 	$(PY) -m export --model "$${MODEL}" --repo "$${REPO}" --backend "$${BACKEND}" \
 	  --precision "$${PRECISION}" --max-length "$${MAX_LENGTH}"
 

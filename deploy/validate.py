@@ -2,7 +2,7 @@
 
 Runs in .venv-deploy (requirements/deploy.txt):
   hadolint        docker/Dockerfile
-  compose-spec    docker/compose.yaml (check-jsonschema --builtin-schema vendor.compose-spec)
+  compose-spec    docker/compose.yaml, docker/compose.cpu.yaml (check-jsonschema --builtin-schema vendor.compose-spec)
   helm            render + strict lint of the chart for every values file in deploy/helm/values
   kubernetes      every rendered object, strict, against Kubernetes 1.29-1.33 schemas;
                   a missing schema fails except for the CRD kinds in CRD_KINDS
@@ -152,7 +152,13 @@ def main(out_dir: str) -> int:
     problems: list[str] = strictness_canary()
     problems += run([str(BIN / "hadolint"), "docker/Dockerfile"], "hadolint")
     problems += run(
-        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker/compose.yaml"],
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker/compose.yaml",
+            "docker/compose.cpu.yaml",
+        ],
         "compose-spec",
     )
     summary = {}
@@ -208,6 +214,7 @@ def main(out_dir: str) -> int:
             "deploy/helm/bge-reranker/values.yaml",
             str(VALUES_DIR),
             "docker/compose.yaml",
+            "docker/compose.cpu.yaml",
             "deploy/kserve",
             "deploy/prometheus-adapter-rules.yaml",
             str(out),

@@ -17,6 +17,7 @@ from export.settings import (
     DEFAULT_MAX_LENGTH,
     DEFAULT_MODEL_ID,
     MAX_SUPPORTED_LENGTH,
+    PRECISIONS,
     TOKENIZER_INSTANCES,
 )
 from export.triton_config import BACKENDS
@@ -39,7 +40,12 @@ def parse_args(argv: list[str] | None) -> ExportArgs:
         help="onnxruntime (GPU, TensorRT accelerator), tensorrt (plan), "
         "python (CPU: ONNX Runtime in a Python-backend model)",
     )
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp16",
+        help="fp16/fp32; int8: dynamic int8 on CPU (backend python or onnxruntime with KIND_CPU; docs/CPU.md)",
+    )
     parser.add_argument(
         "--max-length",
         type=int,

@@ -24,6 +24,14 @@ from reranker_client.certificate import FILENAME, FORMAT, Thresholds, score_rows
 FP32_FLOOR_FACTOR = 10.0
 FP32_MIN_BOUND = 1e-4
 FP16 = Thresholds(max_abs_logit=0.1, max_abs_score=1e-2, tie_logit=0.1, min_kendall_tau=0.95)
+# int8 (dynamic int8 MatMuls, docs/CPU.md "The int8 bounds"): a lossy CPU profile, bounded by what a
+# reranker's caller sees. Scores move by at most 0.05 (sigmoid: 5% of the score scale; a caller's
+# relevance cut-off at 0.5 is crossed only by pairs PyTorch scored within ~0.2 of it); the top-10 of
+# 100 passages may swap only passages PyTorch scored within 0.5 logit of each other (a near tie on
+# a model whose logits span ~20); at most 5% of the 4,950 passage pairs of the 100-passage list
+# change order (tau >= 0.9). Batch composition moves a row by up to the logit bound (activations
+# are quantized per batch tensor): the export's padding check holds it to the same 0.5.
+INT8 = Thresholds(max_abs_logit=0.5, max_abs_score=5e-2, tie_logit=0.5, min_kendall_tau=0.9)
 FP32_MIN_KENDALL_TAU = 0.99
 LADDER_FRACTIONS = (0.5, 1.0)  # of max_length, besides the fixed lengths below
 LADDER_TOKENS = (16, 64, 128, 256)
@@ -122,7 +130,7 @@ def build(pair_tokenizer, reference_run, *, model: dict, served: dict, progress=
             "fp32_bound": fp32.max_abs_logit,
             "rule": f"fp32 bound = max({FP32_MIN_BOUND}, {FP32_FLOOR_FACTOR} x noise floor)",
         },
-        "thresholds": {"fp32": vars(fp32), "fp16": vars(FP16)},
+        "thresholds": {"fp32": vars(fp32), "fp16": vars(FP16), "int8": vars(INT8)},
         "languages": sorted({p["language"] for p in pairs}),
         "pairs": pairs,
         "ranking": {

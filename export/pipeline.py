@@ -4,6 +4,7 @@ and logged with its peak memory:
     resolve -> load -> onnx_fp32 -> certificate -> parity_fp32
       -> [fp16: convert + gate, escalating]      (python backend, fp16: the only one serving it)
       -> [fp16_weights]                          (onnxruntime backend, fp16: fp16-stored weights)
+      -> [int8: quantize + gate, escalating]     (python or onnxruntime backend on CPU, int8)
       -> [tensorrt_fp32_layers]                  (tensorrt backend, fp16)
       -> [tensorrt_parser]                       (tensorrt, onnxruntime: every node in TensorRT's
                                                   ONNX support matrix at its type)
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, gpu_gate, model_loading, parity, plan_memory, tensorrt_onnx_support
+from export import certificate, gpu_gate, int8_quantization, model_loading, parity, plan_memory, tensorrt_onnx_support
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
 from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
@@ -160,6 +161,14 @@ def run_export(args: ExportArgs) -> dict:
 def served_artifact(backend: str, precision: str) -> dict:
     """What Triton serves for this backend and precision, and what certifies it: the manifest and
     parity.json say it, so no gate is read as covering an artifact it never ran."""
+    if precision == "int8":
+        where = "a Python-backend model" if backend == "python" else "the onnxruntime backend, KIND_CPU"
+        return {
+            "file": "cross_encoder/1/model.onnx",
+            "runtime": f"ONNX Runtime CPU in {where} (dynamic int8 MatMuls, optimum ORTQuantizer)",
+            "certified_by": "export gate int8 (this exact graph on ONNX Runtime CPU of the export host); "
+            "self-certification at start and make verify on the serving CPU",
+        }
     if backend == "python":
         graph = "fused fp16 ONNX graph" if precision == "fp16" else "fp32 ONNX graph"
         return {
@@ -208,6 +217,8 @@ class ExportContext:
     reports: dict[str, parity.ParityResult] = field(default_factory=dict)
     fp16_report: Fp16Report | None = None
     fp16_attempts: list[dict[str, Any]] = field(default_factory=list)
+    int8_report: int8_quantization.Int8Report | None = None
+    int8_attempts: list[dict[str, Any]] = field(default_factory=list)
     trt_fp32_layers: list[str] = field(default_factory=list)
     trt_fp32_escalation: list[list[str]] = field(default_factory=list)  # names each further try adds
     plan: PlanResult | None = None  # the certified class plans, when TensorRT is importable here
@@ -332,6 +343,54 @@ def stage_fp16(ctx: ExportContext) -> None:
         )
     _require(ctx.reports["fp16"], ctx.fp16_attempts)
     ctx.served_onnx = fp16_path
+
+
+def stage_int8(ctx: ExportContext) -> None:
+    """Dynamic int8 (export/int8_quantization.py), gated on the held-out certificate with the int8
+    thresholds; each failed rung is followed by one that keeps more in fp32, then the export
+    refuses. Every try is recorded (manifest.json `int8.attempts`, parity.json)."""
+    int8_path = ctx.work / "int8" / "model.onnx"
+    layers = ctx.model_facts["layers"]
+    for level, rung in enumerate(int8_quantization.INT8_ESCALATION):
+        suffix = f"_level{level}" if level else ""
+        report = ctx.log.run(
+            "int8_quantize" + suffix, int8_quantization.quantize_int8, ctx.fp32_path, int8_path, layers, rung
+        )
+        ctx.int8_report = report
+        gate = ctx.log.run(
+            "parity_int8" + suffix,
+            parity.run_gate,
+            "int8",
+            ctx.fixture,
+            parity.onnx_runner(ort_session(int8_path)),
+            "dynamic int8 ONNX graph on ONNX Runtime CPU",
+            "served",
+        )
+        ctx.reports["int8"] = gate
+        release_memory()
+        ctx.int8_attempts.append(
+            {
+                "rung": rung.name,
+                "kept_fp32_ops": [rung.describe(layers)],  # the shape _require prints
+                "quantized_matmuls": report.quantized_matmuls,
+                "max_abs_logit": gate.max_abs_logit,
+                "max_abs_score": gate.max_abs_score,
+                "kendall_tau": gate.kendall_tau,
+                "padding_max_abs_logit": gate.padding_max_abs_logit,
+                "passed": gate.passed,
+            }
+        )
+        _print_gate(gate)
+        if gate.passed:
+            break
+        if level + 1 < len(int8_quantization.INT8_ESCALATION):
+            print(
+                f"[export] int8 gate failed; quantizing again with "
+                f"{int8_quantization.INT8_ESCALATION[level + 1].describe(layers)} kept in fp32",
+                flush=True,
+            )
+    _require(ctx.reports["int8"], ctx.int8_attempts)
+    ctx.served_onnx = int8_path
 
 
 def stage_fp16_weights(ctx: ExportContext) -> None:
@@ -462,6 +521,7 @@ def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
         "versions": versions(),
         "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
+        "int8": {**asdict(ctx.int8_report), "attempts": ctx.int8_attempts} if ctx.int8_report else None,
     }
 
 
@@ -487,7 +547,7 @@ def stage_repository(ctx: ExportContext) -> None:
     digest = model_loading.graph_sha256(ctx.served_onnx)
     ctx.fixture["model"]["served_sha256"] = served_sha256(ctx, digest)
     manifest = manifest_of(ctx, ctx.fixture["model"]["served_sha256"])
-    if ctx.args.backend == "onnxruntime":
+    if ctx.args.backend == "onnxruntime" and not ctx.spec.on_cpu:
         ctx.spec = replace(ctx.spec, engine_cache_prefix=engine_cache_prefix(digest))
     parity_doc = {
         "source": manifest["model"],
@@ -497,6 +557,7 @@ def stage_repository(ctx: ExportContext) -> None:
         "noise_floor": ctx.fixture["noise_floor"],
         "gates": {k: v.to_dict() for k, v in ctx.reports.items()},
         "fp16_attempts": ctx.fp16_attempts,
+        "int8_attempts": ctx.int8_attempts,
     }
     ctx.repo = write_repository(
         ctx.args.repo, ctx.spec, ctx.tokenizer_dir, lambda d: place_model(ctx, d), manifest, parity_doc, ctx.fixture
@@ -515,9 +576,14 @@ STAGES: list[Stage] = [
     Stage("parity_fp32", stage_parity_fp32),
     Stage("fp16", stage_fp16, _fp16_for("python")),
     Stage("fp16_weights", stage_fp16_weights, _fp16_for("onnxruntime")),
+    Stage("int8", stage_int8, lambda ctx: ctx.args.precision == "int8"),
     Stage("tensorrt_fp32_layers", stage_tensorrt_fp32_layers, _fp16_for("tensorrt")),
-    Stage("tensorrt_parser", stage_tensorrt_parser, lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime")),
-    Stage("gpu_gate", stage_gpu_gate, lambda ctx: ctx.args.backend == "onnxruntime"),
+    Stage(
+        "tensorrt_parser",
+        stage_tensorrt_parser,
+        lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime") and not ctx.spec.on_cpu,
+    ),
+    Stage("gpu_gate", stage_gpu_gate, lambda ctx: ctx.args.backend == "onnxruntime" and not ctx.spec.on_cpu),
     Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
     Stage("repository", stage_repository),
 ]
@@ -559,6 +625,6 @@ def _require(result: parity.ParityResult, attempts: list[dict] | None = None) ->
                 f"max|d score| {a['max_abs_score']:.3g}"
                 for a in attempts
             )
-            + ". --precision fp32 exports without fp16"
+            + f". --precision fp32 exports without {result.precision}"
         )
     raise ParityFailed(message)

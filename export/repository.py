@@ -121,7 +121,7 @@ def write_repository(
             link_model_files(staging / CROSS_ENCODER / "1", staging / length_class.model / "1")
         # Configs last: the engine cache key is a hash of the graph just placed.
         graph = staging / CROSS_ENCODER / "1" / "model.onnx"
-        if spec.backend == "onnxruntime" and graph.exists() and not spec.engine_cache_prefix:
+        if spec.backend == "onnxruntime" and not spec.on_cpu and graph.exists() and not spec.engine_cache_prefix:
             spec = replace(spec, engine_cache_prefix=engine_cache_prefix_for(graph))
         if spec.engine_cache_prefix:
             manifest = {**manifest, "engine_cache_prefix": spec.engine_cache_prefix}

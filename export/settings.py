@@ -211,6 +211,23 @@ PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
 # the tokenizer stubs for the pod's few CPUs and gets the container throttled.
 GPU_MODEL_INTRA_OP_THREADS = 2
 
+# Precisions an export can produce. int8 is a CPU profile (dynamic int8 MatMuls, docs/CPU.md):
+# the python backend (ONNX Runtime inside a Python model, the local server) and the onnxruntime
+# backend with KIND_CPU instances (the NGC image); no TensorRT.
+PRECISIONS = ("fp16", "fp32", "int8")
+CPU_ONLY_PRECISIONS = ("int8",)
+
+# The CPU pod (onnxruntime backend, KIND_CPU: PRECISION=int8). ONNX Runtime does not read the
+# cgroup CPU limit: left at 0, every instance starts one spinning thread per core of the *node*.
+# So the threads are sized from the pod's CPUs here and the chart's CPU values
+# (deploy/helm/values/cpu.yaml) carry the same numbers (tests/test_int8.py checks they agree):
+# CPU_POD_CPUS = cross-encoder instances x intra-op threads + what the tokenizer and router
+# stubs use. Two instances as on the GPU (CROSS_ENCODER_INSTANCES: the batcher's ~500 ms stall
+# with one), each with half the compute cores.
+CPU_MODEL_INTRA_OP_THREADS = 3
+CPU_POD_STUB_CPUS = 2
+CPU_POD_CPUS = CROSS_ENCODER_INSTANCES * CPU_MODEL_INTRA_OP_THREADS + CPU_POD_STUB_CPUS
+
 # Graceful shutdown. preStop sleeps first, so endpoint removal reaches kube-proxy and clients
 # re-resolving DNS (see below) before Triton stops accepting; then Triton drains
 # in-flight requests for up to EXIT_TIMEOUT_S (a request may queue QUEUE_TIMEOUT_US and then

@@ -17,6 +17,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from common.serving_code import pair_tokenization_module
 from export.model_loading import graph_sha256
 from export.settings import (
+    CPU_MODEL_INTRA_OP_THREADS,
+    CPU_ONLY_PRECISIONS,
     CPU_QUEUE_DELAY_US,
     CROSS_ENCODER_INSTANCES,
     DEVICE_FLOPS,
@@ -26,6 +28,7 @@ from export.settings import (
     MAX_QUEUE_SIZE,
     MAX_WINDOWS_PER_PASSAGE,
     MAX_WINDOWS_PER_REQUEST,
+    PRECISIONS,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
     RUN_OVERHEAD_S,
@@ -72,8 +75,18 @@ class RepositorySpec:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be fp16 or fp32, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision in CPU_ONLY_PRECISIONS and self.backend == "tensorrt":
+            raise ValueError(
+                f"precision {self.precision} is a CPU profile (ONNX Runtime's dynamic int8 operators): "
+                "use backend onnxruntime (KIND_CPU in the NGC image) or python (the local server)"
+            )
+
+    @property
+    def on_cpu(self) -> bool:
+        """The cross-encoder runs on CPU instances: every python-backend export, and int8."""
+        return self.backend == "python" or self.precision in CPU_ONLY_PRECISIONS
         if self.engine_cache_prefix and not ENGINE_CACHE_PREFIX.fullmatch(self.engine_cache_prefix):
             raise ValueError(
                 f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, got {self.engine_cache_prefix!r}"
@@ -321,7 +334,18 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
-    if spec.backend == "onnxruntime":
+    if spec.backend == "onnxruntime" and spec.on_cpu:
+        # The CPU profile in the NGC image: ONNX Runtime's CPU EP, no accelerator. The graph
+        # optimizations stay at ORT_ENABLE_ALL (no `optimization { graph }`): they fuse
+        # DynamicQuantizeLinear + MatMulInteger + scale into ONNX Runtime's DynamicQuantizeMatMul
+        # and MatMulIntegerToFloat kernels. Threads sized from the pod's CPUs (settings.CPU_POD_CPUS).
+        config.backend = "onnxruntime"
+        config.default_model_filename = "model.onnx"
+        config.instance_group.append(
+            mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.cross_encoder_instances)
+        )
+        _set_params(config, intra_op_thread_count=CPU_MODEL_INTRA_OP_THREADS, inter_op_thread_count=1)
+    elif spec.backend == "onnxruntime":
         config.backend = "onnxruntime"
         config.default_model_filename = "model.onnx"
         config.instance_group.append(gpu)
@@ -470,7 +494,7 @@ def to_pbtxt(config: mc.ModelConfig) -> str:
 def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec()) -> list:
     """The committed model_repository/: default (onnxruntime) configs plus the other backends'
     cross-encoder configs under `<class model>/configs/<backend>.pbtxt`, which Triton can pick
-    with `--model-config-name=<backend>`."""
+    with `--model-config-name=<backend>`, and the CPU int8 profile's (`onnxruntime_int8_cpu`)."""
     from dataclasses import replace
 
     repository = Path(repository)
@@ -493,7 +517,14 @@ def write_reference_configs(repository, spec: RepositorySpec = RepositorySpec())
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(to_pbtxt(cross_encoder_config(replace(spec, backend=backend), length_class)))
             written.append(path)
+        path = repository / length_class.model / "configs" / f"{CPU_INT8_CONFIG_NAME}.pbtxt"
+        cpu_spec = replace(spec, backend="onnxruntime", precision="int8")
+        path.write_text(to_pbtxt(cross_encoder_config(cpu_spec, length_class)))
+        written.append(path)
     return written
+
+
+CPU_INT8_CONFIG_NAME = "onnxruntime_int8_cpu"
 
 
 # The long-context reference (max_length 8,192: three length classes), committed beside the

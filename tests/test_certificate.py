@@ -56,7 +56,7 @@ def test_fixture_is_held_out_multilingual_small_and_complete(python_repo):
     calibration = set(calibration_texts.corpus_lines())
     texts = {t for q, p in cert.all_texts(fixture) for t in (q, p)}
     assert not texts & calibration
-    assert set(fixture["thresholds"]) == {"fp32", "fp16"}
+    assert set(fixture["thresholds"]) == {"fp32", "fp16", "int8"}
     assert len(fixture["model"]["files_sha256"]["model.safetensors"]) == 64
     assert len(fixture["model"]["served_sha256"]["cross_encoder/1/model.onnx"]) == 64
     assert fixture["served"] == {**fixture["served"], "backend": "python", "precision": "fp32"}

@@ -236,7 +236,7 @@ def test_the_chart_turns_self_certification_on_and_only_readiness_reads_it(rende
     assert checked >= 5, checked
 
 
-@pytest.mark.parametrize("path", ["docker/compose.yaml", "docker/Dockerfile"])
+@pytest.mark.parametrize("path", ["docker/compose.yaml", "docker/compose.cpu.yaml", "docker/Dockerfile"])
 def test_deployments_turn_self_certification_on_and_readiness_reads_it(path):
     text = (ROOT / path).read_text()
     launcher = text[text.index("/opt/reranker/serve.py") :]
@@ -245,7 +245,9 @@ def test_deployments_turn_self_certification_on_and_readiness_reads_it(path):
     # Readiness (the chart's readinessProbe, compose's and the image's healthcheck) requires the
     # verdict; the chart's liveness does not (a failed certificate keeps the pod unready, not
     # restarting).
-    marker = {"docker/compose.yaml": "healthcheck:", "docker/Dockerfile": "HEALTHCHECK"}.get(path, "readinessProbe:")
+    marker = {"docker/compose.yaml": "healthcheck:", "docker/compose.cpu.yaml": "healthcheck:"}.get(
+        path, "HEALTHCHECK" if path == "docker/Dockerfile" else "readinessProbe:"
+    )
     readiness = text[text.index(marker) :]
     readiness = readiness[: readiness.index("livenessProbe")] if "livenessProbe" in readiness else readiness
     assert f"--verdict={selfcert.DEFAULT_VERDICT}" in readiness.split("\n\n")[0]

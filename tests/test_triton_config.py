@@ -28,11 +28,12 @@ COMMITTED_LONG = ROOT / "tests" / "golden" / "long_context"  # max_length 8,192:
 
 
 @pytest.mark.parametrize(
-    "spec, committed, pbtxt", [(RepositorySpec(), COMMITTED, 8), (LONG_CONTEXT_REFERENCE, COMMITTED_LONG, 14)]
+    "spec, committed, pbtxt", [(RepositorySpec(), COMMITTED, 9), (LONG_CONTEXT_REFERENCE, COMMITTED_LONG, 17)]
 )
 def test_committed_repository_matches_generator(tmp_path, spec, committed, pbtxt):
     written = write_reference_configs(tmp_path, spec)
-    # 6 models (tokenizer, router, reducer, 2 ensembles, >= 1 class) + 2 other-backend configs per class.
+    # 6 models (tokenizer, router, reducer, 2 ensembles, >= 1 class) + 2 other-backend configs and
+    # the CPU int8 config per class.
     assert len([p for p in written if p.suffix == ".pbtxt"]) == pbtxt
     for path in written:
         golden = committed / path.relative_to(tmp_path)
@@ -125,4 +126,6 @@ def test_bad_spec_rejected():
     with pytest.raises(ValueError, match="backend"):
         RepositorySpec(backend="tflite")
     with pytest.raises(ValueError, match="precision"):
-        replace(RepositorySpec(), precision="int8")
+        replace(RepositorySpec(), precision="int4")
+    with pytest.raises(ValueError, match="CPU profile"):
+        RepositorySpec(backend="tensorrt", precision="int8")

@@ -128,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--report", type=Path, help="write the full report here as JSON")
     parser.add_argument(
         "--precision",
-        choices=("fp16", "fp32"),
+        choices=("fp16", "fp32", "int8"),
         default=None,
         help="thresholds to apply (default: the precision the repository was exported for)",
     )

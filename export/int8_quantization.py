@@ -1,0 +1,165 @@
+"""fp32 ONNX -> dynamic int8 ONNX for CPUs, with optimum's ORTQuantizer.
+
+What is quantized: the encoder's linear layers only - every MatMul whose second input is a
+weight initializer (query/key/value, attention output, FFN in and out: ~99% of the encoder's
+FLOPs at typical lengths). Weights are int8, per output channel, symmetric; activations are
+quantized per tensor at run time (uint8, from each batch's own min/max: dynamic, so no
+calibration set decides a range). What stays fp32: the embeddings (a Gather, no MatMul), the
+attention scores and context (MatMuls of two activations), LayerNorm, Softmax, GELU and the
+classifier head (Gemm): cheap, and where the score's last digits are decided.
+
+Escalation (INT8_ESCALATION): when the int8 gate fails, the next rung keeps more of the graph in
+fp32 and is gated again; after the last rung the export refuses. Rung 1 keeps the FFN output
+projection in fp32 in every layer (its input is the post-GELU activation, the widest-ranged
+tensor of a transformer layer and the classic source of int8 outliers); rung 2 also keeps the
+last quarter of the layers entirely fp32 (errors made there reach the classifier unattenuated).
+
+The recipe (INT8_RECIPE) is optimum's `AutoQuantizationConfig.avx512_vnni(is_static=False)`
+with the operator list narrowed to MatMul. Its `reduce_range=False` keeps all 8 bits of the
+weights: right on VNNI CPUs (AVX512-VNNI / AVX-VNNI, Ice Lake and Zen 4 on), where
+ONNX Runtime's u8s8 kernel accumulates in int32. On AVX2-only CPUs ONNX Runtime uses
+vpmaddubsw, whose int16 pair sums can saturate with full-range weights (onnxruntime
+docs/performance/model-optimizations/quantization.md, "When and why do I need to try U8U8?"):
+the certificate on the serving CPU (self-certification at start, `make verify`) catches that,
+since the export's gate ran on the export host's CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+# The linear layers of encoder layer N in the exported graph (export/onnx_export.py names nodes
+# after the HF modules): /encoder/layer.N/{attention/self/{query,key,value},attention/output/dense,
+# intermediate/dense,output/dense}/MatMul.
+_LAYER = re.compile(r"/encoder/layer\.(\d+)/")
+FFN_OUTPUT = "/output/dense/MatMul"  # not attention/output/dense: the layer's own output projection
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One escalation level: what stays fp32 on top of the always-fp32 parts."""
+
+    name: str
+    keep_ffn_output_fp32: bool = False
+    keep_last_layers_fraction: float = 0.0  # the last ceil(fraction x layers) layers stay fp32
+
+    def describe(self, layers: int) -> str:
+        kept = []
+        if self.keep_ffn_output_fp32:
+            kept.append("FFN output projections")
+        last = self.last_layers(layers)
+        if last:
+            kept.append(f"the last {last} of {layers} layers")
+        return ", ".join(kept) or "nothing beyond embeddings, attention scores, norms and head"
+
+    def last_layers(self, layers: int) -> int:
+        return math.ceil(self.keep_last_layers_fraction * layers)
+
+
+INT8_ESCALATION: tuple[Rung, ...] = (
+    Rung("all encoder linear layers int8"),
+    Rung("FFN output fp32", keep_ffn_output_fp32=True),
+    Rung("FFN output + last quarter fp32", keep_ffn_output_fp32=True, keep_last_layers_fraction=0.25),
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The quantization parameters handed to optimum (one place, so a test can swap in a bad one)."""
+
+    per_channel: bool = True
+    weights_uint8: bool = False  # False: QInt8 weights (optimum's avx512_vnni default)
+    weights_symmetric: bool = True
+    reduce_range: bool = False
+
+
+INT8_RECIPE = Recipe()
+
+
+@dataclass
+class Int8Report:
+    rung: str
+    kept_fp32: str
+    quantized_matmuls: int
+    fp32_matmuls: int  # weight MatMuls left in fp32 by the rung
+    recipe: dict
+
+
+def weight_matmuls(model: onnx.ModelProto) -> list[tuple[str, int]]:
+    """(node name, encoder layer) of every MatMul whose second input is an initializer."""
+    initializers = {i.name for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in initializers:
+            match = _LAYER.search(node.name)
+            out.append((node.name, int(match.group(1)) if match else -1))
+    return out
+
+
+def select_nodes(model: onnx.ModelProto, rung: Rung, layers: int) -> tuple[list[str], list[str]]:
+    """(quantize, keep fp32) among the encoder's weight MatMuls for this rung."""
+    first_fp32_layer = layers - rung.last_layers(layers)
+    quantize: list[str] = []
+    keep: list[str] = []
+    for name, layer in weight_matmuls(model):
+        if layer < 0:
+            continue  # not an encoder layer: stays fp32 and is not counted
+        fp32 = layer >= first_fp32_layer or (
+            rung.keep_ffn_output_fp32 and name.endswith(FFN_OUTPUT) and "/attention/" not in name
+        )
+        (keep if fp32 else quantize).append(name)
+    return quantize, keep
+
+
+def quantization_config(recipe: Recipe, nodes: list[str]):
+    from onnxruntime.quantization import QuantType
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    config = AutoQuantizationConfig.avx512_vnni(
+        is_static=False,
+        per_channel=recipe.per_channel,
+        use_symmetric_weights=recipe.weights_symmetric,
+        nodes_to_quantize=nodes,
+        operators_to_quantize=["MatMul"],
+    )
+    # optimum's presets have no knob for these two; the dataclass fields are what it passes to
+    # ONNX Runtime's quantizer (optimum/onnxruntime/quantization.py, ORTQuantizer.quantize).
+    config.reduce_range = recipe.reduce_range
+    if recipe.weights_uint8:
+        config.weights_dtype = QuantType.QUInt8
+    return config
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, layers: int, rung: Rung, recipe: Recipe | None = None) -> Int8Report:
+    """Write the dynamic-int8 graph of `fp32_path` to `out_path` (a file named model.onnx in its
+    own folder: optimum writes <stem>.onnx and ort_config.json there)."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    recipe = recipe or INT8_RECIPE
+    model = onnx.load(str(fp32_path), load_external_data=False)  # names only
+    quantize, keep = select_nodes(model, rung, layers)
+    del model
+    if not quantize:
+        raise ValueError(f"int8 rung {rung.name!r} leaves no MatMul to quantize in {fp32_path}")
+    if out_path.parent.exists():
+        shutil.rmtree(out_path.parent)
+    out_path.parent.mkdir(parents=True)
+    quantizer = ORTQuantizer.from_pretrained(fp32_path.parent, file_name=fp32_path.name)
+    # One file: int8 weights + the fp32 embedding tables are ~1.3 GB for the real model (< 2 GB).
+    written = Path(quantizer.quantize(quantization_config(recipe, quantize), out_path.parent, file_suffix=None))
+    produced = written / fp32_path.name
+    if produced != out_path:
+        produced.rename(out_path)
+    return Int8Report(
+        rung=rung.name,
+        kept_fp32=rung.describe(layers),
+        quantized_matmuls=len(quantize),
+        fp32_matmuls=len(keep),
+        recipe=vars(recipe),
+    )
