@@ -32,7 +32,7 @@ from export.settings import (
     TYPICAL_PAIR_TOKENS,
     ServingLimits,
 )
-from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes
+from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes, queue_timeout_us
 from reranker_client import contract
 from reranker_client.contract import (
     ENSEMBLE,
@@ -109,12 +109,12 @@ def _outputs(tensors) -> list[mc.ModelOutput]:
     return [mc.ModelOutput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims)) for t in tensors]
 
 
-def _dynamic_batching(delay_us: int) -> mc.ModelDynamicBatching:
+def _dynamic_batching(delay_us: int, timeout_us: int = QUEUE_TIMEOUT_US) -> mc.ModelDynamicBatching:
     return mc.ModelDynamicBatching(
         max_queue_delay_microseconds=delay_us,
         default_queue_policy=mc.ModelQueuePolicy(
             timeout_action=mc.ModelQueuePolicy.REJECT,
-            default_timeout_microseconds=QUEUE_TIMEOUT_US,
+            default_timeout_microseconds=timeout_us,
             allow_timeout_override=True,  # clients may ask for a shorter deadline
             max_queue_size=MAX_QUEUE_SIZE,
         ),
@@ -131,6 +131,17 @@ def routed_batch_size(limits: ServingLimits) -> int:
     return max(limits.max_batch_size, MAX_WINDOWS_PER_REQUEST)
 
 
+def class_queue_timeouts(spec: RepositorySpec) -> dict[str, int]:
+    """Each class model's queue timeout (tensorrt_profiles.queue_timeout_us, for requests of
+    `routed_batch_size` rows), and the router's: the longest of them, since a router instance holds
+    a request for as long as its slowest class takes."""
+    classes = length_classes(spec.limits)
+    rows = routed_batch_size(spec.limits)
+    timeouts = {c.model: queue_timeout_us(classes, c, rows) for c in classes}
+    timeouts[LENGTH_ROUTER] = max(timeouts.values())
+    return timeouts
+
+
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
     """What the tokenizer applies and the ensembles publish for the client (contract.Param keys)."""
     limits = spec.limits
@@ -145,6 +156,7 @@ def published_limits(spec: RepositorySpec) -> dict[str, object]:
         Param.LENGTH_CLASSES: published_classes(length_classes(limits)),
         Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
         Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST,
+        Param.MIN_REQUEST_MAX_LENGTH: pair_tokenization_module().MIN_REQUEST_MAX_LENGTH,
     }
 
 
@@ -155,7 +167,8 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         max_batch_size=spec.limits.max_batch_size,
         # window_stride is optional: the `rerank` ensemble does not send it (truncate mode), the
         # `rerank_windows` ensemble does. In window mode the outputs have one row per window.
-        input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE,)),
+        # max_length is optional in both: a request's own tokens per pair (absent: the export's).
+        input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE, contract.REQUEST_MAX_LENGTH)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
         # Gather concurrent requests so one execute() tokenizes them in one batch call.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
@@ -176,8 +189,9 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         # Concurrent requests arrive in one execute(), so their rows reach the class models together
-        # and batch there.
-        dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
+        # and batch there. A queued request waits for a whole execute (its slowest class): the
+        # longest class timeout.
+        dynamic_batching=_dynamic_batching(TOKENIZER_QUEUE_DELAY_US, class_queue_timeouts(spec)[LENGTH_ROUTER]),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(
@@ -300,7 +314,7 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         max_batch_size=length_class.max_batch,
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US),
+        dynamic_batching=_dynamic_batching(MAX_QUEUE_DELAY_US, class_queue_timeouts(spec)[length_class.model]),
         model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
@@ -357,11 +371,15 @@ def _step(
 
 
 def _ensemble(spec: RepositorySpec, name: str, inputs, outputs, steps: list) -> mc.ModelConfig:
+    # The optional inputs (a request's own max_length) reach the tokenizer step only when sent:
+    # checked on tritonserver 2.51, an optional ensemble input left out is left out of the step's
+    # request too (tests/test_request_max_length.py sends both).
+    optional = contract.ENSEMBLE_OPTIONAL_INPUTS
     config = mc.ModelConfig(
         name=name,
         platform="ensemble",
         max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(inputs),
+        input=_inputs((*inputs, *optional), optional=optional),
         output=_outputs(outputs),
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
@@ -375,7 +393,7 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """`rerank`: tokenizer -> length_router (-> the class models). The wire contract is unchanged."""
     tokenized = (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKENS, contract.TRUNCATED)
     steps = [
-        _step(TOKENIZER, contract.ENSEMBLE_INPUTS, tokenized),
+        _step(TOKENIZER, (*contract.ENSEMBLE_INPUTS, *contract.ENSEMBLE_OPTIONAL_INPUTS), tokenized),
         _step(LENGTH_ROUTER, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
     ]
     return _ensemble(spec, ENSEMBLE, contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS, steps)
