@@ -1,6 +1,7 @@
 """One window-mode call on an idle server, at several export max_lengths (issue 29 item 4).
 
     python -m benchmarks.window_call [--shape tiny|bench] [--max-lengths 512 4096 8192] [--out runs/window_call]
+                                     [--single-timeout-s 5]
 
 The call: `rerank(query, [~84 KB document, ~42 KB document, short document], long_documents="window")`
 with the client's default settings (30 s deadline, 4 requests in flight), on the stand-in served
@@ -8,6 +9,8 @@ by the real local tritonserver (CPU) at each max_length (tests/long_context_repo
 exported again at that length, configs as the export writes them, queue timeouts included).
 Printed per max_length: each class model's queue timeout, the call's outcome, its time, and the
 windows scored per document. Times are this machine's, with whatever else runs on it.
+`--single-timeout-s 5` serves a copy with every queue timeout at 5 s, as every queue had before
+the per-class timeouts (the configuration that failed).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def documents() -> list[str]:
 
 
 def repository(root: Path, shape: str, max_length: int) -> Path:
-    from tests.long_context_repo import serve_at
+    from common.long_context_repo import serve_at
 
     model = root / f"model-{shape}"
     if not (model / "model.safetensors").exists():
@@ -58,6 +61,22 @@ def repository(root: Path, shape: str, max_length: int) -> Path:
     target = root / f"repo-{shape}-{max_length}"
     if not target.exists():
         serve_at(base, model, target, max_length)
+    return target
+
+
+def with_single_timeout(repo: Path, seconds: float) -> Path:
+    """A copy of `repo` whose every queue timeout is `seconds` (the configuration before per-class
+    timeouts)."""
+    import shutil
+
+    target = repo.with_name(f"{repo.name}-single-{seconds:g}s")
+    if not target.exists():
+        shutil.copytree(repo, target, symlinks=True)
+        for path in target.glob("*/config.pbtxt"):
+            config = text_format.Parse(path.read_text(), mc.ModelConfig())
+            if config.HasField("dynamic_batching"):
+                config.dynamic_batching.default_queue_policy.default_timeout_microseconds = int(seconds * 1e6)
+                path.write_text(text_format.MessageToString(config))
     return target
 
 
@@ -91,11 +110,14 @@ def main() -> None:
     parser.add_argument("--shape", default="tiny", choices=["tiny", "bench"])
     parser.add_argument("--max-lengths", type=int, nargs="+", default=[512, 4096, 8192])
     parser.add_argument("--out", type=Path, default=Path("runs/window_call"))
+    parser.add_argument("--single-timeout-s", type=float, help="serve a copy with every queue timeout at this")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"documents: {[len(d.encode()) for d in documents()]} bytes; shape {args.shape}; CPU", flush=True)
     for max_length in args.max_lengths:
         repo = repository(args.out, args.shape, max_length)
+        if args.single_timeout_s:
+            repo = with_single_timeout(repo, args.single_timeout_s)
         row = measure(repo, max_length, args.out / f"tritonserver-{args.shape}-{max_length}.log")
         timeouts = ", ".join(f"{m} {s:g}s" for m, s in queue_timeouts(repo, max_length).items())
         print(
