@@ -88,10 +88,11 @@ def queue_timeouts(repo: Path, max_length: int) -> dict[str, float]:
     return out
 
 
-def measure(repo: Path, max_length: int, log: Path) -> dict:
+def measure(repo: Path, max_length: int, log: Path, timeout: float | None = None) -> dict:
     server = TritonServer(repo, free_port(), free_port(), free_port(), [], log_path=log).start(timeout=300)
     try:
-        with RerankClient(server.grpc_url) as client:  # default settings
+        options = {} if timeout is None else {"timeout": timeout}
+        with RerankClient(server.grpc_url, **options) as client:  # default settings unless --timeout
             started = time.monotonic()
             try:
                 results = client.rerank(QUERY, documents(), long_documents="window")
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--max-lengths", type=int, nargs="+", default=[512, 4096, 8192])
     parser.add_argument("--out", type=Path, default=Path("runs/window_call"))
     parser.add_argument("--single-timeout-s", type=float, help="serve a copy with every queue timeout at this")
+    parser.add_argument("--timeout", type=float, help="the call's client deadline (default: 30 s)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"documents: {[len(d.encode()) for d in documents()]} bytes; shape {args.shape}; CPU", flush=True)
@@ -118,7 +120,7 @@ def main() -> None:
         repo = repository(args.out, args.shape, max_length)
         if args.single_timeout_s:
             repo = with_single_timeout(repo, args.single_timeout_s)
-        row = measure(repo, max_length, args.out / f"tritonserver-{args.shape}-{max_length}.log")
+        row = measure(repo, max_length, args.out / f"tritonserver-{args.shape}-{max_length}.log", args.timeout)
         timeouts = ", ".join(f"{m} {s:g}s" for m, s in queue_timeouts(repo, max_length).items())
         print(
             f"max_length {max_length:>5}: {row['outcome']}  {row['seconds']:.2f} s  windows {row['windows']}  "

@@ -21,7 +21,7 @@ from tests.window_reference import reference_windows
 LIMITS = ServingLimits()  # the session server's export (max_length 512)
 QUERY = TOPICS[0][1]
 # Short and long passages, and a query long enough to be cut at the smaller lengths.
-DOCS = [p for _, p in pairs()[:5]] + [long_passage(4), long_passage(12, offset=3)]
+DOCS = [p for _, p in pairs()[:5]] + [long_passage(4), long_passage(20, offset=3)]  # the last: ~900 tokens
 LONG_QUERY = long_passage(12, offset=5)  # ~600 tokens: over the query share at every N
 
 
