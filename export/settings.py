@@ -122,7 +122,24 @@ MAX_QUEUE_SIZE = 256
 # every bucket edge pays.
 RUN_OVERHEAD_S = {"python": 0.00104, "onnxruntime": 0.001, "tensorrt": 0.001}
 DEVICE_FLOPS = {"python": 96e9, "onnxruntime": 400e12, "tensorrt": 400e12}
+
+# How long a request may wait in a queue before it is shed (REJECT): for the tokenizer, and for the
+# first length class (and the router) of every export. Longer classes wait longer, by their cost:
 QUEUE_TIMEOUT_US = 5_000_000
+
+# Queue timeouts per length class (issue 29 item 4). The length router sends every part of a
+# request to its class model at once (BLS), so on an idle server the parts of ONE request already
+# queue behind each other: a request of R rows (the most a request holds: its windows in window
+# mode) is ceil(R / batch) batches of its class, ROUTER_INSTANCES requests are routed at once, and
+# CROSS_ENCODER_INSTANCES batches run at a time. A class's worst drain is its rounds of batches
+# times the cost of one batch; its queue timeout is QUEUE_TIMEOUT_US scaled by its worst drain over
+# the first class's (export/tensorrt_profiles.py `queue_timeout_us`), so "Request timeout expired"
+# means other callers' load, not one caller's own long request. Batch cost: FLOPs per pair of n
+# tokens on the served geometry, PAIR_LINEAR_FLOPS * n + PAIR_ATTENTION_FLOPS * n^2 (the team
+# notes' 24 x 1024 figures; only their ratio matters: the long classes' batches cost more per
+# token, attention growing with n).
+PAIR_LINEAR_FLOPS = 0.604e9
+PAIR_ATTENTION_FLOPS = 98_304
 
 
 def length_buckets(max_length: int, smallest: int = SMALLEST_BUCKET) -> list[int]:

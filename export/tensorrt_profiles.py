@@ -14,9 +14,21 @@ ensemble publishes to the client are all derived from `length_classes`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from export.settings import LENGTH_CLASS_BOUNDS, MAX_BATCH_TOKENS, SMALLEST_BUCKET, TYPICAL_PAIR_TOKENS, ServingLimits
+from export.settings import (
+    CROSS_ENCODER_INSTANCES,
+    LENGTH_CLASS_BOUNDS,
+    MAX_BATCH_TOKENS,
+    PAIR_ATTENTION_FLOPS,
+    PAIR_LINEAR_FLOPS,
+    QUEUE_TIMEOUT_US,
+    ROUTER_INSTANCES,
+    SMALLEST_BUCKET,
+    TYPICAL_PAIR_TOKENS,
+    ServingLimits,
+)
 from reranker_client.contract import CROSS_ENCODER_INPUTS, cross_encoder_model
 
 
@@ -41,6 +53,28 @@ def length_classes(limits: ServingLimits) -> list[LengthClass]:
         classes.append(LengthClass(index, cross_encoder_model(index, bound), low, bound, batch))
         low = bound + 1
     return classes
+
+
+def batch_flops(length_class: LengthClass) -> float:
+    """FLOPs of one full batch of the class (its rows at its longest length)."""
+    n = length_class.max_length
+    return length_class.max_batch * (PAIR_LINEAR_FLOPS * n + PAIR_ATTENTION_FLOPS * n * n)
+
+
+def worst_drain(length_class: LengthClass, request_rows: int) -> float:
+    """FLOPs a class model's instances run, in rounds, before the last part of ROUTER_INSTANCES
+    requests of `request_rows` rows each (all in this class) leaves the queue: the router sends
+    every part at once, CROSS_ENCODER_INSTANCES batches run at a time."""
+    parts = ROUTER_INSTANCES * math.ceil(request_rows / length_class.max_batch)
+    return math.ceil(parts / CROSS_ENCODER_INSTANCES) * batch_flops(length_class)
+
+
+def queue_timeout_us(classes: list[LengthClass], length_class: LengthClass, request_rows: int) -> int:
+    """The class model's queue timeout: QUEUE_TIMEOUT_US for the first class (as every queue had
+    before), scaled for a longer class by how much longer its worst drain is (settings.py says
+    why)."""
+    ratio = worst_drain(length_class, request_rows) / worst_drain(classes[0], request_rows)
+    return max(QUEUE_TIMEOUT_US, math.ceil(QUEUE_TIMEOUT_US * ratio / 1_000_000) * 1_000_000)
 
 
 def class_for_length(classes: list[LengthClass], length: int) -> LengthClass:

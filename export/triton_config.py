@@ -38,7 +38,7 @@ from export.settings import (
     TYPICAL_PAIR_TOKENS,
     ServingLimits,
 )
-from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes
+from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes, queue_timeout_us
 from reranker_client import contract
 from reranker_client.contract import (
     ENSEMBLE,
@@ -82,15 +82,15 @@ class RepositorySpec:
                 f"precision {self.precision} is a CPU profile (ONNX Runtime's dynamic int8 operators): "
                 "use backend onnxruntime (KIND_CPU in the NGC image) or python (the local server)"
             )
+        if self.engine_cache_prefix and not ENGINE_CACHE_PREFIX.fullmatch(self.engine_cache_prefix):
+            raise ValueError(
+                f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, got {self.engine_cache_prefix!r}"
+            )
 
     @property
     def on_cpu(self) -> bool:
         """The cross-encoder runs on CPU instances: every python-backend export, and int8."""
         return self.backend == "python" or self.precision in CPU_ONLY_PRECISIONS
-        if self.engine_cache_prefix and not ENGINE_CACHE_PREFIX.fullmatch(self.engine_cache_prefix):
-            raise ValueError(
-                f"engine_cache_prefix must match {ENGINE_CACHE_PREFIX.pattern}, got {self.engine_cache_prefix!r}"
-            )
 
 
 # It becomes part of a file name on the cache volume: letters, digits and underscores only.
@@ -128,12 +128,12 @@ def _outputs(tensors) -> list[mc.ModelOutput]:
     return [mc.ModelOutput(name=t.name, data_type=CONFIG_TYPES[t.datatype], dims=list(t.dims)) for t in tensors]
 
 
-def _dynamic_batching(delay_us: int) -> mc.ModelDynamicBatching:
+def _dynamic_batching(delay_us: int, timeout_us: int = QUEUE_TIMEOUT_US) -> mc.ModelDynamicBatching:
     return mc.ModelDynamicBatching(
         max_queue_delay_microseconds=delay_us,
         default_queue_policy=mc.ModelQueuePolicy(
             timeout_action=mc.ModelQueuePolicy.REJECT,
-            default_timeout_microseconds=QUEUE_TIMEOUT_US,
+            default_timeout_microseconds=timeout_us,
             allow_timeout_override=True,  # clients may ask for a shorter deadline
             max_queue_size=MAX_QUEUE_SIZE,
         ),
@@ -150,6 +150,17 @@ def routed_batch_size(limits: ServingLimits) -> int:
     return max(limits.max_batch_size, MAX_WINDOWS_PER_REQUEST)
 
 
+def class_queue_timeouts(spec: RepositorySpec) -> dict[str, int]:
+    """Each class model's queue timeout (tensorrt_profiles.queue_timeout_us, for requests of
+    `routed_batch_size` rows), and the router's: the longest of them, since a router instance holds
+    a request for as long as its slowest class takes."""
+    classes = length_classes(spec.limits)
+    rows = routed_batch_size(spec.limits)
+    timeouts = {c.model: queue_timeout_us(classes, c, rows) for c in classes}
+    timeouts[LENGTH_ROUTER] = max(timeouts.values())
+    return timeouts
+
+
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
     """What the tokenizer applies and the ensembles publish for the client (contract.Param keys)."""
     limits = spec.limits
@@ -164,6 +175,7 @@ def published_limits(spec: RepositorySpec) -> dict[str, object]:
         Param.LENGTH_CLASSES: published_classes(length_classes(limits)),
         Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
         Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST,
+        Param.MIN_REQUEST_MAX_LENGTH: pair_tokenization_module().MIN_REQUEST_MAX_LENGTH,
     }
 
 
@@ -174,7 +186,8 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         max_batch_size=spec.limits.max_batch_size,
         # window_stride is optional: the `rerank` ensemble does not send it (truncate mode), the
         # `rerank_windows` ensemble does. In window mode the outputs have one row per window.
-        input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE,)),
+        # max_length is optional in both: a request's own tokens per pair (absent: the export's).
+        input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE, contract.REQUEST_MAX_LENGTH)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
         # Gather concurrent requests so one execute() tokenizes them in one batch call.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
@@ -205,8 +218,9 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
         # Concurrent requests arrive in one execute(), so their rows reach the class models together
-        # and batch there.
-        dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
+        # and batch there. A queued request waits for a whole execute (its slowest class): the
+        # longest class timeout.
+        dynamic_batching=_dynamic_batching(TOKENIZER_QUEUE_DELAY_US, class_queue_timeouts(spec)[LENGTH_ROUTER]),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(
@@ -330,7 +344,10 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
         max_batch_size=length_class.max_batch,
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        dynamic_batching=_dynamic_batching(CPU_QUEUE_DELAY_US if spec.backend == "python" else MAX_QUEUE_DELAY_US),
+        dynamic_batching=_dynamic_batching(
+            CPU_QUEUE_DELAY_US if spec.on_cpu else MAX_QUEUE_DELAY_US,
+            class_queue_timeouts(spec)[length_class.model],
+        ),
         model_warmup=_warmup(spec, length_class),
     )
     gpu = mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.cross_encoder_instances)
@@ -399,11 +416,15 @@ def _step(
 
 
 def _ensemble(spec: RepositorySpec, name: str, inputs, outputs, steps: list) -> mc.ModelConfig:
+    # The optional inputs (a request's own max_length) reach the tokenizer step only when sent:
+    # checked on tritonserver 2.51, an optional ensemble input left out is left out of the step's
+    # request too (tests/test_request_max_length.py sends both).
+    optional = contract.ENSEMBLE_OPTIONAL_INPUTS
     config = mc.ModelConfig(
         name=name,
         platform="ensemble",
         max_batch_size=spec.limits.max_batch_size,
-        input=_inputs(inputs),
+        input=_inputs((*inputs, *optional), optional=optional),
         output=_outputs(outputs),
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
@@ -432,7 +453,7 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
             )
         scorer = classes[0].model
     steps = [
-        _step(TOKENIZER, contract.ENSEMBLE_INPUTS, tokenized),
+        _step(TOKENIZER, (*contract.ENSEMBLE_INPUTS, *contract.ENSEMBLE_OPTIONAL_INPUTS), tokenized),
         _step(scorer, contract.CROSS_ENCODER_INPUTS, contract.CROSS_ENCODER_OUTPUTS),
     ]
     return _ensemble(spec, ENSEMBLE, contract.ENSEMBLE_INPUTS, contract.ENSEMBLE_OUTPUTS, steps)

@@ -75,7 +75,7 @@ def test_call_methods_show_their_declared_parameters():
     async ones stay coroutine functions."""
     assert list(inspect.signature(RerankClient.rerank).parameters) == [
         "self", "query", "documents", "top_k", "return_documents", "timeout", "long_documents", "window_stride",
-        "strict",
+        "strict", "max_length",
     ]  # fmt: skip
     for name in ("rerank", "score", "score_details"):
         sync, asyn = getattr(RerankClient, name), getattr(AsyncRerankClient, name)

@@ -411,22 +411,32 @@ def test_top_n_zero_is_all(rest):
     assert all_of_them.status_code == 200 and len(all_of_them.json()["results"]) == len(DOCS)
 
 
-def test_truncate_prompt_tokens_is_not_ignored(rest, server):
-    """vLLM's truncate_prompt_tokens: -1 or >= max_length holds already; a smaller value cannot
-    be served and is refused, naming the field and the limit."""
+def test_truncate_prompt_tokens_is_applied(rest, server):
+    """vLLM's truncate_prompt_tokens: -1 or >= max_length is the server's max_length; a smaller
+    value is the request's own max_length (the same answer as our client's `max_length=`); below
+    the server's smallest it is refused, naming the field and the limit."""
     with RerankClient(server.grpc_url) as client:
-        max_length = client.server_limits().max_length
-    for ok in (-1, max_length, max_length + 1):
+        limits = client.server_limits()
+        at_64 = client.rerank(QUERY, DOCS, max_length=64)
+    for ok in (-1, limits.max_length, limits.max_length + 1):
         answer = httpx.post(
             f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": ok}, timeout=30
         )
         assert answer.status_code == 200, (ok, answer.text)
+    cut = httpx.post(
+        f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": 64}, timeout=30
+    )
+    assert cut.status_code == 200, cut.text
+    assert [(r["index"], round(r["relevance_score"], 6)) for r in cut.json()["results"]] == [
+        (r.index, round(r.score, 6)) for r in at_64
+    ]
     refused = httpx.post(
         f"{rest}/v1/rerank", json={"query": QUERY, "documents": DOCS, "truncate_prompt_tokens": 16}, timeout=30
     )
     assert refused.status_code == 400, refused.text
     message = refused.json()["message"]
-    assert message.startswith("truncate_prompt_tokens: 16 cannot be honoured") and f"{max_length} tokens" in message
+    assert message.startswith("truncate_prompt_tokens: 16 is below the smallest the server applies, 17 tokens")
+    assert f"max_length is {limits.max_length}" in message
 
 
 def test_base_url_ending_in_v1_gets_a_helpful_error(rest):

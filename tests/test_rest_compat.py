@@ -309,3 +309,36 @@ def test_oldest_cohere_sdk_and_langchain_cohere(rest, reference):
     for key in ("v1", "v2", "langchain"):
         assert [i for i, _ in out[key]] == [i for i, _ in reference[:TOP]], (key, out)
         assert [s for _, s in out[key]] == pytest.approx([s for _, s in reference[:TOP]], abs=1e-6), key
+
+
+def test_cohere_v2_max_tokens_per_doc_applies_flagrerankers_rules_at_that_length(rest, server, tiny_model):
+    """Issue 29 item 3: `max_tokens_per_doc=64` through the real cohere SDK scores every pair as
+    FlagReranker.compute_score(max_length=64) does (the pair cut to 64 tokens: query to 48, then
+    the document), equal to our client's `max_length=64`; the answer's extras say so (every pair
+    <= 64 tokens, the long document `truncated`)."""
+    import numpy as np
+
+    from common.calibration_texts import long_passage
+    from tests.references import flag_scores
+
+    docs = [*DOCS, long_passage(3)]
+    answer = cohere.ClientV2(api_key="k", base_url=rest, timeout=30).rerank(
+        model="rerank-v3.5", query=QUERY, documents=docs, max_tokens_per_doc=64, request_options=NO_RETRY
+    )
+    got = sorted(answer.results, key=lambda r: r.index)
+    assert [r.index for r in got] == list(range(len(docs)))
+    expected = flag_scores(tiny_model, [(QUERY, d) for d in docs], max_length=64)  # sigmoid, as relevance_score
+    np.testing.assert_allclose([r.relevance_score for r in got], expected, atol=1e-5)
+    full = flag_scores(tiny_model, [(QUERY, docs[-1])])[0]
+    assert abs(got[-1].relevance_score - full) > 1e-4  # the cut is real: at 512 the long document scores otherwise
+    with RerankClient(server.grpc_url) as client:
+        ours = client.rerank(QUERY, docs, max_length=64)
+    assert [(r.index, round(r.score, 6)) for r in ours] == [
+        (r.index, round(r.relevance_score, 6)) for r in answer.results
+    ]
+    raw = httpx.post(
+        f"{rest}/v2/rerank", json={"query": QUERY, "documents": docs, "max_tokens_per_doc": 64}, timeout=30
+    ).json()
+    by_index = {r["index"]: r for r in raw["results"]}
+    assert max(r["tokens"] for r in raw["results"]) <= 64 and by_index[len(docs) - 1]["truncated"]
+    assert "max_length of 64 tokens" in raw["meta"]["warnings"][0]

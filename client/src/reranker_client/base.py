@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import contract, planning, tritonclient_adapter
@@ -88,6 +88,7 @@ class Job:
     window_stride: Optional[int] = None
     top_k: Optional[int] = None  # rerank's: how many of the best results it returns (None: all)
     strict: bool = False  # refuse instead of degrading: a text over the byte limit, a document over the window limit
+    max_length: Optional[int] = None  # the call's own tokens per pair (None: the server's max_length)
 
 
 class ClientBase:
@@ -166,6 +167,7 @@ class ClientBase:
         long_documents: str = "truncate",
         window_stride: Optional[int] = None,
         strict: bool = False,
+        max_length: Optional[int] = None,
     ) -> Job:
         """Results sorted by score (best first); `index` is the document's input position.
 
@@ -178,19 +180,30 @@ class ClientBase:
 
         A text over the server's byte limit (server_limits().max_text_bytes) is cut to its head
         on a UTF-8 boundary before sending and reported `truncated` (the server reads only the
-        head). strict=True raises InvalidInputError for either instead of degrading."""
+        head). strict=True raises InvalidInputError for either instead of degrading.
+
+        max_length: this call's own tokens per query+document pair, from the server's
+        min_request_max_length up to its max_length (None: the server's max_length), applied by
+        the server's tokenizer with FlagReranker's rules (`compute_score(max_length=N)`: the query
+        cut to N * 3 // 4 tokens, the pair to N); in window mode, each window's pair length."""
         planning.check_mode(long_documents, window_stride)
+        planning.check_max_length(max_length)
         pairs = planning.validate_query_documents(query, documents)
         if top_k is not None:
             planning.top([], top_k)  # validates top_k
         kept = list(documents) if return_documents else None
-        return Job(pairs, kept, timeout, long_documents, window_stride, top_k, bool(strict))
+        return Job(pairs, kept, timeout, long_documents, window_stride, top_k, bool(strict), max_length)
 
     def _score_job(
-        self, pairs: Sequence[Tuple[str, str]], timeout: Optional[float] = None, strict: bool = False
+        self,
+        pairs: Sequence[Tuple[str, str]],
+        timeout: Optional[float] = None,
+        strict: bool = False,
+        max_length: Optional[int] = None,
     ) -> Job:
-        """sigmoid scores in input order (a text over the byte limit: see rerank's `strict`)."""
-        return self._score_details_job(pairs, timeout, strict=strict)
+        """sigmoid scores in input order (a text over the byte limit: see rerank's `strict`;
+        max_length: rerank's)."""
+        return self._score_details_job(pairs, timeout, strict=strict, max_length=max_length)
 
     def _score_details_job(
         self,
@@ -199,11 +212,21 @@ class ClientBase:
         long_documents: str = "truncate",
         window_stride: Optional[int] = None,
         strict: bool = False,
+        max_length: Optional[int] = None,
     ) -> Job:
         """Full results (score, logit, tokens, truncated, span) in input order (a text over the
-        byte limit: see rerank's `strict`)."""
+        byte limit: see rerank's `strict`; max_length: rerank's)."""
         planning.check_mode(long_documents, window_stride)
-        return Job(planning.validate_pairs(pairs), None, timeout, long_documents, window_stride, strict=bool(strict))
+        planning.check_max_length(max_length)
+        return Job(
+            planning.validate_pairs(pairs),
+            None,
+            timeout,
+            long_documents,
+            window_stride,
+            strict=bool(strict),
+            max_length=max_length,
+        )
 
     def _check_open(self) -> None:
         if self._closed:
@@ -272,9 +295,15 @@ class ClientBase:
         return planning.plan_window_chunks(pairs, windows, limits.max_batch_size, max_windows, stride, strict_windows)
 
     def _plan(self, job: Job, limits: ServerLimits) -> Tuple[List[planning.Chunk], FrozenSet[int]]:
-        """The job's requests, and the rows whose text was cut to the server's byte limit."""
+        """The job's requests, and the rows whose text was cut to the server's byte limit. A call
+        with its own max_length is planned by the pairs the server will cut at that length (so it
+        packs into the smaller buckets they fill) and sends it with every request."""
         pairs, cut = planning.fit_sizes(job.pairs, limits.max_text_bytes, job.strict)
-        return self._chunks(pairs, limits, job.long_documents, job.window_stride, job.strict), cut
+        own = limits.for_request(job.max_length)
+        chunks = self._chunks(pairs, own, job.long_documents, job.window_stride, job.strict)
+        if job.max_length is not None:
+            chunks = [replace(chunk, max_length=job.max_length) for chunk in chunks]
+        return chunks, cut
 
     def _model_for(self, chunk: planning.Chunk) -> str:
         return self.model if chunk.strides is None else contract.WINDOW_ENSEMBLE
@@ -288,7 +317,9 @@ class ClientBase:
         window = chunk.strides is not None
         return client.infer(
             self._model_for(chunk),
-            tritonclient_adapter.make_inputs(self.protocol, self.ASYNCIO, chunk.queries, chunk.passages, chunk.strides),
+            tritonclient_adapter.make_inputs(
+                self.protocol, self.ASYNCIO, chunk.queries, chunk.passages, chunk.strides, chunk.max_length
+            ),
             outputs=tritonclient_adapter.make_outputs(self.protocol, self.ASYNCIO, window=window),
             headers=self.headers,
             **self._infer_kwargs(remaining),

@@ -40,6 +40,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="window mode: passage tokens between window starts (default: half a window)",
     )
     parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per query+document pair for this call (default: the server's max_length); "
+        "FlagReranker's rules at that length; in window mode, each window's",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="refuse a document over the server's byte limit (default: cut it to its head, marked truncated)",
@@ -97,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 long_documents=args.long_documents,
                 window_stride=args.window_stride,
                 strict=args.strict,
+                max_length=args.max_length,
             )
     except RerankError as err:
         # Printed once: the library's own log records (retries, endpoint down) reach stderr only

@@ -49,12 +49,20 @@ OWNER = Tensor("owner", "INT32", (1,))
 WINDOW_SPAN = Tensor("window_span", "INT32", (2,))
 SPAN = Tensor("span", "INT32", (2,))  # (start, end) character offsets into the passage
 WINDOWS = Tensor("windows", "INT32", (1,))
+# Optional in both ensembles (absent: the export's max_length): the request's own tokens per pair
+# (FlagReranker's compute_score(max_length=N) rules: query cut to N * 3 // 4, the pair to N); in
+# window mode the length of each window's pair. One value per request (every row the same), from
+# the published `min_request_max_length` up to the export's max_length.
+REQUEST_MAX_LENGTH = Tensor("max_length", "INT32", (1,))
 
 ENSEMBLE_INPUTS = (QUERY, PASSAGE)
+# Inputs both ensembles also take, optional (declared after their required inputs).
+ENSEMBLE_OPTIONAL_INPUTS = (REQUEST_MAX_LENGTH,)
 ENSEMBLE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED)
 WINDOW_ENSEMBLE_INPUTS = (QUERY, PASSAGE, WINDOW_STRIDE)
 WINDOW_ENSEMBLE_OUTPUTS = (LOGIT, SCORE, TOKENS, TRUNCATED, SPAN, WINDOWS)
-TOKENIZER_INPUTS = (QUERY, PASSAGE, WINDOW_STRIDE)  # window_stride optional: present = window mode
+# window_stride and max_length optional: window_stride present = window mode
+TOKENIZER_INPUTS = (QUERY, PASSAGE, WINDOW_STRIDE, REQUEST_MAX_LENGTH)
 TOKENIZER_OUTPUTS = (INPUT_IDS, ATTENTION_MASK, TOKENS, TRUNCATED, OWNER, WINDOW_SPAN)
 CROSS_ENCODER_INPUTS = (INPUT_IDS, ATTENTION_MASK)
 CROSS_ENCODER_OUTPUTS = (LOGIT, SCORE)
@@ -86,3 +94,6 @@ class Param:
     SPLIT_COST = "split_cost"  # the router's: "run_tokens:attention_width" (when a split pays)
     MAX_WINDOWS_PER_PASSAGE = "max_windows_per_passage"
     MAX_WINDOWS_PER_REQUEST = "max_windows_per_request"
+    # The smallest max_length a request may ask for (the optional `max_length` input); a server
+    # that does not publish it does not take that input.
+    MIN_REQUEST_MAX_LENGTH = "min_request_max_length"

@@ -27,6 +27,7 @@ class Chunk:
     # window mode with strict=True: the server's max_windows_per_passage; a passage scored on only
     # that many of its windows (see refuse_capped) fails the call instead of coming back truncated.
     strict_windows: Optional[int] = None
+    max_length: Optional[int] = None  # the call's own tokens per pair, sent with the request (None: the server's)
 
 
 LONG_DOCUMENT_MODES = ("truncate", "window")
@@ -41,6 +42,15 @@ def check_mode(long_documents: str, window_stride: Optional[int]) -> None:
         raise InvalidInputError(
             f"window_stride: a positive int, with long_documents='window' only; got {window_stride!r}"
         )
+
+
+def check_max_length(max_length: Optional[int]) -> None:
+    """A call's own max_length, before any I/O: an int >= 1 (the server's range is checked once
+    its limits are read: ServerLimits.for_request)."""
+    if max_length is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise InvalidInputError(f"max_length: a positive int (tokens per query+document pair); got {max_length!r}")
 
 
 def _check_text(field: str, value: object, index: Optional[int] = None) -> bytes:

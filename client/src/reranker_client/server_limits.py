@@ -3,11 +3,11 @@ once per client: the client packs, counts and checks with them and repeats none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
 
 from . import contract
-from .errors import ModelNotReadyError
+from .errors import InvalidInputError, ModelNotReadyError
 
 
 class _ParameterProto(Protocol):
@@ -48,6 +48,7 @@ class ServerLimits:
     length_classes: Optional[List[Tuple[int, int]]] = None  # (longest padded length, pairs per batch)
     max_windows_per_passage: Optional[int] = None
     max_windows_per_request: Optional[int] = None
+    min_request_max_length: Optional[int] = None  # None: the server takes no per-request max_length
 
     def class_batch(self, length: int) -> int:
         """Pairs of `length` padded tokens that one model batch holds on this server (its length
@@ -56,6 +57,24 @@ class ServerLimits:
             if length <= bound:
                 return min(batch, self.max_batch_size)
         return self.max_batch_size
+
+    def for_request(self, max_length: Optional[int]) -> ServerLimits:
+        """These limits as a request asking for its own max_length sees them (FlagReranker's rule
+        for the query's share: max_length * 3 // 4), so the client packs and estimates by the
+        pairs the server will really cut; the buckets and classes stay the server's. Raises
+        InvalidInputError naming `max_length` and the server's range."""
+        if max_length is None:
+            return self
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            raise InvalidInputError(f"max_length: expected an int, got {type(max_length).__name__}")
+        low, high = self.min_request_max_length, self.max_length
+        if low is None or high is None:
+            raise InvalidInputError(
+                "max_length: this server does not take a per-request max_length (it predates it: re-export it)"
+            )
+        if not low <= max_length <= high:
+            raise InvalidInputError(f"max_length: {max_length} must be in {low}..{high} (the server's max_length)")
+        return replace(self, max_length=max_length, query_max_length=max_length * 3 // 4)
 
     @property
     def publishes_pair_rules(self) -> bool:
@@ -106,4 +125,5 @@ def server_limits_from(response: ModelConfig) -> ServerLimits:
         classes,
         number(Param.MAX_WINDOWS_PER_PASSAGE),
         number(Param.MAX_WINDOWS_PER_REQUEST),
+        number(Param.MIN_REQUEST_MAX_LENGTH),
     )

@@ -207,14 +207,19 @@ def make_inputs(
     queries: npt.NDArray[np.object_],
     passages: npt.NDArray[np.object_],
     strides: Optional[npt.NDArray[np.int32]] = None,
+    max_length: Optional[int] = None,
 ) -> List[InferInput]:
-    """The `rerank` inputs, or with `strides` ([B, 1] int32) the `rerank_windows` inputs."""
+    """The `rerank` inputs, or with `strides` ([B, 1] int32) the `rerank_windows` inputs; with
+    `max_length`, the optional input that carries it ([B, 1] int32, the same on every row)."""
     module = module_for(protocol, asyncio)
     inputs: List[InferInput] = []
     specs: Tuple[contract.Tensor, ...] = contract.ENSEMBLE_INPUTS
     arrays: Tuple[Array, ...] = (queries, passages)
     if strides is not None:
         specs, arrays = contract.WINDOW_ENSEMBLE_INPUTS, (queries, passages, strides)
+    if max_length is not None:
+        specs = (*specs, contract.REQUEST_MAX_LENGTH)
+        arrays = (*arrays, np.full((len(queries), 1), max_length, dtype=np.int32))
     for spec, array in zip(specs, arrays):
         tensor: InferInput = module.InferInput(spec.name, list(array.shape), spec.datatype)
         tensor.set_data_from_numpy(array)

@@ -1,6 +1,7 @@
 """Triton Python-backend model: query/passage text -> bucket-padded token tensors.
 
-Two modes, chosen per request by the optional `window_stride` input:
+Two modes, chosen per request by the optional `window_stride` input (and in both, the optional
+`max_length` input: the request's own tokens per pair, FlagReranker's rules at that length):
 - truncate (the `rerank` ensemble, no window_stride): one row per pair, FlagReranker's tokenization;
 - window (the `rerank_windows` ensemble): one row per window of each passage, plus the passage
   each window belongs to (`owner`) and its character span (`window_span`); the batch grows,
@@ -27,6 +28,20 @@ def _texts(request, name):
     if tensor is None:
         raise InvalidInput(f"{name}: missing input")
     return tensor.as_numpy().reshape(-1).tolist()
+
+
+def _max_length(request):
+    """The request's own max_length (optional input; None: the export's). One value per request:
+    it sets the request's padded length, which every row shares."""
+    tensor = pb_utils.get_input_tensor_by_name(request, contract.REQUEST_MAX_LENGTH.name)
+    if tensor is None:
+        return None
+    values = sorted({int(v) for v in tensor.as_numpy().reshape(-1).tolist()})
+    if len(values) != 1:
+        raise InvalidInput(
+            f"{contract.REQUEST_MAX_LENGTH.name}: one value per request, every row the same; got {values[:4]}"
+        )
+    return values[0]
 
 
 def _error(err):
@@ -68,16 +83,18 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 texts = (_texts(request, contract.QUERY.name), _texts(request, contract.PASSAGE.name))
+                max_length = _max_length(request)
                 stride = pb_utils.get_input_tensor_by_name(request, contract.WINDOW_STRIDE.name)
                 if stride is None:
-                    truncate.append((i, texts))
+                    truncate.append((i, texts, max_length))
                 else:
-                    window.append((i, (*texts, stride.as_numpy().reshape(-1).astype(np.int64).tolist())))
+                    strides = stride.as_numpy().reshape(-1).astype(np.int64).tolist()
+                    window.append((i, (*texts, strides, max_length), max_length))
             except InvalidInput as err:
                 responses[i] = _error(err)
-        results = self.tokenizer.tokenize_requests([t for _, t in truncate])
-        results += self.tokenizer.tokenize_window_requests([t for _, t in window])
-        for (i, _), result in zip(truncate + window, results):
+        results = self.tokenizer.tokenize_requests([t for _, t, _ in truncate], max_lengths=[m for *_, m in truncate])
+        results += self.tokenizer.tokenize_window_requests([t for _, t, _ in window])
+        for (i, *_), result in zip(truncate + window, results):
             if isinstance(result, InvalidInput):
                 responses[i] = _error(result)
             elif isinstance(result, WindowBatch):

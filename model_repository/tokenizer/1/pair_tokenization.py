@@ -30,6 +30,11 @@ import pair_windows  # noqa: E402
 import text_cuts  # noqa: E402
 
 SPECIAL_TOKENS_PER_PAIR = 4  # <s> q </s></s> p </s>
+# The smallest max_length a request may ask for: the smallest N where a query at its full share
+# (N * 3 // 4) still leaves the passage a token; below it FlagReranker's 'only_second' cannot fit
+# the pair either. Published to clients (contract.Param.MIN_REQUEST_MAX_LENGTH).
+MIN_REQUEST_MAX_LENGTH = 4 * (SPECIAL_TOKENS_PER_PAIR + 1) - 3
+assert MIN_REQUEST_MAX_LENGTH - MIN_REQUEST_MAX_LENGTH * 3 // 4 - SPECIAL_TOKENS_PER_PAIR == 1
 
 # Tokenizer work is bounded by what a pair can keep, not by what a caller sends. A text is
 # tokenized in chunks that end at safe cuts (text_cuts.py): the first holds about
@@ -239,10 +244,7 @@ class PairTokenizer:
 
     def check_max_length(self, max_length: int) -> int:
         """A request's own max_length: any from the smallest that holds a pair up to the export's."""
-        # The smallest N where a query at its full share (N * 3 // 4) still leaves the passage a
-        # token: below it FlagReranker's 'only_second' cannot fit the pair either.
-        least = 4 * (SPECIAL_TOKENS_PER_PAIR + 1) - 3
-        assert least - least * 3 // 4 - SPECIAL_TOKENS_PER_PAIR == 1
+        least = MIN_REQUEST_MAX_LENGTH
         if not least <= max_length <= self.max_length:
             raise InvalidInput(
                 f"max_length: {max_length} must be in {least}..{self.max_length} (the export's max_length)"
@@ -445,21 +447,30 @@ class PairTokenizer:
                 results[r] = result
         return results  # type: ignore[return-value]
 
-    def window_width(self, query_tokens: int) -> int:
-        """Passage tokens of one window beside a query of `query_tokens` (before its cut)."""
-        return self.max_length - min(query_tokens, self.query_max_length) - SPECIAL_TOKENS_PER_PAIR
+    def window_width(self, query_tokens: int, max_length: int | None = None) -> int:
+        """Passage tokens of one window beside a query of `query_tokens` (before its cut), in
+        windows of the export's max_length or of the request's own (`max_length`)."""
+        max_length, query_max_length = self.lengths_for(max_length)
+        return max_length - min(query_tokens, query_max_length) - SPECIAL_TOKENS_PER_PAIR
 
-    def window_need(self, query_tokens: int, stride: int) -> int:
+    def window_need(self, query_tokens: int, stride: int, max_length: int | None = None) -> int:
         """Passage tokens that decide the first max_windows_per_passage windows and whether there
         are more: window k starts at most k strides in (each start moves at most one stride,
         pair_windows.py) and holds at most a window's width, so the last kept window ends by
         (N - 1) * stride + width, and one token past it says the passage goes on."""
-        width = self.window_width(query_tokens)
+        width = self.window_width(query_tokens, max_length)
         stride = min(max(1, stride or width // 2), max(1, width))  # an invalid stride fails later
         return (self.max_windows_per_passage - 1) * stride + width + 1
 
     def window_rows(
-        self, index: int, query: list[int], query_cut: bool, text: str, encoding: Encoding, stride: int
+        self,
+        index: int,
+        query: list[int],
+        query_cut: bool,
+        text: str,
+        encoding: Encoding,
+        stride: int,
+        max_length: int | None = None,
     ) -> list[tuple[list[int], bool, tuple[int, int]]]:
         """(pair ids, truncated, character span) of every window of one passage, or InvalidInput.
         `encoding` holds at least `window_need` of the passage's tokens (or all of them).
@@ -471,8 +482,8 @@ class PairTokenizer:
         the reading stays bounded to a prefix (nothing past the last window is tokenized), the
         scored text is one span a caller can show, and a document's opening (title, abstract,
         summary) is where relevance is most often stated: it is also what truncate mode scores."""
-        query = query[: self.query_max_length]
-        width = self.window_width(len(query))
+        query = query[: self.lengths_for(max_length)[1]]
+        width = self.window_width(len(query), max_length)
         if not encoding.ids:
             raise InvalidInput(f"passage[{index}]: produces no tokens")
         stride = stride or max(1, width // 2)  # 0: the default, half a window
@@ -494,34 +505,38 @@ class PairTokenizer:
             for start, end in bounds[:limit]
         ]
 
-    def tokenize_window_requests(
-        self, requests: list[tuple[list[object], list[object], list[int]]]
-    ) -> list[WindowBatch | InvalidInput]:
-        """Window mode: (queries, passages, strides) per request -> one row per window. Passages
-        are tokenized only as far as their first max_windows_per_passage windows reach
+    def tokenize_window_requests(self, requests: list[tuple]) -> list[WindowBatch | InvalidInput]:
+        """Window mode: (queries, passages, strides[, max_length]) per request -> one row per
+        window. max_length (None: the export's) is each window's pair length: a request's own
+        max_length gives narrower windows, each scored by FlagReranker's rules at that length.
+        Passages are tokenized only as far as their first max_windows_per_passage windows reach
         (`window_need`); a longer passage is scored on those windows and flagged truncated."""
         if self.max_windows_per_passage < 1 or self.max_windows_per_request < 1:
             return [InvalidInput("window mode is not configured on this server") for _ in requests]
         results: list[WindowBatch | InvalidInput | None] = [None] * len(requests)
         decoded = []
-        for r, (raw_queries, raw_passages, strides) in enumerate(requests):
+        for r, (raw_queries, raw_passages, strides, *own) in enumerate(requests):
             try:
                 queries, passages = self._decode_request(raw_queries, raw_passages)
                 if len(strides) != len(passages):
                     raise InvalidInput(f"window_stride has {len(strides)} items but passage has {len(passages)}")
-                decoded.append((r, queries, passages, strides))
+                max_length = own[0] if own else None
+                if max_length is not None:
+                    self.check_max_length(max_length)
+                decoded.append((r, queries, passages, strides, max_length))
             except InvalidInput as err:
                 results[r] = err
-        queries = sorted({q for _, qs, _, _ in decoded for q in qs})
+        queries = sorted({q for _, qs, _, _, _ in decoded for q in qs})
         query_ids = dict(zip(queries, self.encode_bounded(queries, [self.query_max_length + 1] * len(queries))))
         passage_need: dict[str, int] = {}  # a passage repeated in several pairs: the most any of them uses
-        for _, qs, ps, strides in decoded:
+        for _, qs, ps, strides, max_length in decoded:
             for q, p, stride in zip(qs, ps, strides):
-                need = self.window_need(len(query_ids[q]), int(stride))
+                need = self.window_need(len(query_ids[q]), int(stride), max_length)
                 passage_need[p] = max(passage_need.get(p, 0), need)
         passages = sorted(passage_need)
         encodings = dict(zip(passages, self.encode_bounded_full(passages, [passage_need[p] for p in passages])))
-        for r, qs, ps, strides in decoded:
+        for r, qs, ps, strides, max_length in decoded:
+            query_max_length = self.lengths_for(max_length)[1]
             try:
                 rows, owner, spans = [], [], []
                 for i, (q, p, stride) in enumerate(zip(qs, ps, strides)):
@@ -531,7 +546,7 @@ class PairTokenizer:
                     if not q_ids:
                         raise InvalidInput(f"query[{i}]: produces no tokens")
                     for ids, cut, span in self.window_rows(
-                        i, q_ids, len(q_ids) > self.query_max_length, p, encodings[p], int(stride)
+                        i, q_ids, len(q_ids) > query_max_length, p, encodings[p], int(stride), max_length
                     ):
                         rows.append((ids, cut))
                         owner.append(i)

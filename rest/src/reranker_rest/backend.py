@@ -54,10 +54,17 @@ class Backend:
         self.client = make_client(settings)
 
     async def rerank(
-        self, query: str, texts: Sequence[str], top_n: Optional[int], field: str, long_documents: str = "truncate"
+        self,
+        query: str,
+        texts: Sequence[str],
+        top_n: Optional[int],
+        field: str,
+        long_documents: str = "truncate",
+        max_length: Optional[int] = None,
     ) -> List[RerankResult]:
         """Results best first. `field` is the request's name for the documents (Cohere
-        `documents`, TEI `texts`), so messages name what the caller sent."""
+        `documents`, TEI `texts`), so messages name what the caller sent. max_length: the
+        request's own tokens per pair (request_max_length), None for the server's."""
         if not texts:
             raise ApiError(400, f"{field}: must not be empty", "Empty")
         if len(texts) > self.settings.max_documents:
@@ -72,7 +79,9 @@ class Backend:
             check_text(f"{field}[{i}]", text)
         await self._check_query_size(query)
         try:
-            results = await self.client.rerank(query, list(texts), top_k=top_n, long_documents=long_documents)
+            results = await self.client.rerank(
+                query, list(texts), top_k=top_n, long_documents=long_documents, max_length=max_length
+            )
         except RerankError as err:
             raise self._error(err, field) from err
         return results
@@ -93,6 +102,31 @@ class Backend:
 
     async def max_length(self) -> Optional[int]:
         return (await self.limits()).max_length
+
+    async def request_max_length(self, field: str, value: int) -> Optional[int]:
+        """A request's own tokens-per-pair limit (Cohere `max_tokens_per_doc`, vLLM
+        `truncate_prompt_tokens`) as the max_length to send: None when it is at or above the
+        server's max_length (it holds already), the value itself from the server's smallest
+        (min_request_max_length) up; below that, or on a server that predates per-request
+        lengths, 400 naming the field and the limit."""
+        limits = await self.limits()
+        if limits.max_length is not None and value >= limits.max_length:
+            return None
+        low = limits.min_request_max_length
+        if low is None or limits.max_length is None:
+            raise ApiError(
+                400,
+                f"{field}: {value} cannot be honoured: this model server cuts each query+document pair to "
+                f"its max_length ({limits.max_length} tokens) and takes no shorter one per request; send a "
+                f"value >= {limits.max_length} or omit the field",
+            )
+        if value < low:
+            raise ApiError(
+                400,
+                f"{field}: {value} is below the smallest the server applies, {low} tokens per query+document "
+                f"pair (its max_length is {limits.max_length})",
+            )
+        return value
 
     async def ready(self) -> bool:
         return await self.client.ready()

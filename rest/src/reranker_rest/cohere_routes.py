@@ -5,7 +5,7 @@ and `usage` are in every answer). `answer` also serves Cohere/Jina-shaped bodies
 from __future__ import annotations
 
 import uuid
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.types import DecoratedCallable
@@ -76,14 +76,11 @@ async def answer(
     settings = request.app.state.settings
     backend = request.app.state.backend
     check_model(body.model, settings)
-    if body.max_tokens_per_doc is not None:
-        await _check_token_limit(backend, "max_tokens_per_doc", body.max_tokens_per_doc)
-    if body.truncate_prompt_tokens is not None and body.truncate_prompt_tokens != -1:
-        await _check_token_limit(backend, "truncate_prompt_tokens", body.truncate_prompt_tokens)
+    max_length = await _request_max_length(backend, body)
     top_n = body.top_n or None  # vLLM: 0 = all
     # Every document is scored whatever top_n says: usage counts them all, as Jina's does.
     texts = body.texts()
-    ranked = await backend.rerank(body.query, texts, None, "documents", body.long_documents)
+    ranked = await backend.rerank(body.query, texts, None, "documents", body.long_documents, max_length)
     request.app.state.metrics.documents.labels(request.url.path).inc(len(ranked))
     shown = ranked[:top_n] if top_n is not None else ranked
     with_documents = return_documents if body.return_documents is None else body.return_documents
@@ -110,8 +107,8 @@ async def answer(
     cut = sum(r.truncated for r in shown)
     if cut:
         warnings = [
-            f"{cut} of the returned documents were cut to the server's max_length of "
-            f"{await backend.max_length()} tokens per query+document pair (see `truncated`)"
+            f"{cut} of the returned documents were cut to the max_length of "
+            f"{max_length or await backend.max_length()} tokens per query+document pair (see `truncated`)"
         ]
     return CohereRerankResponse(
         id=str(uuid.uuid4()),
@@ -138,16 +135,18 @@ def check_model(model, settings) -> None:
     )
 
 
-async def _check_token_limit(backend, field: str, value: int) -> None:
-    """Documents are cut only as part of the pair (query + document <= max_length), so a
-    per-request limit at or above max_length holds already; a smaller one cannot be applied
-    by the server and is refused rather than silently ignored."""
-    max_length = await backend.max_length()
-    if max_length is None or value < max_length:
-        raise ApiError(
-            400,
-            f"{field}: {value} cannot be honoured: the server cuts each query+document pair to "
-            f"its max_length ({max_length} tokens); send a value >= {max_length}"
-            + (" or -1" if field == "truncate_prompt_tokens" else "")
-            + " or omit the field",
+async def _request_max_length(backend, body: CohereRerankRequest) -> Optional[int]:
+    """The request's own tokens per query+document pair, from Cohere's `max_tokens_per_doc` or
+    vLLM's `truncate_prompt_tokens` (-1: none), the smaller when both are sent; None: the
+    server's max_length. Applied by the server's tokenizer with FlagReranker's rules at that
+    length (docs/REST.md says how this differs from Cohere's per-document count)."""
+    asked = [
+        (field, value)
+        for field, value in (
+            ("max_tokens_per_doc", body.max_tokens_per_doc),
+            ("truncate_prompt_tokens", body.truncate_prompt_tokens),
         )
+        if value is not None and value != -1
+    ]
+    lengths = [await backend.request_max_length(field, value) for field, value in asked]
+    return min((n for n in lengths if n is not None), default=None)

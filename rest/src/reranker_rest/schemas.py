@@ -57,14 +57,15 @@ class CohereRerankRequest(BaseModel):
     max_tokens_per_doc: Optional[int] = Field(
         None,
         ge=1,
-        description="accepted when >= the server's max_length (documents are cut to the pair "
-        "limit anyway); a smaller value is refused with 400: it cannot be honoured",
+        description="tokens per query+document pair for this request (the server's tokenizer cuts the "
+        "pair to it with FlagReranker's rules: query to 3/4 of it, then the document); a value >= the "
+        "server's max_length changes nothing; below the server's smallest (17): 400",
     )
     truncate_prompt_tokens: Optional[int] = Field(
         None,
         ge=-1,
-        description="vLLM: -1 or a value >= the server's max_length is accepted (pairs are cut to "
-        "max_length anyway); a smaller value is refused with 400: it cannot be honoured",
+        description="vLLM: tokens per query+document pair for this request (as max_tokens_per_doc); "
+        "-1 or a value >= the server's max_length: the server's max_length",
     )
 
     @model_validator(mode="after")
