@@ -95,15 +95,18 @@ def test_pod_spec(rendered, variant):
         v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v and not v["emptyDir"].get("medium")
     ]
     assert _bytes(limits["ephemeral-storage"]) >= sum(map(_bytes, on_disk))  # never evicted for filling its own volumes
-    # Python backend regions: every Python stub's default region (the GPU deployment's Python
-    # models: tokenizer, length_router, window_reduce instances) fits /dev/shm twice over.
-    from export.triton_config import RepositorySpec, all_configs
+    # Python backend regions (issue 26 item 5): every Python stub's region at its ceiling
+    # (export/shm_budget.py: executes bounded by rows, and text by the proxy's body cap times the
+    # requests one execute may merge) fits the chart's /dev/shm, at every max_length the export
+    # supports (window mode's rows grow with it).
+    from export.shm_budget import shm_need
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size
 
-    stubs = sum(
-        g.count for c in all_configs(RepositorySpec()).values() if c.backend == "python" for g in c.instance_group
-    )
-    assert stubs >= 5
-    assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * stubs * settings.PYTHON_SHM_DEFAULT_BYTES
+    for max_length in (settings.DEFAULT_MAX_LENGTH, settings.MAX_SUPPORTED_LENGTH):
+        spec = RepositorySpec(limits=settings.ServingLimits(max_length=max_length))
+        need = shm_need(all_configs(spec), max_length, routed_batch_size(spec.limits))
+        assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
+        assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= sum(need.values()), (max_length, need)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
