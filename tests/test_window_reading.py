@@ -136,3 +136,31 @@ def test_each_passage_is_copied_out_of_the_tokenizer_once_not_once_per_window(to
         assert batch.pairs.input_ids[7 * MAX_WINDOWS_PER_PASSAGE + row, : len(ids)].tolist() == ids, row
     # ids, offsets and word ids: three copies of what was read, at most, and never per window.
     assert counter["copied"] <= 3 * whole_tokens + 3 * len(QUERY), (counter["copied"], whole_tokens)
+
+
+def test_passages_past_their_share_get_what_the_others_leave_and_the_same_rows_as_alone(tokenizer):
+    """16 passages share 256 windows (16 each): 8 short ones take one window, 8 long ones need
+    ~25 and are read again for what the others leave. Every row equals that pair tokenized in a
+    request of its own; one more long passage puts the request over the limit, named exactly."""
+    from common import calibration_texts
+
+    short = [f"Kurzer Text {i} über Berge." for i in range(8)]
+    long = [calibration_texts.long_passage(120, offset=i) for i in range(8)]
+    passages = [p for pair in zip(short, long) for p in pair]
+    [batch] = tokenizer.tokenize_window_requests([([QUERY] * 16, passages, [0] * 16)])
+    alone = tokenizer.tokenize_window_requests([([QUERY], [p], [0]) for p in passages])
+    windows = [len(a.owner) for a in alone]
+    assert windows[::2] == [1] * 8 and all(16 < w <= MAX_WINDOWS_PER_PASSAGE for w in windows[1::2]), windows
+    assert batch.owner.reshape(-1).tolist() == [i for i, w in enumerate(windows) for _ in range(w)]
+    row = 0
+    for a in alone:
+        n = len(a.owner)
+        width = a.pairs.input_ids.shape[1]
+        assert (batch.pairs.input_ids[row : row + n, :width] == a.pairs.input_ids).all()
+        assert (batch.span[row : row + n] == a.span).all() and (
+            batch.pairs.tokens[row : row + n] == a.pairs.tokens
+        ).all()
+        row += n
+    over = passages + [long[0]] * (1 + (MAX_WINDOWS_PER_REQUEST - sum(windows)) // windows[1])
+    [refused] = tokenizer.tokenize_window_requests([([QUERY] * len(over), over, [0] * len(over))])
+    assert isinstance(refused, pt.InvalidInput) and "windows per request" in str(refused), refused
