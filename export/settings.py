@@ -172,14 +172,6 @@ PYTHON_SHM_WORST_EXECUTE_BYTES = (
 )
 PYTHON_SHM_DEFAULT_BYTES = 2 * PYTHON_SHM_WORST_EXECUTE_BYTES
 PYTHON_SHM_GROWTH_BYTES = PYTHON_SHM_WORST_EXECUTE_BYTES
-# A region never shrinks, and rows do not bound text bytes: one row can carry a whole body up to
-# PROXY_MAX_BODY_BYTES (refused by the tokenizer only once it is in shared memory). So the
-# tokenizer's dynamic batcher merges at most this many requests into one execute
-# (`preferred_batch_size`: it stops adding requests at that many rows; a larger request still runs
-# alone, never split), which bounds an execute's text bytes by requests x PROXY_MAX_BODY_BYTES and
-# every region by export/shm_budget.py's rule. Rows of fixed-size tensors are bounded by
-# max_batch_size already.
-TOKENIZER_REQUESTS_PER_EXECUTE = 4
 
 # The GPU model's ONNX Runtime CPU thread pool (onnxruntime backend parameter
 # `intra_op_thread_count`). TensorRT runs the graph on the GPU; the CPU pool only copies

@@ -12,10 +12,10 @@ growth starts from less than U + a and adds at most a + growth, a <= U).
 U per model, from its config: fixed-size tensors are bounded by rows (the batcher never merges
 past max_batch_size; -1 dims at the export's max_length). Text (BYTES) is not: one row can carry
 a whole request body, up to the proxy's cap. So a model with text inputs takes at most
-`requests` requests per execute (its dynamic batcher's largest preferred batch size, else
-max_batch_size), each up to `max_request_bytes` of text, and emits up to `routed_batch_size` rows
-per request (window mode). The need is the sum over Python models of instances x their region's
-ceiling: the chart's /dev/shm must hold it (tests/test_deploy.py)."""
+max_batch_size requests per execute, each up to `max_request_bytes` of text, and emits up to
+`routed_batch_size` rows per request (window mode). The need is the sum over Python models of
+instances x their region's ceiling. With the proxy's 33 MB cap that is ~9.9 GB at max_length 512,
+more than the chart's 2 GiB: tests/test_deploy.py states it (a strict xfail until a bound exists)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,12 @@ def _row_bytes(tensors, max_length: int) -> int:
 
 
 def requests_per_execute(config: mc.ModelConfig) -> int:
-    preferred = list(config.dynamic_batching.preferred_batch_size)
-    return max(preferred) if preferred else config.max_batch_size
+    """Requests one execute may merge: every request holds at least one row, so max_batch_size.
+    A `preferred_batch_size` is no cap: tritonserver 2.51 (core r24.10 dynamic_batch_scheduler.cc
+    GetDynamicBatch) sends "whatever is pending", up to max_batch_size, once the oldest request
+    has waited past max_queue_delay_microseconds; a burst through the proxy ran executes of 7
+    requests with a preferred size of 4 (tests/test_hostile_requests.py)."""
+    return config.max_batch_size
 
 
 def execute_bytes(

@@ -29,7 +29,6 @@ from export.settings import (
     TENSORRT_WORKSPACE_BYTES,
     TOKENIZER_INSTANCES,
     TOKENIZER_QUEUE_DELAY_US,
-    TOKENIZER_REQUESTS_PER_EXECUTE,
     TYPICAL_PAIR_TOKENS,
     ServingLimits,
 )
@@ -158,12 +157,10 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         # `rerank_windows` ensemble does. In window mode the outputs have one row per window.
         input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE,)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
-        # Gather concurrent requests so one execute() tokenizes them in one batch call, up to
-        # TOKENIZER_REQUESTS_PER_EXECUTE of them: their texts share the stub's shared memory.
+        # Gather concurrent requests so one execute() tokenizes them in one batch call.
         dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.tokenizer_instances)],
     )
-    config.dynamic_batching.preferred_batch_size.append(TOKENIZER_REQUESTS_PER_EXECUTE)
     _set_params(config, **published_limits(spec))
     return config
 
