@@ -96,6 +96,49 @@ def test_translation_table(raw, expected):
     assert type(err) is expected, (raw, err)
 
 
+# The code decides where it says what happened, whatever the message says (issue 26 item 6): each
+# row's message is one that, read as text, points elsewhere (a message may change with any
+# release of Triton, gRPC or the proxy; a caller's text or model name may be echoed in it).
+CODE_ONLY = [
+    (grpc_error("INVALID_ARGUMENT", "passage[0]: stub process not healthy, server not ready"), InvalidInputError),
+    (grpc_error("INVALID_ARGUMENT", "Request timeout expired in the caller's text"), InvalidInputError),
+    (grpc_error("INVALID_ARGUMENT", "failed to connect"), InvalidInputError),
+    (http_error(400, "exceeds maximum queue size"), InvalidInputError),
+    (http_error(422, "server is shutting down"), InvalidInputError),
+    (grpc_error("UNAVAILABLE", "unexpected shape for input 'query'"), ServerUnavailableError),
+    (grpc_error("UNAVAILABLE", "batch size 70 exceeds 64"), ServerUnavailableError),
+    (grpc_error("UNAVAILABLE", ""), ServerUnavailableError),
+    (http_error(503, "unexpected datatype"), ServerUnavailableError),
+    (grpc_error("DEADLINE_EXCEEDED", "exceeds maximum queue size"), DeadlineExceededError),
+    (grpc_error("NOT_FOUND", "server not ready"), ModelNotReadyError),
+    (grpc_error("NOT_FOUND", "xyz"), ModelNotReadyError),
+    (http_error(404, "failed to connect"), ModelNotReadyError),
+    (grpc_error("PERMISSION_DENIED", "Request timeout expired"), PermissionDeniedError),
+    (grpc_error("RESOURCE_EXHAUSTED", "unexpected shape"), OverloadedError),
+    (http_error(429, "unexpected shape"), OverloadedError),
+    (grpc_error("CANCELLED", "unexpected shape"), ServerUnavailableError),
+    # The message still decides where the code does not: 2.51 gives a BLS step's error INTERNAL.
+    (grpc_error("INTERNAL", "Request timeout expired"), OverloadedError),
+    (grpc_error("UNKNOWN", "unexpected shape for input 'query'"), InvalidInputError),
+    (http_error(500, "Stub process 'tokenizer_0_0' is not healthy."), ServerUnavailableError),
+]
+
+
+@pytest.mark.parametrize("raw,expected", CODE_ONLY, ids=[f"{r.status()}:{r.message()}"[:60] for r, _ in CODE_ONLY])
+def test_the_status_code_decides_whatever_the_message_says(raw, expected):
+    err = translate(raw)
+    assert type(err) is expected, (raw.status(), raw.message(), err)
+
+
+def test_the_proxys_size_refusal_is_invalid_input_not_overload():
+    """The front proxy answers a body over its cap with RESOURCE_EXHAUSTED (as a rate limit does)
+    and its own message: that request can never pass, so it is not retried (before: it matched
+    neither size phrase and was retried as overload)."""
+    from export.proxy_config import ProxySpec, too_large_message
+
+    assert type(translate(grpc_error("RESOURCE_EXHAUSTED", too_large_message(ProxySpec())))) is InvalidInputError
+
+
 def test_overload_is_retried_and_timeouts_are_not():
     from reranker_client.endpoints import RETRYABLE
 

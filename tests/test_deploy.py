@@ -106,6 +106,27 @@ def test_pod_spec(rendered, variant):
     assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * stubs * settings.PYTHON_SHM_DEFAULT_BYTES
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 26 item 5, open: tritonserver 2.51 merges up to max_batch_size one-row requests into one "
+    "tokenizer execute, each up to the proxy's 33 MB cap, and a region never shrinks: ~9.9 GB of /dev/shm",
+)
+def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
+    """Issue 26 item 5: each Python stub's region at its ceiling (export/shm_budget.py: a region
+    ends below max(default, 2 x execute bytes + growth); text bounded by the proxy's body cap times
+    the requests one execute may merge) must fit the chart's /dev/shm at every max_length."""
+    from export.shm_budget import shm_need
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size
+
+    deployment = _one(rendered[VARIANTS[0]], "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for max_length in (settings.DEFAULT_MAX_LENGTH, settings.MAX_SUPPORTED_LENGTH):
+        spec = settings.ServingLimits(max_length=max_length)
+        need = shm_need(all_configs(RepositorySpec(limits=spec)), max_length, routed_batch_size(spec))
+        assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
+        assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= sum(need.values()), (max_length, need)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_probes_and_timing(rendered, variant):
     deployment = _one(rendered[variant], "Deployment")

@@ -455,12 +455,14 @@ def test_base_url_ending_in_v1_gets_a_helpful_error(rest):
 
 
 def test_malformed_body_is_described_in_plain_words(rest):
+    """Not JSON at all is 400 (issue 26 item 6: malformed syntax, as TEI and Cohere answer it;
+    it was 422); JSON of the wrong shape stays 422."""
     malformed = httpx.post(
         f"{rest}/v1/rerank",
         content=b'{"query": "q", "documents": ["a",]}',
         headers={"content-type": "application/json"},
     )
-    assert malformed.status_code == 422
+    assert malformed.status_code == 400
     assert malformed.json()["message"].startswith("request body: not valid JSON: Expecting value at line 1")
     not_object = httpx.post(f"{rest}/v2/rerank", json=["q", "a"])
     assert not_object.status_code == 422

@@ -78,6 +78,10 @@ WINDOWS_PER_REQUEST_ERROR = "windows per request"
 # a draining server. The client retries them; the length router relays them as UNAVAILABLE.
 SHED_LOAD_MESSAGES = ("exceeds maximum queue size", "request timeout expired")
 STEP_DOWN_MESSAGES = ("stub process", "not healthy", "server is shutting down", "server not ready")
+# What a refusal for size says beside gRPC's RESOURCE_EXHAUSTED (which a rate limit answers too):
+# gRPC's own limit ("Received message larger than max (...)") and the front proxy's body cap
+# (export/proxy_config.py words it with this phrase). Never retried.
+TOO_LARGE_MESSAGE = "larger than"
 
 
 class Param:

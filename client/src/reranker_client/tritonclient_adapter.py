@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import (
     Any,
     Awaitable,
+    Callable,
     ContextManager,
     Dict,
     List,
@@ -20,6 +21,7 @@ from typing import (
     Optional,
     Protocol,
     Tuple,
+    Type,
     TypedDict,
     TypeVar,
     Union,
@@ -260,87 +262,98 @@ def _has(text: str, *needles: str) -> bool:
     return any(n in text for n in needles)
 
 
-# Which tritonclient/transport failure becomes which typed error: (class, test) rows, first
-# match wins, so the order matters. `status` is tritonclient's status(): "StatusCode.X" for
-# gRPC, the HTTP status code for HTTP; `text` is the lowered message. Tested row by row in
-# tests/test_client_errors.py.
-TRANSLATION = (
-    # gRPC's own size limit also answers RESOURCE_EXHAUSTED: that request can never pass, so it
-    # must not look like overload (which is retried).
-    (
-        errors.InvalidInputError,
-        lambda err, status, text: "RESOURCE_EXHAUSTED" in status and _has(text, "larger than max"),
-    ),
-    (
-        errors.PermissionDeniedError,
-        lambda err, status, text: (
-            _has(text, "protocol is restricted", "api is restricted")
-            or _has(status, "PERMISSION_DENIED", "UNAUTHENTICATED")
-            or status in ("401", "403")
-        ),
-    ),
-    # Load shed: Triton's queue full or its queue timeout, gRPC RESOURCE_EXHAUSTED (a gateway's
-    # rate limit or a server out of capacity), HTTP 429 Too Many Requests. Retried.
-    (
-        errors.OverloadedError,
-        lambda err, status, text: (
-            _has(text, *contract.SHED_LOAD_MESSAGES) or "RESOURCE_EXHAUSTED" in status or status == "429"
-        ),
-    ),
-    (
-        errors.DeadlineExceededError,
-        lambda err, status, text: (
-            isinstance(err, TIMEOUT_TYPES)
-            or "DEADLINE_EXCEEDED" in status
-            or "deadline exceeded" in text
-            or status == "408"
-        ),
-    ),
+# Which tritonclient/transport failure becomes which typed error. The status code decides
+# wherever it says what happened: Triton, the front proxy and gRPC itself set it, and their
+# messages may change with any release (a code-only error still maps right). `status` is
+# tritonclient's status(): "StatusCode.X" for gRPC, the HTTP status code for HTTP. Within a code,
+# a message may only refine the class (UNAVAILABLE: load shed or not; RESOURCE_EXHAUSTED: a size
+# limit or load). Tested code by code, with odd messages, in tests/test_client_errors.py.
+ErrorClass = Type[errors.RerankError]
+
+
+def _shed_or_down(text: str) -> ErrorClass:
+    return errors.OverloadedError if _has(text, *contract.SHED_LOAD_MESSAGES) else errors.ServerUnavailableError
+
+
+def _too_large_or_shed(text: str) -> ErrorClass:
+    return errors.InvalidInputError if contract.TOO_LARGE_MESSAGE in text else errors.OverloadedError
+
+
+BY_CODE: Dict[str, Union[ErrorClass, Callable[[str], ErrorClass]]] = {
+    "StatusCode.INVALID_ARGUMENT": errors.InvalidInputError,
+    "StatusCode.OUT_OF_RANGE": errors.InvalidInputError,
+    "400": errors.InvalidInputError,
+    "413": errors.InvalidInputError,
+    "422": errors.InvalidInputError,
+    "StatusCode.PERMISSION_DENIED": errors.PermissionDeniedError,
+    "StatusCode.UNAUTHENTICATED": errors.PermissionDeniedError,
+    "401": errors.PermissionDeniedError,
+    "403": errors.PermissionDeniedError,
+    "StatusCode.DEADLINE_EXCEEDED": errors.DeadlineExceededError,
+    "408": errors.DeadlineExceededError,
+    "StatusCode.NOT_FOUND": errors.ModelNotReadyError,
+    "404": errors.ModelNotReadyError,
+    "429": errors.OverloadedError,
+    "StatusCode.CANCELLED": errors.ServerUnavailableError,
+    "502": errors.ServerUnavailableError,
+    "504": errors.ServerUnavailableError,
+    # Triton's load shedding, a model without a ready version, a server starting or draining,
+    # and a connection gRPC could not make all answer UNAVAILABLE: retried either way.
+    "StatusCode.UNAVAILABLE": _shed_or_down,
+    "503": _shed_or_down,
+    # gRPC's own message-size limit and the front proxy's body cap answer RESOURCE_EXHAUSTED as a
+    # gateway's rate limit does: a request that can never pass must not be retried as overload.
+    "StatusCode.RESOURCE_EXHAUSTED": _too_large_or_shed,
+}
+
+# Without a code that decides (INTERNAL, UNKNOWN, HTTP 500, a transport exception): what a step
+# of an ensemble or a BLS call reports reaches the client as text only (tritonserver 2.51 gives
+# it INTERNAL), so the message decides: (class, test) rows, first match wins.
+TRANSLATION: Tuple[Tuple[ErrorClass, Callable[[BaseException, str], bool]], ...] = (
+    (errors.PermissionDeniedError, lambda err, text: _has(text, "protocol is restricted", "api is restricted")),
+    (errors.OverloadedError, lambda err, text: _has(text, *contract.SHED_LOAD_MESSAGES)),
+    (errors.DeadlineExceededError, lambda err, text: isinstance(err, TIMEOUT_TYPES) or "deadline exceeded" in text),
     # A model (re)loading or a server restarting: transient. "Server not ready" is what a step of
     # an ensemble (or a BLS call) answers while the server drains for shutdown.
     (
         errors.ServerUnavailableError,
-        lambda err, status, text: (
-            _has(text, "has no available versions", *contract.STEP_DOWN_MESSAGES) or "CANCELLED" in status
-        ),
+        lambda err, text: _has(text, "has no available versions", *contract.STEP_DOWN_MESSAGES),
     ),
     (
         errors.ModelNotReadyError,
-        lambda err, status, text: (
-            _has(text, "unknown model", "is not ready") or ("not found" in text and "model" in text)
-        ),
+        lambda err, text: _has(text, "unknown model", "is not ready") or ("not found" in text and "model" in text),
     ),
     (
         errors.InvalidInputError,
-        lambda err, status, text: (
-            "INVALID_ARG" in status
-            or status in ("400", "413")
-            or _has(text, "unexpected shape", "unexpected datatype")
-            or ("batch size" in text and "exceeds" in text)
+        lambda err, text: (
+            _has(text, "unexpected shape", "unexpected datatype") or ("batch size" in text and "exceeds" in text)
         ),
     ),
     (
         errors.ServerUnavailableError,
-        lambda err, status, text: (
-            "UNAVAILABLE" in status
-            or status in ("502", "503", "504")
-            or isinstance(err, (OSError, ConnectionError))
-            or _has(text, "connect", "socket", "broken pipe")
-        ),
+        lambda err, text: isinstance(err, (OSError, ConnectionError)) or _has(text, "connect", "socket", "broken pipe"),
     ),
 )
 
 
+def _by_code(status: str, text: str) -> Optional[ErrorClass]:
+    decided = BY_CODE.get(status)
+    if decided is None or isinstance(decided, type):
+        return decided
+    return decided(text)  # a message refines the class within the code
+
+
 def translate(err: BaseException) -> errors.RerankError:
-    """Map a tritonclient/transport exception to our typed errors (TRANSLATION)."""
+    """Map a tritonclient/transport exception to our typed errors: by its status code where that
+    decides (BY_CODE), else by its message (TRANSLATION)."""
     if isinstance(err, errors.RerankError):
         return err
     message = str(err)
-    status, text = _status(err), message.lower()
-    for cls, matches in TRANSLATION:
-        if matches(err, status, text):
-            return cls(message or type(err).__name__)
-    return errors.RerankError(message or type(err).__name__)
+    text = message.lower()
+    cls = _by_code(_status(err), text)
+    if cls is None:
+        cls = next((row for row, matches in TRANSLATION if matches(err, text)), errors.RerankError)
+    return cls(message or type(err).__name__)
 
 
 def deadline_guard(protocol: str, asyncio_client: bool, seconds: float) -> ContextManager[object]:

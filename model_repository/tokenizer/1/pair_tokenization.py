@@ -97,6 +97,16 @@ class WindowBatch:
     span: np.ndarray  # int32 [W, 2]: (start, end) character offsets of the window in its passage
 
 
+@dataclass(frozen=True)
+class PassageTokens:
+    """Window mode: a passage's first tokens (`read_passages`), as lists."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # character offsets of each token in the passage
+    starts: list[bool]  # where a pre-tokenizer word begins (pair_windows.word_starts)
+    complete: bool  # every token of the passage is here
+
+
 # The phrase of the per-request window error: a client splits the request when it sees it.
 WINDOWS_PER_REQUEST_ERROR = contract.WINDOWS_PER_REQUEST_ERROR
 
@@ -355,14 +365,15 @@ class PairTokenizer:
         encodings: list[Encoding | None] = [None] * len(texts)
         budgets = [need * FIRST_CHUNK_BYTES_PER_TOKEN for need in needs]
         pending = list(range(len(texts)))
+        tried: set[int] = set()  # texts that had their one try at a coalesced cut
         while pending:
-            cuts = [self.cuts.cut(texts[i], chars_for_bytes(texts[i], 0, budgets[i])) for i in pending]
+            cuts = [self._full_cut(texts[i], needs[i], budgets[i], i, tried) for i in pending]
             prefixes = [texts[i] if cut is None else texts[i][:cut] for i, cut in zip(pending, cuts)]
             again = []
             for i, cut, prefix, encoding in zip(
                 pending, cuts, prefixes, self.tokenizer.encode_batch(prefixes, add_special_tokens=False)
             ):
-                got = len(encoding.ids)
+                got = len(encoding)  # no copy of the ids
                 if cut is None or got >= needs[i]:
                     encodings[i] = encoding
                 else:
@@ -372,6 +383,21 @@ class PairTokenizer:
                     again.append(i)
             pending = again
         return encodings  # type: ignore[return-value]
+
+    def _full_cut(self, text: str, need: int, budget: int, index: int, tried: set[int]) -> int | None:
+        """Where `encode_bounded_full` ends a text's prefix: the nearest safe cut past `budget`
+        bytes, or, inside a long word with no space or forced boundary near (glued words: base64,
+        hex, identifiers), once per text, a coalesced cut with `need` tokens before it, as
+        truncate mode's `decode_head` finds one (only where it is cheaper than reading the text
+        whole). None: the whole text."""
+        at = chars_for_bytes(text, 0, budget)
+        cut = self.cuts.cut(text, at)
+        if at >= len(text) or (cut is not None and cut - at <= text_cuts.MID_WORD_SCAN) or index in tried:
+            return cut
+        tried.add(index)
+        head = text[: chars_for_bytes(text, 0, need * HEAD_BYTES_PER_TOKEN)]
+        coalesced = self.coalesced_cut(head, need, len(text) // 2) if len(head) < len(text) else None
+        return cut if coalesced is None else coalesced
 
     def tokenize_requests(
         self,
@@ -453,27 +479,51 @@ class PairTokenizer:
         max_length, query_max_length = self.lengths_for(max_length)
         return max_length - min(query_tokens, query_max_length) - SPECIAL_TOKENS_PER_PAIR
 
-    def window_need(self, query_tokens: int, stride: int, max_length: int | None = None) -> int:
-        """Passage tokens that decide the first max_windows_per_passage windows and whether there
-        are more: window k starts at most k strides in (each start moves at most one stride,
-        pair_windows.py) and holds at most a window's width, so the last kept window ends by
-        (N - 1) * stride + width, and one token past it says the passage goes on."""
+    def window_need(
+        self, query_tokens: int, stride: int, windows: int | None = None, max_length: int | None = None
+    ) -> int:
+        """Passage tokens that decide the first `windows` (default max_windows_per_passage)
+        windows and whether there are more: window k starts at most k strides in (each start moves
+        at most one stride, pair_windows.py) and holds at most a window's width, so the last kept
+        window ends by (N - 1) * stride + width, and one token past it says the passage goes on.
+        Windows are of the export's max_length or of the request's own (`max_length`)."""
         width = self.window_width(query_tokens, max_length)
         stride = min(max(1, stride or width // 2), max(1, width))  # an invalid stride fails later
-        return (self.max_windows_per_passage - 1) * stride + width + 1
+        windows = self.max_windows_per_passage if windows is None else windows
+        return (windows - 1) * stride + width + 1
+
+    def window_bounds(
+        self,
+        index: int,
+        query_tokens: int,
+        encoding: PassageTokens,
+        stride: int,
+        limit: int,
+        max_length: int | None = None,
+    ) -> list[tuple[int, int]]:
+        """The passage's windows (token ranges), at most limit + 1 of them: limit + 1 says it needs
+        more than `limit`. `encoding` holds at least `window_need(..., limit)` tokens (or all)."""
+        width = self.window_width(query_tokens, max_length)
+        if not encoding.ids:
+            raise InvalidInput(f"passage[{index}]: produces no tokens")
+        stride = stride or max(1, width // 2)  # 0: the default, half a window
+        if not 1 <= stride <= width:
+            raise InvalidInput(
+                f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
+                f"of one window beside this query"
+            )
+        return pair_windows.window_bounds(encoding.starts, width, stride, limit)
 
     def window_rows(
         self,
-        index: int,
         query: list[int],
         query_cut: bool,
         text: str,
-        encoding: Encoding,
-        stride: int,
+        encoding: PassageTokens,
+        bounds: list[tuple[int, int]],
         max_length: int | None = None,
     ) -> list[tuple[list[int], bool, tuple[int, int]]]:
-        """(pair ids, truncated, character span) of every window of one passage, or InvalidInput.
-        `encoding` holds at least `window_need` of the passage's tokens (or all of them).
+        """(pair ids, truncated, character span) of the windows `window_bounds` found.
 
         A passage that needs more than max_windows_per_passage windows is scored on its FIRST
         max_windows_per_passage windows and every one of its rows is flagged truncated (the
@@ -483,17 +533,7 @@ class PairTokenizer:
         scored text is one span a caller can show, and a document's opening (title, abstract,
         summary) is where relevance is most often stated: it is also what truncate mode scores."""
         query = query[: self.lengths_for(max_length)[1]]
-        width = self.window_width(len(query), max_length)
-        if not encoding.ids:
-            raise InvalidInput(f"passage[{index}]: produces no tokens")
-        stride = stride or max(1, width // 2)  # 0: the default, half a window
-        if not 1 <= stride <= width:
-            raise InvalidInput(
-                f"window_stride[{index}]: {stride} must be in 1..{width}, the passage tokens "
-                f"of one window beside this query"
-            )
         limit = self.max_windows_per_passage
-        bounds = pair_windows.window_bounds(pair_windows.word_starts(encoding.word_ids), width, stride, limit)
         capped = len(bounds) > limit
         ids = encoding.ids
         return [
@@ -505,12 +545,30 @@ class PairTokenizer:
             for start, end in bounds[:limit]
         ]
 
+    def read_passages(self, texts: list[str], needs: list[int]) -> list[PassageTokens]:
+        """The first needs[i] tokens of each passage (all where it has fewer), read boundedly
+        (`encode_bounded_full`), as plain lists converted once: an Encoding's getters copy every
+        token on each access."""
+        out = []
+        for need, encoding in zip(needs, self.encode_bounded_full(texts, needs)):
+            ids = encoding.ids
+            starts = pair_windows.word_starts(encoding.word_ids[:need])
+            out.append(PassageTokens(ids[:need], encoding.offsets[:need], starts, len(ids) < need))
+        return out
+
     def tokenize_window_requests(self, requests: list[tuple]) -> list[WindowBatch | InvalidInput]:
         """Window mode: (queries, passages, strides[, max_length]) per request -> one row per
         window. max_length (None: the export's) is each window's pair length: a request's own
         max_length gives narrower windows, each scored by FlagReranker's rules at that length.
-        Passages are tokenized only as far as their first max_windows_per_passage windows reach
-        (`window_need`); a longer passage is scored on those windows and flagged truncated."""
+
+        Passages are read only as far as the windows a request may still use reach, so a request
+        over max_windows_per_request is refused after reading about that many windows' worth, not
+        its passages whole: first every passage for its share of the request's windows
+        (max_windows_per_request // passages, at most max_windows_per_passage); a request whose
+        passages already need more in all is refused there. Then each passage that needs more than
+        its share, one at a time, for what the others leave (at most max_windows_per_passage: a
+        longer passage is scored on its first windows and flagged truncated). In all, about
+        2 x (max_windows_per_request + passages) windows' worth of tokens per request."""
         if self.max_windows_per_passage < 1 or self.max_windows_per_request < 1:
             return [InvalidInput("window mode is not configured on this server") for _ in requests]
         results: list[WindowBatch | InvalidInput | None] = [None] * len(requests)
@@ -520,43 +578,40 @@ class PairTokenizer:
                 queries, passages = self._decode_request(raw_queries, raw_passages)
                 if len(strides) != len(passages):
                     raise InvalidInput(f"window_stride has {len(strides)} items but passage has {len(passages)}")
+                for i, stride in enumerate(strides):
+                    if stride < 0:
+                        raise InvalidInput(f"window_stride[{i}]: {stride} is negative")
                 max_length = own[0] if own else None
                 if max_length is not None:
                     self.check_max_length(max_length)
-                decoded.append((r, queries, passages, strides, max_length))
+                decoded.append((r, queries, passages, [int(s) for s in strides], max_length))
             except InvalidInput as err:
                 results[r] = err
         queries = sorted({q for _, qs, _, _, _ in decoded for q in qs})
         query_ids = dict(zip(queries, self.encode_bounded(queries, [self.query_max_length + 1] * len(queries))))
+        budget = self.max_windows_per_request
+        # Round 1, one batch for every request: each passage for its request's share.
+        shares = {r: max(1, min(self.max_windows_per_passage, budget // len(ps))) for r, _, ps, _, _ in decoded}
         passage_need: dict[str, int] = {}  # a passage repeated in several pairs: the most any of them uses
-        for _, qs, ps, strides, max_length in decoded:
+        for r, qs, ps, strides, max_length in decoded:
             for q, p, stride in zip(qs, ps, strides):
-                need = self.window_need(len(query_ids[q]), int(stride), max_length)
+                need = self.window_need(len(query_ids[q]), stride, shares[r], max_length)
                 passage_need[p] = max(passage_need.get(p, 0), need)
         passages = sorted(passage_need)
-        encodings = dict(zip(passages, self.encode_bounded_full(passages, [passage_need[p] for p in passages])))
+        read = dict(zip(passages, self.read_passages(passages, [passage_need[p] for p in passages])))
         for r, qs, ps, strides, max_length in decoded:
             query_max_length = self.lengths_for(max_length)[1]
             try:
+                bounds = self._request_windows(r, qs, ps, strides, query_ids, read, shares[r], max_length)
                 rows, owner, spans = [], [], []
-                for i, (q, p, stride) in enumerate(zip(qs, ps, strides)):
-                    if stride < 0:
-                        raise InvalidInput(f"window_stride[{i}]: {stride} is negative")
+                for i, (q, p) in enumerate(zip(qs, ps)):
                     q_ids = query_ids[q]
-                    if not q_ids:
-                        raise InvalidInput(f"query[{i}]: produces no tokens")
                     for ids, cut, span in self.window_rows(
-                        i, q_ids, len(q_ids) > query_max_length, p, encodings[p], int(stride), max_length
+                        q_ids, len(q_ids) > query_max_length, p, read[p], bounds[i], max_length
                     ):
                         rows.append((ids, cut))
                         owner.append(i)
                         spans.append(span)
-                if len(rows) > self.max_windows_per_request:
-                    raise InvalidInput(
-                        f"passage: the request needs {len(rows)} windows, over the limit of "
-                        f"{self.max_windows_per_request} {WINDOWS_PER_REQUEST_ERROR} (send fewer passages "
-                        f"per request)"
-                    )
                 results[r] = WindowBatch(
                     self.pad(rows),
                     np.asarray(owner, dtype=np.int32).reshape(-1, 1),
@@ -565,6 +620,53 @@ class PairTokenizer:
             except InvalidInput as err:
                 results[r] = err
         return results  # type: ignore[return-value]
+
+    def _request_windows(
+        self,
+        r: int,
+        queries: list[str],
+        passages: list[str],
+        strides: list[int],
+        query_ids: dict[str, list[int]],
+        read: dict[str, PassageTokens],
+        share: int,
+        max_length: int | None = None,
+    ) -> list[list[tuple[int, int]]]:
+        """Every pair's windows within the request's budget (see tokenize_window_requests), or
+        InvalidInput naming the request's windows and the limit. `read` holds each passage's
+        tokens for `share` windows and gains longer reads of the passages that need more."""
+        budget, cap = self.max_windows_per_request, self.max_windows_per_passage
+        for i, q in enumerate(queries):
+            if not query_ids[q]:
+                raise InvalidInput(f"query[{i}]: produces no tokens")
+        bounds = [
+            self.window_bounds(i, len(query_ids[q]), read[p], stride, share, max_length)
+            for i, (q, p, stride) in enumerate(zip(queries, passages, strides))
+        ]
+        # Rows each pair needs: exactly, or at least limit + 1 where it needs more than its limit
+        # (its share, then what the others leave) and that limit is below the per-passage cap.
+        least = [min(len(b), share + 1, cap) for b in bounds]
+        exact = [len(b) <= share or share == cap for b in bounds]
+        for i in [i for i, known in enumerate(exact) if not known]:
+            self._refuse_windows(sum(least), budget, all(exact))
+            q, p, stride = queries[i], passages[i], strides[i]
+            limit = min(cap, budget - (sum(least) - least[i]))  # what the other pairs leave
+            need = self.window_need(len(query_ids[q]), stride, limit, max_length)
+            if not read[p].complete and len(read[p].ids) < need:
+                [read[p]] = self.read_passages([p], [need])
+            bounds[i] = self.window_bounds(i, len(query_ids[q]), read[p], stride, limit, max_length)
+            least[i] = min(len(bounds[i]), limit + 1, cap)
+            exact[i] = len(bounds[i]) <= limit or limit == cap
+        self._refuse_windows(sum(least), budget, all(exact))
+        return bounds
+
+    @staticmethod
+    def _refuse_windows(windows: int, budget: int, exact: bool) -> None:
+        if windows > budget:
+            raise InvalidInput(
+                f"passage: the request needs {'' if exact else 'at least '}{windows} windows, over the limit of "
+                f"{budget} {WINDOWS_PER_REQUEST_ERROR} (send fewer passages per request)"
+            )
 
     def tokenize_request(self, raw_queries: list[object], raw_passages: list[object]) -> PairBatch:
         """Validate, tokenize and pad one request; raises InvalidInput."""

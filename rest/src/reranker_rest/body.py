@@ -17,22 +17,28 @@ from .errors import ApiError, validation_message
 Model = TypeVar("Model", bound=BaseModel)
 
 
+# A body that is not JSON at all is 400 (malformed syntax, as TEI's axum extractor and Cohere
+# answer it); JSON of the wrong shape is 422 (it parsed, the schema refused it).
+MALFORMED = 400
+WRONG_SHAPE = 422
+
+
 async def read_object(request: Request) -> Dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
-        raise ApiError(422, "request body: empty; send a JSON object")
+        raise ApiError(MALFORMED, "request body: empty; send a JSON object")
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
-        raise ApiError(422, "request body: not UTF-8 text") from None
+        raise ApiError(MALFORMED, "request body: not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ApiError(
-            422, f"request body: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            MALFORMED, f"request body: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
     except RecursionError:
-        raise ApiError(422, "request body: JSON nested too deeply") from None
+        raise ApiError(MALFORMED, "request body: JSON nested too deeply") from None
     if not isinstance(data, dict):
-        raise ApiError(422, f"request body: expected a JSON object, got a JSON {_kind(data)}")
+        raise ApiError(WRONG_SHAPE, f"request body: expected a JSON object, got a JSON {_kind(data)}")
     return data
 
 
@@ -40,7 +46,7 @@ def parse(model: Type[Model], data: Dict[str, Any]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ApiError(422, validation_message(err.errors())) from None
+        raise ApiError(WRONG_SHAPE, validation_message(err.errors())) from None
 
 
 def openapi_body(*models: Type[BaseModel]) -> dict:

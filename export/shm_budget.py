@@ -1,0 +1,84 @@
+"""How much /dev/shm the Python backend can take, from the served configs (issue 26 item 5).
+
+Each Python-model instance is a stub process with its own shared-memory region
+(`--backend-config=python,shm-default-byte-size`, `shm-growth-byte-size`). Every tensor of an
+execute - the inputs of all the requests the dynamic batcher merged, and the outputs - lives in
+that region at once, and a region never shrinks. python_backend r24.10 src/shm_manager.cc
+`GrowIfNeeded(byte_size)`: when an allocation of `a` bytes does not fit, the region grows by
+growth x (a // growth + 1) <= a + growth. It grows only while the execute's bytes do not fit, so
+a region whose executes hold at most U bytes ends below max(default, 2 x U + growth) (the last
+growth starts from less than U + a and adds at most a + growth, a <= U).
+
+U per model, from its config: fixed-size tensors are bounded by rows (the batcher never merges
+past max_batch_size; -1 dims at the export's max_length). Text (BYTES) is not: one row can carry
+a whole request body, up to the proxy's cap. So a model with text inputs takes at most
+max_batch_size requests per execute, each up to `max_request_bytes` of text, and emits up to
+`routed_batch_size` rows per request (window mode). The need is the sum over Python models of
+instances x their region's ceiling. With the proxy's 33 MB cap that is ~9.9 GB at max_length 512,
+more than the chart's 2 GiB: tests/test_deploy.py states it (a strict xfail until a bound exists)."""
+
+from __future__ import annotations
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.settings import PROXY_MAX_BODY_BYTES, PYTHON_SHM_DEFAULT_BYTES, PYTHON_SHM_GROWTH_BYTES
+
+_DTYPE_BYTES = {
+    mc.TYPE_BOOL: 1,
+    mc.TYPE_INT32: 4,
+    mc.TYPE_INT64: 8,
+    mc.TYPE_FP16: 2,
+    mc.TYPE_FP32: 4,
+}
+
+
+def _row_bytes(tensors, max_length: int) -> int:
+    total = 0
+    for t in tensors:
+        if t.data_type == mc.TYPE_STRING:
+            continue  # text: bounded per request, not per row
+        elements = 1
+        for d in t.dims:
+            elements *= max_length if d == -1 else d
+        total += elements * _DTYPE_BYTES[t.data_type]
+    return total
+
+
+def requests_per_execute(config: mc.ModelConfig) -> int:
+    """Requests one execute may merge: every request holds at least one row, so max_batch_size.
+    A `preferred_batch_size` is no cap: tritonserver 2.51 (core r24.10 dynamic_batch_scheduler.cc
+    GetDynamicBatch) sends "whatever is pending", up to max_batch_size, once the oldest request
+    has waited past max_queue_delay_microseconds; a burst through the proxy ran executes of 7
+    requests with a preferred size of 4 (tests/test_hostile_requests.py)."""
+    return config.max_batch_size
+
+
+def execute_bytes(
+    config: mc.ModelConfig, max_length: int, routed_batch_size: int, max_request_bytes: int = PROXY_MAX_BODY_BYTES
+) -> int:
+    """The most bytes one execute of this Python model holds in its region."""
+    if any(t.data_type == mc.TYPE_STRING for t in config.input):
+        requests = requests_per_execute(config)
+        return requests * (max_request_bytes + routed_batch_size * _row_bytes(config.output, max_length))
+    rows = config.max_batch_size
+    return rows * (_row_bytes(config.input, max_length) + _row_bytes(config.output, max_length))
+
+
+def region_ceiling(execute: int) -> int:
+    """The largest a stub's region can grow with executes of at most `execute` bytes."""
+    return max(PYTHON_SHM_DEFAULT_BYTES, 2 * execute + PYTHON_SHM_GROWTH_BYTES)
+
+
+def shm_need(
+    configs: dict[str, mc.ModelConfig],
+    max_length: int,
+    routed_batch_size: int,
+    max_request_bytes: int = PROXY_MAX_BODY_BYTES,
+) -> dict[str, int]:
+    """Per Python model: its instances x its region's ceiling (sum the values for /dev/shm)."""
+    return {
+        name: sum(g.count for g in c.instance_group)
+        * region_ceiling(execute_bytes(c, max_length, routed_batch_size, max_request_bytes))
+        for name, c in configs.items()
+        if c.backend == "python"
+    }
