@@ -259,18 +259,47 @@ def entry_bytes(gpu_dir: Path, model_hash: str) -> int | None:
     return None if listed is None else sum(listed.values())
 
 
+# Finished entries of other models the prebuild Job's prune keeps, newest first: the previous
+# release's, so that `helm rollback` (its pre-rollback Job, then its pods) seeds instead of
+# rebuilding for tens of minutes.
+PRUNE_KEEP_PREVIOUS = 1
+
 # The cross-pod build lock in each GPU folder (build_once.py holds it during its build pass).
 BUILD_LOCK_NAME = ".build.lock"
 
 
-def prune(gpu_dir: Path, keep: str, now: float | None = None) -> list[str]:
-    """Remove every other model's entry, flat files of the layout before entries, and temporary
-    folders older than STALE_TEMP_S (younger ones may be a pod publishing now). Returns the
-    names removed."""
+def prune(gpu_dir: Path, keep: str, now: float | None = None, previous: int = PRUNE_KEEP_PREVIOUS) -> list[str]:
+    """Remove every other model's entry but the `previous` newest finished ones (a `helm rollback`
+    runs the previous release's prebuild Job and rolls its pods back: their entry must still be
+    there), flat files of the layout before entries, and temporary folders older than
+    STALE_TEMP_S (younger ones may be a pod publishing now). An item that vanishes meanwhile (a
+    writer renaming its temporary folder, another prune) is skipped. Returns the names removed."""
     now = time.time() if now is None else now
     removed: list[str] = []
     if not gpu_dir.is_dir():
         return removed
+    finished = []
+    for item in gpu_dir.iterdir():
+        if item.name not in (keep, BUILD_LOCK_NAME) and not item.is_symlink() and read_entry(item) is not None:
+            try:
+                finished.append(((item / MARKER).stat().st_mtime, item.name))
+            except FileNotFoundError:
+                continue
+    kept = {name for _, name in sorted(finished, reverse=True)[:previous]}
+    for item in sorted(gpu_dir.iterdir()):
+        if item.name in (keep, BUILD_LOCK_NAME) or item.name in kept:
+            continue  # the lock may be held by a pod's build pass: removing it would split the lock
+        try:
+            if item.name.startswith(TEMP_PREFIX) and now - item.lstat().st_mtime < STALE_TEMP_S:
+                continue
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item)
+            else:
+                item.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(item.name)
+    return removed
     for item in sorted(gpu_dir.iterdir()):
         if item.name in (keep, BUILD_LOCK_NAME):
             continue  # the lock may be held by a pod's build pass: removing it would split the lock

@@ -344,6 +344,16 @@ class Launcher:
             served = None
         if served and model_hash and served != model_hash:
             print(f"[serve] --model-hash {model_hash} is not the served model's: publishing {served}", flush=True)
+            if self.args.prebuild_only:
+                # Pods seed the entry of --model-hash (trtCache.modelHash): a Job that published
+                # another would succeed while every pod of the rollout builds its own engines.
+                engine_cache.publish(self.args.local, gpu_dir, served)
+                print(
+                    f"[serve] prebuild FAILED: pods look for {model_hash}, the served model is {served}: "
+                    f"set trtCache.modelHash={served}",
+                    flush=True,
+                )
+                return False
         model_hash = served or model_hash
         if model_hash is None:
             print("[serve] no model uses the TensorRT engine cache: nothing to publish", flush=True)
@@ -364,8 +374,12 @@ class Launcher:
             )
             return False
         if self.args.prune:
-            removed = engine_cache.prune(gpu_dir, keep=model_hash)
-            print(f"[serve] pruned {len(removed)} other item(s) from {gpu_dir}: {', '.join(removed[:10])}", flush=True)
+            try:
+                removed = engine_cache.prune(gpu_dir, keep=model_hash)
+                names = ", ".join(removed[:10])
+                print(f"[serve] pruned {len(removed)} other item(s) from {gpu_dir}: {names}", flush=True)
+            except OSError as err:  # the entry is published: a failed clean-up does not undo that
+                print(f"[serve] warning: pruning {gpu_dir} failed ({err}); the entry {entry} is published", flush=True)
         return True
 
     def stop_during_build(self, server: subprocess.Popen) -> int:

@@ -150,7 +150,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, layers: int, rung: Rung, reci
     if out_path.parent.exists():
         shutil.rmtree(out_path.parent)
     out_path.parent.mkdir(parents=True)
-    quantizer = ORTQuantizer.from_pretrained(fp32_path.parent, file_name=fp32_path.name)
+    # The constructor, not from_pretrained: an ONNX file is all it reads (from_pretrained only
+    # resolves the same path), and every from_pretrained in the tree is held to use_safetensors.
+    quantizer = ORTQuantizer(fp32_path)
     # One file: int8 weights + the fp32 embedding tables are ~1.3 GB for the real model (< 2 GB).
     written = Path(quantizer.quantize(quantization_config(recipe, quantize), out_path.parent, file_suffix=None))
     produced = written / fp32_path.name

@@ -69,7 +69,18 @@ TABLE = [
         grpc_error("UNAVAILABLE", "Request for unknown model: 'rerank' has no available versions"),
         ServerUnavailableError,
     ),
+    # What tritonserver 2.51 really answers while `rerank` (re)loads after a restart (seen in
+    # test_robustness.py::test_faults_under_traffic_lose_nothing): NOT_FOUND, and transient.
+    (
+        grpc_error("NOT_FOUND", "Request for unknown model: 'rerank' has no available versions"),
+        ServerUnavailableError,
+    ),
     (grpc_error("CANCELLED"), ServerUnavailableError),
+    # tritonserver 2.51's restricted-protocol refusal comes as UNAVAILABLE: a missing key, not an outage.
+    (
+        grpc_error("UNAVAILABLE", "This protocol is restricted, expecting header 'triton-grpc-protocol-x-api-key'"),
+        PermissionDeniedError,
+    ),
     (
         grpc_error(
             "INTERNAL", "in ensemble 'rerank', Model cross_encoder - Error when running inference: Server not ready"

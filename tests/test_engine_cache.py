@@ -152,8 +152,99 @@ def test_prune_keeps_the_current_entry_and_writers_in_progress(tmp_path):
     fresh.mkdir()
     now = time.time()
     os.utime(stale, (now - engine_cache.STALE_TEMP_S - 1,) * 2)
-    assert engine_cache.prune(gpu_dir, keep="bge_cur", now=now) == [stale.name, "bge_legacy_9_sm89.engine", "bge_old"]
+    assert engine_cache.prune(gpu_dir, keep="bge_cur", now=now, previous=0) == [
+        stale.name,
+        "bge_legacy_9_sm89.engine",
+        "bge_old",
+    ]
     assert sorted(p.name for p in gpu_dir.iterdir()) == [fresh.name, "bge_cur"]
+
+
+def test_prune_keeps_the_previous_release_for_a_rollback(tmp_path):
+    """`helm rollback` runs the previous release's prebuild Job, then rolls its pods back: the
+    newest other finished entry stays (PRUNE_KEEP_PREVIOUS), older ones and unfinished ones go."""
+    gpu_dir = tmp_path / "NVIDIA-L4-trt10.5.0"
+    now = time.time()
+    for age, name in [(300, "bge_older"), (200, "bge_prev"), (100, "bge_cur")]:
+        entry = _entry(gpu_dir, name, {f"{name}_1_sm89.engine": b"E"})
+        os.utime(entry / engine_cache.MARKER, (now - age,) * 2)
+    (gpu_dir / "bge_unfinished").mkdir()  # no marker: never kept as "previous"
+    assert engine_cache.PRUNE_KEEP_PREVIOUS == 1
+    assert engine_cache.prune(gpu_dir, keep="bge_cur", now=now) == ["bge_older", "bge_unfinished"]
+    assert sorted(p.name for p in gpu_dir.iterdir()) == ["bge_cur", "bge_prev"]
+
+
+def test_prune_skips_what_vanishes_under_it(tmp_path, monkeypatch):
+    """A temporary folder renamed by its writer (or removed by another prune) between listing and
+    removal, and a dangling link, do not make the prune (and so the prebuild Job) fail."""
+    gpu_dir = tmp_path / "NVIDIA-L4-trt10.5.0"
+    _entry(gpu_dir, "bge_cur", {"bge_cur_1_sm89.engine": b"C"})
+    (gpu_dir / ".tmp-bge_gone-1-aa").symlink_to(tmp_path / "nowhere")  # dangling
+    vanishing = gpu_dir / ".tmp-bge_x-2-bb"
+    vanishing.mkdir()
+    listing = Path.iterdir
+
+    def iterdir_then_vanish(self):
+        items = list(listing(self))
+        if self == gpu_dir and vanishing.exists():
+            vanishing.rmdir()  # the writer renamed it into place just after the listing
+        return iter(items)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_then_vanish)
+    removed = engine_cache.prune(gpu_dir, keep="bge_cur", now=time.time() + 2 * engine_cache.STALE_TEMP_S)
+    assert removed == [".tmp-bge_gone-1-aa"]
+    assert sorted(p.name for p in listing(gpu_dir)) == ["bge_cur"]
+
+
+def test_a_prebuild_for_another_model_hash_than_the_served_one_fails(tmp_path):
+    """trtCache.modelHash (--model-hash) names the entry pods seed; a Job whose served model has
+    another hash must fail, naming the value to set, not succeed while no pod can seed."""
+    import http.server
+    import threading
+
+    served = "bge_fedcba9876543210"
+    config = {
+        "optimization": {
+            "execution_accelerators": {
+                "gpu_execution_accelerator": [{"name": "tensorrt", "parameters": {"trt_engine_cache_prefix": served}}]
+            }
+        }
+    }
+
+    class Triton(http.server.BaseHTTPRequestHandler):  # Triton's HTTP API, the two routes read
+        def _send(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._send([{"name": "cross_encoder", "version": "1", "state": "READY"}])
+
+        def do_GET(self):
+            self._send(config)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Triton)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        local, gpu_dir = tmp_path / "local", tmp_path / "shared" / "NVIDIA-L4-trt10.5.0"
+        local.mkdir()
+        (local / f"{served}_1_sm89.engine").write_bytes(b"E")
+        args = serve.build_parser().parse_args(
+            ["--local", str(local), "--prebuild-only", "--prune", "--model-hash", "bge_0123456789abcdef"]
+        )
+        args.ready_url = f"http://127.0.0.1:{httpd.server_address[1]}/v2/health/ready"
+        launcher = serve.Launcher(args, ["tritonserver"], None)
+        assert launcher.publish(gpu_dir, "bge_0123456789abcdef") is False
+        args.model_hash = served
+        assert launcher.publish(gpu_dir, served) is True
+    finally:
+        httpd.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -530,15 +621,16 @@ def test_prebuild_only_around_the_real_server_publishes_prunes_and_exits(python_
 
     code, output, server = prebuild("bge_cur")
     assert code == 0, output[-3000:]
-    assert "prebuild done" in output and "pruned 3 other item(s)" in output, output[-3000:]
-    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur"]
+    # bge_old stays: the newest other entry, for a rollback (engine_cache.PRUNE_KEEP_PREVIOUS).
+    assert "prebuild done" in output and "pruned 2 other item(s)" in output, output[-3000:]
+    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur", "bge_old"]
     assert (tmp_path / "local-bge_cur" / "bge_cur_1_sm89.engine").read_bytes() == b"C" * 100
     assert not server.is_ready()  # tritonserver was stopped, not left running
 
     code, output, _ = prebuild("bge_new")
     assert code == serve.EXIT_PREBUILD_FAILED, output[-3000:]
     assert "no bge_new_* engine" in output and "prebuild FAILED" in output, output[-3000:]
-    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur"]  # no prune after a failure
+    assert sorted(p.name for p in key_dir.iterdir()) == [writing.name, "bge_cur", "bge_old"]  # no prune after a failure
 
 
 def test_a_shared_volume_failing_mid_seed_does_not_stop_the_start(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import re
 import socket
 from dataclasses import dataclass
 from types import ModuleType
@@ -271,8 +272,26 @@ def _has(text: str, *needles: str) -> bool:
 ErrorClass = Type[errors.RerankError]
 
 
+# tritonserver's --grpc-restricted-protocol / --http-restricted-api refusal of a call without the
+# configured header: gRPC UNAVAILABLE on tritonserver 2.51 (seen in tests/test_robustness.py::
+# test_grpc_tls_and_auth_header), never worth a retry.
+RESTRICTED_MESSAGES = ("protocol is restricted", "api is restricted")
+
+
 def _shed_or_down(text: str) -> ErrorClass:
+    if _has(text, *RESTRICTED_MESSAGES):
+        return errors.PermissionDeniedError
     return errors.OverloadedError if _has(text, *contract.SHED_LOAD_MESSAGES) else errors.ServerUnavailableError
+
+
+def _loading_or_absent(text: str) -> ErrorClass:
+    """NOT_FOUND is also what Triton answers for a model it knows while no version of it is loaded
+    (a server restarting, a model reloading): "Request for unknown model: 'rerank' has no
+    available versions" (tritonserver 2.51). That one is transient, like UNAVAILABLE; a model the
+    server does not have is not."""
+    if re.search(r"'[^']*' has no available versions", text):
+        return errors.ServerUnavailableError
+    return errors.ModelNotReadyError
 
 
 def _too_large_or_shed(text: str) -> ErrorClass:
@@ -291,8 +310,8 @@ BY_CODE: Dict[str, Union[ErrorClass, Callable[[str], ErrorClass]]] = {
     "403": errors.PermissionDeniedError,
     "StatusCode.DEADLINE_EXCEEDED": errors.DeadlineExceededError,
     "408": errors.DeadlineExceededError,
-    "StatusCode.NOT_FOUND": errors.ModelNotReadyError,
-    "404": errors.ModelNotReadyError,
+    "StatusCode.NOT_FOUND": _loading_or_absent,
+    "404": _loading_or_absent,
     "429": errors.OverloadedError,
     "StatusCode.CANCELLED": errors.ServerUnavailableError,
     "502": errors.ServerUnavailableError,
@@ -310,7 +329,7 @@ BY_CODE: Dict[str, Union[ErrorClass, Callable[[str], ErrorClass]]] = {
 # of an ensemble or a BLS call reports reaches the client as text only (tritonserver 2.51 gives
 # it INTERNAL), so the message decides: (class, test) rows, first match wins.
 TRANSLATION: Tuple[Tuple[ErrorClass, Callable[[BaseException, str], bool]], ...] = (
-    (errors.PermissionDeniedError, lambda err, text: _has(text, "protocol is restricted", "api is restricted")),
+    (errors.PermissionDeniedError, lambda err, text: _has(text, *RESTRICTED_MESSAGES)),
     (errors.OverloadedError, lambda err, text: _has(text, *contract.SHED_LOAD_MESSAGES)),
     (errors.DeadlineExceededError, lambda err, text: isinstance(err, TIMEOUT_TYPES) or "deadline exceeded" in text),
     # A model (re)loading or a server restarting: transient. "Server not ready" is what a step of
