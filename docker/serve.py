@@ -42,9 +42,10 @@ lose it on a container restart, and the kubelet's back-off would delay a second 
 
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours (128 + N when it died of signal N). A signal while serve.py works on its
-own (nvidia-smi, seeding, publishing) stops that work at once, removes its temporary files and
-exits 128 + N; one while tritonserver is still loading (building engines) marks nothing
-complete, and the server is killed if it has not exited after BUILD_STOP_GRACE_S.
+own (nvidia-smi, seeding, waiting for the build lock, publishing) stops that work at once,
+removes its temporary files and exits 128 + N; one while tritonserver is still loading (building
+engines) marks nothing complete, and the server is killed if it has not exited after
+BUILD_STOP_GRACE_S.
 
 The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
