@@ -16,10 +16,12 @@ engine is missing from the local cache:
   serving start that follows deserializes every engine from the cache, each instance reading it.
 A repository without build_once configs (plan or Python backend) has no build pass.
 
-Across pods sharing `--shared`: the pass holds an exclusive lock on `<shared>/<gpu key>/.build.lock`
-(fcntl.flock; NFS v4 supports it) and re-seeds from the shared cache once it has it (the `reseed`
-serve.py passes: the current model's finished entry, docker/engine_cache.py), so a pod that waited
-on another's build finds its engines published instead of building them again.
+Across pods sharing `--shared`: a pod that has engines to build holds an exclusive lock on
+`<shared>/<gpu key>/.build.lock` (BuildLock: fcntl.flock; NFS v4 supports it) from the re-seed
+through the build pass, the serving start, the self-certification and the publish (serve.py), so
+a pod that waited on another's build re-seeds and finds the published entry: each engine is built
+once per device type. The holder leaves a one-line note in the lock file as it releases it (what
+became of its build), which the next holder logs when it has to build after all.
 
 Standard library only.
 """
@@ -27,6 +29,7 @@ Standard library only.
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import signal
 import subprocess
@@ -89,14 +92,21 @@ def _ready(url: str) -> bool:
         return False
 
 
-def run_build_pass(command: list[str], models: list[str], ready_url: str, timeout_s: float) -> bool:
-    """Start the build-pass server, wait until it is ready (or gone, or out of time), stop it.
+def run_build_pass(
+    command: list[str],
+    models: list[str],
+    ready_url: str,
+    timeout_s: float,
+    stopping: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Start the build-pass server, wait until it is ready (or gone, or out of time, or the
+    launcher is told to stop), stop it.
     True when it became ready: every listed model loaded, so its engine was built and written."""
     print(f"[build-once] building the engines of {', '.join(models)} one instance at a time", flush=True)
     server = subprocess.Popen(build_command(command, models))
     deadline = time.monotonic() + timeout_s
     try:
-        while server.poll() is None and time.monotonic() < deadline:
+        while server.poll() is None and time.monotonic() < deadline and not stopping():
             if _ready(ready_url):
                 return True
             time.sleep(1)
@@ -111,19 +121,61 @@ def run_build_pass(command: list[str], models: list[str], ready_url: str, timeou
                 server.wait()
 
 
+class BuildLock:
+    """The exclusive build lock of one GPU key's folder in the shared cache. Held through an open
+    file: a holder that dies (OOM, SIGKILL, a failed probe) releases it with its descriptors.
+    `acquire` blocks in flock(2); a signal handler that raises (serve.py's Stopped) ends the wait."""
+
+    def __init__(self, gpu_dir: Path) -> None:
+        self.path = Path(gpu_dir) / BUILD_LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> str:
+        """Wait for the lock; the note its last holder left ('' when none)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            note = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        except BaseException:  # a stop signal while waiting: nothing held
+            os.close(fd)
+            raise
+        self.fd = fd
+        return note
+
+    def release(self, note: str | None = None) -> None:
+        """Release (idempotent); `note` replaces the last holder's when given."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            if note is not None:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, note.encode() + b"\n", 0)
+        except OSError:
+            pass  # a note is news, not state: the lock is released all the same
+        finally:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+
 @contextmanager
 def shared_lock(shared_dir: Path | None):
     """Exclusive across pods sharing the cache volume; a no-op without one."""
     if shared_dir is None:
         yield
         return
-    shared_dir.mkdir(parents=True, exist_ok=True)
-    with open(shared_dir / BUILD_LOCK_NAME, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = BuildLock(shared_dir)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def engines_to_build(command: list[str], local: Path) -> bool:
+    """Whether a class model of the command's repository lacks its engine in `local`."""
+    repository = repository_of(command)
+    return repository is not None and bool(class_models(repository)) and bool(missing_engines(repository, local))
 
 
 def ensure_engines(
@@ -133,12 +185,12 @@ def ensure_engines(
     ready_url: str,
     timeout_s: float = 3600.0,
     reseed: Callable[[], object] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> list[str]:
     """Run the build pass when a class model's engine is missing; returns the models still missing
     afterwards (the serving start then builds them itself, as before, and the self-certification
-    reports what TensorRT did not take). Across pods the lock only serializes builds: engines are
-    published after the pod certified them (serve.py), so a pod that waited while another was
-    still certifying builds its own."""
+    reports what TensorRT did not take). With `shared_dir`, the pass alone holds the shared lock;
+    serve.py passes None and holds the lock itself until its engines are published."""
     repository = repository_of(command)
     if repository is None or not class_models(repository):
         return []
@@ -149,7 +201,7 @@ def ensure_engines(
         if reseed is not None:
             reseed()  # another pod may have published while we waited (serve.py: engine_cache.seed)
             missing = missing_engines(repository, local)
-        if missing and not run_build_pass(command, missing, ready_url, timeout_s):
+        if missing and not run_build_pass(command, missing, ready_url, timeout_s, stopping):
             print("[build-once] the build pass did not become ready; the serving start builds instead", flush=True)
     return missing_engines(repository, local) if missing else []
 

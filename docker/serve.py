@@ -16,8 +16,10 @@ every later start that reads it. So:
   temporary folder, its own `.complete` marker (names and sizes) last, then renamed into place;
   readers take only marked entries. A pod seeds only the current model's entry (the hash from
   --model-hash or --repository's manifest.json), and only if it fits --local-size; it publishes
-  what it built once ready and certified. Pods that build at the same time each build locally;
-  whichever renames first wins.
+  what it built once ready and certified. A pod with engines to build holds the cache's build
+  lock (build_once.BuildLock) from a re-seed through the build, the self-certification and the
+  publish, so pods waiting on it seed the entry instead of building it again: each engine is
+  built once per GPU key. Waiting on the lock ends at once on a stop signal.
 - `--prebuild-only` (the chart's prebuild Job, one per GPU type): the same start, then stop
   tritonserver and exit 0 once this model's entry is in the shared cache (1 if it is not, or if
   pods could not seed it); `--prune` then removes the other models' entries for this GPU.
@@ -40,9 +42,10 @@ lose it on a container restart, and the kubelet's back-off would delay a second 
 
 Signals: SIGTERM/SIGINT/SIGHUP are passed to tritonserver (which drains for --exit-timeout-secs)
 and its exit code is ours (128 + N when it died of signal N). A signal while serve.py works on its
-own (nvidia-smi, seeding, publishing) stops that work at once, removes its temporary files and
-exits 128 + N; one while tritonserver is still loading (building engines) marks nothing
-complete, and the server is killed if it has not exited after BUILD_STOP_GRACE_S.
+own (nvidia-smi, seeding, waiting for the build lock, publishing) stops that work at once,
+removes its temporary files and exits 128 + N; one while tritonserver is still loading (building
+engines) marks nothing complete, and the server is killed if it has not exited after
+BUILD_STOP_GRACE_S.
 
 The NGC entrypoint stays in front of this script (the chart passes
 `args`, not `command`). Standard library only.
@@ -54,6 +57,7 @@ import argparse
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -277,38 +281,80 @@ class Launcher:
             return 128 + stop.signum
         if self.stopping:  # signalled between two servers
             return 0
-        # Each missing TensorRT EP engine built once, one instance at a time (build_once.py); under
-        # the shared cache's lock the current model's entry is seeded again first, since another
-        # pod may have published it while this one waited.
-        build_once.ensure_engines(
-            args.local,
-            gpu_dir,
-            self.command,
-            args.ready_url,
-            reseed=(lambda: self.seed(gpu_dir, model_hash)) if gpu_dir is not None else None,
-        )
-        self.server = server = subprocess.Popen(self.command)
-        while server.poll() is None and not ready(args.ready_url) and not self.stopping:
-            time.sleep(1)
-        if self.stopping and server.poll() is None and not ready(args.ready_url):
-            return self.stop_during_build(server)
-        # Engines that fail the self-certification are neither marked complete nor published.
-        verdict = self.certifier.run() if server.poll() is None and self.certifier.enabled else None
-        certified = server.poll() is None and (verdict is None or verdict["passed"])
-        prebuilt = None
-        if certified:
-            engine_cache.mark_local_complete(args.local)
-            if gpu_dir is not None:
-                try:
-                    prebuilt = self._busy(lambda: self.publish(gpu_dir, model_hash), "publishing engines")
-                except Stopped:
-                    prebuilt = False
-                except OSError as err:  # read-only or full shared volume: serving goes on
-                    print(f"[serve] not published to {gpu_dir}: {err}", flush=True)
-                    prebuilt = False
+        try:
+            lock = self._take_build_lock(gpu_dir, model_hash)
+        except Stopped as stop:
+            return 128 + stop.signum
+        note = "ended before its engines were certified: nothing published"
+        try:
+            # Each missing TensorRT EP engine built once, one instance at a time (build_once.py);
+            # the shared lock, if any, is already held (above): no second lock here.
+            build_once.ensure_engines(args.local, None, self.command, args.ready_url, stopping=lambda: self.stopping)
+            if self.stopping:
+                note = "stopped by a signal during the build pass: nothing published"
+                print("[serve] stop signal during the build pass: stopped", flush=True)
+                return 128 + self.signum
+            self.server = server = subprocess.Popen(self.command)
+            while server.poll() is None and not ready(args.ready_url) and not self.stopping:
+                time.sleep(1)
+            if self.stopping and server.poll() is None and not ready(args.ready_url):
+                note = "stopped by a signal while tritonserver was loading: nothing published"
+                return self.stop_during_build(server)
+            # Engines that fail the self-certification are neither marked complete nor published.
+            verdict = self.certifier.run() if server.poll() is None and self.certifier.enabled else None
+            certified = server.poll() is None and (verdict is None or verdict["passed"])
+            prebuilt = None
+            if certified:
+                engine_cache.mark_local_complete(args.local)
+                if gpu_dir is not None:
+                    try:
+                        prebuilt = self._busy(lambda: self.publish(gpu_dir, model_hash), "publishing engines")
+                    except Stopped:
+                        prebuilt = False
+                    except OSError as err:  # read-only or full shared volume: serving goes on
+                        print(f"[serve] not published to {gpu_dir}: {err}", flush=True)
+                        prebuilt = False
+            note = build_outcome(server, verdict, certified, prebuilt)
+        finally:
+            # Released on every way out (a crash of serve.py itself releases it with its
+            # descriptors): a waiting pod re-seeds now and finds the entry, or builds.
+            if lock is not None:
+                at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                lock.release(f"{socket.gethostname()} (pid {os.getpid()}, {at}) built {model_hash}: {note}")
         if args.prebuild_only:
             return self.finish_prebuild(server, certified and bool(prebuilt))
         return exit_status(watch_until_exit(server, lambda: self.stopping, base_url=args.ready_url.split("/v2/")[0]))
+
+    def _take_build_lock(self, gpu_dir: Path | None, model_hash: str | None) -> build_once.BuildLock | None:
+        """The shared build lock when this pod has engines to build (None when it needs none: all
+        seeded, no shared cache, or no model hash to find a published entry by). Held from the
+        re-seed below until the engines are published (serve_once), so a pod that waited here
+        seeds what the holder built instead of building it again. Waiting is interruptible: a
+        stop signal raises Stopped, and nothing is held."""
+        if gpu_dir is None or model_hash is None or not build_once.engines_to_build(self.command, self.args.local):
+            return None
+        lock = build_once.BuildLock(gpu_dir)
+        print(
+            f"[serve] engines to build: waiting for the build lock {lock.path} (held until they are published)",
+            flush=True,
+        )
+        last = self._busy(lock.acquire, "waiting for the build lock")
+        try:
+            # Another pod may have published this model's entry while this one waited.
+            self._busy(lambda: self.seed(gpu_dir, model_hash), "seeding the engine cache")
+        except BaseException:
+            lock.release()
+            raise
+        if not build_once.engines_to_build(self.command, self.args.local):
+            print("[serve] build lock taken: every engine seeded from the shared cache, nothing to build", flush=True)
+            lock.release()  # the last builder's note stays
+            return None
+        print(
+            "[serve] build lock taken: building here; the last build under it: "
+            + (last or "none recorded (the first build for this GPU key)"),
+            flush=True,
+        )
+        return lock
 
     def seed(self, gpu_dir: Path | None, model_hash: str | None) -> None:
         removed = engine_cache.prepare_local(self.args.local)
@@ -419,6 +465,19 @@ class Launcher:
             return EXIT_PREBUILD_FAILED
         print("[serve] prebuild done: the engine cache holds this model's entry", flush=True)
         return 0
+
+
+def build_outcome(server: subprocess.Popen, verdict: dict | None, certified: bool, prebuilt: bool | None) -> str:
+    """What became of a build, in the note the build lock keeps for the next pod's log."""
+    if server.poll() is not None:
+        return (
+            f"tritonserver exited {exit_status(server.returncode)} before its engines were certified: nothing published"
+        )
+    if not certified:
+        return "self-certification failed: nothing published"
+    if prebuilt:
+        return "certified and published"
+    return "certified, but not published (see that pod's log)"
 
 
 def watch_until_exit(
