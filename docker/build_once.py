@@ -192,6 +192,18 @@ def ensure_engines(
     reports what TensorRT did not take). With `shared_dir`, the pass alone holds the shared lock;
     serve.py passes None and holds the lock itself until its engines are published."""
     repository = repository_of(command)
+    if repository is None and remote_repository(command):
+        # Known gap (issue 25 item 5): the class models' build_once configs sit in the object
+        # store, where this script cannot list them, so the serving start builds every class
+        # model's engines itself, its instances at once (the host and device peak of
+        # docs/GPU.md's "Build once" without the pass). Mount the repository (pvc/initContainer)
+        # to get the build pass.
+        print(
+            f"[build-once] {remote_repository(command)} is an object-store repository: no build pass; "
+            "the serving start builds each engine in every instance at once (see docs/GPU.md, Build once)",
+            flush=True,
+        )
+        return []
     if repository is None or not class_models(repository):
         return []
     missing = missing_engines(repository, local)
@@ -207,8 +219,18 @@ def ensure_engines(
 
 
 def repository_of(command: list[str]) -> Path | None:
-    """The --model-repository of a tritonserver command line."""
+    """The --model-repository of a tritonserver command line; None for an object-store URI
+    (s3://, gs://, as://), which only Triton reads."""
     for arg in command:
         if arg.startswith("--model-repository="):
-            return Path(arg.split("=", 1)[1])
+            value = arg.split("=", 1)[1]
+            return None if "://" in value else Path(value)
+    return None
+
+
+def remote_repository(command: list[str]) -> str | None:
+    """The object-store URI the command serves from, if any."""
+    for arg in command:
+        if arg.startswith("--model-repository=") and "://" in arg:
+            return arg.split("=", 1)[1]
     return None

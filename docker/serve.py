@@ -338,7 +338,17 @@ class Launcher:
             f"[serve] engines to build: waiting for the build lock {lock.path} (held until they are published)",
             flush=True,
         )
-        last = self._busy(lock.acquire, "waiting for the build lock")
+        try:
+            last = self._busy(lock.acquire, "waiting for the build lock")
+        except OSError as err:
+            # A shared volume this pod cannot write (a read-only mount, an EFS access point with
+            # another uid): serving goes on without the lock, as publishing does (serve_once).
+            print(
+                f"[serve] cannot take the build lock {lock.path} ({err}): building here without it; "
+                "check that the shared cache is writable by this pod's user",
+                flush=True,
+            )
+            return None
         try:
             # Another pod may have published this model's entry while this one waited.
             self._busy(lambda: self.seed(gpu_dir, model_hash), "seeding the engine cache")

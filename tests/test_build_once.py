@@ -151,3 +151,32 @@ def test_a_build_pass_that_never_gets_ready_leaves_the_serving_start_to_build(tm
 def test_the_image_ships_the_build_pass_beside_serve_py(path):
     text = (ROOT / path).read_text()
     assert "docker/build_once.py" in text
+
+
+def test_a_shared_cache_the_pod_cannot_write_builds_without_the_lock(tmp_path, capsys):
+    """A read-only or foreign-owned shared volume makes the lock's open fail (emulated here by a
+    shared path under a plain file: tests run as root, whom permissions do not stop): the pod
+    builds without the lock and says why, instead of crash-looping."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_for_lock", ROOT / "docker" / "serve.py")
+    assert spec is not None and spec.loader is not None
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    repo, cache = _repository(tmp_path), tmp_path / "cache"
+    cache.mkdir()
+    not_a_folder = tmp_path / "shared"
+    not_a_folder.write_text("a file where the shared cache should be")
+    args = serve.build_parser().parse_args(["--local", str(cache)])
+    launcher = serve.Launcher(args, ["tritonserver", f"--model-repository={repo}"], None)
+    assert launcher._take_build_lock(not_a_folder / "NVIDIA-L4-trt10.5.0", "bge_0123abcd") is None
+    assert "cannot take the build lock" in capsys.readouterr().out
+
+
+def test_an_object_store_repository_is_named_as_the_known_gap(tmp_path, capsys):
+    """s3:// is not a folder here (Path would fold it into 's3:/...'): no build pass, and the log
+    says so rather than skipping silently."""
+    command = ["tritonserver", "--model-repository=s3://bucket/models"]
+    assert build_once.repository_of(command) is None
+    assert build_once.ensure_engines(tmp_path, None, command, "http://127.0.0.1:1/") == []
+    assert "s3://bucket/models is an object-store repository: no build pass" in capsys.readouterr().out
