@@ -488,3 +488,25 @@ def test_edge_routes(rendered):
     )
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "['HTTPRoute']", proc.stdout + proc.stderr
+
+
+def _render_routes(values: dict) -> subprocess.CompletedProcess:
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\n"
+        f"objs = validate.render({values!r})\n"
+        "print(sorted(o['kind'] for o in objs if o['kind'].endswith('Route')))"
+    )
+    return subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_gateway_never_routes_to_triton_without_the_proxy():
+    """A GRPCRoute to Triton's own gRPC port makes every RPC of inference.GRPCInferenceService
+    public (SystemSharedMemoryRegister, LogSettings, repository control, internal models): only
+    the proxy limits it to export/proxy_config.py GRPC_METHODS. gateway.enabled without the proxy
+    does not render, and the message names the values; with the proxy it renders."""
+    gateway = {"enabled": True, "parentRefs": [{"name": "g"}]}
+    refused = _render_routes({"gateway": gateway, "proxy": {"enabled": False}})
+    assert refused.returncode != 0
+    assert "gateway.enabled needs proxy.enabled=true" in refused.stderr, refused.stderr[-2000:]
+    fine = _render_routes({"gateway": gateway, "proxy": {"enabled": True}})
+    assert fine.returncode == 0 and fine.stdout.strip() == "['GRPCRoute']", fine.stdout + fine.stderr[-2000:]
