@@ -187,3 +187,24 @@ def test_prebuild_values_that_cannot_work_do_not_render(values, message):
     script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", sorted(WITH_PREBUILD))
+def test_what_the_jobs_need_exists_before_them(rendered, variant):
+    """Helm applies the release's ordinary resources after the pre-upgrade hooks: on the upgrade
+    that first enables prebuild an ordinary NetworkPolicy would not exist while the Jobs run
+    (under default-deny: no DNS, no repository). Every object created only with prebuild is a
+    hook of the Jobs' phases with a lower weight, recreated each run."""
+    objects = rendered[variant]
+    jobs = _jobs(objects)
+    only_with_prebuild = [o for o in objects if o["kind"] != "Job" and o["metadata"]["name"].endswith("-prebuild")] + [
+        o for o in objects if o["kind"] == "ServiceAccount" and "prebuild" in o["metadata"]["name"]
+    ]
+    assert [o["kind"] for o in only_with_prebuild] == ["NetworkPolicy"]
+    for job in jobs:
+        job_weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+        for needed in only_with_prebuild:
+            annotations = needed["metadata"].get("annotations", {})
+            assert annotations.get("helm.sh/hook") == job["metadata"]["annotations"]["helm.sh/hook"], needed
+            assert annotations.get("helm.sh/hook-delete-policy") == "before-hook-creation"
+            assert int(annotations["helm.sh/hook-weight"]) < job_weight
