@@ -252,3 +252,11 @@ def test_prebuild_and_another_gpu_pin_do_not_render():
     script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "leave gpuProducts and affinity.nodeAffinity empty" in proc.stderr
+
+
+def test_the_runbook_states_the_hook_costs():
+    """Hook Jobs run one after another on every upgrade and rollback, each on a free GPU of its
+    type, and a rollback may rebuild: the operator needs the long timeout there too."""
+    text = " ".join((ROOT / "docs/DEPLOYMENT.md").read_text().split())
+    assert "helm rollback <release> <revision> --timeout 45m" in text
+    assert "One after another, every time" in text and "free GPU" in text
