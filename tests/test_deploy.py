@@ -64,7 +64,9 @@ def test_pod_spec(rendered, variant):
     # The GPU request schedules the pod; a GFD-only label would leave it Pending without GFD.
     assert "nvidia.com/gpu.present" not in pod.get("nodeSelector", {})
     ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
-    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    # The self-certification verdict (docker/self_certify.py) where the pod reads its repository.
+    certify = {"certify": 8003} if "--self-certify=fail" in triton["args"] else {}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002, **certify}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["mountPath"]: m["name"] for m in triton["volumeMounts"]}
@@ -202,7 +204,8 @@ def test_network_policy_namespaces_are_values(rendered):
     for variant, prometheus in (("default", "monitoring"), ("shared-cache", "gmp-system")):
         policy = _one(rendered[variant], "NetworkPolicy", TRITON_POLICY)
         inference, metrics = policy["spec"]["ingress"]
-        assert {p["port"] for p in metrics["ports"]} == {8002}
+        # Triton's metrics, and the self-certification verdict where the pods export it.
+        assert {p["port"] for p in metrics["ports"]} == ({8002, 8003} if variant == "default" else {8002})
         # Only Prometheus's namespace scrapes (tests/test_deploy_network.py: nothing else).
         assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}}]
         assert {"podSelector": {}} in inference["from"]

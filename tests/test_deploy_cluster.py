@@ -5,6 +5,7 @@ Reachability under the NetworkPolicies: tests/test_deploy_network.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from dataclasses import dataclass
@@ -436,6 +437,8 @@ def test_alert_rules(rendered):
         "RerankerRequestsFailing",
         "RerankerPodsRestarting",
         "RerankerPodsNotReady",
+        "RerankerCertificateFailing",
+        "RerankerEngineNotTaken",
     }
     for alert in alerts.values():
         assert 'namespace="search"' in alert["expr"]
@@ -488,3 +491,68 @@ def test_edge_routes(rendered):
     )
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "['HTTPRoute']", proc.stdout + proc.stderr
+
+
+def _render_routes(values: dict) -> subprocess.CompletedProcess:
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\n"
+        f"objs = validate.render({values!r})\n"
+        "print(sorted(o['kind'] for o in objs if o['kind'].endswith('Route')))"
+    )
+    return subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_gateway_never_routes_to_triton_without_the_proxy():
+    """A GRPCRoute to Triton's own gRPC port makes every RPC of inference.GRPCInferenceService
+    public (SystemSharedMemoryRegister, LogSettings, repository control, internal models): only
+    the proxy limits it to export/proxy_config.py GRPC_METHODS. gateway.enabled without the proxy
+    does not render, and the message names the values; with the proxy it renders."""
+    gateway = {"enabled": True, "parentRefs": [{"name": "g"}]}
+    refused = _render_routes({"gateway": gateway, "proxy": {"enabled": False}})
+    assert refused.returncode != 0
+    assert "gateway.enabled needs proxy.enabled=true" in refused.stderr, refused.stderr[-2000:]
+    fine = _render_routes({"gateway": gateway, "proxy": {"enabled": True}})
+    assert fine.returncode == 0 and fine.stdout.strip() == "['GRPCRoute']", fine.stdout + fine.stderr[-2000:]
+
+
+def test_the_self_certification_verdict_is_scraped_and_alerted_on(rendered):
+    """docker/self_certify.py exports its verdict on --certify-metrics-port: the port is a named
+    containerPort and Service port, the ServiceMonitor scrapes it, and the rules alert on a failing
+    certificate and on TensorRT not taking a model, with metric names the exporter really writes.
+    (Who may reach the port: tests/test_deploy_network.py.)"""
+    spec = importlib.util.spec_from_file_location("self_certify_for_chart", ROOT / "docker" / "self_certify.py")
+    assert spec is not None and spec.loader is not None
+    self_certify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(self_certify)
+    failed = {"device": "NVIDIA L4", "certificate": {"passed": False}, "passed": False, "ready": False}
+    exporter = self_certify.metrics_text({**failed, "mode": "fail", "engines": {"cross_encoder": {"taken": False}}})
+    objects = rendered["monitoring"]
+    pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
+    [triton] = [c for c in pod["containers"] if c["name"] == "triton"]
+    [flag] = [a for a in triton["args"] if a.startswith("--certify-metrics-port=")]
+    port = int(flag.split("=", 1)[1])
+    assert {"name": "certify", "containerPort": port, "protocol": "TCP"} in triton["ports"]
+    service = _one(objects, "Service", "rr-bge-reranker")
+    assert {"name": "certify", "port": port, "targetPort": "certify", "protocol": "TCP"} in service["spec"]["ports"]
+    endpoints = _one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert [e["port"] for e in endpoints] == ["metrics", "certify"]
+    rules = {r["alert"]: r for r in _one(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+    for alert, metric in (
+        ("RerankerCertificateFailing", "reranker_selfcert_pass"),
+        ("RerankerEngineNotTaken", "reranker_tensorrt_engine_taken"),
+    ):
+        assert rules[alert]["expr"].startswith(metric + "{") and rules[alert]["expr"].endswith("== 0")
+        # What a failing pod exports makes the expression true.
+        assert f"# TYPE {metric} gauge" in exporter and rules[alert]["for"]
+        assert [line for line in exporter.splitlines() if line.startswith(metric) and line.endswith(" 0")]
+    # GKE's managed Prometheus scrapes the same two ports through PodMonitoring.
+    script = (
+        "import sys; sys.path.insert(0, 'deploy'); import validate\n"
+        "objs = validate.render({'podMonitoring': {'enabled': True}})\n"
+        "print([e['port'] for o in objs if o['kind'] == 'PodMonitoring' for e in o['spec']['endpoints']])"
+    )
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "['metrics', 'certify']", proc.stdout + proc.stderr[-2000:]
+    # A `uri` repository: no self-certification, so no port to scrape or admit.
+    eks = _one(rendered["eks"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "certify" not in [p["name"] for p in eks["ports"]]

@@ -202,6 +202,16 @@ def _intended_flows(world: World, variant_values: dict) -> set[tuple[str, str, i
             port = int(deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
             for p, scraper in itertools.product(pods, scrapers):
                 add(scraper, world.direct(scraper, p, port))
+    # Prometheus -> the self-certification verdict (docker/self_certify.py), where the pods export it.
+    certify = {
+        port
+        for c in world.triton_deployment["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+        if p["name"] == "certify"
+        for port in [p["containerPort"]]
+    }
+    for p, scraper, port in itertools.product(world.triton, scrapers, certify):
+        add(scraper, world.direct(scraper, p, port))
     # Clients -> the public door: the REST Service when it is the only door, else Triton's
     # Services (ClusterIP on 8000/8001, headless on the pods' own gRPC port) and REST's.
     rest_only = bool(variant_values.get("rest", {}).get("exclusive")) and world.rest_deployment

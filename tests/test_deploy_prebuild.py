@@ -187,3 +187,76 @@ def test_prebuild_values_that_cannot_work_do_not_render(values, message):
     script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", sorted(WITH_PREBUILD))
+def test_what_the_jobs_need_exists_before_them(rendered, variant):
+    """Helm applies the release's ordinary resources after the pre-upgrade hooks: on the upgrade
+    that first enables prebuild an ordinary NetworkPolicy would not exist while the Jobs run
+    (under default-deny: no DNS, no repository). Every object created only with prebuild is a
+    hook of the Jobs' phases with a lower weight, recreated each run."""
+    objects = rendered[variant]
+    jobs = _jobs(objects)
+    only_with_prebuild = [o for o in objects if o["kind"] != "Job" and o["metadata"]["name"].endswith("-prebuild")] + [
+        o for o in objects if o["kind"] == "ServiceAccount" and "prebuild" in o["metadata"]["name"]
+    ]
+    assert [o["kind"] for o in only_with_prebuild] == ["NetworkPolicy"]
+    for job in jobs:
+        job_weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+        for needed in only_with_prebuild:
+            annotations = needed["metadata"].get("annotations", {})
+            assert annotations.get("helm.sh/hook") == job["metadata"]["annotations"]["helm.sh/hook"], needed
+            assert annotations.get("helm.sh/hook-delete-policy") == "before-hook-creation"
+            assert int(annotations["helm.sh/hook-weight"]) < job_weight
+
+
+def _terms(selector: dict) -> list[dict]:
+    return sorted(({"key": k, "operator": "In", "values": [str(v)]} for k, v in selector.items()), key=str)
+
+
+@pytest.mark.parametrize("variant", sorted(WITH_PREBUILD))
+def test_pods_land_only_on_gpu_models_a_job_builds_for(rendered, variant):
+    """A pod on a GPU model no Job builds for finds nothing in the shared cache and builds its own
+    engines: with prebuild the Deployment requires a node matching one Job's nodeSelector (the
+    terms ORed, each term the Job's selector exactly)."""
+    objects = rendered[variant]
+    affinity = _triton_pod(objects)["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    pod_terms = sorted((sorted(t["matchExpressions"], key=str) for t in terms), key=str)
+    job_terms = sorted((_terms(j["spec"]["template"]["spec"]["nodeSelector"]) for j in _jobs(objects)), key=str)
+    assert pod_terms == job_terms and len(job_terms) == len(_values(variant)["prebuild"]["gpuTypes"])
+
+
+@pytest.mark.parametrize(
+    ("variant", "label"),
+    [
+        ("eks", "nvidia.com/gpu.product"),
+        ("gke", "cloud.google.com/gke-accelerator"),
+        ("prebuild", "nvidia.com/gpu.product"),
+    ],
+)
+def test_gpu_types_are_selected_by_gpu_model_not_instance_size(variant, label):
+    """Every size of an instance family has the same GPU (and engines run on any of them): a Job
+    selected by instance type builds for one size only."""
+    for gpu_type in _values(variant)["prebuild"]["gpuTypes"]:
+        assert label in gpu_type["nodeSelector"]
+        assert "node.kubernetes.io/instance-type" not in gpu_type["nodeSelector"]
+
+
+def test_prebuild_and_another_gpu_pin_do_not_render():
+    values = {
+        "trtCache": {"type": "shared", "existingClaim": "c"},
+        "prebuild": {"enabled": True, "gpuTypes": [{"name": "l4", "nodeSelector": {"a": "b"}}]},
+        "gpuProducts": ["NVIDIA-L4"],
+    }
+    script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "leave gpuProducts and affinity.nodeAffinity empty" in proc.stderr
+
+
+def test_the_runbook_states_the_hook_costs():
+    """Hook Jobs run one after another on every upgrade and rollback, each on a free GPU of its
+    type, and a rollback may rebuild: the operator needs the long timeout there too."""
+    text = " ".join((ROOT / "docs/DEPLOYMENT.md").read_text().split())
+    assert "helm rollback <release> <revision> --timeout 45m" in text
+    assert "One after another, every time" in text and "free GPU" in text

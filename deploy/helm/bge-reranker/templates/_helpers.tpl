@@ -136,7 +136,7 @@ are certified and published. */ -}}
 - --grpc-url=127.0.0.1:{{ $.Values.ports.grpc }}
 - --verdict=/tmp/reranker-selfcert.json
 {{- if not .prebuild }}
-- --certify-metrics-port=8003
+- --certify-metrics-port={{ $.Values.ports.certify }}
 {{- end }}
 {{- end }}
 - --
@@ -331,3 +331,8 @@ reading a remote repository needs. */ -}}
         cidr: fd00:ec2::23/128
 {{- end }}
 {{- end -}}
+
+{{/* Whether the pods self-certify and export the verdict on ports.certify (serveArgs). */}}
+{{- define "bge-reranker.selfCertifies" -}}
+{{- if ne .Values.modelRepository.source "uri" }}true{{ end }}
+{{- end }}
