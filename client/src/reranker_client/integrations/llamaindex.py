@@ -65,6 +65,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     strict: bool = Field(
         default=False, description="refuse a text over the server's byte limit instead of cutting it (truncated)"
     )
+    max_length: Optional[int] = Field(
+        default=None, description="tokens per query+node pair (as FlagReranker's max_length); None: the server's"
+    )
     keep_retrieval_score: bool = Field(
         default=False, description="keep the retriever's score in metadata['retrieval_score']"
     )
@@ -133,7 +136,13 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         with self._callback_event(nodes, query) as event:
             ranked = (
                 _common.rerank_sync(
-                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                    self._get_clients(),
+                    query.query_str,
+                    texts,
+                    self.top_n,
+                    self.long_documents,
+                    self.strict,
+                    self.max_length,
                 )
                 if nodes
                 else []
@@ -147,7 +156,13 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         with self._callback_event(nodes, query) as event:
             ranked = (
                 await _common.rerank_async(
-                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                    self._get_clients(),
+                    query.query_str,
+                    texts,
+                    self.top_n,
+                    self.long_documents,
+                    self.strict,
+                    self.max_length,
                 )
                 if nodes
                 else []
