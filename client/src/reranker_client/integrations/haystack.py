@@ -53,7 +53,7 @@ class TritonRanker(_common.ClientOwner):
         protocol: Literal["grpc", "http"] = "grpc",
         model: str = "rerank",
         top_k: Optional[int] = 10,
-        timeout: float = 30.0,
+        timeout: Optional[float] = None,
         retries: int = 3,
         max_concurrency: int = 4,
         tls: Union[TLSOptions, Dict[str, Any], None] = None,

@@ -45,7 +45,7 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "rerank"
     top_n: Optional[int] = 3
-    timeout: float = 30.0
+    timeout: Optional[float] = None  # None: the client's default, derived from the server's limits
     retries: int = 3
     max_concurrency: int = 4
     tls: Optional[TLSOptions] = None

@@ -51,7 +51,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     protocol: Literal["grpc", "http"] = Field(default="grpc")
     model: str = Field(default="rerank", description="the Triton model (the `rerank` ensemble)")
     top_n: Optional[int] = Field(default=3, description="nodes kept; None keeps all, reordered")
-    timeout: float = Field(default=30.0, description="seconds per call, retries included")
+    timeout: Optional[float] = Field(
+        default=None, description="seconds per call, retries included; None: derived from the server's limits"
+    )
     retries: int = Field(default=3)
     max_concurrency: int = Field(default=4, description="requests of one call in flight at once")
     tls: Optional[TLSOptions] = Field(default=None)
