@@ -93,3 +93,7 @@ def test_a_served_export_publishes_its_class_timeouts(server, python_repo):
     ]
     if len(limits.length_classes) == 1:
         assert limits.default_budget_s(DEFAULT_TIMEOUT_S) == DEFAULT_TIMEOUT_S
+    # Sync HTTP without a timeout of its own (no socket timeout; deadline_guard bounds the call).
+    with RerankClient(server.http_url, protocol="http") as client:
+        assert client.timeout is None
+        assert sorted(r.index for r in client.rerank("highest mountain", ["Everest is 8,849 m.", "Paris"])) == [0, 1]
