@@ -176,6 +176,9 @@ def published_limits(spec: RepositorySpec) -> dict[str, object]:
         Param.MAX_WINDOWS_PER_PASSAGE: MAX_WINDOWS_PER_PASSAGE,
         Param.MAX_WINDOWS_PER_REQUEST: MAX_WINDOWS_PER_REQUEST,
         Param.MIN_REQUEST_MAX_LENGTH: pair_tokenization_module().MIN_REQUEST_MAX_LENGTH,
+        Param.CLASS_QUEUE_TIMEOUTS_US: ",".join(
+            str(class_queue_timeouts(spec)[c.model]) for c in length_classes(limits)
+        ),
     }
 
 

@@ -176,6 +176,7 @@ class AsyncRerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = await self._server_limits(deadline, budget)
+        deadline, budget = self._lengthened(job, limits, deadline, budget)
         chunks, cut = self._plan(job, limits)
         limiter = asyncio.Semaphore(self.max_concurrency)  # per call: the one meaning of max_concurrency
         outputs = await _all_or_nothing(

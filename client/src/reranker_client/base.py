@@ -62,7 +62,10 @@ class ClientConfig:
     url: Union[str, Sequence[str]] = "localhost:8001"
     protocol: str = "grpc"
     model: str = "rerank"
-    timeout: float = 30.0  # seconds for one call, retries included
+    # Seconds for one call, retries included. None: DEFAULT_TIMEOUT_S, lengthened for a call that
+    # reaches a longer length class by what the server publishes (ServerLimits.default_budget_s).
+    # A number set here (or per call) is the deadline, never lengthened.
+    timeout: Optional[float] = None
     retries: int = 3
     # One meaning in both clients: the most Triton requests ONE call (rerank/score) has in
     # flight at once. Concurrent calls each get their own; the sync client's threads are shared.
@@ -91,6 +94,13 @@ class Job:
     max_length: Optional[int] = None  # the call's own tokens per pair (None: the server's max_length)
 
 
+# A call's deadline when the caller sets none, for requests of the first length class (whose
+# queue timeout is export/settings.py QUEUE_TIMEOUT_US): the server's 5 s queue wait, the model's
+# compute and the transport, with room for retries. A call reaching a longer class gets more, by
+# the server's published queue timeouts (ServerLimits.default_budget_s).
+DEFAULT_TIMEOUT_S = 30.0
+
+
 class ClientBase:
     ASYNCIO = False  # which tritonclient flavour the subclass drives
 
@@ -99,7 +109,7 @@ class ClientBase:
         url: Union[str, Sequence[str]] = "localhost:8001",
         protocol: str = "grpc",
         model: str = "rerank",
-        timeout: float = 30.0,
+        timeout: Optional[float] = None,
         retries: int = 3,
         max_concurrency: int = 4,
         tls: Optional[TLSOptions] = None,
@@ -128,7 +138,7 @@ class ClientBase:
             )
         if config.max_concurrency < 1:
             raise InvalidInputError(f"max_concurrency: must be >= 1, got {config.max_concurrency}")
-        if config.retries < 0 or config.timeout <= 0:
+        if config.retries < 0 or (config.timeout is not None and config.timeout <= 0):
             raise InvalidInputError(f"retries must be >= 0 and timeout > 0, got {config.retries}, {config.timeout}")
         if not (0 < config.backoff_base <= config.backoff_max):
             raise InvalidInputError(
@@ -233,10 +243,20 @@ class ClientBase:
             raise ClientClosedError(f"this {type(self).__name__} was closed; create a new one")
 
     def _start(self, timeout: Optional[float]) -> Tuple[float, float]:
-        """(deadline, budget) of a call that starts now: `timeout` seconds, or the client's."""
+        """(deadline, budget) of a call that starts now: `timeout` seconds, the client's, or
+        DEFAULT_TIMEOUT_S (lengthened by `_lengthened` once the server's limits are known)."""
         self._check_open()
-        budget = self.timeout if timeout is None else timeout
+        budget = timeout if timeout is not None else self.timeout if self.timeout is not None else DEFAULT_TIMEOUT_S
         return time.monotonic() + budget, budget
+
+    def _lengthened(self, job: Job, limits: ServerLimits, deadline: float, budget: float) -> Tuple[float, float]:
+        """The call's (deadline, budget) once the server's limits are read: unchanged when the
+        caller set a timeout (per call or on the client); otherwise the default budget for the
+        longest length class the call can reach (ServerLimits.default_budget_s)."""
+        if job.timeout is not None or self.timeout is not None:
+            return deadline, budget
+        derived = limits.default_budget_s(budget, job.max_length)
+        return deadline + (derived - budget), derived
 
     def _chunks(
         self,

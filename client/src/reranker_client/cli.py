@@ -55,7 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         "--json", action="store_true", help="print a JSON list instead of a table; index = input line from 0"
     )
-    parser.add_argument("--timeout", type=float, default=30.0)
+    # None: the client's default deadline, derived from the server's limits (docs/LONG_DOCUMENTS.md)
+    parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system roots unless --ca-cert)")
     parser.add_argument("--ca-cert", help="PEM root certificate: connect with TLS")

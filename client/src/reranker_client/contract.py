@@ -101,3 +101,7 @@ class Param:
     # The smallest max_length a request may ask for (the optional `max_length` input); a server
     # that does not publish it does not take that input.
     MIN_REQUEST_MAX_LENGTH = "min_request_max_length"
+    # Each length class's queue timeout in microseconds, in LENGTH_CLASSES order (derived from the
+    # class's cost: export/tensorrt_profiles.py queue_timeout_us): how long the server itself lets
+    # a request of that class wait, from which the client derives its default deadline.
+    CLASS_QUEUE_TIMEOUTS_US = "class_queue_timeouts_us"

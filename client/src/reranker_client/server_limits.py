@@ -49,6 +49,9 @@ class ServerLimits:
     max_windows_per_passage: Optional[int] = None
     max_windows_per_request: Optional[int] = None
     min_request_max_length: Optional[int] = None  # None: the server takes no per-request max_length
+    # Each class's queue timeout (microseconds, length_classes order): how long the server itself
+    # lets a request of that class wait before shedding it; None where an older server does not say.
+    class_queue_timeouts_us: Optional[List[int]] = None
 
     def class_batch(self, length: int) -> int:
         """Pairs of `length` padded tokens that one model batch holds on this server (its length
@@ -75,6 +78,23 @@ class ServerLimits:
         if not low <= max_length <= high:
             raise InvalidInputError(f"max_length: {max_length} must be in {low}..{high} (the server's max_length)")
         return replace(self, max_length=max_length, query_max_length=max_length * 3 // 4)
+
+    def default_budget_s(self, base_s: float, max_length: Optional[int] = None) -> float:
+        """A call's deadline when its caller set none: `base_s` (the client's default, sized for
+        requests of the first length class) plus how much longer the server itself lets a request
+        of the longest class this call can reach (pairs of up to `max_length` tokens, None: the
+        server's) wait: that class's published queue timeout over the first class's. The server
+        derives those timeouts from each class's worst drain (export/tensorrt_profiles.py
+        queue_timeout_us), so a long class's own compute is covered as the server sizes it, and a
+        client never gives up on a request the server still considers within its budget."""
+        timeouts, classes = self.class_queue_timeouts_us, self.length_classes
+        if not timeouts or not classes or len(timeouts) != len(classes):
+            return base_s
+        length = max_length if max_length is not None else self.max_length
+        reached = timeouts[-1]  # the longest class (no max_length published: every class reachable)
+        if length is not None:
+            reached = next((t for (bound, _), t in zip(classes, timeouts) if length <= bound), timeouts[-1])
+        return base_s + max(0, reached - timeouts[0]) / 1_000_000
 
     @property
     def publishes_pair_rules(self) -> bool:
@@ -126,4 +146,7 @@ def server_limits_from(response: ModelConfig) -> ServerLimits:
         number(Param.MAX_WINDOWS_PER_PASSAGE),
         number(Param.MAX_WINDOWS_PER_REQUEST),
         number(Param.MIN_REQUEST_MAX_LENGTH),
+        [int(t) for t in params[Param.CLASS_QUEUE_TIMEOUTS_US].split(",")]
+        if params.get(Param.CLASS_QUEUE_TIMEOUTS_US)
+        else None,
     )

@@ -167,6 +167,7 @@ class RerankClient(ClientBase):
             return []
         deadline, budget = self._start(job.timeout)
         limits = self._server_limits(deadline, budget)
+        deadline, budget = self._lengthened(job, limits, deadline, budget)
         queued, cut = self._plan(job, limits)
         in_flight: Dict[Future[Outputs], planning.Chunk] = {}
         answered: List[Tuple[planning.Chunk, Outputs]] = []

@@ -147,17 +147,19 @@ def module_for(protocol: str, asyncio: bool) -> ModuleType:
     return found
 
 
-def make_sync_client(protocol: str, url: str, tls: Optional[TLSOptions], timeout: float) -> SyncTritonClient:
+def make_sync_client(protocol: str, url: str, tls: Optional[TLSOptions], timeout: Optional[float]) -> SyncTritonClient:
     client: SyncTritonClient = make_client(protocol, False, url, tls, timeout)
     return client
 
 
-def make_async_client(protocol: str, url: str, tls: Optional[TLSOptions], timeout: float) -> AsyncTritonClient:
+def make_async_client(
+    protocol: str, url: str, tls: Optional[TLSOptions], timeout: Optional[float]
+) -> AsyncTritonClient:
     client: AsyncTritonClient = make_client(protocol, True, url, tls, timeout)
     return client
 
 
-def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float) -> Any:
+def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: Optional[float]) -> Any:
     """A tritonclient InferenceServerClient (untyped): make_sync_client / make_async_client
     give it its Protocol."""
     try:
@@ -168,7 +170,7 @@ def make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions
         raise errors.InvalidInputError(f"tls: {err}") from err
 
 
-def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: float) -> Any:
+def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOptions], timeout: Optional[float]) -> Any:
     module = module_for(protocol, asyncio)
     if tls is not None:
         # Read-check the files first: tritonclient's gRPC client half-built by a missing file
@@ -200,6 +202,9 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
         else:
             kwargs = dict(ssl=True, ssl_context=context)
     if not asyncio:
+        # A client without a timeout of its own derives each call's deadline from the server
+        # (ServerLimits.default_budget_s), unknown here: no socket timeout (None: blocking), since
+        # deadline_guard bounds every sync HTTP call by its call's deadline anyway.
         kwargs.update(connection_timeout=timeout, network_timeout=timeout)
     return module.InferenceServerClient(url, **kwargs)
 

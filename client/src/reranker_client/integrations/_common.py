@@ -47,6 +47,7 @@ DEFAULT_LONG_DOCUMENTS: LongDocuments = "truncate"
 class RerankKwargs(TypedDict, total=False):
     long_documents: str
     strict: bool
+    max_length: int
 
 
 def missing_extra(extra: str, err: ImportError) -> ImportError:
@@ -102,13 +103,17 @@ def check_long_documents(value: str) -> str:
     return value
 
 
-def rerank_kwargs(long_documents: str, strict: bool = False) -> RerankKwargs:
-    """Only what differs from the client's defaults is passed on."""
+def rerank_kwargs(long_documents: str, strict: bool = False, max_length: Optional[int] = None) -> RerankKwargs:
+    """Only what differs from the client's defaults is passed on. max_length (tokens per pair,
+    None: the server's) is checked by the client against the range the server publishes, so a bad
+    value is refused there, naming `max_length`, with no second copy of the rule here."""
     kwargs: RerankKwargs = {}
     if long_documents != DEFAULT_LONG_DOCUMENTS:
         kwargs["long_documents"] = long_documents
     if strict:
         kwargs["strict"] = True
+    if max_length is not None:
+        kwargs["max_length"] = max_length
     return kwargs
 
 
@@ -313,11 +318,14 @@ def rerank_sync(
     top_n: Optional[int],
     long_documents: str,
     strict: bool = False,
+    max_length: Optional[int] = None,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
     with errors_in_caller_terms(keep):
         results = (
-            clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict)) if kept else []
+            clients.sync().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict, max_length))
+            if kept
+            else []
         )
     return ranked(results, keep, empty, top_n)
 
@@ -329,11 +337,12 @@ async def rerank_async(
     top_n: Optional[int],
     long_documents: str,
     strict: bool = False,
+    max_length: Optional[int] = None,
 ) -> Ranked:
     keep, kept, empty = split_empty(texts)
     with errors_in_caller_terms(keep):
         results = (
-            await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict))
+            await clients.async_().rerank(query, kept, top_k=top_n, **rerank_kwargs(long_documents, strict, max_length))
             if kept
             else []
         )

@@ -9,6 +9,7 @@ As Haystack's own rankers (SentenceTransformersSimilarityRanker): `top_k`, `scor
 `warm_up()` (connects and checks that the served model is there), `close()` / `close_async()`
 (both close the sync and the async client), `run_async()` on AsyncRerankClient (AsyncPipeline),
 `to_dict`/`from_dict` (a `lengths.token_counter(...)` is saved as its tokenizer.json path).
+`max_length` (tokens per pair, as the client's rerank(max_length=)) is an init parameter too.
 Every client option is an init parameter, or pass a ready `client` / `async_client` (not
 serializable). `api_key` is a haystack Secret (default: env var TRITON_RERANK_API_KEY, not
 required): to_dict writes the variable's name, never the key, and refuses a token secret.
@@ -52,7 +53,7 @@ class TritonRanker(_common.ClientOwner):
         protocol: Literal["grpc", "http"] = "grpc",
         model: str = "rerank",
         top_k: Optional[int] = 10,
-        timeout: float = 30.0,
+        timeout: Optional[float] = None,
         retries: int = 3,
         max_concurrency: int = 4,
         tls: Union[TLSOptions, Dict[str, Any], None] = None,
@@ -72,12 +73,15 @@ class TritonRanker(_common.ClientOwner):
         strict: bool = False,
         backoff_base: float = DEFAULT_BACKOFF_BASE_S,
         backoff_max: float = DEFAULT_BACKOFF_MAX_S,
+        max_length: Optional[int] = None,
     ) -> None:
         """Unknown keywords raise TypeError (a plain signature, no **kwargs).
 
         scale_score (default True): `score` is sigmoid(logit * calibration_factor), in 0..1; False:
         the raw logit (a document without text then scores -inf). strict: a text over the
-        server's byte limit fails the run instead of being cut (meta `rerank_truncated`)."""
+        server's byte limit fails the run instead of being cut (meta `rerank_truncated`). max_length:
+        tokens per query+document pair (FlagReranker's max_length; None: the server's), checked
+        by the client against the server's published range (InvalidInputError naming it)."""
         if client is not None or async_client is not None:
             # Only what the caller set counts as a clash (the defaults are always there).
             passed = {
@@ -112,6 +116,7 @@ class TritonRanker(_common.ClientOwner):
         self.query_prefix, self.document_prefix = query_prefix, document_prefix
         self.strict = strict
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.max_length = max_length
         self.client, self.async_client = client, async_client
         self._clients: Optional[_common.Clients] = None
 
@@ -210,7 +215,7 @@ class TritonRanker(_common.ClientOwner):
         if not documents:
             return {"documents": []}
         ranked = _common.rerank_sync(
-            self._get_clients(), query, self._texts(documents), k, self.long_documents, self.strict
+            self._get_clients(), query, self._texts(documents), k, self.long_documents, self.strict, self.max_length
         )
         return self._documents(documents, ranked, threshold)
 
@@ -221,7 +226,7 @@ class TritonRanker(_common.ClientOwner):
         if not documents:
             return {"documents": []}
         ranked = await _common.rerank_async(
-            self._get_clients(), query, self._texts(documents), k, self.long_documents, self.strict
+            self._get_clients(), query, self._texts(documents), k, self.long_documents, self.strict, self.max_length
         )
         return self._documents(documents, ranked, threshold)
 

@@ -6,7 +6,8 @@
     ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever)
 
 Every client option is a field (url, protocol, model, timeout, retries, max_concurrency, tls,
-headers, token_counter, backoff_base, backoff_max), or pass a ready `client=RerankClient(...)`
+headers, token_counter, backoff_base, backoff_max), as are the call's `long_documents`, `strict`
+and `max_length` (tokens per pair, as the client's rerank(max_length=)), or pass a ready `client=RerankClient(...)`
 and/or `async_client=AsyncRerankClient(...)`. `api_key` (SecretStr, default from the environment
 variable TRITON_RERANK_API_KEY) is sent as `authorization: Bearer <key>` and never serialized.
 `acompress_documents` runs on AsyncRerankClient (no thread hop). Unknown keywords raise.
@@ -44,7 +45,7 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
     protocol: Literal["grpc", "http"] = "grpc"
     model: str = "rerank"
     top_n: Optional[int] = 3
-    timeout: float = 30.0
+    timeout: Optional[float] = None  # None: the client's default, derived from the server's limits
     retries: int = 3
     max_concurrency: int = 4
     tls: Optional[TLSOptions] = None
@@ -60,6 +61,9 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
     # False: a text over the server's byte limit is cut to its head and marked truncated (as the
     # built-in rerankers truncate); True: it fails the call, naming the document.
     strict: bool = False
+    # Tokens per query+document pair (FlagReranker's compute_score(max_length=N)); None: the
+    # server's max_length. Outside the server's published range the call raises, naming it.
+    max_length: Optional[int] = None
     client: Optional[RerankClient] = Field(default=None, exclude=True)
     async_client: Optional[AsyncRerankClient] = Field(default=None, exclude=True)
 
@@ -79,7 +83,7 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
 
     def _request(
         self, query: str, documents: Sequence[Document]
-    ) -> Tuple[_common.Clients, str, List[str], Optional[int], _common.LongDocuments, bool]:
+    ) -> Tuple[_common.Clients, str, List[str], Optional[int], _common.LongDocuments, bool, Optional[int]]:
         """The arguments of `_common.rerank_sync`/`rerank_async`, the same for both."""
         return (
             self._get_clients(),
@@ -88,6 +92,7 @@ class TritonRerank(PydanticAdapter, BaseDocumentCompressor):
             self.top_n,
             self.long_documents,
             self.strict,
+            self.max_length,
         )
 
     def compress_documents(

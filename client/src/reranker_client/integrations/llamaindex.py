@@ -51,7 +51,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     protocol: Literal["grpc", "http"] = Field(default="grpc")
     model: str = Field(default="rerank", description="the Triton model (the `rerank` ensemble)")
     top_n: Optional[int] = Field(default=3, description="nodes kept; None keeps all, reordered")
-    timeout: float = Field(default=30.0, description="seconds per call, retries included")
+    timeout: Optional[float] = Field(
+        default=None, description="seconds per call, retries included; None: derived from the server's limits"
+    )
     retries: int = Field(default=3)
     max_concurrency: int = Field(default=4, description="requests of one call in flight at once")
     tls: Optional[TLSOptions] = Field(default=None)
@@ -64,6 +66,9 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
     long_documents: _common.LongDocuments = Field(default=_common.DEFAULT_LONG_DOCUMENTS)
     strict: bool = Field(
         default=False, description="refuse a text over the server's byte limit instead of cutting it (truncated)"
+    )
+    max_length: Optional[int] = Field(
+        default=None, description="tokens per query+node pair (as FlagReranker's max_length); None: the server's"
     )
     keep_retrieval_score: bool = Field(
         default=False, description="keep the retriever's score in metadata['retrieval_score']"
@@ -133,7 +138,13 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         with self._callback_event(nodes, query) as event:
             ranked = (
                 _common.rerank_sync(
-                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                    self._get_clients(),
+                    query.query_str,
+                    texts,
+                    self.top_n,
+                    self.long_documents,
+                    self.strict,
+                    self.max_length,
                 )
                 if nodes
                 else []
@@ -147,7 +158,13 @@ class TritonRerank(PydanticAdapter, BaseNodePostprocessor):
         with self._callback_event(nodes, query) as event:
             ranked = (
                 await _common.rerank_async(
-                    self._get_clients(), query.query_str, texts, self.top_n, self.long_documents, self.strict
+                    self._get_clients(),
+                    query.query_str,
+                    texts,
+                    self.top_n,
+                    self.long_documents,
+                    self.strict,
+                    self.max_length,
                 )
                 if nodes
                 else []
