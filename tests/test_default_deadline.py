@@ -97,3 +97,21 @@ def test_a_served_export_publishes_its_class_timeouts(server, python_repo):
     with RerankClient(server.http_url, protocol="http") as client:
         assert client.timeout is None
         assert sorted(r.index for r in client.rerank("highest mountain", ["Everest is 8,849 m.", "Paris"])) == [0, 1]
+
+
+def test_the_async_http_client_has_no_60_s_cap_of_its_own():
+    """tritonclient.http.aio caps every request at its conn_timeout (60 s by default, aiohttp's
+    total timeout): the client must lift it, or a derived 198 s deadline (or a caller's 120 s)
+    ends at 60 s over async HTTP; asyncio.wait_for bounds each call by its own deadline."""
+    import asyncio
+
+    from reranker_client.tritonclient_adapter import _make_client
+
+    async def session_timeout():
+        client = _make_client("http", True, "127.0.0.1:1", None, None)
+        try:
+            return client._stub.timeout.total
+        finally:
+            await client.close()
+
+    assert asyncio.run(session_timeout()) is None

@@ -290,6 +290,21 @@ def test_settings_from_env():
         Settings.from_env({"REST_MAX_DOCUMENTS": "0"})
 
 
+def test_rest_leaves_the_deadline_to_the_client_unless_set():
+    """Unset REST_TIMEOUT_S: the service's client gets no timeout, so it derives each call's
+    deadline from the server's published class timeouts (198 s for an 8,192 class) as the Python
+    client does; a fixed 30 s would answer 504 to a long-document request the server allows."""
+    from reranker_rest.backend import make_client
+
+    settings = Settings.from_env({"REST_TRITON_URL": "localhost:8001"})
+    assert settings.timeout_s is None
+    client = make_client(settings)
+    try:
+        assert client.config.timeout is None and client.timeout is None
+    finally:
+        asyncio.run(client.close())
+
+
 def test_window_mode_extra_on_both_routes(rest, server):
     """`long_documents: "window"` (our extra): a long document keeps its best window's score and
     says where that window is; the same request as the client's window mode gives the same

@@ -26,7 +26,7 @@ class RerankResult:
     score: float  # sigmoid(logit), in [0, 1]
     logit: float  # the model's raw output (FlagReranker's normalize=False)
     tokens: int  # tokens of the query+document pair that the model saw
-    truncated: bool  # query or document was cut to the server's max_length
+    truncated: bool  # query or document was cut to the call's max_length (the server's unless set)
     document: Optional[str] = None
     # long_documents="window": (start, end) character offsets (Python str indices) of the best
     # window in the document, document[start:end] being its text, and how many windows were

@@ -206,6 +206,11 @@ def _make_client(protocol: str, asyncio: bool, url: str, tls: Optional[TLSOption
         # (ServerLimits.default_budget_s), unknown here: no socket timeout (None: blocking), since
         # deadline_guard bounds every sync HTTP call by its call's deadline anyway.
         kwargs.update(connection_timeout=timeout, network_timeout=timeout)
+    else:
+        # tritonclient.http.aio defaults conn_timeout to 60 s (aiohttp ClientTimeout(total=60)),
+        # which would cut every call at 60 s whatever its deadline (a derived 198 s at an 8,192
+        # export, or a caller's timeout=120): asyncio.wait_for bounds each call by its deadline.
+        kwargs.update(conn_timeout=None)
     return module.InferenceServerClient(url, **kwargs)
 
 

@@ -39,7 +39,7 @@ class ApiError(Exception):
             self.headers["Retry-After"] = str(retry_after)
 
 
-def from_client_error(err: client_errors.RerankError, retry_after: int, timeout_s: float) -> ApiError:
+def from_client_error(err: client_errors.RerankError, retry_after: int, timeout_s: Optional[float]) -> ApiError:
     """The client already retried what is retryable (within the deadline): what is left is final.
     Order matters: client_errors.OverloadedError is a client_errors.ServerUnavailableError.
     Only input errors pass their text on (it names the caller's field); the others may name
@@ -52,7 +52,8 @@ def from_client_error(err: client_errors.RerankError, retry_after: int, timeout_
     if isinstance(err, (client_errors.ServerUnavailableError, client_errors.ModelNotReadyError)):
         return ApiError(503, "the model server is unavailable: retry later", "Unhealthy", retry_after)
     if isinstance(err, client_errors.DeadlineExceededError):
-        return ApiError(504, f"deadline exceeded: no answer within {timeout_s:g} s (REST_TIMEOUT_S)", "Backend")
+        within = f"{timeout_s:g} s (REST_TIMEOUT_S)" if timeout_s else "the deadline derived from the server's limits"
+        return ApiError(504, f"deadline exceeded: no answer within {within}", "Backend")
     if isinstance(err, client_errors.PermissionDeniedError):
         # Triton (or a gateway before it) refused *this service's* credentials: not the caller's fault.
         return ApiError(502, "the model server refused this service's credentials (see the service log)", "Backend")

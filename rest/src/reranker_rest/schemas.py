@@ -128,7 +128,9 @@ class CohereResult(BaseModel):
         None, description='the document as sent ({"text": ...} for a string); the text itself on /infinity/rerank'
     )
     tokens: int = Field(description="extra: tokens of the query+document pair the model saw")
-    truncated: bool = Field(description="extra: the pair was cut to the server's max_length")
+    truncated: bool = Field(
+        description="extra: the pair was cut to the request's max length (the server's unless set shorter)"
+    )
     span: Optional[Tuple[int, int]] = Field(
         None, description="extra, window mode: character offsets of the best window"
     )
@@ -167,7 +169,9 @@ class TeiRank(BaseModel):
     score: float
     text: Optional[str] = None
     tokens: int = Field(description="extra: tokens of the query+text pair the model saw")
-    truncated: bool = Field(description="extra: the pair was cut to the server's max_length")
+    truncated: bool = Field(
+        description="extra: the pair was cut to the request's max length (the server's unless set shorter)"
+    )
     span: Optional[Tuple[int, int]] = Field(
         None, description="extra, window mode: character offsets of the best window"
     )

@@ -25,8 +25,12 @@ DEFAULT_MAX_DOCUMENTS = 1000
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 # The overall deadline of one HTTP request, spent across its Triton chunks and retries
-# (the client's `timeout`); when it passes the answer is 504.
-DEFAULT_TIMEOUT_S = 30.0
+# (the client's `timeout`); when it passes the answer is 504. Unset by default: the client then
+# derives it from the server (reranker_client ServerLimits.default_budget_s: 30 s at a 512
+# export, longer where a request can reach a longer length class, whose queue timeout the server
+# sizes by its cost), so a long-document request through REST gets the time the Python client
+# would; REST_TIMEOUT_S sets a fixed one.
+DEFAULT_TIMEOUT_S: Optional[float] = None
 # Retries of a failed Triton call (UNAVAILABLE, queue full) inside the deadline, with backoff
 # and failover to the next endpoint. Overload that outlasts them is answered 429.
 DEFAULT_RETRIES = 2
@@ -56,7 +60,7 @@ class Settings:
     port: int = DEFAULT_PORT
     max_documents: int = DEFAULT_MAX_DOCUMENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: Optional[float] = DEFAULT_TIMEOUT_S
     retries: int = DEFAULT_RETRIES
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     retry_after_s: int = DEFAULT_RETRY_AFTER_S
@@ -76,7 +80,7 @@ class Settings:
         for name in ("max_documents", "max_body_bytes", "max_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
-        if self.timeout_s <= 0 or self.retries < 0 or self.retry_after_s < 0:
+        if (self.timeout_s is not None and self.timeout_s <= 0) or self.retries < 0 or self.retry_after_s < 0:
             raise ValueError("timeout_s must be > 0; retries and retry_after_s >= 0")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("REST_TRITON_TLS_CERT and REST_TRITON_TLS_KEY go together")
@@ -107,7 +111,7 @@ class Settings:
             port=get("PORT", DEFAULT_PORT),
             max_documents=get("MAX_DOCUMENTS", DEFAULT_MAX_DOCUMENTS),
             max_body_bytes=get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            timeout_s=get("TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            timeout_s=float(env["REST_TIMEOUT_S"]) if env.get("REST_TIMEOUT_S") else DEFAULT_TIMEOUT_S,
             retries=get("RETRIES", DEFAULT_RETRIES),
             max_concurrency=get("MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY),
             retry_after_s=get("RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S),
