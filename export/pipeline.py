@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import onnx
 
@@ -302,10 +302,10 @@ def stage_fp16(ctx: ExportContext) -> None:
     fp16_path = ctx.work / "fp16" / "model.onnx"
     fp16_path.parent.mkdir(parents=True, exist_ok=True)
     calibration = parity.calibration_feeds(ctx.pair_tokenizer)
-    for level, extra_ops in enumerate(FP32_ESCALATION):
-        suffix = f"_level{level}" if level else ""
+
+    def convert(level: int, extra_ops) -> tuple[Fp16Report, dict[str, Any]]:
         report = ctx.log.run(
-            "fp16_convert" + suffix,
+            "fp16_convert" + _level_suffix(level),
             convert_to_fp16_in_subprocess,
             ctx.fp32_path,
             fp16_path,
@@ -315,34 +315,62 @@ def stage_fp16(ctx: ExportContext) -> None:
             extra_ops,
         )
         ctx.fp16_report = report
-        gate = ctx.log.run(
-            "parity_fp16" + suffix,
-            parity.run_gate,
-            "fp16",
-            ctx.fixture,
-            parity.onnx_runner(ort_session(fp16_path)),
-            "fused fp16 ONNX graph on ONNX Runtime CPU",
-            "served",
-        )
-        ctx.reports["fp16"] = gate
-        release_memory()
-        ctx.fp16_attempts.append(
-            {
-                "kept_fp32_ops": report.kept_fp32_ops,
-                "max_abs_logit": gate.max_abs_logit,
-                "max_abs_score": gate.max_abs_score,
-                "passed": gate.passed,
-            }
-        )
-        _print_gate(gate)
-        if gate.passed or level + 1 == len(FP32_ESCALATION):
-            break
-        print(
-            f"[export] fp16 gate failed; converting again with {', '.join(FP32_ESCALATION[level + 1])} kept in fp32",
-            flush=True,
-        )
+        return report, {"kept_fp32_ops": report.kept_fp32_ops}
+
+    _escalate(
+        ctx,
+        "fp16",
+        FP32_ESCALATION,
+        convert,
+        fp16_path,
+        "fused fp16 ONNX graph on ONNX Runtime CPU",
+        ctx.fp16_attempts,
+        lambda extra_ops: f"converting again with {', '.join(extra_ops)} kept in fp32",
+    )
     _require(ctx.reports["fp16"], ctx.fp16_attempts)
     ctx.served_onnx = fp16_path
+
+
+def _level_suffix(level: int) -> str:
+    return f"_level{level}" if level else ""
+
+
+def _escalate(
+    ctx: ExportContext,
+    precision: str,
+    rungs: Sequence[Any],
+    build: Callable[[int, Any], tuple[Any, dict[str, Any]]],
+    path: Path,
+    description: str,
+    attempts: list[dict[str, Any]],
+    next_try: Callable[[Any], str],
+    extra_metrics: bool = False,
+) -> None:
+    """Build the lossy graph at each rung (each keeps more in fp32) until the held-out gate passes
+    on it or the rungs run out; every try is recorded in `attempts` (manifest.json, parity.json)
+    and the last gate result stays in ctx.reports[precision] for _require."""
+    for level, rung in enumerate(rungs):
+        _, record = build(level, rung)
+        gate = ctx.log.run(
+            f"parity_{precision}" + _level_suffix(level),
+            parity.run_gate,
+            precision,
+            ctx.fixture,
+            parity.onnx_runner(ort_session(path)),
+            description,
+            "served",
+        )
+        ctx.reports[precision] = gate
+        release_memory()
+        record.update(max_abs_logit=gate.max_abs_logit, max_abs_score=gate.max_abs_score)
+        if extra_metrics:
+            record.update(kendall_tau=gate.kendall_tau, padding_max_abs_logit=gate.padding_max_abs_logit)
+        record["passed"] = gate.passed
+        attempts.append(record)
+        _print_gate(gate)
+        if gate.passed or level + 1 == len(rungs):
+            break
+        print(f"[export] {precision} gate failed; {next_try(rungs[level + 1])}", flush=True)
 
 
 def stage_int8(ctx: ExportContext) -> None:
@@ -351,44 +379,35 @@ def stage_int8(ctx: ExportContext) -> None:
     refuses. Every try is recorded (manifest.json `int8.attempts`, parity.json)."""
     int8_path = ctx.work / "int8" / "model.onnx"
     layers = ctx.model_facts["layers"]
-    for level, rung in enumerate(int8_quantization.INT8_ESCALATION):
-        suffix = f"_level{level}" if level else ""
+
+    def quantize(level: int, rung) -> tuple[int8_quantization.Int8Report, dict[str, Any]]:
         report = ctx.log.run(
-            "int8_quantize" + suffix, int8_quantization.quantize_int8, ctx.fp32_path, int8_path, layers, rung
+            "int8_quantize" + _level_suffix(level),
+            int8_quantization.quantize_int8,
+            ctx.fp32_path,
+            int8_path,
+            layers,
+            rung,
         )
         ctx.int8_report = report
-        gate = ctx.log.run(
-            "parity_int8" + suffix,
-            parity.run_gate,
-            "int8",
-            ctx.fixture,
-            parity.onnx_runner(ort_session(int8_path)),
-            "dynamic int8 ONNX graph on ONNX Runtime CPU",
-            "served",
-        )
-        ctx.reports["int8"] = gate
-        release_memory()
-        ctx.int8_attempts.append(
-            {
-                "rung": rung.name,
-                "kept_fp32_ops": [rung.describe(layers)],  # the shape _require prints
-                "quantized_matmuls": report.quantized_matmuls,
-                "max_abs_logit": gate.max_abs_logit,
-                "max_abs_score": gate.max_abs_score,
-                "kendall_tau": gate.kendall_tau,
-                "padding_max_abs_logit": gate.padding_max_abs_logit,
-                "passed": gate.passed,
-            }
-        )
-        _print_gate(gate)
-        if gate.passed:
-            break
-        if level + 1 < len(int8_quantization.INT8_ESCALATION):
-            print(
-                f"[export] int8 gate failed; quantizing again with "
-                f"{int8_quantization.INT8_ESCALATION[level + 1].describe(layers)} kept in fp32",
-                flush=True,
-            )
+        # kept_fp32_ops: the shape _require prints
+        return report, {
+            "rung": rung.name,
+            "kept_fp32_ops": [rung.describe(layers)],
+            "quantized_matmuls": report.quantized_matmuls,
+        }
+
+    _escalate(
+        ctx,
+        "int8",
+        int8_quantization.INT8_ESCALATION,
+        quantize,
+        int8_path,
+        "dynamic int8 ONNX graph on ONNX Runtime CPU",
+        ctx.int8_attempts,
+        lambda rung: f"quantizing again with {rung.describe(layers)} kept in fp32",
+        extra_metrics=True,
+    )
     _require(ctx.reports["int8"], ctx.int8_attempts)
     ctx.served_onnx = int8_path
 
