@@ -138,8 +138,19 @@ QUEUE_TIMEOUT_US = 5_000_000
 # tokens on the served geometry, PAIR_LINEAR_FLOPS * n + PAIR_ATTENTION_FLOPS * n^2 (the team
 # notes' 24 x 1024 figures; only their ratio matters: the long classes' batches cost more per
 # token, attention growing with n).
-PAIR_LINEAR_FLOPS = 0.604e9
-PAIR_ATTENTION_FLOPS = 98_304
+# (layers, hidden) of bge-reranker-v2-m3; an export records its model's own (RepositorySpec).
+MODEL_GEOMETRY = (24, 1024)
+
+
+def token_flops(layers: int, hidden: int) -> tuple[int, int]:
+    """(FLOPs per token outside attention, attention FLOPs per token and attended token) of an
+    encoder of this geometry: 24 h^2 per layer (QKV, output and the 4h FFN, 2 FLOPs a MAC) and
+    4 h per layer (scores and weighted sum). One definition: the queue timeouts and the router's
+    split cost both derive from it."""
+    return 24 * layers * hidden**2, 4 * layers * hidden
+
+
+PAIR_LINEAR_FLOPS, PAIR_ATTENTION_FLOPS = token_flops(*MODEL_GEOMETRY)
 
 
 def length_buckets(max_length: int, smallest: int = SMALLEST_BUCKET) -> list[int]:

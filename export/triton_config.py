@@ -28,6 +28,7 @@ from export.settings import (
     MAX_QUEUE_SIZE,
     MAX_WINDOWS_PER_PASSAGE,
     MAX_WINDOWS_PER_REQUEST,
+    MODEL_GEOMETRY,
     PRECISIONS,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
@@ -37,6 +38,7 @@ from export.settings import (
     TOKENIZER_QUEUE_DELAY_US,
     TYPICAL_PAIR_TOKENS,
     ServingLimits,
+    token_flops,
 )
 from export.tensorrt_profiles import LengthClass, length_classes, profile_for, published_classes, queue_timeout_us
 from reranker_client import contract
@@ -70,7 +72,7 @@ class RepositorySpec:
     workspace_bytes: int = TENSORRT_WORKSPACE_BYTES
     # (layers, hidden) of the served model: the router's split cost is in its tokens. The export
     # sets it from the model's config; the reference configs use the real model's.
-    model_geometry: tuple[int, int] = (24, 1024)
+    model_geometry: tuple[int, int] = MODEL_GEOMETRY
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -205,9 +207,9 @@ def split_cost(spec: RepositorySpec) -> str:
     run's fixed cost (export/settings.py RUN_OVERHEAD_S x DEVICE_FLOPS) in tokens of this model
     (24 h^2 FLOPs per token and layer outside attention), and 6 h, where attention's 4 h w per
     token equals that."""
-    layers, hidden = spec.model_geometry
-    run_tokens = RUN_OVERHEAD_S[spec.backend] * DEVICE_FLOPS[spec.backend] / (layers * 24 * hidden**2)
-    return f"{run_tokens:.4g}:{6 * hidden}"
+    linear, attention = token_flops(*spec.model_geometry)
+    run_tokens = RUN_OVERHEAD_S[spec.backend] * DEVICE_FLOPS[spec.backend] / linear
+    return f"{run_tokens:.4g}:{linear // attention}"
 
 
 def router_config(spec: RepositorySpec) -> mc.ModelConfig:
