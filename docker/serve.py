@@ -446,23 +446,12 @@ class Launcher:
             "or published; what it wrote is removed at the next start",
             flush=True,
         )
-        try:
-            code = server.wait(timeout=BUILD_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            print(f"[serve] tritonserver still running after {BUILD_STOP_GRACE_S:.0f} s: killed", flush=True)
-            server.kill()
-            code = server.wait()
-        return exit_status(code)
+        return exit_status(stop_within(server, None, BUILD_STOP_GRACE_S))
 
     def finish_prebuild(self, server: subprocess.Popen, prebuilt: bool) -> int:
         """--prebuild-only: stop tritonserver, say what was done."""
         if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=BUILD_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_within(server, signal.SIGTERM, BUILD_STOP_GRACE_S)
         elif not self.stopping:
             code = exit_status(server.returncode)
             print(f"[serve] prebuild: tritonserver exited {code} before its engines were certified", flush=True)
@@ -511,15 +500,22 @@ def watch_until_exit(
             return EXIT_STUB_DIED
 
 
+def stop_within(server: subprocess.Popen, signum: int | None, grace_s: float) -> int:
+    """Send `signum` (None: it was sent already), wait up to `grace_s`, then SIGKILL; the exit code."""
+    if signum is not None:
+        server.send_signal(signum)
+    try:
+        return server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"[serve] tritonserver still running after {grace_s:.0f} s: killed", flush=True)
+        server.kill()
+        return server.wait()
+
+
 def stop_fast(server: subprocess.Popen) -> None:
     """SIGINT (Triton drains what healthy instances hold), then SIGKILL after STUB_DEATH_DRAIN_S:
     with a dead stub Triton would otherwise wait out its whole --exit-timeout-secs."""
-    server.send_signal(signal.SIGINT)
-    try:
-        server.wait(timeout=STUB_DEATH_DRAIN_S)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    stop_within(server, signal.SIGINT, STUB_DEATH_DRAIN_S)
 
 
 if __name__ == "__main__":
