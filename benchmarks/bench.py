@@ -259,21 +259,13 @@ def summarise(entry: Entry, concurrency: int, trials: list, requests: list, usef
     """One row: a system's trials at one concurrency (rates, interval, latency, padding, CPU)."""
     results = [t.results[entry.name] for t in trials]
     rates = [r["pairs"] / r["seconds"] for r in results]
-    low, high = interleave.bootstrap_median(np.asarray(rates))
     latencies = [x for r in results for x in r["latencies"]]
     pairs = results[0]["pairs"]
     row: dict[str, Any] = {
         "system": entry.name,
         "precision": "fp32",
         "concurrency": concurrency,
-        "trials": [round(r, 3) for r in rates],
-        "pairs_per_s": round(float(np.median(rates)), 3),
-        "pairs_per_s_ci95": [round(low, 3), round(high, 3)],
-        "pairs_per_s_min": round(min(rates), 3),
-        "pairs_per_s_max": round(max(rates), 3),
-        "p50_ms_per_request": round(float(np.percentile(latencies, 50)) * 1e3, 1),
-        "p95_ms_per_request": round(float(np.percentile(latencies, 95)) * 1e3, 1),
-        "latency_samples": len(latencies),
+        **interleave.rate_summary(rates, latencies),
         "trial_idle": [r["idle"] for r in results],
         "trial_steal": [r["steal"] for r in results],
         "load_1m": [min(r["load_1m"] for r in results), max(r["load_1m"] for r in results)],

@@ -58,17 +58,9 @@ def measure(system, requests, concurrency: int, trials: int, reference: np.ndarr
         if reference is not None:
             worst = max(worst, float(np.max(np.abs(flat - reference))))
     after = counters() if counters else None
-    low, high = interleave.bootstrap_median(np.asarray(rates))
     result: dict = {
         "concurrency": concurrency,
-        "trials": [round(r, 3) for r in rates],
-        "pairs_per_s": round(float(np.median(rates)), 3),
-        "pairs_per_s_min": round(min(rates), 3),
-        "pairs_per_s_max": round(max(rates), 3),
-        "pairs_per_s_ci95": [round(low, 3), round(high, 3)],
-        "p50_ms_per_request": round(float(np.percentile(latencies, 50)) * 1e3, 1),
-        "p95_ms_per_request": round(float(np.percentile(latencies, 95)) * 1e3, 1),
-        "latency_samples": len(latencies),
+        **interleave.rate_summary(rates, latencies),
         "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
         "scores": flat,
     }
@@ -328,7 +320,6 @@ def cmd_interleaved(args) -> None:
             trials = interleave.run_interleaved({name: runner(name) for name in systems}, args.trials, args.seed + c)
             for name in systems:
                 rates = interleave.rates(trials, name, "pairs")
-                low, high = interleave.bootstrap_median(np.asarray(rates))
                 latencies = [x for lat, _ in results[name] for x in lat]
                 last = results[name][-1][1]
                 rows.append(
@@ -339,13 +330,7 @@ def cmd_interleaved(args) -> None:
                         "precision": "fp16",
                         "interleaved": True,
                         "guard": f"at most {guards[name]} in flight" if name in guards else None,
-                        "trials": [round(r, 3) for r in rates],
-                        "pairs_per_s": round(float(np.median(rates)), 3),
-                        "pairs_per_s_ci95": [round(low, 3), round(high, 3)],
-                        "pairs_per_s_min": round(min(rates), 3),
-                        "pairs_per_s_max": round(max(rates), 3),
-                        "p50_ms_per_request": round(float(np.percentile(latencies, 50)) * 1e3, 1),
-                        "p95_ms_per_request": round(float(np.percentile(latencies, 95)) * 1e3, 1),
+                        **interleave.rate_summary(rates, latencies),
                         "trial_idle": [t.results[name]["idle"] for t in trials],
                         "scores": [float(x) for i in range(len(requests)) for x in last[i]],
                     }

@@ -31,20 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import interleave
 from export.settings import ServingLimits
 from export.tensorrt_profiles import length_classes
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOTSTRAP_SAMPLES = 4000
-
-
-def bootstrap_interval(values: list[float], stat=np.median, seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile bootstrap interval of `stat` over `values` (trials are the resampled unit)."""
-    rng = np.random.default_rng(seed)
-    data = np.asarray(values, dtype=np.float64)
-    stats = [stat(rng.choice(data, size=data.size, replace=True)) for _ in range(BOOTSTRAP_SAMPLES)]
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(stats, tail)), float(np.percentile(stats, 100 - tail))]
 
 
 def prepare(shape: str, work: Path, max_length: int) -> dict[str, Path]:
@@ -222,7 +213,7 @@ def run(args: argparse.Namespace) -> dict:
         "pairs_per_s_median": {k: rows / float(np.median(v)) for k, v in seconds.items()},
         "ratio_per_trial": ratios,
         "ratio_median": float(np.median(ratios)),
-        "ratio_median_95ci": bootstrap_interval(ratios),
+        "ratio_median_95ci": list(interleave.bootstrap_median(np.asarray(ratios, dtype=np.float64))),
         "target_ratio": 2.5,
         "memory": memory,
         "graph_mib": {k: round(paths[k].stat().st_size / 2**20, 1) for k in ("fp32", "int8")},

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -182,3 +182,19 @@ def verdict(low: float, high: float, at: float = 1.0) -> str:
 def rates(trials: list[Trial], name: str, units: str = "units") -> list[float]:
     """units per second of one system, trial by trial."""
     return [t.results[name][units] / t.results[name]["seconds"] for t in trials]
+
+
+def rate_summary(rates: list[float], latencies: list[float]) -> dict[str, Any]:
+    """The committed results' per-system figures from trial rates (pairs/s) and request
+    latencies (s): the median with its bootstrap 95% interval, the range and p50/p95 latency."""
+    low, high = bootstrap_median(np.asarray(rates))
+    return {
+        "trials": [round(r, 3) for r in rates],
+        "pairs_per_s": round(float(np.median(rates)), 3),
+        "pairs_per_s_ci95": [round(low, 3), round(high, 3)],
+        "pairs_per_s_min": round(min(rates), 3),
+        "pairs_per_s_max": round(max(rates), 3),
+        "p50_ms_per_request": round(float(np.percentile(latencies, 50)) * 1e3, 1),
+        "p95_ms_per_request": round(float(np.percentile(latencies, 95)) * 1e3, 1),
+        "latency_samples": len(latencies),
+    }
