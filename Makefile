@@ -16,6 +16,8 @@ METRICS_PORT ?= 8002
 # Loopback unless asked otherwise (HOST=0.0.0.0 to serve other machines).
 HOST ?= 127.0.0.1
 TEST_MODEL := runs/test-model
+# A small stand-in trained here (common/trained_standin.py): the one int8 passes the gate on.
+TRAINED_MODEL := runs/trained-model
 URL ?=
 REPORT ?= runs/verify/report.json
 DATA ?=
@@ -34,7 +36,7 @@ USER_VARS := MODEL REPO BACKEND PRECISION MAX_LENGTH HTTP_PORT GRPC_PORT METRICS
 $(foreach v,$(USER_VARS),$(eval override $(v) := $$(value $(v))))
 export $(USER_VARS)
 
-.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline configs verify perf bench bench-100 bench-long eval rest rest-bench clean
+.PHONY: check-vars help setup validate-deploy test test-slow export serve demo demo-offline standin-trained configs verify perf bench bench-100 bench-long eval rest rest-bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -109,6 +111,11 @@ $(TEST_MODEL)/model.safetensors: | setup
 demo: check-vars setup ## export MODEL (python backend, fp32) -> serve on HOST (127.0.0.1) -> rerank a multilingual sample
 	$(PY) -m local_triton.demo --model "$${MODEL}" --repo runs/demo_repository --host "$${HOST}" \
 	  --http-port "$${HTTP_PORT}" --grpc-port "$${GRPC_PORT}" --metrics-port "$${METRICS_PORT}"
+
+$(TRAINED_MODEL)/model.safetensors: common/trained_standin.py | setup
+	$(PY) -m common.trained_standin $(TRAINED_MODEL)
+
+standin-trained: $(TRAINED_MODEL)/model.safetensors ## a small stand-in trained here (minutes, seeded) -> runs/trained-model (MODEL= for int8)
 
 demo-offline: $(TEST_MODEL)/model.safetensors ## the demo on a random-weight stand-in (no Hub needed)
 	$(MAKE) demo MODEL="$(TEST_MODEL)"

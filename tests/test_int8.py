@@ -195,3 +195,91 @@ def test_make_serve_serves_an_int8_graph_and_certifies_it_with_the_int8_bounds(p
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_int8_export_serve_verify_on_the_trained_standin(tmp_path):
+    """The Makefile path a CPU user takes, on the stand-in that is trained (common/trained_standin.py,
+    built once into runs/trained-model by `make standin-trained`): `make export PRECISION=int8` passes
+    the int8 gate at some rung and writes an int8 repository, `make serve` serves it on the real local
+    tritonserver and its self-certification says READY by the certificate's int8 bounds, and
+    `make verify` certifies the live server. On the random-weight stand-ins the same export is refused
+    (test_int8_gate_refuses_a_bad_quantization, docs/CPU.md): the model, not the gate, differs."""
+    import os
+    import signal
+
+    from local_triton.server import free_port
+
+    make = ["make", "-s", "-o", ".venv/.installed"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "REPO", "BACKEND", "PRECISION", "MAX_LENGTH")}
+    built = subprocess.run(make + ["standin-trained"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    model = ROOT / "runs" / "trained-model"
+    repo = tmp_path / "repo"
+    export = subprocess.run(
+        make + ["export", f"MODEL={model}", f"REPO={repo}", "BACKEND=python", "PRECISION=int8"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert export.returncode == 0, export.stdout[-4000:] + export.stderr[-2000:]
+    manifest = json.loads((repo / "manifest.json").read_text())
+    attempts = manifest["int8"]["attempts"]
+    assert attempts[-1]["passed"] and not any(a["passed"] for a in attempts[:-1])
+    bounds = json.loads((repo / "certificate.json").read_text())["thresholds"]["int8"]
+    assert attempts[-1]["max_abs_logit"] <= bounds["max_abs_logit"]
+    assert json.loads((repo / "certificate.json").read_text())["served"]["precision"] == "int8"
+    served = onnx.load(str(repo / "cross_encoder" / "1" / "model.onnx"))
+    assert any(i.name.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8 for i in served.graph.initializer)
+    print(f"\nint8 on the trained stand-in: {json.dumps(attempts)}")
+
+    http, grpc, metrics = (free_port() for _ in range(3))
+    ports = [f"HTTP_PORT={http}", f"GRPC_PORT={grpc}", f"METRICS_PORT={metrics}"]
+    serve = subprocess.Popen(
+        make + ["serve", f"REPO={repo}", *ports],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # make, the launcher and tritonserver: stopped together below
+    )
+    lines: list[str] = []
+    import threading
+
+    stopper = threading.Timer(300, lambda: os.killpg(serve.pid, signal.SIGKILL))
+    stopper.start()
+    try:
+        assert serve.stdout is not None
+        for line in serve.stdout:
+            lines.append(line)
+            if line.startswith("ready:") or line.startswith("NOT READY"):
+                break
+        certified = [line for line in lines if line.startswith("[self-certify]")]
+        assert certified and certified[-1].startswith("[self-certify] PASS (fail; ready) device cpu"), "".join(lines)[
+            -3000:
+        ]
+        assert lines[-1].startswith("ready: model `rerank` is serving")
+        report = tmp_path / "verify.json"
+        verify = subprocess.run(
+            make + ["verify", f"URL=127.0.0.1:{grpc}", f"REPO={repo}", f"REPORT={report}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
+        doc = json.loads(report.read_text())
+        assert doc["passed"] and doc["served"]["precision"] == "int8"
+        assert doc["max_abs_logit"] <= bounds["max_abs_logit"] and doc["kendall_tau"] >= bounds["min_kendall_tau"]
+    finally:
+        stopper.cancel()
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()

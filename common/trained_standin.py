@@ -1,0 +1,227 @@
+"""A stand-in that is trained, not drawn: the int8 profile's positive evidence (docs/CPU.md).
+
+The random stand-ins (common/standin_model.py) make every pair look alike and then scale the
+classifier until near-identical representations spread to a logit std of 3; any perturbation of
+the encoder is scaled up with them, so int8 is refused on them at every rung. That refusal is the
+gate's negative evidence and stays. A trained model is different: its logit is read from features
+that separate relevant from irrelevant pairs, so a small perturbation of the encoder moves it by a
+small amount. This module trains such a model, small and quickly, on a synthetic relevance task:
+
+    target logit = 10 x (share of the query's character trigrams found in the passage) - 5
+
+The queries are word spans cut from the calibration passages (common/calibration_texts.py - never
+the certificate's texts, which stay held out for the gate), some with words swapped for words of
+other passages, and the calibration queries themselves; passages are 1 to 4 calibration passages
+joined (as the certificate's ranking list is built). The model must compare the two segments
+across the separator - what a cross-encoder's attention does - to fit it. The tokenizer is the
+stand-in's (sentencepiece Unigram trained on the calibration text, XLM-R format).
+
+Deterministic: seeded data and weights, a fixed thread count; the loss curve is written beside
+the weights (training.json). A few minutes on 2 cores; the Makefile builds it once
+(`make standin-trained`, runs/trained-model).
+
+    python -m common.trained_standin OUT_DIR [--steps N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from common.calibration_texts import TOPICS
+from common.standin_model import Shape, model_config, train_tokenizer
+
+# Small enough to train in minutes on 2 cores, deep enough that errors of one layer pass through
+# others (int8 escalation rungs keep whole layers fp32). Init 0.02 (BERT/XLM-R's own), as a trained
+# model starts.
+SHAPE = Shape(layers=4, hidden=128, heads=4, intermediate=512, vocab=None, init_range=0.02)
+THREADS = 1  # fixed: float sums depend on the thread split (and one thread is the faster on a shared 2-core VM)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: int = 400
+    batch: int = 16
+    max_length: int = 64  # the training pairs: a query of up to 10 words, 1-2 short passages
+    max_joined: int = 2  # passages joined into one training passage: 1..max_joined
+    in_passage: float = 0.6  # share of queries cut from the passage itself (the rest: elsewhere)
+    # Higher rates (1e-3 and up, tried) collapse the model: the [CLS] state stops depending on the
+    # input and every pair gets the mean target (held-out logit std 0.000).
+    learning_rate: float = 3e-4
+    layers: int = SHAPE.layers
+    hidden: int = SHAPE.hidden
+    # At 0.02 the [CLS] state barely depends on the input at the start (logit std ~1e-4) and the
+    # few steps here never make it; 0.1 starts with input-dependent features to learn from.
+    init_range: float = 0.1
+
+
+RECIPE = Recipe()
+_WORD = re.compile(r"\S+")
+
+
+def _trigrams(text: str) -> set[str]:
+    text = " ".join(text.lower().split())
+    return {text[i : i + 3] for i in range(len(text) - 2)}
+
+
+def target(query: str, passage: str) -> float:
+    """The relevance the model learns: the share of the query's character trigrams (lower-cased,
+    whitespace collapsed; works alike for spaced and unspaced scripts) found in the passage,
+    mapped to a logit in [-5, 5]."""
+    grams = _trigrams(query)
+    share = len(grams & _trigrams(passage)) / max(len(grams), 1)
+    return 10.0 * share - 5.0
+
+
+def training_pairs(rng: random.Random, n: int, recipe: Recipe = RECIPE) -> list[tuple[str, str, float]]:
+    passages = [p for _, _, ps in TOPICS for p in ps]
+    queries = [q for _, q, _ in TOPICS]
+    vocabulary = sorted({w for p in passages for w in _WORD.findall(p)})
+    out = []
+    for _ in range(n):
+        joined = [rng.choice(passages) for _ in range(rng.randint(1, recipe.max_joined))]
+        passage = " ".join(joined)
+        kind = rng.random()
+        if kind < 0.1:
+            query = rng.choice(queries)
+        else:
+            # A span of a passage (inside this one or not), a random share of its words swapped for
+            # words of other passages: targets spread over the whole range.
+            source = rng.choice(joined) if kind < 0.1 + recipe.in_passage else rng.choice(passages)
+            words = _WORD.findall(source)
+            length = rng.randint(min(2, len(words)), min(10, len(words)))  # CJK: one "word"
+            start = rng.randint(0, len(words) - length)
+            span = words[start : start + length]
+            swap = rng.random()
+            query = " ".join(rng.choice(vocabulary) if rng.random() < swap else w for w in span)
+        out.append((query, passage, target(query, passage)))
+    return out
+
+
+def build(out_dir: Path, recipe: Recipe = RECIPE, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaForSequenceClassification
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, use_safetensors=True)
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(seed)
+    shape = replace(
+        SHAPE,
+        layers=recipe.layers,
+        hidden=recipe.hidden,
+        intermediate=4 * recipe.hidden,
+        init_range=recipe.init_range,
+    )
+    config = model_config(shape, len(tokenizer))
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # deterministic, and few steps
+    model = XLMRobertaForSequenceClassification(config)
+    model.train()
+    rng = random.Random(seed)
+    data = training_pairs(rng, recipe.steps * recipe.batch, recipe)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.learning_rate, total_steps=recipe.steps, pct_start=0.1
+    )
+    losses: list[float] = []
+    started = time.monotonic()
+    for step in range(recipe.steps):
+        chunk = data[step * recipe.batch : (step + 1) * recipe.batch]
+        queries, passages, targets = zip(*chunk)
+        ids = tokenizer(
+            list(queries),
+            list(passages),
+            padding=True,
+            truncation=True,
+            max_length=recipe.max_length,
+            return_tensors="pt",
+        )
+        logits = model(**ids).logits.squeeze(-1)
+        loss = torch.nn.functional.mse_loss(logits, torch.tensor(targets, dtype=torch.float32))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == recipe.steps - 1:
+            print(f"[trained-standin] step {step}/{recipe.steps} loss {losses[-1]:.3f}", flush=True)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    held_out = held_out_fit(model, tokenizer, recipe, seed)
+    (out_dir / "training.json").write_text(
+        json.dumps(
+            {
+                "task": "target logit = 10 x share of query character trigrams in the passage - 5",
+                "texts": "common/calibration_texts.py (the certificate's texts stay held out)",
+                "shape": vars(shape),
+                "recipe": asdict(recipe),
+                "seed": seed,
+                "threads": THREADS,
+                "seconds": round(time.monotonic() - started, 1),
+                "loss_first_50_mean": sum(losses[:50]) / min(50, len(losses)),
+                "loss_last_50_mean": sum(losses[-50:]) / min(50, len(losses)),
+                "held_out": held_out,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out_dir
+
+
+def held_out_fit(model, tokenizer, recipe: Recipe, seed: int, n: int = 256) -> dict:
+    """How well the model learned the task, on pairs it never saw (another seed's draw): the
+    Pearson correlation of its logits with the target, and the mean logit of the relevant
+    (target > 0) and irrelevant (target <= 0) pairs."""
+    import numpy as np
+    import torch
+
+    pairs = training_pairs(random.Random(seed + 1_000_003), n, recipe)
+    logits = []
+    with torch.no_grad():
+        for i in range(0, n, 32):
+            queries, passages, _ = zip(*pairs[i : i + 32])
+            ids = tokenizer(
+                list(queries),
+                list(passages),
+                padding=True,
+                truncation=True,
+                max_length=recipe.max_length,
+                return_tensors="pt",
+            )
+            logits.append(model(**ids).logits.squeeze(-1).numpy())
+    y = np.concatenate(logits)
+    t = np.array([p[2] for p in pairs])
+    return {
+        "pairs": n,
+        "pearson": round(float(np.corrcoef(y, t)[0, 1]), 3),
+        "mean_logit_relevant": round(float(y[t > 0].mean()), 3),
+        "mean_logit_irrelevant": round(float(y[t <= 0].mean()), 3),
+        "logit_std": round(float(y.std()), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", default="{}", help=argparse.SUPPRESS)  # JSON overrides (exploration)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    path = build(args.out_dir, replace(RECIPE, **json.loads(args.recipe)), args.seed)
+    print(f"trained stand-in written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
