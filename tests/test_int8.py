@@ -207,6 +207,7 @@ def test_int8_export_serve_verify_on_the_trained_standin(tmp_path):
     (test_int8_gate_refuses_a_bad_quantization, docs/CPU.md): the model, not the gate, differs."""
     import os
     import signal
+    import threading
 
     from local_triton.server import free_port
 
@@ -247,8 +248,6 @@ def test_int8_export_serve_verify_on_the_trained_standin(tmp_path):
         start_new_session=True,  # make, the launcher and tritonserver: stopped together below
     )
     lines: list[str] = []
-    import threading
-
     stopper = threading.Timer(300, lambda: os.killpg(serve.pid, signal.SIGKILL))
     stopper.start()
     try:
