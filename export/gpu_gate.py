@@ -27,6 +27,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from export.served_session import session_options
 from export.tensorrt_profiles import LengthClass, class_for_length
 
+# The ONNX Runtime Triton 24.10's onnxruntime backend is built with (triton-inference-server/server
+# r24.10 build.py, TRITON_VERSION_MAP "2.51.0": ORT "1.19.2"): the exporter image installs
+# onnxruntime-gpu at this version (requirements/export.txt), so the gate partitions the graph and
+# builds the engine with the pods' ONNX Runtime; another version is named in the gate's record.
+SERVED_ONNXRUNTIME_VERSION = "1.19.2"
 TENSORRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 CUDA_DEFAULTS = {"device_id": "0", "do_copy_in_default_stream": "1", "arena_extend_strategy": "kNextPowerOfTwo"}

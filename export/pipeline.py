@@ -465,7 +465,19 @@ def stage_gpu_gate(ctx: ExportContext) -> None:
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     ctx.reports["gpu"] = result
-    ctx.gpu_gate = {"ran": True, "passed": result.passed, "providers": [gpu_gate.TENSORRT_EP, gpu_gate.CUDA_EP]}
+    version = str(getattr(ort, "__version__", "?"))
+    ctx.gpu_gate = {
+        "ran": True,
+        "passed": result.passed,
+        "providers": [gpu_gate.TENSORRT_EP, gpu_gate.CUDA_EP],
+        "onnxruntime": version,
+    }
+    if version != gpu_gate.SERVED_ONNXRUNTIME_VERSION:
+        print(
+            f"[export] note: the GPU gate ran ONNX Runtime {version}; the pods serve "
+            f"{gpu_gate.SERVED_ONNXRUNTIME_VERSION} (Triton 24.10): partitioning and tactics may differ",
+            flush=True,
+        )
     _print_gate(result)
     _require(result)
 
