@@ -5,7 +5,6 @@ Checked here on the files the Dockerfile uses and on this environment's installe
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import subprocess
 import sys
@@ -32,9 +31,9 @@ def test_every_exporter_package_is_pinned_by_the_test_environment():
     tested = _requirements(ROOT / "requirements" / "dev.txt")
     unpinned = {name for name, version in exporter.items() if not version}
     assert unpinned and unpinned <= set(tested), unpinned - set(tested)
-    # Only the GPU packages are pinned outside the test environment (no GPU here): TensorRT's
-    # bindings and onnxruntime-gpu (test_exporter_runs_onnxruntime_gpu_and_never_the_cpu_wheel).
-    assert {n for n, v in exporter.items() if v} == {"tensorrt-cu12", "onnxruntime-gpu"}
+    # Only TensorRT's bindings are pinned outside the test environment (no GPU here); onnxruntime-gpu
+    # has an environment of its own (test_the_gpu_gate_environment_has_onnxruntime_gpu_and_not_the_cpu_wheel).
+    assert {n for n, v in exporter.items() if v} == {"tensorrt-cu12"}
     # ...and the tests really ran those versions.
     for name in unpinned:
         assert metadata.version(name).split("+")[0] == tested[name], name  # 2.13.0+cpu is torch 2.13.0
@@ -127,29 +126,59 @@ def _closure_requires(names: set[str]) -> dict[str, set[str]]:
     return found
 
 
-def test_exporter_runs_onnxruntime_gpu_and_never_the_cpu_wheel():
-    """The exporter image's requirement set has onnxruntime-gpu (pinned: the GPU gate, issue 25 item
-    10) and no CPU `onnxruntime`, neither named nor pulled in by a dependency: both wheels install the
-    one `onnxruntime` module, and whichever installs last wins (the CPU one has no GPU EPs, so the gate
-    would skip on a GPU host). The pin is the ONNX Runtime Triton 24.10 serves."""
+def _names(path: Path) -> set[str]:
+    return {line.split("==")[0] for line in _lines(path)}
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_gpu_gate_environment_has_onnxruntime_gpu_and_not_the_cpu_wheel():
+    """The exporter image's GPU-gate environment (requirements/gpu-gate.txt, /opt/venv-gpu-gate) has
+    onnxruntime-gpu pinned to the ONNX Runtime Triton 24.10 serves and no CPU `onnxruntime`, neither
+    named nor pulled in by a dependency (both wheels install the one `onnxruntime` module: whichever
+    installs last wins, and the CPU one has no GPU EPs, so the gate would skip on a GPU host). The
+    export's own environment keeps the tested CPU onnxruntime and never gets onnxruntime-gpu."""
     from export import gpu_gate
 
-    exporter = _requirements(ROOT / "requirements" / "export.txt")
-    assert exporter.get("onnxruntime-gpu") == gpu_gate.SERVED_ONNXRUNTIME_VERSION
-    assert "onnxruntime" not in exporter
-    raw = [
-        line.split("#", 1)[0].strip()
-        for line in (ROOT / "requirements" / "export.txt").read_text().splitlines()
-        if line.split("#", 1)[0].strip()
-    ]
-    closure = _closure_requires({line.split("==")[0] for line in raw if not line.startswith("onnxruntime-gpu")})
+    gate = _requirements(ROOT / "requirements" / "gpu-gate.txt")
+    assert gate.pop("onnxruntime-gpu") == gpu_gate.SERVED_ONNXRUNTIME_VERSION
+    assert "onnxruntime" not in gate and not any(gate.values())  # the rest: the tested pins
+    tested = _requirements(ROOT / "requirements" / "dev.txt")
+    assert set(gate) <= set(tested)
+    closure = _closure_requires(
+        _names(ROOT / "requirements" / "gpu-gate.txt") - {"onnxruntime-gpu"} | {"reranker-client"}
+    )
     pulling = sorted(name for name, deps in closure.items() if "onnxruntime" in deps)
-    assert pulling == [], f"{pulling} would install the CPU onnxruntime beside onnxruntime-gpu"
-    assert "onnxruntime" not in closure
-    # The image installs the file as it is, with the test pins as constraints (which only restrict).
+    assert pulling == [] and "onnxruntime" not in closure, f"{pulling} would install the CPU onnxruntime"
+    exporter = _requirements(ROOT / "requirements" / "export.txt")
+    assert "onnxruntime" in exporter and "onnxruntime-gpu" not in exporter
+    assert "onnxruntime-gpu" not in _closure_requires(_names(ROOT / "requirements" / "export.txt"))
+
+
+def test_the_exporter_image_runs_the_gate_in_its_own_environment():
+    """The Dockerfile builds the second venv from requirements/gpu-gate.txt with the test pins as
+    constraints, adds the client without dependencies, and names its python in the variable the
+    export reads; the gate's imports need nothing the export's heavy stack brings (torch etc.)."""
+    from export import gpu_gate
+
     stage = (ROOT / "docker" / "Dockerfile").read_text().split("AS exporter")[1].split("\nFROM ")[0]
-    runs = [line for line in stage.splitlines() if not line.lstrip().startswith("#")]
-    assert "-r requirements/export.txt" in stage
-    assert not any("onnxruntime" in line.replace("onnxruntime-gpu", "") for line in runs)
-    # The module the gate imports is the one onnxruntime-gpu provides (same top-level name).
-    assert importlib.util.find_spec("onnxruntime") is not None
+    venv = "/opt/venv-gpu-gate/bin/python"
+    assert f"--python {venv} -c requirements/dev.txt -r requirements/gpu-gate.txt" in stage
+    assert f"--no-deps --python {venv} ./client" in stage
+    assert f"ENV {gpu_gate.GPU_GATE_PYTHON_ENV}={venv}" in stage
+    assert "!requirements/gpu-gate.txt" in (ROOT / ".dockerignore").read_text()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, export.gpu_gate; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'optimum', 'tensorrt'}))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -7,6 +7,7 @@ real CPU session on the same graph); without onnxruntime-gpu (here) it is skippe
 from __future__ import annotations
 
 import json
+import sys
 import types
 from pathlib import Path
 
@@ -158,3 +159,34 @@ def test_gate_scores_the_certificate_with_real_sessions_when_tensorrt_takes_the_
     [(providers, options, sess_options)] = created  # max_length 512: one class model
     assert providers == GPU_PROVIDERS[:2] and options[0]["trt_fp16_enable"] == "1"
     assert sess_options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+SITE_EMULATION = """
+import onnxruntime
+GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+onnxruntime.get_available_providers = lambda: list(GPU)
+onnxruntime.InferenceSession.get_providers = lambda self: list(GPU)
+"""
+
+
+def test_gate_in_its_own_environment_through_a_subprocess(python_repo, tmp_path, monkeypatch, capsys):
+    """The exporter image's way (EXPORT_GPU_GATE_PYTHON: the onnxruntime-gpu venv): the export hands
+    the request to that interpreter as JSON and reads the verdict back. Here the interpreter is this
+    one, with only the provider discovery emulated at its start (sitecustomize); the sessions and
+    the scoring in the child are real."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE_EMULATION)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setenv(gpu_gate.GPU_GATE_PYTHON_ENV, sys.executable)
+    ctx = _ctx(python_repo, tmp_path)
+    pipeline.stage_gpu_gate(ctx)
+    assert ctx.gpu_gate["ran"] is True and ctx.gpu_gate["passed"] is True
+    assert ctx.gpu_gate["onnxruntime"] == onnxruntime.__version__
+    assert ctx.reports["gpu"].passed and ctx.reports["gpu"].pairs > 0
+    assert "parity fp16: PASS" in capsys.readouterr().out
+    # Without the emulation the child's CPU onnxruntime says why the gate did not run.
+    (site / "sitecustomize.py").write_text("")
+    ctx = _ctx(python_repo, tmp_path)
+    pipeline.stage_gpu_gate(ctx)
+    assert ctx.gpu_gate["ran"] is False and "install onnxruntime-gpu" in ctx.gpu_gate["reason"]
