@@ -33,6 +33,7 @@ is built, and is written to the manifest under `tensorrt_plan.memory`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from export.settings import (
     CROSS_ENCODER_INSTANCES,
@@ -307,9 +308,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="print the pod's host memory need and the memory request/limit derived from it instead",
     )
+    parser.add_argument("--bytes", action="store_true", help="with --host: '<peak need> <limit>' in bytes only")
+    parser.add_argument("--out", type=Path, default=None, help="write there instead of printing")
     args = parser.parse_args(argv)
     if args.host:
         pod = served_pod_memory(args.host, args.max_length, args.precision)
+        if args.bytes:
+            text = f"{pod.host.peak_bytes} {pod.limit_bytes}"
+            if args.out is None:
+                print(text)
+            else:
+                args.out.write_text(text + "\n")
+            return
         parts = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in pod.host.parts.items() if v)
         print(
             f"{args.host} {args.precision} max_length {args.max_length}: "
