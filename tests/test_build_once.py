@@ -263,7 +263,6 @@ def test_an_object_store_export_without_build_once_configs_is_named(tmp_path, ca
     assert "no configs/build_once.pbtxt: its 2 instances built at once" in out and "tokenizer" not in out
 
 
-@pytest.mark.slow
 def test_object_store_build_pass_on_the_real_tritonserver(python_repo, tmp_path, monkeypatch, capsys):
     """The object-store pass (build_once.remote_build_pass: `--load-model=*`, explicit mode,
     `--model-config-name=build_once`, one load at a time) on the real tritonserver 2.51, with a local
