@@ -256,15 +256,15 @@ def remote_build_pass(
         return []
     loaded: dict[str, dict] = {}
     base_url = ready_url.split("/v2/")[0]
+
+    def read_configs() -> None:
+        try:
+            loaded.update(self_certify.loaded_configs(base_url))
+        except (OSError, ValueError) as err:  # the pass still ran; the serving start's checks remain
+            print(f"[build-once] could not read the loaded configs ({err}): no per-model report", flush=True)
+
     with shared_lock(shared_dir):
-        if not run_build_pass(
-            command,
-            [ALL_MODELS],
-            ready_url,
-            timeout_s,
-            stopping,
-            on_ready=lambda: loaded.update(self_certify.loaded_configs(base_url)),
-        ):
+        if not run_build_pass(command, [ALL_MODELS], ready_url, timeout_s, stopping, on_ready=read_configs):
             print(f"[build-once] {where}: the build pass did not become ready; the serving start builds", flush=True)
             return []
     return report_remote_pass(loaded, local)
