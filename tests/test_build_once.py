@@ -301,3 +301,19 @@ def test_object_store_build_pass_on_the_real_tritonserver(python_repo, tmp_path,
     assert counts["tokenizer"] == [2]  # no build_once config: its config.pbtxt
     assert not server.is_ready()  # stopped after the pass
     assert "every model of the repository one instance at a time" in capsys.readouterr().out
+
+
+def test_an_object_store_pass_whose_configs_cannot_be_read_does_not_stop_the_launcher(tmp_path, capsys):
+    """The stand-in answers readiness but not the repository index (HTTP 501): the pass ran, its
+    per-model report is missing, and serve.py goes on to the serving start instead of crashing."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    port, record = free_port(), tmp_path / "argv.json"
+    script = tmp_path / "fake_tritonserver.py"
+    script.write_text(FAKE_SERVER)
+    command = [sys.executable, str(script), str(port), str(record), json.dumps({"*": "bge_0123abcd"}), str(cache)]
+    command += ["--model-repository=gs://bucket/models"]
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    assert build_once.ensure_engines(cache, None, command, url, timeout_s=60) == []
+    assert "--load-model=*" in json.loads(record.read_text())
+    assert "could not read the loaded configs" in capsys.readouterr().out
