@@ -26,6 +26,9 @@ every model at :1533-1534; `*` as the one startup model loads all, :546-560). On
 ready, the loaded configs say which models run the TensorRT EP and with how many instances, and the
 local cache says which engines exist; then it is stopped like the local pass. With the model hash
 known (trtCache.modelHash) and its engines already in the cache (seeded), no pass runs.
+Not the load API's "config" override: it replaces the model's config whole (server r24.10
+docs/protocol/extension_model_repository.md:138-141), and a bucket's config cannot be read before
+its model is loaded, so an override could not carry the TensorRT accelerator's parameters.
 
 Across pods sharing `--shared`: a pod that has engines to build holds an exclusive lock on
 `<shared>/<gpu key>/.build.lock` (BuildLock: fcntl.flock; NFS v4 supports it) from the re-seed
