@@ -16,6 +16,20 @@ engine is missing from the local cache:
   serving start that follows deserializes every engine from the cache, each instance reading it.
 A repository without build_once configs (plan or Python backend) has no build pass.
 
+An object-store repository (`--model-repository=s3://...`, gs://, as://) cannot be listed here, but
+tritonserver reads it: its build pass loads every model (`--load-model=*`, explicit mode) with the
+same `--model-config-name=build_once` and one load at a time. Triton takes `configs/build_once.pbtxt`
+where a model has one and its config.pbtxt otherwise, through its filesystem layer, which reads
+object stores too (triton-inference-server/core r24.10
+src/model_repository_manager/model_repository_manager.cc:186-211 GetModelConfigFullPath, used for
+every model at :1533-1534; `*` as the one startup model loads all, :546-560). Once that server is
+ready, the loaded configs say which models run the TensorRT EP and with how many instances, and the
+local cache says which engines exist; then it is stopped like the local pass. With the model hash
+known (trtCache.modelHash) and its engines already in the cache (seeded), no pass runs.
+Not the load API's "config" override: it replaces the model's config whole (server r24.10
+docs/protocol/extension_model_repository.md:138-141), and a bucket's config cannot be read before
+its model is loaded, so an override could not carry the TensorRT accelerator's parameters.
+
 Across pods sharing `--shared`: a pod that has engines to build holds an exclusive lock on
 `<shared>/<gpu key>/.build.lock` (BuildLock: fcntl.flock; NFS v4 supports it) from the re-seed
 through the build pass, the serving start, the self-certification and the publish (serve.py), so
@@ -39,9 +53,12 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+import self_certify  # shipped beside this file: the loaded configs and the engine check
 from engine_cache import BUILD_LOCK_NAME  # shipped beside this file: the cache layout's names
 
 BUILD_CONFIG = "build_once"  # export/triton_config.py BUILD_ONCE_CONFIG
+# tritonserver's startup model name for "every model in the repository" (explicit mode only).
+ALL_MODELS = "*"
 # The accelerator's parameters are a map<string, string>: `key: "..." value: "..."` in text format.
 PREFIX = re.compile(r'key:\s*"trt_engine_cache_prefix"\s*value:\s*"([^"]*)"')
 
@@ -98,16 +115,20 @@ def run_build_pass(
     ready_url: str,
     timeout_s: float,
     stopping: Callable[[], bool] = lambda: False,
+    on_ready: Callable[[], object] | None = None,
 ) -> bool:
     """Start the build-pass server, wait until it is ready (or gone, or out of time, or the
-    launcher is told to stop), stop it.
+    launcher is told to stop), call `on_ready` while it still runs, stop it.
     True when it became ready: every listed model loaded, so its engine was built and written."""
-    print(f"[build-once] building the engines of {', '.join(models)} one instance at a time", flush=True)
+    what = "every model of the repository" if models == [ALL_MODELS] else ", ".join(models)
+    print(f"[build-once] building the engines of {what} one instance at a time", flush=True)
     server = subprocess.Popen(build_command(command, models))
     deadline = time.monotonic() + timeout_s
     try:
         while server.poll() is None and time.monotonic() < deadline and not stopping():
             if _ready(ready_url):
+                if on_ready is not None:
+                    on_ready()
                 return True
             time.sleep(1)
         return False
@@ -172,10 +193,20 @@ def shared_lock(shared_dir: Path | None):
         lock.release()
 
 
-def engines_to_build(command: list[str], local: Path) -> bool:
-    """Whether a class model of the command's repository lacks its engine in `local`."""
+def engines_to_build(command: list[str], local: Path, model_hash: str | None = None) -> bool:
+    """Whether a class model of the command's repository lacks its engine in `local`. An
+    object-store repository cannot be read here: with the model hash, whether any of that model's
+    engines is in `local` (the shared cache's entries and a ready server's marker hold every class
+    model's engines or none); without it, unknown, so True."""
     repository = repository_of(command)
+    if repository is None and remote_repository(command):
+        return not seeded(local, model_hash)
     return repository is not None and bool(class_models(repository)) and bool(missing_engines(repository, local))
+
+
+def seeded(local: Path, model_hash: str | None) -> bool:
+    """Whether `local` holds engines of the model `model_hash` names (False when it is unknown)."""
+    return model_hash is not None and any(Path(local).glob(f"{model_hash}_*.engine"))
 
 
 def ensure_engines(
@@ -186,6 +217,7 @@ def ensure_engines(
     timeout_s: float = 3600.0,
     reseed: Callable[[], object] | None = None,
     stopping: Callable[[], bool] = lambda: False,
+    model_hash: str | None = None,
 ) -> list[str]:
     """Run the build pass when a class model's engine is missing; returns the models still missing
     afterwards (the serving start then builds them itself, as before, and the self-certification
@@ -193,17 +225,7 @@ def ensure_engines(
     serve.py passes None and holds the lock itself until its engines are published."""
     repository = repository_of(command)
     if repository is None and remote_repository(command):
-        # Known gap (issue 25 item 5): the class models' build_once configs sit in the object
-        # store, where this script cannot list them, so the serving start builds every class
-        # model's engines itself, its instances at once (the host and device peak of
-        # docs/GPU.md's "Build once" without the pass). Mount the repository (pvc/initContainer)
-        # to get the build pass.
-        print(
-            f"[build-once] {remote_repository(command)} is an object-store repository: no build pass; "
-            "the serving start builds each engine in every instance at once (see docs/GPU.md, Build once)",
-            flush=True,
-        )
-        return []
+        return remote_build_pass(local, shared_dir, command, ready_url, timeout_s, stopping, model_hash)
     if repository is None or not class_models(repository):
         return []
     missing = missing_engines(repository, local)
@@ -216,6 +238,55 @@ def ensure_engines(
         if missing and not run_build_pass(command, missing, ready_url, timeout_s, stopping):
             print("[build-once] the build pass did not become ready; the serving start builds instead", flush=True)
     return missing_engines(repository, local) if missing else []
+
+
+def remote_build_pass(
+    local: Path,
+    shared_dir: Path | None,
+    command: list[str],
+    ready_url: str,
+    timeout_s: float = 3600.0,
+    stopping: Callable[[], bool] = lambda: False,
+    model_hash: str | None = None,
+) -> list[str]:
+    """The build pass of a repository only tritonserver can read (an object store; a local folder
+    takes this path too when asked, which is how it is tested against the real server): every
+    model loaded under its build_once config, one at a time. Returns the TensorRT-EP models whose
+    engine is still not in `local` afterwards."""
+    where = remote_repository(command) or str(repository_of(command))
+    if seeded(local, model_hash):
+        print(f"[build-once] {where}: the engines of {model_hash} are in {local}: no build pass", flush=True)
+        return []
+    loaded: dict[str, dict] = {}
+    base_url = ready_url.split("/v2/")[0]
+
+    def read_configs() -> None:
+        try:
+            loaded.update(self_certify.loaded_configs(base_url))
+        except (OSError, ValueError) as err:  # the pass still ran; the serving start's checks remain
+            print(f"[build-once] could not read the loaded configs ({err}): no per-model report", flush=True)
+
+    with shared_lock(shared_dir):
+        if not run_build_pass(command, [ALL_MODELS], ready_url, timeout_s, stopping, on_ready=read_configs):
+            print(f"[build-once] {where}: the build pass did not become ready; the serving start builds", flush=True)
+            return []
+    return report_remote_pass(loaded, local)
+
+
+def report_remote_pass(loaded: dict[str, dict], local: Path) -> list[str]:
+    """What the build-pass server loaded, per TensorRT-EP model: its instance count (1 when the
+    repository has its build_once config: an export from before build-once has none, and then its
+    instances built at once) and whether its engine is now in `local`; the models still missing."""
+    ort = {name: config for name, config in loaded.items() if config.get("platform") != "tensorrt_plan"}
+    checks = self_certify.engine_checks(ort, local)  # TensorRT-EP models only: a plan has nothing to build
+    for model in sorted(checks):
+        instances = sum(int(group.get("count", 1)) for group in loaded[model].get("instance_group", []))
+        engine = "engine built" if checks[model]["taken"] else f"NO engine: {checks[model]['detail']}"
+        note = "" if instances == 1 else f" (no configs/{BUILD_CONFIG}.pbtxt: its {instances} instances built at once)"
+        print(f"[build-once] {model}: loaded with {instances} instance(s), {engine}{note}", flush=True)
+    if not checks:
+        print(f"[build-once] no model of the {len(loaded)} loaded runs the TensorRT EP: nothing to build", flush=True)
+    return sorted(model for model, check in checks.items() if not check["taken"])
 
 
 def repository_of(command: list[str]) -> Path | None:

@@ -289,7 +289,9 @@ class Launcher:
         try:
             # Each missing TensorRT EP engine built once, one instance at a time (build_once.py);
             # the shared lock, if any, is already held (above): no second lock here.
-            build_once.ensure_engines(args.local, None, self.command, args.ready_url, stopping=lambda: self.stopping)
+            build_once.ensure_engines(
+                args.local, None, self.command, args.ready_url, stopping=lambda: self.stopping, model_hash=model_hash
+            )
             if self.stopping:
                 note = "stopped by a signal during the build pass: nothing published"
                 print("[serve] stop signal during the build pass: stopped", flush=True)
@@ -331,7 +333,11 @@ class Launcher:
         re-seed below until the engines are published (serve_once), so a pod that waited here
         seeds what the holder built instead of building it again. Waiting is interruptible: a
         stop signal raises Stopped, and nothing is held."""
-        if gpu_dir is None or model_hash is None or not build_once.engines_to_build(self.command, self.args.local):
+        if (
+            gpu_dir is None
+            or model_hash is None
+            or not build_once.engines_to_build(self.command, self.args.local, model_hash)
+        ):
             return None
         lock = build_once.BuildLock(gpu_dir)
         print(
@@ -355,7 +361,7 @@ class Launcher:
         except BaseException:
             lock.release()
             raise
-        if not build_once.engines_to_build(self.command, self.args.local):
+        if not build_once.engines_to_build(self.command, self.args.local, model_hash):
             print("[serve] build lock taken: every engine seeded from the shared cache, nothing to build", flush=True)
             lock.release()  # the last builder's note stays
             return None

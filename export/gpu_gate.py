@@ -19,14 +19,36 @@ The engine and timing caches go to the gate's own folder, never the pod's cache 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export import parity
+from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
 from export.served_session import session_options
-from export.tensorrt_profiles import LengthClass, class_for_length
+from export.settings import ServingLimits
+from export.tensorrt_profiles import LengthClass, class_for_length, length_classes
+from export.triton_config import RepositorySpec, cross_encoder_config
 
+# The ONNX Runtime Triton 24.10's onnxruntime backend is built with (triton-inference-server/server
+# r24.10 build.py, TRITON_VERSION_MAP "2.51.0": ORT "1.19.2"): the exporter image installs
+# onnxruntime-gpu at this version (requirements/export.txt), so the gate partitions the graph and
+# builds the engine with the pods' ONNX Runtime; another version is named in the gate's record.
+SERVED_ONNXRUNTIME_VERSION = "1.19.2"
+# The exporter image keeps onnxruntime-gpu in an environment of its own (requirements/gpu-gate.txt):
+# the export's other stages run the CPU onnxruntime the tests ran (the two wheels install one
+# `onnxruntime` module and cannot share an environment, and ONNX Runtime 1.19.2's transformers
+# optimizer and fp16 kernels give other numerics: the tiny stand-in's fp16 export fails its gate on
+# it). Where this variable names that environment's python, the gate runs there (run_in).
+GPU_GATE_PYTHON_ENV = "EXPORT_GPU_GATE_PYTHON"
 TENSORRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 CUDA_DEFAULTS = {"device_id": "0", "do_copy_in_default_stream": "1", "arena_extend_strategy": "kNextPowerOfTwo"}
@@ -117,3 +139,86 @@ def runner(sessions: dict, input_names: tuple[str, ...], output_name: str):
         return np.asarray(logit).reshape(-1)
 
     return run
+
+
+def run(graph: Path, spec: RepositorySpec, fixture: dict, precision: str, work: Path, ort=None):
+    """(record for the manifest, parity.ParityResult or None when the gate could not run here)."""
+    ort = load_ort() if ort is None else ort
+    reason = unavailable_reason(ort)
+    if reason:
+        return {"ran": False, "reason": reason}, None
+    configs = {c: cross_encoder_config(spec, c) for c in length_classes(spec.limits)}
+    cache = Path(tempfile.mkdtemp(prefix="gpu-gate-", dir=work))
+    try:
+        sessions = class_sessions(graph, configs, cache, ort)
+        result = parity.run_gate(
+            precision,
+            fixture,
+            runner(sessions, INPUT_NAMES, OUTPUT_NAMES[0]),
+            "served graph on ONNX Runtime's TensorRT EP (CUDA EP after it), served session options, GPU",
+            "served: the engine the TensorRT EP builds from the served graph, on this export host's GPU",
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    record = {
+        "ran": True,
+        "passed": result.passed,
+        "providers": [TENSORRT_EP, CUDA_EP],
+        "onnxruntime": str(getattr(ort, "__version__", "?")),
+    }
+    return record, result
+
+
+def _spec_from_dict(data: dict) -> RepositorySpec:
+    return RepositorySpec(
+        **{**data, "limits": ServingLimits(**data["limits"]), "model_geometry": tuple(data["model_geometry"])}
+    )
+
+
+def run_in(python: str, graph: Path, spec: RepositorySpec, fixture: dict, precision: str, work: Path):
+    """run() in another environment's interpreter (the exporter image's onnxruntime-gpu one): the
+    request and the answer travel as JSON files. A gate that cannot start there fails the export."""
+    folder = Path(tempfile.mkdtemp(prefix="gpu-gate-call-", dir=work))
+    request = {
+        "graph": str(graph),
+        "spec": asdict(spec),
+        "fixture": fixture,
+        "precision": precision,
+        "work": str(folder),
+    }
+    (folder / "request.json").write_text(json.dumps(request))
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    try:
+        proc = subprocess.run(
+            [python, "-m", "export.gpu_gate", str(folder / "request.json"), str(folder / "answer.json")],
+            cwd=root,
+            env=env,
+        )
+        if proc.returncode != 0:
+            raise GpuGateError(f"the GPU gate exited {proc.returncode} in {python} (its output is above)")
+        answer = json.loads((folder / "answer.json").read_text())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    report = answer["report"]
+    return answer["record"], (parity.ParityResult(**report) if report is not None else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m export.gpu_gate REQUEST.json ANSWER.json (run_in's other side)."""
+    request_path, answer_path = argv if argv is not None else sys.argv[1:]
+    request = json.loads(Path(request_path).read_text())
+    record, result = run(
+        Path(request["graph"]),
+        _spec_from_dict(request["spec"]),
+        request["fixture"],
+        request["precision"],
+        Path(request["work"]),
+    )
+    answer = {"record": record, "report": asdict(result) if result is not None else None}
+    Path(answer_path).write_text(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

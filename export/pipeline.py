@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import platform
 import resource
 import shutil
@@ -32,7 +33,7 @@ import onnx
 from common.pair_tokenizer import load_pair_tokenizer
 from export import certificate, gpu_gate, int8_quantization, model_loading, parity, plan_memory, tensorrt_onnx_support
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
-from export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx, save_onnx, with_fp16_weights
+from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
 from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -51,8 +52,8 @@ from export.tensorrt_build import (
     timing_cache_path,
     write_build_files,
 )
-from export.tensorrt_profiles import check_consistency, length_classes, profiles_for
-from export.triton_config import RepositorySpec, cross_encoder_config, engine_cache_prefix
+from export.tensorrt_profiles import check_consistency, profiles_for
+from export.triton_config import RepositorySpec, engine_cache_prefix
 
 
 class ParityFailed(RuntimeError):
@@ -444,28 +445,24 @@ def stage_tensorrt_fp32_layers(ctx: ExportContext) -> None:
 def stage_gpu_gate(ctx: ExportContext) -> None:
     """onnxruntime backend: the served graph on the certificate through ONNX Runtime's TensorRT and
     CUDA EPs at each class model's served options (export/gpu_gate.py), where onnxruntime-gpu is
-    installed; otherwise recorded as not run, with why. A failed GPU gate fails the export."""
-    ort = gpu_gate.load_ort()
-    reason = gpu_gate.unavailable_reason(ort)
-    if reason:
-        print(f"[export] {reason}", flush=True)
-        ctx.gpu_gate = {"ran": False, "reason": reason}
+    installed (in this environment, or in the one EXPORT_GPU_GATE_PYTHON names: the exporter
+    image's); otherwise recorded as not run, with why. A failed GPU gate fails the export."""
+    python = os.environ.get(gpu_gate.GPU_GATE_PYTHON_ENV)
+    if python:
+        record, result = gpu_gate.run_in(python, ctx.served_onnx, ctx.spec, ctx.fixture, ctx.args.precision, ctx.work)
+    else:
+        record, result = gpu_gate.run(ctx.served_onnx, ctx.spec, ctx.fixture, ctx.args.precision, ctx.work)
+    ctx.gpu_gate = record
+    if result is None:
+        print(f"[export] {record['reason']}", flush=True)
         return
-    configs = {c: cross_encoder_config(ctx.spec, c) for c in length_classes(ctx.spec.limits)}
-    cache = Path(tempfile.mkdtemp(prefix="gpu-gate-", dir=ctx.work))
-    try:
-        sessions = gpu_gate.class_sessions(ctx.served_onnx, configs, cache, ort)
-        result = parity.run_gate(
-            ctx.args.precision,
-            ctx.fixture,
-            gpu_gate.runner(sessions, INPUT_NAMES, OUTPUT_NAMES[0]),
-            "served graph on ONNX Runtime's TensorRT EP (CUDA EP after it), served session options, GPU",
-            "served: the engine the TensorRT EP builds from the served graph, on this export host's GPU",
-        )
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
     ctx.reports["gpu"] = result
-    ctx.gpu_gate = {"ran": True, "passed": result.passed, "providers": [gpu_gate.TENSORRT_EP, gpu_gate.CUDA_EP]}
+    if record["onnxruntime"] != gpu_gate.SERVED_ONNXRUNTIME_VERSION:
+        print(
+            f"[export] note: the GPU gate ran ONNX Runtime {record['onnxruntime']}; the pods serve "
+            f"{gpu_gate.SERVED_ONNXRUNTIME_VERSION} (Triton 24.10): partitioning and tactics may differ",
+            flush=True,
+        )
     _print_gate(result)
     _require(result)
 

@@ -33,8 +33,15 @@ is built, and is written to the manifest under `tensorrt_plan.memory`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from export.settings import CROSS_ENCODER_INSTANCES, GPU_MEMORY_BUDGET_BYTES, PLAN_WORKSPACE_BYTES, ServingLimits
+from export.settings import (
+    CROSS_ENCODER_INSTANCES,
+    DEFAULT_VOCAB_SIZE,
+    GPU_MEMORY_BUDGET_BYTES,
+    PLAN_WORKSPACE_BYTES,
+    ServingLimits,
+)
 from export.tensorrt_profiles import LengthClass, length_classes
 
 
@@ -44,6 +51,7 @@ class Geometry:
     hidden_size: int
     heads: int
     ffn_size: int
+    vocab_size: int = DEFAULT_VOCAB_SIZE  # the embedding table stays fp32 in the int8 CPU graph
 
     @classmethod
     def of(cls, facts: dict) -> Geometry:
@@ -147,26 +155,6 @@ def table(classes: list[ClassMemory], budget: int = GPU_MEMORY_BUDGET_BYTES) -> 
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m export.plan_memory --max-length 8192 [--unfused --softmax-fp32]
-    import argparse
-
-    parser = argparse.ArgumentParser(description="estimated device memory per class model of the plan design")
-    parser.add_argument("--max-length", type=int, default=8192)
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    parser.add_argument("--unfused", action="store_true", help="attention not fused (score tensors materialised)")
-    parser.add_argument("--softmax-fp32", action="store_true")
-    args = parser.parse_args()
-    found = estimate(
-        ServingLimits(max_length=args.max_length),
-        precision=args.precision,
-        fused_attention=not args.unfused,
-        softmax_fp32=args.softmax_fp32,
-    )
-    print(table(found))
-    problem = over_budget(found)
-    print(problem or "fits the 24 GB budget")
-
-
 # --- Host memory of the pod (issue 25 item 5: count the host copies against the memory limit) ---
 # Assumptions, stated because only a GPU host can measure them (docs/GPU.md): tritonserver with its
 # backends loaded; one Python-backend stub process (tokenizers, numpy, tritonclient).
@@ -192,6 +180,7 @@ def host_estimate(
     instances: int = CROSS_ENCODER_INSTANCES,
     python_stubs: int = 0,
     shm_bytes: int = 0,
+    device: str = "gpu",
 ) -> HostMemory:
     """Bytes of host memory the pod holds, counted against its memory limit.
 
@@ -201,9 +190,15 @@ def host_estimate(
       (P x 2) while it is written; with the build pass (docker/build_once.py) one build at a time.
     - tensorrt: tensorrt_backend reads the whole plan file into host memory to deserialize it
       (~P x 2 per instance, freed after); steady host memory is small (weights live on the device).
+    - device "cpu" (the int8 CPU profile, deploy/helm/values/cpu.yaml): every instance's session
+      holds the graph (int8: the encoder's weights at 1 byte, the embedding table fp32) and the
+      activations of its largest batch on the host, attention unfused with fp32 scores (ONNX
+      Runtime's CPU EP runs the exported MatMul-Softmax-MatMul as it is); its arena keeps them.
     - Python stubs (tokenizer, router, window reduce) and the /dev/shm emptyDir (medium Memory:
       counts against the limit) with Triton itself.
     """
+    if device == "cpu":
+        return _cpu_host_estimate(limits, geometry, precision, instances, python_stubs, shm_bytes)
     classes = len(length_classes(limits))
     weight = 2 if precision == "fp16" else 4
     parts = {"triton": TRITON_BASE_HOST_BYTES, "python_stubs": python_stubs * PYTHON_STUB_HOST_BYTES, "shm": shm_bytes}
@@ -218,3 +213,131 @@ def host_estimate(
         transient = 0
     steady = sum(parts.values())
     return HostMemory(steady, steady + transient, parts)
+
+
+def _cpu_host_estimate(
+    limits: ServingLimits, geometry: Geometry, precision: str, instances: int, python_stubs: int, shm_bytes: int
+) -> HostMemory:
+    classes = length_classes(limits)
+    embeddings = geometry.vocab_size * geometry.hidden_size
+    if precision == "int8":
+        graph = (geometry.parameters - embeddings) + embeddings * 4
+    else:
+        graph = geometry.parameters * (2 if precision == "fp16" else 4)
+    largest = max(classes, key=lambda c: c.max_batch * c.max_length)
+    activations = largest.max_batch * largest.max_length * (geometry.ffn_size + 6 * geometry.hidden_size) * 4
+    activations += attention_bytes(largest, geometry, fused=False, softmax_fp32=True)
+    parts = {
+        "triton": TRITON_BASE_HOST_BYTES,
+        "python_stubs": python_stubs * PYTHON_STUB_HOST_BYTES,
+        "shm": shm_bytes,
+        "onnxruntime_sessions": len(classes) * instances * graph,
+        "cpu_activations": instances * activations,
+    }
+    steady = sum(parts.values())
+    return HostMemory(steady, steady, parts)
+
+
+# --- The pod's memory request and limit, derived from the host need (issue 25 item 5) ---
+# Headroom over the estimate, on both figures. Why 25%: the estimate's constants (Triton's base, a
+# Python stub) are assumptions no GPU host has measured yet, malloc keeps freed pages, and the
+# kubelet OOM-kills a container at its limit with no grace. Defined here only; the chart's values
+# files carry the results (tests/test_pod_memory.py renders each and checks it).
+HOST_MEMORY_HEADROOM = 0.25
+
+
+@dataclass(frozen=True)
+class PodMemory:
+    host: HostMemory
+    request_bytes: int  # steady need + headroom, rounded up to a whole GiB
+    limit_bytes: int  # peak need (one engine build, a plan being read) + headroom, likewise
+
+    @property
+    def request(self) -> str:
+        return f"{self.request_bytes >> 30}Gi"
+
+    @property
+    def limit(self) -> str:
+        return f"{self.limit_bytes >> 30}Gi"
+
+
+def _whole_gib(size: float) -> int:
+    return -(-int(size) // (1 << 30)) << 30
+
+
+def pod_memory(host: HostMemory, headroom: float = HOST_MEMORY_HEADROOM) -> PodMemory:
+    """The memory request and limit a pod with this host need should carry."""
+    return PodMemory(host, _whole_gib(host.steady_bytes * (1 + headroom)), _whole_gib(host.peak_bytes * (1 + headroom)))
+
+
+def served_pod_memory(
+    backend: str, max_length: int, precision: str = "fp16", shm_bytes: int = 2 << 30, geometry: Geometry = REAL_GEOMETRY
+) -> PodMemory:
+    """pod_memory of the repository `make export BACKEND=.. PRECISION=.. MAX_LENGTH=..` writes: its
+    class models, its instance counts and its Python stubs, from the generated configs."""
+    from export.settings import CPU_ONLY_PRECISIONS
+    from export.triton_config import RepositorySpec, all_configs
+
+    spec = RepositorySpec(backend=backend, precision=precision, limits=ServingLimits(max_length=max_length))
+    stubs = sum(g.count for c in all_configs(spec).values() if c.backend == "python" for g in c.instance_group)
+    host = host_estimate(
+        backend,
+        spec.limits,
+        geometry,
+        precision=precision,
+        instances=spec.cross_encoder_instances,
+        python_stubs=stubs,
+        shm_bytes=shm_bytes,
+        device="cpu" if precision in CPU_ONLY_PRECISIONS else "gpu",
+    )
+    return pod_memory(host)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m export.plan_memory --max-length 8192 [--unfused --softmax-fp32] [--host BACKEND]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="estimated device memory per class model of the plan design")
+    parser.add_argument("--max-length", type=int, default=8192)
+    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    parser.add_argument("--unfused", action="store_true", help="attention not fused (score tensors materialised)")
+    parser.add_argument("--softmax-fp32", action="store_true")
+    parser.add_argument(
+        "--host",
+        choices=("onnxruntime", "tensorrt"),
+        default=None,
+        help="print the pod's host memory need and the memory request/limit derived from it instead",
+    )
+    parser.add_argument("--bytes", action="store_true", help="with --host: '<peak need> <limit>' in bytes only")
+    parser.add_argument("--out", type=Path, default=None, help="write there instead of printing")
+    args = parser.parse_args(argv)
+    if args.host:
+        pod = served_pod_memory(args.host, args.max_length, args.precision)
+        if args.bytes:
+            text = f"{pod.host.peak_bytes} {pod.limit_bytes}"
+            if args.out is None:
+                print(text)
+            else:
+                args.out.write_text(text + "\n")
+            return
+        parts = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in pod.host.parts.items() if v)
+        print(
+            f"{args.host} {args.precision} max_length {args.max_length}: "
+            f"steady {pod.host.steady_bytes / 2**30:.2f} GiB ({parts}), "
+            f"peak {pod.host.peak_bytes / 2**30:.2f} GiB; with {HOST_MEMORY_HEADROOM:.0%} headroom: "
+            f"resources.requests.memory {pod.request}, resources.limits.memory {pod.limit}"
+        )
+        return
+    found = estimate(
+        ServingLimits(max_length=args.max_length),
+        precision="fp16" if args.precision == "int8" else args.precision,
+        fused_attention=not args.unfused,
+        softmax_fp32=args.softmax_fp32,
+    )
+    print(table(found))
+    problem = over_budget(found)
+    print(problem or "fits the 24 GB budget")
+
+
+if __name__ == "__main__":
+    main()

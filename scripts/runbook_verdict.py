@@ -12,6 +12,9 @@ Checks:
   estimate from the geometry) each printed, PASS when their total and the device memory nvidia-smi
   reports in use after warm-up are both within the budget
 - throughput: perf_analyzer's best rerank rate (requests/s x pairs per request) >= the minimum
+- host memory (with --host-peak and --host-need): the server container's peak memory (its cgroup's,
+  page cache included, so an upper bound) within the pod memory limit the chart's values derive
+  for this backend and max_length (export/plan_memory.py), with the estimated peak beside it
 Exit 0 when every line is PASS, else 1.
 """
 
@@ -107,6 +110,23 @@ def throughput(perf_csv: str, pairs_per_request: int, minimum: float) -> str:
     return line(best >= minimum, "throughput", f"{best:.0f} pairs/s (minimum {minimum:g})")
 
 
+def host_memory(peak_text: str, need_text: str) -> str:
+    """peak_text: the container cgroup's peak bytes; need_text: "<estimated peak> <pod limit>" bytes
+    (python -m export.plan_memory --host BACKEND --max-length N --bytes)."""
+    try:
+        peak = int(peak_text.split()[0])
+        estimated, limit = (int(x) for x in need_text.split()[:2])
+    except (IndexError, ValueError):
+        return line(False, "host memory", "no container peak or no derived limit to compare")
+    detail = (
+        f"container peak {peak / 2**30:.2f} GiB; estimated peak {estimated / 2**30:.2f} GiB, "
+        f"pod limit {limit / 2**30:.0f} GiB"
+    )
+    if peak > estimated:
+        detail += " (over the estimate: the headroom is being used; report it)"
+    return line(peak <= limit, "host memory", detail)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metrics", type=Path, required=True, help="the launcher's :8003/metrics text")
@@ -117,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs-per-request", type=int, default=1)
     parser.add_argument("--budget-bytes", type=int, default=DEFAULT_BUDGET_BYTES)
     parser.add_argument("--min-pairs-per-s", type=float, default=100.0)
+    parser.add_argument("--host-peak", type=Path, default=None, help="the server container's peak memory, bytes")
+    parser.add_argument("--host-need", type=Path, default=None, help="'<estimated peak> <pod limit>' bytes")
     args = parser.parse_args(argv)
     rows = parse_metrics(args.metrics.read_text() if args.metrics.exists() else "")
     manifest = json.loads(args.manifest.read_text()) if args.manifest.exists() else {}
@@ -126,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         *memory(manifest, args.nvidia_smi.read_text() if args.nvidia_smi.exists() else "", args.budget_bytes),
         throughput(args.perf.read_text() if args.perf.exists() else "", args.pairs_per_request, args.min_pairs_per_s),
     ]
+    if args.host_peak is not None and args.host_need is not None:
+        lines.append(
+            host_memory(
+                args.host_peak.read_text() if args.host_peak.exists() else "",
+                args.host_need.read_text() if args.host_need.exists() else "",
+            )
+        )
     print("\n".join(lines))
     return 0 if all(entry.startswith("PASS") for entry in lines) else 1
 

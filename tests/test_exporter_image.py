@@ -31,7 +31,8 @@ def test_every_exporter_package_is_pinned_by_the_test_environment():
     tested = _requirements(ROOT / "requirements" / "dev.txt")
     unpinned = {name for name, version in exporter.items() if not version}
     assert unpinned and unpinned <= set(tested), unpinned - set(tested)
-    # Only TensorRT's bindings are pinned outside the test environment (no GPU here).
+    # Only TensorRT's bindings are pinned outside the test environment (no GPU here); onnxruntime-gpu
+    # has an environment of its own (test_the_gpu_gate_environment_has_onnxruntime_gpu_and_not_the_cpu_wheel).
     assert {n for n, v in exporter.items() if v} == {"tensorrt-cu12"}
     # ...and the tests really ran those versions.
     for name in unpinned:
@@ -88,3 +89,96 @@ def test_exporter_refuses_an_unwritable_output_before_exporting(tmp_path):
     )
     assert proc.returncode == 2
     assert "cannot write the repository under /proc" in proc.stderr and "--user $(id -u):$(id -g)" in proc.stderr
+
+
+def _closure_requires(names: set[str]) -> dict[str, set[str]]:
+    """package -> the names it requires unconditionally (extras it is asked for included), followed
+    through this environment's installed metadata: the test environment holds every exporter
+    package but the GPU ones, at the versions the image installs (the test above)."""
+    from packaging.requirements import Requirement
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    wanted = {
+        norm(re.sub(r"\[.*\]", "", n)): set(re.findall(r"\[(.*)\]", n)[0].split(",")) if "[" in n else set()
+        for n in names
+    }
+    found: dict[str, set[str]] = {}
+    todo = list(wanted.items())
+    while todo:
+        name, extras = todo.pop()
+        if name in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            found[name] = set()
+            continue
+        deps = set()
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+                continue
+            deps.add(norm(req.name))
+            todo.append((norm(req.name), set(req.extras)))
+        found[name] = deps
+    return found
+
+
+def _names(path: Path) -> set[str]:
+    return {line.split("==")[0] for line in _lines(path)}
+
+
+def _lines(path: Path) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
+
+
+def test_the_gpu_gate_environment_has_onnxruntime_gpu_and_not_the_cpu_wheel():
+    """The exporter image's GPU-gate environment (requirements/gpu-gate.txt, /opt/venv-gpu-gate) has
+    onnxruntime-gpu pinned to the ONNX Runtime Triton 24.10 serves and no CPU `onnxruntime`, neither
+    named nor pulled in by a dependency (both wheels install the one `onnxruntime` module: whichever
+    installs last wins, and the CPU one has no GPU EPs, so the gate would skip on a GPU host). The
+    export's own environment keeps the tested CPU onnxruntime and never gets onnxruntime-gpu."""
+    from export import gpu_gate
+
+    gate = _requirements(ROOT / "requirements" / "gpu-gate.txt")
+    assert gate.pop("onnxruntime-gpu") == gpu_gate.SERVED_ONNXRUNTIME_VERSION
+    assert "onnxruntime" not in gate and not any(gate.values())  # the rest: the tested pins
+    tested = _requirements(ROOT / "requirements" / "dev.txt")
+    assert set(gate) <= set(tested)
+    closure = _closure_requires(
+        _names(ROOT / "requirements" / "gpu-gate.txt") - {"onnxruntime-gpu"} | {"reranker-client"}
+    )
+    pulling = sorted(name for name, deps in closure.items() if "onnxruntime" in deps)
+    assert pulling == [] and "onnxruntime" not in closure, f"{pulling} would install the CPU onnxruntime"
+    exporter = _requirements(ROOT / "requirements" / "export.txt")
+    assert "onnxruntime" in exporter and "onnxruntime-gpu" not in exporter
+    assert "onnxruntime-gpu" not in _closure_requires(_names(ROOT / "requirements" / "export.txt"))
+
+
+def test_the_exporter_image_runs_the_gate_in_its_own_environment():
+    """The Dockerfile builds the second venv from requirements/gpu-gate.txt with the test pins as
+    constraints, adds the client without dependencies, and names its python in the variable the
+    export reads; the gate's imports need nothing the export's heavy stack brings (torch etc.)."""
+    from export import gpu_gate
+
+    stage = (ROOT / "docker" / "Dockerfile").read_text().split("AS exporter")[1].split("\nFROM ")[0]
+    venv = "/opt/venv-gpu-gate/bin/python"
+    assert f"--python {venv} -c requirements/dev.txt -r requirements/gpu-gate.txt" in stage
+    assert f"--no-deps --python {venv} ./client" in stage
+    assert f"ENV {gpu_gate.GPU_GATE_PYTHON_ENV}={venv}" in stage
+    assert "!requirements/gpu-gate.txt" in (ROOT / ".dockerignore").read_text()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, export.gpu_gate; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'optimum', 'tensorrt'}))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

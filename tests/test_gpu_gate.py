@@ -7,6 +7,7 @@ real CPU session on the same graph); without onnxruntime-gpu (here) it is skippe
 from __future__ import annotations
 
 import json
+import sys
 import types
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_gate_scores_the_served_graph_through_the_gpu_eps(python_repo, tmp_path,
     monkeypatch.setattr(gpu_gate, "load_ort", lambda: _stub_ort(calls, taken))
     ctx = _ctx(python_repo, tmp_path)
     pipeline.stage_gpu_gate(ctx)
-    assert ctx.gpu_gate == {"ran": True, "passed": True, "providers": taken[:2]}
+    assert ctx.gpu_gate == {"ran": True, "passed": True, "providers": taken[:2], "onnxruntime": "1.19.2"}
     assert ctx.reports["gpu"].passed and ctx.reports["gpu"].served.startswith("served")
     (path, options, providers, provider_options) = calls[0]  # max_length 512: one class model
     assert path == str(ctx.served_onnx) and providers == taken[:2]
@@ -113,3 +114,79 @@ def test_gate_fails_the_export_when_the_gpu_numerics_miss_the_certificate(python
     with pytest.raises(pipeline.ParityFailed, match="max \\|d logit\\|"):
         pipeline.stage_gpu_gate(ctx)
     assert ctx.gpu_gate["passed"] is False
+
+
+# --- With the real onnxruntime module: only its provider discovery emulated (issue 25 item 10) ---
+
+GPU_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_gate_runs_when_onnxruntime_lists_the_gpu_eps_and_catches_the_real_fallback(
+    python_repo, tmp_path, monkeypatch, capsys
+):
+    """onnxruntime-gpu is recognised by its provider list alone: with the TensorRT and CUDA EPs listed,
+    the gate runs instead of skipping. The sessions are real; this CPU build of ONNX Runtime drops the
+    EPs it lacks and runs the graph on the CPU EP, which is the silent fallback the gate exists to
+    refuse: the export fails naming it."""
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(GPU_PROVIDERS))
+    with pytest.raises(gpu_gate.GpuGateError, match="runs on \\['CPUExecutionProvider'\\], not the TensorRT EP"):
+        pipeline.stage_gpu_gate(_ctx(python_repo, tmp_path))
+    assert "GPU gate not run" not in capsys.readouterr().out
+
+
+def test_gate_scores_the_certificate_with_real_sessions_when_tensorrt_takes_the_graph(
+    python_repo, tmp_path, monkeypatch
+):
+    """The provider list and each session's reported providers say TensorRT took the graph (what
+    onnxruntime-gpu reports on a GPU); everything else is real: the sessions are created with the
+    providers, provider options and session options the class configs imply, and the certificate is
+    scored by them (here on the CPU EP)."""
+    created = []
+    real_init = onnxruntime.InferenceSession.__init__
+
+    def recording_init(self, path, sess_options=None, providers=None, provider_options=None, **kwargs):
+        created.append((providers, provider_options, sess_options))
+        real_init(self, path, sess_options=sess_options, providers=providers, provider_options=provider_options)
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(GPU_PROVIDERS))
+    monkeypatch.setattr(onnxruntime.InferenceSession, "__init__", recording_init)
+    monkeypatch.setattr(onnxruntime.InferenceSession, "get_providers", lambda self: list(GPU_PROVIDERS))
+    ctx = _ctx(python_repo, tmp_path)
+    pipeline.stage_gpu_gate(ctx)
+    assert ctx.gpu_gate["ran"] is True and ctx.gpu_gate["passed"] is True
+    assert ctx.gpu_gate["onnxruntime"] == onnxruntime.__version__
+    assert ctx.reports["gpu"].passed and ctx.reports["gpu"].pairs > 0
+    [(providers, options, sess_options)] = created  # max_length 512: one class model
+    assert providers == GPU_PROVIDERS[:2] and options[0]["trt_fp16_enable"] == "1"
+    assert sess_options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+SITE_EMULATION = """
+import onnxruntime
+GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+onnxruntime.get_available_providers = lambda: list(GPU)
+onnxruntime.InferenceSession.get_providers = lambda self: list(GPU)
+"""
+
+
+def test_gate_in_its_own_environment_through_a_subprocess(python_repo, tmp_path, monkeypatch, capsys):
+    """The exporter image's way (EXPORT_GPU_GATE_PYTHON: the onnxruntime-gpu venv): the export hands
+    the request to that interpreter as JSON and reads the verdict back. Here the interpreter is this
+    one, with only the provider discovery emulated at its start (sitecustomize); the sessions and
+    the scoring in the child are real."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE_EMULATION)
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setenv(gpu_gate.GPU_GATE_PYTHON_ENV, sys.executable)
+    ctx = _ctx(python_repo, tmp_path)
+    pipeline.stage_gpu_gate(ctx)
+    assert ctx.gpu_gate["ran"] is True and ctx.gpu_gate["passed"] is True
+    assert ctx.gpu_gate["onnxruntime"] == onnxruntime.__version__
+    assert ctx.reports["gpu"].passed and ctx.reports["gpu"].pairs > 0
+    assert "parity fp16: PASS" in capsys.readouterr().out
+    # Without the emulation the child's CPU onnxruntime says why the gate did not run.
+    (site / "sitecustomize.py").write_text("")
+    ctx = _ctx(python_repo, tmp_path)
+    pipeline.stage_gpu_gate(ctx)
+    assert ctx.gpu_gate["ran"] is False and "install onnxruntime-gpu" in ctx.gpu_gate["reason"]

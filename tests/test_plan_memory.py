@@ -73,56 +73,35 @@ def test_cli_prints_the_table_per_class():
     assert "cross_encoder_8192 | 4 x 8192 | 2 |" in out and "fits the 24 GB budget" in out
 
 
-def _chart_limit() -> tuple[int, int]:
+def _values_limit(name: str) -> int:
     import yaml
 
-    values = yaml.safe_load((ROOT / "deploy" / "helm" / "bge-reranker" / "values.yaml").read_text())
-    units = {"Gi": 2**30, "Mi": 2**20}
+    from tests.test_deploy import _bytes
 
-    def size(q: str) -> int:
-        return int(q[:-2]) * units[q[-2:]]
-
-    return size(values["resources"]["limits"]["memory"]), size(values["shmSize"])
-
-
-def _stubs(spec) -> int:
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from export.triton_config import all_configs
-
-    return sum(
-        g.count
-        for c in all_configs(spec).values()
-        for g in c.instance_group
-        if g.kind == mc.ModelInstanceGroup.KIND_CPU
-    )
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "values" / f"{name}.yaml").read_text())
+    return _bytes(values["resources"]["limits"]["memory"])
 
 
 @pytest.mark.parametrize("max_length", [512, 8192])
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
-def test_host_copies_fit_the_charts_memory_limit(backend, max_length):
+def test_host_need_counts_every_instances_copy_and_the_derived_memory_covers_it(backend, max_length):
     """The pod's host memory at its peak (each instance's copy of the graph, one engine build's
-    transient, the stubs, the memory-backed /dev/shm) fits the chart's memory limit with the
-    default instances, at the default max_length and at 8,192 (three class models)."""
-    from export.triton_config import RepositorySpec
-
-    limit, shm = _chart_limit()
-    spec = RepositorySpec(backend=backend, limits=ServingLimits(max_length=max_length))
-    host = plan_memory.host_estimate(backend, spec.limits, python_stubs=_stubs(spec), shm_bytes=shm)
-    assert host.peak_bytes <= limit, host.to_dict()
+    transient, the stubs, the memory-backed /dev/shm); the request and limit derived from it carry
+    the headroom (the values files' own figures: tests/test_pod_memory.py)."""
+    pod = plan_memory.served_pod_memory(backend, max_length)
+    factor = 1 + plan_memory.HOST_MEMORY_HEADROOM
+    assert pod.limit_bytes >= pod.host.peak_bytes * factor and pod.request_bytes >= pod.host.steady_bytes * factor
+    assert pod.limit_bytes % 2**30 == 0 and pod.limit_bytes - pod.host.peak_bytes * factor < 2**30
     if backend == "onnxruntime":  # every instance holds its own copy of the served graph
-        classes = len(length_classes(spec.limits))
-        assert host.parts["onnxruntime_sessions"] == classes * CROSS_ENCODER_INSTANCES * 568_000_000 * 2
+        classes = len(length_classes(ServingLimits(max_length=max_length)))
+        assert pod.host.parts["onnxruntime_sessions"] == classes * CROSS_ENCODER_INSTANCES * 568_000_000 * 2
 
 
 def test_the_build_pass_is_what_keeps_the_onnxruntime_path_inside_the_limit_at_8192():
     """Without build-once, the six instances at 8,192 would build at once (six builders' transient
-    on the host): over the chart's limit. With it, one at a time: inside."""
-    from export.triton_config import RepositorySpec
-
-    limit, shm = _chart_limit()
-    spec = RepositorySpec(limits=ServingLimits(max_length=8192))
-    host = plan_memory.host_estimate("onnxruntime", spec.limits, python_stubs=_stubs(spec), shm_bytes=shm)
+    on the host): over the limit of the values file that serves 8,192. With it, one at a time: inside."""
+    limit = _values_limit("long-context")
+    host = plan_memory.served_pod_memory("onnxruntime", 8192).host
     one_builder = host.peak_bytes - host.steady_bytes
     assert host.peak_bytes <= limit < host.steady_bytes + 6 * one_builder
 

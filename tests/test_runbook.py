@@ -142,3 +142,41 @@ def test_runbook_dry_run_takes_device_and_ports_and_uses_the_images_launcher(tmp
     assert "curl -fs http://localhost:18003/metrics" in out and "-u localhost:18001" in out
     assert "--backend tensorrt --precision fp16 --max-length 8192" in out
     assert "runbook_verdict.py" in out
+
+
+@pytest.mark.parametrize("peak_gib, head", [(12.0, "PASS host memory"), (16.5, "PASS host memory"), (19.0, "FAIL")])
+def test_runbook_compares_the_containers_peak_with_the_derived_pod_limit(tmp_path, peak_gib, head):
+    """The host-memory line: the container's measured peak against the limit the chart's values are
+    derived from (export/plan_memory.py, written by `--bytes`); over the estimate but inside the
+    limit passes and says the headroom is being used."""
+    from export import plan_memory
+
+    subprocess.run(
+        [sys.executable, "-m", "export.plan_memory", "--host", "onnxruntime", "--max-length", "8192", "--bytes"]
+        + ["--out", str(tmp_path / "need.txt")],
+        cwd=ROOT,
+        check=True,
+    )
+    pod = plan_memory.served_pod_memory("onnxruntime", 8192)
+    assert (tmp_path / "need.txt").read_text().split() == [str(pod.host.peak_bytes), str(pod.limit_bytes)]
+    (tmp_path / "peak.txt").write_text(f"{int(peak_gib * 2**30)}\n")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "runbook_verdict.py"), "--metrics", "x", "--manifest", "x"]
+        + ["--nvidia-smi", "x", "--perf", "x", "--host-peak", "peak.txt", "--host-need", "need.txt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    [host] = [x for x in out if "host memory" in x]
+    assert host.startswith(head) and "pod limit 18 GiB" in host, host
+    assert ("over the estimate" in host) == (peak_gib * 2**30 > pod.host.peak_bytes)
+
+
+def test_runbook_dry_run_collects_the_host_peak_and_the_derived_need(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path / "rb"), "MODEL": str(tmp_path), "MAX_LENGTH": "2048"}
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_runbook.sh")], capture_output=True, text=True, env=env, timeout=60
+    ).stdout
+    assert "cat /sys/fs/cgroup/memory.peak" in out
+    assert "-m export.plan_memory --host tensorrt --max-length 2048 --bytes" in out
+    assert "--host-peak" in out and "--host-need" in out
