@@ -88,8 +88,9 @@ MAX_QUEUE_DELAY_US = 2_000
 # is added to every request at low concurrency (Triton waits the full delay when one request is
 # queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
 CPU_QUEUE_DELAY_US = 0
-# The tokenizer waits much less: it only gathers requests that arrive together, so one
-# execute() tokenizes them in one batch call.
+# The length router waits much less: it only gathers requests that arrive together, so their rows
+# reach the class models together. (The tokenizer has no dynamic batcher at all: one request per
+# execute bounds its /dev/shm region, issue 26 item 5; the name is kept for the router's use.)
 TOKENIZER_QUEUE_DELAY_US = 200
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2

@@ -524,9 +524,10 @@ def test_a_burst_of_one_pair_requests_with_large_texts_is_refused_one_by_one(ser
     """Issue 26 finding 6: a burst of concurrent one-pair requests, half with a passage over the
     per-text limit: each oversize one is refused alone (INVALID_ARGUMENT naming the field and the
     limit), the others are scored, the server stays ready, and the tokenizer regions stay within
-    export/shm_budget.py's ceiling for the bytes sent, computed with the batcher's true merge bound
-    (max_batch_size requests: a preferred_batch_size of 4 was tried and ran executes of 7).
-    Printed: the executes' sizes and the regions."""
+    export/shm_budget.py's ceiling for the bytes sent, computed with the requests one execute of
+    the generated tokenizer config may hold (one: it has no dynamic batcher; a batcher's
+    preferred_batch_size of 4 was tried before and ran executes of 7). Printed: the executes'
+    sizes and the regions."""
     import concurrent.futures
     import threading
 
