@@ -7,7 +7,9 @@ that region at once, and a region never shrinks. python_backend r24.10 src/shm_m
 `GrowIfNeeded(byte_size)`: when an allocation of `a` bytes does not fit, the region grows by
 growth x (a // growth + 1) <= a + growth. It grows only while the execute's bytes do not fit, so
 a region whose executes hold at most U bytes ends below max(default, 2 x U + growth) (the last
-growth starts from less than U + a and adds at most a + growth, a <= U).
+growth starts from less than U + a and adds at most a + growth, a <= U). This holds only while
+nothing of an execute outlives it: a tokenizer refusal's traceback once held its execute's
+requests (and their inputs in the region) until Python's cyclic GC ran (pair_tokenization._kept).
 
 U per model, from its config: fixed-size tensors are bounded by rows (the batcher never merges
 past max_batch_size; -1 dims at the export's max_length). Text (BYTES) is not: one row can carry
