@@ -88,8 +88,9 @@ MAX_QUEUE_DELAY_US = 2_000
 # is added to every request at low concurrency (Triton waits the full delay when one request is
 # queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
 CPU_QUEUE_DELAY_US = 0
-# The tokenizer waits much less: it only gathers requests that arrive together, so one
-# execute() tokenizes them in one batch call.
+# The length router waits much less: it only gathers requests that arrive together, so their rows
+# reach the class models together. (The tokenizer has no dynamic batcher at all: one request per
+# execute bounds its /dev/shm region, issue 26 item 5; the name is kept for the router's use.)
 TOKENIZER_QUEUE_DELAY_US = 200
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
@@ -210,6 +211,11 @@ class ServingLimits:
 # and reranker_client do). ---
 PROXY_BODY_OVERHEAD_BYTES = 1 << 20
 PROXY_MAX_BODY_BYTES = 2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES + PROXY_BODY_OVERHEAD_BYTES
+# What reaches Triton where no door bounds it: tritonserver 2.51's gRPC server takes messages up to
+# INT32_MAX bytes (server r24.10 src/grpc/grpc_server.cc: builder_.SetMaxMessageSize(MAX_GRPC_MESSAGE_SIZE),
+# INT32_MAX in src/common.h), and
+# has no flag to lower it. export/shm_budget.py sizes /dev/shm by the door's cap.
+TRITON_GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 # Ports the proxy listens on (the Service and the compose file publish these instead of
 # Triton's own when the proxy is on).
 PROXY_HTTP_PORT = 8080
@@ -219,12 +225,14 @@ PROXY_GRPC_PORT = 8081
 # local launcher carry these numbers; tests/test_deploy.py fails when one of them drifts. ---
 
 # The Python backend moves every tensor of a tokenizer execute through a shared-memory region
-# per stub process in /dev/shm. Worst execute: a full batch of pairs at the byte limit on
-# both texts (64 x 2 x 256 KiB = 32 MiB in) plus its token ids and mask out, one row per window
-# in window mode (2 x int64 x 256 windows x 8192 = 32 MiB at the longest max_length; the
-# length router moves the same rows). Triton's 1 MiB default region would grow in 1 MiB steps
-# (dozens of remaps on the hot path); one region holds a worst execute with room for a second
-# in flight, and growth comes in worst-execute steps.
+# per stub process in /dev/shm. An execute is one request (the tokenizer has no dynamic batcher:
+# export/triton_config.py), so its worst case is a full request of pairs at the byte limit on
+# both texts (64 x 2 x 256 KiB = 32 MiB in: the proxy's cap less its framing) plus its token ids
+# and mask out, one row per window in window mode (2 x int64 x 256 windows x 8192 = 32 MiB at the
+# longest max_length; the length router moves the same rows). Triton's 1 MiB default region would
+# grow in 1 MiB steps (dozens of remaps on the hot path); one region holds a worst execute with
+# room for a second in flight, and growth comes in worst-execute steps. The ceiling a region can
+# reach and the total per pod: export/shm_budget.py (docs/SECURITY.md "Shared memory").
 PYTHON_SHM_WORST_EXECUTE_BYTES = (
     2 * DEFAULT_MAX_BATCH_SIZE * MAX_TEXT_BYTES
     + 2 * 8 * max(DEFAULT_MAX_BATCH_SIZE, MAX_WINDOWS_PER_REQUEST) * MAX_SUPPORTED_LENGTH

@@ -7,21 +7,32 @@ that region at once, and a region never shrinks. python_backend r24.10 src/shm_m
 `GrowIfNeeded(byte_size)`: when an allocation of `a` bytes does not fit, the region grows by
 growth x (a // growth + 1) <= a + growth. It grows only while the execute's bytes do not fit, so
 a region whose executes hold at most U bytes ends below max(default, 2 x U + growth) (the last
-growth starts from less than U + a and adds at most a + growth, a <= U).
+growth starts from less than U + a and adds at most a + growth, a <= U). This holds only while
+nothing of an execute outlives it: a tokenizer refusal's traceback once held its execute's
+requests (and their inputs in the region) until Python's cyclic GC ran (pair_tokenization._kept).
 
 U per model, from its config: fixed-size tensors are bounded by rows (the batcher never merges
 past max_batch_size; -1 dims at the export's max_length). Text (BYTES) is not: one row can carry
-a whole request body, up to the proxy's cap. So a model with text inputs takes at most
-max_batch_size requests per execute, each up to `max_request_bytes` of text, and emits up to
-`routed_batch_size` rows per request (window mode). The need is the sum over Python models of
-instances x their region's ceiling. With the proxy's 33 MB cap that is ~9.9 GB at max_length 512,
-more than the chart's 2 GiB: tests/test_deploy.py states it (a strict xfail until a bound exists)."""
+a whole request message, up to what the door in front of Triton admits (the proxy's body cap;
+tritonserver's own gRPC port takes 2 GiB). So a model with text inputs takes
+`requests_per_execute` requests per execute (1: the tokenizer has no dynamic batcher), each up to
+`max_request_bytes` of text, and emits up to `routed_batch_size` rows per request (window mode).
+A model that calls others (BLS: the length router) also holds its calls' inputs and their answers.
+The need is the sum over Python models of instances x their region's ceiling; tests/test_deploy.py
+checks it against every rendered chart's /dev/shm at every max_length, and
+tests/test_hostile_requests.py measures the regions under a burst of 16-47 MiB passages."""
 
 from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.settings import PROXY_MAX_BODY_BYTES, PYTHON_SHM_DEFAULT_BYTES, PYTHON_SHM_GROWTH_BYTES
+from export.settings import (
+    PROXY_BODY_OVERHEAD_BYTES,
+    PROXY_MAX_BODY_BYTES,
+    PYTHON_SHM_DEFAULT_BYTES,
+    PYTHON_SHM_GROWTH_BYTES,
+)
+from reranker_client.contract import Param
 
 _DTYPE_BYTES = {
     mc.TYPE_BOOL: 1,
@@ -45,12 +56,14 @@ def _row_bytes(tensors, max_length: int) -> int:
 
 
 def requests_per_execute(config: mc.ModelConfig) -> int:
-    """Requests one execute may merge: every request holds at least one row, so max_batch_size.
-    A `preferred_batch_size` is no cap: tritonserver 2.51 (core r24.10 dynamic_batch_scheduler.cc
-    GetDynamicBatch) sends "whatever is pending", up to max_batch_size, once the oldest request
-    has waited past max_queue_delay_microseconds; a burst through the proxy ran executes of 7
-    requests with a preferred size of 4 (tests/test_hostile_requests.py)."""
-    return config.max_batch_size
+    """Requests one execute may merge. Without `dynamic_batching` one: tritonserver 2.51's default
+    scheduler (core r24.10 src/backend_model.cc SetConfiguredScheduler) is a DynamicBatchScheduler
+    with batching disabled. With it max_batch_size (every request holds at least one row); a
+    `preferred_batch_size` is no cap: GetDynamicBatch (dynamic_batch_scheduler.cc) sends "whatever
+    is pending", up to max_batch_size, once the oldest request has waited past
+    max_queue_delay_microseconds (a burst through the proxy ran executes of 7 requests with a
+    preferred size of 4)."""
+    return config.max_batch_size if config.HasField("dynamic_batching") else 1
 
 
 def execute_bytes(
@@ -61,7 +74,10 @@ def execute_bytes(
         requests = requests_per_execute(config)
         return requests * (max_request_bytes + routed_batch_size * _row_bytes(config.output, max_length))
     rows = config.max_batch_size
-    return rows * (_row_bytes(config.input, max_length) + _row_bytes(config.output, max_length))
+    # A BLS caller's region also holds the inputs of its calls (the stub copies them in before it
+    # sends them; at most its own rows, re-padded no wider) and the calls' outputs.
+    copies = 2 if Param.CLASS_MODELS in config.parameters else 1
+    return copies * rows * (_row_bytes(config.input, max_length) + _row_bytes(config.output, max_length))
 
 
 def region_ceiling(execute: int) -> int:
@@ -82,3 +98,12 @@ def shm_need(
         for name, c in configs.items()
         if c.backend == "python"
     }
+
+
+def client_request_bytes(tokenizer: mc.ModelConfig) -> int:
+    """The most bytes one request of our client (and so of the REST service) carries: at most
+    max_batch_size pairs, each text cut (or, strict, refused) client-side at the published
+    max_text_bytes, plus the framing the proxy's cap allows for. A door that admits only these
+    callers bounds a tokenizer execute by this."""
+    text_bytes = int(tokenizer.parameters[Param.MAX_TEXT_BYTES].string_value)
+    return 2 * tokenizer.max_batch_size * text_bytes + PROXY_BODY_OVERHEAD_BYTES

@@ -194,8 +194,15 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         # max_length is optional in both: a request's own tokens per pair (absent: the export's).
         input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE, contract.REQUEST_MAX_LENGTH)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
-        # Gather concurrent requests so one execute() tokenizes them in one batch call.
-        dynamic_batching=_dynamic_batching(delay_us=TOKENIZER_QUEUE_DELAY_US),
+        # No dynamic batcher: one request per execute (issue 26 item 5). Every tensor of an execute
+        # sits in the stub's /dev/shm region at once and a region never shrinks; rows do not bound
+        # text bytes (one row may carry a whole message), so merging up to max_batch_size requests
+        # let a burst of one-pair requests grow each region to 64 messages. Without
+        # `dynamic_batching` tritonserver 2.51 uses its default scheduler (core r24.10
+        # src/backend_model.cc SetConfiguredScheduler: DynamicBatchScheduler with batching disabled,
+        # max_batch_size 1 request), so an execute holds one request: at most the door's body cap of text
+        # (export/shm_budget.py). Cost: no queue policy at this step (the router and class models
+        # keep theirs) and one stub call per request (measured: docs/SECURITY.md).
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.tokenizer_instances)],
     )
     _set_params(config, **published_limits(spec))

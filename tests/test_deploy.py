@@ -108,25 +108,63 @@ def test_pod_spec(rendered, variant):
     assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= 2 * stubs * settings.PYTHON_SHM_DEFAULT_BYTES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 26 item 5, open: tritonserver 2.51 merges up to max_batch_size one-row requests into one "
-    "tokenizer execute, each up to the proxy's 33 MB cap, and a region never shrinks: ~9.9 GB of /dev/shm",
-)
+SHM_MAX_LENGTHS = (settings.DEFAULT_MAX_LENGTH, 1024, 2048, 4096, settings.MAX_SUPPORTED_LENGTH)
+
+
+def _door_request_bytes(objects: list[dict], tokenizer) -> tuple[str, int]:
+    """The most bytes one request can carry to Triton in this render, from the door in front of
+    it: the proxy's client_max_body_size (its rendered nginx.conf), else, where the NetworkPolicy
+    admits only the REST API's pods, what the REST service's client sends (texts cut at the
+    published byte limit), else tritonserver's own gRPC limit."""
+    from export.shm_budget import client_request_bytes
+
+    proxy = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-proxy")]
+    if proxy:
+        [cap] = re.findall(r"client_max_body_size (\d+);", proxy[0]["data"]["nginx.conf"])
+        return "proxy", int(cap)
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == TRITON_POLICY]
+    if policies:
+        sources = policies[0]["spec"]["ingress"][0]["from"]  # who reaches the inference ports
+        components = {
+            s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") for s in sources
+        }
+        if components <= {"rest", "helm-test"}:
+            return "rest", client_request_bytes(tokenizer)
+    return "triton", settings.TRITON_GRPC_MAX_MESSAGE_BYTES
+
+
 def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     """Issue 26 item 5: each Python stub's region at its ceiling (export/shm_budget.py: a region
-    ends below max(default, 2 x execute bytes + growth); text bounded by the proxy's body cap times
-    the requests one execute may merge) must fit the chart's /dev/shm at every max_length."""
+    ends below max(default, 2 x execute bytes + growth); a tokenizer execute is one request, of at
+    most what the door admits) fits the chart's /dev/shm, for every rendered values file, every
+    max_length and both GPU backends, wherever a door bounds the request. Where Triton's own gRPC
+    port is the door (2 GiB messages: the proxy off and no REST exclusivity) it cannot fit, and
+    docs/SECURITY.md says so; this test keeps that list honest."""
     from export.shm_budget import shm_need
-    from export.triton_config import RepositorySpec, all_configs, routed_batch_size
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
 
-    deployment = _one(rendered[VARIANTS[0]], "Deployment")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    for max_length in (settings.DEFAULT_MAX_LENGTH, settings.MAX_SUPPORTED_LENGTH):
-        spec = settings.ServingLimits(max_length=max_length)
-        need = shm_need(all_configs(RepositorySpec(limits=spec)), max_length, routed_batch_size(spec))
-        assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
-        assert _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"]) >= sum(need.values()), (max_length, need)
+    doors, unbounded = {}, set()
+    for variant, objects in rendered.items():
+        deployment = _one(objects, "Deployment", "rr-bge-reranker")
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
+        for backend in ("onnxruntime", "tensorrt"):
+            for max_length in SHM_MAX_LENGTHS:
+                limits = settings.ServingLimits(max_length=max_length)
+                spec = RepositorySpec(limits=limits, backend=backend)
+                door, cap = _door_request_bytes(objects, tokenizer_config(spec))
+                doors[variant] = (door, cap)
+                need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap)
+                assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
+                if sum(need.values()) > shm:
+                    unbounded.add(variant)
+                    assert door == "triton", (variant, backend, max_length, door, cap, need, shm)
+                else:
+                    print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
+    assert {v for v, (door, _) in doors.items() if door == "triton"} == unbounded
+    assert {"proxy", "proxy-rest", "gateway", "rest"} <= set(rendered) - unbounded, doors
+    security = (ROOT / "docs" / "SECURITY.md").read_text()
+    assert "proxy.enabled=false" in security and "no ceiling" in security
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -524,9 +524,10 @@ def test_a_burst_of_one_pair_requests_with_large_texts_is_refused_one_by_one(ser
     """Issue 26 finding 6: a burst of concurrent one-pair requests, half with a passage over the
     per-text limit: each oversize one is refused alone (INVALID_ARGUMENT naming the field and the
     limit), the others are scored, the server stays ready, and the tokenizer regions stay within
-    export/shm_budget.py's ceiling for the bytes sent, computed with the batcher's true merge bound
-    (max_batch_size requests: a preferred_batch_size of 4 was tried and ran executes of 7).
-    Printed: the executes' sizes and the regions."""
+    export/shm_budget.py's ceiling for the bytes sent, computed with the requests one execute of
+    the generated tokenizer config may hold (one: it has no dynamic batcher; a batcher's
+    preferred_batch_size of 4 was tried before and ran executes of 7). Printed: the executes'
+    sizes and the regions."""
     import concurrent.futures
     import threading
 
@@ -569,4 +570,106 @@ def test_a_burst_of_one_pair_requests_with_large_texts_is_refused_one_by_one(ser
     assert merged, "the burst ran no tokenizer execute"
     assert all(size <= ceiling for size in regions_after.values()), (regions_after, ceiling)
     assert server.is_ready()
+    stats.close()
+
+
+def _tokenizer_counts(client) -> tuple[int, int]:
+    """(requests, executes) the tokenizer has run so far (Triton's own statistics)."""
+    [stats] = client.get_inference_statistics("tokenizer", as_json=True)["model_stats"]
+    inference = stats["inference_stats"]
+    requests = sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+    return requests, int(stats.get("execution_count", 0))
+
+
+def _served_configs(client) -> dict:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    configs = {}
+    for model in client.get_model_repository_index().models:
+        config = client.get_model_config(model.name).config
+        configs[model.name] = mc.ModelConfig.FromString(config.SerializeToString())
+    return configs
+
+
+MiB = 1 << 20
+# Passages of 16-31 MiB pass the proxy's 33 MiB body cap and reach the tokenizer (refused there,
+# by size, after Triton copied them into a stub's region); 40 and 47 MiB are refused by the proxy.
+OVERSIZE_PASSAGES_MIB = (16, 20, 24, 28, 31) * 4 + (40, 47) * 2
+
+
+def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its_ceiling(server, proxy, good_scores):
+    """Issue 26 item 5: a burst of concurrent one-pair `rerank` requests with 16-47 MiB passages
+    through the proxy. Each is refused with a message naming the limit (the proxy's body cap, or
+    the tokenizer's bytes per text); every tokenizer execute held one request; each tokenizer
+    stub's /dev/shm region stays at or below export/shm_budget.py's ceiling computed from the
+    served configs and the proxy's cap, and the whole repository's need fits the chart's
+    /dev/shm; the server stays ready and a known-good request scores identically. Before (a
+    dynamic batcher on the tokenizer) executes merged these requests and the regions grew."""
+    import concurrent.futures
+    import threading
+
+    import yaml
+
+    from export import shm_budget
+    from export.proxy_config import too_large_message
+    from export.settings import MAX_TEXT_BYTES, ServingLimits
+    from export.triton_config import routed_batch_size
+
+    url = f"127.0.0.1:{proxy.grpc_port}"
+    stats = grpcclient.InferenceServerClient(url)
+    configs = _served_configs(grpcclient.InferenceServerClient(server.grpc_url))
+    tokenizer = configs["tokenizer"]
+    max_length = int(tokenizer.parameters["max_length"].string_value)
+    routed = routed_batch_size(ServingLimits(max_length=max_length))
+    ceiling = shm_budget.region_ceiling(shm_budget.execute_bytes(tokenizer, max_length, routed, proxy.max_body_bytes))
+    need = shm_budget.shm_need(configs, max_length, routed, proxy.max_body_bytes)
+    values = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "deploy/helm/bge-reranker/values.yaml").read_text()
+    )
+    chart_shm = int(values["shmSize"].removesuffix("Gi")) << 30
+
+    passages = {mib: b"x " * (mib * MiB // 2) for mib in set(OVERSIZE_PASSAGES_MIB)}
+    before, regions_before = _tokenizer_counts(stats), _tokenizer_regions(server)
+    start = threading.Barrier(len(OVERSIZE_PASSAGES_MIB))
+
+    def one(mib):
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            start.wait()
+            began = time.perf_counter()
+            client.infer("rerank", rerank_inputs(["q"], [passages[mib]]), client_timeout=120)
+            return mib, None, time.perf_counter() - began
+        except InferenceServerException as err:
+            return mib, err, time.perf_counter() - began
+        finally:
+            client.close()
+
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(OVERSIZE_PASSAGES_MIB)) as pool:
+        answers = list(pool.map(one, OVERSIZE_PASSAGES_MIB))
+    took = time.perf_counter() - began
+    after, regions_after = _tokenizer_counts(stats), _tokenizer_regions(server)
+    requests, executes = after[0] - before[0], after[1] - before[1]
+    print(
+        f"\n{len(answers)} requests in {took:.1f} s (slowest {max(a[2] for a in answers):.1f} s); tokenizer: "
+        f"{requests} requests in {executes} executes; regions {regions_before} -> {regions_after}; "
+        f"ceiling per region {ceiling >> 20} MiB; need {sum(need.values()) >> 20} MiB, "
+        f"the chart's /dev/shm {chart_shm >> 20} MiB"
+    )
+    for mib, err, _ in answers:
+        assert err is not None, f"a {mib} MiB passage was scored"
+        if mib * MiB >= proxy.max_body_bytes:
+            assert err.status() == "StatusCode.RESOURCE_EXHAUSTED" and too_large_message(proxy) in err.message()
+        else:
+            assert err.status() == "StatusCode.INVALID_ARGUMENT", err
+            assert (
+                f"passage[0]: {len(passages[mib])} bytes exceeds the limit of {MAX_TEXT_BYTES} bytes" in err.message()
+            )
+    reached = sum(1 for mib in OVERSIZE_PASSAGES_MIB if mib * MiB < proxy.max_body_bytes)
+    assert requests == reached and executes == requests, "a tokenizer execute held several requests"
+    assert sum(need.values()) <= chart_shm, need
+    assert all(size <= ceiling for size in regions_after.values()), (regions_after, ceiling)
+    assert server.is_ready()
+    scores = raw_rerank(url, GOOD_Q, GOOD_P)["score"]
+    np.testing.assert_allclose(scores, good_scores, atol=1e-6)
     stats.close()

@@ -88,6 +88,34 @@ def test_one_bad_request_does_not_spoil_the_batch(setup):
     np.testing.assert_array_equal(results[0].input_ids, alone.input_ids)
 
 
+def test_a_refused_request_is_not_kept_alive_by_its_refusal(setup):
+    """Issue 26 item 5: a refusal kept as a result must not pin its caller's frame (in the stub:
+    execute() and its requests' /dev/shm inputs) in a reference cycle until the cyclic GC runs."""
+    import gc
+    import weakref
+
+    _, tokenizer, _ = setup
+    from pair_tokenization import InvalidInput
+
+    class Inputs(list):  # stands for execute()'s requests: alive only through its frame
+        pass
+
+    def execute():
+        requests = Inputs([b"x" * (MAX_TEXT_BYTES + 1)])
+        results = tokenizer.tokenize_requests([(["q"], list(requests))]) + tokenizer.tokenize_window_requests(
+            [(["q"], list(requests), [0])]
+        )
+        return weakref.ref(requests), [str(r) for r in results if isinstance(r, InvalidInput)]
+
+    gc.disable()
+    try:
+        alive, refusals = execute()
+        assert len(refusals) == 2 and all("exceeds the limit" in r for r in refusals), refusals
+        assert alive() is None, "the refusal's traceback keeps execute()'s requests alive"
+    finally:
+        gc.enable()
+
+
 def test_window_mode_rows_errors_and_bounded_reading(setup):
     limits, tokenizer, _ = setup
     from pair_tokenization import InvalidInput

@@ -79,6 +79,16 @@ class InvalidInput(ValueError):
     """A request item that cannot be scored; the message names the field and the limit."""
 
 
+def _kept(err: InvalidInput) -> InvalidInput:
+    """A refusal to keep as a result, without its traceback. A traceback holds the frames it passed
+    through and, by their f_back, every caller's: in the tokenizer stub that is execute() with its
+    requests, whose inputs live in the stub's /dev/shm region, and execute() holds the results.
+    That cycle kept every refused request's text (up to a whole message) until Python's cyclic GC
+    ran: a burst of 16-31 MiB passages, one request per execute, grew a region to 256 MiB
+    (issue 26 item 5)."""
+    return err.with_traceback(None)
+
+
 @dataclass(frozen=True)
 class PairBatch:
     input_ids: np.ndarray  # int64 [B, L], L = the smallest bucket that fits the longest pair
@@ -447,7 +457,7 @@ class PairTokenizer:
                     for i, raw in enumerate(items)
                 ]
             except InvalidInput as err:
-                results[r] = err
+                results[r] = _kept(err)
                 continue
             slots = [place(text, need) for need, text, _ in read]
             partial = [s for s, (_, _, cut_short) in zip(slots, read) if cut_short]
@@ -466,7 +476,7 @@ class PairTokenizer:
                     ]
                 )
             except InvalidInput as err:
-                results[r] = err
+                results[r] = _kept(err)
         if redo:
             again = self.tokenize_requests([requests[r] for r in redo], False, [max_lengths[r] for r in redo])
             for r, result in zip(redo, again):
@@ -586,7 +596,7 @@ class PairTokenizer:
                     self.check_max_length(max_length)
                 decoded.append((r, queries, passages, [int(s) for s in strides], max_length))
             except InvalidInput as err:
-                results[r] = err
+                results[r] = _kept(err)
         queries = sorted({q for _, qs, _, _, _ in decoded for q in qs})
         query_ids = dict(zip(queries, self.encode_bounded(queries, [self.query_max_length + 1] * len(queries))))
         budget = self.max_windows_per_request
@@ -618,7 +628,7 @@ class PairTokenizer:
                     np.asarray(spans, dtype=np.int32).reshape(-1, 2),
                 )
             except InvalidInput as err:
-                results[r] = err
+                results[r] = _kept(err)
         return results  # type: ignore[return-value]
 
     def _request_windows(
