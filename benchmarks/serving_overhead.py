@@ -124,6 +124,7 @@ def class_model_parts(repo: Path):
     spec = importlib.util.spec_from_file_location("served_routing", folder / "1" / "routing.py")
     assert spec is not None and spec.loader is not None
     routing = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = routing  # dataclasses look their module up while the class is built
     spec.loader.exec_module(routing)
     params = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig()).parameters
     if Param.SPLIT_COST not in params:
