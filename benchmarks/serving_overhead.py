@@ -39,9 +39,20 @@ from benchmarks import interleave  # noqa: E402
 SERVED = "Triton rerank (bare tritonclient)"
 VIA_ROUTER = "Triton rerank through length_router (the layout before issue 30)"
 IN_PROCESS = "serving tokenizer + ONNX Runtime in process"
+IN_PROCESS_PARTS = "the same in process, run in the served class model's parts"
 ROUTED_ENSEMBLE = "rerank_via_router"
-SYSTEMS = (SERVED, VIA_ROUTER, IN_PROCESS)
-SHORT = {SERVED: "direct", VIA_ROUTER: "router", IN_PROCESS: "in-process"}
+SYSTEMS = (SERVED, VIA_ROUTER, IN_PROCESS, IN_PROCESS_PARTS)
+SHORT = {SERVED: "direct", VIA_ROUTER: "router", IN_PROCESS: "in-process", IN_PROCESS_PARTS: "in-process parts"}
+# Triton's per-model counters read for the breakdown (nv_inference_<key>).
+METRIC_KEYS = (
+    "request_success",
+    "exec_count",
+    "request_duration_us",
+    "queue_duration_us",
+    "compute_input_duration_us",
+    "compute_infer_duration_us",
+    "compute_output_duration_us",
+)
 TARGET = 0.95
 SHARED_MACHINE = (
     "Measured on a 2-core machine shared with other agents doing light work (editing, linting, unit tests); "
@@ -67,8 +78,64 @@ def cross_encoder_runs(metrics_url: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.M))
 
 
+def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
+    """(model, key) -> Triton's cumulative counter, summed over versions and instances."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    out: dict[tuple[str, str], float] = {}
+    for key in METRIC_KEYS:
+        pattern = rf'^nv_inference_{key}\{{[^}}]*model="([^"]+)"[^}}]*\}} ([0-9.e+]+)$'
+        for model, value in re.findall(pattern, text, re.M):
+            out[(model, key)] = out.get((model, key), 0.0) + float(value)
+    return out
+
+
+def breakdown(before: dict, after: dict, calls: int) -> dict[str, dict[str, float]]:
+    """Per model that served these `calls`: its requests and runs per call and its ms per call in
+    Triton's queue, input copy, execute and output copy (compute_* are per run, summed)."""
+    models = sorted({m for m, _ in after})
+    rows = {}
+    for model in models:
+        d = {k: after.get((model, k), 0.0) - before.get((model, k), 0.0) for k in METRIC_KEYS}
+        if d["request_success"] < calls / 2:  # not on this path (or a leftover of another's)
+            continue
+        rows[model] = {
+            "requests_per_call": round(d["request_success"] / calls, 3),
+            "runs_per_call": round(d["exec_count"] / calls, 3),
+            "request_ms": round(d["request_duration_us"] / calls / 1e3, 3),
+            "queue_ms": round(d["queue_duration_us"] / calls / 1e3, 3),
+            "input_ms": round(d["compute_input_duration_us"] / calls / 1e3, 3),
+            "execute_ms": round(d["compute_infer_duration_us"] / calls / 1e3, 3),
+            "output_ms": round(d["compute_output_duration_us"] / calls / 1e3, 3),
+        }
+    return rows
+
+
+def class_model_parts(repo: Path):
+    """The served class model's split rule as a function of a batch's mask: routing.batch_parts with
+    the buckets and split cost its config carries (the copy of routing.py the export placed there)."""
+    import importlib.util
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from reranker_client.contract import CROSS_ENCODER, Param
+
+    folder = repo / CROSS_ENCODER
+    spec = importlib.util.spec_from_file_location("served_routing", folder / "1" / "routing.py")
+    assert spec is not None and spec.loader is not None
+    routing = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = routing  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(routing)
+    params = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig()).parameters
+    if Param.SPLIT_COST not in params:
+        raise SystemExit(f"{folder}: the class model carries no split rule (exported before issue 30's split)")
+    buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].string_value.split(",")]
+    cost = routing.parse_split_cost(params[Param.SPLIT_COST].string_value)
+    return lambda mask: routing.batch_parts(mask, buckets, cost), routing.cut
+
+
 class InProcess:
-    def __init__(self, repo: Path, pair_tokenizer, threads: int):
+    def __init__(self, repo: Path, pair_tokenizer, threads: int, parts=None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -79,13 +146,27 @@ class InProcess:
             str(repo / "cross_encoder" / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self.tokenizer = pair_tokenizer
+        # None: one run per request at the tokenizer's padding; else (class_model_parts) the runs the
+        # served class model makes of the same batch.
+        self.parts = parts
 
     def score(self, query: str, passages: list[str]) -> np.ndarray:
         batch = self.tokenizer.tokenize_requests([([query.encode()] * len(passages), [p.encode() for p in passages])])[
             0
         ]
-        logit, _ = self.session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-        return logit.reshape(-1)
+        if self.parts is None:
+            logit, _ = self.session.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+            return logit.reshape(-1)
+        split, cut = self.parts
+        out = np.empty(len(passages), np.float32)
+        for rows, width in split(batch.attention_mask):
+            if rows is None:
+                ids, mask = batch.input_ids, batch.attention_mask
+            else:
+                ids, mask = cut(batch.input_ids, rows, width, 1), cut(batch.attention_mask, rows, width, 0)
+            logit, _ = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+            out[slice(None) if rows is None else rows] = logit.reshape(-1)
+        return out
 
 
 def add_router_ensemble(repo: Path, into: Path) -> Path:
@@ -136,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--breakdown-rounds", type=int, default=10, help="passes per served path for the breakdown")
     parser.add_argument(
         "--no-router",
         action="store_true",
@@ -158,22 +240,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     pairs = sum(len(p) for _, p in requests)
     local = InProcess(repo, pair_tokenizer, args.threads)
+    local_parts = InProcess(repo, pair_tokenizer, args.threads, class_model_parts(repo))
     served_repo = add_router_ensemble(repo, args.work / f"serving-overhead-repo-{args.shape}")
     with TritonServer(
         served_repo, free_port(), free_port(), free_port(), log_path=args.work / "serving_overhead_tritonserver.log"
     ) as server:
         served, routed = Served(server.grpc_url), Served(server.grpc_url, ROUTED_ENSEMBLE)
-        systems: dict[str, Any] = {SERVED: served, VIA_ROUTER: routed, IN_PROCESS: local}
+        systems: dict[str, Any] = {SERVED: served, VIA_ROUTER: routed, IN_PROCESS: local, IN_PROCESS_PARTS: local_parts}
         if args.no_router:
             del systems[VIA_ROUTER]
-        # Same logits every way (fp32, same ONNX, same tokens), and one untimed warm-up pass each.
-        worst = 0.0
+        # Same logits every way (fp32, same ONNX, same tokens), and one untimed warm-up pass each:
+        # against the one-run reference (a row run at a narrower padding may differ in the last
+        # bits) and against the same runs in process (must be identical).
+        worst = {IN_PROCESS: 0.0, IN_PROCESS_PARTS: 0.0}
         for query, passages in requests:
-            reference = local.score(query, passages)
+            references = {name: systems[name].score(query, passages) for name in worst}
             for name in (SERVED, VIA_ROUTER):
                 if name in systems:
-                    worst = max(worst, float(np.max(np.abs(systems[name].score(query, passages) - reference))))
-        if worst > 1e-3:
+                    logits = systems[name].score(query, passages)
+                    for ref, reference in references.items():
+                        worst[ref] = max(worst[ref], float(np.max(np.abs(logits - reference))))
+        if max(worst.values()) > 1e-3:
             raise SystemExit(f"served and in-process logits differ by {worst}: not the same computation")
         runs_before = cross_encoder_runs(server.metrics_url)
 
@@ -187,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def progress(trial) -> None:
             line = ", ".join(
-                f"{name.split(' ')[0]} {trial.results[name]['pairs'] / trial.results[name]['seconds']:.2f} pairs/s"
+                f"{SHORT[name]} {trial.results[name]['pairs'] / trial.results[name]['seconds']:.2f} pairs/s"
                 for name in trial.order
             )
             print(f"[overhead] trial {trial.index + 1}/{args.trials}: {line}", flush=True)
@@ -196,10 +283,27 @@ def main(argv: list[str] | None = None) -> int:
             {name: runner(system) for name, system in systems.items()}, args.trials, args.seed, progress
         )
         runs = cross_encoder_runs(server.metrics_url) - runs_before
+        # Where a served request's time goes: each served path alone, `--breakdown-rounds` passes
+        # over the requests, Triton's per-model counters before and after (metrics refresh ~1 s).
+        paths = {}
+        for name in (SERVED, VIA_ROUTER):
+            if name not in systems:
+                continue
+            time.sleep(2)
+            before = model_counters(server.metrics_url)
+            for _ in range(args.breakdown_rounds):
+                runner(systems[name])()
+            time.sleep(2)
+            paths[SHORT[name]] = breakdown(
+                before, model_counters(server.metrics_url), args.breakdown_rounds * len(requests)
+            )
         served.client.close()
         routed.client.close()
     local_rates = interleave.rates(trials, IN_PROCESS, "pairs")
     ratio = interleave.paired_ratio(interleave.rates(trials, SERVED, "pairs"), local_rates)
+    same_runs = interleave.paired_ratio(
+        interleave.rates(trials, SERVED, "pairs"), interleave.rates(trials, IN_PROCESS_PARTS, "pairs")
+    )
     routed_ratio = direct_vs_routed = None
     if VIA_ROUTER in systems:
         routed_ratio = interleave.paired_ratio(interleave.rates(trials, VIA_ROUTER, "pairs"), local_rates)
@@ -219,11 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         "threads": {"in_process_intra_op": args.threads, "cross_encoder_intra_op_per_instance": args.threads},
         "workload": f"{args.requests} requests x {args.passages} passages of similar length per system per trial, "
         "one request at a time",
-        "max_abs_logit_difference": worst,
+        "max_abs_logit_difference": worst[IN_PROCESS],
+        "max_abs_logit_difference_same_runs": worst[IN_PROCESS_PARTS],
         # Runs per served request, over the served ensembles that ran.
-        "cross_encoder_runs_per_request": round(runs / ((len(systems) - 1) * args.trials * len(requests)), 3),
+        "cross_encoder_runs_per_request": round(runs / ((len(systems) - 2) * args.trials * len(requests)), 3),
+        "breakdown_ms_per_call": paths,
         "ms_per_request_median": {k: round(v, 2) for k, v in per_request.items()},
         "ratio_served_over_in_process": ratio.as_dict(),
+        "ratio_served_over_in_process_same_runs": same_runs.as_dict(),
         "ratio_via_router_over_in_process": routed_ratio.as_dict() if routed_ratio else None,
         "ratio_served_over_via_router": direct_vs_routed.as_dict() if direct_vs_routed else None,
         "target": TARGET,
@@ -264,7 +371,14 @@ def write(out: Path, shape: str, result: dict) -> None:
         f"{result['machine']['cpu_mhz_now']}, max {result['machine']['cpu_mhz_max']}",
         f"- **served / in-process pairs/s: {r['ratio']} [{r['ci95'][0]}, {r['ci95'][1]}]** "
         f"(median of {r['trials']} paired trials, bootstrap 95% interval): {r['verdict']}; "
-        f"target >= {result['target']} with its interval: {'met' if result['target_met'] else 'not met'}",
+        f"target >= {result['target']}: point {'met' if r['ratio'] >= result['target'] else 'not met'}, "
+        f"whole interval {'met' if result['target_met'] else 'not met'}",
+        f"- the served class model splits a request whose pairs span several buckets into runs where that pays "
+        f"(routing.batch_parts); the reference above runs each request as one batch at the tokenizer's padding. "
+        f"Against the same runs in process (pure serving overhead, same padded tokens): "
+        f"{result['ratio_served_over_in_process_same_runs']['ratio']} "
+        f"{result['ratio_served_over_in_process_same_runs']['ci95']} "
+        f"({result['ratio_served_over_in_process_same_runs']['verdict']})",
         (
             f"- the same through the length router (the layout before): "
             f"{result['ratio_via_router_over_in_process']['ratio']} "
@@ -277,11 +391,23 @@ def write(out: Path, shape: str, result: dict) -> None:
         f"- ms per request (median over trials): {', '.join(f'{k} {v}' for k, v in ms.items())}",
         f"- cross-encoder runs per served request (Triton's nv_inference_exec_count): "
         f"{result['cross_encoder_runs_per_request']}",
-        f"- max |logit difference| served vs in process: {result['max_abs_logit_difference']:.3g}",
+        f"- max |logit difference| served vs in process: {result['max_abs_logit_difference']:.3g} (one run), "
+        f"{result['max_abs_logit_difference_same_runs']:.3g} (the same runs)",
         f"- {result['shared_machine']}",
         "",
+        "Where a served request's time goes (each served path alone, Triton's per-model counters, ms per call):",
+        "",
+        "| path | model | requests, runs per call | request | queue | input | execute | output |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {path} | {model} | {m['requests_per_call']}, {m['runs_per_call']} | {m['request_ms']} | "
+            f"{m['queue_ms']} | {m['input_ms']} | {m['execute_ms']} | {m['output_ms']} |"
+            for path, models in result["breakdown_ms_per_call"].items()
+            for model, m in models.items()
+        ),
+        "",
         "| trial | order | " + " | ".join(f"{n} pairs/s (idle, steal)" for n in SYSTEMS) + " |",
-        "|---|---|---|---|---|",
+        "|---|---|" + "---|" * len(SYSTEMS),
     ]
     for i, t in enumerate(result["trials"]):
         cells = [f"{t[n]['pairs_per_s']} ({t[n]['idle']}, {t[n]['steal']})" if n in t else "-" for n in SYSTEMS]

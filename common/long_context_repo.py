@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.onnx_export import export_onnx
-from export.repository import CONTRACT_FILE, CROSS_ENCODER_CODE, link_model_files
+from export.repository import CONTRACT_FILE, CROSS_ENCODER_FILES, link_model_files
 from export.settings import ServingLimits
 from export.tensorrt_profiles import length_classes
 from export.triton_config import WARMUP_FOLDER, RepositorySpec, all_configs, to_pbtxt, warmup_files
@@ -46,7 +46,7 @@ def serve_at(source: Path, model_dir: Path, target: Path, max_length: int, token
         (folder / "1").mkdir(parents=True, exist_ok=True)
         if length_class.model != CROSS_ENCODER:
             link_model_files(first, folder / "1")
-            for filename in (*CROSS_ENCODER_CODE, CONTRACT_FILE):
+            for filename in (*CROSS_ENCODER_FILES, CONTRACT_FILE):
                 shutil.copy2(first / filename, folder / "1" / filename)
         shutil.rmtree(folder / WARMUP_FOLDER, ignore_errors=True)
         (folder / WARMUP_FOLDER).mkdir()

@@ -47,6 +47,10 @@ MODEL_CODE = {
     WINDOW_REDUCE: ("model.py", "reduction.py"),
 }
 CROSS_ENCODER_CODE = ("model.py", "shape_limits.py")  # the Python backend's cross-encoder
+# ... and the length router's split rule, which it applies inside its own runs (one source, copied).
+CROSS_ENCODER_SHARED = ((LENGTH_ROUTER, "routing.py"),)
+# Every code file a Python-backend class model's version folder holds, besides the contract.
+CROSS_ENCODER_FILES = (*CROSS_ENCODER_CODE, *(filename for _, filename in CROSS_ENCODER_SHARED))
 # Every Python model reads tensor names from the wire contract; it is copied from the client
 # package into each one's version folder (Triton puts no shared module on their path).
 CONTRACT_SOURCE = Path(contract.__file__)
@@ -100,6 +104,10 @@ def write_repository(
                     shutil.copy2(
                         SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename,
                         staging / length_class.model / "1" / filename,
+                    )
+                for model, filename in CROSS_ENCODER_SHARED:
+                    shutil.copy2(
+                        SOURCE_REPOSITORY / model / "1" / filename, staging / length_class.model / "1" / filename
                     )
                 shutil.copy2(CONTRACT_SOURCE, staging / length_class.model / "1" / CONTRACT_FILE)
             warmup = staging / length_class.model / WARMUP_FOLDER

@@ -88,10 +88,13 @@ MAX_QUEUE_DELAY_US = 2_000
 # is added to every request at low concurrency (Triton waits the full delay when one request is
 # queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
 CPU_QUEUE_DELAY_US = 0
-# The length router waits much less: it only gathers requests that arrive together, so their rows
-# reach the class models together. (The tokenizer has no dynamic batcher at all: one request per
-# execute bounds its /dev/shm region, issue 26 item 5; the name is kept for the router's use.)
-TOKENIZER_QUEUE_DELAY_US = 200
+# The length router waits for no partners either. Triton's dynamic batcher holds a request that
+# arrives alone for the full delay: with 200 us here, the router's queue time was 0.38-0.42 ms per
+# lone request (Triton's nv_inference_queue_duration_us, one request in flight, issue 30), added
+# to every request at low concurrency. With no delay, requests that queue while both instances are
+# busy still leave the queue together, in one execute(). (The tokenizer has no dynamic batcher at
+# all: one request per execute bounds its /dev/shm region, issue 26 item 5; the name is kept.)
+TOKENIZER_QUEUE_DELAY_US = 0
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
 # Two instances of every cross-encoder model. With one, Triton 2.51's dynamic batcher leaves a
@@ -123,6 +126,14 @@ MAX_QUEUE_SIZE = 256
 # every bucket edge pays.
 RUN_OVERHEAD_S = {"python": 0.00104, "onnxruntime": 0.001, "tensorrt": 0.001}
 DEVICE_FLOPS = {"python": 96e9, "onnxruntime": 400e12, "tensorrt": 400e12}
+# The cost of one more ONNX Runtime run inside the Python-backend class model's own process (no
+# Triton request, no BLS, no queue): the class model splits a batch whose rows span several
+# buckets where that pays (routing.batch_parts), which is how the direct one-class `rerank` path
+# gets the router's padding savings without its hop (issue 30). Measured here: a whole 1 x 16 run
+# of the tiny stand-in in process took 0.183 ms (run_cost.json `in_process_run_ms_median`), an upper
+# bound of a run's fixed cost: ~89 tokens of the tiny stand-in, 0.12 of the 6 x 1024 one, 0.03 of
+# the real model, so on this CPU nearly every bucket edge pays.
+IN_PROCESS_RUN_S = 0.000183
 
 # How long a request may wait in a queue before it is shed (REJECT): for the tokenizer, and for the
 # first length class (and the router) of every export. Longer classes wait longer, by their cost:

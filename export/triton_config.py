@@ -23,6 +23,7 @@ from export.settings import (
     CROSS_ENCODER_INSTANCES,
     DEVICE_FLOPS,
     GPU_MODEL_INTRA_OP_THREADS,
+    IN_PROCESS_RUN_S,
     MAX_BATCH_TOKENS,
     MAX_QUEUE_DELAY_US,
     MAX_QUEUE_SIZE,
@@ -209,13 +210,15 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
-def split_cost(spec: RepositorySpec) -> str:
+def split_cost(spec: RepositorySpec, run_s: float | None = None) -> str:
     """The router's `split_cost` parameter, "run_tokens:attention_width" (routing.SplitCost): one
-    run's fixed cost (export/settings.py RUN_OVERHEAD_S x DEVICE_FLOPS) in tokens of this model
+    run's fixed cost (export/settings.py RUN_OVERHEAD_S x DEVICE_FLOPS; `run_s` instead of
+    RUN_OVERHEAD_S for a run inside one process, IN_PROCESS_RUN_S) in tokens of this model
     (24 h^2 FLOPs per token and layer outside attention), and 6 h, where attention's 4 h w per
     token equals that."""
     linear, attention = token_flops(*spec.model_geometry)
-    run_tokens = RUN_OVERHEAD_S[spec.backend] * DEVICE_FLOPS[spec.backend] / linear
+    run_s = RUN_OVERHEAD_S[spec.backend] if run_s is None else run_s
+    run_tokens = run_s * DEVICE_FLOPS[spec.backend] / linear
     return f"{run_tokens:.4g}:{linear // attention}"
 
 
@@ -409,6 +412,12 @@ def cross_encoder_config(spec: RepositorySpec, length_class: LengthClass | None 
             min_length=length_class.min_length,
             max_length=length_class.max_length,
             vocab_size=spec.limits.vocab_size,
+            # A batch spanning several buckets runs in parts where that pays (routing.batch_parts):
+            # the direct one-class `rerank` path's split, at the cost of a run in this process.
+            **{
+                Param.LENGTH_BUCKETS: ",".join(map(str, spec.limits.buckets)),
+                Param.SPLIT_COST: split_cost(spec, IN_PROCESS_RUN_S),
+            },
         )
     return config
 

@@ -13,10 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.settings import DEVICE_FLOPS, RUN_OVERHEAD_S, ServingLimits
+from export.settings import DEVICE_FLOPS, IN_PROCESS_RUN_S, RUN_OVERHEAD_S, ServingLimits
 from export.tensorrt_profiles import length_classes
 from export.triton_config import RepositorySpec, all_configs, split_cost
-from reranker_client.contract import ENSEMBLE, LENGTH_ROUTER, TOKENIZER, WINDOW_ENSEMBLE, WINDOW_REDUCE, Param
+from reranker_client.contract import (
+    CROSS_ENCODER,
+    ENSEMBLE,
+    LENGTH_ROUTER,
+    TOKENIZER,
+    WINDOW_ENSEMBLE,
+    WINDOW_REDUCE,
+    Param,
+)
 
 REPO = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -138,7 +146,52 @@ def test_router_config_carries_the_models_own_split_cost():
     assert ratio == pytest.approx(24 * 1024**2 / (2 * 64**2), rel=1e-3)  # a tiny token is that much cheaper
 
 
-def test_served_rerank_runs_each_request_once_without_the_router(server):
+def _mask(lengths: list[int], width: int) -> np.ndarray:
+    return (np.arange(width)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+
+
+def test_direct_path_class_model_splits_a_batch_where_a_run_in_process_pays():
+    """The direct one-class path has no router, so the Python class model applies the router's
+    rule inside its own runs (routing.batch_parts), at the cost of a run in its own process."""
+    limits = ServingLimits()
+    config = all_configs(RepositorySpec(backend="python", model_geometry=(2, 64)))[CROSS_ENCODER]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    buckets = [int(b) for b in params[Param.LENGTH_BUCKETS].split(",")]
+    assert buckets == limits.buckets
+    cost = routing.parse_split_cost(params[Param.SPLIT_COST])
+    # A run in process, not a Triton request: far cheaper than the router's run.
+    assert cost.run_tokens == pytest.approx(IN_PROCESS_RUN_S * DEVICE_FLOPS["python"] / (2 * 24 * 64**2), rel=1e-3)
+    assert cost.run_tokens < routing.parse_split_cost(split_cost(RepositorySpec(model_geometry=(2, 64)))).run_tokens
+    # A request padded to 512 whose rows span buckets: two 317-320s run at 320, the rest at 512.
+    mask = _mask([317, 320, 441, 461, 480, 512, 512, 512], 512)
+    parts = [(rows.tolist(), width) for rows, width in routing.batch_parts(mask, buckets, cost)]
+    assert parts[0] == ([0, 1], 320) and parts[-1][1] == 512
+    assert sorted(r for rows, _ in parts for r in rows) == list(range(8))
+    # Rows of one bucket, one row, or no split rule: the batch as it came, one run, no copy.
+    assert routing.batch_parts(_mask([200, 201, 208], 208), buckets, cost) == [(None, 208)]
+    assert routing.batch_parts(_mask([17], 512), buckets, cost) == [(None, 512)]
+    assert routing.batch_parts(mask, None, cost) == [(None, 512)]
+    # A width off the buckets (a direct caller's) is never widened: 20 stays 20, not 32.
+    narrow = routing.batch_parts(_mask([3, 20], 20), buckets, routing.SplitCost(0.0, 384.0))
+    assert [width for _, width in narrow] == [16, 20]
+    # The GPU backends' class models are native: no Python to split in, so no split rule there.
+    for backend in ("onnxruntime", "tensorrt"):
+        assert Param.SPLIT_COST not in all_configs(RepositorySpec(backend=backend))[CROSS_ENCODER].parameters
+
+
+def test_no_batcher_wait_for_a_request_that_arrives_alone():
+    """Triton holds a lone request for the whole max_queue_delay (measured: 0.33-0.48 ms in the
+    tokenizer's queue per request at 200 us); every Python step of the CPU path waits for none."""
+    for backend in ("python", "onnxruntime", "tensorrt"):
+        configs = all_configs(RepositorySpec(backend=backend))
+        for model in (TOKENIZER, LENGTH_ROUTER):
+            assert configs[model].dynamic_batching.max_queue_delay_microseconds == 0, (backend, model)
+    assert (
+        all_configs(RepositorySpec(backend="python"))[CROSS_ENCODER].dynamic_batching.max_queue_delay_microseconds == 0
+    )
+
+
+def test_served_rerank_runs_each_request_once_without_the_router(server, python_repo):
     """Through the real server: a mixed-length request is one cross-encoder run and no router
     call (before: tokenizer -> length_router -> cross_encoder, a Python BLS hop per request)."""
     from common.raw_rerank import raw_rerank
@@ -150,10 +203,33 @@ def test_served_rerank_runs_each_request_once_without_the_router(server):
             for model in ("cross_encoder", LENGTH_ROUTER)
         }
 
-    before = counts()
+    def onnx_runs():
+        return metric(server.metrics_url, "reranker_model_runs_total", "cross_encoder")
+
+    before, runs_before = counts(), onnx_runs()
     passages = ["short", "a somewhat longer passage about renewing a passport " * 3, "word " * 300]
     out = raw_rerank(server.grpc_url, ["passport renewal"] * 3, passages)
-    after = counts()
+    after, runs_after = counts(), onnx_runs()
     assert after["cross_encoder"] - before["cross_encoder"] == 1
     assert after[LENGTH_ROUTER] == before[LENGTH_ROUTER]
     assert out["tokens"].tolist()[0] < out["tokens"].tolist()[2]
+    # ... and inside that one execute the class model ran the rows in the parts of the router's rule
+    # (its saving without its hop), with the logits of the request run whole.
+    import onnxruntime as ort
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from common.pair_tokenizer import load_pair_tokenizer
+
+    batch = load_pair_tokenizer(python_repo / TOKENIZER / "1", ServingLimits()).tokenize_request(
+        ["passport renewal"] * 3, passages
+    )
+    served = text_format.Parse((python_repo / CROSS_ENCODER / "config.pbtxt").read_text(), mc.ModelConfig())
+    buckets = [int(b) for b in served.parameters[Param.LENGTH_BUCKETS].string_value.split(",")]
+    cost = routing.parse_split_cost(served.parameters[Param.SPLIT_COST].string_value)
+    parts = routing.batch_parts(batch.attention_mask, buckets, cost)
+    assert len(parts) >= 2 and parts[0][1] < batch.input_ids.shape[1]
+    assert runs_after - runs_before == len(parts)
+    session = ort.InferenceSession(str(python_repo / CROSS_ENCODER / "1" / "model.onnx"))
+    whole = session.run(["logit"], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})[0]
+    assert np.abs(whole.reshape(-1) - out["logit"]).max() <= 1e-4  # fp32 tolerance of a narrower padding

@@ -8,6 +8,12 @@ Every model in a Triton repository can be called directly, not only the `rerank`
 this model bounds its own inputs (`check_inputs`) before any compute: a direct [16, 4096]
 request would otherwise take tens of seconds of CPU and gigabytes of memory. Each length class
 is its own model with its own limits (shape_limits.py); every batch run is recorded in gauges.
+
+A batch whose rows span several length buckets is run in parts of different widths where the
+padded tokens saved outweigh the cost of one more ONNX Runtime run in this process (routing.plan,
+the length router's rule, with `split_cost` measured for an in-process run: export/settings.py
+IN_PROCESS_RUN_S). This is how the direct `rerank` path (tokenizer -> this model, one length
+class) gets the router's padding savings without the router's Python BLS hop (issue 30).
 """
 
 import json
@@ -21,15 +27,19 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
+from routing import batch_parts, cut, parse_split_cost  # noqa: E402 - the length router's, copied here
 from shape_limits import (  # noqa: E402
     METRIC_MAX_LENGTH,
     METRIC_MAX_ROWS,
     METRIC_MAX_TOKENS,
     METRIC_MIN_LENGTH,
+    METRIC_RUNS,
     InvalidTokens,
     ShapeRecord,
     check_inputs,
 )
+
+PAD_ID = 1  # XLM-R's <pad>; masked out, its value never reaches a score
 
 METRIC_HELP = {
     METRIC_MAX_TOKENS: "Largest batch run since start: rows x padded length",
@@ -50,6 +60,10 @@ class TritonPythonModel:
         self.max_length = int(params["max_length"])
         self.vocab_size = int(params["vocab_size"])
         self.max_batch_size = int(config["max_batch_size"])
+        # Where a batch is split into runs of different widths (absent: never, one run per shape).
+        buckets = params.get(contract.Param.LENGTH_BUCKETS)
+        self.buckets = [int(b) for b in buckets.split(",")] if buckets else None
+        self.split_cost = parse_split_cost(params.get(contract.Param.SPLIT_COST))
         options = ort.SessionOptions()
         threads = int(params.get("intra_op_threads", "0"))
         if threads > 0:
@@ -65,6 +79,10 @@ class TritonPythonModel:
             for name, text in METRIC_HELP.items()
         }
         self.gauges = {name: family.Metric(labels={"model": self.name}) for name, family in self.families.items()}
+        self.families[METRIC_RUNS] = pb_utils.MetricFamily(
+            name=METRIC_RUNS, description="ONNX Runtime runs made", kind=pb_utils.MetricFamily.COUNTER
+        )
+        self.runs = self.families[METRIC_RUNS].Metric(labels={"model": self.name})
 
     def execute(self, requests):
         feeds, responses = {}, [None] * len(requests)
@@ -86,15 +104,13 @@ class TritonPythonModel:
         for index, (ids, _) in feeds.items():
             groups[ids.shape[1]].append(index)
         for indices in groups.values():
-            ids = np.concatenate([feeds[i][0] for i in indices])
-            mask = np.concatenate([feeds[i][1] for i in indices])
-            for name, value in self.record.update(*ids.shape).items():
-                self.gauges[name].set(value)
+            if len(indices) == 1:  # one request: its tensors as they came, no copy
+                ids, mask = feeds[indices[0]]
+            else:
+                ids = np.concatenate([feeds[i][0] for i in indices])
+                mask = np.concatenate([feeds[i][1] for i in indices])
             try:
-                logit, score = self.session.run(
-                    [contract.LOGIT.name, contract.SCORE.name],
-                    {contract.INPUT_IDS.name: ids, contract.ATTENTION_MASK.name: mask},
-                )
+                logit, score = self.run(ids, mask)
             except Exception as err:  # noqa: BLE001 - report to these requests, keep serving
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"cross_encoder: {err}"))
@@ -104,9 +120,29 @@ class TritonPythonModel:
                 rows = feeds[i][0].shape[0]
                 responses[i] = pb_utils.InferenceResponse(
                     output_tensors=[
-                        pb_utils.Tensor(contract.LOGIT.name, logit[start : start + rows].astype(np.float32)),
-                        pb_utils.Tensor(contract.SCORE.name, score[start : start + rows].astype(np.float32)),
+                        pb_utils.Tensor(contract.LOGIT.name, logit[start : start + rows]),
+                        pb_utils.Tensor(contract.SCORE.name, score[start : start + rows]),
                     ]
                 )
                 start += rows
         return responses
+
+    def run(self, ids, mask):
+        """Logits and scores of a [B, L] batch, run in the parts `parts` chooses."""
+        parts = batch_parts(mask, self.buckets, self.split_cost)
+        logit = np.empty((ids.shape[0], 1), np.float32)
+        score = np.empty((ids.shape[0], 1), np.float32)
+        for rows, width in parts:
+            part_ids = ids if rows is None else cut(ids, rows, width, PAD_ID)
+            part_mask = mask if rows is None else cut(mask, rows, width, 0)
+            for name, value in self.record.update(*part_ids.shape).items():
+                self.gauges[name].set(value)
+            self.runs.increment(1)
+            part_logit, part_score = self.session.run(
+                [contract.LOGIT.name, contract.SCORE.name],
+                {contract.INPUT_IDS.name: part_ids, contract.ATTENTION_MASK.name: part_mask},
+            )
+            where = slice(None) if rows is None else rows
+            logit[where] = part_logit.reshape(-1, 1)
+            score[where] = part_score.reshape(-1, 1)
+        return logit, score

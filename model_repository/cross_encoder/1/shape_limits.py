@@ -18,6 +18,9 @@ METRIC_MAX_TOKENS = "reranker_batch_max_tokens"
 METRIC_MAX_ROWS = "reranker_batch_max_rows"
 METRIC_MAX_LENGTH = "reranker_batch_max_length"
 METRIC_MIN_LENGTH = "reranker_batch_min_length"
+# Counter, per model: ONNX Runtime runs made. Beside Triton's nv_inference_exec_count (batches
+# handed to this model) it shows how often a batch spanning several buckets was run in parts.
+METRIC_RUNS = "reranker_model_runs_total"
 
 
 class InvalidTokens(ValueError):

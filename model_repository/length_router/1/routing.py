@@ -136,6 +136,23 @@ def plan(
     return parts
 
 
+def batch_parts(
+    mask: np.ndarray, buckets: list[int] | None, cost: SplitCost = NEVER_SPLIT
+) -> list[tuple[np.ndarray | None, int]]:
+    """One class model's batch [B, L] (given by its mask) as runs: [(rows, width)], rows None for
+    the whole batch as it is. The rows are split into runs of different widths only where `plan`
+    says the padded tokens saved outweigh a run's `cost` (no buckets: never); a run is never wider
+    than L (a width off the buckets stays as sent)."""
+    width = mask.shape[1]
+    if not buckets or mask.shape[0] == 1:
+        return [(None, width)]
+    lengths = np.minimum(row_lengths(mask), buckets[-1])
+    parts = plan(lengths, buckets, [(buckets[-1], mask.shape[0])], cost)
+    if len(parts) == 1:
+        return [(None, width)]
+    return [(part.rows, min(part.width, width)) for part in parts]
+
+
 def cut(array: np.ndarray, rows: np.ndarray, width: int, fill: int) -> np.ndarray:
     """array[rows] at exactly `width` columns: cut, or padded with `fill`."""
     part = array[rows, :width]
