@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -42,7 +43,15 @@ VARIANTS = [
     "fixed-replicas",
     "shared-cache",
     "tensorrt-plan",
+    "direct",  # the opt-out without the front proxy (issue 26): Triton's own ports exposed
 ]
+
+
+def _triton_container(pod: dict, variant: str) -> dict:
+    """Triton's container; beside it the front proxy's, in every render but direct.yaml."""
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == (["triton"] if variant == "direct" else ["triton", "proxy"]), variant
+    return containers["triton"]
 
 
 def _seconds(probe: dict) -> int:
@@ -58,7 +67,7 @@ def _bytes(quantity: str) -> int:
 def test_pod_spec(rendered, variant):
     deployment = _one(rendered[variant], "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    [triton] = pod["containers"]
+    triton = _triton_container(pod, variant)
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     # The GPU request schedules the pod; a GFD-only label would leave it Pending without GFD.
@@ -139,7 +148,8 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     most what the door admits) fits the chart's /dev/shm, for every rendered values file, every
     max_length and both GPU backends, wherever a door bounds the request. Where Triton's own gRPC
     port is the door (2 GiB messages: the proxy off and no REST exclusivity) it cannot fit, and
-    docs/SECURITY.md says so; this test keeps that list honest."""
+    docs/SECURITY.md says so; this test keeps that list honest. The chart's default (the proxy
+    on, issue 26) fits; only the documented opt-out deploy/helm/values/direct.yaml does not."""
     from export.shm_budget import shm_need
     from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
 
@@ -162,16 +172,18 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
                 else:
                     print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
     assert {v for v, (door, _) in doors.items() if door == "triton"} == unbounded
-    assert {"proxy", "proxy-rest", "gateway", "rest"} <= set(rendered) - unbounded, doors
+    assert {"default", "proxy", "proxy-rest", "gateway", "rest"} <= set(rendered) - unbounded, doors
+    assert doors["default"][0] == "proxy", doors
+    assert unbounded == {"direct"}, unbounded
     security = (ROOT / "docs" / "SECURITY.md").read_text()
-    assert "proxy.enabled=false" in security and "no ceiling" in security
+    assert "proxy.enabled=false" in security and "no ceiling" in security and "direct.yaml" in security
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_probes_and_timing(rendered, variant):
     deployment = _one(rendered[variant], "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    [triton] = pod["containers"]
+    triton = _triton_container(pod, variant)
     startup = triton["startupProbe"]
     assert startup["httpGet"]["path"] == "/v2/health/ready"
     assert _seconds(startup) >= 1800  # first TensorRT build on a T4/L4/A10 + warm-up
@@ -441,10 +453,12 @@ def test_chart_values_match_settings():
     assert values["trtCache"]["type"] == "emptyDir"  # binds on every cluster
 
 
-def test_front_proxy_variant(rendered):
-    """proxy.enabled: an NGINX sidecar with the generated config; Triton's HTTP/gRPC on loopback;
-    Services and the NetworkPolicy reach only the proxy's ports (issue 13)."""
-    objects = rendered["proxy"]
+@pytest.mark.parametrize("variant", ["default", "proxy"])
+def test_front_proxy_variant(rendered, variant):
+    """proxy.enabled, the chart's default since issue 26 (a plain `helm install`): an NGINX
+    sidecar with the generated config; Triton's HTTP/gRPC on loopback; Services and the
+    NetworkPolicy reach only the proxy's ports (issue 13)."""
+    objects = rendered[variant]
     pod = _one(objects, "Deployment")["spec"]["template"]["spec"]
     containers = {c["name"]: c for c in pod["containers"]}
     assert set(containers) == {"triton", "proxy"}
@@ -461,9 +475,37 @@ def test_front_proxy_variant(rendered):
     policy = _one(objects, "NetworkPolicy", TRITON_POLICY)
     inference_ports = {p["port"] for p in policy["spec"]["ingress"][0]["ports"]}
     assert inference_ports == {settings.PROXY_HTTP_PORT, settings.PROXY_GRPC_PORT}
-    # Without the flag, nothing changes: one container, Triton's own ports.
-    default_policy = _one(rendered["default"], "NetworkPolicy", TRITON_POLICY)
-    assert {p["port"] for p in default_policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
+    # The opt-out (direct.yaml, proxy.enabled=false): one container, Triton's own ports exposed.
+    direct = rendered["direct"]
+    [triton] = _one(direct, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} & set(triton["args"])
+    direct_policy = _one(direct, "NetworkPolicy", TRITON_POLICY)
+    assert {p["port"] for p in direct_policy["spec"]["ingress"][0]["ports"]} == {8000, 8001}
+
+
+def _notes(values: dict) -> str:
+    """The chart's NOTES.txt as helm prints it after an install with these values."""
+    script = (
+        "import json, sys; from helm_python import chart\n"
+        "c = chart.Chart.load('deploy/helm/bge-reranker')\n"
+        "out = c.render(json.loads(sys.argv[1]), name='rr', namespace='search', is_install=True)\n"
+        "print(next(t for p, t in out.items() if p.endswith('NOTES.txt')))"
+    )
+    proc = subprocess.run(
+        [str(DEPLOY_PYTHON), "-c", script, json.dumps(values)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_install_notes_name_the_surface_and_warn_without_the_proxy():
+    """Issue 26 item 1: a plain install says it serves through the proxy; the direct.yaml
+    opt-out prints a warning naming what it exposes."""
+    default = _notes({})
+    assert "NGINX front proxy (the default)" in default and "WARNING" not in default
+    assert f"rr-bge-reranker-headless.search.svc:{settings.PROXY_GRPC_PORT}" in default
+    direct = _notes(yaml.safe_load((ROOT / "deploy/helm/values/direct.yaml").read_text()))
+    assert "WARNING: proxy.enabled=false" in direct and "SECURITY.md" in direct
 
 
 def test_rest_api_chart_option(rendered):
@@ -477,7 +519,10 @@ def test_rest_api_chart_option(rendered):
     triton_labels = triton["spec"]["template"]["metadata"]["labels"]
     [container] = rest["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["REST_TRITON_URL"] == "dns:///rr-bge-reranker-headless.search.svc.cluster.local:8001"
+    # Through the front proxy's gRPC port (the chart's default): Triton's own binds loopback.
+    assert env["REST_TRITON_URL"] == (
+        f"dns:///rr-bge-reranker-headless.search.svc.cluster.local:{settings.PROXY_GRPC_PORT}"
+    )
     assert env["REST_HOST"] == "0.0.0.0" and env["REST_PORT"] == "8080"
     assert env["REST_API_KEYS_FILE"] == "/etc/reranker-rest/keys/keys"  # a file: rotations apply live
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -489,7 +534,7 @@ def test_rest_api_chart_option(rendered):
         assert not services[name]["spec"]["selector"].items() <= rest_labels.items()
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
     inference = policies["rr-bge-reranker"]["spec"]["ingress"][0]
-    assert {p["port"] for p in inference["ports"]} == {8000, 8001}
+    assert {p["port"] for p in inference["ports"]} == {settings.PROXY_HTTP_PORT, settings.PROXY_GRPC_PORT}
     allowed = [peer["podSelector"]["matchLabels"] for peer in inference["from"]]
     assert len(allowed) == len(inference["from"]) == 2  # no namespace-wide or extra peers
     assert allowed[0].items() <= rest_labels.items() and allowed[0].items() - triton_labels.items()
@@ -498,7 +543,7 @@ def test_rest_api_chart_option(rendered):
     assert rest_policy["podSelector"]["matchLabels"].items() <= rest_labels.items()
     assert {p["port"] for p in rest_policy["ingress"][0]["ports"]} == {8080}
     [to_triton] = [rule for rule in rest_policy["egress"] if "to" in rule]
-    assert {p["port"] for p in to_triton["ports"]} == {8001}
+    assert {p["port"] for p in to_triton["ports"]} == {settings.PROXY_GRPC_PORT}
 
 
 def test_rest_api_compose_and_dockerfile():

@@ -51,8 +51,15 @@ def test_cpu_chart_and_compose_values(rendered):
         o for o in rendered["cpu"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "rr-bge-reranker"
     ]
     pod = deployment["spec"]["template"]["spec"]
-    [triton] = pod["containers"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert list(containers) == ["triton", "proxy"]  # the front proxy: the chart's default (issue 26)
+    triton = containers["triton"]
     requests, limits = triton["resources"]["requests"], triton["resources"]["limits"]
+    # Guaranteed QoS (whole cores under the static CPU manager): every container, the proxy too.
+    for container in containers.values():
+        resources = container["resources"]
+        for key in ("cpu", "memory"):
+            assert resources["requests"][key] == resources["limits"][key], (container["name"], key)
     assert "nvidia.com/gpu" not in requests and "nvidia.com/gpu" not in limits
     assert not any("gpu" in str(t) for t in pod.get("tolerations", []))
     assert requests["cpu"] == limits["cpu"] == str(settings.CPU_POD_CPUS)
