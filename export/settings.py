@@ -270,8 +270,11 @@ CPU_ONLY_PRECISIONS = ("int8",)
 # (deploy/helm/values/cpu.yaml) carry the same numbers (tests/test_int8.py checks they agree):
 # CPU_POD_CPUS = cross-encoder instances x intra-op threads + what the tokenizer and router
 # stubs use. Two instances as on the GPU (CROSS_ENCODER_INSTANCES: the batcher's ~500 ms stall
-# with one), each with half the compute cores.
-CPU_MODEL_INTRA_OP_THREADS = 3
+# with one), each with half the compute cores. 6 CPUs in all so that the pod, its front proxy
+# (500m) and the node's daemonsets fit an 8-vCPU node's allocatable CPU (~7.9 cores on EKS, GKE
+# and AKS: tests/test_deploy_cluster.py::test_the_cpu_pod_fits_common_8_vcpu_nodes); with 3
+# threads (8 CPUs) the pod stayed Pending there.
+CPU_MODEL_INTRA_OP_THREADS = 2
 CPU_POD_STUB_CPUS = 2
 CPU_POD_CPUS = CROSS_ENCODER_INSTANCES * CPU_MODEL_INTRA_OP_THREADS + CPU_POD_STUB_CPUS
 

@@ -556,3 +556,23 @@ def test_the_self_certification_verdict_is_scraped_and_alerted_on(rendered):
     # A `uri` repository: no self-certification, so no port to scrape or admit.
     eks = _one(rendered["eks"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "certify" not in [p["name"] for p in eks["ports"]]
+
+
+# CPU-only nodes the CPU profile (deploy/helm/values/cpu.yaml, docs/CPU.md) names: 8 vCPU, 32 GiB.
+CPU_NODE_SHAPES = [
+    NodeShape("m5.2xlarge", "eks", "none", 8, 32, 58, 20, 60),
+    NodeShape("n2-standard-8", "gke", "none", 8, 32, 110, 100, 100),
+    NodeShape("Standard_D8s_v5", "aks", "none", 8, 32, 30, 128, 128),
+]
+
+
+@pytest.mark.parametrize("shape", CPU_NODE_SHAPES, ids=lambda s: s.name)
+def test_the_cpu_pod_fits_common_8_vcpu_nodes(rendered, shape):
+    """The CPU profile's pod (Triton at request = limit, plus the front proxy) fits an 8-vCPU,
+    32 GiB node's allocatable CPU and memory beside the daemonsets. At 8 CPUs for Triton alone
+    (2 instances x 3 threads + 2) it did not: allocatable is ~7.9 cores, so the pod stayed Pending."""
+    cpu, memory, _ = _pod_requests(rendered["cpu"])
+    assert cpu + DAEMONSET_CPU_M <= shape.cpu_m, f"cpu on {shape.name}: {cpu}m + daemonsets > {shape.cpu_m:.0f}m"
+    assert memory + DAEMONSET_MEMORY <= shape.memory, (
+        f"cpu on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
+    )
