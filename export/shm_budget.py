@@ -66,14 +66,32 @@ def requests_per_execute(config: mc.ModelConfig) -> int:
     return config.max_batch_size if config.HasField("dynamic_batching") else 1
 
 
+def _variable_width(config: mc.ModelConfig) -> bool:
+    return any(-1 in t.dims for t in config.input)
+
+
 def execute_bytes(
-    config: mc.ModelConfig, max_length: int, routed_batch_size: int, max_request_bytes: int = PROXY_MAX_BODY_BYTES
+    config: mc.ModelConfig,
+    max_length: int,
+    routed_batch_size: int,
+    max_request_bytes: int = PROXY_MAX_BODY_BYTES,
+    direct_calls: bool = True,
 ) -> int:
-    """The most bytes one execute of this Python model holds in its region."""
+    """The most bytes one execute of this Python model holds in its region.
+
+    `direct_calls`: the door lets a caller address this model by name (the proxy's gRPC passes
+    ModelInfer for every model: the name is inside the message). Then a -1 dim is bounded by
+    nothing but the request's bytes: Triton checks a -1 dim against no limit, so a one-row
+    `length_router` request of [1, 2097152] int64 ids is copied into the region before the model
+    refuses it (review of issue 26: its region grew 128 -> 576 MiB through the proxy with the
+    batcher merging 17 such requests). Where only the ensembles are reachable (REST exclusive),
+    rows arrive from the tokenizer, at most max_length wide."""
     if any(t.data_type == mc.TYPE_STRING for t in config.input):
         requests = requests_per_execute(config)
         return requests * (max_request_bytes + routed_batch_size * _row_bytes(config.output, max_length))
     rows = config.max_batch_size
+    if direct_calls and _variable_width(config):
+        return requests_per_execute(config) * max_request_bytes + rows * _row_bytes(config.output, max_length)
     # A BLS caller's region also holds the inputs of its calls (the stub copies them in before it
     # sends them; at most its own rows, re-padded no wider) and the calls' outputs.
     copies = 2 if Param.CLASS_MODELS in config.parameters else 1
@@ -90,11 +108,12 @@ def shm_need(
     max_length: int,
     routed_batch_size: int,
     max_request_bytes: int = PROXY_MAX_BODY_BYTES,
+    direct_calls: bool = True,
 ) -> dict[str, int]:
     """Per Python model: its instances x its region's ceiling (sum the values for /dev/shm)."""
     return {
         name: sum(g.count for g in c.instance_group)
-        * region_ceiling(execute_bytes(c, max_length, routed_batch_size, max_request_bytes))
+        * region_ceiling(execute_bytes(c, max_length, routed_batch_size, max_request_bytes, direct_calls))
         for name, c in configs.items()
         if c.backend == "python"
     }

@@ -164,19 +164,43 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
                 spec = RepositorySpec(limits=limits, backend=backend)
                 door, cap = _door_request_bytes(objects, tokenizer_config(spec))
                 doors[variant] = (door, cap)
-                need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap)
+                # The proxy's gRPC and Triton's own port let a caller name any model; REST
+                # exclusivity leaves only the ensembles reachable.
+                need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap, door != "rest")
                 assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
                 if sum(need.values()) > shm:
                     unbounded.add(variant)
-                    assert door == "triton", (variant, backend, max_length, door, cap, need, shm)
+                    assert door in ("triton", "proxy"), (variant, backend, max_length, door, cap, need, shm)
                 else:
                     print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
-    assert {v for v, (door, _) in doors.items() if door == "triton"} == unbounded
-    assert {"default", "proxy", "proxy-rest", "gateway", "rest"} <= set(rendered) - unbounded, doors
+    assert {v for v, (door, _) in doors.items() if door != "rest"} == unbounded
     assert doors["default"][0] == "proxy", doors
-    assert unbounded == {"direct"}, unbounded
+    assert "direct" in unbounded, unbounded
     security = (ROOT / "docs" / "SECURITY.md").read_text()
     assert "proxy.enabled=false" in security and "no ceiling" in security and "direct.yaml" in security
+    assert "length_router" in security and "576 MiB" in security
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 26 item 5, open: the proxy's gRPC lets a caller address length_router directly, and Triton bounds "
+    "its -1 dims by nothing but the message: a batch of 256 one-row requests of 33 MB each (review: 128 -> 576 MiB "
+    "seen) against the chart's 2 GiB /dev/shm",
+)
+def test_the_default_charts_shm_holds_every_region_at_its_ceiling(rendered):
+    """The chart's default (the front proxy) bounds every Python stub's region. Today it bounds
+    the tokenizer's (one request per execute) but not the length router's: see the reason."""
+    from export.shm_budget import shm_need
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
+
+    objects = rendered["default"]
+    deployment = _one(objects, "Deployment", "rr-bge-reranker")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
+    spec = RepositorySpec()
+    door, cap = _door_request_bytes(objects, tokenizer_config(spec))
+    need = shm_need(all_configs(spec), spec.limits.max_length, routed_batch_size(spec.limits), cap, door != "rest")
+    assert sum(need.values()) <= shm, need
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

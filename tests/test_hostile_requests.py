@@ -602,8 +602,9 @@ def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its
     through the proxy. Each is refused with a message naming the limit (the proxy's body cap, or
     the tokenizer's bytes per text); every tokenizer execute held one request; each tokenizer
     stub's /dev/shm region stays at or below export/shm_budget.py's ceiling computed from the
-    served configs and the proxy's cap, and the whole repository's need fits the chart's
-    /dev/shm; the server stays ready and a known-good request scores identically. Before (a
+    served configs and the proxy's cap, and the ensemble path's need fits the chart's
+    /dev/shm (the length router addressed directly is the open gap: tests/test_deploy.py); the
+    server stays ready and a known-good request scores identically. Before (a
     dynamic batcher on the tokenizer) executes merged these requests and the regions grew."""
     import concurrent.futures
     import threading
@@ -622,7 +623,9 @@ def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its
     max_length = int(tokenizer.parameters["max_length"].string_value)
     routed = routed_batch_size(ServingLimits(max_length=max_length))
     ceiling = shm_budget.region_ceiling(shm_budget.execute_bytes(tokenizer, max_length, routed, proxy.max_body_bytes))
-    need = shm_budget.shm_need(configs, max_length, routed, proxy.max_body_bytes)
+    # The need of the ensemble path these requests take (rows reach the router from the tokenizer);
+    # the router addressed directly through the proxy has no ceiling yet (tests/test_deploy.py xfail).
+    need = shm_budget.shm_need(configs, max_length, routed, proxy.max_body_bytes, direct_calls=False)
     values = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "deploy/helm/bge-reranker/values.yaml").read_text()
     )
