@@ -21,6 +21,7 @@ from export.settings import (
     TOKENIZER_INSTANCES,
 )
 from export.triton_config import BACKENDS
+from export.trt_import import TensorRTMissing, load_tensorrt
 
 
 def parse_args(argv: list[str] | None) -> ExportArgs:
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None) -> ExportArgs:
     parser.add_argument(
         "--cpu-threads", type=int, default=0, help="python backend: ONNX Runtime intra-op threads (0: automatic)"
     )
+    parser.add_argument(
+        "--plan-later",
+        action="store_true",
+        help="backend tensorrt without TensorRT here: write the ONNX and build_plan.sh, which builds and "
+        "certifies the plans on the GPU host (without this flag, TensorRT must be importable)",
+    )
     ns = parser.parse_args(argv)
     if not 16 <= ns.max_length <= MAX_SUPPORTED_LENGTH:
         parser.error(f"--max-length must be in [16, {MAX_SUPPORTED_LENGTH}], got {ns.max_length}")
@@ -87,10 +94,24 @@ def unwritable_output(repo: Path) -> str | None:
         )
 
 
+def missing_tensorrt(args: ExportArgs) -> str | None:
+    """--backend tensorrt builds the plans here: checked before minutes of export."""
+    if args.backend != "tensorrt" or args.plan_later:
+        return None
+    try:
+        load_tensorrt()
+    except TensorRTMissing as err:
+        return (
+            f"--backend tensorrt: {err}. To export without TensorRT and build the plans on the GPU host, "
+            "pass --plan-later"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = parse_args(argv)
-    problem = unwritable_output(args.repo)
+    problem = unwritable_output(args.repo) or missing_tensorrt(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except HubUnreachable as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (ModelRejected, ParityFailed, PlanRejected, ValueError) as err:
+    except (ModelRejected, ParityFailed, PlanRejected, TensorRTMissing, ValueError) as err:
         # PlanRejected: every TensorRT plan try missed the certificate or the memory budget; no
         # repository was written (an existing one is left as it was).
         print(f"error: {err}", file=sys.stderr)

@@ -48,12 +48,12 @@ from export.tensorrt_build import (
     PlanResult,
     build_and_certify_plan,
     local_device_key,
-    tensorrt_available,
     timing_cache_path,
     write_build_files,
 )
 from export.tensorrt_profiles import check_consistency, profiles_for
 from export.triton_config import RepositorySpec, engine_cache_prefix
+from export.trt_import import load_tensorrt
 
 
 class ParityFailed(RuntimeError):
@@ -72,6 +72,9 @@ class ExportArgs:
     work_dir: Path | None = None  # keep intermediate ONNX files here
     tokenizer_instances: int = TOKENIZER_INSTANCES
     cpu_threads: int = 0
+    # backend tensorrt: leave the plans to cross_encoder/tensorrt/build_plan.sh on the GPU host
+    # (an export on a machine without TensorRT). Without it, TensorRT must be importable here.
+    plan_later: bool = False
 
 
 @dataclass
@@ -485,9 +488,10 @@ def stage_tensorrt_parser(ctx: ExportContext) -> None:
 
 def stage_tensorrt(ctx: ExportContext) -> None:
     """Build and certify the plan here, before the repository is written: only a certified plan
-    is ever placed. Without TensorRT the repository carries build_plan.sh, which does the same."""
-    import tensorrt
-
+    is ever placed. TensorRT not importable is an error (TensorRTMissing), never a skip: an
+    exporter image whose bindings failed to install must not exit 0 without plans. `--plan-later`
+    is the explicit choice of build_plan.sh on the GPU host instead (the stage does not run)."""
+    tensorrt = load_tensorrt()
     cache = timing_cache_path(local_device_key(tensorrt.__version__))
     print(f"[export] tensorrt: timing cache {cache}", flush=True)
     ctx.plan = build_and_certify_plan(ctx.fp32_path, ctx.work / "plan", plan_build(ctx), ctx.fixture, cache)
@@ -600,7 +604,7 @@ STAGES: list[Stage] = [
         lambda ctx: ctx.args.backend in ("tensorrt", "onnxruntime") and not ctx.spec.on_cpu,
     ),
     Stage("gpu_gate", stage_gpu_gate, lambda ctx: ctx.args.backend == "onnxruntime" and not ctx.spec.on_cpu),
-    Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and tensorrt_available()),
+    Stage("tensorrt", stage_tensorrt, lambda ctx: ctx.args.backend == "tensorrt" and not ctx.args.plan_later),
     Stage("repository", stage_repository),
 ]
 

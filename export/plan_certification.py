@@ -85,6 +85,9 @@ def polygraphy_runner(plans: dict[str, bytes]):
 def context_memory(serialized: bytes) -> int:
     """TensorRT's device memory for a context on the plan's only profile
     (get_device_memory_size_for_profile_v2, TensorRT >= 10.1)."""
+    # A plain import: in the TensorRT container (build_plan.sh) `tensorrt` is NVIDIA's own; in
+    # the export, stage_tensorrt has run export/trt_import.load_tensorrt, which registers the
+    # bindings wheel as `tensorrt` (this file cannot import export/: it runs standalone too).
     import tensorrt as trt
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)

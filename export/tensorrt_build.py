@@ -32,6 +32,7 @@ from export.tensorrt_profiles import (
     profile_for,
     profiles_for,
 )
+from export.trt_import import load_tensorrt
 
 # The serving image is nvcr.io/nvidia/tritonserver:24.10-py3 (Triton 2.51.0, TensorRT 10.5.0);
 # the TensorRT image of the same release carries trtexec and the same TensorRT. build_plan.sh runs
@@ -318,14 +319,6 @@ echo "certified plans installed: $repo/<class model>/1/model.plan"
     return script
 
 
-def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _checked(ok, what: str):
     """TensorRT's API reports many failures by return value, not by exception."""
     if ok is None or ok is False or (isinstance(ok, int) and not isinstance(ok, bool) and ok < 0):
@@ -338,9 +331,7 @@ def build_serialized_plan(
 ) -> bytes:
     """One class's plan in-process with TensorRT's Python API; every call that can fail is checked."""
     if trt is None:
-        import tensorrt
-
-        trt = tensorrt
+        trt = load_tensorrt()
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -375,9 +366,7 @@ def context_memory_bytes(serialized: bytes, trt=None) -> int:
     (ICudaEngine.get_device_memory_size_for_profile_v2, TensorRT >= 10.1: NVIDIA/TensorRT
     release/10.5 python/src/infer/pyCore.cpp). Needs the GPU the plan was built for."""
     if trt is None:
-        import tensorrt
-
-        trt = tensorrt
+        trt = load_tensorrt()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = _checked(runtime.deserialize_cuda_engine(serialized), "deserialize_cuda_engine")
     return int(_checked(engine.get_device_memory_size_for_profile_v2(0), "get_device_memory_size_for_profile_v2"))

@@ -33,7 +33,7 @@ def test_every_exporter_package_is_pinned_by_the_test_environment():
     assert unpinned and unpinned <= set(tested), unpinned - set(tested)
     # Only TensorRT's bindings are pinned outside the test environment (no GPU here); onnxruntime-gpu
     # has an environment of its own (test_the_gpu_gate_environment_has_onnxruntime_gpu_and_not_the_cpu_wheel).
-    assert {n for n, v in exporter.items() if v} == {"tensorrt-cu12"}
+    assert {n: v for n, v in exporter.items() if v} == {"tensorrt-cu12-bindings": "10.5.0"}
     # ...and the tests really ran those versions.
     for name in unpinned:
         assert metadata.version(name).split("+")[0] == tested[name], name  # 2.13.0+cpu is torch 2.13.0
@@ -182,3 +182,34 @@ def test_the_exporter_image_runs_the_gate_in_its_own_environment():
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_nothing_in_the_exporter_requirements_comes_from_outside_pypi():
+    """`tensorrt-cu12` (any version) is an sdist whose setup.py pip-installs its real wheels from
+    https://pypi.nvidia.com into the build's isolation env, leaving a `tensorrt` that cannot
+    import; the bindings wheel `tensorrt-cu12-bindings` is on pypi.org (export/trt_import.py)."""
+    for name in ("export.txt", "gpu-gate.txt"):
+        text = (ROOT / "requirements" / name).read_text()
+        names = _requirements(ROOT / "requirements" / name)
+        assert "tensorrt-cu12" not in names and "tensorrt" not in names, name
+        code = [line.split("#", 1)[0] for line in text.splitlines()]
+        assert not [line for line in code if "://" in line or line.strip().startswith("-")], name
+
+
+def test_the_exporter_image_build_fails_when_tensorrt_does_not_import():
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("AS exporter") : dockerfile.index("AS rest")]
+    check = stage.index("RUN python -m export.trt_import")
+    assert stage.index("COPY export export") < check and stage.index("requirements/export.txt &&") < check
+    assert "pypi.nvidia.com" not in dockerfile and "extra-index-url" not in dockerfile
+
+
+def test_every_tensorrt_import_of_the_export_goes_through_the_shim():
+    """Only export/trt_import.py imports TensorRT by name, and plan_certification.py (which also
+    runs standalone in NVIDIA's TensorRT container, where `tensorrt` is native)."""
+    offenders = []
+    for path in (ROOT / "export").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tensorrt" for a in node.names):
+                offenders.append(path.name)
+    assert sorted(set(offenders)) == ["plan_certification.py", "trt_import.py"]

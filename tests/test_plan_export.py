@@ -53,7 +53,7 @@ def stub_tensorrt(monkeypatch, tmp_path):
     trt.Builder = base_builder
     trt.__version__ = "10.5.0"
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(pipeline, "tensorrt_available", lambda: True)
+    # the stub is `tensorrt` in sys.modules: export/trt_import.py load_tensorrt() finds it
     monkeypatch.setenv("TRT_CACHE_DIR", str(tmp_path / "trt-cache"))
 
     @contextmanager
