@@ -553,9 +553,9 @@ def test_the_self_certification_verdict_is_scraped_and_alerted_on(rendered):
     )
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "['metrics', 'certify']", proc.stdout + proc.stderr[-2000:]
-    # A `uri` repository: no self-certification, so no port to scrape or admit.
+    # A `uri` repository self-certifies too (issue 25: no silent fallback on object storage).
     eks = _one(rendered["eks"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert "certify" not in [p["name"] for p in eks["ports"]]
+    assert "certify" in [p["name"] for p in eks["ports"]]
 
 
 # CPU-only nodes the CPU profile (deploy/helm/values/cpu.yaml, docs/CPU.md) names: 8 vCPU, 32 GiB.
