@@ -121,6 +121,13 @@ NODE_SHAPES = [
     NodeShape("Standard_NC4as_T4_v3", "aks", "T4", 4, 28, 30, 128, 128),
 ]
 CLOUD_FILE = {"eks": "eks", "gke": "gke", "aks": "aks"}
+# The nodes docs/GPU.md and long-context.yaml name for a repository exported at max_length 8,192.
+LONG_CONTEXT_NODE_SHAPES = [
+    NodeShape("g5.2xlarge", "eks", "A10G", 8, 32, 58, 20, 60),
+    NodeShape("g6.2xlarge", "eks", "L4", 8, 32, 58, 20, 60),
+    NodeShape("g2-standard-8", "gke", "L4", 8, 32, 110, 100, 100),
+    NodeShape("Standard_NC8as_T4_v3", "aks", "T4", 8, 56, 30, 128, 128),
+]
 
 
 def _pod_requests(objects) -> tuple[int, int, int]:
@@ -155,6 +162,29 @@ def test_pods_fit_common_gpu_nodes(rendered, shape):
         disk = _pod_requests(rendered[variant])[2]
         assert disk <= shape.disk_for_pods(shape.chart_disk_gib), (
             f"{variant}: {shape.chart_disk_gib} GiB disk too small"
+        )
+
+
+def test_long_context_fits_only_32_gib_nodes(rendered):
+    """long-context.yaml (max_length 8,192: build peak ~14 GiB) requests what it may use
+    (request = limit), so the scheduler cannot place it on a 16 GiB node (allocatable ~14.6 GiB
+    on g5/g6.xlarge, even with no daemonset), where the build would be evicted or OOM-killed; it
+    fits the 32 GiB nodes the docs name beside the daemonsets."""
+    pod = _triton(rendered["long-context"])["spec"]["template"]["spec"]
+    [triton] = [c for c in pod["containers"] if c["name"] == "triton"]
+    resources = triton["resources"]
+    assert _bytes(resources["requests"]["memory"]) == _bytes(resources["limits"]["memory"])
+    cpu, memory, _ = _pod_requests(rendered["long-context"])
+    small = [shape for shape in NODE_SHAPES if shape.memory_gib <= 16]
+    assert {s.name for s in small} >= {"g5.xlarge", "g6.xlarge", "g2-standard-4"}
+    for shape in small:
+        assert memory > shape.memory, f"long-context schedulable on {shape.name}: {memory / GI:.1f} GiB"
+    docs = (ROOT / "docs/GPU.md").read_text() + (ROOT / "deploy/helm/values/long-context.yaml").read_text()
+    for shape in LONG_CONTEXT_NODE_SHAPES:
+        assert shape.name in docs, shape.name
+        assert cpu + DAEMONSET_CPU_M <= shape.cpu_m, f"long-context on {shape.name}: {cpu}m"
+        assert memory + DAEMONSET_MEMORY <= shape.memory, (
+            f"long-context on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
         )
 
 
