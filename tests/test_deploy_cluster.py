@@ -606,3 +606,53 @@ def test_the_cpu_pod_fits_common_8_vcpu_nodes(rendered, shape):
     assert memory + DAEMONSET_MEMORY <= shape.memory, (
         f"cpu on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
     )
+
+
+# GPU Feature Discovery's nvidia.com/gpu.product for the GPUs of the EKS GPU instances the docs name.
+GFD_PRODUCT = {"A10G": "NVIDIA-A10G", "L4": "NVIDIA-L4"}
+
+
+def test_eks_pods_may_run_on_g5_and_g6(rendered):
+    """eks.yaml pins the pods to prebuild.gpuTypes (a required nodeAffinity ORing their
+    selectors): with only a10g listed, pods on a g6 (L4) node group stayed Pending. Both the A10G
+    and the L4 shapes of the sizing table are admitted, each with a prebuild Job of its own."""
+    objects = rendered["eks"]
+    pod = _triton(objects)["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    admitted = {
+        v for t in terms for e in t["matchExpressions"] if e["key"] == "nvidia.com/gpu.product" for v in e["values"]
+    }
+    jobs = {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}
+    for shape in [s for s in NODE_SHAPES + LONG_CONTEXT_NODE_SHAPES if s.cloud == "eks" and s.gpu in GFD_PRODUCT]:
+        assert GFD_PRODUCT[shape.gpu] in admitted, f"eks.yaml: pods on {shape.name} ({shape.gpu}) stay Pending"
+    assert {"rr-bge-reranker-prebuild-a10g", "rr-bge-reranker-prebuild-l4"} <= jobs, jobs
+
+
+def _render_layered(*files: str) -> subprocess.CompletedProcess:
+    """validate.render of values files layered as `helm -f a -f b` does (maps merged key by key)."""
+    script = (
+        "import sys, yaml; sys.path.insert(0, 'deploy'); import validate\n"
+        "def merge(a, b):\n"
+        "    out = dict(a)\n"
+        "    for k, v in b.items():\n"
+        "        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v\n"
+        "    return out\n"
+        "values = {}\n"
+        f"for name in {list(files)!r}:\n"
+        "    values = merge(values, yaml.safe_load(open(f'deploy/helm/values/{name}.yaml')) or {})\n"
+        "print(len(validate.render(values)))"
+    )
+    return subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_values_files_of_two_clouds_do_not_render_together():
+    """shared-cache.yaml is GKE-only (gs:// + GKE Workload Identity): layered on eks.yaml the
+    pods would carry an IRSA role and a gs:// repository they can never read. The chart refuses,
+    and says why; cloud-neutral files still layer on a cloud file."""
+    refused = _render_layered("eks", "shared-cache")
+    assert refused.returncode != 0
+    assert "gs:// (GCS) but the pods have an AWS identity" in refused.stderr, refused.stderr[-2000:]
+    both = _render_layered("gke", "object-storage")  # s3:// with a GKE identity
+    assert both.returncode != 0 and "s3:// but the pods have a GKE identity" in both.stderr, both.stderr[-2000:]
+    fine = _render_layered("eks", "long-context", "monitoring")
+    assert fine.returncode == 0, fine.stderr[-2000:]

@@ -361,3 +361,25 @@ engine check alone). Kept as a helper so the Service, monitors and policy follow
 {{- define "bge-reranker.selfCertifies" -}}
 true
 {{- end }}
+
+{{- /* A repository's object store and the pods' cloud identity must be the same cloud's: a gs://
+repository with an EKS identity (values files of two clouds layered, e.g. eks.yaml +
+shared-cache.yaml) renders fine and then never reads the repository. */ -}}
+{{- define "bge-reranker.checkCloudIdentity" -}}
+{{- $uri := toString .Values.modelRepository.uri -}}
+{{- $identity := toString .Values.networkPolicy.workloadIdentity -}}
+{{- $annotations := .Values.serviceAccount.annotations | default dict -}}
+{{- $aws := or (has $identity (list "irsa" "eks-pod-identity")) (hasKey $annotations "eks.amazonaws.com/role-arn") -}}
+{{- $gcp := or (eq $identity "gke") (hasKey $annotations "iam.gke.io/gcp-service-account") -}}
+{{- if eq .Values.modelRepository.source "uri" }}
+{{- if and (hasPrefix "gs://" $uri) $aws }}
+{{- fail "modelRepository.uri is gs:// (GCS) but the pods have an AWS identity (networkPolicy.workloadIdentity irsa/eks-pod-identity or an eks.amazonaws.com/role-arn annotation): values files of two clouds layered? shared-cache.yaml is GKE-only (docs/DEPLOYMENT.md)" }}
+{{- end }}
+{{- if and (hasPrefix "s3://" $uri) $gcp }}
+{{- fail "modelRepository.uri is s3:// but the pods have a GKE identity (networkPolicy.workloadIdentity gke or an iam.gke.io/gcp-service-account annotation): values files of two clouds layered?" }}
+{{- end }}
+{{- end }}
+{{- if and $aws $gcp }}
+{{- fail "the pods have both an AWS and a GKE identity (networkPolicy.workloadIdentity / serviceAccount.annotations): values files of two clouds layered? (docs/DEPLOYMENT.md)" }}
+{{- end }}
+{{- end -}}
