@@ -18,7 +18,11 @@ checks on this pod's own device and writes one verdict file:
    N pairs, one per language first, plus the 100-passage ranking list) goes through the local
    `rerank` ensemble and is compared by the client package's own comparison
    (reranker_client.verify, the code `helm test` runs), with the thresholds of the precision
-   the repository was exported for.
+   the repository was exported for. `--certificate FILE` names it where the pod has no
+   repository to read (a uri repository: the chart mounts helmTest.certificateConfigMap);
+   `--certificate=none`: no certificate at all, so check 1 alone gates readiness, the start and
+   the verdict line say NO CERTIFICATE, reranker_selfcert_certificate_missing is 1 and the
+   verdict is not `passed` (serve.py publishes nothing to the shared cache).
 
 The verdict (JSON, written atomically) is what readiness reads: `probe.py --verdict FILE` is
 unhealthy until the file exists and says ready. Mode `fail` (default): a failed check keeps the
