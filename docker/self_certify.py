@@ -18,7 +18,11 @@ checks on this pod's own device and writes one verdict file:
    N pairs, one per language first, plus the 100-passage ranking list) goes through the local
    `rerank` ensemble and is compared by the client package's own comparison
    (reranker_client.verify, the code `helm test` runs), with the thresholds of the precision
-   the repository was exported for.
+   the repository was exported for. `--certificate FILE` names it where the pod has no
+   repository to read (a uri repository: the chart mounts helmTest.certificateConfigMap);
+   `--certificate=none`: no certificate at all, so check 1 alone gates readiness, the start and
+   the verdict line say NO CERTIFICATE, reranker_selfcert_certificate_missing is 1 and the
+   verdict is not `passed` (serve.py publishes nothing to the shared cache).
 
 The verdict (JSON, written atomically) is what readiness reads: `probe.py --verdict FILE` is
 unhealthy until the file exists and says ready. Mode `fail` (default): a failed check keeps the
@@ -62,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser, repository_option: bool = Tru
     )
     if repository_option:
         parser.add_argument("--repository", type=Path, default=None, help="the model repository (certificate.json)")
+    parser.add_argument(
+        "--certificate",
+        default=None,
+        help="the certificate.json to send (default: --repository's); `none`: no certificate is available "
+        "(a uri repository without one mounted): the engine check still runs and gates readiness, the "
+        "missing certificate is logged at start and exported (reranker_selfcert_certificate_missing), and "
+        "nothing is published to the shared engine cache",
+    )
     parser.add_argument("--grpc-url", default="127.0.0.1:8001", help="this pod's Triton gRPC address")
     parser.add_argument("--certify-pairs", type=int, default=0, help="certificate pairs to send (0: all)")
     parser.add_argument("--certify-timeout", type=float, default=300.0)
@@ -166,6 +178,15 @@ def certificate_subset(fixture: dict, pairs: int) -> dict:
     return {**fixture, "pairs": [fixture["pairs"][i] for i in keep]}
 
 
+NO_CERTIFICATE = "none"
+
+
+def missing_certificate() -> dict:
+    """The certificate part of a verdict where none was available: not passed (so nothing is
+    published as certified), but no failure either (the engine check alone gates readiness)."""
+    return {"passed": False, "missing": True, "failures": [], "certificate_sha256": ""}
+
+
 def run_certificate(grpc_url: str, repository: Path, pairs: int, timeout: float) -> dict:
     from reranker_client.certificate import FixtureError, fixture_path, load_fixture
     from reranker_client.errors import RerankError
@@ -216,6 +237,8 @@ def verdict_line(verdict: dict) -> str:
         else ""
     )
     taken = sum(e["taken"] for e in engines.values())
+    if cert.get("missing"):
+        numbers = "NO CERTIFICATE (engines checked only; not published)"
     problems = [f"{m}: {e['detail']}" for m, e in engines.items() if not e["taken"]] + cert["failures"]
     return (
         f"{LOG_PREFIX} {'PASS' if verdict['passed'] else 'FAIL'} ({verdict['mode']}; "
@@ -251,6 +274,11 @@ def metrics_text(verdict: dict | None) -> str:
         ),
         ("max_abs_score", "largest |sigmoid difference| over the certificate rows sent", cert.get("max_abs_score")),
         ("rows", "certificate rows sent through the rerank ensemble", cert.get("pairs")),
+        (
+            "certificate_missing",
+            "1 when no certificate was available: engines checked only, nothing published as certified",
+            int(bool(cert.get("missing"))),
+        ),
     ]
     for name, help_text, value in gauges:
         if value is None:
@@ -303,6 +331,12 @@ class SelfCertifier:
     def __init__(self, args: argparse.Namespace, http_url: str) -> None:
         self.mode: str = args.self_certify
         self.repository: Path | None = args.repository
+        # Where the certificate comes from: --certificate, else the repository's; None: none at all.
+        certificate = getattr(args, "certificate", None)
+        self.certificate: Path | None = (
+            None if certificate == NO_CERTIFICATE else Path(certificate) if certificate else args.repository
+        )
+        self.no_certificate: bool = certificate == NO_CERTIFICATE
         self.grpc_url: str = args.grpc_url
         self.pairs: int = args.certify_pairs
         self.timeout: float = args.certify_timeout
@@ -321,24 +355,42 @@ class SelfCertifier:
         make this one ready."""
         if not self.enabled:
             return
-        if self.repository is None:
-            raise SystemExit("--self-certify needs --repository (the model repository: its certificate.json)")
+        if self.certificate is None and not self.no_certificate:
+            raise SystemExit(
+                "--self-certify needs --repository (the model repository: its certificate.json), "
+                "--certificate FILE, or --certificate=none (engine check only)"
+            )
+        if self.no_certificate:
+            print(
+                f"{LOG_PREFIX} WARNING: NO CERTIFICATE for this pod (--certificate=none): only the TensorRT "
+                "engine check gates readiness; numerics on this device are unverified and no engine is "
+                "published to the shared cache. Mount certificate.json (chart: helmTest.certificateConfigMap).",
+                flush=True,
+            )
         self.verdict_path.unlink(missing_ok=True)
         if self.metrics_port:
             self.metrics_server = serve_metrics(self.verdict_path, self.metrics_port, self.metrics_address)
 
-    def run(self, cache_root: Path | None = None) -> dict:
+    def run(self, cache_root: Path | None = None, configs: dict[str, dict] | None = None) -> dict:
+        """`configs` replaces what Triton reports loaded (a dry run on generated configs)."""
         start = time.monotonic()
-        assert self.repository is not None
         try:
-            engines = engine_checks(loaded_configs(self.http_url), cache_root)
+            engines = engine_checks(loaded_configs(self.http_url) if configs is None else configs, cache_root)
         except (OSError, ValueError, KeyError) as err:
             engines = {"(repository)": {"taken": False, "detail": f"could not read the loaded configs: {err}"}}
-        certificate = run_certificate(self.grpc_url, self.repository, self.pairs, self.timeout)
-        passed = certificate["passed"] and all(e["taken"] for e in engines.values())
+        # The engine check never depends on the certificate: it runs, and gates readiness, either way.
+        engines_taken = all(e["taken"] for e in engines.values())
+        certificate = (
+            missing_certificate()
+            if self.certificate is None
+            else run_certificate(self.grpc_url, self.certificate, self.pairs, self.timeout)
+        )
+        # passed = certified: what lets serve.py publish. Without a certificate the pod may serve
+        # (engines taken) but is never certified.
+        passed = certificate["passed"] and engines_taken
         verdict = {
             "passed": passed,
-            "ready": passed or self.mode == "warn",
+            "ready": passed or (engines_taken and bool(certificate.get("missing"))) or self.mode == "warn",
             "mode": self.mode,
             "device": device_name(),
             "engines": engines,

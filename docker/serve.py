@@ -302,7 +302,8 @@ class Launcher:
             if self.stopping and server.poll() is None and not ready(args.ready_url):
                 note = "stopped by a signal while tritonserver was loading: nothing published"
                 return self.stop_during_build(server)
-            # Engines that fail the self-certification are neither marked complete nor published.
+            # Engines that fail the self-certification, or have no certificate to pass, are neither
+            # marked complete nor published (the shared cache holds certified engines only).
             verdict = self.certifier.run() if server.poll() is None and self.certifier.enabled else None
             certified = server.poll() is None and (verdict is None or verdict["passed"])
             prebuilt = None
@@ -478,6 +479,9 @@ def build_outcome(server: subprocess.Popen, verdict: dict | None, certified: boo
         return (
             f"tritonserver exited {exit_status(server.returncode)} before its engines were certified: nothing published"
         )
+    if not certified and verdict is not None and verdict["certificate"].get("missing"):
+        # The engine check passed or failed on its own; without a certificate nothing is certified.
+        return "no certificate (--certificate=none): uncertified, nothing published"
     if not certified:
         return "self-certification failed: nothing published"
     if prebuilt:

@@ -278,8 +278,8 @@ def test_network_policy_namespaces_are_values(rendered):
     for variant, prometheus in (("default", "monitoring"), ("shared-cache", "gmp-system")):
         policy = _one(rendered[variant], "NetworkPolicy", TRITON_POLICY)
         inference, metrics = policy["spec"]["ingress"]
-        # Triton's metrics, and the self-certification verdict where the pods export it.
-        assert {p["port"] for p in metrics["ports"]} == ({8002, 8003} if variant == "default" else {8002})
+        # Triton's metrics, and the self-certification verdict (every source, uri included).
+        assert {p["port"] for p in metrics["ports"]} == {8002, 8003}
         # Only Prometheus's namespace scrapes (tests/test_deploy_network.py: nothing else).
         assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus}}}]
         assert {"podSelector": {}} in inference["from"]

@@ -121,6 +121,13 @@ NODE_SHAPES = [
     NodeShape("Standard_NC4as_T4_v3", "aks", "T4", 4, 28, 30, 128, 128),
 ]
 CLOUD_FILE = {"eks": "eks", "gke": "gke", "aks": "aks"}
+# The nodes docs/GPU.md and long-context.yaml name for a repository exported at max_length 8,192.
+LONG_CONTEXT_NODE_SHAPES = [
+    NodeShape("g5.2xlarge", "eks", "A10G", 8, 32, 58, 20, 60),
+    NodeShape("g6.2xlarge", "eks", "L4", 8, 32, 58, 20, 60),
+    NodeShape("g2-standard-8", "gke", "L4", 8, 32, 110, 100, 100),
+    NodeShape("Standard_NC8as_T4_v3", "aks", "T4", 8, 56, 30, 128, 128),
+]
 
 
 def _pod_requests(objects) -> tuple[int, int, int]:
@@ -155,6 +162,29 @@ def test_pods_fit_common_gpu_nodes(rendered, shape):
         disk = _pod_requests(rendered[variant])[2]
         assert disk <= shape.disk_for_pods(shape.chart_disk_gib), (
             f"{variant}: {shape.chart_disk_gib} GiB disk too small"
+        )
+
+
+def test_long_context_fits_only_32_gib_nodes(rendered):
+    """long-context.yaml (max_length 8,192: build peak ~14 GiB) requests what it may use
+    (request = limit), so the scheduler cannot place it on a 16 GiB node (allocatable ~14.6 GiB
+    on g5/g6.xlarge, even with no daemonset), where the build would be evicted or OOM-killed; it
+    fits the 32 GiB nodes the docs name beside the daemonsets."""
+    pod = _triton(rendered["long-context"])["spec"]["template"]["spec"]
+    [triton] = [c for c in pod["containers"] if c["name"] == "triton"]
+    resources = triton["resources"]
+    assert _bytes(resources["requests"]["memory"]) == _bytes(resources["limits"]["memory"])
+    cpu, memory, _ = _pod_requests(rendered["long-context"])
+    small = [shape for shape in NODE_SHAPES if shape.memory_gib <= 16]
+    assert {s.name for s in small} >= {"g5.xlarge", "g6.xlarge", "g2-standard-4"}
+    for shape in small:
+        assert memory > shape.memory, f"long-context schedulable on {shape.name}: {memory / GI:.1f} GiB"
+    docs = (ROOT / "docs/GPU.md").read_text() + (ROOT / "deploy/helm/values/long-context.yaml").read_text()
+    for shape in LONG_CONTEXT_NODE_SHAPES:
+        assert shape.name in docs, shape.name
+        assert cpu + DAEMONSET_CPU_M <= shape.cpu_m, f"long-context on {shape.name}: {cpu}m"
+        assert memory + DAEMONSET_MEMORY <= shape.memory, (
+            f"long-context on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
         )
 
 
@@ -553,9 +583,9 @@ def test_the_self_certification_verdict_is_scraped_and_alerted_on(rendered):
     )
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "['metrics', 'certify']", proc.stdout + proc.stderr[-2000:]
-    # A `uri` repository: no self-certification, so no port to scrape or admit.
+    # A `uri` repository self-certifies too (issue 25: no silent fallback on object storage).
     eks = _one(rendered["eks"], "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert "certify" not in [p["name"] for p in eks["ports"]]
+    assert "certify" in [p["name"] for p in eks["ports"]]
 
 
 # CPU-only nodes the CPU profile (deploy/helm/values/cpu.yaml, docs/CPU.md) names: 8 vCPU, 32 GiB.
@@ -576,3 +606,53 @@ def test_the_cpu_pod_fits_common_8_vcpu_nodes(rendered, shape):
     assert memory + DAEMONSET_MEMORY <= shape.memory, (
         f"cpu on {shape.name}: {memory / GI:.1f} GiB + daemonsets > {shape.memory / GI:.1f} GiB"
     )
+
+
+# GPU Feature Discovery's nvidia.com/gpu.product for the GPUs of the EKS GPU instances the docs name.
+GFD_PRODUCT = {"A10G": "NVIDIA-A10G", "L4": "NVIDIA-L4"}
+
+
+def test_eks_pods_may_run_on_g5_and_g6(rendered):
+    """eks.yaml pins the pods to prebuild.gpuTypes (a required nodeAffinity ORing their
+    selectors): with only a10g listed, pods on a g6 (L4) node group stayed Pending. Both the A10G
+    and the L4 shapes of the sizing table are admitted, each with a prebuild Job of its own."""
+    objects = rendered["eks"]
+    pod = _triton(objects)["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    admitted = {
+        v for t in terms for e in t["matchExpressions"] if e["key"] == "nvidia.com/gpu.product" for v in e["values"]
+    }
+    jobs = {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}
+    for shape in [s for s in NODE_SHAPES + LONG_CONTEXT_NODE_SHAPES if s.cloud == "eks" and s.gpu in GFD_PRODUCT]:
+        assert GFD_PRODUCT[shape.gpu] in admitted, f"eks.yaml: pods on {shape.name} ({shape.gpu}) stay Pending"
+    assert {"rr-bge-reranker-prebuild-a10g", "rr-bge-reranker-prebuild-l4"} <= jobs, jobs
+
+
+def _render_layered(*files: str) -> subprocess.CompletedProcess:
+    """validate.render of values files layered as `helm -f a -f b` does (maps merged key by key)."""
+    script = (
+        "import sys, yaml; sys.path.insert(0, 'deploy'); import validate\n"
+        "def merge(a, b):\n"
+        "    out = dict(a)\n"
+        "    for k, v in b.items():\n"
+        "        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v\n"
+        "    return out\n"
+        "values = {}\n"
+        f"for name in {list(files)!r}:\n"
+        "    values = merge(values, yaml.safe_load(open(f'deploy/helm/values/{name}.yaml')) or {})\n"
+        "print(len(validate.render(values)))"
+    )
+    return subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_values_files_of_two_clouds_do_not_render_together():
+    """shared-cache.yaml is GKE-only (gs:// + GKE Workload Identity): layered on eks.yaml the
+    pods would carry an IRSA role and a gs:// repository they can never read. The chart refuses,
+    and says why; cloud-neutral files still layer on a cloud file."""
+    refused = _render_layered("eks", "shared-cache")
+    assert refused.returncode != 0
+    assert "gs:// (GCS) but the pods have an AWS identity" in refused.stderr, refused.stderr[-2000:]
+    both = _render_layered("gke", "object-storage")  # s3:// with a GKE identity
+    assert both.returncode != 0 and "s3:// but the pods have a GKE identity" in both.stderr, both.stderr[-2000:]
+    fine = _render_layered("eks", "long-context", "monitoring")
+    assert fine.returncode == 0, fine.stderr[-2000:]

@@ -92,6 +92,46 @@ def test_engine_check_plans_need_their_profile_and_cpu_models_are_not_checked():
     assert selfcert.engine_checks(python) == {}
 
 
+def test_engine_check_runs_without_a_certificate_and_gates_readiness(tmp_path, capsys):
+    """A uri repository with no certificate mounted (--certificate=none): the TensorRT engine
+    check still runs and a miss keeps the pod unready; with every engine taken the pod may serve,
+    but the verdict is not `passed` (serve.py publishes nothing uncertified), the start says so
+    loudly and the metric reranker_selfcert_certificate_missing is 1."""
+    from dataclasses import replace
+
+    spec = replace(LONG_CONTEXT_REFERENCE, engine_cache_prefix="bge_0123456789abcdef")
+    configs = {c.model: triton_json(cross_encoder_config(spec, c)) for c in length_classes(spec.limits)}
+    args = Namespace(**{**vars(_args(None, "127.0.0.1:1", tmp_path / "v.json")), "certificate": "none"})
+    certifier = selfcert.SelfCertifier(args, "http://127.0.0.1:1")
+    certifier.prepare()
+    assert "NO CERTIFICATE" in capsys.readouterr().out
+    (tmp_path / "bge_0123456789abcdef_1_0_sm89.engine").write_bytes(b"e")
+    (tmp_path / "bge_0123456789abcdef_c2_1_0_sm89.engine").write_bytes(b"e")
+    missed = certifier.run(tmp_path, configs)  # class 1 fell back to the CUDA EP
+    assert not missed["engines"]["cross_encoder_2048"]["taken"]
+    assert not missed["ready"] and not missed["passed"] and missed["certificate"]["missing"]
+    assert probe.main(["--url", "http://127.0.0.1:1", "--verdict", str(tmp_path / "v.json")]) == 1
+    (tmp_path / "bge_0123456789abcdef_c1_1_0_sm89.engine").write_bytes(b"e")
+    taken = certifier.run(tmp_path, configs)
+    assert taken["ready"] and not taken["passed"]
+    assert "NO CERTIFICATE" in capsys.readouterr().out
+    family = metrics(selfcert.metrics_text(taken))
+    assert family["reranker_selfcert_certificate_missing"][0].value == 1
+    assert family["reranker_selfcert_pass"][0].value == 0
+    # The launcher's note for the build lock: nothing published.
+    serve = _load("serve_under_test", ROOT / "docker" / "serve.py")
+
+    class Alive:
+        def poll(self):
+            return None
+
+    assert "nothing published" in serve.build_outcome(Alive(), taken, False, None)
+    # Neither --repository nor --certificate: refused at start, not a silent skip.
+    bare = selfcert.SelfCertifier(_args(None, "127.0.0.1:1", tmp_path / "w.json"), "http://127.0.0.1:1")
+    with pytest.raises(SystemExit, match="--certificate=none"):
+        bare.prepare()
+
+
 def test_certificate_subset_covers_languages_first_and_keeps_the_ranking_list():
     fixture = {
         "pairs": [{"language": lang, "i": i} for i, lang in enumerate(["en", "en", "de", "fr", "fr", "ja"])],
@@ -214,26 +254,54 @@ def test_launcher_certifies_its_engine_and_stays_unready_on_a_mismatch(python_re
 
 
 def test_the_chart_turns_self_certification_on_and_only_readiness_reads_it(rendered):
-    """On the rendered chart (the template loops over the probes): the launcher certifies, the
-    readiness probe requires the verdict, liveness does not (a failed certificate keeps the pod
-    unready, not restarting); a remote (uri) repository has no local certificate to read."""
-    checked = 0
+    """On the rendered chart (the template loops over the probes): every pod and prebuild Job
+    certifies, whatever the repository source; the readiness probe requires the verdict,
+    liveness does not (a failed certificate keeps the pod unready, not restarting). A remote
+    (uri) repository gets its certificate from helmTest.certificateConfigMap, mounted where
+    --certificate points; without one, --certificate=none (the engine check still gates)."""
+    checked, uri = 0, set()
     for variant, objects in rendered.items():
         for obj in objects:
-            if obj.get("kind") != "Deployment" or "triton" not in {
-                c["name"] for c in obj["spec"]["template"]["spec"]["containers"]
-            }:
+            if obj.get("kind") not in ("Deployment", "Job"):
                 continue
-            [triton] = [c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == "triton"]
-            args = " ".join(triton.get("args", []) + triton.get("command", []))
-            readiness = " ".join(triton["readinessProbe"]["exec"]["command"])
-            liveness = " ".join(triton["livenessProbe"]["exec"]["command"])
-            assert "--verdict" not in liveness, variant
-            if "--repository=/models" in args:
-                assert "--self-certify=fail" in args and f"--verdict={selfcert.DEFAULT_VERDICT}" in args, variant
+            pod = obj["spec"]["template"]["spec"]
+            launchers = [c for c in pod["containers"] if "/opt/reranker/serve.py" in c.get("args", [])]
+            if not launchers:
+                continue
+            [triton] = launchers
+            args = triton["args"]
+            assert "--self-certify=fail" in args and f"--verdict={selfcert.DEFAULT_VERDICT}" in args, variant
+            sources = [a for a in args if a.startswith(("--repository=", "--certificate="))]
+            assert len(sources) == 1, (variant, sources)
+            if any(a.startswith("--model-repository=") and "://" in a for a in args):
+                uri.add(variant)
+                configmap = next((v["configMap"]["name"] for v in pod["volumes"] if v["name"] == "certificate"), None)
+                if configmap:
+                    assert sources == ["--certificate=/certificate/certificate.json"], variant
+                    assert {"name": "certificate", "mountPath": "/certificate", "readOnly": True} in triton[
+                        "volumeMounts"
+                    ]
+                else:
+                    assert sources == ["--certificate=none"], variant
+            else:
+                assert sources == ["--repository=/models"], variant
+            if obj["kind"] == "Deployment":
+                readiness = " ".join(triton["readinessProbe"]["exec"]["command"])
+                liveness = " ".join(triton["livenessProbe"]["exec"]["command"])
+                assert "--verdict" not in liveness, variant
                 assert f"--verdict={selfcert.DEFAULT_VERDICT}" in readiness, variant
-                checked += 1
+            checked += 1
     assert checked >= 5, checked
+    assert {"eks", "object-storage", "shared-cache", "aks"} <= uri, uri
+    for variant in ("eks", "object-storage"):  # both name helmTest.certificateConfigMap
+        pod = next(o for o in rendered[variant] if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+        assert {
+            "name": "certificate",
+            "configMap": {
+                "name": "bge-certificate",
+                "items": [{"key": "certificate.json", "path": "certificate.json"}],
+            },
+        } in pod["volumes"], variant
 
 
 @pytest.mark.parametrize("path", ["docker/compose.yaml", "docker/compose.cpu.yaml", "docker/Dockerfile"])

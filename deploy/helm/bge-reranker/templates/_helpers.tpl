@@ -128,16 +128,24 @@ are certified and published. */ -}}
 - --prune
 {{- end }}
 - --ready-url=http://127.0.0.1:{{ $.Values.ports.http }}/v2/health/ready
-{{- if ne $.Values.modelRepository.source "uri" }}
 # After warm-up, TensorRT took every class model and the certificate passes on this
 # GPU, or the pod stays unready (docker/self_certify.py; readiness reads the verdict).
+# Every repository source: the engine check needs no certificate.
 - --self-certify=fail
+{{- if ne $.Values.modelRepository.source "uri" }}
 - --repository=/models
+{{- else if $.Values.helmTest.certificateConfigMap }}
+# A uri repository is read by Triton only: the certificate comes from the ConfigMap.
+- --certificate=/certificate/certificate.json
+{{- else }}
+# No certificate: the engine check alone gates readiness; the launcher warns at start,
+# exports reranker_selfcert_certificate_missing and publishes nothing to a shared cache.
+- --certificate=none
+{{- end }}
 - --grpc-url=127.0.0.1:{{ $.Values.ports.grpc }}
 - --verdict=/tmp/reranker-selfcert.json
 {{- if not .prebuild }}
 - --certify-metrics-port={{ $.Values.ports.certify }}
-{{- end }}
 {{- end }}
 - --
 - tritonserver
@@ -225,6 +233,11 @@ initContainers:
   mountPath: /var/run/secrets/triton-cloud
   readOnly: true
 {{- end }}
+{{- if and (eq .Values.modelRepository.source "uri") .Values.helmTest.certificateConfigMap }}
+- name: certificate
+  mountPath: /certificate
+  readOnly: true
+{{- end }}
 {{- if ne .Values.modelRepository.source "uri" }}
 - name: model-repository
   mountPath: /models
@@ -259,6 +272,16 @@ initContainers:
   secret:
     secretName: {{ .Values.modelRepository.credentialsSecret }}
     defaultMode: 0440
+{{- end }}
+{{- if and (eq .Values.modelRepository.source "uri") .Values.helmTest.certificateConfigMap }}
+# The exported repository's certificate.json (kubectl create configmap ... --from-file), for
+# the self-certification of a uri repository (serveArgs --certificate).
+- name: certificate
+  configMap:
+    name: {{ .Values.helmTest.certificateConfigMap }}
+    items:
+      - key: certificate.json
+        path: certificate.json
 {{- end }}
 {{- if eq .Values.modelRepository.source "pvc" }}
 - name: model-repository
@@ -332,7 +355,31 @@ reading a remote repository needs. */ -}}
 {{- end }}
 {{- end -}}
 
-{{/* Whether the pods self-certify and export the verdict on ports.certify (serveArgs). */}}
+{{/* Whether the pods self-certify and export the verdict on ports.certify (serveArgs): every
+repository source (a uri one with its certificate from helmTest.certificateConfigMap, or the
+engine check alone). Kept as a helper so the Service, monitors and policy follow serveArgs. */}}
 {{- define "bge-reranker.selfCertifies" -}}
-{{- if ne .Values.modelRepository.source "uri" }}true{{ end }}
+true
 {{- end }}
+
+{{- /* A repository's object store and the pods' cloud identity must be the same cloud's: a gs://
+repository with an EKS identity (values files of two clouds layered, e.g. eks.yaml +
+shared-cache.yaml) renders fine and then never reads the repository. */ -}}
+{{- define "bge-reranker.checkCloudIdentity" -}}
+{{- $uri := toString .Values.modelRepository.uri -}}
+{{- $identity := toString .Values.networkPolicy.workloadIdentity -}}
+{{- $annotations := .Values.serviceAccount.annotations | default dict -}}
+{{- $aws := or (has $identity (list "irsa" "eks-pod-identity")) (hasKey $annotations "eks.amazonaws.com/role-arn") -}}
+{{- $gcp := or (eq $identity "gke") (hasKey $annotations "iam.gke.io/gcp-service-account") -}}
+{{- if eq .Values.modelRepository.source "uri" }}
+{{- if and (hasPrefix "gs://" $uri) $aws }}
+{{- fail "modelRepository.uri is gs:// (GCS) but the pods have an AWS identity (networkPolicy.workloadIdentity irsa/eks-pod-identity or an eks.amazonaws.com/role-arn annotation): values files of two clouds layered? shared-cache.yaml is GKE-only (docs/DEPLOYMENT.md)" }}
+{{- end }}
+{{- if and (hasPrefix "s3://" $uri) $gcp }}
+{{- fail "modelRepository.uri is s3:// but the pods have a GKE identity (networkPolicy.workloadIdentity gke or an iam.gke.io/gcp-service-account annotation): values files of two clouds layered?" }}
+{{- end }}
+{{- end }}
+{{- if and $aws $gcp }}
+{{- fail "the pods have both an AWS and a GKE identity (networkPolicy.workloadIdentity / serviceAccount.annotations): values files of two clouds layered? (docs/DEPLOYMENT.md)" }}
+{{- end }}
+{{- end -}}
