@@ -105,6 +105,13 @@ def training_pairs(rng: random.Random, n: int, recipe: Recipe = RECIPE) -> list[
     return out
 
 
+def _encode(tokenizer, queries, passages, recipe: Recipe):
+    """A padded batch of pairs as training and the held-out fit feed the model."""
+    return tokenizer(
+        list(queries), list(passages), padding=True, truncation=True, max_length=recipe.max_length, return_tensors="pt"
+    )
+
+
 def build(out_dir: Path, recipe: Recipe = RECIPE, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, XLMRobertaForSequenceClassification
@@ -137,14 +144,7 @@ def build(out_dir: Path, recipe: Recipe = RECIPE, seed: int = 0) -> Path:
     for step in range(recipe.steps):
         chunk = data[step * recipe.batch : (step + 1) * recipe.batch]
         queries, passages, targets = zip(*chunk)
-        ids = tokenizer(
-            list(queries),
-            list(passages),
-            padding=True,
-            truncation=True,
-            max_length=recipe.max_length,
-            return_tensors="pt",
-        )
+        ids = _encode(tokenizer, queries, passages, recipe)
         logits = model(**ids).logits.squeeze(-1)
         loss = torch.nn.functional.mse_loss(logits, torch.tensor(targets, dtype=torch.float32))
         optimizer.zero_grad()
@@ -191,14 +191,7 @@ def held_out_fit(model, tokenizer, recipe: Recipe, seed: int, n: int = 256) -> d
     with torch.no_grad():
         for i in range(0, n, 32):
             queries, passages, _ = zip(*pairs[i : i + 32])
-            ids = tokenizer(
-                list(queries),
-                list(passages),
-                padding=True,
-                truncation=True,
-                max_length=recipe.max_length,
-                return_tensors="pt",
-            )
+            ids = _encode(tokenizer, queries, passages, recipe)
             logits.append(model(**ids).logits.squeeze(-1).numpy())
     y = np.concatenate(logits)
     t = np.array([p[2] for p in pairs])

@@ -93,8 +93,8 @@ CPU_QUEUE_DELAY_US = 0
 # lone request (Triton's nv_inference_queue_duration_us, one request in flight, issue 30), added
 # to every request at low concurrency. With no delay, requests that queue while both instances are
 # busy still leave the queue together, in one execute(). (The tokenizer has no dynamic batcher at
-# all: one request per execute bounds its /dev/shm region, issue 26 item 5; the name is kept.)
-TOKENIZER_QUEUE_DELAY_US = 0
+# all: one request per execute bounds its /dev/shm region, issue 26 item 5.)
+ROUTER_QUEUE_DELAY_US = 0
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
 # Two instances of every cross-encoder model. With one, Triton 2.51's dynamic batcher leaves a

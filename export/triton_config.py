@@ -33,10 +33,10 @@ from export.settings import (
     PRECISIONS,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
+    ROUTER_QUEUE_DELAY_US,
     RUN_OVERHEAD_S,
     TENSORRT_WORKSPACE_BYTES,
     TOKENIZER_INSTANCES,
-    TOKENIZER_QUEUE_DELAY_US,
     TYPICAL_PAIR_TOKENS,
     ServingLimits,
     token_flops,
@@ -235,7 +235,7 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         # Concurrent requests arrive in one execute(), so their rows reach the class models together
         # and batch there. A queued request waits for a whole execute (its slowest class): the
         # longest class timeout.
-        dynamic_batching=_dynamic_batching(TOKENIZER_QUEUE_DELAY_US, class_queue_timeouts(spec)[LENGTH_ROUTER]),
+        dynamic_batching=_dynamic_batching(ROUTER_QUEUE_DELAY_US, class_queue_timeouts(spec)[LENGTH_ROUTER]),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(
