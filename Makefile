@@ -86,7 +86,7 @@ validate-deploy: setup ## hadolint, compose-spec, helm render+lint, kubernetes-v
 CLEAN_ENV := env $(foreach v,$(USER_VARS),-u $(v))
 
 test: setup ## the offline test suite, against a real local tritonserver
-	$(CLEAN_ENV) $(PY) -m pytest -q tests
+	$(CLEAN_ENV) $(PY) -m pytest -q --durations=25 tests
 
 test-slow: setup ## real-shape export (24 x 1024, 250k vocab), soak and overload runs
 	$(CLEAN_ENV) $(PY) -m pytest -q -m slow tests --run-slow
