@@ -21,6 +21,7 @@ paired ratios with bootstrap intervals. Writes benchmarks/results/router_batchin
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -164,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             servers[name] = TritonServer(path, free_port(), free_port(), free_port(), log_path=log).start(timeout=300)
         for server in servers.values():  # warm: every variant answers once before timing
             grpcclient.InferenceServerClient(server.grpc_url).infer(model, inputs, client_timeout=60)
-        table, raw = [], {}
+        table: list[dict[str, Any]] = []
+        raw: dict[int, list] = {}
         for concurrency in map(int, args.concurrency.split(",")):
-            runners = {
-                name: (lambda s=server, c=concurrency: closed_loop(s.grpc_url, model, inputs, c, args.seconds))
+            runners: dict[str, Callable[[], dict]] = {
+                name: functools.partial(closed_loop, server.grpc_url, model, inputs, concurrency, args.seconds)
                 for name, server in servers.items()
             }
             trials = run_interleaved(runners, args.trials, seed=concurrency)
@@ -192,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for e in table:
         ratio = e["vs_before"]
-        text = "-"
+        shown = "-"
         if ratio is not None:
-            text = f"{ratio['ratio']:.2f} [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}] {ratio['verdict']}"
-        p50 = "-" if e["p50_ms"] is None else f"{e['p50_ms']:.0f}"
-        print(f"| {e['concurrency']} | {e['variant']} | {e['requests_per_s']:.1f} | {p50} | {e['errors']} | {text} |")
+            shown = f"{ratio['ratio']:.2f} [{ratio['ci95'][0]:.2f}, {ratio['ci95'][1]:.2f}] {ratio['verdict']}"
+        ms = "-" if e["p50_ms"] is None else f"{e['p50_ms']:.0f}"
+        print(f"| {e['concurrency']} | {e['variant']} | {e['requests_per_s']:.1f} | {ms} | {e['errors']} | {shown} |")
     results = args.results or Path(f"benchmarks/results/router_batching_{args.workload}.json")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(

@@ -103,7 +103,12 @@ TOKENIZER_INSTANCES = 2
 # the engine's weights (~1.1 GB in fp16).
 CROSS_ENCODER_INSTANCES = 2
 # The length router waits on the class models (BLS) inside execute(); a second instance keeps a
-# short request from waiting behind a long one's execute.
+# short request from waiting behind a long one's execute. With one request per execute (no
+# batcher, issue 26 item 5) this many requests have parts at the class models at a time (the queue
+# timeouts' drain below). Measured (benchmarks/router_batching.py, CPU stand-in, concurrency 4 and
+# 8, window mode at 512 and two-class `rerank` at 2,048): 2 and 4 instances both within noise of
+# the batched router, 4 no faster than 2; each instance is one more stub and /dev/shm region
+# (export/shm_budget.py). Not measured on a GPU.
 ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
 
