@@ -88,13 +88,9 @@ MAX_QUEUE_DELAY_US = 2_000
 # is added to every request at low concurrency (Triton waits the full delay when one request is
 # queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
 CPU_QUEUE_DELAY_US = 0
-# The length router waits for no partners either. Triton's dynamic batcher holds a request that
-# arrives alone for the full delay: with 200 us here, the router's queue time was 0.38-0.42 ms per
-# lone request (Triton's nv_inference_queue_duration_us, one request in flight, issue 30), added
-# to every request at low concurrency. With no delay, requests that queue while both instances are
-# busy still leave the queue together, in one execute(). (The tokenizer has no dynamic batcher at
-# all: one request per execute bounds its /dev/shm region, issue 26 item 5.)
-ROUTER_QUEUE_DELAY_US = 0
+# The length router has no dynamic batcher (issue 26 item 5): one request per execute bounds its
+# /dev/shm region, since a caller can address it through the proxy's gRPC with rows as wide as the
+# message (export/triton_config.py router_config); nor has the tokenizer (the same reason).
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
 # Two instances of every cross-encoder model. With one, Triton 2.51's dynamic batcher leaves a
@@ -107,7 +103,12 @@ TOKENIZER_INSTANCES = 2
 # the engine's weights (~1.1 GB in fp16).
 CROSS_ENCODER_INSTANCES = 2
 # The length router waits on the class models (BLS) inside execute(); a second instance keeps a
-# short request from waiting behind a long one's execute.
+# short request from waiting behind a long one's execute. With one request per execute (no
+# batcher, issue 26 item 5) this many requests have parts at the class models at a time (the queue
+# timeouts' drain below). Measured (benchmarks/router_batching.py, CPU stand-in, concurrency 4 and
+# 8, window mode at 512 and two-class `rerank` at 2,048): 2 and 4 instances both within noise of
+# the batched router, 4 no faster than 2; each instance is one more stub and /dev/shm region
+# (export/shm_budget.py). Not measured on a GPU.
 ROUTER_INSTANCES = 2
 MAX_QUEUE_SIZE = 256
 
@@ -142,7 +143,8 @@ QUEUE_TIMEOUT_US = 5_000_000
 # Queue timeouts per length class (issue 29 item 4). The length router sends every part of a
 # request to its class model at once (BLS), so on an idle server the parts of ONE request already
 # queue behind each other: a request of R rows (the most a request holds: its windows in window
-# mode) is ceil(R / batch) batches of its class, ROUTER_INSTANCES requests are routed at once, and
+# mode) is ceil(R / batch) batches of its class, ROUTER_INSTANCES requests are routed at once (one
+# per router instance: the router has no batcher, so exactly that many), and
 # CROSS_ENCODER_INSTANCES batches run at a time. A class's worst drain is its rounds of batches
 # times the cost of one batch; its queue timeout is QUEUE_TIMEOUT_US scaled by its worst drain over
 # the first class's (export/tensorrt_profiles.py `queue_timeout_us`), so "Request timeout expired"

@@ -17,6 +17,8 @@ a whole request message, up to what the door in front of Triton admits (the prox
 tritonserver's own gRPC port takes 2 GiB). So a model with text inputs takes
 `requests_per_execute` requests per execute (1: the tokenizer has no dynamic batcher), each up to
 `max_request_bytes` of text, and emits up to `routed_batch_size` rows per request (window mode).
+A model with -1 dims that a caller can address directly takes a whole message as one request
+(`direct_calls`: one per execute for the length router, which has no batcher either).
 A model that calls others (BLS: the length router) also holds its calls' inputs and their answers.
 The need is the sum over Python models of instances x their region's ceiling; tests/test_deploy.py
 checks it against every rendered chart's /dev/shm at every max_length, and
@@ -56,9 +58,12 @@ def _row_bytes(tensors, max_length: int) -> int:
 
 
 def requests_per_execute(config: mc.ModelConfig) -> int:
-    """Requests one execute may merge. Without `dynamic_batching` one: tritonserver 2.51's default
-    scheduler (core r24.10 src/backend_model.cc SetConfiguredScheduler) is a DynamicBatchScheduler
-    with batching disabled. With it max_batch_size (every request holds at least one row); a
+    """Requests one execute may merge. Without `dynamic_batching` one (the tokenizer and the length
+    router): tritonserver 2.51's default scheduler (core r24.10 src/backend_model.cc
+    SetConfiguredScheduler) is a DynamicBatchScheduler with batching disabled, and one stub runs
+    one execute at a time, an `async def execute` included (python_backend r24.10 src/pb_stub.cc
+    ProcessRequests, lines 684-690: a non-decoupled model's coroutine is run to completion,
+    RunCoroutine(..., false /* in_background */)). With it max_batch_size (every request holds at least one row); a
     `preferred_batch_size` is no cap: GetDynamicBatch (dynamic_batch_scheduler.cc) sends "whatever
     is pending", up to max_batch_size, once the oldest request has waited past
     max_queue_delay_microseconds (a burst through the proxy ran executes of 7 requests with a
@@ -84,18 +89,23 @@ def execute_bytes(
     nothing but the request's bytes: Triton checks a -1 dim against no limit, so a one-row
     `length_router` request of [1, 2097152] int64 ids is copied into the region before the model
     refuses it (review of issue 26: its region grew 128 -> 576 MiB through the proxy with the
-    batcher merging 17 such requests). Where only the ensembles are reachable (REST exclusive),
-    rows arrive from the tokenizer, at most max_length wide."""
+    batcher merging 17 such requests; the router has no batcher since, so one such request per
+    execute). Where only the ensembles are reachable (REST exclusive), rows arrive from the
+    tokenizer, at most max_length wide."""
     if any(t.data_type == mc.TYPE_STRING for t in config.input):
         requests = requests_per_execute(config)
         return requests * (max_request_bytes + routed_batch_size * _row_bytes(config.output, max_length))
     rows = config.max_batch_size
-    if direct_calls and _variable_width(config):
-        return requests_per_execute(config) * max_request_bytes + rows * _row_bytes(config.output, max_length)
     # A BLS caller's region also holds the inputs of its calls (the stub copies them in before it
-    # sends them; at most its own rows, re-padded no wider) and the calls' outputs.
-    copies = 2 if Param.CLASS_MODELS in config.parameters else 1
-    return copies * rows * (_row_bytes(config.input, max_length) + _row_bytes(config.output, max_length))
+    # sends them; at most its own rows, each cut or padded to a bucket no wider than max_length:
+    # routing.cut) and the calls' outputs.
+    calls = rows * (_row_bytes(config.input, max_length) + _row_bytes(config.output, max_length))
+    bls = Param.CLASS_MODELS in config.parameters
+    if direct_calls and _variable_width(config):
+        # The requests as sent (a -1 dim as wide as the message), its outputs, and its calls.
+        sent = requests_per_execute(config) * max_request_bytes + rows * _row_bytes(config.output, max_length)
+        return sent + (calls if bls else 0)
+    return (2 if bls else 1) * calls
 
 
 def region_ceiling(execute: int) -> int:

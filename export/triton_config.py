@@ -33,7 +33,6 @@ from export.settings import (
     PRECISIONS,
     QUEUE_TIMEOUT_US,
     ROUTER_INSTANCES,
-    ROUTER_QUEUE_DELAY_US,
     RUN_OVERHEAD_S,
     TENSORRT_WORKSPACE_BYTES,
     TOKENIZER_INSTANCES,
@@ -155,13 +154,11 @@ def routed_batch_size(limits: ServingLimits) -> int:
 
 def class_queue_timeouts(spec: RepositorySpec) -> dict[str, int]:
     """Each class model's queue timeout (tensorrt_profiles.queue_timeout_us, for requests of
-    `routed_batch_size` rows), and the router's: the longest of them, since a router instance holds
-    a request for as long as its slowest class takes."""
+    `routed_batch_size` rows). The router has no queue of its own to time out (no dynamic batcher:
+    router_config)."""
     classes = length_classes(spec.limits)
     rows = routed_batch_size(spec.limits)
-    timeouts = {c.model: queue_timeout_us(classes, c, rows) for c in classes}
-    timeouts[LENGTH_ROUTER] = max(timeouts.values())
-    return timeouts
+    return {c.model: queue_timeout_us(classes, c, rows) for c in classes}
 
 
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
@@ -202,7 +199,7 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         # `dynamic_batching` tritonserver 2.51 uses its default scheduler (core r24.10
         # src/backend_model.cc SetConfiguredScheduler: DynamicBatchScheduler with batching disabled,
         # max_batch_size 1 request), so an execute holds one request: at most the door's body cap of text
-        # (export/shm_budget.py). Cost: no queue policy at this step (the router and class models
+        # (export/shm_budget.py). Cost: no queue policy at this step (the class models
         # keep theirs) and one stub call per request (measured: docs/SECURITY.md).
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.tokenizer_instances)],
     )
@@ -224,7 +221,7 @@ def split_cost(spec: RepositorySpec, run_s: float | None = None) -> str:
 
 def router_config(spec: RepositorySpec) -> mc.ModelConfig:
     """Python model: splits each request's rows by length class and sends each part to its class
-    model (BLS, all parts of all requests of one execute in flight at once)."""
+    model (BLS, all parts of the request in flight at once)."""
     classes = length_classes(spec.limits)
     config = mc.ModelConfig(
         name=LENGTH_ROUTER,
@@ -232,10 +229,21 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         max_batch_size=routed_batch_size(spec.limits),
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        # Concurrent requests arrive in one execute(), so their rows reach the class models together
-        # and batch there. A queued request waits for a whole execute (its slowest class): the
-        # longest class timeout.
-        dynamic_batching=_dynamic_batching(ROUTER_QUEUE_DELAY_US, class_queue_timeouts(spec)[LENGTH_ROUTER]),
+        # No dynamic batcher: one request per execute (issue 26 item 5). The proxy's gRPC lets a
+        # caller name this model, and Triton bounds its -1 dims by nothing but the message, so one
+        # row may be as wide as the proxy's cap (32 MiB of int64); every request of an execute sits in
+        # the stub's /dev/shm region at once and a region never shrinks (a batcher merged 17 such
+        # requests: 128 -> 576 MiB). Without `dynamic_batching` tritonserver 2.51's default scheduler
+        # (core r24.10 src/backend_model.cc SetConfiguredScheduler: DynamicBatchScheduler with
+        # batching disabled, max_batch_size 1) hands each request to an instance alone, and executes
+        # of one stub never overlap: for a non-decoupled model the stub runs an `async def execute`
+        # coroutine to completion before it reads the next (python_backend r24.10 src/pb_stub.cc
+        # ProcessRequests, lines 684-690: RunCoroutine(execute_return, false /* in_background */),
+        # which blocks on the future's result()). Costs: no queue policy at this step (the default
+        # scheduler enqueues to the rate limiter directly, core r24.10 dynamic_batch_scheduler.cc
+        # Enqueue: no PriorityQueue, so no default timeout, no max_queue_size, and a request's own
+        # `timeout` is not applied here; the class models keep theirs), and only ROUTER_INSTANCES
+        # requests have parts in flight at the class models at a time (measured: docs/SECURITY.md).
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(

@@ -146,10 +146,12 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     """Issue 26 item 5: each Python stub's region at its ceiling (export/shm_budget.py: a region
     ends below max(default, 2 x execute bytes + growth); a tokenizer execute is one request, of at
     most what the door admits) fits the chart's /dev/shm, for every rendered values file, every
-    max_length and both GPU backends, wherever a door bounds the request. Where Triton's own gRPC
-    port is the door (2 GiB messages: the proxy off and no REST exclusivity) it cannot fit, and
-    docs/SECURITY.md says so; this test keeps that list honest. The chart's default (the proxy
-    on, issue 26) fits; only the documented opt-out deploy/helm/values/direct.yaml does not."""
+    max_length and both GPU backends, wherever a door bounds the request: the proxy (every model
+    addressable by name: the length router, too, takes one request per execute) and REST
+    exclusivity. Where Triton's own gRPC port is the door (2 GiB messages: the proxy off and no
+    REST exclusivity) it cannot fit, and docs/SECURITY.md says so; this test keeps that list
+    honest. The chart's default (the proxy on, issue 26) fits; only the documented opt-out
+    deploy/helm/values/direct.yaml does not."""
     from export.shm_budget import shm_need
     from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
 
@@ -170,10 +172,10 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
                 assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
                 if sum(need.values()) > shm:
                     unbounded.add(variant)
-                    assert door in ("triton", "proxy"), (variant, backend, max_length, door, cap, need, shm)
+                    assert door == "triton", (variant, backend, max_length, door, cap, need, shm)
                 else:
                     print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
-    assert {v for v, (door, _) in doors.items() if door != "rest"} == unbounded
+    assert {v for v, (door, _) in doors.items() if door == "triton"} == unbounded
     assert doors["default"][0] == "proxy", doors
     assert "direct" in unbounded, unbounded
     security = (ROOT / "docs" / "SECURITY.md").read_text()
@@ -181,15 +183,11 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     assert "length_router" in security and "576 MiB" in security
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 26 item 5, open: the proxy's gRPC lets a caller address length_router directly, and Triton bounds "
-    "its -1 dims by nothing but the message: a batch of 256 one-row requests of 33 MB each (review: 128 -> 576 MiB "
-    "seen) against the chart's 2 GiB /dev/shm",
-)
 def test_the_default_charts_shm_holds_every_region_at_its_ceiling(rendered):
-    """The chart's default (the front proxy) bounds every Python stub's region. Today it bounds
-    the tokenizer's (one request per execute) but not the length router's: see the reason."""
+    """The chart's default (the front proxy) bounds every Python stub's region, with every model
+    addressable by name through the proxy's gRPC: the tokenizer and the length router take one
+    request per execute (no dynamic batcher), so a -1 dim as wide as the proxy's cap is one
+    message per execute (before: 256 requests of 33 MB per router execute, ~34 GB)."""
     from export.shm_budget import shm_need
     from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
 
@@ -197,10 +195,14 @@ def test_the_default_charts_shm_holds_every_region_at_its_ceiling(rendered):
     deployment = _one(objects, "Deployment", "rr-bge-reranker")
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
-    spec = RepositorySpec()
-    door, cap = _door_request_bytes(objects, tokenizer_config(spec))
-    need = shm_need(all_configs(spec), spec.limits.max_length, routed_batch_size(spec.limits), cap, door != "rest")
-    assert sum(need.values()) <= shm, need
+    for backend in ("onnxruntime", "tensorrt"):
+        for max_length in SHM_MAX_LENGTHS:
+            limits = settings.ServingLimits(max_length=max_length)
+            spec = RepositorySpec(limits=limits, backend=backend)
+            door, cap = _door_request_bytes(objects, tokenizer_config(spec))
+            assert door == "proxy", door
+            need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap, direct_calls=True)
+            assert sum(need.values()) <= shm, (backend, max_length, need)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -603,7 +603,7 @@ def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its
     the tokenizer's bytes per text); every tokenizer execute held one request; each tokenizer
     stub's /dev/shm region stays at or below export/shm_budget.py's ceiling computed from the
     served configs and the proxy's cap, and the ensemble path's need fits the chart's
-    /dev/shm (the length router addressed directly is the open gap: tests/test_deploy.py); the
+    /dev/shm (the length router addressed directly: the burst of widest one-row requests); the
     server stays ready and a known-good request scores identically. Before (a
     dynamic batcher on the tokenizer) executes merged these requests and the regions grew."""
     import concurrent.futures
@@ -624,7 +624,7 @@ def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its
     routed = routed_batch_size(ServingLimits(max_length=max_length))
     ceiling = shm_budget.region_ceiling(shm_budget.execute_bytes(tokenizer, max_length, routed, proxy.max_body_bytes))
     # The need of the ensemble path these requests take (rows reach the router from the tokenizer);
-    # the router addressed directly through the proxy has no ceiling yet (tests/test_deploy.py xfail).
+    # the router addressed directly: test_a_burst_of_widest_one_row_router_requests_...
     need = shm_budget.shm_need(configs, max_length, routed, proxy.max_body_bytes, direct_calls=False)
     values = yaml.safe_load(
         (Path(__file__).resolve().parent.parent / "deploy/helm/bge-reranker/values.yaml").read_text()
@@ -676,3 +676,157 @@ def test_a_burst_of_16_to_47_mib_passages_keeps_every_tokenizer_region_under_its
     scores = raw_rerank(url, GOOD_Q, GOOD_P)["score"]
     np.testing.assert_allclose(scores, good_scores, atol=1e-6)
     stats.close()
+
+
+def _regions(server, model: str) -> dict[str, int]:
+    """Bytes of each of `model`'s stubs' shared-memory regions (their /dev/shm files)."""
+    out = {}
+    for stub in stub_watch.stubs(server.process.pid):
+        if stub.model == model:
+            region = (Path(f"/proc/{stub.pid}/cmdline").read_bytes().split(b"\0"))[2].decode()
+            out[region] = (Path("/dev/shm") / region.lstrip("/")).stat().st_size
+    return out
+
+
+def _counts(client, model: str) -> tuple[int, int]:
+    """(requests, executes) `model` has run so far (Triton's own statistics)."""
+    [stats] = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    inference = stats["inference_stats"]
+    requests = sum(int(inference.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+    return requests, int(stats.get("execution_count", 0))
+
+
+def _router_inputs(ids: np.ndarray, mask: np.ndarray) -> list:
+    inputs = [grpcclient.InferInput("input_ids", list(ids.shape), "INT64")]
+    inputs.append(grpcclient.InferInput("attention_mask", list(mask.shape), "INT64"))
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(mask)
+    return inputs
+
+
+def test_a_burst_of_widest_one_row_router_requests_keeps_its_regions_under_the_ceiling(server, proxy, good_scores):
+    """Issue 26 item 5, the length router addressed by name through the proxy's gRPC (it passes
+    ModelInfer for every model; the name is inside the message). Triton bounds a -1 dim by
+    nothing but the message, so a one-row request may be as wide as the proxy's cap admits:
+    [1, 2,097,152] int64 ids and mask, 32 MiB. A burst of such requests (half refused by the
+    router for their length, half with a short mask, scored), while wide valid requests keep both
+    router instances busy: every router execute holds one request (no dynamic batcher), each
+    router stub's region stays at or below export/shm_budget.py's ceiling computed from the served
+    config and the proxy's cap, the chart's need (every Python stub of its repository, each model
+    addressable by name) fits its /dev/shm, the server stays ready and a known-good request scores
+    identically. Before (the router's batcher, review of issue 26) such bursts merged up to 17
+    requests per execute and grew a region 128 -> 576 MiB (here: 24 requests in 5-7 executes,
+    regions to 256-448 MiB); the ceiling of that config is GBs per region."""
+    import concurrent.futures
+    import threading
+
+    import yaml
+
+    from export import shm_budget
+    from export.settings import PROXY_BODY_OVERHEAD_BYTES, ServingLimits
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size
+
+    url = f"127.0.0.1:{proxy.grpc_port}"
+    stats = grpcclient.InferenceServerClient(server.grpc_url)
+    configs = _served_configs(stats)
+    router = configs["length_router"]
+    max_length = int(configs["tokenizer"].parameters["max_length"].string_value)
+    routed = routed_batch_size(ServingLimits(max_length=max_length))
+    ceiling = shm_budget.region_ceiling(shm_budget.execute_bytes(router, max_length, routed, proxy.max_body_bytes))
+    # The chart's repository at this max_length (a GPU backend: no Python class models; the local
+    # CPU server's are docs/SECURITY.md's "local door"), every model addressable by name.
+    chart_configs = all_configs(RepositorySpec(limits=ServingLimits(max_length=max_length)))
+    need = shm_budget.shm_need(chart_configs, max_length, routed, proxy.max_body_bytes, direct_calls=True)
+    values = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "deploy/helm/bge-reranker/values.yaml").read_text()
+    )
+    chart_shm = int(values["shmSize"].removesuffix("Gi")) << 30
+
+    # The widest one row the proxy admits: two int64 tensors within its cap less the framing.
+    width = (proxy.max_body_bytes - PROXY_BODY_OVERHEAD_BYTES) // 16
+    wide_ids = np.full((1, width), 5, np.int64)
+    too_long = np.ones((1, width), np.int64)  # every token real: refused, "exceeds max_length"
+    short = np.zeros((1, width), np.int64)
+    short[0, :10] = 1  # ten real tokens: routed as a 16-token row and scored
+    busy_ids = np.full((64, max_length), 5, np.int64)  # a class batch at max_length: keeps an instance busy
+    busy_mask = np.ones_like(busy_ids)
+    reference = grpcclient.InferenceServerClient(url).infer(
+        "length_router", _router_inputs(wide_ids[:, :16], short[:, :16])
+    )
+    expected = reference.as_numpy("logit").reshape(-1)
+    kinds = ["busy"] * 2 + ["too_long", "short"] * 11
+    start = threading.Barrier(len(kinds))
+
+    def one(kind):
+        client = grpcclient.InferenceServerClient(url)
+        inputs = {
+            "busy": (busy_ids, busy_mask),
+            "too_long": (wide_ids, too_long),
+            "short": (wide_ids, short),
+        }[kind]
+        try:
+            start.wait()
+            return kind, client.infer("length_router", _router_inputs(*inputs), client_timeout=120)
+        except InferenceServerException as err:
+            return kind, err
+        finally:
+            client.close()
+
+    before, regions_before = _counts(stats, "length_router"), _regions(server, "length_router")
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(kinds)) as pool:
+        answers = list(pool.map(one, kinds))
+    took = time.perf_counter() - began
+    after, regions_after = _counts(stats, "length_router"), _regions(server, "length_router")
+    requests, executes = after[0] - before[0], after[1] - before[1]
+    print(
+        f"\n{len(answers)} direct length_router requests ([1, {width}] int64: {16 * width >> 20} MiB each) in "
+        f"{took:.1f} s; router: {requests} requests in {executes} executes; regions {regions_before} -> "
+        f"{regions_after}; ceiling per region {ceiling >> 20} MiB; need with direct calls "
+        f"{sum(need.values()) >> 20} MiB ({ {k: v >> 20 for k, v in need.items()} }), the chart's /dev/shm "
+        f"{chart_shm >> 20} MiB"
+    )
+    for kind, answer in answers:
+        if kind == "too_long":
+            assert isinstance(answer, InferenceServerException), "a row wider than max_length was scored"
+            assert answer.status() == "StatusCode.INVALID_ARGUMENT", answer
+            assert f"a row of {width} tokens exceeds max_length={max_length}" in answer.message()
+        else:
+            assert not isinstance(answer, InferenceServerException), (kind, str(answer))
+            if kind == "short":
+                np.testing.assert_allclose(answer.as_numpy("logit").reshape(-1), expected, atol=1e-6)
+    assert requests == len(kinds), (requests, len(kinds))
+    assert all(size <= ceiling for size in regions_after.values()), (regions_after, ceiling)
+    assert sum(need.values()) <= chart_shm, need
+    assert executes == requests, "a router execute held several requests"
+    assert server.process.poll() is None and server.is_ready()
+    scores = raw_rerank(url, GOOD_Q, GOOD_P)["score"]
+    np.testing.assert_allclose(scores, good_scores, atol=1e-6)
+    stats.close()
+
+
+def test_a_requests_own_timeout_is_not_applied_at_the_router(server, proxy):
+    """Issue 26 item 5's cost, on the real server: the length router has no dynamic batcher, so
+    Triton 2.51 hands its requests straight to an instance (core r24.10 dynamic_batch_scheduler.cc
+    Enqueue: without batching no PriorityQueue, no queue policy), and neither the model's default
+    queue timeout nor a request's own `timeout` applies there. A `rerank_windows` request with a
+    1 us timeout (the ensemble passes it to every step: core r24.10 ensemble_scheduler.cc) is
+    served: the tokenizer and window_reduce have no batcher either, and the router's BLS calls
+    carry no timeout of their own, so the class models apply their default. Before, the router's
+    queue policy (allow_timeout_override) refused it with UNAVAILABLE "Request timeout expired".
+    Load is still shed where a batcher queues: the class models, and `rerank`'s one-class path."""
+    from common.raw_rerank import rerank_inputs as inputs_of
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
+    stride = grpcclient.InferInput("window_stride", [len(GOOD_Q), 1], "INT32")
+    stride.set_data_from_numpy(np.zeros((len(GOOD_Q), 1), np.int32))
+    answer = client.infer("rerank_windows", [*inputs_of(GOOD_Q, GOOD_P), stride], timeout=1)
+    assert answer.as_numpy("score").shape == (len(GOOD_Q), 1)
+    ids = np.full((1, 16), 5, np.int64)
+    direct = client.infer("length_router", _router_inputs(ids, np.ones_like(ids)), timeout=1)
+    assert direct.as_numpy("logit").shape == (1, 1)
+    # Where a batcher queues, the request's own timeout still sheds it (the class model).
+    with pytest.raises(InferenceServerException, match="Request timeout expired") as err:
+        client.infer("cross_encoder", _router_inputs(ids, np.ones_like(ids)), timeout=1)
+    assert err.value.status() == "StatusCode.UNAVAILABLE"
+    client.close()

@@ -4,9 +4,19 @@ Why: Triton's dynamic batcher merges requests of one shape up to a model's max_b
 whatever their length, so the only bound on what a batch holds is each model's own
 max_batch_size. Every length class is its own model (one TensorRT profile each) with
 max_batch_size * max_length <= MAX_BATCH_TOKENS; this model splits each request by class
-(routing.py) and calls the class models (BLS). All parts of all requests of one execute()
-are in flight at once, so the class models batch them with everything else (windows of a
-window-mode request included).
+(routing.py) and calls the class models (BLS). All parts of a request are in flight at once,
+so the class models batch them with everything else (windows of a window-mode request
+included, and the parts the other router instances send).
+
+One request per execute (issue 26 item 5): the config gives this model no dynamic batcher
+(export/triton_config.py router_config), so Triton's default scheduler hands each request to an
+instance alone (core r24.10 src/backend_model.cc SetConfiguredScheduler), and this stub runs one
+execute at a time although `execute` is a coroutine: for a non-decoupled model the stub waits for
+it to complete before it reads the next batch (python_backend r24.10 src/pb_stub.cc
+ProcessRequests, lines 684-690: RunCoroutine(execute_return, false /* in_background */)). So this
+stub's /dev/shm region holds one request's inputs, its calls and its answers at a time, however
+wide a caller who names this model makes a row. The loop below still takes a list: it is the
+backend's interface.
 """
 
 import asyncio
