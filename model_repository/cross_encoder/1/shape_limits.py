@@ -61,20 +61,31 @@ def check_inputs(ids, mask, min_length, max_length, vocab_size, max_batch_size):
 
 
 class ShapeRecord:
-    """Running extremes of the batches run; `update` returns them for the gauges."""
+    """Running extremes of the batches run; `update` returns those that changed, for the gauges.
+
+    Only the changed ones: every gauge `set` in a Python-backend stub is a synchronous round trip
+    to the server process (python_backend r24.10 src/pb_stub.h Stub::SendMessage waits for the
+    parent's reply), ~0.4 ms each on 2 busy cores, and four per run were ~1.7 ms of a small
+    request's ~17 ms (benchmarks/results/overhead_attribution_tiny.md). Extremes rarely change
+    once traffic has been seen, so in steady state a run sets none; a gauge keeps its value."""
 
     def __init__(self) -> None:
         self.max_tokens = self.max_rows = self.max_length = 0
         self.min_length = None
 
     def update(self, rows: int, length: int) -> dict[str, int]:
+        before = self.values()
         self.max_tokens = max(self.max_tokens, rows * length)
         self.max_rows = max(self.max_rows, rows)
         self.max_length = max(self.max_length, length)
         self.min_length = length if self.min_length is None else min(self.min_length, length)
-        return {
+        return {name: value for name, value in self.values().items() if before.get(name) != value}
+
+    def values(self) -> dict[str, int]:
+        extremes = {
             METRIC_MAX_TOKENS: self.max_tokens,
             METRIC_MAX_ROWS: self.max_rows,
             METRIC_MAX_LENGTH: self.max_length,
             METRIC_MIN_LENGTH: self.min_length,
         }
+        return {name: value for name, value in extremes.items() if value}
