@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--label", default="", help="suffix of the results' file names (a variant)")
+    parser.add_argument("--repo", type=Path, help="a variant of the export to serve (default: the shape's export)")
     parser.add_argument("extra", nargs="*", help="more tritonserver flags, after --")
     args = parser.parse_args(argv)
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from local_triton.server import TritonServer, free_port
 
     _, repo = ensure_model(args.shape, args.work, args.threads)
+    repo = args.repo or repo
     limits = ServingLimits()
     tokenizer = load_pair_tokenizer(repo / "tokenizer" / "1", limits)
     requests = similar_length_requests(
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": interleave.cpu_facts(),
         "shape": args.shape,
         "samples_per_system": len(served_rows),
+        "repository": str(repo),
         "extra_server_flags": args.extra,
         "attribution_ms_median": attribution,
         "per_model_ms_median": per_model,
@@ -228,7 +231,8 @@ def write(out: Path, name: str, result: dict) -> None:
         result["what"],
         "",
         f"- {result['samples_per_system']} requests per system, interleaved; CPU {result['machine']['cpu']} x "
-        f"{result['machine']['cores']}; extra tritonserver flags: {result['extra_server_flags'] or 'none'}",
+        f"{result['machine']['cores']}; served from {result['repository']}; extra tritonserver flags: "
+        f"{result['extra_server_flags'] or 'none'}",
         "",
         "| step | ms per request (median) |",
         "|---|---|",

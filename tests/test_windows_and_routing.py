@@ -123,6 +123,12 @@ def test_class_model_shape_checks():
         shapes.check_inputs(ids, mask, 513, 2048, 1000, 16)
     with pytest.raises(shapes.InvalidTokens, match="max_batch_size=1"):
         shapes.check_inputs(ids, mask, 16, 512, 1000, 1)
+    for bad in (2, -1):
+        wrong = mask.copy()
+        wrong[1, 50] = bad
+        with pytest.raises(shapes.InvalidTokens, match="attention_mask: values must be 0 or 1"):
+            shapes.check_inputs(ids, wrong, 16, 512, 1000, 64)
+    shapes.check_inputs(ids, np.zeros_like(mask), 16, 512, 1000, 64)
     record = shapes.ShapeRecord()
     assert record.update(4, 100) == {  # the first run sets every gauge
         shapes.METRIC_MAX_TOKENS: 400,

