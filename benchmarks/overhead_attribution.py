@@ -170,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     served_rows = samples["served"]
     models = sorted({m for s in served_rows for m in s["models"]})
     per_model = {
-        model: {
-            k: med([s["models"][model][k] for s in served_rows])
-            for k in (*STATS, "executions")
-        }
+        model: {k: med([s["models"][model][k] for s in served_rows]) for k in (*STATS, "executions")}
         for model in models
         if all(model in s["models"] for s in served_rows)
     }

@@ -9,8 +9,6 @@ where a GPU deployment would.
 
 from __future__ import annotations
 
-import numpy as np
-
 # Gauges (Prometheus, on Triton's metrics port), per model: the largest batch this model has run
 # since it started, as rows x padded length (tokens), rows, and padded length; and the shortest
 # padded length. Tests read them to check that no batch exceeded the class bounds.
