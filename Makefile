@@ -142,6 +142,7 @@ $(INFINITY_VENV)/.installed: requirements/infinity.txt
 bench: setup $(INFINITY_VENV)/.installed ## same inputs, interleaved trials, paired ratios: ours vs ONNX Runtime, CrossEncoder, FlagReranker, Infinity; serving overhead; cost of a run (docs/PERFORMANCE.md)
 	$(PY) -m benchmarks.run_cost --out benchmarks/results
 	$(PY) -m benchmarks.serving_overhead --shape tiny --trials 200 --requests 4 --out benchmarks/results
+	$(PY) -m benchmarks.overhead_attribution --shape tiny --rounds 60 --out benchmarks/results
 	$(PY) -m benchmarks.serving_overhead --shape bench --requests 3 --trials 6 --no-router --breakdown-rounds 2 --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results

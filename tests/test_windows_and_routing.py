@@ -123,14 +123,37 @@ def test_class_model_shape_checks():
         shapes.check_inputs(ids, mask, 513, 2048, 1000, 16)
     with pytest.raises(shapes.InvalidTokens, match="max_batch_size=1"):
         shapes.check_inputs(ids, mask, 16, 512, 1000, 1)
+    for bad in (2, -1):
+        wrong = mask.copy()
+        wrong[1, 50] = bad
+        with pytest.raises(shapes.InvalidTokens, match="attention_mask: values must be 0 or 1"):
+            shapes.check_inputs(ids, wrong, 16, 512, 1000, 64)
+    shapes.check_inputs(ids, np.zeros_like(mask), 16, 512, 1000, 64)
     record = shapes.ShapeRecord()
-    record.update(4, 100)
-    assert record.update(1, 300) == {
+    assert record.update(4, 100) == {  # the first run sets every gauge
+        shapes.METRIC_MAX_TOKENS: 400,
+        shapes.METRIC_MAX_ROWS: 4,
+        shapes.METRIC_MAX_LENGTH: 100,
+        shapes.METRIC_MIN_LENGTH: 100,
+    }
+    assert record.update(1, 300) == {shapes.METRIC_MAX_LENGTH: 300}
+    assert record.values() == {
         shapes.METRIC_MAX_TOKENS: 400,
         shapes.METRIC_MAX_ROWS: 4,
         shapes.METRIC_MAX_LENGTH: 300,
         shapes.METRIC_MIN_LENGTH: 100,
     }
+
+
+def test_a_run_that_changes_no_extreme_sets_no_gauge():
+    """Each gauge `set` in a Python-backend stub is a blocking round trip to the server process
+    (~0.4 ms on 2 busy cores; four per run cost the tiny stand-in ~7% of its served rate,
+    benchmarks/results/overhead_attribution_tiny.md): a run inside the extremes seen sends none."""
+    record = shape_limits_module().ShapeRecord()
+    record.update(8, 512)
+    record.update(1, 16)
+    assert record.update(4, 128) == {}
+    assert record.update(8, 512) == {}
 
 
 def test_a_request_within_one_class_stays_one_part_of_its_own_shape():

@@ -132,17 +132,23 @@ class TritonPythonModel:
         parts = batch_parts(mask, self.buckets, self.split_cost)
         logit = np.empty((ids.shape[0], 1), np.float32)
         score = np.empty((ids.shape[0], 1), np.float32)
-        for rows, width in parts:
-            part_ids = ids if rows is None else cut(ids, rows, width, PAD_ID)
-            part_mask = mask if rows is None else cut(mask, rows, width, 0)
-            for name, value in self.record.update(*part_ids.shape).items():
-                self.gauges[name].set(value)
-            self.runs.increment(1)
-            part_logit, part_score = self.session.run(
-                [contract.LOGIT.name, contract.SCORE.name],
-                {contract.INPUT_IDS.name: part_ids, contract.ATTENTION_MASK.name: part_mask},
-            )
-            where = slice(None) if rows is None else rows
-            logit[where] = part_logit.reshape(-1, 1)
-            score[where] = part_score.reshape(-1, 1)
+        made = 0
+        try:
+            for rows, width in parts:
+                part_ids = ids if rows is None else cut(ids, rows, width, PAD_ID)
+                part_mask = mask if rows is None else cut(mask, rows, width, 0)
+                for name, value in self.record.update(*part_ids.shape).items():
+                    self.gauges[name].set(value)
+                made += 1
+                part_logit, part_score = self.session.run(
+                    [contract.LOGIT.name, contract.SCORE.name],
+                    {contract.INPUT_IDS.name: part_ids, contract.ATTENTION_MASK.name: part_mask},
+                )
+                where = slice(None) if rows is None else rows
+                logit[where] = part_logit.reshape(-1, 1)
+                score[where] = part_score.reshape(-1, 1)
+        finally:
+            # One increment per batch, not per part: each is a round trip to the server process
+            # (see shape_limits.ShapeRecord), and a split batch makes 2-4 runs.
+            self.runs.increment(made)
         return logit, score
