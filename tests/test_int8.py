@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export import int8_quantization, settings
+from export import cpu_isa, int8_quantization, settings
 from export.pipeline import ExportArgs, ExportContext, ParityFailed, stage_int8
 from export.triton_config import RepositorySpec, all_configs, cross_encoder_config, ort_graph_level
 from reranker_client.certificate import compare, load_fixture, served_precision
@@ -107,9 +107,12 @@ BAD_RECIPE = int8_quantization.Recipe(per_channel=False, weights_uint8=True, wei
 
 
 def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch, capsys):
-    """Per-tensor uint8 weights without reduce_range (one scale for a whole matrix, the u8u8
-    kernel's full range): the export's int8 stage quantizes with it at every rung, gates each try
-    on the held-out certificate, and refuses."""
+    """The escalation's plumbing on the tiny stand-in: the export's int8 stage quantizes with the
+    recipe set (per-tensor uint8 weights) at every rung, gates each try on the held-out
+    certificate, refuses with every try listed, records the CPU it gated on, and places nothing.
+    Not evidence that the gate tells bad from good: on this random-weight model the shipped recipe
+    is refused too (docs/CPU.md). That is tests/test_int8_gate.py's decisive test, on the trained
+    stand-in with a real reranker's logit spread."""
     monkeypatch.setattr(int8_quantization, "INT8_RECIPE", BAD_RECIPE)
     fp32 = python_repo / "cross_encoder" / "1" / "model.onnx"  # the python backend serves the fp32 graph
     args = ExportArgs(model="tiny", repo=tmp_path / "repo", backend="python", precision="int8")
@@ -133,6 +136,9 @@ def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch
     assert quantized and all(weights[f"{w}_quantized"].data_type == onnx.TensorProto.UINT8 for w in quantized)
     assert all(int(np.prod(weights[f"{w}_scale"].dims)) == 1 for w in quantized)
     assert not args.repo.exists()  # nothing placed
+    gate_cpu = ctx.fixture["served"]["int8_gate_cpu"]  # the ISA the numbers were taken on
+    assert gate_cpu["mlas_u8s8_kernel"] == cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags())
+    assert gate_cpu["int8_flags"] == cpu_isa.cpu_flags()
     assert "parity int8: FAIL" in capsys.readouterr().out
 
 
