@@ -319,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_bench")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--recipe",
+        choices=("auto", "vnni", "no-vnni"),
+        default="auto",
+        help="int8 weights: auto = what the export ships on this CPU (export/int8_quantization.recipe_for); "
+        "vnni = s8 (optimum's avx512_vnni preset); no-vnni = U8U8",
+    )
     parser.add_argument("--memory-probe", nargs=2, metavar=("GRAPH", "MODEL_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -327,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.trials < 2:
         parser.error("--trials must be >= 2 (an interval needs more than one trial)")
+    if args.recipe != "auto":
+        from export import int8_quantization
+
+        int8_quantization.INT8_RECIPE = (
+            int8_quantization.VNNI_RECIPE if args.recipe == "vnni" else int8_quantization.NO_VNNI_RECIPE
+        )
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = (
@@ -334,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.passages == 100
         else args.out / f"int8_vs_fp32_{args.shape}_{args.passages}p"
     )
+    if args.recipe != "auto":
+        stem = stem.with_name(f"{stem.name}_{args.recipe}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

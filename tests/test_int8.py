@@ -64,12 +64,37 @@ def test_cpu_chart_and_compose_values(rendered):
     assert not any("gpu" in str(t) for t in pod.get("tolerations", []))
     assert requests["cpu"] == limits["cpu"] == str(settings.CPU_POD_CPUS)
     assert "--self-certify=fail" in triton["args"]  # the certificate's int8 bounds on this pod's CPU
+    # No TensorRT engine cache on a CPU pod: no volume, no mount, serve.py told there is none.
+    assert "--local=none" in triton["args"] and not any(a.startswith("--local-size") for a in triton["args"])
+    assert not any("trt-cache" in v["name"] for v in pod["volumes"])
+    assert not any("trt-cache" in m["name"] for m in triton["volumeMounts"])
     compose = yaml.safe_load((ROOT / "docker/compose.cpu.yaml").read_text())
     service = compose["services"]["triton"]
     assert "deploy" not in service and service["cpus"] == settings.CPU_POD_CPUS
+    assert "--local=none" in service["command"] and not any("trt-cache" in a for a in service["command"])
     assert [a for a in service["command"] if a.startswith(("--exit-timeout-secs", "--backend-config"))] == (
         settings.server_flags()
     )
+
+
+def test_serve_runs_without_an_engine_cache(tmp_path, monkeypatch):
+    """serve.py --local=none (the CPU profile): nothing prepared, seeded or marked; a shared cache
+    cannot go with it."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "docker"))
+    import serve
+
+    args = serve.build_parser().parse_args(["--local=none", f"--repository={tmp_path}"])
+    assert args.local is None
+    launcher = serve.Launcher(args, ["tritonserver"], None)
+    monkeypatch.chdir(tmp_path)
+    launcher.seed(None, None)  # with a cache dir this would create and clean it
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit):
+        serve.main(["--local=none", f"--shared={tmp_path}", "--", "tritonserver"])
+    assert serve.build_parser().parse_args([]).local == Path("/trt-cache")  # the GPU pods' default
+    del sys.modules["serve"]
 
 
 def test_make_admits_int8():
