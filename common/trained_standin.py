@@ -30,7 +30,7 @@ real model's, which is what the certificate's absolute bounds are written for.
 
 Deterministic: seeded data and weights, a fixed thread count; the loss curve, the head's factor and
 the sha256 of the weights are written beside them (training.json; SHA256 pins the result on this
-stack - tests/test_int8.py checks it). About two minutes on 2 cores; the Makefile builds it once
+stack - tests/test_int8_gate.py checks it). About two minutes on 2 cores; the Makefile builds it once
 (`make standin-trained`, runs/trained-model).
 
     python -m common.trained_standin OUT_DIR [--steps N] [--seed S]
