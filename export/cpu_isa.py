@@ -5,7 +5,8 @@ certificate and the benchmark record it, so a number is never read as holding on
 
 MLAS picks its u8s8 GEMM kernel once per process from CPUID (onnxruntime
 onnxruntime/core/mlas/lib/platform.cpp, `MLAS_PLATFORM::MLAS_PLATFORM()`, read at commit
-0112bef28c2dad7e501228b204adbde008f7d994; the same ladder since the 1.1x releases): AVX2+FMA ->
+0112bef28c2dad7e501228b204adbde008f7d994 - a stored snapshot of the main branch, not checked
+against the pinned 1.32.0 tag): AVX2+FMA ->
 `MlasGemmU8S8KernelAvx2` (vpmaddubsw: u8 x s8 pair sums in int16, saturating, then vpmaddwd);
 AVX-VNNI -> `MlasGemmU8S8KernelAvxVnni`; AVX512 F+BW+DQ+VL -> `MlasGemmU8S8KernelAvx512Core`;
 AVX512_VNNI on top -> `MlasGemmU8S8KernelAvx512Vnni` (vpdpbusd: int32 accumulation, no int16
