@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import interleave
+from export import cpu_isa
+from export.int8_quantization import shipped_recipe
 from export.settings import ServingLimits
 from export.tensorrt_profiles import length_classes
 
@@ -48,7 +50,8 @@ def prepare(shape: str, work: Path, max_length: int) -> dict[str, Path]:
 
     model_dir = work / f"model_{shape}"
     fp32 = work / f"fp32_{shape}" / "model.onnx"
-    int8 = work / f"int8_{shape}" / "model.onnx"
+    # The recipe follows this CPU's int8 kernel (export/int8_quantization.recipe_for): one graph per recipe.
+    int8 = work / f"int8_{shape}_{recipe_name(shipped_recipe())}" / "model.onnx"
     if shape == TRAINED:
         from common import trained_standin
 
@@ -170,14 +173,9 @@ def fidelity(fp32_logits: np.ndarray, int8_logits: np.ndarray) -> dict:
     }
 
 
-def cpu_flags() -> list[str]:
-    try:
-        for line in open("/proc/cpuinfo"):  # noqa: SIM115
-            if line.startswith("flags"):
-                return sorted(f for f in line.split() if "avx" in f or "vnni" in f or "amx" in f)
-    except OSError:
-        pass
-    return []
+def recipe_name(recipe) -> str:
+    weights = "u8" if recipe.weights_uint8 else "s8"
+    return f"u8{weights}_{'per_channel' if recipe.per_channel else 'per_tensor'}"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -236,7 +234,10 @@ def run(args: argparse.Namespace) -> dict:
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
-            "cpu_flags": cpu_flags(),
+            "cpu_flags": cpu_isa.cpu_flags(),
+            # ONNX Runtime's int8 GEMM kernel on this CPU and the recipe it got (export/cpu_isa.py)
+            "mlas_u8s8_kernel": cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags()),
+            "int8_recipe": recipe_name(shipped_recipe()),
             "load_avg_1m_during": load,
             "shared": "yes: a 2-core machine shared with other agents' work; run under flock /tmp/heavy.lock "
             "(no server tests at the same time), other light work did run",
@@ -300,8 +301,12 @@ def markdown(result: dict) -> str:
 
 
 def m_cpu(r: dict) -> str:
-    flags = r["machine"]["cpu_flags"]
-    return f"{r['machine']['cpu']}, {r['machine']['cores']} cores, flags visible: {' '.join(flags) or 'none'}"
+    m = r["machine"]
+    flags = m["cpu_flags"]
+    kernel = ""
+    if "int8_recipe" in m:  # result files written before the recipe followed the CPU do not say
+        kernel = f"; ONNX Runtime int8 kernel {m['mlas_u8s8_kernel']}, recipe {m['int8_recipe']}"
+    return f"{m['cpu']}, {m['cores']} cores, flags visible: {' '.join(flags) or 'none'}{kernel}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "int8_bench")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--recipe",
+        choices=("auto", "vnni", "no-vnni"),
+        default="auto",
+        help="int8 weights: auto = what the export ships on this CPU (export/int8_quantization.recipe_for); "
+        "vnni = s8 (optimum's avx512_vnni preset); no-vnni = U8U8",
+    )
     parser.add_argument("--memory-probe", nargs=2, metavar=("GRAPH", "MODEL_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -322,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.trials < 2:
         parser.error("--trials must be >= 2 (an interval needs more than one trial)")
+    if args.recipe != "auto":
+        from export import int8_quantization
+
+        int8_quantization.INT8_RECIPE = (
+            int8_quantization.VNNI_RECIPE if args.recipe == "vnni" else int8_quantization.NO_VNNI_RECIPE
+        )
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = (
@@ -329,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.passages == 100
         else args.out / f"int8_vs_fp32_{args.shape}_{args.passages}p"
     )
+    if args.recipe != "auto":
+        stem = stem.with_name(f"{stem.name}_{args.recipe}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[:split])
     if (args.prebuild_only or args.prune) and args.shared is None:
         parser.error("--prebuild-only and --prune need --shared (the cache they fill)")
+    if args.local is None and args.shared is not None:
+        parser.error("--local none (no engine cache) cannot seed or publish --shared")
     certifier = self_certify.SelfCertifier(args, args.ready_url.split("/v2/")[0])
     command = argv[split + 1 :]
     launcher = Launcher(args, command, certifier)
@@ -170,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """serve.py's options (the part before `--`); the chart's tests parse its args with it."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--local", type=Path, default=Path("/trt-cache"))
+    parser.add_argument(
+        "--local",
+        type=local_dir,
+        default=Path("/trt-cache"),
+        help="the per-pod engine cache; 'none' for a repository without the TensorRT EP (the int8 CPU "
+        "profile, docs/CPU.md): nothing to build, seed, mark or publish",
+    )
     parser.add_argument("--shared", type=Path, default=None)
     add_engine_cache_arguments(parser)
     parser.add_argument("--ready-url", default="http://127.0.0.1:8000/v2/health/ready")
@@ -184,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     self_certify.add_arguments(parser)
     return parser
+
+
+def local_dir(value: str) -> Path | None:
+    return None if value == "none" else Path(value)
 
 
 def add_engine_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -289,9 +301,15 @@ class Launcher:
         try:
             # Each missing TensorRT EP engine built once, one instance at a time (build_once.py);
             # the shared lock, if any, is already held (above): no second lock here.
-            build_once.ensure_engines(
-                args.local, None, self.command, args.ready_url, stopping=lambda: self.stopping, model_hash=model_hash
-            )
+            if args.local is not None:
+                build_once.ensure_engines(
+                    args.local,
+                    None,
+                    self.command,
+                    args.ready_url,
+                    stopping=lambda: self.stopping,
+                    model_hash=model_hash,
+                )
             if self.stopping:
                 note = "stopped by a signal during the build pass: nothing published"
                 print("[serve] stop signal during the build pass: stopped", flush=True)
@@ -307,7 +325,7 @@ class Launcher:
             verdict = self.certifier.run() if server.poll() is None and self.certifier.enabled else None
             certified = server.poll() is None and (verdict is None or verdict["passed"])
             prebuilt = None
-            if certified:
+            if certified and args.local is not None:
                 engine_cache.mark_local_complete(args.local)
                 if gpu_dir is not None:
                     try:
@@ -374,6 +392,8 @@ class Launcher:
         return lock
 
     def seed(self, gpu_dir: Path | None, model_hash: str | None) -> None:
+        if self.args.local is None:
+            return  # --local none: no engine cache to clean or fill
         removed = engine_cache.prepare_local(self.args.local)
         if removed:
             print(

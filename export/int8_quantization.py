@@ -14,14 +14,21 @@ projection in fp32 in every layer (its input is the post-GELU activation, the wi
 tensor of a transformer layer and the classic source of int8 outliers); rung 2 also keeps the
 last quarter of the layers entirely fp32 (errors made there reach the classifier unattenuated).
 
-The recipe (INT8_RECIPE) is optimum's `AutoQuantizationConfig.avx512_vnni(is_static=False)`
-with the operator list narrowed to MatMul. Its `reduce_range=False` keeps all 8 bits of the
-weights: right on VNNI CPUs (AVX512-VNNI / AVX-VNNI, Ice Lake and Zen 4 on), where
-ONNX Runtime's u8s8 kernel accumulates in int32. On AVX2-only CPUs ONNX Runtime uses
-vpmaddubsw, whose int16 pair sums can saturate with full-range weights (onnxruntime
-docs/performance/model-optimizations/quantization.md, "When and why do I need to try U8U8?"):
-the certificate on the serving CPU (self-certification at start, `make verify`) catches that,
-since the export's gate ran on the export host's CPU.
+The recipe is optimum's `AutoQuantizationConfig.avx512_vnni(is_static=False)` with the operator
+list narrowed to MatMul, its weights chosen by the int8 kernel of the export host's CPU
+(recipe_for, export/cpu_isa.py):
+- VNNI CPUs (AVX512-VNNI / AVX-VNNI / AMX: Ice Lake and Zen 4 on): int8 weights, symmetric,
+  full range (`reduce_range=False`), the preset as it is: ONNX Runtime's u8s8 kernel accumulates
+  in int32 there (vpdpbusd).
+- Without VNNI (AVX2, AVX512 without VNNI): uint8 weights, asymmetric (U8U8). ONNX Runtime's u8s8
+  kernel there sums pairs of u8 x s8 products in int16 with saturation (vpmaddubsw): with
+  full-range s8 weights the sums clip (onnxruntime docs/performance/model-optimizations/
+  quantization.md, "When and why do I need to try U8U8?"). Measured on the trained stand-in with
+  a real reranker's logit spread (docs/CPU.md): the VNNI recipe on this AVX2 CPU moves logits by
+  0.94 (refused at every rung, bound 0.5), U8U8 by 0.41 (passes at rung 0).
+Both are per output channel. The export's gate ran on the export host's CPU; the certificate says
+which (`served.int8_gate_cpu`), and the serving CPU's own certificate run (self-certification at
+start, `make verify`) covers a serving CPU of another ISA.
 """
 
 from __future__ import annotations
@@ -79,15 +86,33 @@ class Recipe:
     reduce_range: bool = False
 
 
-INT8_RECIPE = Recipe()
+# VNNI CPUs: optimum's avx512_vnni preset as it is (QInt8 weights, symmetric, all 8 bits).
+VNNI_RECIPE = Recipe()
+# Without VNNI: U8U8 (uint8 weights, asymmetric), onnxruntime's advice where vpmaddubsw saturates.
+NO_VNNI_RECIPE = Recipe(weights_uint8=True, weights_symmetric=False)
+VNNI_KERNELS = ("AvxVnni", "Avx512Vnni", "Amx")  # export/cpu_isa.mlas_u8s8_kernel's names with int32 accumulation
+# None: chosen by the export host's CPU (recipe_for); a test may set one (a deliberately bad recipe).
+INT8_RECIPE: Recipe | None = None
+
+
+def recipe_for(kernel: str) -> Recipe:
+    """The shipped recipe for an MLAS u8s8 kernel (export/cpu_isa.py)."""
+    return VNNI_RECIPE if kernel in VNNI_KERNELS else NO_VNNI_RECIPE
+
+
+def shipped_recipe() -> Recipe:
+    from export import cpu_isa
+
+    return INT8_RECIPE or recipe_for(cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags()))
 
 
 @dataclass
 class Int8Report:
     rung: str
     kept_fp32: str
-    quantized_matmuls: int
-    fp32_matmuls: int  # weight MatMuls left in fp32 by the rung
+    quantized_matmuls: int  # read back from the written graph (MatMulInteger nodes), not the request
+    fp32_matmuls: int  # weight MatMuls left in fp32 in the written graph (the rung's and any the quantizer skipped)
+    requested_matmuls: int  # what the rung asked the quantizer for
     recipe: dict
 
 
@@ -100,6 +125,21 @@ def weight_matmuls(model: onnx.ModelProto) -> list[tuple[str, int]]:
             match = _LAYER.search(node.name)
             out.append((node.name, int(match.group(1)) if match else -1))
     return out
+
+
+# What ONNX Runtime's dynamic quantizer writes for a quantized MatMul (onnxruntime/python/tools/
+# quantization/operators/matmul.py, MatMulInteger class): DynamicQuantizeLinear on the activation,
+# MatMulInteger on the int8 weight, then the scale Mul. ORT fuses it at load, the file keeps this.
+QUANTIZED_MATMUL_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+def written_matmuls(model: onnx.ModelProto) -> tuple[int, int]:
+    """(quantized, still fp32) encoder weight MatMuls in a written graph: what the manifest counts."""
+    quantized = sum(
+        1 for n in model.graph.node if n.op_type in QUANTIZED_MATMUL_OPS and _LAYER.search(n.name) is not None
+    )
+    fp32 = sum(1 for _, layer in weight_matmuls(model) if layer >= 0)
+    return quantized, fp32
 
 
 def select_nodes(model: onnx.ModelProto, rung: Rung, layers: int) -> tuple[list[str], list[str]]:
@@ -141,9 +181,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, layers: int, rung: Rung, reci
     own folder: optimum writes <stem>.onnx and ort_config.json there)."""
     from optimum.onnxruntime import ORTQuantizer
 
-    recipe = recipe or INT8_RECIPE
+    recipe = recipe or shipped_recipe()
     model = onnx.load(str(fp32_path), load_external_data=False)  # names only
-    quantize, keep = select_nodes(model, rung, layers)
+    quantize, _ = select_nodes(model, rung, layers)
     del model
     if not quantize:
         raise ValueError(f"int8 rung {rung.name!r} leaves no MatMul to quantize in {fp32_path}")
@@ -158,10 +198,14 @@ def quantize_int8(fp32_path: Path, out_path: Path, layers: int, rung: Rung, reci
     produced = written / fp32_path.name
     if produced != out_path:
         produced.rename(out_path)
+    # Counted in the file written (names only), not taken from the request: a node the quantizer
+    # skipped (a renamed node, an operator it does not handle) must not be reported as int8.
+    quantized, fp32 = written_matmuls(onnx.load(str(out_path), load_external_data=False))
     return Int8Report(
         rung=rung.name,
         kept_fp32=rung.describe(layers),
-        quantized_matmuls=len(quantize),
-        fp32_matmuls=len(keep),
+        quantized_matmuls=quantized,
+        fp32_matmuls=fp32,
+        requested_matmuls=len(quantize),
         recipe=vars(recipe),
     )

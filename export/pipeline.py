@@ -31,7 +31,16 @@ from typing import Any, Callable, Sequence
 import onnx
 
 from common.pair_tokenizer import load_pair_tokenizer
-from export import certificate, gpu_gate, int8_quantization, model_loading, parity, plan_memory, tensorrt_onnx_support
+from export import (
+    certificate,
+    cpu_isa,
+    gpu_gate,
+    int8_quantization,
+    model_loading,
+    parity,
+    plan_memory,
+    tensorrt_onnx_support,
+)
 from export.fp16_conversion import FP32_ESCALATION, Fp16Report, convert_to_fp16_in_subprocess, tensorrt_fp32_levels
 from export.onnx_export import export_onnx, save_onnx, with_fp16_weights
 from export.repository import copy_onnx, write_repository
@@ -223,6 +232,7 @@ class ExportContext:
     fp16_attempts: list[dict[str, Any]] = field(default_factory=list)
     int8_report: int8_quantization.Int8Report | None = None
     int8_attempts: list[dict[str, Any]] = field(default_factory=list)
+    int8_gate_cpu: dict[str, Any] | None = None  # export/cpu_isa.describe() where the int8 gate ran
     trt_fp32_layers: list[str] = field(default_factory=list)
     trt_fp32_escalation: list[list[str]] = field(default_factory=list)  # names each further try adds
     plan: PlanResult | None = None  # the certified class plans, when TensorRT is importable here
@@ -398,7 +408,8 @@ def stage_int8(ctx: ExportContext) -> None:
         return report, {
             "rung": rung.name,
             "kept_fp32_ops": [rung.describe(layers)],
-            "quantized_matmuls": report.quantized_matmuls,
+            "quantized_matmuls": report.quantized_matmuls,  # read back from the written graph
+            "requested_matmuls": report.requested_matmuls,
         }
 
     _escalate(
@@ -412,6 +423,9 @@ def stage_int8(ctx: ExportContext) -> None:
         lambda rung: f"quantizing again with {rung.describe(layers)} kept in fp32",
         extra_metrics=True,
     )
+    # The CPU the gate's numbers were taken on (its int8 kernel decides the error: docs/CPU.md):
+    # the certificate carries it beside the bounds, so a serving CPU of another ISA is visible.
+    ctx.fixture["served"]["int8_gate_cpu"] = ctx.int8_gate_cpu = cpu_isa.describe()
     _require(ctx.reports["int8"], ctx.int8_attempts)
     ctx.served_onnx = int8_path
 
@@ -541,7 +555,9 @@ def manifest_of(ctx: ExportContext, served: dict[str, str]) -> dict:
         "versions": versions(),
         "stages": ctx.log.stages,
         "fp16": {**asdict(ctx.fp16_report), "attempts": ctx.fp16_attempts} if ctx.fp16_report else None,
-        "int8": {**asdict(ctx.int8_report), "attempts": ctx.int8_attempts} if ctx.int8_report else None,
+        "int8": {**asdict(ctx.int8_report), "attempts": ctx.int8_attempts, "gate_cpu": ctx.int8_gate_cpu}
+        if ctx.int8_report
+        else None,
     }
 
 

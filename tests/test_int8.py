@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export import int8_quantization, settings
+from export import cpu_isa, int8_quantization, settings
 from export.pipeline import ExportArgs, ExportContext, ParityFailed, stage_int8
 from export.triton_config import RepositorySpec, all_configs, cross_encoder_config, ort_graph_level
 from reranker_client.certificate import compare, load_fixture, served_precision
@@ -64,12 +64,37 @@ def test_cpu_chart_and_compose_values(rendered):
     assert not any("gpu" in str(t) for t in pod.get("tolerations", []))
     assert requests["cpu"] == limits["cpu"] == str(settings.CPU_POD_CPUS)
     assert "--self-certify=fail" in triton["args"]  # the certificate's int8 bounds on this pod's CPU
+    # No TensorRT engine cache on a CPU pod: no volume, no mount, serve.py told there is none.
+    assert "--local=none" in triton["args"] and not any(a.startswith("--local-size") for a in triton["args"])
+    assert not any("trt-cache" in v["name"] for v in pod["volumes"])
+    assert not any("trt-cache" in m["name"] for m in triton["volumeMounts"])
     compose = yaml.safe_load((ROOT / "docker/compose.cpu.yaml").read_text())
     service = compose["services"]["triton"]
     assert "deploy" not in service and service["cpus"] == settings.CPU_POD_CPUS
+    assert "--local=none" in service["command"] and not any("trt-cache" in a for a in service["command"])
     assert [a for a in service["command"] if a.startswith(("--exit-timeout-secs", "--backend-config"))] == (
         settings.server_flags()
     )
+
+
+def test_serve_runs_without_an_engine_cache(tmp_path, monkeypatch):
+    """serve.py --local=none (the CPU profile): nothing prepared, seeded or marked; a shared cache
+    cannot go with it."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "docker"))
+    import serve
+
+    args = serve.build_parser().parse_args(["--local=none", f"--repository={tmp_path}"])
+    assert args.local is None
+    launcher = serve.Launcher(args, ["tritonserver"], None)
+    monkeypatch.chdir(tmp_path)
+    launcher.seed(None, None)  # with a cache dir this would create and clean it
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SystemExit):
+        serve.main(["--local=none", f"--shared={tmp_path}", "--", "tritonserver"])
+    assert serve.build_parser().parse_args([]).local == Path("/trt-cache")  # the GPU pods' default
+    del sys.modules["serve"]
 
 
 def test_make_admits_int8():
@@ -107,9 +132,12 @@ BAD_RECIPE = int8_quantization.Recipe(per_channel=False, weights_uint8=True, wei
 
 
 def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch, capsys):
-    """Per-tensor uint8 weights without reduce_range (one scale for a whole matrix, the u8u8
-    kernel's full range): the export's int8 stage quantizes with it at every rung, gates each try
-    on the held-out certificate, and refuses."""
+    """The escalation's plumbing on the tiny stand-in: the export's int8 stage quantizes with the
+    recipe set (per-tensor uint8 weights) at every rung, gates each try on the held-out
+    certificate, refuses with every try listed, records the CPU it gated on, and places nothing.
+    Not evidence that the gate tells bad from good: on this random-weight model the shipped recipe
+    is refused too (docs/CPU.md). That is tests/test_int8_gate.py's decisive test, on the trained
+    stand-in with a real reranker's logit spread."""
     monkeypatch.setattr(int8_quantization, "INT8_RECIPE", BAD_RECIPE)
     fp32 = python_repo / "cross_encoder" / "1" / "model.onnx"  # the python backend serves the fp32 graph
     args = ExportArgs(model="tiny", repo=tmp_path / "repo", backend="python", precision="int8")
@@ -133,6 +161,9 @@ def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch
     assert quantized and all(weights[f"{w}_quantized"].data_type == onnx.TensorProto.UINT8 for w in quantized)
     assert all(int(np.prod(weights[f"{w}_scale"].dims)) == 1 for w in quantized)
     assert not args.repo.exists()  # nothing placed
+    gate_cpu = ctx.fixture["served"]["int8_gate_cpu"]  # the ISA the numbers were taken on
+    assert gate_cpu["mlas_u8s8_kernel"] == cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags())
+    assert gate_cpu["int8_flags"] == cpu_isa.cpu_flags()
     assert "parity int8: FAIL" in capsys.readouterr().out
 
 
@@ -240,7 +271,10 @@ def test_int8_export_serve_verify_on_the_trained_standin(tmp_path):
     assert attempts[-1]["max_abs_logit"] <= bounds["max_abs_logit"]
     assert json.loads((repo / "certificate.json").read_text())["served"]["precision"] == "int8"
     served = onnx.load(str(repo / "cross_encoder" / "1" / "model.onnx"))
-    assert any(i.name.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8 for i in served.graph.initializer)
+    # The weights' type follows this CPU's int8 kernel (uint8 without VNNI: export/int8_quantization.recipe_for).
+    weights = onnx.TensorProto.UINT8 if int8_quantization.shipped_recipe().weights_uint8 else onnx.TensorProto.INT8
+    assert any(i.name.endswith("_quantized") and i.data_type == weights for i in served.graph.initializer)
+    assert manifest["int8"]["gate_cpu"]["mlas_u8s8_kernel"] == cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags())
     print(f"\nint8 on the trained stand-in: {json.dumps(attempts)}")
 
     http, grpc, metrics = (free_port() for _ in range(3))

@@ -111,9 +111,14 @@ are certified and published. */ -}}
 {{- $ := .root -}}
 - python3
 - /opt/reranker/serve.py
+{{- if eq $.Values.trtCache.type "none" }}
+# No TensorRT EP (the int8 CPU profile, values/cpu.yaml): no engine cache to build or seed.
+- --local=none
+{{- else }}
 - --local=/trt-cache
 # The per-pod volume's size limit: serve.py seeds no entry that would fill it.
 - --local-size={{ $.Values.trtCache.size }}
+{{- end }}
 {{- if eq $.Values.trtCache.type "shared" }}
 - --shared=/trt-cache-shared
 {{- end }}
@@ -222,8 +227,10 @@ initContainers:
   mountPath: /dev/shm
 - name: tmp
   mountPath: /tmp
+{{- if ne .Values.trtCache.type "none" }}
 - name: trt-cache
   mountPath: /trt-cache
+{{- end }}
 {{- if eq .Values.trtCache.type "shared" }}
 - name: trt-cache-shared
   mountPath: /trt-cache-shared
@@ -256,16 +263,18 @@ initContainers:
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSize }}
+{{- if ne .Values.trtCache.type "none" }}
 # Triton writes engines only here, per pod (docker/serve.py).
 - name: trt-cache
   emptyDir:
     sizeLimit: {{ .Values.trtCache.size }}
+{{- end }}
 {{- if eq .Values.trtCache.type "shared" }}
 - name: trt-cache-shared
   persistentVolumeClaim:
     claimName: {{ include "bge-reranker.trtCacheClaim" . }}
-{{- else if ne .Values.trtCache.type "emptyDir" }}
-{{- fail "trtCache.type must be emptyDir or shared" }}
+{{- else if not (has .Values.trtCache.type (list "emptyDir" "none")) }}
+{{- fail "trtCache.type must be emptyDir, shared or none (no TensorRT EP: the int8 CPU profile)" }}
 {{- end }}
 {{- if .Values.modelRepository.credentialsSecret }}
 - name: cloud-credentials

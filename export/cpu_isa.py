@@ -1,0 +1,83 @@
+"""Which x86 int8 instructions this CPU has, and which ONNX Runtime (MLAS) int8 GEMM kernel they select.
+
+The int8 profile's error and speed both depend on the CPU that runs the graph (docs/CPU.md): the
+certificate and the benchmark record it, so a number is never read as holding on another ISA.
+
+MLAS picks its u8s8 GEMM kernel once per process from CPUID (onnxruntime
+onnxruntime/core/mlas/lib/platform.cpp, `MLAS_PLATFORM::MLAS_PLATFORM()`, read at commit
+0112bef28c2dad7e501228b204adbde008f7d994 - a stored snapshot of the main branch, not checked
+against the pinned 1.32.0 tag): AVX2+FMA ->
+`MlasGemmU8S8KernelAvx2` (vpmaddubsw: u8 x s8 pair sums in int16, saturating, then vpmaddwd);
+AVX-VNNI -> `MlasGemmU8S8KernelAvxVnni`; AVX512 F+BW+DQ+VL -> `MlasGemmU8S8KernelAvx512Core`;
+AVX512_VNNI on top -> `MlasGemmU8S8KernelAvx512Vnni` (vpdpbusd: int32 accumulation, no int16
+step); AMX-TILE + AMX-INT8 (and the OS granting tile state) -> `MlasGemmU8S8DispatchAmx`. The
+flags are read from /proc/cpuinfo (what the kernel exposes to this VM), the ladder mirrored here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The flags that decide the ladder below, as /proc/cpuinfo spells them.
+INT8_FLAGS = (
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "amx_tile",
+    "amx_int8",
+)
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The int8-relevant flags of the first CPU listed (sorted); [] where /proc/cpuinfo is absent."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f in INT8_FLAGS)
+    except OSError:
+        pass
+    return []
+
+
+def mlas_u8s8_kernel(flags: list[str] | set[str]) -> str:
+    """The MLAS u8s8 GEMM kernel these flags select (platform.cpp's ladder, later rungs win)."""
+    have = set(flags)
+    kernel = "Sse"
+    if {"avx2", "fma"} <= have:
+        kernel = "Avx2"
+        if "avx_vnni" in have:
+            kernel = "AvxVnni"
+        if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= have:
+            kernel = "Avx512Vnni" if "avx512_vnni" in have else "Avx512Core"
+        if {"amx_tile", "amx_int8"} <= have:
+            kernel = "Amx"
+    return kernel
+
+
+def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """What the certificate and the benchmark record: the flags, the kernel, the model name."""
+    flags = cpu_flags(cpuinfo)
+    model = ""
+    try:
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "int8_flags": flags,
+        "mlas_u8s8_kernel": mlas_u8s8_kernel(flags),
+        "vnni": any(f in flags for f in ("avx_vnni", "avx512_vnni", "amx_int8")),
+        "source": str(cpuinfo),
+    }
