@@ -88,9 +88,9 @@ MAX_QUEUE_DELAY_US = 2_000
 # is added to every request at low concurrency (Triton waits the full delay when one request is
 # queued: measured 2.6 ms of queue per run at one request in flight, benchmarks/run_cost.py).
 CPU_QUEUE_DELAY_US = 0
-# The length router has no dynamic batcher (issue 26 item 5): one request per execute bounds its
+# The length router's queue never merges (issue 26 item 5): one request per execute bounds its
 # /dev/shm region, since a caller can address it through the proxy's gRPC with rows as wide as the
-# message (export/triton_config.py router_config); nor has the tokenizer (the same reason).
+# message (export/triton_config.py _one_request_per_execute); the tokenizer's neither (the same reason).
 # Python-backend stubs are processes: two keep tokenizing while one waits on the GPU model.
 TOKENIZER_INSTANCES = 2
 # Two instances of every cross-encoder model. With one, Triton 2.51's dynamic batcher leaves a
@@ -144,7 +144,7 @@ QUEUE_TIMEOUT_US = 5_000_000
 # request to its class model at once (BLS), so on an idle server the parts of ONE request already
 # queue behind each other: a request of R rows (the most a request holds: its windows in window
 # mode) is ceil(R / batch) batches of its class, ROUTER_INSTANCES requests are routed at once (one
-# per router instance: the router has no batcher, so exactly that many), and
+# per router instance: the router's queue never merges, so exactly that many), and
 # CROSS_ENCODER_INSTANCES batches run at a time. A class's worst drain is its rounds of batches
 # times the cost of one batch; its queue timeout is QUEUE_TIMEOUT_US scaled by its worst drain over
 # the first class's (export/tensorrt_profiles.py `queue_timeout_us`), so "Request timeout expired"
@@ -238,7 +238,7 @@ PROXY_GRPC_PORT = 8081
 # local launcher carry these numbers; tests/test_deploy.py fails when one of them drifts. ---
 
 # The Python backend moves every tensor of a tokenizer execute through a shared-memory region
-# per stub process in /dev/shm. An execute is one request (the tokenizer has no dynamic batcher:
+# per stub process in /dev/shm. An execute is one request (the tokenizer's queue never merges:
 # export/triton_config.py), so its worst case is a full request of pairs at the byte limit on
 # both texts (64 x 2 x 256 KiB = 32 MiB in: the proxy's cap less its framing) plus its token ids
 # and mask out, one row per window in window mode (2 x int64 x 256 windows x 8192 = 32 MiB at the

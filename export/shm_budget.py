@@ -15,10 +15,10 @@ U per model, from its config: fixed-size tensors are bounded by rows (the batche
 past max_batch_size; -1 dims at the export's max_length). Text (BYTES) is not: one row can carry
 a whole request message, up to what the door in front of Triton admits (the proxy's body cap;
 tritonserver's own gRPC port takes 2 GiB). So a model with text inputs takes
-`requests_per_execute` requests per execute (1: the tokenizer has no dynamic batcher), each up to
+`requests_per_execute` requests per execute (1: the tokenizer's queue never merges), each up to
 `max_request_bytes` of text, and emits up to `routed_batch_size` rows per request (window mode).
 A model with -1 dims that a caller can address directly takes a whole message as one request
-(`direct_calls`: one per execute for the length router, which has no batcher either).
+(`direct_calls`: one per execute for the length router, whose queue never merges either).
 A model that calls others (BLS: the length router) also holds its calls' inputs and their answers.
 The need is the sum over Python models of instances x their region's ceiling; tests/test_deploy.py
 checks it against every rendered chart's /dev/shm at every max_length, and
@@ -58,17 +58,26 @@ def _row_bytes(tensors, max_length: int) -> int:
 
 
 def requests_per_execute(config: mc.ModelConfig) -> int:
-    """Requests one execute may merge. Without `dynamic_batching` one (the tokenizer and the length
-    router): tritonserver 2.51's default scheduler (core r24.10 src/backend_model.cc
-    SetConfiguredScheduler) is a DynamicBatchScheduler with batching disabled, and one stub runs
-    one execute at a time, an `async def execute` included (python_backend r24.10 src/pb_stub.cc
-    ProcessRequests, lines 684-690: a non-decoupled model's coroutine is run to completion,
-    RunCoroutine(..., false /* in_background */)). With it max_batch_size (every request holds at least one row); a
-    `preferred_batch_size` is no cap: GetDynamicBatch (dynamic_batch_scheduler.cc) sends "whatever
-    is pending", up to max_batch_size, once the oldest request has waited past
-    max_queue_delay_microseconds (a burst through the proxy ran executes of 7 requests with a
-    preferred size of 4)."""
-    return config.max_batch_size if config.HasField("dynamic_batching") else 1
+    """Requests one execute may merge; one stub runs one execute at a time, an `async def execute`
+    included (python_backend r24.10 src/pb_stub.cc ProcessRequests, lines 684-690: a non-decoupled
+    model's coroutine is run to completion, RunCoroutine(..., false /* in_background */)).
+
+    - No `dynamic_batching`: one (core r24.10 src/backend_model.cc SetConfiguredScheduler: a
+      DynamicBatchScheduler with batching disabled).
+    - `preferred_batch_size: [1]` and no queue delay (triton_config._one_request_per_execute, the
+      tokenizer and the length router): one. GetDynamicBatch (core r24.10
+      dynamic_batch_scheduler.cc, lines 536-600) marks the batch's end where the next request would
+      pass the largest preferred size and, with no delay, sends the marked batch: the first request.
+    - Otherwise max_batch_size (every request holds at least one row): a preferred size is no cap
+      once a queue delay has passed - the batcher then sends "whatever is pending" (lines 612-619;
+      a burst through the proxy ran executes of 7 requests with a preferred size of 4 and a delay
+      of 200 us)."""
+    if not config.HasField("dynamic_batching"):
+        return 1
+    batching = config.dynamic_batching
+    if list(batching.preferred_batch_size) == [1] and batching.max_queue_delay_microseconds == 0:
+        return 1
+    return config.max_batch_size
 
 
 def _variable_width(config: mc.ModelConfig) -> bool:
@@ -89,7 +98,7 @@ def execute_bytes(
     nothing but the request's bytes: Triton checks a -1 dim against no limit, so a one-row
     `length_router` request of [1, 2097152] int64 ids is copied into the region before the model
     refuses it (review of issue 26: its region grew 128 -> 576 MiB through the proxy with the
-    batcher merging 17 such requests; the router has no batcher since, so one such request per
+    batcher merging 17 such requests; the router's queue never merges since, so one such request per
     execute). Where only the ensembles are reachable (REST exclusive), rows arrive from the
     tokenizer, at most max_length wide."""
     if any(t.data_type == mc.TYPE_STRING for t in config.input):

@@ -142,6 +142,23 @@ def _dynamic_batching(delay_us: int, timeout_us: int = QUEUE_TIMEOUT_US) -> mc.M
     )
 
 
+def _one_request_per_execute(timeout_us: int = QUEUE_TIMEOUT_US) -> mc.ModelDynamicBatching:
+    """A queue with a policy (timeouts, a request's own `timeout`, max_queue_size) that never merges
+    requests: each execute holds exactly one, however many are queued. Tritonserver 2.51's batcher
+    (core r24.10 src/dynamic_batch_scheduler.cc GetDynamicBatch, lines 536-600) marks the end of a
+    batch where the next request would pass the largest preferred size, and with no queue delay
+    (`delay_is_exceeded` is false when max_queue_delay is 0, line 591) it sends the marked batch
+    (line 596): with preferred sizes [1] that is the first request alone, whatever its rows. With a
+    delay it would send "whatever is pending" once the delay passed (lines 612-619), so the delay must
+    stay 0 (export/shm_budget.py requests_per_execute checks both). Without `dynamic_batching` at
+    all Triton queues nothing (core r24.10 dynamic_batch_scheduler.cc Enqueue hands the request to
+    the rate limiter): no timeout applies, so a flood of router work made the health probe (which
+    relies on "Request timeout expired" to read busy) time out - review of issue 26."""
+    batching = _dynamic_batching(0, timeout_us)
+    batching.preferred_batch_size.append(1)
+    return batching
+
+
 def _set_params(config: mc.ModelConfig, **values) -> None:
     for key, value in values.items():
         config.parameters[key].string_value = str(value)
@@ -154,11 +171,13 @@ def routed_batch_size(limits: ServingLimits) -> int:
 
 def class_queue_timeouts(spec: RepositorySpec) -> dict[str, int]:
     """Each class model's queue timeout (tensorrt_profiles.queue_timeout_us, for requests of
-    `routed_batch_size` rows). The router has no queue of its own to time out (no dynamic batcher:
-    router_config)."""
+    `routed_batch_size` rows), and the router's: the longest of them, since a router instance holds
+    a request for as long as its slowest class takes."""
     classes = length_classes(spec.limits)
     rows = routed_batch_size(spec.limits)
-    return {c.model: queue_timeout_us(classes, c, rows) for c in classes}
+    timeouts = {c.model: queue_timeout_us(classes, c, rows) for c in classes}
+    timeouts[LENGTH_ROUTER] = max(timeouts.values())
+    return timeouts
 
 
 def published_limits(spec: RepositorySpec) -> dict[str, object]:
@@ -192,15 +211,12 @@ def tokenizer_config(spec: RepositorySpec) -> mc.ModelConfig:
         # max_length is optional in both: a request's own tokens per pair (absent: the export's).
         input=_inputs(contract.TOKENIZER_INPUTS, optional=(contract.WINDOW_STRIDE, contract.REQUEST_MAX_LENGTH)),
         output=_outputs(contract.TOKENIZER_OUTPUTS),
-        # No dynamic batcher: one request per execute (issue 26 item 5). Every tensor of an execute
-        # sits in the stub's /dev/shm region at once and a region never shrinks; rows do not bound
-        # text bytes (one row may carry a whole message), so merging up to max_batch_size requests
-        # let a burst of one-pair requests grow each region to 64 messages. Without
-        # `dynamic_batching` tritonserver 2.51 uses its default scheduler (core r24.10
-        # src/backend_model.cc SetConfiguredScheduler: DynamicBatchScheduler with batching disabled,
-        # max_batch_size 1 request), so an execute holds one request: at most the door's body cap of text
-        # (export/shm_budget.py). Cost: no queue policy at this step (the class models
-        # keep theirs) and one stub call per request (measured: docs/SECURITY.md).
+        # One request per execute (issue 26 item 5). Every tensor of an execute sits in the stub's
+        # /dev/shm region at once and a region never shrinks; rows do not bound text bytes (one row
+        # may carry a whole message), so merging up to max_batch_size requests let a burst of
+        # one-pair requests grow each region to 64 messages. A queue that never merges
+        # (_one_request_per_execute) keeps the queue policy: a flood is shed here too.
+        dynamic_batching=_one_request_per_execute(),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.tokenizer_instances)],
     )
     _set_params(config, **published_limits(spec))
@@ -229,21 +245,19 @@ def router_config(spec: RepositorySpec) -> mc.ModelConfig:
         max_batch_size=routed_batch_size(spec.limits),
         input=_inputs(contract.CROSS_ENCODER_INPUTS),
         output=_outputs(contract.CROSS_ENCODER_OUTPUTS),
-        # No dynamic batcher: one request per execute (issue 26 item 5). The proxy's gRPC lets a
-        # caller name this model, and Triton bounds its -1 dims by nothing but the message, so one
-        # row may be as wide as the proxy's cap (32 MiB of int64); every request of an execute sits in
-        # the stub's /dev/shm region at once and a region never shrinks (a batcher merged 17 such
-        # requests: 128 -> 576 MiB). Without `dynamic_batching` tritonserver 2.51's default scheduler
-        # (core r24.10 src/backend_model.cc SetConfiguredScheduler: DynamicBatchScheduler with
-        # batching disabled, max_batch_size 1) hands each request to an instance alone, and executes
-        # of one stub never overlap: for a non-decoupled model the stub runs an `async def execute`
-        # coroutine to completion before it reads the next (python_backend r24.10 src/pb_stub.cc
-        # ProcessRequests, lines 684-690: RunCoroutine(execute_return, false /* in_background */),
-        # which blocks on the future's result()). Costs: no queue policy at this step (the default
-        # scheduler enqueues to the rate limiter directly, core r24.10 dynamic_batch_scheduler.cc
-        # Enqueue: no PriorityQueue, so no default timeout, no max_queue_size, and a request's own
-        # `timeout` is not applied here; the class models keep theirs), and only ROUTER_INSTANCES
-        # requests have parts in flight at the class models at a time (measured: docs/SECURITY.md).
+        # One request per execute (issue 26 item 5). The proxy's gRPC lets a caller name this model,
+        # and Triton bounds its -1 dims by nothing but the message, so one row may be as wide as the
+        # proxy's cap (32 MiB of int64); every request of an execute sits in the stub's /dev/shm
+        # region at once and a region never shrinks (a batcher merging 17 such requests: 128 -> 576
+        # MiB). A queue that never merges (_one_request_per_execute), and executes of one stub never
+        # overlap: for a non-decoupled model the stub runs an `async def execute` coroutine to
+        # completion before it reads the next (python_backend r24.10 src/pb_stub.cc ProcessRequests,
+        # lines 684-690: RunCoroutine(execute_return, false /* in_background */)). Its queue keeps
+        # the policy: a queued request waits for a whole execute (its slowest class), so it times out
+        # after the longest class timeout, or the caller's own `timeout` (the probe's "busy").
+        # Cost: only ROUTER_INSTANCES requests have parts at the class models at a time (measured:
+        # docs/SECURITY.md).
+        dynamic_batching=_one_request_per_execute(class_queue_timeouts(spec)[LENGTH_ROUTER]),
         instance_group=[mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=ROUTER_INSTANCES)],
     )
     _set_params(

@@ -186,7 +186,7 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
 def test_the_default_charts_shm_holds_every_region_at_its_ceiling(rendered):
     """The chart's default (the front proxy) bounds every Python stub's region, with every model
     addressable by name through the proxy's gRPC: the tokenizer and the length router take one
-    request per execute (no dynamic batcher), so a -1 dim as wide as the proxy's cap is one
+    request per execute (a queue that never merges), so a -1 dim as wide as the proxy's cap is one
     message per execute (before: 256 requests of 33 MB per router execute, ~34 GB)."""
     from export.shm_budget import shm_need
     from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config

@@ -525,7 +525,7 @@ def test_a_burst_of_one_pair_requests_with_large_texts_is_refused_one_by_one(ser
     per-text limit: each oversize one is refused alone (INVALID_ARGUMENT naming the field and the
     limit), the others are scored, the server stays ready, and the tokenizer regions stay within
     export/shm_budget.py's ceiling for the bytes sent, computed with the requests one execute of
-    the generated tokenizer config may hold (one: it has no dynamic batcher; a batcher's
+    the generated tokenizer config may hold (one: its queue never merges; a merging batcher's
     preferred_batch_size of 4 was tried before and ran executes of 7). Printed: the executes'
     sizes and the regions."""
     import concurrent.futures
@@ -710,7 +710,7 @@ def test_a_burst_of_widest_one_row_router_requests_keeps_its_regions_under_the_c
     nothing but the message, so a one-row request may be as wide as the proxy's cap admits:
     [1, 2,097,152] int64 ids and mask, 32 MiB. A burst of such requests (half refused by the
     router for their length, half with a short mask, scored), while wide valid requests keep both
-    router instances busy: every router execute holds one request (no dynamic batcher), each
+    router instances busy: every router execute holds one request (its queue never merges), each
     router stub's region stays at or below export/shm_budget.py's ceiling computed from the served
     config and the proxy's cap, the chart's need (every Python stub of its repository, each model
     addressable by name) fits its /dev/shm, the server stays ready and a known-good request scores
@@ -805,28 +805,24 @@ def test_a_burst_of_widest_one_row_router_requests_keeps_its_regions_under_the_c
     stats.close()
 
 
-def test_a_requests_own_timeout_is_not_applied_at_the_router(server, proxy):
-    """Issue 26 item 5's cost, on the real server: the length router has no dynamic batcher, so
-    Triton 2.51 hands its requests straight to an instance (core r24.10 dynamic_batch_scheduler.cc
-    Enqueue: without batching no PriorityQueue, no queue policy), and neither the model's default
-    queue timeout nor a request's own `timeout` applies there. A `rerank_windows` request with a
-    1 us timeout (the ensemble passes it to every step: core r24.10 ensemble_scheduler.cc) is
-    served: the tokenizer and window_reduce have no batcher either, and the router's BLS calls
-    carry no timeout of their own, so the class models apply their default. Before, the router's
-    queue policy (allow_timeout_override) refused it with UNAVAILABLE "Request timeout expired".
-    Load is still shed where a batcher queues: the class models, and `rerank`'s one-class path."""
+def test_the_router_and_tokenizer_queues_shed_while_one_request_runs_per_execute(server, proxy):
+    """Issue 26 item 5 and its review: the tokenizer's and the length router's queues never merge
+    (triton_config._one_request_per_execute: preferred size [1], no delay), yet they keep a queue
+    policy, so a request's own `timeout` still sheds there with UNAVAILABLE "Request timeout
+    expired" - what the health probe reads as busy. Without a queue (no `dynamic_batching`, the
+    first fix) a direct router request with a 1 us timeout was served, and a router flood made the
+    probe time out instead (review: 9 probe failures in a row at max_length 2,048)."""
     from common.raw_rerank import rerank_inputs as inputs_of
 
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{proxy.grpc_port}")
-    stride = grpcclient.InferInput("window_stride", [len(GOOD_Q), 1], "INT32")
-    stride.set_data_from_numpy(np.zeros((len(GOOD_Q), 1), np.int32))
-    answer = client.infer("rerank_windows", [*inputs_of(GOOD_Q, GOOD_P), stride], timeout=1)
-    assert answer.as_numpy("score").shape == (len(GOOD_Q), 1)
     ids = np.full((1, 16), 5, np.int64)
-    direct = client.infer("length_router", _router_inputs(ids, np.ones_like(ids)), timeout=1)
-    assert direct.as_numpy("logit").shape == (1, 1)
-    # Where a batcher queues, the request's own timeout still sheds it (the class model).
-    with pytest.raises(InferenceServerException, match="Request timeout expired") as err:
-        client.infer("cross_encoder", _router_inputs(ids, np.ones_like(ids)), timeout=1)
-    assert err.value.status() == "StatusCode.UNAVAILABLE"
+    for model, inputs in (
+        ("length_router", _router_inputs(ids, np.ones_like(ids))),
+        ("tokenizer", inputs_of(GOOD_Q, GOOD_P)),
+    ):
+        with pytest.raises(InferenceServerException, match="Request timeout expired") as err:
+            client.infer(model, inputs, timeout=1)
+        assert err.value.status() == "StatusCode.UNAVAILABLE", model
+    # Without a timeout of its own the same requests are served.
+    assert client.infer("length_router", _router_inputs(ids, np.ones_like(ids))).as_numpy("logit").shape == (1, 1)
     client.close()

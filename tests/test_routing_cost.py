@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from export.settings import DEVICE_FLOPS, IN_PROCESS_RUN_S, RUN_OVERHEAD_S, ServingLimits
+from export.shm_budget import requests_per_execute
 from export.tensorrt_profiles import length_classes
 from export.triton_config import RepositorySpec, all_configs, split_cost
 from reranker_client.contract import (
@@ -184,9 +185,11 @@ def test_no_batcher_wait_for_a_request_that_arrives_alone():
     tokenizer's queue per request at 200 us); every Python step of the CPU path waits for none."""
     for backend in ("python", "onnxruntime", "tensorrt"):
         configs = all_configs(RepositorySpec(backend=backend))
-        # The tokenizer and the router have no batcher at all (one request per execute, issue 26 item 5).
-        assert not configs[TOKENIZER].HasField("dynamic_batching"), backend
-        assert not configs[LENGTH_ROUTER].HasField("dynamic_batching"), backend
+        # The tokenizer's and the router's queues never merge (one request per execute, issue 26
+        # item 5) and hold no request back.
+        for model in (TOKENIZER, LENGTH_ROUTER):
+            assert requests_per_execute(configs[model]) == 1, (backend, model)
+            assert configs[model].dynamic_batching.max_queue_delay_microseconds == 0, (backend, model)
     assert (
         all_configs(RepositorySpec(backend="python"))[CROSS_ENCODER].dynamic_batching.max_queue_delay_microseconds == 0
     )

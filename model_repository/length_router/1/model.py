@@ -8,9 +8,9 @@ max_batch_size * max_length <= MAX_BATCH_TOKENS; this model splits each request 
 so the class models batch them with everything else (windows of a window-mode request
 included, and the parts the other router instances send).
 
-One request per execute (issue 26 item 5): the config gives this model no dynamic batcher
-(export/triton_config.py router_config), so Triton's default scheduler hands each request to an
-instance alone (core r24.10 src/backend_model.cc SetConfiguredScheduler), and this stub runs one
+One request per execute (issue 26 item 5): the config gives this model a queue that never merges
+(export/triton_config.py _one_request_per_execute: preferred_batch_size [1], no delay), so Triton
+hands each request to an instance alone, and this stub runs one
 execute at a time although `execute` is a coroutine: for a non-decoupled model the stub waits for
 it to complete before it reads the next batch (python_backend r24.10 src/pb_stub.cc
 ProcessRequests, lines 684-690: RunCoroutine(execute_return, false /* in_background */)). So this
