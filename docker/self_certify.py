@@ -187,6 +187,39 @@ def missing_certificate() -> dict:
     return {"passed": False, "missing": True, "failures": [], "certificate_sha256": ""}
 
 
+def int8_cpu_check(fixture: dict, cpuinfo: Path = Path("/proc/cpuinfo")) -> dict | None:
+    """An int8 certificate records the CPU its export gate ran on (served.int8_gate_cpu): dynamic
+    int8's error depends on the int8 GEMM kernel ONNX Runtime picks for the CPU (export/cpu_isa.py),
+    so a node with another kernel serves numbers the export never measured. This node's own
+    certificate run is what decides; this says why, where it fails (review of issue 31: a graph
+    exported on a VNNI host served on AVX2 failed with nothing naming the CPU). None: no record."""
+    recorded = (fixture.get("served") or {}).get("int8_gate_cpu")
+    if not recorded:
+        return None
+    try:
+        from export import cpu_isa  # the repository checkout (local launcher)
+    except ImportError:  # the serving image copies it beside this file
+        import cpu_isa  # type: ignore[no-redef]
+    here = cpu_isa.describe(cpuinfo)
+    return {
+        "export_kernel": recorded.get("mlas_u8s8_kernel", ""),
+        "export_cpu": recorded.get("cpu", ""),
+        "here_kernel": here["mlas_u8s8_kernel"],
+        "here_cpu": here["cpu"],
+        "same_kernel": recorded.get("mlas_u8s8_kernel") == here["mlas_u8s8_kernel"],
+    }
+
+
+def cpu_mismatch_failure(cpu: dict | None) -> str | None:
+    if cpu is None or cpu["same_kernel"]:
+        return None
+    return (
+        f"this node's int8 kernel ({cpu['here_kernel']}, {cpu['here_cpu'] or 'unknown CPU'}) is not the one the "
+        f"export was gated on ({cpu['export_kernel']}, {cpu['export_cpu'] or 'unknown CPU'}): export on a CPU "
+        "like the serving nodes' or pin the pods to such nodes (docs/CPU.md)"
+    )
+
+
 def run_certificate(grpc_url: str, repository: Path, pairs: int, timeout: float) -> dict:
     from reranker_client.certificate import FixtureError, fixture_path, load_fixture
     from reranker_client.errors import RerankError
@@ -199,13 +232,19 @@ def run_certificate(grpc_url: str, repository: Path, pairs: int, timeout: float)
         doc = verify(grpc_url, certificate_subset(fixture, pairs), protocol="grpc", timeout=timeout)
     except (FixtureError, RerankError, OSError) as err:
         return {"passed": False, "failures": [f"no verdict: {type(err).__name__}: {err}"], "certificate_sha256": ""}
+    cpu = int8_cpu_check(fixture)
+    mismatch = cpu_mismatch_failure(cpu)
+    failures = list(doc["failures"])
+    if failures and mismatch:
+        failures.insert(0, mismatch)  # the likely reason first
     return {
         "passed": bool(doc["passed"]),
         "pairs": doc["pairs"],
         "precision": doc["precision"],
         "max_abs_logit": doc["max_abs_logit"],
         "max_abs_score": doc["max_abs_score"],
-        "failures": doc["failures"],
+        "failures": failures,
+        "cpu": cpu,
         "seconds": doc["seconds"],
         "certificate_sha256": sha,
     }
@@ -239,6 +278,9 @@ def verdict_line(verdict: dict) -> str:
     taken = sum(e["taken"] for e in engines.values())
     if cert.get("missing"):
         numbers = "NO CERTIFICATE (engines checked only; not published)"
+    cpu = cert.get("cpu")
+    if cpu:  # an int8 certificate: which kernel ran it here, and which the export was gated on
+        numbers += f"; int8 kernel here {cpu['here_kernel']} (export: {cpu['export_kernel']})"
     problems = [f"{m}: {e['detail']}" for m, e in engines.items() if not e["taken"]] + cert["failures"]
     return (
         f"{LOG_PREFIX} {'PASS' if verdict['passed'] else 'FAIL'} ({verdict['mode']}; "

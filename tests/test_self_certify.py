@@ -132,6 +132,55 @@ def test_engine_check_runs_without_a_certificate_and_gates_readiness(tmp_path, c
         bare.prepare()
 
 
+AVX2_CPUINFO = "model name\t: AMD EPYC (AVX2 box)\nflags\t\t: fpu sse2 avx2 fma\n"
+VNNI_CPUINFO = "model name\t: Xeon (VNNI box)\nflags\t\t: avx2 fma avx512f avx512bw avx512dq avx512vl avx512_vnni\n"
+
+
+def test_an_int8_certificate_names_the_cpu_kernel_mismatch_where_it_fails(tmp_path):
+    """Review of issue 31: a graph exported (and gated) on a VNNI host and served on AVX2 failed its
+    self-certification with nothing naming the CPU. The verdict now says which int8 kernel ran here
+    and which the export was gated on; a failure puts the mismatch first. A certificate without a
+    record (fp32/fp16) gets no CPU note."""
+    (tmp_path / "avx2").write_text(AVX2_CPUINFO)
+    (tmp_path / "vnni").write_text(VNNI_CPUINFO)
+    from export import cpu_isa
+
+    fixture = {"served": {"int8_gate_cpu": cpu_isa.describe(tmp_path / "vnni")}}
+    assert selfcert.int8_cpu_check({"served": {}}, tmp_path / "avx2") is None
+    same = selfcert.int8_cpu_check(fixture, tmp_path / "vnni")
+    assert same["same_kernel"] and selfcert.cpu_mismatch_failure(same) is None
+    other = selfcert.int8_cpu_check(fixture, tmp_path / "avx2")
+    assert (other["export_kernel"], other["here_kernel"], other["same_kernel"]) == ("Avx512Vnni", "Avx2", False)
+    message = selfcert.cpu_mismatch_failure(other)
+    assert "Avx2" in message and "Avx512Vnni" in message and "VNNI box" in message
+    verdict = {
+        "passed": False,
+        "ready": False,
+        "mode": "fail",
+        "device": "cpu",
+        "engines": {},
+        "certificate": {
+            "max_abs_logit": 1.5,
+            "max_abs_score": 0.36,
+            "pairs": 10,
+            "certificate_sha256": "ab" * 32,
+            "failures": [message, "max |d score| 0.36 > 0.05"],
+            "cpu": other,
+        },
+    }
+    line = selfcert.verdict_line(verdict)
+    assert "int8 kernel here Avx2 (export: Avx512Vnni)" in line and line.index("this node's int8 kernel") < line.index(
+        "max |d score| 0.36"
+    )
+
+
+def test_the_serving_image_copies_what_self_certify_imports():
+    """In the image export/ is absent: self_certify falls back to cpu_isa.py copied beside it."""
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    copy = next(line for line in dockerfile.splitlines() if "docker/self_certify.py" in line)
+    assert "export/cpu_isa.py" in copy and copy.rstrip().endswith("/opt/reranker/")
+
+
 def test_certificate_subset_covers_languages_first_and_keeps_the_ranking_list():
     fixture = {
         "pairs": [{"language": lang, "i": i} for i, lang in enumerate(["en", "en", "de", "fr", "fr", "ja"])],
