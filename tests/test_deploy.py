@@ -398,6 +398,9 @@ def test_compose_and_dockerfile_facts():
     }
     assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1"} <= set(triton["command"])
     proxy = compose["services"]["proxy"]
+    # The only door opens once the probe and the self-certification verdict pass.
+    assert proxy["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert "--verdict=/tmp/reranker-selfcert.json" in triton["healthcheck"]["test"]
     assert proxy["network_mode"] == "service:triton"
     assert "../deploy/helm/bge-reranker/files/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
     assert any("/trt-cache" in v for v in triton["volumes"])

@@ -71,6 +71,9 @@ def test_cpu_chart_and_compose_values(rendered):
     compose = yaml.safe_load((ROOT / "docker/compose.cpu.yaml").read_text())
     service = compose["services"]["triton"]
     assert "deploy" not in service and service["cpus"] == settings.CPU_POD_CPUS
+    # The header's arithmetic says the same number (review of issue 31: it said 8 while cpus was 6).
+    assert f"CPU_POD_STUB_CPUS = {settings.CPU_POD_CPUS})" in (ROOT / "docker/compose.cpu.yaml").read_text()
+    assert compose["services"]["proxy"]["depends_on"] == {"triton": {"condition": "service_healthy"}}
     assert "--local=none" in service["command"] and not any("trt-cache" in a for a in service["command"])
     assert [a for a in service["command"] if a.startswith(("--exit-timeout-secs", "--backend-config"))] == (
         settings.server_flags()
