@@ -22,3 +22,16 @@ def pair_tokenization_module() -> ModuleType:
         sys.modules["pair_tokenization"] = module
         spec.loader.exec_module(module)
     return sys.modules["pair_tokenization"]
+
+
+def routing_module() -> ModuleType:
+    """model_repository/length_router/1/routing.py (copied into each Python-backend class model):
+    the split rule the cross-encoder applies inside its own runs (batch_parts, cut)."""
+    if "routing" not in sys.modules:
+        path = SOURCE_REPOSITORY / "length_router" / "1" / "routing.py"
+        spec = importlib.util.spec_from_file_location("routing", path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["routing"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["routing"]

@@ -48,6 +48,7 @@ from export.settings import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_LENGTH,
     DEFAULT_MODEL_ID,
+    IN_PROCESS_RUN_S,
     TOKENIZER_INSTANCES,
     ServingLimits,
 )
@@ -60,8 +61,8 @@ from export.tensorrt_build import (
     timing_cache_path,
     write_build_files,
 )
-from export.tensorrt_profiles import check_consistency, profiles_for
-from export.triton_config import RepositorySpec, engine_cache_prefix
+from export.tensorrt_profiles import check_consistency, length_classes, profiles_for
+from export.triton_config import RepositorySpec, engine_cache_prefix, split_cost
 from export.trt_import import load_tensorrt
 
 
@@ -359,6 +360,7 @@ def _escalate(
     attempts: list[dict[str, Any]],
     next_try: Callable[[Any], str],
     extra_metrics: bool = False,
+    compositions: parity.Compositions | None = None,
 ) -> None:
     """Build the lossy graph at each rung (each keeps more in fp32) until the held-out gate passes
     on it or the rungs run out; every try is recorded in `attempts` (manifest.json, parity.json)
@@ -373,18 +375,36 @@ def _escalate(
             parity.onnx_runner(ort_session(path)),
             description,
             "served",
+            compositions,
         )
         ctx.reports[precision] = gate
         release_memory()
         record.update(max_abs_logit=gate.max_abs_logit, max_abs_score=gate.max_abs_score)
         if extra_metrics:
             record.update(kendall_tau=gate.kendall_tau, padding_max_abs_logit=gate.padding_max_abs_logit)
+        if compositions is not None:
+            record.update(worst_composition=gate.worst_composition, compositions=gate.compositions)
         record["passed"] = gate.passed
         attempts.append(record)
         _print_gate(gate)
         if gate.passed or level + 1 == len(rungs):
             break
         print(f"[export] {precision} gate failed; {next_try(rungs[level + 1])}", flush=True)
+
+
+def served_compositions(spec: RepositorySpec) -> parity.Compositions:
+    """The batches the served int8 model can form (export/parity.py, Compositions): its length
+    classes' batch sizes, and the Python class model's split rule (the onnxruntime backend runs a
+    batch whole, which the `served` composition covers either way)."""
+    classes = length_classes(spec.limits)
+
+    def class_batch(length: int) -> int:
+        return next((c.max_batch for c in classes if length <= c.max_length), classes[-1].max_batch)
+
+    return parity.Compositions(
+        class_batch=class_batch,
+        split_cost=split_cost(spec, IN_PROCESS_RUN_S) if spec.backend == "python" else None,
+    )
 
 
 def stage_int8(ctx: ExportContext) -> None:
@@ -422,6 +442,7 @@ def stage_int8(ctx: ExportContext) -> None:
         ctx.int8_attempts,
         lambda rung: f"quantizing again with {rung.describe(layers)} kept in fp32",
         extra_metrics=True,
+        compositions=served_compositions(ctx.spec),
     )
     # The CPU the gate's numbers were taken on (its int8 kernel decides the error: docs/CPU.md):
     # the certificate carries it beside the bounds, so a serving CPU of another ISA is visible.
