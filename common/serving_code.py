@@ -12,26 +12,23 @@ from types import ModuleType
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 
 
-def pair_tokenization_module() -> ModuleType:
-    """model_repository/tokenizer/1/pair_tokenization.py, imported once under the name the server uses."""
-    if "pair_tokenization" not in sys.modules:
-        path = SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py"
-        spec = importlib.util.spec_from_file_location("pair_tokenization", path)
+def _serving_module(name: str, path: Path) -> ModuleType:
+    """Import `path` once, under `name`: the name the server's own imports use."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
-        sys.modules["pair_tokenization"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["pair_tokenization"]
+    return sys.modules[name]
+
+
+def pair_tokenization_module() -> ModuleType:
+    """model_repository/tokenizer/1/pair_tokenization.py, imported once under the name the server uses."""
+    return _serving_module("pair_tokenization", SOURCE_REPOSITORY / "tokenizer" / "1" / "pair_tokenization.py")
 
 
 def routing_module() -> ModuleType:
     """model_repository/length_router/1/routing.py (copied into each Python-backend class model):
     the split rule the cross-encoder applies inside its own runs (batch_parts, cut)."""
-    if "routing" not in sys.modules:
-        path = SOURCE_REPOSITORY / "length_router" / "1" / "routing.py"
-        spec = importlib.util.spec_from_file_location("routing", path)
-        assert spec is not None and spec.loader is not None, path
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["routing"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["routing"]
+    return _serving_module("routing", SOURCE_REPOSITORY / "length_router" / "1" / "routing.py")
