@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAINED = "trained"  # common/trained_standin.py's model (4 x 128), the others common/standin_model.py's shapes
 
 
-def prepare(shape: str, work: Path, max_length: int) -> dict[str, Path]:
-    """Stand-in model -> fp32 ONNX (the export's graph) -> int8 ONNX (the export's first rung).
+def prepare(shape: str, work: Path, max_length: int, rung: int = 0) -> dict[str, Path]:
+    """Stand-in model -> fp32 ONNX (the export's graph) -> int8 ONNX at escalation rung `rung` (0: the
+    first; the gate decides which rung an export ships, e.g. 3 for the trained stand-in: docs/CPU.md).
     Reused when already there."""
     from common import standin_model
     from export.int8_quantization import INT8_ESCALATION, quantize_int8
@@ -51,7 +52,8 @@ def prepare(shape: str, work: Path, max_length: int) -> dict[str, Path]:
     model_dir = work / f"model_{shape}"
     fp32 = work / f"fp32_{shape}" / "model.onnx"
     # The recipe follows this CPU's int8 kernel (export/int8_quantization.recipe_for): one graph per recipe.
-    int8 = work / f"int8_{shape}_{recipe_name(shipped_recipe())}" / "model.onnx"
+    rung_suffix = f"_rung{rung}" if rung else ""
+    int8 = work / f"int8_{shape}_{recipe_name(shipped_recipe())}{rung_suffix}" / "model.onnx"
     if shape == TRAINED:
         from common import trained_standin
 
@@ -69,7 +71,7 @@ def prepare(shape: str, work: Path, max_length: int) -> dict[str, Path]:
         export_onnx(model, fp32, max_length)
         del model
     if not int8.exists():
-        quantize_int8(fp32, int8, layers, INT8_ESCALATION[0])
+        quantize_int8(fp32, int8, layers, INT8_ESCALATION[rung])
     return {"model": model_dir, "fp32": fp32, "int8": int8}
 
 
@@ -180,7 +182,7 @@ def recipe_name(recipe) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     limits = ServingLimits(max_length=args.max_length)
-    paths = prepare(args.shape, args.work, args.max_length)
+    paths = prepare(args.shape, args.work, args.max_length, args.rung)
     feeds, order, real_tokens = request_batches(paths["model"], limits, args.passages)
     rows = sum(len(c) for c in order)
     padded_tokens = sum(int(f["input_ids"].size) for f in feeds)
@@ -238,6 +240,7 @@ def run(args: argparse.Namespace) -> dict:
             # ONNX Runtime's int8 GEMM kernel on this CPU and the recipe it got (export/cpu_isa.py)
             "mlas_u8s8_kernel": cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags()),
             "int8_recipe": recipe_name(shipped_recipe()),
+            "int8_rung": args.rung,
             "load_avg_1m_during": load,
             "shared": "yes: a 2-core machine shared with other agents' work; run under flock /tmp/heavy.lock "
             "(no server tests at the same time), other light work did run",
@@ -306,6 +309,7 @@ def m_cpu(r: dict) -> str:
     kernel = ""
     if "int8_recipe" in m:  # result files written before the recipe followed the CPU do not say
         kernel = f"; ONNX Runtime int8 kernel {m['mlas_u8s8_kernel']}, recipe {m['int8_recipe']}"
+        kernel += f", escalation rung {m.get('int8_rung', 0)}"
     return f"{m['cpu']}, {m['cores']} cores, flags visible: {' '.join(flags) or 'none'}{kernel}"
 
 
@@ -325,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="int8 weights: auto = what the export ships on this CPU (export/int8_quantization.recipe_for); "
         "vnni = s8 (optimum's avx512_vnni preset); no-vnni = U8U8",
+    )
+    parser.add_argument(
+        "--rung",
+        type=int,
+        default=0,
+        help="int8 escalation rung (export/int8_quantization.INT8_ESCALATION index): the one the export's gate chose",
     )
     parser.add_argument("--memory-probe", nargs=2, metavar=("GRAPH", "MODEL_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -349,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.recipe != "auto":
         stem = stem.with_name(f"{stem.name}_{args.recipe}")
+    if args.rung:
+        stem = stem.with_name(f"{stem.name}_rung{args.rung}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
