@@ -145,7 +145,13 @@ def _stop_and_check(launcher: Launcher, signum: int, exit_code: int = 0) -> None
     server = launcher.server_pid()
     assert _alive(server) and not any(_port_free(p) for p in launcher.ports)
     launcher.proc.send_signal(signum)
-    assert launcher.proc.wait(timeout=60) == exit_code, "".join(launcher.lines)[-3000:]
+    try:
+        code = launcher.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # say where the launcher was (CI saw one such stop once, under load)
+        launcher.proc.kill()
+        tail = "".join(launcher.lines)[-3000:]
+        raise AssertionError(f"launcher still running 60 s after the signal:\n{tail}") from None
+    assert code == exit_code, "".join(launcher.lines)[-3000:]
     deadline = time.monotonic() + 10
     while _alive(server) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -62,7 +62,7 @@ def test_spread_head_gives_the_list_a_real_rerankers_span(tiny_model):
     from transformers import AutoTokenizer, XLMRobertaForSequenceClassification
 
     model = XLMRobertaForSequenceClassification.from_pretrained(tiny_model, use_safetensors=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model, use_safetensors=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trainer scores (float sums depend on the thread split)
     try:
