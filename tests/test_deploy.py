@@ -142,6 +142,25 @@ def _door_request_bytes(objects: list[dict], tokenizer) -> tuple[str, int]:
     return "triton", settings.TRITON_GRPC_MAX_MESSAGE_BYTES
 
 
+def _shm_cases(objects):
+    """(backend, max_length, door, request cap, shm need per Python model, the pod's /dev/shm) for
+    one render, at every GPU backend and max_length. The proxy's gRPC and Triton's own port let a
+    caller name any model (direct calls counted); REST exclusivity leaves only the ensembles."""
+    from export.shm_budget import shm_need
+    from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
+
+    deployment = _one(objects, "Deployment", "rr-bge-reranker")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
+    for backend in ("onnxruntime", "tensorrt"):
+        for max_length in SHM_MAX_LENGTHS:
+            limits = settings.ServingLimits(max_length=max_length)
+            spec = RepositorySpec(limits=limits, backend=backend)
+            door, cap = _door_request_bytes(objects, tokenizer_config(spec))
+            need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap, door != "rest")
+            yield backend, max_length, door, cap, need, shm
+
+
 def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     """Issue 26 item 5: each Python stub's region at its ceiling (export/shm_budget.py: a region
     ends below max(default, 2 x execute bytes + growth); a tokenizer execute is one request, of at
@@ -152,29 +171,16 @@ def test_the_charts_shm_holds_every_python_region_at_its_ceiling(rendered):
     REST exclusivity) it cannot fit, and docs/SECURITY.md says so; this test keeps that list
     honest. The chart's default (the proxy on, issue 26) fits; only the documented opt-out
     deploy/helm/values/direct.yaml does not."""
-    from export.shm_budget import shm_need
-    from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
-
     doors, unbounded = {}, set()
     for variant, objects in rendered.items():
-        deployment = _one(objects, "Deployment", "rr-bge-reranker")
-        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-        shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
-        for backend in ("onnxruntime", "tensorrt"):
-            for max_length in SHM_MAX_LENGTHS:
-                limits = settings.ServingLimits(max_length=max_length)
-                spec = RepositorySpec(limits=limits, backend=backend)
-                door, cap = _door_request_bytes(objects, tokenizer_config(spec))
-                doors[variant] = (door, cap)
-                # The proxy's gRPC and Triton's own port let a caller name any model; REST
-                # exclusivity leaves only the ensembles reachable.
-                need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap, door != "rest")
-                assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
-                if sum(need.values()) > shm:
-                    unbounded.add(variant)
-                    assert door == "triton", (variant, backend, max_length, door, cap, need, shm)
-                else:
-                    print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
+        for backend, max_length, door, cap, need, shm in _shm_cases(objects):
+            doors[variant] = (door, cap)
+            assert set(need) >= {"tokenizer", "length_router", "window_reduce"}
+            if sum(need.values()) > shm:
+                unbounded.add(variant)
+                assert door == "triton", (variant, backend, max_length, door, cap, need, shm)
+            else:
+                print(f"{variant} {backend} {max_length}: {sum(need.values()) >> 20} MiB of {shm >> 20} MiB")
     assert {v for v, (door, _) in doors.items() if door == "triton"} == unbounded
     assert doors["default"][0] == "proxy", doors
     assert "direct" in unbounded, unbounded
@@ -188,21 +194,9 @@ def test_the_default_charts_shm_holds_every_region_at_its_ceiling(rendered):
     addressable by name through the proxy's gRPC: the tokenizer and the length router take one
     request per execute (a queue that never merges), so a -1 dim as wide as the proxy's cap is one
     message per execute (before: 256 requests of 33 MB per router execute, ~34 GB)."""
-    from export.shm_budget import shm_need
-    from export.triton_config import RepositorySpec, all_configs, routed_batch_size, tokenizer_config
-
-    objects = rendered["default"]
-    deployment = _one(objects, "Deployment", "rr-bge-reranker")
-    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
-    shm = _bytes(volumes["dshm"]["emptyDir"]["sizeLimit"])
-    for backend in ("onnxruntime", "tensorrt"):
-        for max_length in SHM_MAX_LENGTHS:
-            limits = settings.ServingLimits(max_length=max_length)
-            spec = RepositorySpec(limits=limits, backend=backend)
-            door, cap = _door_request_bytes(objects, tokenizer_config(spec))
-            assert door == "proxy", door
-            need = shm_need(all_configs(spec), max_length, routed_batch_size(limits), cap, direct_calls=True)
-            assert sum(need.values()) <= shm, (backend, max_length, need)
+    for backend, max_length, door, _cap, need, shm in _shm_cases(rendered["default"]):
+        assert door == "proxy", door  # the proxy's gRPC lets a caller name every model: direct calls counted
+        assert sum(need.values()) <= shm, (backend, max_length, need)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
