@@ -92,13 +92,22 @@ FLAG_NOTE = (
 def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
     """The stand-in model of `shape` and its CPU export whose cross-encoder instances run
     `threads` intra-op threads each. An export made for another thread count is reused: its
-    files hard-linked, only the class models' `intra_op_threads` parameter rewritten."""
+    files hard-linked, only the class models' `intra_op_threads` parameter rewritten. An export
+    whose serving code differs from the checkout's is removed and exported again."""
+    import shutil
+
     from common import standin_model
+    from export.repository import code_differences
 
     model_dir, repo = root / f"bench-model-{shape}", root / f"bench-repo-{shape}-t{threads}"
     if not (model_dir / "model.safetensors").exists():
         print(f"[bench] building the {shape} stand-in model ...", flush=True)
         standin_model.build(model_dir, shape)
+    for export in sorted(root.glob(f"bench-repo-{shape}-t*")):
+        stale = code_differences(export) if (export / "manifest.json").exists() else []
+        if stale:  # an export made before the serving code changed would measure the old code
+            print(f"[bench] {export} serves older code ({', '.join(stale[:3])}, ...): removed", flush=True)
+            shutil.rmtree(export)
     if not (repo / "manifest.json").exists():
         other = next((p for p in sorted(root.glob(f"bench-repo-{shape}-t*")) if (p / "manifest.json").exists()), None)
         if other is not None:
@@ -156,7 +165,12 @@ def workload(tokenizer_json: str, requests: int, passages: int, max_length: int)
 
 
 def server_counters(metrics_url: str) -> dict[str, float]:
-    """Our padding counters, and the cross-encoder's queue time and request counts (Triton's own)."""
+    """Our padding counters, and the cross-encoder's queue time and request counts (Triton's own).
+    Read once what was counted so far has been sent: the tokenizer sends its counters once every
+    FLUSH_S, off the request path (model_repository/tokenizer/1/deferred_counters.py)."""
+    from common.serving_code import deferred_counters_module
+
+    time.sleep(1.5 * deferred_counters_module().FLUSH_S)
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
 
     def total(name, model=None):

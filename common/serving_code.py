@@ -32,3 +32,9 @@ def routing_module() -> ModuleType:
     """model_repository/length_router/1/routing.py (copied into each Python-backend class model):
     the split rule the cross-encoder applies inside its own runs (batch_parts, cut)."""
     return _serving_module("routing", SOURCE_REPOSITORY / "length_router" / "1" / "routing.py")
+
+
+def deferred_counters_module() -> ModuleType:
+    """model_repository/tokenizer/1/deferred_counters.py (copied into each Python-backend class model):
+    the models' own Prometheus counters, sent once every FLUSH_S off the request path."""
+    return _serving_module("deferred_counters", SOURCE_REPOSITORY / "tokenizer" / "1" / "deferred_counters.py")

@@ -5,7 +5,8 @@ Layout (the committed model_repository/ is the same, minus weights and tokenizer
     rerank/config.pbtxt, rerank/1/placeholder.txt       ensemble: tokenizer -> length_router (1 class: cross_encoder)
     rerank_windows/config.pbtxt, rerank_windows/1/...   ensemble: tokenizer -> length_router -> window_reduce
     tokenizer/config.pbtxt, tokenizer/1/{model.py, pair_tokenization.py, pair_windows.py, text_cuts.py,
-                                         padding_metrics.py, tokenizer.json, contract.py}
+                                         padding_metrics.py, deferred_counters.py, tokenizer.json,
+                                         contract.py}
     length_router/, window_reduce/                      Python models (code only)
     cross_encoder/config.pbtxt, cross_encoder/1/{model.onnx | model.plan | model.py+model.onnx}
     cross_encoder_<bound>/...                           the other length classes (max_length > 512):
@@ -42,13 +43,21 @@ from reranker_client.contract import CROSS_ENCODER, ENSEMBLE, LENGTH_ROUTER, TOK
 
 # The code each Python model's version folder carries, copied from the committed repository.
 MODEL_CODE = {
-    TOKENIZER: ("model.py", "pair_tokenization.py", "pair_windows.py", "text_cuts.py", "padding_metrics.py"),
+    TOKENIZER: (
+        "model.py",
+        "pair_tokenization.py",
+        "pair_windows.py",
+        "text_cuts.py",
+        "padding_metrics.py",
+        "deferred_counters.py",
+    ),
     LENGTH_ROUTER: ("model.py", "routing.py"),
     WINDOW_REDUCE: ("model.py", "reduction.py"),
 }
 CROSS_ENCODER_CODE = ("model.py", "shape_limits.py")  # the Python backend's cross-encoder
-# ... and the length router's split rule, which it applies inside its own runs (one source, copied).
-CROSS_ENCODER_SHARED = ((LENGTH_ROUTER, "routing.py"),)
+# ... and the length router's split rule, which it applies inside its own runs, and the tokenizer's
+# off-request-path counters (one source each, copied).
+CROSS_ENCODER_SHARED = ((LENGTH_ROUTER, "routing.py"), (TOKENIZER, "deferred_counters.py"))
 # Every code file a Python-backend class model's version folder holds, besides the contract.
 CROSS_ENCODER_FILES = (*CROSS_ENCODER_CODE, *(filename for _, filename in CROSS_ENCODER_SHARED))
 # Every Python model reads tensor names from the wire contract; it is copied from the client
@@ -65,6 +74,28 @@ PLACEHOLDER_TEXT = (
     "Keeps this version folder in object storage (empty folders are dropped by "
     "`aws s3 sync` / `gsutil rsync`); Triton ignores it.\n"
 )
+
+
+def code_differences(repo: Path) -> list[str]:
+    """The serving code files of an exported repository that differ from (or lack) the checkout's:
+    a benchmark that reuses an export would otherwise measure the code it was exported with."""
+    expected: dict[Path, Path] = {}
+    for name, files in MODEL_CODE.items():
+        for filename in files:
+            expected[Path(name, "1", filename)] = SOURCE_REPOSITORY / name / "1" / filename
+        expected[Path(name, "1", CONTRACT_FILE)] = CONTRACT_SOURCE
+    for folder in sorted(repo.glob(f"{CROSS_ENCODER}*/1/model.py")):  # Python-backend class models only
+        version = folder.parent.relative_to(repo)
+        for filename in CROSS_ENCODER_CODE:
+            expected[version / filename] = SOURCE_REPOSITORY / CROSS_ENCODER / "1" / filename
+        for model, filename in CROSS_ENCODER_SHARED:
+            expected[version / filename] = SOURCE_REPOSITORY / model / "1" / filename
+        expected[version / CONTRACT_FILE] = CONTRACT_SOURCE
+    return [
+        str(relative)
+        for relative, source in sorted(expected.items())
+        if not (repo / relative).is_file() or (repo / relative).read_bytes() != source.read_bytes()
+    ]
 
 
 def copy_onnx(src: Path, dest: Path) -> None:

@@ -22,6 +22,29 @@ def metric(metrics_url: str, name: str, model: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
+def counter_flush_s() -> float:
+    """How often the models' own counters (reranker_*_total) are sent: they lag traffic by ~this."""
+    from common.serving_code import deferred_counters_module
+
+    return float(deferred_counters_module().FLUSH_S)
+
+
+def settle_counters() -> None:
+    """Wait until what earlier requests counted has been sent, so a `before` reading is final."""
+    time.sleep(2.5 * counter_flush_s())
+
+
+def counted(read: Callable[[], float], expected: float, timeout: float | None = None) -> float:
+    """`read()` once it equals `expected`, or its last value when `timeout` (default 5 flushes) runs
+    out: the models send their counters once every counter_flush_s(), off the request path."""
+    deadline = time.monotonic() + (5 * counter_flush_s() if timeout is None else timeout)
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = read()
+    return value
+
+
 def bad_and_good_together(bad_call, good_call, timeout: float = 60):
     """Start a failing call and a valid one at the same moment; return (error text, good result).
     Shows that a bad request fails alone while another is in flight."""

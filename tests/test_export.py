@@ -55,8 +55,10 @@ def test_fp32_export_passes_gate_and_documents_it(python_repo):
         "tokenizer/1/model.py",
         "tokenizer/1/pair_tokenization.py",
         "tokenizer/1/padding_metrics.py",
+        "tokenizer/1/deferred_counters.py",
         "cross_encoder/1/model.onnx",
         "cross_encoder/1/model.py",
+        "cross_encoder/1/deferred_counters.py",
         "rerank/config.pbtxt",
         "certificate.json",
     ):
@@ -417,3 +419,18 @@ def test_external_data_save_leaves_the_model_usable(tmp_path, monkeypatch):
     for path in tmp_path.iterdir():
         path.unlink()
     assert numpy_helper.to_array(model.graph.initializer[0]).sum() == 90000
+
+
+def test_code_differences_names_serving_code_older_than_the_checkout(python_repo, tmp_path):
+    """A benchmark reusing an export must not measure the code it was exported with
+    (benchmarks/bench.py ensure_model exports again when this names a file)."""
+    import shutil
+
+    from export.repository import code_differences
+
+    copy = tmp_path / "repo"
+    shutil.copytree(python_repo, copy, ignore=shutil.ignore_patterns("*.onnx*", "tokenizer.json"))
+    assert code_differences(copy) == []
+    (copy / "tokenizer" / "1" / "model.py").write_text("# the tokenizer as it was\n")
+    (copy / "cross_encoder" / "1" / "deferred_counters.py").unlink()
+    assert code_differences(copy) == ["cross_encoder/1/deferred_counters.py", "tokenizer/1/model.py"]

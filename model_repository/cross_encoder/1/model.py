@@ -27,6 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(__file__))
 import contract  # noqa: E402 - the wire contract, copied here from the client package at export
+from deferred_counters import DeferredCounters  # noqa: E402 - the tokenizer's, copied here
 from routing import batch_parts, cut, parse_split_cost  # noqa: E402 - the length router's, copied here
 from shape_limits import (  # noqa: E402
     METRIC_MAX_LENGTH,
@@ -82,7 +83,11 @@ class TritonPythonModel:
         self.families[METRIC_RUNS] = pb_utils.MetricFamily(
             name=METRIC_RUNS, description="ONNX Runtime runs made", kind=pb_utils.MetricFamily.COUNTER
         )
-        self.runs = self.families[METRIC_RUNS].Metric(labels={"model": self.name})
+        # Sent once a second off the request path (deferred_counters.py): a metric call is a round trip.
+        self.counters = DeferredCounters({METRIC_RUNS: self.families[METRIC_RUNS].Metric(labels={"model": self.name})})
+
+    def finalize(self):
+        self.counters.close()
 
     def execute(self, requests):
         feeds, responses = {}, [None] * len(requests)
@@ -148,7 +153,5 @@ class TritonPythonModel:
                 logit[where] = part_logit.reshape(-1, 1)
                 score[where] = part_score.reshape(-1, 1)
         finally:
-            # One increment per batch, not per part: each is a round trip to the server process
-            # (see shape_limits.ShapeRecord), and a split batch makes 2-4 runs.
-            self.runs.increment(made)
+            self.counters.add(METRIC_RUNS, made)
         return logit, score

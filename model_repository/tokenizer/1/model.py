@@ -75,8 +75,12 @@ class TritonPythonModel:
             max_windows_per_passage=int(params["max_windows_per_passage"]),
             max_windows_per_request=int(params["max_windows_per_request"]),
         )
-        # Useful vs computed (padded) tokens of every request emitted, on :8002 (padding_metrics.py).
+        # Useful vs computed (padded) tokens of every request emitted, on :8002 (padding_metrics.py),
+        # sent once a second off the request path.
         self.padding = PaddingMetrics(pb_utils, args["model_name"], args["model_version"])
+
+    def finalize(self):
+        self.padding.close()
 
     def execute(self, requests):
         truncate, window, responses = [], [], [None] * len(requests)
