@@ -143,6 +143,7 @@ bench: setup $(INFINITY_VENV)/.installed ## same inputs, interleaved trials, pai
 	$(PY) -m benchmarks.run_cost --out benchmarks/results
 	$(PY) -m benchmarks.serving_overhead --shape tiny --trials 200 --requests 4 --out benchmarks/results
 	$(PY) -m benchmarks.overhead_attribution --shape tiny --rounds 60 --out benchmarks/results
+	$(PY) -m benchmarks.overhead_by_request_size --shape tiny --trials 150 --out benchmarks/results
 	$(PY) -m benchmarks.serving_overhead --shape bench --requests 3 --trials 6 --no-router --breakdown-rounds 2 --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape tiny --out benchmarks/results
 	$(PY) -m benchmarks.bench --shape bench --out benchmarks/results

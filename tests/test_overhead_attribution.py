@@ -20,3 +20,35 @@ def test_a_request_is_attributed_only_to_the_models_that_served_it():
         "tokenizer": {"success": 2.5, "queue": 0.2, "executions": 1.0},
         "rerank": {"success": 9.0, "queue": 0.001, "executions": 1.0},
     }
+
+
+def test_the_fixed_cost_by_request_size_is_served_minus_the_same_runs_per_trial():
+    """benchmarks/overhead_by_request_size.py: per trial, ms per request = passages / pairs per second;
+    the fixed cost is served minus the same runs in process (the split's padding saving left out)."""
+    from benchmarks.overhead_by_request_size import summarise
+    from benchmarks.serving_overhead import IN_PROCESS, IN_PROCESS_PARTS, SERVED
+
+    # 8 passages per request; served 400 pairs/s = 20 ms, same runs 500 = 16 ms, one run 320 = 25 ms.
+    trials = [
+        {
+            SERVED: {"pairs_per_s": 400.0 * k},
+            IN_PROCESS_PARTS: {"pairs_per_s": 500.0 * k},
+            IN_PROCESS: {"pairs_per_s": 320.0 * k},
+        }
+        for k in (1.0, 1.0, 1.0)
+    ]
+    ratio = {"ratio": 1.25, "ci95": [1.2, 1.3], "trials": 3, "verdict": "faster"}
+    row = summarise(
+        {
+            "workload": "4 requests x 8 passages of similar length per system per trial, one request at a time",
+            "trials": trials,
+            "ratio_served_over_in_process": ratio,
+            "ratio_served_over_in_process_same_runs": {**ratio, "ratio": 0.8},
+            "cross_encoder_runs_per_request": 1.0,
+        }
+    )
+    assert row["passages_per_request"] == 8
+    assert (row["served_ms_per_request"], row["same_runs_in_process_ms_per_request"]) == (20.0, 16.0)
+    assert row["in_process_ms_per_request"] == 25.0
+    assert row["fixed_cost_ms"] == 4.0 and row["fixed_cost_ms_ci95"] == [4.0, 4.0]
+    assert row["work_needed_for_target_ms"] == 76.0  # 0.95 = w / (w + 4)  <=>  w = 19 x 4
