@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -57,7 +58,13 @@ def prepare(shape: str, work: Path, max_length: int, rung: int = 0) -> dict[str,
     if shape == TRAINED:
         from common import trained_standin
 
-        if not (model_dir / "model.safetensors").exists():
+        cached = model_dir / "model.safetensors"
+        if cached.exists() and trained_standin.weights_sha256(model_dir) != trained_standin.SHA256:
+            # Trained by an older recipe (or another stack): its graphs would be measured as today's.
+            print(f"[int8-bench] {model_dir}: weights differ from the pinned sha256, training again", flush=True)
+            for stale in (model_dir, fp32.parent, *work.glob(f"int8_{shape}_*")):
+                shutil.rmtree(stale, ignore_errors=True)
+        if not cached.exists():
             trained_standin.build(model_dir)
         layers = trained_standin.RECIPE.layers
     else:

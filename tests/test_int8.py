@@ -330,3 +330,32 @@ def test_int8_export_serve_verify_on_the_trained_standin(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
+
+
+def test_the_int8_benchmark_retrains_a_trained_standin_whose_weights_are_not_the_pinned_ones(tmp_path, monkeypatch):
+    """benchmarks.int8_vs_fp32 --shape trained reuses runs/int8_bench/model_trained: weights from an
+    older recipe (not trained_standin.SHA256) are trained again, and the graphs made from them go."""
+    from benchmarks import int8_vs_fp32
+    from common import trained_standin
+
+    model_dir = tmp_path / "model_trained"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"weights of an older recipe")
+    stale_graphs = [tmp_path / "fp32_trained", tmp_path / "int8_trained_u8u8_per_channel_rung3"]
+    for folder in stale_graphs:
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"graph of the older weights")
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def build(out_dir, *args, **kwargs):
+        built.append(out_dir)
+        raise Built
+
+    monkeypatch.setattr(trained_standin, "build", build)
+    with pytest.raises(Built):
+        int8_vs_fp32.prepare(int8_vs_fp32.TRAINED, tmp_path, 512, rung=3)
+    assert built == [model_dir]
+    assert not any(folder.exists() for folder in stale_graphs)
