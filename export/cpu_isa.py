@@ -12,6 +12,12 @@ AVX-VNNI -> `MlasGemmU8S8KernelAvxVnni`; AVX512 F+BW+DQ+VL -> `MlasGemmU8S8Kerne
 AVX512_VNNI on top -> `MlasGemmU8S8KernelAvx512Vnni` (vpdpbusd: int32 accumulation, no int16
 step); AMX-TILE + AMX-INT8 (and the OS granting tile state) -> `MlasGemmU8S8DispatchAmx`. The
 flags are read from /proc/cpuinfo (what the kernel exposes to this VM), the ladder mirrored here.
+
+Graphs with uint8 weights (the U8U8 recipe shipped without VNNI) run the u8u8 GEMM, whose ladder
+in the same constructor is shorter: AVX2+FMA -> `MlasGemmU8U8KernelAvx2` (both operands widened to
+int16, vpmaddwd: no saturation); AVX512 F+BW+DQ+VL -> `MlasGemmU8U8KernelAvx512Core`;
+AVX-VNNI-INT8 -> `MlasGemmU8U8DispatchAvx2Vnni` (set after the AVX-512 block, so it wins). VNNI
+and AMX do not change it (vpdpbusd and AMX-INT8 multiply u8 by s8).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ INT8_FLAGS = (
     "avx512_vnni",
     "amx_tile",
     "amx_int8",
+    "avx_vnni_int8",
 )
 
 
@@ -59,6 +66,24 @@ def mlas_u8s8_kernel(flags: list[str] | set[str]) -> str:
     return kernel
 
 
+def mlas_u8u8_kernel(flags: list[str] | set[str]) -> str:
+    """The MLAS u8u8 GEMM kernel these flags select (what a graph with uint8 weights runs)."""
+    have = set(flags)
+    kernel = "Sse"
+    if {"avx2", "fma"} <= have:
+        kernel = "Avx2"
+        if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= have:
+            kernel = "Avx512Core"
+        if "avx_vnni_int8" in have:
+            kernel = "Avx2Vnni"
+    return kernel
+
+
+def mlas_kernel_for(flags: list[str] | set[str], weights_uint8: bool) -> str:
+    """The int8 GEMM kernel a dynamic-int8 graph runs on these flags: u8u8 for uint8 weights, else u8s8."""
+    return mlas_u8u8_kernel(flags) if weights_uint8 else mlas_u8s8_kernel(flags)
+
+
 def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """What the certificate and the benchmark record: the flags, the kernel, the model name."""
     flags = cpu_flags(cpuinfo)
@@ -78,6 +103,7 @@ def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
         "cpu": model,
         "int8_flags": flags,
         "mlas_u8s8_kernel": mlas_u8s8_kernel(flags),
+        "mlas_u8u8_kernel": mlas_u8u8_kernel(flags),
         "vnni": any(f in flags for f in ("avx_vnni", "avx512_vnni", "amx_int8")),
         "source": str(cpuinfo),
     }

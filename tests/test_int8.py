@@ -167,6 +167,9 @@ def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch
     gate_cpu = ctx.fixture["served"]["int8_gate_cpu"]  # the ISA the numbers were taken on
     assert gate_cpu["mlas_u8s8_kernel"] == cpu_isa.mlas_u8s8_kernel(cpu_isa.cpu_flags())
     assert gate_cpu["int8_flags"] == cpu_isa.cpu_flags()
+    # uint8 weights (this recipe's) run the u8u8 GEMM: the kernel that ran is named as such.
+    assert gate_cpu["int8_weights"] == "uint8"
+    assert gate_cpu["mlas_kernel_run"] == cpu_isa.mlas_u8u8_kernel(cpu_isa.cpu_flags())
     assert "parity int8: FAIL" in capsys.readouterr().out
 
 

@@ -40,6 +40,11 @@ def test_mlas_kernel_and_recipe_follow_the_cpu_flags(tmp_path):
     assert cpu_isa.mlas_u8s8_kernel(avx512) == "Avx512Core"
     assert cpu_isa.mlas_u8s8_kernel(avx512 + ["avx512_vnni"]) == "Avx512Vnni"  # Zen 4, Ice Lake
     assert cpu_isa.mlas_u8s8_kernel(avx512 + ["avx512_vnni", "amx_tile", "amx_int8"]) == "Amx"
+    # uint8 weights run the u8u8 GEMM: VNNI and AMX multiply u8 by s8 and leave it alone.
+    assert cpu_isa.mlas_u8u8_kernel(["avx", "avx2", "fma"]) == "Avx2"
+    assert cpu_isa.mlas_u8u8_kernel(["avx2", "fma", "avx_vnni"]) == "Avx2"
+    assert cpu_isa.mlas_u8u8_kernel(avx512 + ["avx512_vnni", "amx_tile", "amx_int8"]) == "Avx512Core"
+    assert cpu_isa.mlas_u8u8_kernel(avx512 + ["avx_vnni_int8"]) == "Avx2Vnni"
     assert cpu_isa.mlas_u8s8_kernel([]) == "Sse"
     # int16 pair sums (vpmaddubsw) saturate with full-range s8 weights: U8U8 there.
     for kernel in ("Sse", "Avx2", "Avx512Core"):

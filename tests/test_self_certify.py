@@ -411,3 +411,24 @@ def test_make_serve_certifies_itself_and_says_not_ready(python_repo, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_u8u8_certificate_compares_the_u8u8_kernel_not_the_u8s8_one(tmp_path):
+    """Graphs shipped without VNNI have uint8 weights and run MLAS's u8u8 GEMM, whose ladder differs
+    (export/cpu_isa.py): AVX-VNNI changes the u8s8 kernel but not the u8u8 one (no mismatch to
+    report), AVX-VNNI-INT8 changes the u8u8 dispatch but not the u8s8 kernel (a mismatch to report)."""
+    from export import cpu_isa
+
+    (tmp_path / "avx2").write_text(AVX2_CPUINFO)
+    (tmp_path / "avxvnni").write_text("model name\t: Alder Lake\nflags\t\t: avx2 fma avx_vnni\n")
+    (tmp_path / "vnniint8").write_text("model name\t: Arrow Lake\nflags\t\t: avx2 fma avx_vnni avx_vnni_int8\n")
+    exported = cpu_isa.describe(tmp_path / "avx2")
+    fixture = {"served": {"int8_gate_cpu": {**exported, "int8_weights": "uint8", "mlas_kernel_run": "Avx2"}}}
+    on_avx_vnni = selfcert.int8_cpu_check(fixture, tmp_path / "avxvnni")
+    assert on_avx_vnni["same_kernel"] and on_avx_vnni["here_kernel"] == "Avx2"
+    on_vnni_int8 = selfcert.int8_cpu_check(fixture, tmp_path / "vnniint8")
+    assert (on_vnni_int8["here_kernel"], on_vnni_int8["same_kernel"]) == ("Avx2Vnni", False)
+    assert "Avx2Vnni" in selfcert.cpu_mismatch_failure(on_vnni_int8)
+    # A certificate written before the weight type was recorded keeps the u8s8 comparison.
+    older = {"served": {"int8_gate_cpu": exported}}
+    assert not selfcert.int8_cpu_check(older, tmp_path / "avxvnni")["same_kernel"]
