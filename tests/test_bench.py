@@ -121,3 +121,35 @@ def test_cross_encoder_fed_our_chunks_pads_like_our_chunks(tiny_model):
     plain_useful, plain_padded = plain.tokens.snapshot()
     useful, padded = chunked.tokens.snapshot()
     assert useful == plain_useful and padded < plain_padded
+
+
+def test_a_trial_is_timed_over_its_pass_not_over_the_counter_reads(monkeypatch):
+    """bench.server_counters waits 1.5 x FLUSH_S for the tokenizer's deferred counters before it
+    reads :8002, and Entry.runner reads it before and after its pass: the trial's `seconds` (the
+    denominator of every pairs/s rate, interleave.run_interleaved) must not include that wait.
+    A fake clock: each scored request takes 0.01 s, each counter read 1.5 s."""
+    import threading
+
+    from benchmarks import interleave
+
+    clock, lock = [1000.0], threading.Lock()
+
+    def advance(seconds: float) -> None:
+        with lock:
+            clock[0] += seconds
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    class Instant:
+        def score(self, query, passages):
+            advance(0.01)
+            return [0.0] * len(passages)
+
+    def counters():
+        advance(1.5)  # what server_counters sleeps before its read
+        return {"useful": 0.0, "padded": 0.0}
+
+    requests = [("q", ["a", "b"])] * 10
+    entry = bench.Entry("triton", Instant(), {}, "server_metrics", counters)
+    [trial] = interleave.run_interleaved({"triton": entry.runner(requests, 1, np.zeros(20))}, 1)
+    assert trial.results["triton"]["seconds"] == pytest.approx(10 * 0.01)
