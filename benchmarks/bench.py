@@ -259,6 +259,8 @@ class Entry:
             flat = np.concatenate([np.asarray(scores[i], dtype=np.float64) for i in range(len(requests))])
             out = {
                 "pairs": pairs,
+                # The pass alone: the counter reads around it wait for the deferred counters' flush.
+                "seconds": wall,
                 "latencies": latencies,
                 "max_dlogit": float(np.max(np.abs(flat - reference))),
             }

@@ -108,7 +108,8 @@ def run_interleaved(
 ) -> list[Trial]:
     """`trials` rounds; each round calls every runner once, in an order shuffled per round.
     A runner returns a dict (e.g. {"units": pairs done}); its wall time and the CPU's idle and
-    steal share while it ran are added here."""
+    steal share while it ran are added here. A runner that does untimed work around its pass
+    (reading a server's counters) returns its pass's own `seconds`, which is kept."""
     rng = random.Random(seed)
     names = list(runners)
     done = []
@@ -118,8 +119,8 @@ def run_interleaved(
         for name in order:
             before, start = cpu_sample(), time.perf_counter()
             result = dict(runners[name]())
-            seconds = time.perf_counter() - start
-            result.update(seconds=seconds, load_1m=round(os.getloadavg()[0], 2), **cpu_share(before, cpu_sample()))
+            result.setdefault("seconds", time.perf_counter() - start)
+            result.update(load_1m=round(os.getloadavg()[0], 2), **cpu_share(before, cpu_sample()))
             trial.results[name] = result
         done.append(trial)
         if on_trial:
