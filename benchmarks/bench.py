@@ -94,20 +94,14 @@ def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
     `threads` intra-op threads each. An export made for another thread count is reused: its
     files hard-linked, only the class models' `intra_op_threads` parameter rewritten. An export
     whose serving code differs from the checkout's is removed and exported again."""
-    import shutil
-
     from common import standin_model
-    from export.repository import code_differences
 
     model_dir, repo = root / f"bench-model-{shape}", root / f"bench-repo-{shape}-t{threads}"
     if not (model_dir / "model.safetensors").exists():
         print(f"[bench] building the {shape} stand-in model ...", flush=True)
         standin_model.build(model_dir, shape)
     for export in sorted(root.glob(f"bench-repo-{shape}-t*")):
-        stale = code_differences(export) if (export / "manifest.json").exists() else []
-        if stale:  # an export made before the serving code changed would measure the old code
-            print(f"[bench] {export} serves older code ({', '.join(stale[:3])}, ...): removed", flush=True)
-            shutil.rmtree(export)
+        reusable_export(export)
     if not (repo / "manifest.json").exists():
         other = next((p for p in sorted(root.glob(f"bench-repo-{shape}-t*")) if (p / "manifest.json").exists()), None)
         if other is not None:
@@ -118,6 +112,25 @@ def ensure_model(shape: str, root: Path, threads: int) -> tuple[Path, Path]:
             if cpu_export(str(model_dir), str(repo), "--cpu-threads", str(threads)):
                 raise SystemExit("export failed")
     return model_dir, repo
+
+
+def reusable_export(repo: Path) -> bool:
+    """Whether a cached export can be served as it is: it is complete (manifest.json) and serves the
+    checkout's code (export.repository.code_differences). A stale one is removed, so the caller
+    exports again: reused, it would measure the code it was exported with. Not covered: a change to
+    the configs or the graph export alone (no record of the exporting code is kept)."""
+    import shutil
+
+    from export.repository import code_differences
+
+    if not (repo / "manifest.json").exists():
+        return False
+    stale = code_differences(repo)
+    if stale:
+        print(f"[bench] {repo} serves older code ({', '.join(stale[:3])}, ...): removed", flush=True)
+        shutil.rmtree(repo)
+        return False
+    return True
 
 
 def _relink_with_threads(source: Path, repo: Path, threads: int) -> None:

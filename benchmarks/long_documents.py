@@ -53,8 +53,10 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ensure_repo(model_dir: Path, root: Path, shape: str, max_length: int) -> Path:
+    from benchmarks.bench import reusable_export
+
     repo = root / f"long-docs-repo-{shape}-{max_length}"
-    if not (repo / "manifest.json").exists():
+    if not reusable_export(repo):
         print(f"[long_documents] exporting at max_length {max_length} (python backend, fp32) ...", flush=True)
         if cpu_export(str(model_dir), str(repo), "--max-length", str(max_length)):
             raise SystemExit("export failed")

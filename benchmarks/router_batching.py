@@ -129,10 +129,11 @@ def repository(kind: str, root: Path) -> Path:
     model_dir, repo = ensure_model("tiny", Path("runs"), 2)
     if kind == "windows":
         return repo
+    from benchmarks.bench import reusable_export
     from common.long_context_repo import serve_at
 
     target = root / "repo-2048"
-    if not (target / "manifest.json").exists():
+    if not reusable_export(target):
         shutil.rmtree(target, ignore_errors=True)
         serve_at(repo, model_dir, target, 2048)
     return target

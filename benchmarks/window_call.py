@@ -16,6 +16,7 @@ the per-class timeouts (the configuration that failed).
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -51,15 +52,18 @@ def repository(root: Path, shape: str, max_length: int) -> Path:
     model = root / f"model-{shape}"
     if not (model / "model.safetensors").exists():
         standin_model.build(model, shape)
+    from benchmarks.bench import reusable_export
+
     base = root / f"repo-{shape}-512"
-    if not (base / "manifest.json").exists():
+    if not reusable_export(base):
         args = ["--model", str(model), "--repo", str(base), "--backend", "python", "--precision", "fp32"]
         if export_main(args) != 0:
             raise SystemExit("export failed")
     if max_length == ServingLimits().max_length:
         return base
     target = root / f"repo-{shape}-{max_length}"
-    if not target.exists():
+    if not reusable_export(target):
+        shutil.rmtree(target, ignore_errors=True)
         serve_at(base, model, target, max_length)
     return target
 

@@ -84,7 +84,10 @@ class TritonPythonModel:
             name=METRIC_RUNS, description="ONNX Runtime runs made", kind=pb_utils.MetricFamily.COUNTER
         )
         # Sent once a second off the request path (deferred_counters.py): a metric call is a round trip.
-        self.counters = DeferredCounters({METRIC_RUNS: self.families[METRIC_RUNS].Metric(labels={"model": self.name})})
+        self.counters = DeferredCounters(
+            {METRIC_RUNS: self.families[METRIC_RUNS].Metric(labels={"model": self.name})},
+            log=pb_utils.Logger.log_warn,
+        )
 
     def finalize(self):
         self.counters.close()

@@ -46,7 +46,9 @@ class PaddingMetrics:
             for name, description in DESCRIPTIONS.items()
         }
         self._counters = DeferredCounters(
-            {name: family.Metric(labels=labels) for name, family in self._families.items()}, flush_s
+            {name: family.Metric(labels=labels) for name, family in self._families.items()},
+            flush_s,
+            log=pb_utils.Logger.log_warn,
         )
 
     def record(self, attention_mask: np.ndarray) -> None:
