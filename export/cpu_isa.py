@@ -84,6 +84,52 @@ def mlas_kernel_for(flags: list[str] | set[str], weights_uint8: bool) -> str:
     return mlas_u8u8_kernel(flags) if weights_uint8 else mlas_u8s8_kernel(flags)
 
 
+# /proc/cpuinfo's spelling -> Node Feature Discovery's (klauspost/cpuid names: NFD labels a node
+# feature.node.kubernetes.io/cpu-cpuid.<NAME>=true, kubernetes-sigs/node-feature-discovery
+# source/cpu/cpu.go GetLabels; none of these is in its default attributeBlacklist).
+NFD_NAMES = {
+    "avx2": "AVX2",
+    "fma": "FMA3",
+    "avx_vnni": "AVXVNNI",
+    "avx512f": "AVX512F",
+    "avx512bw": "AVX512BW",
+    "avx512dq": "AVX512DQ",
+    "avx512vl": "AVX512VL",
+    "avx512_vnni": "AVX512VNNI",
+    "amx_tile": "AMXTILE",
+    "amx_int8": "AMXINT8",
+    "avx_vnni_int8": "AVXVNNIINT8",
+}
+NFD_LABEL_PREFIX = "feature.node.kubernetes.io/cpu-cpuid."
+# The flags each ladder reads: a node with the same ones present and absent runs the same kernel.
+U8U8_LADDER_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx_vnni_int8")
+U8S8_LADDER_FLAGS = (
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "amx_tile",
+    "amx_int8",
+)
+
+
+def node_features(flags: list[str] | set[str], weights_uint8: bool) -> dict[str, list[str]]:
+    """The chart's `int8NodeFeatures` for a graph gated on these flags: the NFD features its kernel's
+    ladder reads, split into those the node must have and those it must lack, so the pods land only
+    where ONNX Runtime picks the kernel the export was gated on (stricter than needed: a node that
+    differs in a flag without changing the outcome is also left out)."""
+    have = set(flags)
+    ladder = U8U8_LADDER_FLAGS if weights_uint8 else U8S8_LADDER_FLAGS
+    return {
+        "require": [NFD_NAMES[f] for f in ladder if f in have],
+        "exclude": [NFD_NAMES[f] for f in ladder if f not in have],
+    }
+
+
 def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """What the certificate and the benchmark record: the flags, the kernel, the model name."""
     flags = cpu_flags(cpuinfo)

@@ -453,6 +453,8 @@ def stage_int8(ctx: ExportContext) -> None:
         **cpu_isa.describe(),
         "int8_weights": "uint8" if weights_uint8 else "int8",
         "mlas_kernel_run": cpu_isa.mlas_kernel_for(flags, weights_uint8),
+        # The chart's int8NodeFeatures: pin the CPU pods to nodes that run this kernel (docs/CPU.md).
+        "int8_node_features": cpu_isa.node_features(flags, weights_uint8),
     }
     _require(ctx.reports["int8"], ctx.int8_attempts)
     ctx.served_onnx = int8_path

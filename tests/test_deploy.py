@@ -583,3 +583,59 @@ def test_rest_api_compose_and_dockerfile():
     assert "-c requirements/dev.txt ./client ./rest" in target and "USER 1000:1000" in target
     assert 'ENTRYPOINT ["python", "-m", "reranker_rest"]' in target and "HEALTHCHECK" in target
     assert "!rest/" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+def _node_admits(terms: list[dict], labels: dict[str, str]) -> bool:
+    """Kubernetes' nodeSelectorTerms (ORed terms of ANDed In / DoesNotExist expressions) on one node."""
+
+    def holds(expression: dict) -> bool:
+        if expression["operator"] == "In":
+            return labels.get(expression["key"]) in expression["values"]
+        if expression["operator"] == "DoesNotExist":
+            return expression["key"] not in labels
+        raise AssertionError(f"operator not evaluated here: {expression}")
+
+    return any(all(holds(e) for e in term["matchExpressions"]) for term in terms)
+
+
+def test_cpu_pods_can_be_pinned_to_nodes_that_run_the_gated_int8_kernel(rendered):
+    """The certificate's int8_node_features (export/cpu_isa.node_features) as the chart's
+    int8NodeFeatures: rendered on the CPU profile and strictly validated, the nodeAffinity admits a
+    node with the export host's features and refuses one whose ONNX Runtime would pick another int8
+    kernel (NFD labels; an AVX-512 node runs MLAS's Avx512Core u8u8 kernel, not Avx2's)."""
+    from export import cpu_isa
+
+    avx2_host = ["avx2", "fma"]
+    features = cpu_isa.node_features(avx2_host, weights_uint8=True)
+    values = {**yaml.safe_load((ROOT / "deploy/helm/values/cpu.yaml").read_text()), "int8NodeFeatures": features}
+    script = (
+        "import sys, json; sys.path.insert(0, 'deploy'); import validate\n"
+        f"objects = validate.render({values!r})\n"
+        "problems = validate.check_kubernetes(objects, 'cpu-pinned')\n"
+        "print(json.dumps({'problems': problems, 'objects': objects}))"
+    )
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["problems"] == []
+    pod = _one(out["objects"], "Deployment")["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+    def node(flags):
+        return {cpu_isa.NFD_LABEL_PREFIX + cpu_isa.NFD_NAMES[f]: "true" for f in flags}
+
+    assert _node_admits(terms, node(avx2_host))
+    assert _node_admits(terms, node(avx2_host + ["avx_vnni"]))  # AVX-VNNI leaves the u8u8 kernel alone
+    assert cpu_isa.mlas_u8u8_kernel(avx2_host + ["avx512f", "avx512bw", "avx512dq", "avx512vl"]) != "Avx2"
+    assert not _node_admits(terms, node(avx2_host + ["avx512f", "avx512bw", "avx512dq", "avx512vl"]))
+    assert not _node_admits(terms, node(avx2_host + ["avx_vnni_int8"]))
+    assert not _node_admits(terms, {})  # a node without NFD labels: Pending, not a silent mismatch
+    unpinned = _one(rendered["cpu"], "Deployment")["spec"]["template"]["spec"]
+    assert "affinity" not in unpinned  # the CPU profile as shipped: no pinning until it is set
+
+
+def test_cpu_pinning_and_a_gpu_pin_do_not_render():
+    values = {"int8NodeFeatures": {"require": ["AVX2"], "exclude": []}, "gpuProducts": ["NVIDIA-L4"]}
+    script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "int8NodeFeatures pins CPU pods" in proc.stderr

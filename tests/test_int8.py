@@ -170,6 +170,8 @@ def test_int8_gate_refuses_a_bad_quantization(python_repo, tmp_path, monkeypatch
     # uint8 weights (this recipe's) run the u8u8 GEMM: the kernel that ran is named as such.
     assert gate_cpu["int8_weights"] == "uint8"
     assert gate_cpu["mlas_kernel_run"] == cpu_isa.mlas_u8u8_kernel(cpu_isa.cpu_flags())
+    # ... and the chart's int8NodeFeatures that pin CPU pods to nodes running that kernel.
+    assert gate_cpu["int8_node_features"] == cpu_isa.node_features(cpu_isa.cpu_flags(), weights_uint8=True)
     assert "parity int8: FAIL" in capsys.readouterr().out
 
 
