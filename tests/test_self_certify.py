@@ -432,3 +432,30 @@ def test_a_u8u8_certificate_compares_the_u8u8_kernel_not_the_u8s8_one(tmp_path):
     # A certificate written before the weight type was recorded keeps the u8s8 comparison.
     older = {"served": {"int8_gate_cpu": exported}}
     assert not selfcert.int8_cpu_check(older, tmp_path / "avxvnni")["same_kernel"]
+
+
+# /proc/cpuinfo as Linux prints it on an AVX-VNNI-INT8 CPU (Sierra Forest; Arrow Lake and Lunar Lake
+# alike): `avx_vnni` is there, `avx_vnni_int8` is not. The kernel has no /proc/cpuinfo name for
+# CPUID.(EAX=7,ECX=1):EDX[4]: X86_FEATURE_AVX_VNNI_INT8 is a KVM-only feature, defined in
+# arch/x86/kvm/reverse_cpuid.h (CPUID_7_1_EDX is one of its kvm_only_cpuid_leafs), not in
+# arch/x86/include/asm/cpufeatures.h, whose quoted names are what /proc/cpuinfo prints.
+SIERRA_FOREST_CPUINFO = (
+    "model name\t: Intel(R) Xeon(R) 6780E\n"
+    "flags\t\t: fpu sse2 avx avx2 fma avx_vnni movdiri movdir64b serialize\n"
+)
+
+
+def test_a_u8u8_comparison_does_not_claim_the_same_kernel_where_proc_cpuinfo_cannot_tell(tmp_path):
+    """Review rv11: MLAS picks MlasGemmU8U8DispatchAvx2Vnni from the CPUID bit (platform.cpp), but
+    /proc/cpuinfo never shows it, so reading only /proc/cpuinfo an AVX-VNNI-INT8 node looks like an
+    AVX2+AVX-VNNI node whose u8u8 kernel is Avx2: a uint8-weight graph gated on an AVX2 host is then
+    said to run the same kernel on it, and the real mismatch is never named. The check must not claim
+    the same kernel there (read the CPUID bit, or call the kernel unknown where avx_vnni is set)."""
+    (tmp_path / "avx2").write_text(AVX2_CPUINFO)
+    (tmp_path / "sierra_forest").write_text(SIERRA_FOREST_CPUINFO)
+    from export import cpu_isa
+
+    exported = cpu_isa.describe(tmp_path / "avx2")
+    fixture = {"served": {"int8_gate_cpu": {**exported, "int8_weights": "uint8", "mlas_kernel_run": "Avx2"}}}
+    check = selfcert.int8_cpu_check(fixture, tmp_path / "sierra_forest")
+    assert check["same_kernel"] is not True, check
