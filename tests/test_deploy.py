@@ -639,3 +639,15 @@ def test_cpu_pinning_and_a_gpu_pin_do_not_render():
     script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "int8NodeFeatures pins CPU pods" in proc.stderr
+
+
+def test_a_pin_copied_from_a_certificate_without_node_features_names_the_value():
+    """Review rv11: docs/CPU.md's `jq '{int8NodeFeatures: .served.int8_gate_cpu.int8_node_features}'`
+    writes `int8NodeFeatures: null` for a certificate written before the export recorded them (or a
+    GPU certificate); helm drops the key and the chart failed with `nil pointer evaluating interface
+    {}.require`, which names neither the value nor the cause. It must render (unpinned) or name it."""
+    values = {**yaml.safe_load((ROOT / "deploy/helm/values/cpu.yaml").read_text()), "int8NodeFeatures": None}
+    script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
+    proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    error = proc.stderr.strip().splitlines()[-1] if proc.returncode else ""
+    assert proc.returncode == 0 or "int8NodeFeatures" in error, error
