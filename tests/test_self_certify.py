@@ -459,3 +459,19 @@ def test_a_u8u8_comparison_does_not_claim_the_same_kernel_where_proc_cpuinfo_can
     fixture = {"served": {"int8_gate_cpu": {**exported, "int8_weights": "uint8", "mlas_kernel_run": "Avx2"}}}
     check = selfcert.int8_cpu_check(fixture, tmp_path / "sierra_forest")
     assert check["same_kernel"] is not True, check
+
+
+def test_an_older_certificate_compares_the_kernel_its_recipe_ran(tmp_path):
+    """Review rv11: every certificate that records int8_gate_cpu (since 7135a1d) shipped the recipe
+    int8_quantization.recipe_for(mlas_u8s8_kernel) chose - uint8 weights unless the u8s8 kernel was a
+    VNNI one - and records the gate host's int8_flags, so an older certificate still says which kernel
+    its graph ran. Comparing u8s8's instead names a mismatch where there is none: a u8u8 graph gated on
+    AVX2 runs MLAS's Avx2 u8u8 kernel on an AVX-VNNI node too (AVX-VNNI changes only u8s8's)."""
+    from export import cpu_isa, int8_quantization
+
+    (tmp_path / "avx2").write_text(AVX2_CPUINFO)
+    (tmp_path / "avxvnni").write_text("model name\t: Alder Lake\nflags\t\t: avx2 fma avx_vnni\n")
+    older = {k: v for k, v in cpu_isa.describe(tmp_path / "avx2").items() if k != "mlas_u8u8_kernel"}
+    assert int8_quantization.recipe_for(older["mlas_u8s8_kernel"]).weights_uint8  # it shipped u8u8
+    check = selfcert.int8_cpu_check({"served": {"int8_gate_cpu": older}}, tmp_path / "avxvnni")
+    assert (check["export_kernel"], check["here_kernel"], check["same_kernel"]) == ("Avx2", "Avx2", True), check
