@@ -201,17 +201,19 @@ def int8_cpu_check(fixture: dict, cpuinfo: Path = Path("/proc/cpuinfo")) -> dict
     except ImportError:  # the serving image copies it beside this file
         import cpu_isa  # type: ignore[no-redef]
     here = cpu_isa.describe(cpuinfo)
-    if "mlas_kernel_run" in recorded:  # the kernel the shipped graph's weight type runs
+    if "int8_weights" in recorded:
+        weights_uint8 = recorded["int8_weights"] == "uint8"
         exported = recorded["mlas_kernel_run"]
-        here_kernel = cpu_isa.mlas_kernel_for(here["int8_flags"], recorded.get("int8_weights") == "uint8")
-    else:  # certificates written before the weight type was recorded name u8s8's
-        exported, here_kernel = recorded.get("mlas_u8s8_kernel", ""), here["mlas_u8s8_kernel"]
+    else:  # written before the weight type was recorded: the recipe the export's rule shipped there
+        weights_uint8 = cpu_isa.ships_uint8_weights(recorded.get("mlas_u8s8_kernel", ""))
+        exported = cpu_isa.mlas_kernel_for(recorded.get("int8_flags", []), weights_uint8)
+    here_kernel = cpu_isa.mlas_kernel_for(here["int8_flags"], weights_uint8)
     return {
         "export_kernel": exported,
         "export_cpu": recorded.get("cpu", ""),
         "here_kernel": here_kernel,
         "here_cpu": here["cpu"],
-        "same_kernel": exported == here_kernel,
+        "same_kernel": cpu_isa.same_kernel(exported, here_kernel),
     }
 
 

@@ -18,11 +18,32 @@ in the same constructor is shorter: AVX2+FMA -> `MlasGemmU8U8KernelAvx2` (both o
 int16, vpmaddwd: no saturation); AVX512 F+BW+DQ+VL -> `MlasGemmU8U8KernelAvx512Core`;
 AVX-VNNI-INT8 -> `MlasGemmU8U8DispatchAvx2Vnni` (set after the AVX-512 block, so it wins). VNNI
 and AMX do not change it (vpdpbusd and AMX-INT8 multiply u8 by s8).
+
+AVX-VNNI-INT8 (CPUID.(EAX=7,ECX=1):EDX[4]) has no /proc/cpuinfo name: Linux defines it as a
+KVM-only feature (arch/x86/kvm/reverse_cpuid.h), not in arch/x86/include/asm/cpufeatures.h, whose
+names /proc/cpuinfo prints. So where /proc/cpuinfo shows `avx_vnni` (every AVX-VNNI-INT8 CPU has
+AVX-VNNI) the bit is read with the CPUID instruction itself (`_cpuid`); where that cannot run (a
+cpuinfo file from elsewhere, or a kernel that refuses executable memory) the u8u8 kernel is
+`UNKNOWN`, which never counts as the same kernel as another.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import platform
 from pathlib import Path
+
+PROC_CPUINFO = Path("/proc/cpuinfo")
+# Pseudo-flag: /proc/cpuinfo shows avx_vnni, and AVX-VNNI-INT8 could not be read from CPUID.
+VNNI_INT8_UNREADABLE = "avx_vnni_int8_unreadable"
+UNKNOWN = "Unknown"
+# The u8s8 kernels with int32 accumulation (vpdpbusd, AMX): the export ships s8 weights there
+# (optimum's avx512_vnni preset) and uint8 weights everywhere else (export/int8_quantization.py).
+VNNI_KERNELS = ("AvxVnni", "Avx512Vnni", "Amx")
+# cpuid(leaf=edi, subleaf=esi, out=rdx) for x86-64 System V: push rbx; mov eax,edi; mov ecx,esi;
+# mov r8,rdx; cpuid; mov [r8],eax; mov [r8+4],ebx; mov [r8+8],ecx; mov [r8+12],edx; pop rbx; ret
+_CPUID_CODE = bytes.fromhex("5389f889f14989d00fa241890041895804418948084189500c5bc3")
 
 # The flags that decide the ladder below, as /proc/cpuinfo spells them.
 INT8_FLAGS = (
@@ -40,15 +61,69 @@ INT8_FLAGS = (
 )
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The int8-relevant flags of the first CPU listed (sorted); [] where /proc/cpuinfo is absent."""
+def _cpuid(leaf: int, subleaf: int) -> tuple[int, int, int, int] | None:
+    """(eax, ebx, ecx, edx) of CPUID on this CPU, run from an executable anonymous page; None on
+    another architecture or where the kernel refuses executable memory."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError, AttributeError):
+        return None
+    try:
+        page.write(_CPUID_CODE)
+        view = ctypes.c_char.from_buffer(page)
+        address = ctypes.addressof(view)
+        del view  # the page can be closed only once no buffer exports it
+        function = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32))(address)
+        out = (ctypes.c_uint32 * 4)()
+        function(leaf, subleaf, out)
+        return (out[0], out[1], out[2], out[3])
+    finally:
+        page.close()
+
+
+def avx_vnni_int8() -> bool | None:
+    """CPUID.(EAX=7,ECX=1):EDX[4] of this CPU; None where CPUID cannot be run."""
+    basic = _cpuid(0, 0)
+    if basic is None:
+        return None
+    if basic[0] < 7:
+        return False
+    leaf7 = _cpuid(7, 0)
+    if leaf7 is None:
+        return None
+    if leaf7[0] < 1:  # no subleaf 1
+        return False
+    leaf7_1 = _cpuid(7, 1)
+    return None if leaf7_1 is None else bool(leaf7_1[3] & (1 << 4))
+
+
+def vnni_int8_of(cpuinfo: Path) -> bool | None:
+    """AVX-VNNI-INT8 of the CPU `cpuinfo` describes: read from CPUID for this machine's own
+    /proc/cpuinfo, unknown (None) for any other file (tests replace this to say what a file's CPU has)."""
+    return avx_vnni_int8() if cpuinfo == PROC_CPUINFO else None
+
+
+def cpu_flags(cpuinfo: Path = PROC_CPUINFO) -> list[str]:
+    """The int8-relevant flags of the first CPU listed (sorted); [] where /proc/cpuinfo is absent.
+    With `avx_vnni` listed, AVX-VNNI-INT8 is read from CPUID when `cpuinfo` is this machine's
+    (/proc/cpuinfo never shows it), else VNNI_INT8_UNREADABLE is added."""
+    flags: list[str] = []
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split() if f in INT8_FLAGS)
+                flags = sorted(f for f in line.split(":", 1)[1].split() if f in INT8_FLAGS)
+                break
     except OSError:
-        pass
-    return []
+        return []
+    if "avx_vnni" in flags and "avx_vnni_int8" not in flags:
+        found = vnni_int8_of(cpuinfo)
+        if found is None:
+            flags = sorted([*flags, VNNI_INT8_UNREADABLE])
+        elif found:
+            flags = sorted([*flags, "avx_vnni_int8"])
+    return flags
 
 
 def mlas_u8s8_kernel(flags: list[str] | set[str]) -> str:
@@ -76,7 +151,20 @@ def mlas_u8u8_kernel(flags: list[str] | set[str]) -> str:
             kernel = "Avx512Core"
         if "avx_vnni_int8" in have:
             kernel = "Avx2Vnni"
+        elif VNNI_INT8_UNREADABLE in have:
+            kernel = UNKNOWN  # Avx2Vnni if the CPU has AVX-VNNI-INT8, which could not be read
     return kernel
+
+
+def same_kernel(a: str, b: str) -> bool:
+    """Whether two recorded kernels are known to be the same (an unknown one never is)."""
+    return a == b and UNKNOWN not in (a, b)
+
+
+def ships_uint8_weights(u8s8_kernel: str) -> bool:
+    """The weight type the export ships for a host whose u8s8 kernel is this: s8 (optimum's
+    avx512_vnni preset) on VNNI kernels, uint8 (U8U8) elsewhere (export/int8_quantization.recipe_for)."""
+    return u8s8_kernel not in VNNI_KERNELS
 
 
 def mlas_kernel_for(flags: list[str] | set[str], weights_uint8: bool) -> str:
@@ -130,7 +218,7 @@ def node_features(flags: list[str] | set[str], weights_uint8: bool) -> dict[str,
     }
 
 
-def describe(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def describe(cpuinfo: Path = PROC_CPUINFO) -> dict:
     """What the certificate and the benchmark record: the flags, the kernel, the model name."""
     flags = cpu_flags(cpuinfo)
     model = ""

@@ -105,14 +105,16 @@ class Recipe:
 VNNI_RECIPE = Recipe()
 # Without VNNI: U8U8 (uint8 weights, asymmetric), onnxruntime's advice where vpmaddubsw saturates.
 NO_VNNI_RECIPE = Recipe(weights_uint8=True, weights_symmetric=False)
-VNNI_KERNELS = ("AvxVnni", "Avx512Vnni", "Amx")  # export/cpu_isa.mlas_u8s8_kernel's names with int32 accumulation
 # None: chosen by the export host's CPU (recipe_for); a test may set one (a deliberately bad recipe).
 INT8_RECIPE: Recipe | None = None
 
 
 def recipe_for(kernel: str) -> Recipe:
-    """The shipped recipe for an MLAS u8s8 kernel (export/cpu_isa.py)."""
-    return VNNI_RECIPE if kernel in VNNI_KERNELS else NO_VNNI_RECIPE
+    """The shipped recipe for an MLAS u8s8 kernel (export/cpu_isa.py; the self-certification reads
+    the same rule there, cpu_isa.ships_uint8_weights, for certificates that do not record it)."""
+    from export import cpu_isa
+
+    return NO_VNNI_RECIPE if cpu_isa.ships_uint8_weights(kernel) else VNNI_RECIPE
 
 
 def shipped_recipe() -> Recipe:

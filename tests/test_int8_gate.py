@@ -235,9 +235,26 @@ def test_the_int8_gate_passes_the_shipped_recipe_and_refuses_bad_ones(spread_rep
     assert ctx.int8_attempts[0]["quantized_matmuls"] > shipped.int8_attempts[0]["quantized_matmuls"]
     print(f"everything: {json.dumps(ctx.int8_attempts)}")
 
-    if KERNEL in int8_quantization.VNNI_KERNELS:
+    if KERNEL in cpu_isa.VNNI_KERNELS:
         pytest.skip(f"{KERNEL}: the VNNI recipe is the shipped one on this CPU (its refusal is an AVX2 case)")
     monkeypatch.setattr(int8_quantization, "INT8_RECIPE", int8_quantization.VNNI_RECIPE)
     ctx, message = _refused(spread_repo, tmp_path / "vnni_on_avx2")
     assert "max |d logit|" in message and "> 0.5" in message and "(batch composition `" in message
     print(f"VNNI recipe on {KERNEL}: {json.dumps(ctx.int8_attempts)}")
+
+
+def test_cpuid_is_read_on_this_cpu_and_agrees_with_proc_cpuinfo():
+    """export/cpu_isa._cpuid runs the CPUID instruction (AVX-VNNI-INT8 has no /proc/cpuinfo name):
+    on this machine its vendor string and AVX2 bit must agree with what the kernel reports."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("CPUID is x86")
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    basic = cpu_isa._cpuid(0, 0)
+    assert basic is not None
+    vendor = b"".join(register.to_bytes(4, "little") for register in (basic[1], basic[3], basic[2])).decode()
+    assert f"vendor_id\t: {vendor}" in cpuinfo
+    leaf7 = cpu_isa._cpuid(7, 0)
+    assert bool(leaf7[1] & (1 << 5)) == (" avx2 " in cpuinfo.split("flags", 1)[1].split("\n", 1)[0] + " ")
+    assert cpu_isa.avx_vnni_int8() in (True, False)
