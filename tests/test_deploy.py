@@ -634,8 +634,15 @@ def test_cpu_pods_can_be_pinned_to_nodes_that_run_the_gated_int8_kernel(rendered
     assert "affinity" not in unpinned  # the CPU profile as shipped: no pinning until it is set
 
 
-def test_cpu_pinning_and_a_gpu_pin_do_not_render():
-    values = {"int8NodeFeatures": {"require": ["AVX2"], "exclude": []}, "gpuProducts": ["NVIDIA-L4"]}
+@pytest.mark.parametrize(
+    "other",
+    [{"gpuProducts": ["NVIDIA-L4"]}, {"affinity": {"nodeAffinity": {}}}],
+    ids=["gpu-pin", "empty-user-nodeAffinity"],
+)
+def test_cpu_pinning_and_another_node_affinity_do_not_render(other):
+    """Two nodeAffinity keys would render (a user's, even {}, and the pin's): strict decoders refuse
+    duplicate keys and the lenient ones keep one silently. Refused, naming the values."""
+    values = {"int8NodeFeatures": {"require": ["AVX2"], "exclude": []}, **other}
     script = f"import sys; sys.path.insert(0, 'deploy'); import validate\nvalidate.render({values!r})"
     proc = subprocess.run([str(DEPLOY_PYTHON), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "int8NodeFeatures pins CPU pods" in proc.stderr
