@@ -45,8 +45,10 @@ VNNI_KERNELS = ("AvxVnni", "Avx512Vnni", "Amx")
 # mov r8,rdx; cpuid; mov [r8],eax; mov [r8+4],ebx; mov [r8+8],ecx; mov [r8+12],edx; pop rbx; ret
 _CPUID_CODE = bytes.fromhex("5389f889f14989d00fa241890041895804418948084189500c5bc3")
 
-# The flags that decide the ladder below, as /proc/cpuinfo spells them.
-INT8_FLAGS = (
+# The flags each ladder reads (/proc/cpuinfo's spelling): a node with the same ones present and
+# absent runs the same kernel.
+U8U8_LADDER_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx_vnni_int8")
+U8S8_LADDER_FLAGS = (
     "avx2",
     "fma",
     "avx_vnni",
@@ -57,8 +59,9 @@ INT8_FLAGS = (
     "avx512_vnni",
     "amx_tile",
     "amx_int8",
-    "avx_vnni_int8",
 )
+# Every flag either ladder reads.
+INT8_FLAGS = tuple(dict.fromkeys(U8S8_LADDER_FLAGS + U8U8_LADDER_FLAGS))
 
 
 def _cpuid(leaf: int, subleaf: int) -> tuple[int, int, int, int] | None:
@@ -189,20 +192,6 @@ NFD_NAMES = {
     "avx_vnni_int8": "AVXVNNIINT8",
 }
 NFD_LABEL_PREFIX = "feature.node.kubernetes.io/cpu-cpuid."
-# The flags each ladder reads: a node with the same ones present and absent runs the same kernel.
-U8U8_LADDER_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx_vnni_int8")
-U8S8_LADDER_FLAGS = (
-    "avx2",
-    "fma",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512dq",
-    "avx512vl",
-    "avx512_vnni",
-    "amx_tile",
-    "amx_int8",
-)
 
 
 def node_features(flags: list[str] | set[str], weights_uint8: bool) -> dict[str, list[str]]:
