@@ -37,7 +37,7 @@ def summarise(result: dict) -> dict:
     """One request size: the work, the served time, the fixed cost (with its interval) and the ratios,
     from its trials. The fixed cost is taken against the same runs in process (the class model's
     parts): against one run per request the split's padding saving would hide part of it."""
-    passages = int(result["workload"].split(" x ")[1].split()[0])
+    passages = result["passages_per_request"]
 
     def ms(name: str) -> np.ndarray:
         return np.array([passages / t[name]["pairs_per_s"] * 1e3 for t in result["trials"]])
@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 return code
             folders.append(folder)
     results = [json.loads(next(Path(f).glob("serving_overhead_*.json")).read_text()) for f in folders]
-    results.sort(key=lambda r: int(r["workload"].split(" x ")[1].split()[0]))
-    shape = args.shape if not args.sources else results[0]["model"].split("stand-in ")[1].split(":")[0]
+    results.sort(key=lambda r: r["passages_per_request"])
+    shape = results[0]["shape"]
     summary = {
         "what": __doc__.split("\n\n")[0],
         "shape": shape,

@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"random-weight stand-in {args.shape}: {config['num_hidden_layers']} layers x "
         f"{config['hidden_size']} hidden, fp32, Python backend (ONNX Runtime CPU)",
         "threads": {"in_process_intra_op": args.threads, "cross_encoder_intra_op_per_instance": args.threads},
+        "shape": args.shape,
+        "passages_per_request": args.passages,
         "workload": f"{args.requests} requests x {args.passages} passages of similar length per system per trial, "
         "one request at a time",
         "max_abs_logit_difference": worst[IN_PROCESS],

@@ -200,14 +200,14 @@ def int8_cpu_check(fixture: dict, cpuinfo: Path = Path("/proc/cpuinfo")) -> dict
         from export import cpu_isa  # the repository checkout (local launcher)
     except ImportError:  # the serving image copies it beside this file
         import cpu_isa  # type: ignore[no-redef]
-    here = cpu_isa.describe(cpuinfo)
     if "int8_weights" in recorded:
         weights_uint8 = recorded["int8_weights"] == "uint8"
         exported = recorded["mlas_kernel_run"]
     else:  # written before the weight type was recorded: the recipe the export's rule shipped there
         weights_uint8 = cpu_isa.ships_uint8_weights(recorded.get("mlas_u8s8_kernel", ""))
         exported = cpu_isa.mlas_kernel_for(recorded.get("int8_flags", []), weights_uint8)
-    here_kernel = cpu_isa.mlas_kernel_for(here["int8_flags"], weights_uint8)
+    here = cpu_isa.describe(cpuinfo, weights_uint8)
+    here_kernel = here["mlas_kernel_run"]
     return {
         "export_kernel": exported,
         "export_cpu": recorded.get("cpu", ""),

@@ -207,8 +207,10 @@ def node_features(flags: list[str] | set[str], weights_uint8: bool) -> dict[str,
     }
 
 
-def describe(cpuinfo: Path = PROC_CPUINFO) -> dict:
-    """What the certificate and the benchmark record: the flags, the kernel, the model name."""
+def describe(cpuinfo: Path = PROC_CPUINFO, weights_uint8: bool | None = None) -> dict:
+    """What the certificate and the benchmark record: the flags, the kernels, the model name; with
+    the shipped graph's weight type (`weights_uint8`), also the kernel that graph runs and the
+    chart's int8NodeFeatures that pin CPU pods to nodes running it (docs/CPU.md)."""
     flags = cpu_flags(cpuinfo)
     model = ""
     try:
@@ -222,7 +224,7 @@ def describe(cpuinfo: Path = PROC_CPUINFO) -> dict:
         )
     except OSError:
         pass
-    return {
+    record = {
         "cpu": model,
         "int8_flags": flags,
         "mlas_u8s8_kernel": mlas_u8s8_kernel(flags),
@@ -230,3 +232,10 @@ def describe(cpuinfo: Path = PROC_CPUINFO) -> dict:
         "vnni": any(f in flags for f in ("avx_vnni", "avx512_vnni", "amx_int8")),
         "source": str(cpuinfo),
     }
+    if weights_uint8 is not None:
+        record.update(
+            int8_weights="uint8" if weights_uint8 else "int8",
+            mlas_kernel_run=mlas_kernel_for(flags, weights_uint8),
+            int8_node_features=node_features(flags, weights_uint8),
+        )
+    return record

@@ -446,16 +446,11 @@ def stage_int8(ctx: ExportContext) -> None:
     )
     # The CPU the gate's numbers were taken on (its int8 kernel decides the error: docs/CPU.md):
     # the certificate carries it beside the bounds, so a serving CPU of another ISA is visible.
-    # With the weight type of the recipe it shipped, so the kernel that ran is named, not only u8s8's.
-    weights_uint8 = int8_quantization.shipped_recipe().weights_uint8
-    flags = cpu_isa.cpu_flags()
-    ctx.fixture["served"]["int8_gate_cpu"] = ctx.int8_gate_cpu = {
-        **cpu_isa.describe(),
-        "int8_weights": "uint8" if weights_uint8 else "int8",
-        "mlas_kernel_run": cpu_isa.mlas_kernel_for(flags, weights_uint8),
-        # The chart's int8NodeFeatures: pin the CPU pods to nodes that run this kernel (docs/CPU.md).
-        "int8_node_features": cpu_isa.node_features(flags, weights_uint8),
-    }
+    # With the shipped weight type: the kernel that ran, and the chart's int8NodeFeatures that pin
+    # CPU pods to nodes running it.
+    ctx.fixture["served"]["int8_gate_cpu"] = ctx.int8_gate_cpu = cpu_isa.describe(
+        weights_uint8=int8_quantization.shipped_recipe().weights_uint8
+    )
     _require(ctx.reports["int8"], ctx.int8_attempts)
     ctx.served_onnx = int8_path
 

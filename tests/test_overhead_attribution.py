@@ -40,7 +40,7 @@ def test_the_fixed_cost_by_request_size_is_served_minus_the_same_runs_per_trial(
     ratio = {"ratio": 1.25, "ci95": [1.2, 1.3], "trials": 3, "verdict": "faster"}
     row = summarise(
         {
-            "workload": "4 requests x 8 passages of similar length per system per trial, one request at a time",
+            "passages_per_request": 8,
             "trials": trials,
             "ratio_served_over_in_process": ratio,
             "ratio_served_over_in_process_same_runs": {**ratio, "ratio": 0.8},

@@ -19,7 +19,7 @@ and testable without Triton: `pb_utils` is passed in.
 from __future__ import annotations
 
 import numpy as np
-from deferred_counters import FLUSH_S, DeferredCounters
+from deferred_counters import DeferredCounters
 
 USEFUL_TOKENS = "reranker_tokenizer_useful_tokens_total"
 PADDED_TOKENS = "reranker_tokenizer_padded_tokens_total"
@@ -38,7 +38,7 @@ def count_tokens(attention_mask: np.ndarray) -> tuple[int, int, int]:
 
 
 class PaddingMetrics:
-    def __init__(self, pb_utils, model_name: str, model_version: str, flush_s: float = FLUSH_S) -> None:
+    def __init__(self, pb_utils, model_name: str, model_version: str) -> None:
         labels = {"model": model_name, "version": str(model_version)}
         # Keep the family objects alive: a metric is unregistered when its family is freed.
         self._families = {
@@ -47,7 +47,6 @@ class PaddingMetrics:
         }
         self._counters = DeferredCounters(
             {name: family.Metric(labels=labels) for name, family in self._families.items()},
-            flush_s,
             log=pb_utils.Logger.log_warn,
         )
 
